@@ -1,4 +1,29 @@
-using static TorchSharp.torch;
-Console.WriteLine(TorchSharp.torch.__version__);
-var a = randn(256, 256);
-Console.WriteLine(matmul(a, a).sum().item<float>());
+using GptSharp.Cli;
+using GptSharp.Cli.Commands;
+using Spectre.Console;
+using Spectre.Console.Cli;
+
+var app = new CommandApp();
+app.Configure(config =>
+{
+    config.SetApplicationName("gptsharp");
+    config.SetExceptionHandler((exception, _) => ErrorReport.Print(exception));
+    config.AddCommand<DoctorCommand>("doctor").WithDescription("Show versions, threads, device, CPU features, the libstdc++ fix and matmul GFLOP/s.");
+    config.AddBranch("tokenizer", tokenizer =>
+    {
+        tokenizer.SetDescription("Train a byte-level BPE tokenizer, or encode and decode text.");
+        tokenizer.AddCommand<TokenizerTrainCommand>("train").WithDescription("Train BPE on corpora; writes tokenizer.tiktoken and tokenizer.json.")
+            .WithExample("tokenizer", "train", "--corpus", "tang,sotu", "--vocab-size", "8192", "--out", "runs/tokenizer");
+        tokenizer.AddCommand<TokenizerEncodeCommand>("encode").WithDescription("Print the token ids (and pieces) of a text.")
+            .WithExample("tokenizer", "encode", "--tokenizer", "runs/tokenizer", "--text", "床前明月光");
+        tokenizer.AddCommand<TokenizerDecodeCommand>("decode").WithDescription("Print the text of token ids.")
+            .WithExample("tokenizer", "decode", "--tokenizer", "runs/tokenizer", "--ids", "256 1024 77");
+    });
+    config.AddBranch("data", data =>
+    {
+        data.SetDescription("Turn corpora into token shards.");
+        data.AddCommand<DataPrepareCommand>("prepare").WithDescription("Tokenize corpora into train.bin / val.bin / meta.json.")
+            .WithExample("data", "prepare", "--corpus", "tang", "--tokenizer", "runs/tokenizer", "--out", "runs/data");
+    });
+});
+return app.Run(args);

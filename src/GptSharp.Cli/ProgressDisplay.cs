@@ -1,0 +1,50 @@
+using System.Diagnostics;
+using Spectre.Console;
+
+namespace GptSharp.Cli;
+
+/// <summary>
+/// Shows long work as a Spectre.Console progress bar with rate and ETA on a terminal; with --quiet, or when output
+/// is not a terminal, prints a plain line every few seconds instead.
+/// </summary>
+static class ProgressDisplay
+{
+    /// <summary>Runs <paramref name="work"/>, which reports units done through the callback it is given.</summary>
+    public static T Run<T>(string title, double total, string unit, bool quiet, Func<Action<double>, T> work)
+    {
+        bool interactive = !quiet && AnsiConsole.Profile.Capabilities.Interactive && !Console.IsOutputRedirected;
+        var watch = Stopwatch.StartNew();
+        string Rate(double done) => $"{done / Math.Max(1e-9, watch.Elapsed.TotalSeconds):N0} {unit}/s";
+        if (!interactive)
+        {
+            var lastPrint = TimeSpan.Zero;
+            var result = work(done =>
+            {
+                if (watch.Elapsed - lastPrint < TimeSpan.FromSeconds(5) && done < total) return;
+                lastPrint = watch.Elapsed;
+                double eta = done > 0 ? watch.Elapsed.TotalSeconds * (total - done) / done : double.NaN;
+                Console.WriteLine($"{title}: {done:N0}/{total:N0} {unit} ({100 * done / Math.Max(1, total):F1}%), {Rate(done)}, ETA {FormatSeconds(eta)}");
+            });
+            Console.WriteLine($"{title}: done in {FormatSeconds(watch.Elapsed.TotalSeconds)}");
+            return result;
+        }
+        T value = default!;
+        AnsiConsole.Progress()
+            .AutoClear(false)
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn(), new SpinnerColumn())
+            .Start(context =>
+            {
+                var task = context.AddTask(title, maxValue: Math.Max(1, total));
+                value = work(done =>
+                {
+                    task.Value = Math.Min(done, total);
+                    task.Description = $"{title} [grey]{Markup.Escape(Rate(done))}[/]";
+                });
+                task.Value = task.MaxValue;
+            });
+        return value;
+    }
+
+    static string FormatSeconds(double seconds) =>
+        double.IsNaN(seconds) || double.IsInfinity(seconds) ? "?" : TimeSpan.FromSeconds(Math.Round(seconds)).ToString(@"h\:mm\:ss");
+}

