@@ -59,10 +59,20 @@ public sealed class GptTokenizer
     public bool IsSpecial(int id) => _specialById.ContainsKey(id);
 
     /// <summary>Encodes plain text; special-token strings in it are encoded as ordinary text.</summary>
-    public int[] Encode(string text) => [.. _plain.EncodeToIds(text)];
+    public int[] Encode(string text) => [.. _plain.EncodeToIds(WithoutLoneSurrogates(text))];
 
     /// <summary>Encodes text in which special-token strings (e.g. <c>&lt;|bos|&gt;</c>) become their ids. For trusted templates only.</summary>
-    public int[] EncodeWithSpecialTokens(string text) => [.. _withSpecial.EncodeToIds(text)];
+    public int[] EncodeWithSpecialTokens(string text) => [.. _withSpecial.EncodeToIds(WithoutLoneSurrogates(text))];
+
+    /// <summary>
+    /// A lone UTF-16 surrogate has no UTF-8 form; it becomes U+FFFD, as in any UTF-8 round trip, so that it decodes
+    /// to one replacement character rather than three invalid bytes.
+    /// </summary>
+    static string WithoutLoneSurrogates(string text)
+    {
+        if (!text.AsSpan().ContainsAnyInRange((char)0xD800, (char)0xDFFF)) return text; // the common case: no copy
+        return Encoding.UTF8.GetString(Encoding.UTF8.GetBytes(text));
+    }
 
     /// <summary>Decodes ids to text. Byte sequences that are not valid UTF-8 (e.g. half a character) decode to U+FFFD.</summary>
     public string Decode(IEnumerable<int> ids)
@@ -165,21 +175,24 @@ public sealed class GptTokenizer
     {
         var ranks = new Dictionary<int, byte[]>();
         int lineNumber = 0;
-        foreach (string line in Encoding.UTF8.GetString(rankFile).Split('\n'))
+        foreach (string rawLine in Encoding.UTF8.GetString(rankFile).Split('\n'))
         {
             lineNumber++;
-            if (line.Length == 0) continue;
+            string line = rawLine.TrimEnd('\r');
+            if (line.Length == 0 || (lineNumber == 1 && line.StartsWith("Capacity:", StringComparison.Ordinal))) continue; // size hint in packaged files
             int space = line.IndexOf(' ');
+            string base64 = space < 0 ? line : line[..space]; // packaged files give the rank implicitly, by line order
             byte[] bytes;
             try
             {
-                bytes = space > 0 ? Convert.FromBase64String(line[..space]) : throw new FormatException("no space");
+                bytes = Convert.FromBase64String(base64);
             }
             catch (FormatException)
             {
                 throw new InvalidDataException($"{source}:{lineNumber}: expected '<base64 bytes> <rank>', got '{Truncate(line)}'.");
             }
-            if (!int.TryParse(line.AsSpan(space + 1), out int rank) || rank < 0)
+            int rank = ranks.Count;
+            if (space >= 0 && (!int.TryParse(line.AsSpan(space + 1), out rank) || rank < 0))
                 throw new InvalidDataException($"{source}:{lineNumber}: rank '{Truncate(line[(space + 1)..])}' is not a non-negative integer.");
             if (!ranks.TryAdd(rank, bytes)) throw new InvalidDataException($"{source}:{lineNumber}: rank {rank} appears twice.");
         }
