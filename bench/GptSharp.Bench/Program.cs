@@ -1,0 +1,16 @@
+using GptSharp.Bench;
+using GptSharp.Interop;
+
+// Benchmarks print figures; they assert nothing. Usage: dotnet run -c Release --project bench/GptSharp.Bench -- [tokenizer|all]
+string which = args.Length > 0 ? args[0] : "all";
+var runtime = TorchRuntime.Initialize();
+Console.WriteLine($"# GptSharp bench — {SystemReport.CpuModel()}, {Environment.ProcessorCount} cores, torch threads {runtime.Threads}, " +
+                  $"TorchSharp {SystemReport.TorchSharpVersion}, libtorch {SystemReport.LibTorchVersion}, .NET {Environment.Version}");
+var benches = new Dictionary<string, Action>
+{
+    ["tokenizer"] = TokenizerBench.Run,
+};
+if (which == "all") foreach (var bench in benches.Values) bench();
+else if (benches.TryGetValue(which, out var bench)) bench();
+else { Console.Error.WriteLine($"unknown bench '{which}'; choose one of: all, {string.Join(", ", benches.Keys)}"); return 2; }
+return 0;
