@@ -8,6 +8,8 @@ app.Configure(config =>
 {
     config.SetApplicationName("gptsharp");
     config.SetExceptionHandler((exception, _) => ErrorReport.Print(exception));
+    config.AddCommand<SpeedrunCommand>("speedrun").WithDescription("The main job on the embedded data, stage by stage; reruns skip finished stages.")
+        .WithExample("speedrun", "--run-dir", "runs/speedrun");
     config.AddCommand<DoctorCommand>("doctor").WithDescription("Show versions, threads, device, CPU features, the libstdc++ fix and matmul GFLOP/s.");
     config.AddBranch("tokenizer", tokenizer =>
     {

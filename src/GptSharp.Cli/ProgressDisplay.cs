@@ -9,21 +9,27 @@ namespace GptSharp.Cli;
 /// </summary>
 static class ProgressDisplay
 {
-    /// <summary>Runs <paramref name="work"/>, which reports units done through the callback it is given.</summary>
+    /// <summary>
+    /// Runs <paramref name="work"/>, which reports units done through the callback it is given. A NaN
+    /// <paramref name="total"/> means the amount of work is not known in advance: count and rate are shown, no ETA.
+    /// </summary>
     public static T Run<T>(string title, double total, string unit, bool quiet, Func<Action<double>, T> work)
     {
         bool interactive = !quiet && AnsiConsole.Profile.Capabilities.Interactive && !Console.IsOutputRedirected;
         var watch = Stopwatch.StartNew();
         string Rate(double done) => $"{done / Math.Max(1e-9, watch.Elapsed.TotalSeconds):N0} {unit}/s";
+        bool known = !double.IsNaN(total);
         if (!interactive)
         {
             var lastPrint = TimeSpan.Zero;
             var result = work(done =>
             {
-                if (watch.Elapsed - lastPrint < TimeSpan.FromSeconds(5) && done < total) return;
+                if (watch.Elapsed - lastPrint < TimeSpan.FromSeconds(5) && !(known && done >= total)) return;
                 lastPrint = watch.Elapsed;
                 double eta = done > 0 ? watch.Elapsed.TotalSeconds * (total - done) / done : double.NaN;
-                Console.WriteLine($"{title}: {done:N0}/{total:N0} {unit} ({100 * done / Math.Max(1, total):F1}%), {Rate(done)}, ETA {FormatSeconds(eta)}");
+                Console.WriteLine(known
+                    ? $"{title}: {done:N0}/{total:N0} {unit} ({100 * done / Math.Max(1, total):F1}%), {Rate(done)}, ETA {FormatSeconds(eta)}"
+                    : $"{title}: {done:N0} {unit}, {Rate(done)}");
             });
             Console.WriteLine($"{title}: done in {FormatSeconds(watch.Elapsed.TotalSeconds)}");
             return result;
@@ -34,10 +40,11 @@ static class ProgressDisplay
             .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn(), new SpinnerColumn())
             .Start(context =>
             {
-                var task = context.AddTask(title, maxValue: Math.Max(1, total));
+                var task = context.AddTask(title, maxValue: known ? Math.Max(1, total) : 1);
+                task.IsIndeterminate = !known;
                 value = work(done =>
                 {
-                    task.Value = Math.Min(done, total);
+                    if (known) task.Value = Math.Min(done, total);
                     task.Description = $"{title} [grey]{Markup.Escape(Rate(done))}[/]";
                 });
                 task.Value = task.MaxValue;
