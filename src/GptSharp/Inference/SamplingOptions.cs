@@ -1,0 +1,32 @@
+namespace GptSharp.Inference;
+
+/// <summary>How the next token is chosen.</summary>
+/// <param name="Temperature">0 is greedy (argmax); higher flattens the distribution.</param>
+/// <param name="TopK">Keep only the k most likely tokens (0: all).</param>
+/// <param name="TopP">Keep the smallest set of tokens whose probability sums to at least p (1: all).</param>
+/// <param name="RepetitionPenalty">Divides positive (multiplies negative) logits of tokens already in the context; 1 is off.</param>
+/// <param name="MaxNewTokens">Stop after this many generated tokens.</param>
+/// <param name="Seed">Seeds the sampler, so the same prompt and seed give the same text.</param>
+/// <param name="StopTokens">Generation ends after emitting one of these ids (e.g. &lt;|eos|&gt;, &lt;|end|&gt;).</param>
+/// <param name="StopSequences">Generation ends when the decoded text ends with one of these; it is cut off the result.</param>
+/// <param name="TruncatePrompt">A prompt longer than the context keeps its last tokens instead of being an error.</param>
+public sealed record SamplingOptions(
+    double Temperature = 0.8, int TopK = 0, double TopP = 1.0, double RepetitionPenalty = 1.0, int MaxNewTokens = 64,
+    long Seed = 1337, IReadOnlyList<int>? StopTokens = null, IReadOnlyList<string>? StopSequences = null, bool TruncatePrompt = false)
+{
+    public SamplingOptions Validate()
+    {
+        if (Temperature < 0 || double.IsNaN(Temperature)) throw new ArgumentOutOfRangeException(nameof(Temperature), Temperature, "Temperature must be >= 0.");
+        if (TopK < 0) throw new ArgumentOutOfRangeException(nameof(TopK), TopK, "TopK must be >= 0 (0: off).");
+        if (TopP is <= 0 or > 1) throw new ArgumentOutOfRangeException(nameof(TopP), TopP, "TopP must be in (0, 1].");
+        if (RepetitionPenalty <= 0) throw new ArgumentOutOfRangeException(nameof(RepetitionPenalty), RepetitionPenalty, "RepetitionPenalty must be > 0 (1: off).");
+        if (MaxNewTokens < 1) throw new ArgumentOutOfRangeException(nameof(MaxNewTokens), MaxNewTokens, "MaxNewTokens must be >= 1.");
+        return this;
+    }
+}
+
+/// <summary>Why generation ended.</summary>
+public enum FinishReason { Length, Stop, ContextFull }
+
+/// <summary>The tokens one prompt produced.</summary>
+public sealed record Generation(int[] PromptTokens, int[] Tokens, FinishReason Finish);

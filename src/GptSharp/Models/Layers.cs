@@ -1,0 +1,152 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace GptSharp.Models;
+
+/// <summary>Root-mean-square normalisation (Llama): x / rms(x) × weight, no centring, no bias.</summary>
+public sealed class RmsNorm : Module<Tensor, Tensor>
+{
+    readonly double _eps;
+    readonly Parameter weight;
+
+    public RmsNorm(long width, double eps) : base(nameof(RmsNorm))
+    {
+        _eps = eps;
+        weight = Parameter(ones(width));
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var normalised = x * rsqrt(x.pow(2).mean([-1], keepdim: true) + _eps);
+        return (normalised * weight).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>Rotary position embedding tables (cos, sin) for every position up to the context length.</summary>
+public sealed class Rotary : Module<Tensor, Tensor>
+{
+    readonly Tensor cos, sin; // (ContextLength, HeadDim/2)
+
+    public Rotary(GptConfig config) : base(nameof(Rotary))
+    {
+        int half = config.HeadDim / 2;
+        var inverseFrequency = pow(config.RotaryBase, -arange(0, half, ScalarType.Float64) / half);
+        var angles = outer(arange(0, config.ContextLength, ScalarType.Float64), inverseFrequency);
+        cos = angles.cos().to(ScalarType.Float32);
+        sin = angles.sin().to(ScalarType.Float32);
+        register_buffer(nameof(cos), cos, persistent: false);
+        register_buffer(nameof(sin), sin, persistent: false);
+    }
+
+    /// <summary>Rotates (B, H, T, HeadDim) queries or keys for positions [start, start + T), halves layout (as Llama).</summary>
+    public Tensor Apply(Tensor x, int start)
+    {
+        using var scope = NewDisposeScope();
+        long t = x.shape[2], half = x.shape[3] / 2;
+        var c = cos.narrow(0, start, t);
+        var s = sin.narrow(0, start, t);
+        var x1 = x.narrow(-1, 0, half);
+        var x2 = x.narrow(-1, half, half);
+        return cat([x1 * c - x2 * s, x2 * c + x1 * s], -1).MoveToOuterDisposeScope();
+    }
+
+    public override Tensor forward(Tensor x) => Apply(x, 0);
+}
+
+/// <summary>Causal self-attention with optional grouped-query heads, rotary positions and a KV cache.</summary>
+public sealed class CausalSelfAttention : Module<Tensor, Tensor>
+{
+    readonly GptConfig _config;
+    readonly Linear c_attn, c_proj;
+
+    public CausalSelfAttention(GptConfig config) : base(nameof(CausalSelfAttention))
+    {
+        _config = config;
+        c_attn = Linear(config.Width, (config.Heads + 2 * config.KvHeads) * config.HeadDim, hasBias: config.Bias);
+        c_proj = Linear(config.Width, config.Width, hasBias: config.Bias);
+        RegisterComponents();
+    }
+
+    public Linear OutputProjection => c_proj;
+
+    public override Tensor forward(Tensor x) => Forward(x, null, null, 0, 0);
+
+    /// <summary>x: (B, T, C) → (B, T, C). With a cache, keys/values of earlier tokens come from it.</summary>
+    public Tensor Forward(Tensor x, Rotary? rotary, KvCache? cache, int layer, int start)
+    {
+        using var scope = NewDisposeScope();
+        long b = x.shape[0], t = x.shape[1];
+        int h = _config.Heads, kvh = _config.KvHeads, hd = _config.HeadDim;
+        var qkv = c_attn.forward(x);
+        var q = qkv.narrow(-1, 0, h * hd).view(b, t, h, hd).transpose(1, 2);            // (B, H, T, hd)
+        var k = qkv.narrow(-1, h * hd, kvh * hd).view(b, t, kvh, hd).transpose(1, 2);   // (B, KvH, T, hd)
+        var v = qkv.narrow(-1, (h + kvh) * hd, kvh * hd).view(b, t, kvh, hd).transpose(1, 2);
+        if (rotary is not null)
+        {
+            q = rotary.Apply(q, start);
+            k = rotary.Apply(k, start);
+        }
+        if (cache is not null) (k, v) = cache.Append(layer, k, v);
+        if (kvh != h)
+        {
+            k = k.repeat_interleave(h / kvh, dim: 1);
+            v = v.repeat_interleave(h / kvh, dim: 1);
+        }
+        long keys = k.shape[2];
+        Tensor? mask = null;
+        bool causal = false;
+        if (t == keys) causal = true;          // the whole sequence at once
+        else if (t > 1)                         // a chunk after cached tokens: query i sees keys up to start + i
+            mask = arange(keys, device: x.device).unsqueeze(0) <= (arange(t, device: x.device) + (keys - t)).unsqueeze(1);
+        var y = functional.scaled_dot_product_attention(q, k, v, mask, training ? _config.Dropout : 0, causal);
+        y = y.transpose(1, 2).contiguous().view(b, t, h * hd);
+        return c_proj.forward(y).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>GPT-2's MLP: Linear → GELU (tanh approximation) → Linear.</summary>
+public sealed class GeluMlp : Module<Tensor, Tensor>
+{
+    readonly Linear c_fc, c_proj;
+
+    public GeluMlp(GptConfig config) : base(nameof(GeluMlp))
+    {
+        c_fc = Linear(config.Width, config.MlpHidden, hasBias: config.Bias);
+        c_proj = Linear(config.MlpHidden, config.Width, hasBias: config.Bias);
+        RegisterComponents();
+    }
+
+    public Linear OutputProjection => c_proj;
+
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        return c_proj.forward(functional.gelu(c_fc.forward(x), TorchSharp.Modules.GELU.Approximate.tanh)).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>Llama/PaLM's gated MLP: down(silu(gate(x)) × up(x)).</summary>
+public sealed class SwiGluMlp : Module<Tensor, Tensor>
+{
+    readonly Linear gate_proj, up_proj, down_proj;
+
+    public SwiGluMlp(GptConfig config) : base(nameof(SwiGluMlp))
+    {
+        gate_proj = Linear(config.Width, config.MlpHidden, hasBias: config.Bias);
+        up_proj = Linear(config.Width, config.MlpHidden, hasBias: config.Bias);
+        down_proj = Linear(config.MlpHidden, config.Width, hasBias: config.Bias);
+        RegisterComponents();
+    }
+
+    public Linear OutputProjection => down_proj;
+
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        return down_proj.forward(functional.silu(gate_proj.forward(x)) * up_proj.forward(x)).MoveToOuterDisposeScope();
+    }
+}
