@@ -1,0 +1,109 @@
+using System.Buffers.Binary;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace GptSharp.Interop;
+
+/// <summary>
+/// Reads and writes the safetensors format: an 8-byte little-endian header length, a JSON header mapping each tensor
+/// name to its dtype, shape and byte range, then the raw little-endian tensor bytes. No code runs on load (unlike
+/// pickle), so a checkpoint from anyone is safe to open.
+/// </summary>
+public static class SafeTensors
+{
+    static readonly Dictionary<ScalarType, (string Name, int Size)> Types = new()
+    {
+        [ScalarType.Float32] = ("F32", 4), [ScalarType.Float16] = ("F16", 2), [ScalarType.BFloat16] = ("BF16", 2),
+        [ScalarType.Float64] = ("F64", 8), [ScalarType.Int64] = ("I64", 8), [ScalarType.Int32] = ("I32", 4),
+        [ScalarType.Byte] = ("U8", 1), [ScalarType.Int8] = ("I8", 1), [ScalarType.Bool] = ("BOOL", 1),
+    };
+
+    /// <summary>Writes tensors (in name order) and string metadata to <paramref name="path"/>, atomically.</summary>
+    public static void Save(string path, IReadOnlyDictionary<string, Tensor> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        var header = new JsonObject();
+        if (metadata is { Count: > 0 })
+        {
+            var meta = new JsonObject();
+            foreach (var (key, value) in metadata) meta[key] = value;
+            header["__metadata__"] = meta;
+        }
+        var names = tensors.Keys.Order(StringComparer.Ordinal).ToList();
+        long offset = 0;
+        foreach (string name in names)
+        {
+            var t = tensors[name];
+            if (!Types.TryGetValue(t.dtype, out var type)) throw new NotSupportedException($"Tensor '{name}': dtype {t.dtype} has no safetensors code here.");
+            long size = t.numel() * type.Size;
+            header[name] = new JsonObject
+            {
+                ["dtype"] = type.Name,
+                ["shape"] = new JsonArray([.. t.shape.Select(d => (JsonNode)d)]),
+                ["data_offsets"] = new JsonArray(offset, offset + size),
+            };
+            offset += size;
+        }
+        byte[] json = Encoding.UTF8.GetBytes(header.ToJsonString());
+        int padded = (json.Length + 7) / 8 * 8; // the data starts 8-byte aligned; the header is padded with spaces
+        AtomicFile.Write(path, stream =>
+        {
+            Span<byte> length = stackalloc byte[8];
+            BinaryPrimitives.WriteUInt64LittleEndian(length, (ulong)padded);
+            stream.Write(length);
+            stream.Write(json);
+            for (int i = json.Length; i < padded; i++) stream.WriteByte((byte)' ');
+            foreach (string name in names)
+            {
+                using var cpu = tensors[name].detach().cpu().contiguous();
+                stream.Write(cpu.bytes);
+            }
+        });
+    }
+
+    /// <summary>Reads every tensor (on the CPU) and the metadata. Errors name the file and the tensor or field.</summary>
+    public static (Dictionary<string, Tensor> Tensors, Dictionary<string, string> Metadata) Load(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"No safetensors file at '{path}'.", path);
+        byte[] file = File.ReadAllBytes(path);
+        if (file.Length < 8) throw new InvalidDataException($"{path}: {file.Length} bytes is too short for a safetensors file.");
+        ulong headerLength = BinaryPrimitives.ReadUInt64LittleEndian(file);
+        if (headerLength > (ulong)file.Length - 8) throw new InvalidDataException($"{path}: header length {headerLength} is past the end of the file.");
+        JsonObject header;
+        try
+        {
+            header = JsonNode.Parse(file.AsSpan(8, (int)headerLength))?.AsObject() ?? throw new InvalidDataException($"{path}: empty header.");
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidDataException($"{path}: malformed JSON header: {e.Message}", e);
+        }
+        long dataStart = 8 + (long)headerLength;
+        var tensors = new Dictionary<string, Tensor>();
+        var metadata = new Dictionary<string, string>();
+        foreach (var (name, node) in header)
+        {
+            if (name == "__metadata__")
+            {
+                foreach (var (key, value) in node!.AsObject()) metadata[key] = value!.GetValue<string>();
+                continue;
+            }
+            string dtypeName = node?["dtype"]?.GetValue<string>() ?? throw new InvalidDataException($"{path}: tensor '{name}' has no dtype.");
+            var type = Types.FirstOrDefault(kv => kv.Value.Name == dtypeName);
+            if (type.Value.Name is null) throw new InvalidDataException($"{path}: tensor '{name}' has unsupported dtype {dtypeName}.");
+            long[] shape = node["shape"]?.AsArray().Select(d => d!.GetValue<long>()).ToArray() ?? throw new InvalidDataException($"{path}: tensor '{name}' has no shape.");
+            var offsets = node["data_offsets"]?.AsArray().Select(d => d!.GetValue<long>()).ToArray();
+            if (offsets is not { Length: 2 }) throw new InvalidDataException($"{path}: tensor '{name}' needs data_offsets [begin, end].");
+            long expected = shape.Aggregate(1L, (a, b) => a * b) * type.Value.Size;
+            if (offsets[1] - offsets[0] != expected || offsets[0] < 0 || dataStart + offsets[1] > file.Length)
+                throw new InvalidDataException($"{path}: tensor '{name}' ({dtypeName} {string.Join('x', shape)}) has byte range [{offsets[0]}, {offsets[1]}), which does not match its size {expected} or the file.");
+            var tensor = empty(shape, type.Key);
+            tensor.bytes = file.AsSpan((int)(dataStart + offsets[0]), (int)expected);
+            tensors[name] = tensor;
+        }
+        return (tensors, metadata);
+    }
+}

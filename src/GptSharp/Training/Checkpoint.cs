@@ -1,0 +1,134 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using GptSharp.Interop;
+using GptSharp.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace GptSharp.Training;
+
+/// <summary>Where training stands, saved with the weights so that a run resumes exactly.</summary>
+/// <param name="Step">Optimiser steps done.</param>
+/// <param name="DataPosition">The batch source's position (its own serialisation).</param>
+/// <param name="RngState">torch's CPU generator state, base64.</param>
+/// <param name="Tokenizer">The tokenizer the model was trained with (folder or built-in name).</param>
+/// <param name="LastValLoss">The latest validation loss, if one was measured.</param>
+public sealed record TrainingState(int Step, string DataPosition, string RngState, string Tokenizer, double? LastValLoss = null);
+
+/// <summary>
+/// A run's checkpoint folder, <c>RUN/checkpoint/</c>: <c>model.json</c> (the <see cref="GptConfig"/>),
+/// <c>model.safetensors</c>, <c>optimizer.safetensors</c> and <c>state.json</c>. A new checkpoint is written whole into
+/// a temporary folder and swapped in by renames, so a kill at any moment leaves the last good one
+/// (<c>checkpoint</c>, or <c>checkpoint.old</c> during the swap) intact.
+/// </summary>
+public static class Checkpoint
+{
+    public const string Folder = "checkpoint";
+    public static readonly JsonSerializerOptions Json = new()
+    {
+        WriteIndented = true,
+        Converters = { new JsonStringEnumConverter() },
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+    };
+
+    /// <summary>Writes model, optimiser and state for <paramref name="runDirectory"/>.</summary>
+    public static void Save(string runDirectory, Gpt model, AdamW? optimizer, TrainingState state)
+    {
+        string final = Path.Combine(runDirectory, Folder);
+        string temp = Path.Combine(runDirectory, $"{Folder}.tmp");
+        string old = Path.Combine(runDirectory, $"{Folder}.old");
+        if (Directory.Exists(temp)) Directory.Delete(temp, true);
+        Directory.CreateDirectory(temp);
+        AtomicFile.WriteAllText(Path.Combine(temp, "model.json"), JsonSerializer.Serialize(model.Config, Json));
+        SafeTensors.Save(Path.Combine(temp, "model.safetensors"), model.state_dict(),
+            new Dictionary<string, string> { ["format"] = "gptsharp", ["step"] = state.Step.ToString() });
+        optimizer?.Save(Path.Combine(temp, "optimizer.safetensors"));
+        AtomicFile.WriteAllText(Path.Combine(temp, "state.json"), JsonSerializer.Serialize(state, Json));
+        if (Directory.Exists(old)) Directory.Delete(old, true);
+        if (Directory.Exists(final)) Directory.Move(final, old);
+        Directory.Move(temp, final);
+        if (Directory.Exists(old)) Directory.Delete(old, true);
+    }
+
+    /// <summary>The checkpoint folder to read: the current one, or the previous one if a swap was interrupted.</summary>
+    public static string? Find(string runDirectory)
+    {
+        foreach (string name in new[] { Folder, $"{Folder}.old" })
+        {
+            string path = Path.Combine(runDirectory, name);
+            if (File.Exists(Path.Combine(path, "state.json"))) return path;
+        }
+        return null;
+    }
+
+    public static string Require(string runDirectory) => Find(runDirectory)
+        ?? throw new FileNotFoundException($"No checkpoint in run folder '{runDirectory}' (expected {Folder}/state.json). Train first, or check --run-dir.");
+
+    /// <summary>Builds the model a run saved and loads its weights.</summary>
+    public static (Gpt Model, TrainingState State) LoadModel(string runDirectory)
+    {
+        string folder = Require(runDirectory);
+        var config = ReadJson<GptConfig>(Path.Combine(folder, "model.json"));
+        var model = new Gpt(config);
+        LoadWeights(model, Path.Combine(folder, "model.safetensors"));
+        return (model, ReadJson<TrainingState>(Path.Combine(folder, "state.json")));
+    }
+
+    /// <summary>Restores model weights, optimiser state and RNG; returns the state to continue from.</summary>
+    public static TrainingState Resume(string runDirectory, Gpt model, AdamW optimizer)
+    {
+        string folder = Require(runDirectory);
+        var saved = ReadJson<GptConfig>(Path.Combine(folder, "model.json"));
+        if (saved != model.Config)
+            throw new InvalidOperationException($"{folder}/model.json describes a different model than the one being trained; resume with the same configuration.");
+        LoadWeights(model, Path.Combine(folder, "model.safetensors"));
+        optimizer.Load(Path.Combine(folder, "optimizer.safetensors"));
+        var state = ReadJson<TrainingState>(Path.Combine(folder, "state.json"));
+        if (state.RngState.Length > 0)
+        {
+            using var rng = tensor(Convert.FromBase64String(state.RngState), ScalarType.Byte);
+            torch.set_rng_state(rng);
+        }
+        return state;
+    }
+
+    public static string CaptureRng()
+    {
+        using var rng = torch.get_rng_state();
+        return Convert.ToBase64String(rng.bytes);
+    }
+
+    /// <summary>Copies tensors from a safetensors file into the model; every parameter must be present with its shape.</summary>
+    public static void LoadWeights(Gpt model, string path)
+    {
+        var (tensors, _) = SafeTensors.Load(path);
+        try
+        {
+            using var noGrad = no_grad();
+            foreach (var (name, target) in model.state_dict())
+            {
+                if (!tensors.TryGetValue(name, out var source)) throw new InvalidDataException($"{path}: tensor '{name}' is missing.");
+                if (!source.shape.SequenceEqual(target.shape))
+                    throw new InvalidDataException($"{path}: tensor '{name}' has shape [{string.Join(", ", source.shape)}], the model expects [{string.Join(", ", target.shape)}].");
+                target.copy_(source);
+            }
+        }
+        finally
+        {
+            foreach (var t in tensors.Values) t.Dispose();
+        }
+    }
+
+    static T ReadJson<T>(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"Checkpoint file missing: '{path}'.", path);
+        try
+        {
+            return JsonSerializer.Deserialize<T>(File.ReadAllText(path), Json) ?? throw new InvalidDataException($"{path}: empty JSON.");
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidDataException($"{path}: invalid JSON at line {e.LineNumber + 1}: {e.Message}", e);
+        }
+    }
+}

@@ -1,0 +1,55 @@
+using GptSharp.Data;
+using GptSharp.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace GptSharp.Training;
+
+/// <summary>Batches of a token shard for the trainer; the position is "epoch:cursor".</summary>
+public sealed class ShardBatchSource(TokenBatchLoader loader) : IBatchSource<TokenBatch>
+{
+    public TokenBatch Next() => loader.Next();
+    public string Position => Format(loader.Position);
+
+    public static string Format(LoaderPosition position) => $"{position.Epoch}:{position.Cursor}";
+
+    public static LoaderPosition Parse(string text)
+    {
+        var parts = text.Split(':');
+        if (parts.Length != 2 || !long.TryParse(parts[0], out long epoch) || !long.TryParse(parts[1], out long cursor))
+            throw new FormatException($"Data position '{text}' is not 'epoch:cursor'.");
+        return new LoaderPosition(epoch, cursor);
+    }
+}
+
+/// <summary>The GPT objective: predict every next token; loss is the mean cross-entropy over (B, T).</summary>
+public static class Pretraining
+{
+    public static Func<TokenBatch, ObjectiveOutput> Objective(Gpt model, Device device) => batch =>
+    {
+        var inputs = tensor(batch.Inputs, [batch.BatchSize, batch.SequenceLength], device: device);
+        var targets = tensor(batch.Targets, [batch.BatchSize, batch.SequenceLength], device: device);
+        var logits = model.forward(inputs);
+        return new ObjectiveOutput(Gpt.Loss(logits, targets), (long)batch.BatchSize * batch.SequenceLength);
+    };
+
+    /// <summary>Mean loss over the same <paramref name="batches"/> validation batches every time (fixed seed, from the start).</summary>
+    public static Func<double> ValidationLoss(Gpt model, MappedTokenShard validation, int batchSize, int sequenceLength, int batches, Device device)
+    {
+        // A validation split smaller than one batch still gets evaluated, with fewer rows.
+        long windows = (validation.Count - 1) / sequenceLength;
+        int rows = (int)Math.Max(1, Math.Min(batchSize, windows));
+        return () =>
+        {
+            var loader = new TokenBatchLoader(validation, rows, sequenceLength, seed: 0);
+            int count = (int)Math.Max(1, Math.Min(batches, windows / rows));
+            double total = 0;
+            for (int i = 0; i < count; i++)
+            {
+                using var scope = NewDisposeScope();
+                total += Objective(model, device)(loader.Next()).Loss.item<float>();
+            }
+            return total / count;
+        };
+    }
+}

@@ -1,0 +1,143 @@
+using System.Diagnostics;
+using GptSharp.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace GptSharp.Training;
+
+/// <summary>A stream of training batches whose position can be saved and restored.</summary>
+public interface IBatchSource<out TBatch>
+{
+    TBatch Next();
+    /// <summary>The position of the next batch, as text for <see cref="TrainingState.DataPosition"/>.</summary>
+    string Position { get; }
+}
+
+/// <summary>What an objective returns for one micro-batch: the mean loss and the tokens (or examples) it covered.</summary>
+public readonly record struct ObjectiveOutput(Tensor Loss, long Tokens);
+
+/// <summary>One logged optimiser step.</summary>
+public sealed record StepMetrics(int Step, double Loss, double LearningRate, double GradNorm, double TokensPerSecond, double ElapsedSeconds, double? ValLoss);
+
+/// <summary>How a training run ended.</summary>
+public sealed record TrainingResult(int StepsDone, double FinalLoss, double? FinalValLoss, double Seconds, bool StoppedEarly);
+
+/// <summary>
+/// The one training loop every objective uses (pretraining, SFT, reward, DPO, ...): gradient accumulation, global-norm
+/// clipping, AdamW with warmup + cosine decay, periodic evaluation, metrics.jsonl, atomic checkpoints and exact
+/// resume. The objective is a function from a batch to a loss; everything else is shared.
+/// </summary>
+public sealed class Trainer<TBatch>
+{
+    readonly Gpt _model;
+    readonly TrainingConfig _config;
+    readonly string _runDirectory, _tokenizer;
+    readonly Func<TBatch, ObjectiveOutput> _objective;
+    readonly IBatchSource<TBatch> _batches;
+    readonly Func<double>? _evaluate;
+
+    /// <param name="evaluate">Returns the validation loss; called every <see cref="TrainingConfig.EvalEvery"/> steps and at the end.</param>
+    public Trainer(Gpt model, TrainingConfig config, string runDirectory, string tokenizer,
+        Func<TBatch, ObjectiveOutput> objective, IBatchSource<TBatch> batches, Func<double>? evaluate = null)
+    {
+        _model = model;
+        _config = config.Validate();
+        _runDirectory = runDirectory;
+        _tokenizer = tokenizer;
+        _objective = objective;
+        _batches = batches;
+        _evaluate = evaluate;
+        Optimizer = new AdamW(model.named_parameters(), config);
+    }
+
+    public AdamW Optimizer { get; }
+
+    /// <summary>Called after every optimiser step (for progress displays).</summary>
+    public Action<StepMetrics>? OnStep { get; init; }
+
+    /// <summary>
+    /// Trains from <paramref name="startStep"/> (0, or the step a resumed checkpoint reached) to
+    /// <see cref="TrainingConfig.Steps"/> (or <paramref name="untilStep"/>, to stop part-way on the same schedule), the
+    /// time limit, or cancellation — then writes a checkpoint.
+    /// </summary>
+    public TrainingResult Run(int startStep = 0, int? untilStep = null, CancellationToken cancellation = default)
+    {
+        int lastStep = Math.Min(untilStep ?? _config.Steps, _config.Steps);
+        var metrics = new MetricsLog(_runDirectory, startStep);
+        var watch = Stopwatch.StartNew();
+        double lastLoss = double.NaN;
+        double? lastVal = null;
+        int step = startStep;
+        bool stoppedEarly = false;
+        _model.train();
+        while (step < lastStep)
+        {
+            if (cancellation.IsCancellationRequested || (_config.TimeLimitSeconds > 0 && watch.Elapsed.TotalSeconds >= _config.TimeLimitSeconds))
+            {
+                stoppedEarly = true;
+                break;
+            }
+            var stepWatch = Stopwatch.StartNew();
+            double lr = _config.LearningRateAt(step);
+            double lossSum = 0, gradNorm;
+            long tokens = 0;
+            using (var scope = NewDisposeScope())
+            {
+                Optimizer.ZeroGrad();
+                for (int micro = 0; micro < _config.GradAccumulation; micro++)
+                {
+                    using var microScope = NewDisposeScope();
+                    var output = _objective(_batches.Next());
+                    (output.Loss / _config.GradAccumulation).backward();
+                    lossSum += output.Loss.item<float>();
+                    tokens += output.Tokens;
+                }
+                gradNorm = _config.GradClip > 0
+                    ? nn.utils.clip_grad_norm_(Optimizer.Parameters, _config.GradClip)
+                    : GlobalGradNorm();
+                Optimizer.Step(lr);
+            }
+            step++;
+            lastLoss = lossSum / _config.GradAccumulation;
+            if (!double.IsFinite(lastLoss))
+                throw new InvalidOperationException($"Training diverged at step {step}: loss is {lastLoss}. Lower --learning-rate or check the data; the last checkpoint is intact.");
+
+            double? val = null;
+            if (_evaluate is not null && (step % _config.EvalEvery == 0 || step == _config.Steps)) lastVal = val = Evaluate();
+            var record = new StepMetrics(step, lastLoss, lr, gradNorm, tokens / stepWatch.Elapsed.TotalSeconds, watch.Elapsed.TotalSeconds, val);
+            if (step % _config.LogEvery == 0 || val is not null || step == _config.Steps) metrics.Append(record);
+            OnStep?.Invoke(record);
+            if (step % _config.CheckpointEvery == 0) SaveCheckpoint(step, lastVal);
+        }
+        if (stoppedEarly && _evaluate is not null) lastVal = Evaluate();
+        SaveCheckpoint(step, lastVal);
+        return new TrainingResult(step - startStep, lastLoss, lastVal, watch.Elapsed.TotalSeconds, stoppedEarly);
+    }
+
+    /// <summary>Restores model, optimiser, RNG and returns the step to continue from; the caller restores the batch source from <see cref="TrainingState.DataPosition"/>.</summary>
+    public TrainingState Resume() => Checkpoint.Resume(_runDirectory, _model, Optimizer);
+
+    double Evaluate()
+    {
+        _model.eval();
+        try
+        {
+            using var noGrad = no_grad();
+            return _evaluate!();
+        }
+        finally
+        {
+            _model.train();
+        }
+    }
+
+    double GlobalGradNorm()
+    {
+        using var scope = NewDisposeScope();
+        var norms = Optimizer.Parameters.Where(p => p.grad is not null).Select(p => p.grad!.norm()).ToArray();
+        return norms.Length == 0 ? 0 : stack(norms).norm().item<float>();
+    }
+
+    void SaveCheckpoint(int step, double? valLoss) =>
+        Checkpoint.Save(_runDirectory, _model, Optimizer, new TrainingState(step, _batches.Position, Checkpoint.CaptureRng(), _tokenizer, valLoss));
+}
