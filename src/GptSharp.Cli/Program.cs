@@ -27,5 +27,9 @@ app.Configure(config =>
         data.AddCommand<DataPrepareCommand>("prepare").WithDescription("Tokenize corpora into train.bin / val.bin / meta.json.")
             .WithExample("data", "prepare", "--corpus", "tang", "--tokenizer", "runs/tokenizer", "--out", "runs/data");
     });
+    config.AddCommand<PretrainCommand>("pretrain").WithDescription("Train a GPT on token shards (next-token prediction); --resume continues a run.")
+        .WithExample("pretrain", "--preset", "tiny", "--data", "runs/data", "--run-dir", "runs/tiny", "--steps", "2000");
+    config.AddCommand<GenerateCommand>("generate").WithDescription("Sample text from a trained run, streamed.")
+        .WithExample("generate", "--run-dir", "runs/tiny", "--prompt", "床前明月光", "--max-tokens", "64");
 });
 return app.Run(args);

@@ -64,6 +64,9 @@ public static class Checkpoint
     public static string Require(string runDirectory) => Find(runDirectory)
         ?? throw new FileNotFoundException($"No checkpoint in run folder '{runDirectory}' (expected {Folder}/state.json). Train first, or check --run-dir.");
 
+    /// <summary>The saved training state alone (to position the data before <see cref="Resume"/>).</summary>
+    public static TrainingState ReadState(string runDirectory) => ReadJson<TrainingState>(Path.Combine(Require(runDirectory), "state.json"));
+
     /// <summary>Builds the model a run saved and loads its weights.</summary>
     public static (Gpt Model, TrainingState State) LoadModel(string runDirectory)
     {

@@ -53,7 +53,7 @@ public sealed class Trainer<TBatch>
     public AdamW Optimizer { get; }
 
     /// <summary>Called after every optimiser step (for progress displays).</summary>
-    public Action<StepMetrics>? OnStep { get; init; }
+    public Action<StepMetrics>? OnStep { get; set; }
 
     /// <summary>
     /// Trains from <paramref name="startStep"/> (0, or the step a resumed checkpoint reached) to
@@ -102,9 +102,10 @@ public sealed class Trainer<TBatch>
             if (!double.IsFinite(lastLoss))
                 throw new InvalidOperationException($"Training diverged at step {step}: loss is {lastLoss}. Lower --learning-rate or check the data; the last checkpoint is intact.");
 
+            double tokensPerSecond = tokens / stepWatch.Elapsed.TotalSeconds; // training only, before any evaluation
             double? val = null;
             if (_evaluate is not null && (step % _config.EvalEvery == 0 || step == _config.Steps)) lastVal = val = Evaluate();
-            var record = new StepMetrics(step, lastLoss, lr, gradNorm, tokens / stepWatch.Elapsed.TotalSeconds, watch.Elapsed.TotalSeconds, val);
+            var record = new StepMetrics(step, lastLoss, lr, gradNorm, tokensPerSecond, watch.Elapsed.TotalSeconds, val);
             if (step % _config.LogEvery == 0 || val is not null || step == _config.Steps) metrics.Append(record);
             OnStep?.Invoke(record);
             if (step % _config.CheckpointEvery == 0) SaveCheckpoint(step, lastVal);

@@ -1,0 +1,64 @@
+using System.ComponentModel;
+using GptSharp.Inference;
+using GptSharp.Interop;
+using GptSharp.Tokenization;
+using GptSharp.Training;
+using Spectre.Console.Cli;
+using TorchSharp;
+
+namespace GptSharp.Cli.Commands;
+
+sealed class GenerateSettings : CommonSettings
+{
+    [CommandOption("-r|--run-dir")] [Description("A trained run folder (its checkpoint/ is loaded).")]
+    public string RunDir { get; init; } = "runs/pretrain";
+    [CommandOption("-p|--prompt")] [Description("Text to continue (after <|bos|>). Empty: start a new document.")]
+    public string Prompt { get; init; } = "";
+    [CommandOption("--max-tokens")] public int MaxTokens { get; init; } = 64;
+    [CommandOption("--temperature")] [Description("0 for greedy.")] public double Temperature { get; init; } = 0.8;
+    [CommandOption("--top-k")] public int TopK { get; init; } = 50;
+    [CommandOption("--top-p")] public double TopP { get; init; } = 0.95;
+    [CommandOption("--repetition-penalty")] public double RepetitionPenalty { get; init; } = 1.0;
+    [CommandOption("--seed")] public long Seed { get; init; } = 1337;
+    [CommandOption("-n|--samples")] [Description("How many continuations (seeds seed, seed+1, ...).")]
+    public int Samples { get; init; } = 1;
+    [CommandOption("--truncate")] [Description("Keep the end of a prompt longer than the context instead of failing.")]
+    public bool Truncate { get; init; }
+    [CommandOption("--device")] public string Device { get; init; } = "cpu";
+}
+
+/// <summary><c>gptsharp generate</c>: sample continuations from a trained model, streamed token by token.</summary>
+sealed class GenerateCommand : Command<GenerateSettings>
+{
+    public override int Execute(CommandContext context, GenerateSettings s, CancellationToken cancellation)
+    {
+        var runtime = TorchRuntime.Initialize(s.Threads, s.Device);
+        var (model, state) = Checkpoint.LoadModel(s.RunDir);
+        using var _ = model;
+        model.to(torch.device(runtime.Device));
+        var tokenizer = GptTokenizer.Load(state.Tokenizer);
+        int[] prompt = [tokenizer.BosId, .. tokenizer.Encode(s.Prompt)];
+        var options = new SamplingOptions(s.Temperature, s.TopK, s.TopP, s.RepetitionPenalty, s.MaxTokens, s.Seed,
+            StopTokens: [tokenizer.BosId, tokenizer.EosId], TruncatePrompt: s.Truncate);
+        var generator = new TokenGenerator(model);
+        for (int sample = 0; sample < s.Samples; sample++)
+        {
+            if (s.Samples > 1) Console.WriteLine($"--- sample {sample + 1} (seed {s.Seed + sample})");
+            Console.Write(s.Prompt);
+            var pending = new List<int>(); // bytes of a character split across tokens wait for the rest
+            var result = generator.Generate([prompt], options with { Seed = s.Seed + sample }, (_, token) =>
+            {
+                if (tokenizer.IsSpecial(token)) return;
+                pending.Add(token);
+                string text = tokenizer.Decode(pending);
+                if (text.EndsWith('\uFFFD') && pending.Count < 4) return;
+                Console.Write(text);
+                pending.Clear();
+            }, cancellation: cancellation)[0];
+            if (pending.Count > 0) Console.Write(tokenizer.Decode(pending));
+            Console.WriteLine();
+            if (!s.Quiet) Console.Error.WriteLine($"[{result.Tokens.Length} tokens, finished: {result.Finish}]");
+        }
+        return 0;
+    }
+}

@@ -1,0 +1,140 @@
+using System.ComponentModel;
+using System.Text.Json;
+using GptSharp.Data;
+using GptSharp.Interop;
+using GptSharp.Models;
+using GptSharp.Tokenization;
+using GptSharp.Training;
+using Spectre.Console;
+using Spectre.Console.Cli;
+using TorchSharp;
+
+namespace GptSharp.Cli.Commands;
+
+sealed class PretrainSettings : CommonSettings
+{
+    [CommandOption("--preset")] [Description("tiny, tiny-llama, small, small-llama or gpt2-124m.")]
+    public string Preset { get; init; } = "tiny";
+    [CommandOption("--data")] [Description("Folder with train.bin, val.bin and meta.json (from `data prepare`).")]
+    public string Data { get; init; } = "runs/data";
+    [CommandOption("-r|--run-dir")] [Description("Folder for checkpoints, metrics.jsonl and loss.png.")]
+    public string RunDir { get; init; } = "runs/pretrain";
+    [CommandOption("--resume")] [Description("Continue from the run folder's checkpoint.")]
+    public bool Resume { get; init; }
+    [CommandOption("--device")] [Description("cpu, cuda, cuda:N or auto.")]
+    public string Device { get; init; } = "cpu";
+
+    // Training overrides.
+    [CommandOption("--steps")] public int? Steps { get; init; }
+    [CommandOption("--batch-size")] public int? BatchSize { get; init; }
+    [CommandOption("--grad-accum")] public int? GradAccumulation { get; init; }
+    [CommandOption("--lr")] public double? LearningRate { get; init; }
+    [CommandOption("--min-lr-ratio")] public double? MinLrRatio { get; init; }
+    [CommandOption("--warmup")] public int? WarmupSteps { get; init; }
+    [CommandOption("--weight-decay")] public double? WeightDecay { get; init; }
+    [CommandOption("--grad-clip")] public double? GradClip { get; init; }
+    [CommandOption("--eval-every")] public int? EvalEvery { get; init; }
+    [CommandOption("--eval-batches")] public int? EvalBatches { get; init; }
+    [CommandOption("--checkpoint-every")] public int? CheckpointEvery { get; init; }
+    [CommandOption("--seed")] public long? Seed { get; init; }
+    [CommandOption("--time-limit")] [Description("Stop (with a checkpoint) after this many seconds.")]
+    public double? TimeLimit { get; init; }
+
+    // Model overrides.
+    [CommandOption("--context")] public int? ContextLength { get; init; }
+    [CommandOption("--layers")] public int? Layers { get; init; }
+    [CommandOption("--heads")] public int? Heads { get; init; }
+    [CommandOption("--kv-heads")] public int? KvHeads { get; init; }
+    [CommandOption("--width")] public int? Width { get; init; }
+    [CommandOption("--mlp-ratio")] public double? MlpRatio { get; init; }
+    [CommandOption("--dropout")] public double? Dropout { get; init; }
+    [CommandOption("--norm")] [Description("LayerNorm or RmsNorm.")] public NormKind? Norm { get; init; }
+    [CommandOption("--positions")] [Description("Learned or Rotary.")] public PositionKind? Positions { get; init; }
+    [CommandOption("--activation")] [Description("GeluTanh or SwiGlu.")] public ActivationKind? Activation { get; init; }
+    [CommandOption("--bias")] public bool? Bias { get; init; }
+    [CommandOption("--tied-embeddings")] public bool? TiedEmbeddings { get; init; }
+    [CommandOption("--parallel-block")] public bool? ParallelBlock { get; init; }
+}
+
+/// <summary><c>gptsharp pretrain</c>: next-token training on prepared shards.</summary>
+sealed class PretrainCommand : Command<PretrainSettings>
+{
+    public override int Execute(CommandContext context, PretrainSettings s, CancellationToken cancellation)
+    {
+        var runtime = TorchRuntime.Initialize(s.Threads, s.Device);
+        var device = torch.device(runtime.Device);
+        var data = ShardSummary.Load(s.Data);
+        var preset = GptConfig.Preset(s.Preset, data.VocabSize);
+        var config = (preset with
+        {
+            ContextLength = s.ContextLength ?? preset.ContextLength, Layers = s.Layers ?? preset.Layers, Heads = s.Heads ?? preset.Heads,
+            KvHeads = s.KvHeads ?? (s.Heads is int h && preset.KvHeads == preset.Heads ? h : preset.KvHeads), Width = s.Width ?? preset.Width,
+            MlpRatio = s.MlpRatio ?? preset.MlpRatio, Dropout = s.Dropout ?? preset.Dropout, Norm = s.Norm ?? preset.Norm,
+            Positions = s.Positions ?? preset.Positions, Activation = s.Activation ?? preset.Activation, Bias = s.Bias ?? preset.Bias,
+            TiedEmbeddings = s.TiedEmbeddings ?? preset.TiedEmbeddings, ParallelBlock = s.ParallelBlock ?? preset.ParallelBlock,
+        }).Validate();
+        var defaults = new TrainingConfig();
+        var training = new TrainingConfig
+        {
+            Steps = s.Steps ?? defaults.Steps, BatchSize = s.BatchSize ?? defaults.BatchSize, GradAccumulation = s.GradAccumulation ?? defaults.GradAccumulation,
+            LearningRate = s.LearningRate ?? defaults.LearningRate, MinLrRatio = s.MinLrRatio ?? defaults.MinLrRatio, WarmupSteps = s.WarmupSteps ?? defaults.WarmupSteps,
+            WeightDecay = s.WeightDecay ?? defaults.WeightDecay, GradClip = s.GradClip ?? defaults.GradClip, EvalEvery = s.EvalEvery ?? defaults.EvalEvery,
+            EvalBatches = s.EvalBatches ?? defaults.EvalBatches, CheckpointEvery = s.CheckpointEvery ?? defaults.CheckpointEvery, Seed = s.Seed ?? defaults.Seed,
+            TimeLimitSeconds = s.TimeLimit ?? defaults.TimeLimitSeconds,
+        }.Validate();
+
+        torch.manual_seed(training.Seed);
+        using var model = new Gpt(config);
+        model.to(device);
+        using var train = new MappedTokenShard(Path.Combine(s.Data, ShardSummary.TrainFile));
+        using var val = new MappedTokenShard(Path.Combine(s.Data, ShardSummary.ValFile));
+        if (train.Header.VocabSize != config.VocabSize)
+            throw new InvalidDataException($"{train.Path}: vocab size {train.Header.VocabSize} differs from the model's {config.VocabSize}.");
+
+        int start = 0;
+        var position = new LoaderPosition();
+        if (s.Resume)
+        {
+            var saved = Checkpoint.ReadState(s.RunDir);
+            (start, position) = (saved.Step, ShardBatchSource.Parse(saved.DataPosition));
+        }
+        else if (Checkpoint.Find(s.RunDir) is not null)
+            throw new InvalidOperationException($"Run folder '{s.RunDir}' already has a checkpoint: pass --resume to continue it, or choose another --run-dir.");
+
+        var loader = new TokenBatchLoader(train, training.BatchSize, config.ContextLength, training.Seed, position);
+        var trainer = new Trainer<TokenBatch>(model, training, s.RunDir, data.Tokenizer, Pretraining.Objective(model, device), new ShardBatchSource(loader),
+            Pretraining.ValidationLoss(model, val, training.BatchSize, config.ContextLength, training.EvalBatches, device));
+        if (s.Resume)
+        {
+            trainer.Resume();
+            AnsiConsole.MarkupLine($"Resumed {Markup.Escape(s.RunDir)} at step {start}.");
+        }
+        else
+        {
+            Directory.CreateDirectory(s.RunDir);
+            AtomicFile.WriteAllText(Path.Combine(s.RunDir, "config.json"),
+                JsonSerializer.Serialize(new { model = config, training, data = Path.GetFullPath(s.Data), tokenizer = data.Tokenizer }, Checkpoint.Json));
+        }
+
+        long tokensPerStep = (long)training.BatchSize * training.GradAccumulation * config.ContextLength;
+        AnsiConsole.MarkupLine($"Model: {model.ParameterCount / 1e6:F2}M parameters ({s.Preset}: {config.Layers} layers, width {config.Width}, {config.Heads} heads, context {config.ContextLength}); " +
+                               $"{tokensPerStep:N0} tokens/step; {train.Count:N0} training tokens; {runtime.Threads} threads on {runtime.Device}.");
+        var result = ProgressDisplay.Run("pretrain", training.Steps - start, "steps", s.Quiet, report =>
+        {
+            trainer.OnStep = m =>
+            {
+                report(m.Step - start);
+                if (s.Quiet && (m.Step % training.LogEvery == 0 || m.ValLoss is not null)) Log(m);
+            };
+            return trainer.Run(start, cancellation: cancellation);
+        });
+        string plot = LossPlot.Write(s.RunDir, $"Pretraining ({s.Preset})");
+        AnsiConsole.MarkupLine($"Done: {result.StepsDone} steps in {result.Seconds:F0} s; train loss {result.FinalLoss:F3}, val loss {result.FinalValLoss:F3}. " +
+                               $"Checkpoint in {Markup.Escape(Path.Combine(s.RunDir, Checkpoint.Folder))}, plot {Markup.Escape(plot)}.");
+        return 0;
+    }
+
+    static void Log(StepMetrics m) => Console.WriteLine(
+        $"step {m.Step}: loss {m.Loss:F4}, lr {m.LearningRate:E2}, grad norm {m.GradNorm:F2}, {m.TokensPerSecond:N0} tok/s" + (m.ValLoss is double v ? $", val loss {v:F4}" : ""));
+
+}
