@@ -62,9 +62,7 @@ sealed class PretrainCommand : Command<PretrainSettings>
     public override int Execute(CommandContext context, PretrainSettings s, CancellationToken cancellation)
     {
         var runtime = TorchRuntime.Initialize(s.Threads, s.Device);
-        var device = torch.device(runtime.Device);
-        var data = ShardSummary.Load(s.Data);
-        var preset = GptConfig.Preset(s.Preset, data.VocabSize);
+        var preset = GptConfig.Preset(s.Preset, ShardSummary.Load(s.Data).VocabSize);
         var config = (preset with
         {
             ContextLength = s.ContextLength ?? preset.ContextLength, Layers = s.Layers ?? preset.Layers, Heads = s.Heads ?? preset.Heads,
@@ -83,54 +81,27 @@ sealed class PretrainCommand : Command<PretrainSettings>
             TimeLimitSeconds = s.TimeLimit ?? defaults.TimeLimitSeconds,
         }.Validate();
 
-        torch.manual_seed(training.Seed);
-        using var model = new Gpt(config);
-        model.to(device);
-        using var train = new MappedTokenShard(Path.Combine(s.Data, ShardSummary.TrainFile));
-        using var val = new MappedTokenShard(Path.Combine(s.Data, ShardSummary.ValFile));
-        if (train.Header.VocabSize != config.VocabSize)
-            throw new InvalidDataException($"{train.Path}: vocab size {train.Header.VocabSize} differs from the model's {config.VocabSize}.");
-
-        int start = 0;
-        var position = new LoaderPosition();
-        if (s.Resume)
+        TrainingResult result = null!;
+        ProgressDisplay.Run("pretrain", training.Steps, "steps", s.Quiet, report =>
         {
-            var saved = Checkpoint.ReadState(s.RunDir);
-            (start, position) = (saved.Step, ShardBatchSource.Parse(saved.DataPosition));
-        }
-        else if (Checkpoint.Find(s.RunDir) is not null)
-            throw new InvalidOperationException($"Run folder '{s.RunDir}' already has a checkpoint: pass --resume to continue it, or choose another --run-dir.");
-
-        var loader = new TokenBatchLoader(train, training.BatchSize, config.ContextLength, training.Seed, position);
-        var trainer = new Trainer<TokenBatch>(model, training, s.RunDir, data.Tokenizer, Pretraining.Objective(model, device), new ShardBatchSource(loader),
-            Pretraining.ValidationLoss(model, val, training.BatchSize, config.ContextLength, training.EvalBatches, device));
-        if (s.Resume)
-        {
-            trainer.Resume();
-            AnsiConsole.MarkupLine($"Resumed {Markup.Escape(s.RunDir)} at step {start}.");
-        }
-        else
-        {
-            Directory.CreateDirectory(s.RunDir);
-            AtomicFile.WriteAllText(Path.Combine(s.RunDir, "config.json"),
-                JsonSerializer.Serialize(new { model = config, training, data = Path.GetFullPath(s.Data), tokenizer = data.Tokenizer }, Checkpoint.Json));
-        }
-
-        long tokensPerStep = (long)training.BatchSize * training.GradAccumulation * config.ContextLength;
-        AnsiConsole.MarkupLine($"Model: {model.ParameterCount / 1e6:F2}M parameters ({s.Preset}: {config.Layers} layers, width {config.Width}, {config.Heads} heads, context {config.ContextLength}); " +
-                               $"{tokensPerStep:N0} tokens/step; {train.Count:N0} training tokens; {runtime.Threads} threads on {runtime.Device}.");
-        var result = ProgressDisplay.Run("pretrain", training.Steps - start, "steps", s.Quiet, report =>
-        {
-            trainer.OnStep = m =>
-            {
-                report(m.Step - start);
-                if (s.Quiet && (m.Step % training.LogEvery == 0 || m.ValLoss is not null)) Log(m);
-            };
-            return trainer.Run(start, cancellation: cancellation);
+            result = PretrainRun.Execute(config, training, s.Data, s.RunDir, s.Resume, runtime.Device,
+                onStart: (model, start) =>
+                {
+                    report(start);
+                    long tokensPerStep = (long)training.BatchSize * training.GradAccumulation * config.ContextLength;
+                    Console.WriteLine($"{(start > 0 ? $"Resumed at step {start}. " : "")}Model: {model.ParameterCount / 1e6:F2}M parameters ({s.Preset}: {config.Layers} layers, " +
+                                      $"width {config.Width}, {config.Heads} heads, context {config.ContextLength}); {tokensPerStep:N0} tokens/step; {runtime.Threads} threads on {runtime.Device}.");
+                },
+                onStep: m =>
+                {
+                    report(m.Step);
+                    if (s.Quiet && (m.Step % training.LogEvery == 0 || m.ValLoss is not null)) Log(m);
+                },
+                cancellation: cancellation);
+            return result;
         });
-        string plot = LossPlot.Write(s.RunDir, $"Pretraining ({s.Preset})");
         AnsiConsole.MarkupLine($"Done: {result.StepsDone} steps in {result.Seconds:F0} s; train loss {result.FinalLoss:F3}, val loss {result.FinalValLoss:F3}. " +
-                               $"Checkpoint in {Markup.Escape(Path.Combine(s.RunDir, Checkpoint.Folder))}, plot {Markup.Escape(plot)}.");
+                               $"Checkpoint in {Markup.Escape(Path.Combine(s.RunDir, Checkpoint.Folder))}, plot {Markup.Escape(Path.Combine(s.RunDir, LossPlot.FileName))}.");
         return 0;
     }
 

@@ -1,6 +1,9 @@
 using System.ComponentModel;
 using System.Text.Json;
 using GptSharp.Data;
+using GptSharp.Inference;
+using GptSharp.Models;
+using GptSharp.Training;
 using GptSharp.Interop;
 using GptSharp.Tokenization;
 using Spectre.Console;
@@ -17,8 +20,18 @@ sealed class SpeedrunSettings : CommonSettings
     [CommandOption("--vocab-size")]
     public int VocabSize { get; init; } = 8192;
 
+    [CommandOption("--preset")]
+    [Description("Model preset for pretraining (tiny on a laptop; small or gpt2-124m with time or a GPU).")]
+    public string Preset { get; init; } = "tiny";
+
+    [CommandOption("--pretrain-steps")]
+    public int PretrainSteps { get; init; } = 1500;
+
+    [CommandOption("--device")]
+    public string Device { get; init; } = "cpu";
+
     [CommandOption("--from")]
-    [Description("Rerun from this stage on (tokenizer, data), discarding its done-marker and those after it.")]
+    [Description("Rerun from this stage on (tokenizer, data, pretrain), discarding its done-marker and those after it.")]
     public string? From { get; init; }
 }
 
@@ -28,11 +41,12 @@ sealed class SpeedrunSettings : CommonSettings
 /// </summary>
 sealed class SpeedrunCommand : Command<SpeedrunSettings>
 {
-    static readonly string[] Stages = ["tokenizer", "data"];
+    static readonly string[] Stages = ["tokenizer", "data", "pretrain"];
+    static readonly string[] SamplePrompts = ["床前明月光", "白日依山盡", "春眠不覺曉"];
 
     public override int Execute(CommandContext context, SpeedrunSettings settings, CancellationToken cancellation)
     {
-        TorchRuntime.Initialize(settings.Threads);
+        var runtime = TorchRuntime.Initialize(settings.Threads, settings.Device);
         if (settings.From is not null)
         {
             int from = Array.IndexOf(Stages, settings.From);
@@ -59,6 +73,34 @@ sealed class SpeedrunCommand : Command<SpeedrunSettings>
                 report => ShardBuilder.Build(tokenizer, Path.GetFullPath(tokenizerDir), new ShardOptions(["tang"]), Path.Combine(settings.RunDir, "data"), n => report(n)));
             return summary;
         });
+
+        string pretrainDir = Path.Combine(settings.RunDir, "pretrain");
+        RunStage(settings, "pretrain", () =>
+        {
+            var data = ShardSummary.Load(Path.Combine(settings.RunDir, "data"));
+            var config = GptConfig.Preset(settings.Preset, data.VocabSize);
+            var training = new TrainingConfig { Steps = settings.PretrainSteps, WarmupSteps = Math.Min(100, settings.PretrainSteps / 10), EvalEvery = 250, CheckpointEvery = 250 };
+            // A killed pretrain stage resumes from its last checkpoint.
+            bool resume = Checkpoint.Find(pretrainDir) is not null;
+            var result = ProgressDisplay.Run("pretrain", training.Steps, "steps", settings.Quiet, report =>
+                PretrainRun.Execute(config, training, Path.Combine(settings.RunDir, "data"), pretrainDir, resume, runtime.Device,
+                    onStart: (_, start) => report(start), onStep: m => report(m.Step)));
+            return new { settings.Preset, result.StepsDone, result.FinalLoss, result.FinalValLoss, result.Seconds };
+        });
+
+        var (model, state) = Checkpoint.LoadModel(pretrainDir);
+        using (model)
+        {
+            var tokenizer = GptTokenizer.Load(state.Tokenizer);
+            var generator = new TokenGenerator(model);
+            AnsiConsole.MarkupLine("[bold]Samples from the pretrained model[/] (temperature 0.8, top-k 50):");
+            foreach (string prompt in SamplePrompts)
+            {
+                var tokens = generator.Generate([[tokenizer.BosId, .. tokenizer.Encode(prompt)]],
+                    new SamplingOptions(Temperature: 0.8, TopK: 50, MaxNewTokens: 48, StopTokens: [tokenizer.BosId, tokenizer.EosId]))[0].Tokens;
+                AnsiConsole.WriteLine(prompt + tokenizer.Decode(tokens.Where(t => !tokenizer.IsSpecial(t))));
+            }
+        }
 
         AnsiConsole.MarkupLine($"[green]speedrun finished[/]: {Markup.Escape(Path.GetFullPath(settings.RunDir))}");
         return 0;

@@ -1,0 +1,59 @@
+using System.Text.Json;
+using GptSharp.Data;
+using GptSharp.Models;
+using TorchSharp;
+
+namespace GptSharp.Training;
+
+/// <summary>
+/// A whole pretraining run over prepared shards: model from a config, data loader, trainer, fresh start or resume,
+/// <c>config.json</c>, checkpoints, metrics and the loss plot. The CLI's <c>pretrain</c> and the speedrun both use it.
+/// </summary>
+public static class PretrainRun
+{
+    /// <summary>Trains into <paramref name="runDirectory"/>; with <paramref name="resume"/> continues its checkpoint.</summary>
+    /// <param name="onStart">Receives the model and the step training starts from, before the first step.</param>
+    public static TrainingResult Execute(GptConfig config, TrainingConfig training, string dataDirectory, string runDirectory, bool resume,
+        string device = "cpu", Action<Gpt, int>? onStart = null, Action<StepMetrics>? onStep = null, CancellationToken cancellation = default)
+    {
+        config.Validate();
+        training.Validate();
+        var data = ShardSummary.Load(dataDirectory);
+        if (data.VocabSize != config.VocabSize)
+            throw new InvalidDataException($"{dataDirectory}: the data's vocab size is {data.VocabSize}, the model's {config.VocabSize}.");
+        var torchDevice = torch.device(device);
+        torch.manual_seed(training.Seed);
+        using var model = new Gpt(config);
+        model.to(torchDevice);
+        using var train = new MappedTokenShard(Path.Combine(dataDirectory, ShardSummary.TrainFile));
+        using var val = new MappedTokenShard(Path.Combine(dataDirectory, ShardSummary.ValFile));
+
+        int start = 0;
+        var position = new LoaderPosition();
+        if (resume)
+        {
+            var saved = Checkpoint.ReadState(runDirectory);
+            (start, position) = (saved.Step, ShardBatchSource.Parse(saved.DataPosition));
+        }
+        else if (Checkpoint.Find(runDirectory) is not null)
+            throw new InvalidOperationException($"Run folder '{runDirectory}' already has a checkpoint: resume it, or choose another run folder.");
+
+        var loader = new TokenBatchLoader(train, training.BatchSize, config.ContextLength, training.Seed, position);
+        var trainer = new Trainer<TokenBatch>(model, training, runDirectory, data.Tokenizer, Pretraining.Objective(model, torchDevice),
+            new ShardBatchSource(loader), Pretraining.ValidationLoss(model, val, training.BatchSize, config.ContextLength, training.EvalBatches, torchDevice))
+        {
+            OnStep = onStep,
+        };
+        if (resume) trainer.Resume();
+        else
+        {
+            Directory.CreateDirectory(runDirectory);
+            AtomicFile.WriteAllText(Path.Combine(runDirectory, "config.json"), JsonSerializer.Serialize(
+                new { model = config, training, data = Path.GetFullPath(dataDirectory), tokenizer = data.Tokenizer }, Checkpoint.Json));
+        }
+        onStart?.Invoke(model, start);
+        var result = trainer.Run(start, cancellation: cancellation);
+        LossPlot.Write(runDirectory, "Pretraining");
+        return result;
+    }
+}
