@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using GptSharp.Interop;
 using GptSharp.Models;
 using GptSharp.Training;
 using TorchSharp;
@@ -30,6 +31,7 @@ static class MemoryBench
                 nn.utils.clip_grad_norm_(optimizer.Parameters, 1.0);
                 optimizer.Step(1e-3);
             }
+            TorchRuntime.ReleaseStepGarbage(); // as the trainer does after every step
             if (step % 50 == 0)
             {
                 Console.WriteLine($"| {step} | {Process.GetCurrentProcess().WorkingSet64 / 1e6:F0} | {watch.Elapsed.TotalSeconds / 50:F3} |");

@@ -31,5 +31,7 @@ app.Configure(config =>
         .WithExample("pretrain", "--preset", "tiny", "--data", "runs/data", "--run-dir", "runs/tiny", "--steps", "2000");
     config.AddCommand<GenerateCommand>("generate").WithDescription("Sample text from a trained run, streamed.")
         .WithExample("generate", "--run-dir", "runs/tiny", "--prompt", "床前明月光", "--max-tokens", "64");
+    config.AddCommand<PlotCommand>("plot").WithDescription("Redraw a run's loss curve (loss.png) from its metrics.jsonl.")
+        .WithExample("plot", "--run-dir", "runs/tiny");
 });
 return app.Run(args);

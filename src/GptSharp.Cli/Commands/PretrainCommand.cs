@@ -82,19 +82,19 @@ sealed class PretrainCommand : Command<PretrainSettings>
         }.Validate();
 
         TrainingResult result = null!;
-        ProgressDisplay.Run("pretrain", training.Steps, "steps", s.Quiet, report =>
+        ProgressDisplay.Run("pretrain", training.Steps, "steps", s.Quiet, (Action<double, string?> report) =>
         {
             result = PretrainRun.Execute(config, training, s.Data, s.RunDir, s.Resume, runtime.Device,
                 onStart: (model, start) =>
                 {
-                    report(start);
+                    report(start, null);
                     long tokensPerStep = (long)training.BatchSize * training.GradAccumulation * config.ContextLength;
                     Console.WriteLine($"{(start > 0 ? $"Resumed at step {start}. " : "")}Model: {model.ParameterCount / 1e6:F2}M parameters ({s.Preset}: {config.Layers} layers, " +
                                       $"width {config.Width}, {config.Heads} heads, context {config.ContextLength}); {tokensPerStep:N0} tokens/step; {runtime.Threads} threads on {runtime.Device}.");
                 },
                 onStep: m =>
                 {
-                    report(m.Step);
+                    report(m.Step, $"loss {m.Loss:F3} lr {m.LearningRate:E1} {m.TokensPerSecond:N0} tok/s");
                     if (s.Quiet && (m.Step % training.LogEvery == 0 || m.ValLoss is not null)) Log(m);
                 },
                 cancellation: cancellation);

@@ -1,3 +1,4 @@
+using GptSharp.Interop;
 using GptSharp.Models;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -69,6 +70,7 @@ public sealed class TokenGenerator(Gpt model)
                     if (produced.Count >= options.MaxNewTokens) break;
                     if (cache.Length >= config.ContextLength) { finish = FinishReason.ContextFull; break; }
                     cancellation.ThrowIfCancellationRequested();
+                    if (produced.Count % 32 == 0) TorchRuntime.ReleaseStepGarbage();
                     using var step = NewDisposeScope();
                     logits = model.Forward(tensor(new long[] { next }, device: device).unsqueeze(0), cache);
                     next = Sample(logits[0, -1], context, options, generator);

@@ -35,6 +35,14 @@ public static partial class TorchRuntime
         return device;
     }
 
+    /// <summary>
+    /// Collects the youngest .NET generation. Some TorchSharp objects of every training step are only released by
+    /// their finalizers, and they pin native tensor memory until then: without this, resident memory of the tiny
+    /// preset grew by ~12 MB per step (5.9 GB after 400 steps); with it, it stays flat and steps are faster
+    /// (bench `memory`). A gen-0 collection costs well under a millisecond.
+    /// </summary>
+    public static void ReleaseStepGarbage() => GC.Collect(0, GCCollectionMode.Forced, blocking: true);
+
     static bool TuneMalloc()
     {
         if (!OperatingSystem.IsLinux() || Environment.GetEnvironmentVariable("GPTSHARP_MALLOC_TUNING") == "0") return false;

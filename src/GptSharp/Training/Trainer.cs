@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using GptSharp.Interop;
 using GptSharp.Models;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -97,6 +98,7 @@ public sealed class Trainer<TBatch>
                     : GlobalGradNorm();
                 Optimizer.Step(lr);
             }
+            TorchRuntime.ReleaseStepGarbage();
             step++;
             lastLoss = lossSum / _config.GradAccumulation;
             if (!double.IsFinite(lastLoss))
