@@ -37,6 +37,7 @@ public class ModelTests
         using var scope = NewDisposeScope();
         long tiny = new Gpt(GptConfig.Preset("tiny", 8192)).ParameterCount;
         Assert.InRange(tiny, 1_000_000, 3_000_000);
+        Assert.InRange(new Gpt(GptConfig.Preset("small", 8192)).ParameterCount, 20_000_000, 30_000_000);
         long gpt2 = new Gpt(GptConfig.Preset("gpt2-124m", 50257)).ParameterCount;
         Assert.InRange(gpt2, 124_000_000, 124_700_000); // GPT-2 small: 124.4M with tied embeddings
     }

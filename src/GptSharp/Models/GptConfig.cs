@@ -83,8 +83,8 @@ public sealed record GptConfig
     {
         "tiny" => Gpt2(vocabSize, 128, 4, 4, 128),
         "tiny-llama" => Llama(vocabSize, 128, 4, 4, 2, 128),
-        "small" => Gpt2(vocabSize, 256, 6, 8, 384),
-        "small-llama" => Llama(vocabSize, 256, 6, 8, 4, 384),
+        "small" => Gpt2(vocabSize, 256, 6, 8, 512),
+        "small-llama" => Llama(vocabSize, 256, 6, 8, 4, 512),
         "gpt2-124m" => Gpt2(vocabSize, 1024, 12, 12, 768),
         _ => throw new ArgumentException($"Unknown preset '{name}': expected tiny, tiny-llama, small, small-llama or gpt2-124m.", nameof(name)),
     };
