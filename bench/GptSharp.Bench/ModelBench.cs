@@ -19,6 +19,7 @@ static class ModelBench
     {
         double peak = Math.Max(SystemReport.MatmulGflops(1024, 2), SystemReport.MatmulGflops(2048, 2));
         double bandwidth = CopyBandwidthGBs();
+
         Console.WriteLine($"\n## Model throughput (peak fp32 matmul {peak:F0} GFLOP/s, copy bandwidth {bandwidth:F1} GB/s, malloc tuning {(Environment.GetEnvironmentVariable("GPTSHARP_MALLOC_TUNING") == "0" ? "off" : "on")})");
         Console.WriteLine("| preset | params | B | T | train tok/s | step s | MFU | prefill tok/s | decode tok/s (B=1) | decode / bandwidth bound | peak RSS GB |");
         Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|");

@@ -1,7 +1,7 @@
 using GptSharp.Bench;
 using GptSharp.Interop;
 
-// Benchmarks print figures; they assert nothing. Usage: dotnet run -c Release --project bench/GptSharp.Bench -- [tokenizer|model|memory|all]
+// Benchmarks print figures; they assert nothing. Usage: dotnet run -c Release --project bench/GptSharp.Bench -- [tokenizer|matmul|model|memory|breakdown|all]
 string which = args.Length > 0 ? args[0] : "all";
 var runtime = TorchRuntime.Initialize();
 Console.WriteLine($"# GptSharp bench — {SystemReport.CpuModel()}, {Environment.ProcessorCount} cores, torch threads {runtime.Threads}, " +
@@ -11,6 +11,8 @@ var benches = new Dictionary<string, Action>
     ["tokenizer"] = TokenizerBench.Run,
     ["model"] = ModelBench.Run,
     ["memory"] = MemoryBench.Run,
+    ["matmul"] = MatmulBench.Run,
+    ["breakdown"] = StepBreakdownBench.Run,
 };
 if (which == "all") foreach (var bench in benches.Values) bench();
 else if (benches.TryGetValue(which, out var bench)) bench();

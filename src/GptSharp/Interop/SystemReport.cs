@@ -58,12 +58,12 @@ public static class SystemReport
             : new CompatStatus(native, $"MISSING: {names} required but absent from {system}; rebuild the project");
     }
 
-    /// <summary>Float32 matmul throughput in GFLOP/s, measured for about <paramref name="seconds"/>.</summary>
-    public static double MatmulGflops(int size = 1024, double seconds = 1.0)
+    /// <summary>Matmul throughput in GFLOP/s (float32 unless <paramref name="dtype"/> says otherwise), measured for about <paramref name="seconds"/>.</summary>
+    public static double MatmulGflops(int size = 1024, double seconds = 1.0, torch.ScalarType dtype = torch.ScalarType.Float32)
     {
         using var scope = torch.NewDisposeScope();
-        var a = torch.randn(size, size);
-        var b = torch.randn(size, size);
+        var a = torch.randn(size, size).to(dtype);
+        var b = torch.randn(size, size).to(dtype);
         torch.matmul(a, b).Dispose(); // warm-up
         var watch = Stopwatch.StartNew();
         long runs = 0;
