@@ -1,0 +1,118 @@
+using GptSharp.Data;
+
+namespace GptSharp.Alignment;
+
+/// <summary>Train and held-out conversations and preference pairs built from the embedded corpora.</summary>
+/// <param name="HeldOutDuplicatesDropped">Held-out items whose question also occurs in training (e.g. a shared half-line), removed.</param>
+public sealed record AlignmentDatasets(
+    IReadOnlyList<IReadOnlyList<ChatMessage>> TrainChats, IReadOnlyList<IReadOnlyList<ChatMessage>> HeldOutChats,
+    IReadOnlyList<PreferencePair> TrainPairs, IReadOnlyList<PreferencePair> HeldOutPairs, int HeldOutDuplicatesDropped);
+
+/// <summary>
+/// Builds chat and preference data from the Tang poems and State of the Union metadata, deterministically from a
+/// seed. Tasks: write a poem for a title (the answer is the real poem), name the author of a poem, give the line that
+/// follows a line, and name the president who gave a given year's address. A poem (or year) is held out as a whole,
+/// so no held-out question has its answer in the training data. Rejected answers are realistic failures: a wrong
+/// author, a line with a character dropped, a line repeated, an answer cut short.
+/// </summary>
+public static class BuiltInDatasets
+{
+    public static AlignmentDatasets Build(long seed = 1337, double heldOutFraction = 0.05, int maxPoems = 20000)
+    {
+        var random = new Random((int)(seed & 0x7fffffff));
+        var poems = Corpus.Read("tang")
+            .Select(d => (Title: d.Field("title") ?? "", Author: d.Field("author") ?? "", Lines: d.Text.Split('\n')))
+            .Where(p => p.Title.Length is > 0 and <= 20 && p.Author.Length > 0 && IsRegularQuatrainOrRegulated(p.Lines))
+            .ToList();
+        // A title shared by several poems would make "who wrote it?" ambiguous and leak across the split: keep unique titles.
+        var titleCounts = poems.GroupBy(p => p.Title).ToDictionary(g => g.Key, g => g.Count());
+        poems = poems.Where(p => titleCounts[p.Title] == 1).Take(maxPoems).ToList();
+        var authors = poems.Select(p => p.Author).Distinct().Order(StringComparer.Ordinal).ToArray();
+
+        var trainChats = new List<IReadOnlyList<ChatMessage>>();
+        var heldChats = new List<IReadOnlyList<ChatMessage>>();
+        var trainPairs = new List<PreferencePair>();
+        var heldPairs = new List<PreferencePair>();
+        for (int i = 0; i < poems.Count; i++)
+        {
+            var (title, author, lines) = poems[i];
+            bool heldOut = ShardBuilder.IsValidation(seed, "alignment-tang", i, heldOutFraction);
+            var chats = heldOut ? heldChats : trainChats;
+            var pairs = heldOut ? heldPairs : trainPairs;
+            string poem = string.Join("\n", lines);
+
+            var writePrompt = User($"寫一首詩，題為《{title}》。");
+            chats.Add([.. writePrompt, Assistant(poem)]);
+            var whoPrompt = User($"《{title}》的作者是誰？");
+            chats.Add([.. whoPrompt, Assistant($"{author}。")]);
+            int at = random.Next(lines.Length);
+            string first = lines[at];
+            string half = first[..(first.IndexOf('，') + 1 is > 0 and var comma ? comma : first.Length / 2)];
+            string rest = first[half.Length..];
+            if (rest.Length > 0)
+            {
+                var continuePrompt = User($"請接下句：{half}");
+                chats.Add([.. continuePrompt, Assistant(rest)]);
+            }
+
+            // Preference pairs: chosen is the real answer; rejected a realistic failure.
+            string wrongAuthor = authors[random.Next(authors.Length)];
+            if (wrongAuthor != author) pairs.Add(new PreferencePair(whoPrompt, $"{author}。", $"{wrongAuthor}。"));
+            pairs.Add(new PreferencePair(writePrompt, poem, Corrupt(lines, random)));
+        }
+
+        var addresses = Corpus.Read("sotu").Select(d => (Year: d.Field("year") ?? "", President: d.Field("president") ?? "")).Where(a => a.Year.Length == 4).ToList();
+        var presidents = addresses.Select(a => a.President).Distinct().Order(StringComparer.Ordinal).ToArray();
+        for (int i = 0; i < addresses.Count; i++)
+        {
+            var (year, president) = addresses[i];
+            bool heldOut = ShardBuilder.IsValidation(seed, "alignment-sotu", i, heldOutFraction);
+            var prompt = User($"Who gave the State of the Union address in {year}?");
+            (heldOut ? heldChats : trainChats).Add([.. prompt, Assistant($"{president}.")]);
+            string wrong = presidents[random.Next(presidents.Length)];
+            if (wrong != president) (heldOut ? heldPairs : trainPairs).Add(new PreferencePair(prompt, $"{president}.", $"{wrong}."));
+        }
+        var trainQuestions = trainChats.Select(c => c[0].Content).Concat(trainPairs.Select(p => p.Prompt[0].Content)).ToHashSet();
+        int before = heldChats.Count + heldPairs.Count;
+        heldChats.RemoveAll(c => trainQuestions.Contains(c[0].Content));
+        heldPairs.RemoveAll(p => trainQuestions.Contains(p.Prompt[0].Content));
+        return new AlignmentDatasets(trainChats, heldChats, trainPairs, heldPairs, before - heldChats.Count - heldPairs.Count);
+    }
+
+    /// <summary>Four or eight lines, each two clauses of five or seven characters: 「五言/七言」 quatrains and regulated verse.</summary>
+    public static bool IsRegularQuatrainOrRegulated(IReadOnlyList<string> lines)
+    {
+        if (lines.Count is not (2 or 4)) return false; // poems store two clauses per line: 2 lines = quatrain, 4 = regulated verse
+        int? clause = null;
+        foreach (string line in lines)
+        {
+            if (line.Length < 4 || line[^1] != '。') return false;
+            int comma = line.IndexOf('，');
+            if (comma <= 0 || comma != line.Length - 2 - comma) return false;
+            if (comma is not (5 or 7) || (clause is int c && c != comma)) return false;
+            clause = comma;
+        }
+        return true;
+    }
+
+    static string Corrupt(string[] lines, Random random)
+    {
+        var copy = (string[])lines.Clone();
+        switch (random.Next(3))
+        {
+            case 0: // a clause loses a character: the line lengths break
+                int at = random.Next(copy.Length);
+                copy[at] = copy[at].Remove(random.Next(Math.Max(1, copy[at].IndexOf('，'))), 1);
+                return string.Join("\n", copy);
+            case 1: // a line repeated in place of the next
+                int repeat = random.Next(copy.Length - 1);
+                copy[repeat + 1] = copy[repeat];
+                return string.Join("\n", copy);
+            default: // cut short
+                return string.Join("\n", copy[..Math.Max(1, copy.Length / 2)]) + "\n" + copy[copy.Length / 2][..3];
+        }
+    }
+
+    static ChatMessage[] User(string text) => [new ChatMessage(ChatRoles.User, text)];
+    static ChatMessage Assistant(string text) => new(ChatRoles.Assistant, text);
+}

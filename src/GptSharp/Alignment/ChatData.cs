@@ -1,0 +1,96 @@
+using System.Text.Json;
+
+namespace GptSharp.Alignment;
+
+/// <summary>A preference pair: the same prompt, a better answer and a worse one.</summary>
+public sealed record PreferencePair(IReadOnlyList<ChatMessage> Prompt, string Chosen, string Rejected);
+
+/// <summary>
+/// Reads conversations (<c>{"messages":[{"role":..,"content":..}]}</c>) and preference pairs
+/// (<c>{"prompt":[..messages..],"chosen":"..","rejected":".."}</c>) from JSON lines. Every error names the file, the
+/// line and the field; nothing is dropped silently.
+/// </summary>
+public static class ChatData
+{
+    public static IEnumerable<IReadOnlyList<ChatMessage>> ReadConversations(string path)
+    {
+        foreach (var (root, line) in ReadObjects(path))
+        {
+            var messages = Messages(root, "messages", path, line);
+            if (!messages.Any(m => m.Role == ChatRoles.Assistant))
+                throw new InvalidDataException($"{path}:{line}: the conversation has no assistant turn, so there is nothing to learn from it.");
+            yield return messages;
+        }
+    }
+
+    public static IEnumerable<PreferencePair> ReadPreferences(string path)
+    {
+        foreach (var (root, line) in ReadObjects(path))
+        {
+            var prompt = Messages(root, "prompt", path, line);
+            yield return new PreferencePair(prompt, Text(root, "chosen", path, line), Text(root, "rejected", path, line));
+        }
+    }
+
+    public static void WriteConversations(string path, IEnumerable<IReadOnlyList<ChatMessage>> conversations) =>
+        AtomicFile.WriteAllText(path, string.Concat(conversations.Select(c => JsonSerializer.Serialize(new { messages = c.Select(m => new { role = m.Role, content = m.Content }) }, Options) + "\n")));
+
+    public static void WritePreferences(string path, IEnumerable<PreferencePair> pairs) =>
+        AtomicFile.WriteAllText(path, string.Concat(pairs.Select(p => JsonSerializer.Serialize(new
+        {
+            prompt = p.Prompt.Select(m => new { role = m.Role, content = m.Content }), chosen = p.Chosen, rejected = p.Rejected,
+        }, Options) + "\n")));
+
+    static readonly JsonSerializerOptions Options = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
+    static IEnumerable<(JsonElement Root, int Line)> ReadObjects(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"No such file: '{path}'.", path);
+        int lineNumber = 0, count = 0;
+        foreach (string line in File.ReadLines(path))
+        {
+            lineNumber++;
+            if (string.IsNullOrWhiteSpace(line)) continue;
+            JsonElement root;
+            try
+            {
+                using var document = JsonDocument.Parse(line);
+                root = document.RootElement.Clone();
+            }
+            catch (JsonException e)
+            {
+                throw new InvalidDataException($"{path}:{lineNumber}: malformed JSON: {e.Message}", e);
+            }
+            if (root.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{path}:{lineNumber}: expected a JSON object.");
+            count++;
+            yield return (root, lineNumber);
+        }
+        if (count == 0) throw new InvalidDataException($"{path}: no records (the file is empty).");
+    }
+
+    static List<ChatMessage> Messages(JsonElement root, string field, string path, int line)
+    {
+        if (!root.TryGetProperty(field, out var array) || array.ValueKind != JsonValueKind.Array || array.GetArrayLength() == 0)
+            throw new InvalidDataException($"{path}:{line}: field '{field}' must be a non-empty array of messages.");
+        var messages = new List<ChatMessage>();
+        int index = 0;
+        foreach (var item in array.EnumerateArray())
+        {
+            string role = item.ValueKind == JsonValueKind.Object && item.TryGetProperty("role", out var r) && r.ValueKind == JsonValueKind.String ? r.GetString()! : "";
+            if (!ChatRoles.All.Contains(role))
+                throw new InvalidDataException($"{path}:{line}: {field}[{index}].role is '{role}'; expected one of {string.Join(", ", ChatRoles.All)}.");
+            string content = item.TryGetProperty("content", out var c) && c.ValueKind == JsonValueKind.String ? c.GetString()! : "";
+            if (content.Trim().Length == 0) throw new InvalidDataException($"{path}:{line}: {field}[{index}].content is missing or empty.");
+            messages.Add(new ChatMessage(role, content));
+            index++;
+        }
+        return messages;
+    }
+
+    static string Text(JsonElement root, string field, string path, int line)
+    {
+        if (!root.TryGetProperty(field, out var value) || value.ValueKind != JsonValueKind.String || value.GetString()!.Trim().Length == 0)
+            throw new InvalidDataException($"{path}:{line}: field '{field}' must be a non-empty string.");
+        return value.GetString()!;
+    }
+}
