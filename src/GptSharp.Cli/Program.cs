@@ -31,6 +31,8 @@ app.Configure(config =>
         .WithExample("pretrain", "--preset", "tiny", "--data", "runs/data", "--run-dir", "runs/tiny", "--steps", "2000");
     config.AddCommand<GenerateCommand>("generate").WithDescription("Sample text from a trained run, streamed.")
         .WithExample("generate", "--run-dir", "runs/tiny", "--prompt", "床前明月光", "--max-tokens", "64");
+    config.AddCommand<SftCommand>("sft").WithDescription("Supervised fine-tuning of a pretrained run on conversations (loss on assistant tokens only).")
+        .WithExample("sft", "--from", "runs/tiny", "--data", "builtin", "--run-dir", "runs/tiny-sft");
     config.AddCommand<PlotCommand>("plot").WithDescription("Redraw a run's loss curve (loss.png) from its metrics.jsonl.")
         .WithExample("plot", "--run-dir", "runs/tiny");
 });

@@ -1,4 +1,5 @@
 using System.ComponentModel;
+using GptSharp.Alignment;
 using GptSharp.Inference;
 using GptSharp.Interop;
 using GptSharp.Tokenization;
@@ -25,6 +26,8 @@ sealed class GenerateSettings : CommonSettings
     [CommandOption("--truncate")] [Description("Keep the end of a prompt longer than the context instead of failing.")]
     public bool Truncate { get; init; }
     [CommandOption("--device")] public string Device { get; init; } = "cpu";
+    [CommandOption("--chat")] [Description("Treat the prompt as a user message in the chat template (for SFT/RLHF runs); stops at <|end|>.")]
+    public bool Chat { get; init; }
 }
 
 /// <summary><c>gptsharp generate</c>: sample continuations from a trained model, streamed token by token.</summary>
@@ -37,14 +40,16 @@ sealed class GenerateCommand : Command<GenerateSettings>
         using var _ = model;
         model.to(torch.device(runtime.Device));
         var tokenizer = GptTokenizer.Load(state.Tokenizer);
-        int[] prompt = [tokenizer.BosId, .. tokenizer.Encode(s.Prompt)];
+        int[] prompt = s.Chat
+            ? new ChatTemplate(tokenizer).RenderPrompt([new ChatMessage(ChatRoles.User, s.Prompt)])
+            : [tokenizer.BosId, .. tokenizer.Encode(s.Prompt)];
         var options = new SamplingOptions(s.Temperature, s.TopK, s.TopP, s.RepetitionPenalty, s.MaxTokens, s.Seed,
-            StopTokens: [tokenizer.BosId, tokenizer.EosId], TruncatePrompt: s.Truncate);
+            StopTokens: [tokenizer.BosId, tokenizer.EosId, tokenizer.EndId], TruncatePrompt: s.Truncate);
         var generator = new TokenGenerator(model);
         for (int sample = 0; sample < s.Samples; sample++)
         {
             if (s.Samples > 1) Console.WriteLine($"--- sample {sample + 1} (seed {s.Seed + sample})");
-            Console.Write(s.Prompt);
+            if (!s.Chat) Console.Write(s.Prompt);
             var pending = new List<int>(); // bytes of a character split across tokens wait for the rest
             var result = generator.Generate([prompt], options with { Seed = s.Seed + sample }, (_, token) =>
             {

@@ -1,5 +1,6 @@
 using System.ComponentModel;
 using System.Text.Json;
+using GptSharp.Alignment;
 using GptSharp.Data;
 using GptSharp.Inference;
 using GptSharp.Models;
@@ -27,11 +28,14 @@ sealed class SpeedrunSettings : CommonSettings
     [CommandOption("--pretrain-steps")]
     public int PretrainSteps { get; init; } = 1500;
 
+    [CommandOption("--sft-steps")]
+    public int SftSteps { get; init; } = 400;
+
     [CommandOption("--device")]
     public string Device { get; init; } = "cpu";
 
     [CommandOption("--from")]
-    [Description("Rerun from this stage on (tokenizer, data, pretrain), discarding its done-marker and those after it.")]
+    [Description("Rerun from this stage on (tokenizer, data, pretrain, sft), discarding its done-marker and those after it.")]
     public string? From { get; init; }
 }
 
@@ -41,7 +45,8 @@ sealed class SpeedrunSettings : CommonSettings
 /// </summary>
 sealed class SpeedrunCommand : Command<SpeedrunSettings>
 {
-    static readonly string[] Stages = ["tokenizer", "data", "pretrain"];
+    static readonly string[] Stages = ["tokenizer", "data", "pretrain", "sft"];
+    static readonly string[] SampleQuestions = ["《靜夜思》的作者是誰？", "寫一首詩，題為《春曉》。", "請接下句：白日依山盡，"];
     static readonly string[] SamplePrompts = ["床前明月光", "白日依山盡", "春眠不覺曉"];
 
     public override int Execute(CommandContext context, SpeedrunSettings settings, CancellationToken cancellation)
@@ -99,6 +104,34 @@ sealed class SpeedrunCommand : Command<SpeedrunSettings>
                 var tokens = generator.Generate([[tokenizer.BosId, .. tokenizer.Encode(prompt)]],
                     new SamplingOptions(Temperature: 0.8, TopK: 50, MaxNewTokens: 48, StopTokens: [tokenizer.BosId, tokenizer.EosId]))[0].Tokens;
                 AnsiConsole.WriteLine(prompt + tokenizer.Decode(tokens.Where(t => !tokenizer.IsSpecial(t))));
+            }
+        }
+
+        string sftDir = Path.Combine(settings.RunDir, "sft");
+        RunStage(settings, "sft", () =>
+        {
+            var data = BuiltInDatasets.Build();
+            var training = new TrainingConfig { Steps = settings.SftSteps, LearningRate = 1e-3, WarmupSteps = 20, EvalEvery = 100, CheckpointEvery = 100 };
+            bool resume = Checkpoint.Find(sftDir) is not null;
+            var report = ProgressDisplay.Run("sft", training.Steps, "steps", settings.Quiet, progress =>
+                SftRun.Execute(pretrainDir, data.TrainChats, data.HeldOutChats, training, sftDir, resume, runtime.Device,
+                    onStart: (_, start) => progress(start), onStep: m => progress(m.Step)));
+            return new { report.TrainConversations, report.HeldOutConversations, report.Training.FinalLoss, report.Training.FinalValLoss, report.Training.Seconds };
+        });
+
+        var (chatModel, chatState) = Checkpoint.LoadModel(sftDir);
+        using (chatModel)
+        {
+            var tokenizer = GptTokenizer.Load(chatState.Tokenizer);
+            var template = new ChatTemplate(tokenizer);
+            var generator = new TokenGenerator(chatModel);
+            AnsiConsole.MarkupLine("[bold]Chats with the fine-tuned model[/] (temperature 0.7):");
+            foreach (string question in SampleQuestions)
+            {
+                var answer = generator.Generate([template.RenderPrompt([new ChatMessage(ChatRoles.User, question)])],
+                    new SamplingOptions(Temperature: 0.7, TopK: 50, MaxNewTokens: 64, StopTokens: [tokenizer.EndId, tokenizer.BosId]))[0].Tokens;
+                AnsiConsole.WriteLine($"user: {question}");
+                AnsiConsole.WriteLine($"assistant: {tokenizer.Decode(answer.Where(t => !tokenizer.IsSpecial(t)))}");
             }
         }
 

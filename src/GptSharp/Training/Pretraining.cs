@@ -22,7 +22,10 @@ public sealed class ShardBatchSource(TokenBatchLoader loader) : IBatchSource<Tok
     }
 }
 
-/// <summary>The GPT objective: predict every next token; loss is the mean cross-entropy over (B, T).</summary>
+/// <summary>
+/// The GPT objective: predict the next token; loss is the mean cross-entropy over targets that are not -1. Pretraining
+/// targets every position; supervised fine-tuning sets non-assistant targets to -1.
+/// </summary>
 public static class Pretraining
 {
     public static Func<TokenBatch, ObjectiveOutput> Objective(Gpt model, Device device) => batch =>
@@ -30,7 +33,19 @@ public static class Pretraining
         var inputs = tensor(batch.Inputs, [batch.BatchSize, batch.SequenceLength], device: device);
         var targets = tensor(batch.Targets, [batch.BatchSize, batch.SequenceLength], device: device);
         var logits = model.forward(inputs);
-        return new ObjectiveOutput(Gpt.Loss(logits, targets), (long)batch.BatchSize * batch.SequenceLength);
+        return new ObjectiveOutput(Gpt.Loss(logits, targets), batch.Targets.LongCount(t => t >= 0));
+    };
+
+    /// <summary>Mean loss over a fixed list of batches (for held-out data that is not a shard).</summary>
+    public static Func<double> ValidationLoss(Gpt model, IReadOnlyList<TokenBatch> batches, Device device) => () =>
+    {
+        double total = 0;
+        foreach (var batch in batches)
+        {
+            using var scope = NewDisposeScope();
+            total += Objective(model, device)(batch).Loss.item<float>();
+        }
+        return total / Math.Max(1, batches.Count);
     };
 
     /// <summary>Mean loss over the same <paramref name="batches"/> validation batches every time (fixed seed, from the start).</summary>

@@ -1,0 +1,73 @@
+using System.ComponentModel;
+using GptSharp.Alignment;
+using GptSharp.Interop;
+using GptSharp.Training;
+using Spectre.Console;
+using Spectre.Console.Cli;
+
+namespace GptSharp.Cli.Commands;
+
+sealed class SftSettings : CommonSettings
+{
+    [CommandOption("--from")] [Description("The pretrained run folder whose checkpoint starts the model.")]
+    public string From { get; init; } = "runs/pretrain";
+    [CommandOption("--data")] [Description("`builtin` (poem and State of the Union tasks from the embedded corpora) or a conversations .jsonl file.")]
+    public string Data { get; init; } = "builtin";
+    [CommandOption("--val")] [Description("Held-out conversations .jsonl (default with a file: 5% of it, chosen by seed).")]
+    public string? Val { get; init; }
+    [CommandOption("-r|--run-dir")] public string RunDir { get; init; } = "runs/sft";
+    [CommandOption("--resume")] public bool Resume { get; init; }
+    [CommandOption("--device")] public string Device { get; init; } = "cpu";
+    [CommandOption("--steps")] public int Steps { get; init; } = 500;
+    [CommandOption("--batch-size")] public int BatchSize { get; init; } = 16;
+    [CommandOption("--lr")] public double LearningRate { get; init; } = 1e-3;
+    [CommandOption("--warmup")] public int WarmupSteps { get; init; } = 20;
+    [CommandOption("--eval-every")] public int EvalEvery { get; init; } = 100;
+    [CommandOption("--seed")] public long Seed { get; init; } = 1337;
+    [CommandOption("--time-limit")] public double TimeLimit { get; init; }
+}
+
+/// <summary><c>gptsharp sft</c>: supervised fine-tuning of a pretrained run on conversations.</summary>
+sealed class SftCommand : Command<SftSettings>
+{
+    public override int Execute(CommandContext context, SftSettings s, CancellationToken cancellation)
+    {
+        var runtime = TorchRuntime.Initialize(s.Threads, s.Device);
+        var (train, heldOut) = Load(s);
+        var training = new TrainingConfig
+        {
+            Steps = s.Steps, BatchSize = s.BatchSize, LearningRate = s.LearningRate, WarmupSteps = s.WarmupSteps, EvalEvery = s.EvalEvery,
+            CheckpointEvery = Math.Max(s.EvalEvery, 100), Seed = s.Seed, TimeLimitSeconds = s.TimeLimit,
+        };
+        SftReport report = null!;
+        ProgressDisplay.Run("sft", training.Steps, "steps", s.Quiet, (Action<double, string?> progress) =>
+        {
+            report = SftRun.Execute(s.From, train, heldOut, training, s.RunDir, s.Resume, runtime.Device,
+                onStart: (_, start) => progress(start, null),
+                onStep: m =>
+                {
+                    progress(m.Step, $"loss {m.Loss:F3}" + (m.ValLoss is double v ? $" val {v:F3}" : ""));
+                    if (s.Quiet && m.ValLoss is double val) Console.WriteLine($"step {m.Step}: loss {m.Loss:F4}, val loss {val:F4}");
+                },
+                cancellation: cancellation);
+            return report;
+        });
+        AnsiConsole.MarkupLine($"SFT on {report.TrainConversations:N0} conversations ({report.HeldOutConversations:N0} held out, {report.Truncated:N0} cut to the context): " +
+                               $"train loss {report.Training.FinalLoss:F3}, held-out loss {report.Training.FinalValLoss:F3} on assistant tokens, {report.Training.Seconds:F0} s.");
+        return 0;
+    }
+
+    static (IReadOnlyList<IReadOnlyList<ChatMessage>> Train, IReadOnlyList<IReadOnlyList<ChatMessage>> HeldOut) Load(SftSettings s)
+    {
+        if (s.Data == "builtin")
+        {
+            var data = BuiltInDatasets.Build(s.Seed);
+            if (data.HeldOutDuplicatesDropped > 0) Console.WriteLine($"{data.HeldOutDuplicatesDropped} held-out items also asked in training were dropped.");
+            return (data.TrainChats, data.HeldOutChats);
+        }
+        var all = ChatData.ReadConversations(s.Data).ToList();
+        if (s.Val is not null) return (all, ChatData.ReadConversations(s.Val).ToList());
+        var held = all.Where((_, i) => Data.ShardBuilder.IsValidation(s.Seed, "sft", i, 0.05)).ToList();
+        return (all.Where((_, i) => !Data.ShardBuilder.IsValidation(s.Seed, "sft", i, 0.05)).ToList(), held);
+    }
+}

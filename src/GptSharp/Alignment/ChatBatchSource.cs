@@ -1,0 +1,75 @@
+using GptSharp.Data;
+using GptSharp.Training;
+
+namespace GptSharp.Alignment;
+
+/// <summary>
+/// Serves rendered conversations B at a time, each padded (or cut) to T + 1 tokens, as (inputs, targets) where a
+/// target is the next token when the loss mask covers it and -1 otherwise (padding included). Order is shuffled per
+/// epoch from the seed; the position is "epoch:cursor", as for token shards.
+/// </summary>
+public sealed class ChatBatchSource : IBatchSource<TokenBatch>
+{
+    readonly IReadOnlyList<RenderedChat> _chats;
+    readonly int _batchSize, _sequenceLength, _padId;
+    readonly long _seed;
+    int[]? _order;
+    long _orderEpoch = -1;
+    LoaderPosition _position;
+
+    public ChatBatchSource(IReadOnlyList<RenderedChat> chats, int batchSize, int sequenceLength, int padId, long seed, LoaderPosition position = default)
+    {
+        if (chats.Count < batchSize) throw new InvalidDataException($"{chats.Count} conversations are fewer than one batch of {batchSize}.");
+        _chats = chats;
+        _batchSize = batchSize;
+        _sequenceLength = sequenceLength;
+        _padId = padId;
+        _seed = seed;
+        _position = position;
+        Truncated = chats.Count(c => c.Tokens.Length > sequenceLength + 1);
+    }
+
+    /// <summary>Conversations longer than T + 1 tokens, whose end is cut off.</summary>
+    public int Truncated { get; }
+
+    public string Position => ShardBatchSource.Format(_position);
+
+    public TokenBatch Next()
+    {
+        if (_position.Cursor + _batchSize > _chats.Count) _position = new LoaderPosition(_position.Epoch + 1, 0);
+        var order = OrderFor(_position.Epoch);
+        var rows = Enumerable.Range(0, _batchSize).Select(r => _chats[order[_position.Cursor + r]]).ToList();
+        _position = _position with { Cursor = _position.Cursor + _batchSize };
+        return Pack(rows, _sequenceLength, _padId, _position);
+    }
+
+    /// <summary>Packs conversations into one (B, T) batch.</summary>
+    public static TokenBatch Pack(IReadOnlyList<RenderedChat> rows, int sequenceLength, int padId, LoaderPosition next = default)
+    {
+        int t = sequenceLength;
+        var inputs = new long[rows.Count * t];
+        var targets = new long[rows.Count * t];
+        Array.Fill(inputs, padId);
+        Array.Fill(targets, -1L);
+        for (int row = 0; row < rows.Count; row++)
+        {
+            var chat = rows[row];
+            int length = Math.Min(chat.Tokens.Length, t + 1);
+            for (int j = 0; j + 1 < length; j++)
+            {
+                inputs[row * t + j] = chat.Tokens[j];
+                if (chat.LossMask[j + 1]) targets[row * t + j] = chat.Tokens[j + 1];
+            }
+        }
+        return new TokenBatch(inputs, targets, rows.Count, t, next);
+    }
+
+    int[] OrderFor(long epoch)
+    {
+        if (_order is not null && _orderEpoch == epoch) return _order;
+        var order = Enumerable.Range(0, _chats.Count).ToArray();
+        new Random((int)((_seed * 1_000_003 + epoch * 7919) & 0x7fffffff)).Shuffle(order);
+        _orderEpoch = epoch;
+        return _order = order;
+    }
+}

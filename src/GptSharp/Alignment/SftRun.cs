@@ -1,0 +1,70 @@
+using System.Text.Json;
+using GptSharp.Data;
+using GptSharp.Models;
+using GptSharp.Tokenization;
+using GptSharp.Training;
+using TorchSharp;
+
+namespace GptSharp.Alignment;
+
+/// <summary>What an SFT run reports besides the trainer's result.</summary>
+public sealed record SftReport(TrainingResult Training, int TrainConversations, int HeldOutConversations, int Truncated);
+
+/// <summary>
+/// Supervised fine-tuning: start from a pretrained run's weights and train on conversations with the loss on assistant
+/// tokens only, through the same trainer as pretraining. Held-out loss is measured on assistant tokens of held-out
+/// conversations.
+/// </summary>
+public static class SftRun
+{
+    /// <param name="fromRun">The pretrained run whose checkpoint initialises the model.</param>
+    /// <param name="train">Training conversations.</param>
+    /// <param name="heldOut">Held-out conversations for the validation loss.</param>
+    public static SftReport Execute(string fromRun, IReadOnlyList<IReadOnlyList<ChatMessage>> train, IReadOnlyList<IReadOnlyList<ChatMessage>> heldOut,
+        TrainingConfig training, string runDirectory, bool resume, string device = "cpu",
+        Action<Gpt, int>? onStart = null, Action<StepMetrics>? onStep = null, CancellationToken cancellation = default)
+    {
+        training.Validate();
+        if (heldOut.Count == 0) throw new InvalidDataException("SFT needs at least one held-out conversation for its validation loss.");
+        var (model, pretrained) = Checkpoint.LoadModel(fromRun);
+        using var _ = model;
+        var torchDevice = torch.device(device);
+        model.to(torchDevice);
+        var tokenizer = GptTokenizer.Load(pretrained.Tokenizer);
+        var template = new ChatTemplate(tokenizer);
+        var trainChats = train.Select(template.Render).ToList();
+        var heldChats = heldOut.Select(template.Render).ToList();
+        int t = model.Config.ContextLength;
+
+        int start = 0;
+        var position = new LoaderPosition();
+        if (resume)
+        {
+            var saved = Checkpoint.ReadState(runDirectory);
+            (start, position) = (saved.Step, ShardBatchSource.Parse(saved.DataPosition));
+        }
+        else if (Checkpoint.Find(runDirectory) is not null)
+            throw new InvalidOperationException($"Run folder '{runDirectory}' already has a checkpoint: resume it, or choose another run folder.");
+
+        torch.manual_seed(training.Seed);
+        var source = new ChatBatchSource(trainChats, training.BatchSize, t, tokenizer.PadId, training.Seed, position);
+        var validation = heldChats.Chunk(training.BatchSize).Take(training.EvalBatches)
+            .Select(rows => ChatBatchSource.Pack(rows, t, tokenizer.PadId)).ToList();
+        var trainer = new Trainer<TokenBatch>(model, training, runDirectory, pretrained.Tokenizer, Pretraining.Objective(model, torchDevice), source,
+            Pretraining.ValidationLoss(model, validation, torchDevice)) { OnStep = onStep };
+        if (resume) trainer.Resume();
+        else
+        {
+            Directory.CreateDirectory(runDirectory);
+            AtomicFile.WriteAllText(Path.Combine(runDirectory, "config.json"), JsonSerializer.Serialize(new
+            {
+                objective = "sft", from = Path.GetFullPath(fromRun), model = model.Config, training, tokenizer = pretrained.Tokenizer,
+                trainConversations = train.Count, heldOutConversations = heldOut.Count, truncated = source.Truncated,
+            }, Checkpoint.Json));
+        }
+        onStart?.Invoke(model, start);
+        var result = trainer.Run(start, cancellation: cancellation);
+        LossPlot.Write(runDirectory, "Supervised fine-tuning (assistant tokens)");
+        return new SftReport(result, train.Count, heldOut.Count, source.Truncated);
+    }
+}
