@@ -33,6 +33,8 @@ app.Configure(config =>
         .WithExample("generate", "--run-dir", "runs/tiny", "--prompt", "床前明月光", "--max-tokens", "64");
     config.AddCommand<SftCommand>("sft").WithDescription("Supervised fine-tuning of a pretrained run on conversations (loss on assistant tokens only).")
         .WithExample("sft", "--from", "runs/tiny", "--data", "builtin", "--run-dir", "runs/tiny-sft");
+    config.AddCommand<RewardCommand>("reward").WithDescription("Train a reward model (GPT + scalar head, Bradley-Terry loss) on preference pairs; reports held-out pairwise accuracy.")
+        .WithExample("reward", "--from", "runs/tiny-sft", "--data", "builtin", "--run-dir", "runs/tiny-reward");
     config.AddCommand<PlotCommand>("plot").WithDescription("Redraw a run's loss curve (loss.png) from its metrics.jsonl.")
         .WithExample("plot", "--run-dir", "runs/tiny");
 });

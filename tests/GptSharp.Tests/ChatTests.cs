@@ -92,5 +92,8 @@ public class ChatTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedT
         Assert.All(poemPairs, p => Assert.True(BuiltInDatasets.IsRegularQuatrainOrRegulated(p.Chosen.Split('\n'))));
         Assert.Contains(poemPairs, p => !BuiltInDatasets.IsRegularQuatrainOrRegulated(p.Rejected.Split('\n')));
         Assert.Contains(a.TrainChats, c => c[0].Content.StartsWith("Who gave the State of the Union address in"));
+        var continuePairs = a.TrainPairs.Where(p => p.Prompt[0].Content.StartsWith("請接下句")).ToList();
+        Assert.NotEmpty(continuePairs);
+        Assert.All(continuePairs, p => Assert.Equal(p.Chosen.Length - 1, p.Rejected.Length));
     }
 }

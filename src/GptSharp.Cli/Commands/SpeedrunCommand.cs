@@ -31,11 +31,14 @@ sealed class SpeedrunSettings : CommonSettings
     [CommandOption("--sft-steps")]
     public int SftSteps { get; init; } = 400;
 
+    [CommandOption("--reward-steps")]
+    public int RewardSteps { get; init; } = 800;
+
     [CommandOption("--device")]
     public string Device { get; init; } = "cpu";
 
     [CommandOption("--from")]
-    [Description("Rerun from this stage on (tokenizer, data, pretrain, sft), discarding its done-marker and those after it.")]
+    [Description("Rerun from this stage on (tokenizer, data, pretrain, sft, reward), discarding its done-marker and those after it.")]
     public string? From { get; init; }
 }
 
@@ -45,7 +48,7 @@ sealed class SpeedrunSettings : CommonSettings
 /// </summary>
 sealed class SpeedrunCommand : Command<SpeedrunSettings>
 {
-    static readonly string[] Stages = ["tokenizer", "data", "pretrain", "sft"];
+    static readonly string[] Stages = ["tokenizer", "data", "pretrain", "sft", "reward"];
     static readonly string[] SampleQuestions = ["《靜夜思》的作者是誰？", "寫一首詩，題為《春曉》。", "請接下句：白日依山盡，"];
     static readonly string[] SamplePrompts = ["床前明月光", "白日依山盡", "春眠不覺曉"];
 
@@ -117,6 +120,19 @@ sealed class SpeedrunCommand : Command<SpeedrunSettings>
                 SftRun.Execute(pretrainDir, data.TrainChats, data.HeldOutChats, training, sftDir, resume, runtime.Device,
                     onStart: (_, start) => progress(start), onStep: m => progress(m.Step)));
             return new { report.TrainConversations, report.HeldOutConversations, report.Training.FinalLoss, report.Training.FinalValLoss, report.Training.Seconds };
+        });
+
+        RunStage(settings, "reward", () =>
+        {
+            var data = BuiltInDatasets.Build();
+            var training = new TrainingConfig { Steps = settings.RewardSteps, LearningRate = 1e-3, WarmupSteps = 20, WeightDecay = 0, EvalEvery = 200, CheckpointEvery = 200 };
+            string rewardDir = Path.Combine(settings.RunDir, "reward");
+            bool resume = Checkpoint.Find(rewardDir) is not null;
+            var report = ProgressDisplay.Run("reward", training.Steps, "steps", settings.Quiet, progress =>
+                RewardRun.Execute(sftDir, data.TrainPairs, data.HeldOutPairs, training, rewardDir, resume, runtime.Device,
+                    onStart: start => progress(start), onStep: m => progress(m.Step)));
+            AnsiConsole.MarkupLine($"reward model: held-out pairwise accuracy {100 * report.HeldOutAccuracy:F1}% over {report.HeldOutPairs:N0} pairs");
+            return new { report.TrainPairs, report.HeldOutPairs, report.HeldOutAccuracy, report.HeldOutLoss, report.Training.Seconds };
         });
 
         var (chatModel, chatState) = Checkpoint.LoadModel(sftDir);

@@ -49,10 +49,12 @@ public static class BuiltInDatasets
             string first = lines[at];
             string half = first[..(first.IndexOf('，') + 1 is > 0 and var comma ? comma : first.Length / 2)];
             string rest = first[half.Length..];
-            if (rest.Length > 0)
+            if (rest.Length > 2)
             {
                 var continuePrompt = User($"請接下句：{half}");
                 chats.Add([.. continuePrompt, Assistant(rest)]);
+                // The next half-line with a character dropped: the line length breaks.
+                pairs.Add(new PreferencePair(continuePrompt, rest, rest.Remove(random.Next(rest.Length - 1), 1)));
             }
 
             // Preference pairs: chosen is the real answer; rejected a realistic failure.

@@ -62,6 +62,15 @@ public sealed class Gpt : Module<Tensor, Tensor>
     public Tensor Forward(Tensor tokens, KvCache? cache)
     {
         using var scope = NewDisposeScope();
+        var x = Hidden(tokens, cache);
+        var logits = lm_head is not null ? lm_head.forward(x) : functional.linear(x, wte.weight!);
+        return logits.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>tokens: (B, T) → the final normalised hidden states (B, T, Width), before the vocabulary projection.</summary>
+    public Tensor Hidden(Tensor tokens, KvCache? cache = null)
+    {
+        using var scope = NewDisposeScope();
         long t = tokens.shape[1];
         int start = cache?.Length ?? 0;
         if (start + t > Config.ContextLength)
@@ -71,9 +80,7 @@ public sealed class Gpt : Module<Tensor, Tensor>
         x = drop.forward(x);
         for (int layer = 0; layer < h.Count; layer++) x = h[layer].Forward(x, rotary, cache, layer, start);
         cache?.Advance((int)t);
-        x = ln_f.forward(x);
-        var logits = lm_head is not null ? lm_head.forward(x) : functional.linear(x, wte.weight!);
-        return logits.MoveToOuterDisposeScope();
+        return ln_f.forward(x).MoveToOuterDisposeScope();
     }
 
     /// <summary>Mean next-token cross-entropy; targets equal to <paramref name="ignoreIndex"/> do not count.</summary>

@@ -31,15 +31,19 @@ public static class Checkpoint
         Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
     };
 
-    /// <summary>Writes model, optimiser and state for <paramref name="runDirectory"/>.</summary>
-    public static void Save(string runDirectory, Gpt model, AdamW? optimizer, TrainingState state)
+    /// <summary>Writes a GPT's weights, optimiser and state for <paramref name="runDirectory"/>.</summary>
+    public static void Save(string runDirectory, Gpt model, AdamW? optimizer, TrainingState state) =>
+        Save(runDirectory, model, model.Config, optimizer, state);
+
+    /// <summary>Writes any module built on a GPT (e.g. a reward model) with the config of its backbone.</summary>
+    public static void Save(string runDirectory, nn.Module model, GptConfig config, AdamW? optimizer, TrainingState state)
     {
         string final = Path.Combine(runDirectory, Folder);
         string temp = Path.Combine(runDirectory, $"{Folder}.tmp");
         string old = Path.Combine(runDirectory, $"{Folder}.old");
         if (Directory.Exists(temp)) Directory.Delete(temp, true);
         Directory.CreateDirectory(temp);
-        AtomicFile.WriteAllText(Path.Combine(temp, "model.json"), JsonSerializer.Serialize(model.Config, Json));
+        AtomicFile.WriteAllText(Path.Combine(temp, "model.json"), JsonSerializer.Serialize(config, Json));
         SafeTensors.Save(Path.Combine(temp, "model.safetensors"), model.state_dict(),
             new Dictionary<string, string> { ["format"] = "gptsharp", ["step"] = state.Step.ToString() });
         optimizer?.Save(Path.Combine(temp, "optimizer.safetensors"));
@@ -78,11 +82,11 @@ public static class Checkpoint
     }
 
     /// <summary>Restores model weights, optimiser state and RNG; returns the state to continue from.</summary>
-    public static TrainingState Resume(string runDirectory, Gpt model, AdamW optimizer)
+    public static TrainingState Resume(string runDirectory, nn.Module model, GptConfig config, AdamW optimizer)
     {
         string folder = Require(runDirectory);
         var saved = ReadJson<GptConfig>(Path.Combine(folder, "model.json"));
-        if (saved != model.Config)
+        if (saved != config)
             throw new InvalidOperationException($"{folder}/model.json describes a different model than the one being trained; resume with the same configuration.");
         LoadWeights(model, Path.Combine(folder, "model.safetensors"));
         optimizer.Load(Path.Combine(folder, "optimizer.safetensors"));
@@ -101,8 +105,14 @@ public static class Checkpoint
         return Convert.ToBase64String(rng.bytes);
     }
 
+    /// <summary>The GptConfig a run saved.</summary>
+    public static GptConfig ReadConfig(string runDirectory) => ReadJson<GptConfig>(Path.Combine(Require(runDirectory), "model.json"));
+
+    /// <summary>The weights file of a run's checkpoint.</summary>
+    public static string WeightsPath(string runDirectory) => Path.Combine(Require(runDirectory), "model.safetensors");
+
     /// <summary>Copies tensors from a safetensors file into the model; every parameter must be present with its shape.</summary>
-    public static void LoadWeights(Gpt model, string path)
+    public static void LoadWeights(nn.Module model, string path)
     {
         var (tensors, _) = SafeTensors.Load(path);
         try

@@ -30,7 +30,8 @@ public sealed record TrainingResult(int StepsDone, double FinalLoss, double? Fin
 /// </summary>
 public sealed class Trainer<TBatch>
 {
-    readonly Gpt _model;
+    readonly nn.Module _model;
+    readonly GptConfig _modelConfig;
     readonly TrainingConfig _config;
     readonly string _runDirectory, _tokenizer;
     readonly Func<TBatch, ObjectiveOutput> _objective;
@@ -40,8 +41,16 @@ public sealed class Trainer<TBatch>
     /// <param name="evaluate">Returns the validation loss; called every <see cref="TrainingConfig.EvalEvery"/> steps and at the end.</param>
     public Trainer(Gpt model, TrainingConfig config, string runDirectory, string tokenizer,
         Func<TBatch, ObjectiveOutput> objective, IBatchSource<TBatch> batches, Func<double>? evaluate = null)
+        : this(model, model.Config, config, runDirectory, tokenizer, objective, batches, evaluate)
+    {
+    }
+
+    /// <summary>For any module built on a GPT (a reward model, an actor-critic, ...): <paramref name="modelConfig"/> is its backbone's.</summary>
+    public Trainer(nn.Module model, GptConfig modelConfig, TrainingConfig config, string runDirectory, string tokenizer,
+        Func<TBatch, ObjectiveOutput> objective, IBatchSource<TBatch> batches, Func<double>? evaluate = null)
     {
         _model = model;
+        _modelConfig = modelConfig;
         _config = config.Validate();
         _runDirectory = runDirectory;
         _tokenizer = tokenizer;
@@ -118,7 +127,7 @@ public sealed class Trainer<TBatch>
     }
 
     /// <summary>Restores model, optimiser, RNG and returns the step to continue from; the caller restores the batch source from <see cref="TrainingState.DataPosition"/>.</summary>
-    public TrainingState Resume() => Checkpoint.Resume(_runDirectory, _model, Optimizer);
+    public TrainingState Resume() => Checkpoint.Resume(_runDirectory, _model, _modelConfig, Optimizer);
 
     double Evaluate()
     {
@@ -142,5 +151,5 @@ public sealed class Trainer<TBatch>
     }
 
     void SaveCheckpoint(int step, double? valLoss) =>
-        Checkpoint.Save(_runDirectory, _model, Optimizer, new TrainingState(step, _batches.Position, Checkpoint.CaptureRng(), _tokenizer, valLoss));
+        Checkpoint.Save(_runDirectory, _model, _modelConfig, Optimizer, new TrainingState(step, _batches.Position, Checkpoint.CaptureRng(), _tokenizer, valLoss));
 }

@@ -1,0 +1,53 @@
+using GptSharp.Data;
+using GptSharp.Training;
+
+namespace GptSharp.Alignment;
+
+/// <summary>
+/// B preference pairs as 2B rows: the first B are prompt + chosen answer, the last B prompt + rejected, each padded to T,
+/// with the index of each row's last token (its closing <c>&lt;|end|&gt;</c>, or the last token kept if cut).
+/// </summary>
+public sealed record PairBatch(long[] Tokens, long[] LastIndex, int Pairs, int SequenceLength);
+
+/// <summary>Serves preference pairs in a per-epoch shuffled order; the position is "epoch:cursor".</summary>
+public sealed class PairBatchSource : IBatchSource<PairBatch>
+{
+    readonly IReadOnlyList<(RenderedChat Chosen, RenderedChat Rejected)> _pairs;
+    readonly int _batchSize, _sequenceLength, _padId;
+    readonly long _seed;
+    LoaderPosition _position;
+
+    public PairBatchSource(IReadOnlyList<(RenderedChat Chosen, RenderedChat Rejected)> pairs, int batchSize, int sequenceLength, int padId, long seed, LoaderPosition position = default)
+    {
+        if (pairs.Count < batchSize) throw new InvalidDataException($"{pairs.Count} preference pairs are fewer than one batch of {batchSize}.");
+        (_pairs, _batchSize, _sequenceLength, _padId, _seed, _position) = (pairs, batchSize, sequenceLength, padId, seed, position);
+    }
+
+    public string Position => ShardBatchSource.Format(_position);
+
+    public PairBatch Next()
+    {
+        if (_position.Cursor + _batchSize > _pairs.Count) _position = new LoaderPosition(_position.Epoch + 1, 0);
+        var order = Enumerable.Range(0, _pairs.Count).ToArray();
+        new Random((int)((_seed * 1_000_003 + _position.Epoch * 7919) & 0x7fffffff)).Shuffle(order);
+        var rows = Enumerable.Range(0, _batchSize).Select(r => _pairs[order[_position.Cursor + r]]).ToList();
+        _position = _position with { Cursor = _position.Cursor + _batchSize };
+        return Pack(rows, _sequenceLength, _padId);
+    }
+
+    public static PairBatch Pack(IReadOnlyList<(RenderedChat Chosen, RenderedChat Rejected)> pairs, int sequenceLength, int padId)
+    {
+        int b = pairs.Count, t = sequenceLength;
+        var tokens = new long[2 * b * t];
+        var last = new long[2 * b];
+        Array.Fill(tokens, padId);
+        for (int row = 0; row < 2 * b; row++)
+        {
+            var chat = row < b ? pairs[row].Chosen : pairs[row - b].Rejected;
+            int length = Math.Min(chat.Tokens.Length, t);
+            for (int j = 0; j < length; j++) tokens[row * t + j] = chat.Tokens[j];
+            last[row] = length - 1;
+        }
+        return new PairBatch(tokens, last, b, t);
+    }
+}

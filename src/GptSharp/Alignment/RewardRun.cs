@@ -1,0 +1,106 @@
+using System.Text.Json;
+using GptSharp.Data;
+using GptSharp.Tokenization;
+using GptSharp.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace GptSharp.Alignment;
+
+/// <summary>What a reward-model run measured.</summary>
+public sealed record RewardReport(TrainingResult Training, int TrainPairs, int HeldOutPairs, double HeldOutAccuracy, double HeldOutLoss);
+
+/// <summary>
+/// Trains a reward model on preference pairs: backbone initialised from a (usually SFT) run, a fresh scalar head,
+/// the pairwise Bradley–Terry loss, through the shared trainer. Reports held-out pairwise accuracy.
+/// </summary>
+public static class RewardRun
+{
+    public static RewardReport Execute(string fromRun, IReadOnlyList<PreferencePair> train, IReadOnlyList<PreferencePair> heldOut,
+        TrainingConfig training, string runDirectory, bool resume, string device = "cpu",
+        Action<int>? onStart = null, Action<StepMetrics>? onStep = null, CancellationToken cancellation = default)
+    {
+        training.Validate();
+        if (heldOut.Count == 0) throw new InvalidDataException("The reward model needs held-out preference pairs to measure its accuracy.");
+        var config = Checkpoint.ReadConfig(fromRun);
+        var tokenizerReference = Checkpoint.ReadState(fromRun).Tokenizer;
+        var tokenizer = GptTokenizer.Load(tokenizerReference);
+        var template = new ChatTemplate(tokenizer);
+        var trainPairs = train.Select(p => Render(template, p)).ToList();
+        var heldPairs = heldOut.Select(p => Render(template, p)).ToList();
+        var torchDevice = torch.device(device);
+
+        torch.manual_seed(training.Seed);
+        using var model = new RewardModel(config);
+        Checkpoint.LoadWeights(model.Backbone, Checkpoint.WeightsPath(fromRun));
+        model.to(torchDevice);
+
+        int start = 0;
+        var position = new LoaderPosition();
+        if (resume)
+        {
+            var saved = Checkpoint.ReadState(runDirectory);
+            (start, position) = (saved.Step, ShardBatchSource.Parse(saved.DataPosition));
+        }
+        else if (Checkpoint.Find(runDirectory) is not null)
+            throw new InvalidOperationException($"Run folder '{runDirectory}' already has a checkpoint: resume it, or choose another run folder.");
+
+        var source = new PairBatchSource(trainPairs, training.BatchSize, config.ContextLength, tokenizer.PadId, training.Seed, position);
+        var validation = heldPairs.Chunk(training.BatchSize).Select(rows => PairBatchSource.Pack(rows, config.ContextLength, tokenizer.PadId)).ToList();
+        var trainer = new Trainer<PairBatch>(model, config, training, runDirectory, tokenizerReference, Objective(model, torchDevice), source,
+            () => Evaluate(model, validation, torchDevice).Loss) { OnStep = onStep };
+        if (resume) trainer.Resume();
+        else
+        {
+            Directory.CreateDirectory(runDirectory);
+            AtomicFile.WriteAllText(Path.Combine(runDirectory, "config.json"), JsonSerializer.Serialize(new
+            {
+                objective = "reward", from = Path.GetFullPath(fromRun), model = config, training, tokenizer = tokenizerReference,
+                trainPairs = train.Count, heldOutPairs = heldOut.Count,
+            }, Checkpoint.Json));
+        }
+        onStart?.Invoke(start);
+        var result = trainer.Run(start, cancellation: cancellation);
+        LossPlot.Write(runDirectory, "Reward model (pairwise loss)");
+        model.eval();
+        var (accuracy, loss) = Evaluate(model, validation, torchDevice);
+        AtomicFile.WriteAllText(Path.Combine(runDirectory, "accuracy.json"), JsonSerializer.Serialize(new { heldOutAccuracy = accuracy, heldOutLoss = loss, heldOutPairs = heldOut.Count }));
+        return new RewardReport(result, train.Count, heldOut.Count, accuracy, loss);
+    }
+
+    /// <summary>The chosen and rejected answers as full conversations (prompt + assistant answer).</summary>
+    public static (RenderedChat Chosen, RenderedChat Rejected) Render(ChatTemplate template, PreferencePair pair) =>
+        (template.Render([.. pair.Prompt, new ChatMessage(ChatRoles.Assistant, pair.Chosen)]),
+         template.Render([.. pair.Prompt, new ChatMessage(ChatRoles.Assistant, pair.Rejected)]));
+
+    public static Func<PairBatch, ObjectiveOutput> Objective(RewardModel model, Device device) => batch =>
+    {
+        var (chosen, rejected) = Scores(model, batch, device);
+        return new ObjectiveOutput(RewardModel.PairwiseLoss(chosen, rejected), batch.Pairs);
+    };
+
+    /// <summary>Held-out pairwise accuracy (share of pairs with r_chosen &gt; r_rejected) and mean loss.</summary>
+    public static (double Accuracy, double Loss) Evaluate(RewardModel model, IReadOnlyList<PairBatch> batches, Device device)
+    {
+        using var noGrad = no_grad();
+        long correct = 0, total = 0;
+        double loss = 0;
+        foreach (var batch in batches)
+        {
+            using var scope = NewDisposeScope();
+            var (chosen, rejected) = Scores(model, batch, device);
+            correct += (chosen > rejected).sum().item<long>();
+            total += batch.Pairs;
+            loss += RewardModel.PairwiseLoss(chosen, rejected).item<float>() * batch.Pairs;
+        }
+        return (correct / (double)Math.Max(1, total), loss / Math.Max(1, total));
+    }
+
+    static (Tensor Chosen, Tensor Rejected) Scores(RewardModel model, PairBatch batch, Device device)
+    {
+        var tokens = tensor(batch.Tokens, [2 * batch.Pairs, batch.SequenceLength], device: device);
+        var last = tensor(batch.LastIndex, device: device);
+        var scores = model.Score(tokens, last);
+        return (scores.narrow(0, 0, batch.Pairs), scores.narrow(0, batch.Pairs, batch.Pairs));
+    }
+}

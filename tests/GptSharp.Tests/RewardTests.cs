@@ -1,0 +1,52 @@
+using GptSharp.Alignment;
+using GptSharp.Models;
+using GptSharp.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace GptSharp.Tests;
+
+public class RewardTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedTokenizerFixture>
+{
+    [Fact]
+    public void PairwiseLossMatchesBradleyTerryByHand()
+    {
+        using var scope = NewDisposeScope();
+        var chosen = tensor(new float[] { 2f, 0f, -1f });
+        var rejected = tensor(new float[] { 0f, 0f, 1f });
+        double expected = new[] { 2.0, 0.0, -2.0 }.Select(d => -Math.Log(1 / (1 + Math.Exp(-d)))).Average();
+        Assert.Equal(expected, RewardModel.PairwiseLoss(chosen, rejected).item<float>(), 5);
+    }
+
+    [Fact]
+    public void PairsPackChosenRowsFirstWithTheirLastTokens()
+    {
+        var a = new RenderedChat([1, 2, 3], [false, true, true]);
+        var b = new RenderedChat([1, 2, 3, 4, 5, 6], [false, true, true, true, true, true]);
+        var batch = PairBatchSource.Pack([(a, b)], sequenceLength: 4, padId: 0);
+        Assert.Equal(new long[] { 1, 2, 3, 0, 1, 2, 3, 4 }, batch.Tokens);
+        Assert.Equal(new long[] { 2, 3 }, batch.LastIndex); // the rejected row is cut to T tokens
+    }
+
+    [Fact]
+    public void RewardModelLearnsToPreferTheRightAuthor()
+    {
+        using var dir = new TempDirectory();
+        var tokenizer = fixture.Tokenizer;
+        torch.manual_seed(0);
+        var config = GptConfig.Gpt2(tokenizer.VocabSize, context: 32, layers: 2, heads: 2, width: 32);
+        using (var model = new Gpt(config))
+            Checkpoint.Save(dir.File("base"), model, null, new TrainingState(0, "0:0", "", fixture.Directory));
+        var facts = new[] { ("靜夜思", "李白", "杜甫"), ("春曉", "孟浩然", "王維"), ("登鸛雀樓", "王之渙", "李白"), ("相思", "王維", "孟浩然") };
+        PreferencePair Pair((string Title, string Right, string Wrong) f) =>
+            new([new ChatMessage("user", $"《{f.Title}》的作者是誰？")], $"{f.Right}。", $"{f.Wrong}。");
+        var train = Enumerable.Range(0, 32).Select(i => Pair(facts[i % 4])).ToList();
+        var heldOut = facts.Select(Pair).ToList();
+        var training = new TrainingConfig { Steps = 40, BatchSize = 8, LearningRate = 3e-3, WarmupSteps = 2, EvalEvery = 20, CheckpointEvery = 100, WeightDecay = 0 };
+        var report = RewardRun.Execute(dir.File("base"), train, heldOut, training, dir.File("rm"), resume: false);
+        Assert.Equal(1.0, report.HeldOutAccuracy);
+        Assert.True(report.HeldOutLoss < 0.3, $"held-out loss {report.HeldOutLoss}");
+        using var loaded = RewardModel.Load(dir.File("rm"));
+        Assert.Equal(config, loaded.Config);
+    }
+}
