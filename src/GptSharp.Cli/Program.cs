@@ -35,6 +35,8 @@ app.Configure(config =>
         .WithExample("sft", "--from", "runs/tiny", "--data", "builtin", "--run-dir", "runs/tiny-sft");
     config.AddCommand<RewardCommand>("reward").WithDescription("Train a reward model (GPT + scalar head, Bradley-Terry loss) on preference pairs; reports held-out pairwise accuracy.")
         .WithExample("reward", "--from", "runs/tiny-sft", "--data", "builtin", "--run-dir", "runs/tiny-reward");
+    config.AddCommand<DpoCommand>("dpo").WithDescription("Direct Preference Optimization of an SFT run on preference pairs (frozen SFT reference).")
+        .WithExample("dpo", "--from", "runs/tiny-sft", "--data", "builtin", "--run-dir", "runs/tiny-dpo");
     config.AddCommand<PlotCommand>("plot").WithDescription("Redraw a run's loss curve (loss.png) from its metrics.jsonl.")
         .WithExample("plot", "--run-dir", "runs/tiny");
 });

@@ -33,18 +33,7 @@ sealed class RewardCommand : Command<RewardSettings>
     public override int Execute(CommandContext context, RewardSettings s, CancellationToken cancellation)
     {
         var runtime = TorchRuntime.Initialize(s.Threads, s.Device);
-        IReadOnlyList<PreferencePair> train, heldOut;
-        if (s.Data == "builtin")
-        {
-            var data = BuiltInDatasets.Build(s.Seed);
-            (train, heldOut) = (data.TrainPairs, data.HeldOutPairs);
-        }
-        else
-        {
-            var all = ChatData.ReadPreferences(s.Data).ToList();
-            var held = s.Val is not null ? ChatData.ReadPreferences(s.Val).ToList() : all.Where((_, i) => Data.ShardBuilder.IsValidation(s.Seed, "reward", i, 0.05)).ToList();
-            (train, heldOut) = (s.Val is not null ? all : all.Where((_, i) => !Data.ShardBuilder.IsValidation(s.Seed, "reward", i, 0.05)).ToList(), held);
-        }
+        var (train, heldOut) = PreferenceData.Load(s.Data, s.Val, s.Seed, "reward");
         var training = new TrainingConfig
         {
             Steps = s.Steps, BatchSize = s.BatchSize, LearningRate = s.LearningRate, WarmupSteps = s.WarmupSteps, EvalEvery = s.EvalEvery,

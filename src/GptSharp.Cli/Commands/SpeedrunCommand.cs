@@ -34,11 +34,14 @@ sealed class SpeedrunSettings : CommonSettings
     [CommandOption("--reward-steps")]
     public int RewardSteps { get; init; } = 800;
 
+    [CommandOption("--dpo-steps")]
+    public int DpoSteps { get; init; } = 200;
+
     [CommandOption("--device")]
     public string Device { get; init; } = "cpu";
 
     [CommandOption("--from")]
-    [Description("Rerun from this stage on (tokenizer, data, pretrain, sft, reward), discarding its done-marker and those after it.")]
+    [Description("Rerun from this stage on (tokenizer, data, pretrain, sft, reward, dpo), discarding its done-marker and those after it.")]
     public string? From { get; init; }
 }
 
@@ -48,7 +51,7 @@ sealed class SpeedrunSettings : CommonSettings
 /// </summary>
 sealed class SpeedrunCommand : Command<SpeedrunSettings>
 {
-    static readonly string[] Stages = ["tokenizer", "data", "pretrain", "sft", "reward"];
+    static readonly string[] Stages = ["tokenizer", "data", "pretrain", "sft", "reward", "dpo"];
     static readonly string[] SampleQuestions = ["《靜夜思》的作者是誰？", "寫一首詩，題為《春曉》。", "請接下句：白日依山盡，"];
     static readonly string[] SamplePrompts = ["床前明月光", "白日依山盡", "春眠不覺曉"];
 
@@ -133,6 +136,19 @@ sealed class SpeedrunCommand : Command<SpeedrunSettings>
                     onStart: start => progress(start), onStep: m => progress(m.Step)));
             AnsiConsole.MarkupLine($"reward model: held-out pairwise accuracy {100 * report.HeldOutAccuracy:F1}% over {report.HeldOutPairs:N0} pairs");
             return new { report.TrainPairs, report.HeldOutPairs, report.HeldOutAccuracy, report.HeldOutLoss, report.Training.Seconds };
+        });
+
+        RunStage(settings, "dpo", () =>
+        {
+            var data = BuiltInDatasets.Build();
+            var training = new TrainingConfig { Steps = settings.DpoSteps, BatchSize = 8, LearningRate = 2e-4, WarmupSteps = 10, WeightDecay = 0, EvalEvery = 100, CheckpointEvery = 100 };
+            string dpoDir = Path.Combine(settings.RunDir, "dpo");
+            bool resume = Checkpoint.Find(dpoDir) is not null;
+            var report = ProgressDisplay.Run("dpo", training.Steps, "steps", settings.Quiet, progress =>
+                DpoRun.Execute(sftDir, data.TrainPairs, data.HeldOutPairs, training, dpoDir, resume, beta: 0.1, runtime.Device,
+                    onStart: start => progress(start), onStep: m => progress(m.Step)));
+            AnsiConsole.MarkupLine($"dpo: held-out loss {report.HeldOutLoss:F3}, chosen preferred on {100 * report.HeldOutPreferenceAccuracy:F1}% of held-out pairs");
+            return new { report.TrainPairs, report.HeldOutPairs, report.HeldOutLoss, report.HeldOutPreferenceAccuracy, report.Training.Seconds };
         });
 
         var (chatModel, chatState) = Checkpoint.LoadModel(sftDir);

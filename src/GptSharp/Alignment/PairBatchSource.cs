@@ -9,32 +9,33 @@ namespace GptSharp.Alignment;
 /// </summary>
 public sealed record PairBatch(long[] Tokens, long[] LastIndex, int Pairs, int SequenceLength);
 
-/// <summary>Serves preference pairs in a per-epoch shuffled order; the position is "epoch:cursor".</summary>
-public sealed class PairBatchSource : IBatchSource<PairBatch>
+/// <summary>
+/// Serves preference pairs B at a time in a per-epoch shuffled order, packed by <paramref name="pack"/> (the reward
+/// model and DPO pack them differently); the position is "epoch:cursor".
+/// </summary>
+public sealed class PairBatchSource<TBatch>(
+    IReadOnlyList<(RenderedChat Chosen, RenderedChat Rejected)> pairs, int batchSize, long seed,
+    Func<IReadOnlyList<(RenderedChat Chosen, RenderedChat Rejected)>, TBatch> pack, LoaderPosition position = default) : IBatchSource<TBatch>
 {
-    readonly IReadOnlyList<(RenderedChat Chosen, RenderedChat Rejected)> _pairs;
-    readonly int _batchSize, _sequenceLength, _padId;
-    readonly long _seed;
-    LoaderPosition _position;
-
-    public PairBatchSource(IReadOnlyList<(RenderedChat Chosen, RenderedChat Rejected)> pairs, int batchSize, int sequenceLength, int padId, long seed, LoaderPosition position = default)
-    {
-        if (pairs.Count < batchSize) throw new InvalidDataException($"{pairs.Count} preference pairs are fewer than one batch of {batchSize}.");
-        (_pairs, _batchSize, _sequenceLength, _padId, _seed, _position) = (pairs, batchSize, sequenceLength, padId, seed, position);
-    }
+    LoaderPosition _position = pairs.Count >= batchSize ? position
+        : throw new InvalidDataException($"{pairs.Count} preference pairs are fewer than one batch of {batchSize}.");
 
     public string Position => ShardBatchSource.Format(_position);
 
-    public PairBatch Next()
+    public TBatch Next()
     {
-        if (_position.Cursor + _batchSize > _pairs.Count) _position = new LoaderPosition(_position.Epoch + 1, 0);
-        var order = Enumerable.Range(0, _pairs.Count).ToArray();
-        new Random((int)((_seed * 1_000_003 + _position.Epoch * 7919) & 0x7fffffff)).Shuffle(order);
-        var rows = Enumerable.Range(0, _batchSize).Select(r => _pairs[order[_position.Cursor + r]]).ToList();
-        _position = _position with { Cursor = _position.Cursor + _batchSize };
-        return Pack(rows, _sequenceLength, _padId);
+        if (_position.Cursor + batchSize > pairs.Count) _position = new LoaderPosition(_position.Epoch + 1, 0);
+        var order = Enumerable.Range(0, pairs.Count).ToArray();
+        new Random((int)((seed * 1_000_003 + _position.Epoch * 7919) & 0x7fffffff)).Shuffle(order);
+        var rows = Enumerable.Range(0, batchSize).Select(r => pairs[order[_position.Cursor + r]]).ToList();
+        _position = _position with { Cursor = _position.Cursor + batchSize };
+        return pack(rows);
     }
+}
 
+/// <summary>Packing of preference pairs for the reward model.</summary>
+public static class PairBatchSource
+{
     public static PairBatch Pack(IReadOnlyList<(RenderedChat Chosen, RenderedChat Rejected)> pairs, int sequenceLength, int padId)
     {
         int b = pairs.Count, t = sequenceLength;

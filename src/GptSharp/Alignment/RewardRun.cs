@@ -45,10 +45,11 @@ public static class RewardRun
         else if (Checkpoint.Find(runDirectory) is not null)
             throw new InvalidOperationException($"Run folder '{runDirectory}' already has a checkpoint: resume it, or choose another run folder.");
 
-        var source = new PairBatchSource(trainPairs, training.BatchSize, config.ContextLength, tokenizer.PadId, training.Seed, position);
+        var source = new PairBatchSource<PairBatch>(trainPairs, training.BatchSize, training.Seed,
+            rows => PairBatchSource.Pack(rows, config.ContextLength, tokenizer.PadId), position);
         var validation = heldPairs.Chunk(training.BatchSize).Select(rows => PairBatchSource.Pack(rows, config.ContextLength, tokenizer.PadId)).ToList();
         var trainer = new Trainer<PairBatch>(model, config, training, runDirectory, tokenizerReference, Objective(model, torchDevice), source,
-            () => Evaluate(model, validation, torchDevice).Loss) { OnStep = onStep };
+            () => Evaluate(model, validation.Take(training.EvalBatches).ToList(), torchDevice).Loss) { OnStep = onStep }; // all of it at the end
         if (resume) trainer.Resume();
         else
         {

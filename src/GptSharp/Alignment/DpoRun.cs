@@ -1,0 +1,123 @@
+using System.Text.Json;
+using GptSharp.Data;
+using GptSharp.Models;
+using GptSharp.Tokenization;
+using GptSharp.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace GptSharp.Alignment;
+
+/// <summary>What a DPO run measured on held-out pairs.</summary>
+/// <param name="HeldOutPreferenceAccuracy">Share of held-out pairs whose implicit reward β·(log π/π_ref) is higher for the chosen answer.</param>
+public sealed record DpoReport(TrainingResult Training, int TrainPairs, int HeldOutPairs, double HeldOutLoss, double HeldOutPreferenceAccuracy);
+
+/// <summary>
+/// Direct Preference Optimization: the policy starts as a copy of the SFT model, a frozen copy is the reference, and
+/// the loss is −log σ(β·[(log π(c) − log π_ref(c)) − (log π(r) − log π_ref(r))]) with log-probabilities summed over the
+/// answer's tokens. The simpler alternative to reward model + PPO, on the same pairs and the same trainer.
+/// </summary>
+public static class DpoRun
+{
+    public static DpoReport Execute(string fromRun, IReadOnlyList<PreferencePair> train, IReadOnlyList<PreferencePair> heldOut,
+        TrainingConfig training, string runDirectory, bool resume, double beta = 0.1, string device = "cpu",
+        Action<int>? onStart = null, Action<StepMetrics>? onStep = null, CancellationToken cancellation = default)
+    {
+        training.Validate();
+        if (beta <= 0) throw new ArgumentOutOfRangeException(nameof(beta), beta, "beta must be > 0.");
+        if (heldOut.Count == 0) throw new InvalidDataException("DPO needs held-out preference pairs to report on.");
+        var (policy, sft) = Checkpoint.LoadModel(fromRun);
+        var (reference, _) = Checkpoint.LoadModel(fromRun);
+        using var _p = policy;
+        using var _r = reference;
+        var torchDevice = torch.device(device);
+        policy.to(torchDevice);
+        reference.to(torchDevice);
+        reference.eval();
+        foreach (var parameter in reference.parameters()) parameter.requires_grad = false;
+
+        var tokenizer = GptTokenizer.Load(sft.Tokenizer);
+        var template = new ChatTemplate(tokenizer);
+        int t = policy.Config.ContextLength;
+        TokenBatch Pack(IReadOnlyList<(RenderedChat Chosen, RenderedChat Rejected)> rows) =>
+            ChatBatchSource.Pack([.. rows.Select(r => r.Chosen), .. rows.Select(r => r.Rejected)], t, tokenizer.PadId);
+        var trainPairs = train.Select(p => RewardRun.Render(template, p)).ToList();
+        var heldBatches = heldOut.Select(p => RewardRun.Render(template, p)).Chunk(training.BatchSize).Select(rows => Pack(rows)).ToList();
+
+        int start = 0;
+        var position = new LoaderPosition();
+        if (resume)
+        {
+            var saved = Checkpoint.ReadState(runDirectory);
+            (start, position) = (saved.Step, ShardBatchSource.Parse(saved.DataPosition));
+        }
+        else if (Checkpoint.Find(runDirectory) is not null)
+            throw new InvalidOperationException($"Run folder '{runDirectory}' already has a checkpoint: resume it, or choose another run folder.");
+
+        torch.manual_seed(training.Seed);
+        var source = new PairBatchSource<TokenBatch>(trainPairs, training.BatchSize, training.Seed, Pack, position);
+        var trainer = new Trainer<TokenBatch>(policy, training, runDirectory, sft.Tokenizer,
+            batch => { var (loss, _) = Loss(policy, reference, batch, beta, torchDevice); return new ObjectiveOutput(loss, batch.BatchSize / 2); },
+            source, () => Evaluate(policy, reference, heldBatches.Take(training.EvalBatches).ToList(), beta, torchDevice).Loss) { OnStep = onStep };
+        if (resume) trainer.Resume();
+        else
+        {
+            Directory.CreateDirectory(runDirectory);
+            AtomicFile.WriteAllText(Path.Combine(runDirectory, "config.json"), JsonSerializer.Serialize(new
+            {
+                objective = "dpo", beta, from = Path.GetFullPath(fromRun), model = policy.Config, training, tokenizer = sft.Tokenizer,
+                trainPairs = train.Count, heldOutPairs = heldOut.Count,
+            }, Checkpoint.Json));
+        }
+        onStart?.Invoke(start);
+        var result = trainer.Run(start, cancellation: cancellation);
+        LossPlot.Write(runDirectory, "DPO");
+        policy.eval();
+        var (heldLoss, accuracy) = Evaluate(policy, reference, heldBatches, beta, torchDevice);
+        return new DpoReport(result, train.Count, heldOut.Count, heldLoss, accuracy);
+    }
+
+    /// <summary>
+    /// Sum of log-probabilities of each row's target tokens (targets of -1 do not count): (2B, T) batch → (2B).
+    /// </summary>
+    public static Tensor SequenceLogProbabilities(Gpt model, TokenBatch batch, Device device)
+    {
+        using var scope = NewDisposeScope();
+        var inputs = tensor(batch.Inputs, [batch.BatchSize, batch.SequenceLength], device: device);
+        var targets = tensor(batch.Targets, [batch.BatchSize, batch.SequenceLength], device: device);
+        var mask = targets >= 0;
+        var logProbabilities = model.forward(inputs).log_softmax(-1).gather(-1, targets.clamp_min(0).unsqueeze(-1)).squeeze(-1);
+        return (logProbabilities * mask).sum(-1).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The DPO loss (mean over pairs) and the implicit-reward margins (B) for a batch of B chosen rows then B rejected rows.</summary>
+    public static (Tensor Loss, Tensor Margins) Loss(Gpt policy, Gpt reference, TokenBatch batch, double beta, Device device)
+    {
+        using var scope = NewDisposeScope();
+        int pairs = batch.BatchSize / 2;
+        var policyLogp = SequenceLogProbabilities(policy, batch, device);
+        Tensor referenceLogp;
+        using (no_grad()) referenceLogp = SequenceLogProbabilities(reference, batch, device);
+        var ratios = policyLogp - referenceLogp;
+        var margins = beta * (ratios.narrow(0, 0, pairs) - ratios.narrow(0, pairs, pairs));
+        var loss = -nn.functional.logsigmoid(margins).mean();
+        return (loss.MoveToOuterDisposeScope(), margins.detach().MoveToOuterDisposeScope());
+    }
+
+    static (double Loss, double Accuracy) Evaluate(Gpt policy, Gpt reference, IReadOnlyList<TokenBatch> batches, double beta, Device device)
+    {
+        using var noGrad = no_grad();
+        double loss = 0;
+        long correct = 0, total = 0;
+        foreach (var batch in batches)
+        {
+            using var scope = NewDisposeScope();
+            var (l, margins) = Loss(policy, reference, batch, beta, device);
+            int pairs = batch.BatchSize / 2;
+            loss += l.item<float>() * pairs;
+            correct += (margins > 0).sum().item<long>();
+            total += pairs;
+        }
+        return (loss / Math.Max(1, total), correct / (double)Math.Max(1, total));
+    }
+}
