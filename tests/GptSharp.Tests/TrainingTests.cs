@@ -158,9 +158,4 @@ public class TrainingTests
         Assert.Equal(expected, p.data<float>().ToArray(), new FloatTolerance(1e-6f));
     }
 
-    sealed class FloatTolerance(float tolerance) : IEqualityComparer<float>
-    {
-        public bool Equals(float x, float y) => Math.Abs(x - y) <= tolerance;
-        public int GetHashCode(float obj) => 0;
-    }
 }
