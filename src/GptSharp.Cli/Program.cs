@@ -37,6 +37,8 @@ app.Configure(config =>
         .WithExample("reward", "--from", "runs/tiny-sft", "--data", "builtin", "--run-dir", "runs/tiny-reward");
     config.AddCommand<DpoCommand>("dpo").WithDescription("Direct Preference Optimization of an SFT run on preference pairs (frozen SFT reference).")
         .WithExample("dpo", "--from", "runs/tiny-sft", "--data", "builtin", "--run-dir", "runs/tiny-dpo");
+    config.AddCommand<FormScoreCommand>("form-score").WithDescription("Share of sampled poems with a regular form over fixed held-out prompts and seeds; compares runs.")
+        .WithExample("form-score", "--run-dir", "runs/tiny-sft,runs/tiny-dpo", "--prompts", "200");
     config.AddCommand<PlotCommand>("plot").WithDescription("Redraw a run's loss curve (loss.png) from its metrics.jsonl.")
         .WithExample("plot", "--run-dir", "runs/tiny");
 });
