@@ -19,10 +19,10 @@ sealed class DpoSettings : CommonSettings
     [CommandOption("--resume")] public bool Resume { get; init; }
     [CommandOption("--device")] public string Device { get; init; } = "cpu";
     [CommandOption("--beta")] [Description("Strength of the pull toward the reference (DPO's β).")]
-    public double Beta { get; init; } = 0.1;
+    public double Beta { get; init; } = 0.5;
     [CommandOption("--steps")] public int Steps { get; init; } = 200;
     [CommandOption("--batch-size")] public int BatchSize { get; init; } = 8;
-    [CommandOption("--lr")] public double LearningRate { get; init; } = 2e-4;
+    [CommandOption("--lr")] public double LearningRate { get; init; } = 5e-5;
     [CommandOption("--warmup")] public int WarmupSteps { get; init; } = 10;
     [CommandOption("--eval-every")] public int EvalEvery { get; init; } = 100;
     [CommandOption("--seed")] public long Seed { get; init; } = 1337;

@@ -141,11 +141,11 @@ sealed class SpeedrunCommand : Command<SpeedrunSettings>
         RunStage(settings, "dpo", () =>
         {
             var data = BuiltInDatasets.Build();
-            var training = new TrainingConfig { Steps = settings.DpoSteps, BatchSize = 8, LearningRate = 2e-4, WarmupSteps = 10, WeightDecay = 0, EvalEvery = 100, CheckpointEvery = 100 };
+            var training = new TrainingConfig { Steps = settings.DpoSteps, BatchSize = 8, LearningRate = 5e-5, WarmupSteps = 10, WeightDecay = 0, EvalEvery = 100, CheckpointEvery = 100 };
             string dpoDir = Path.Combine(settings.RunDir, "dpo");
             bool resume = Checkpoint.Find(dpoDir) is not null;
             var report = ProgressDisplay.Run("dpo", training.Steps, "steps", settings.Quiet, progress =>
-                DpoRun.Execute(sftDir, data.TrainPairs, data.HeldOutPairs, training, dpoDir, resume, beta: 0.1, runtime.Device,
+                DpoRun.Execute(sftDir, data.TrainPairs, data.HeldOutPairs, training, dpoDir, resume, beta: 0.5, runtime.Device,
                     onStart: start => progress(start), onStep: m => progress(m.Step)));
             AnsiConsole.MarkupLine($"dpo: held-out loss {report.HeldOutLoss:F3}, chosen preferred on {100 * report.HeldOutPreferenceAccuracy:F1}% of held-out pairs");
             return new { report.TrainPairs, report.HeldOutPairs, report.HeldOutLoss, report.HeldOutPreferenceAccuracy, report.Training.Seconds };
