@@ -44,15 +44,7 @@ public static class DpoRun
         var trainPairs = train.Select(p => RewardRun.Render(template, p)).ToList();
         var heldBatches = heldOut.Select(p => RewardRun.Render(template, p)).Chunk(training.BatchSize).Select(rows => Pack(rows)).ToList();
 
-        int start = 0;
-        var position = new LoaderPosition();
-        if (resume)
-        {
-            var saved = Checkpoint.ReadState(runDirectory);
-            (start, position) = (saved.Step, ShardBatchSource.Parse(saved.DataPosition));
-        }
-        else if (Checkpoint.Find(runDirectory) is not null)
-            throw new InvalidOperationException($"Run folder '{runDirectory}' already has a checkpoint: resume it, or choose another run folder.");
+        var (start, position) = Checkpoint.StartingPoint(runDirectory, resume);
 
         torch.manual_seed(training.Seed);
         var source = new PairBatchSource<TokenBatch>(trainPairs, training.BatchSize, training.Seed, Pack, position);
@@ -62,12 +54,11 @@ public static class DpoRun
         if (resume) trainer.Resume();
         else
         {
-            Directory.CreateDirectory(runDirectory);
-            AtomicFile.WriteAllText(Path.Combine(runDirectory, "config.json"), JsonSerializer.Serialize(new
+            Checkpoint.WriteRunConfig(runDirectory, new
             {
                 objective = "dpo", beta, from = Path.GetFullPath(fromRun), model = policy.Config, training, tokenizer = sft.Tokenizer,
                 trainPairs = train.Count, heldOutPairs = heldOut.Count,
-            }, Checkpoint.Json));
+            });
         }
         onStart?.Invoke(start);
         var result = trainer.Run(start, cancellation: cancellation);

@@ -35,15 +35,7 @@ public static class RewardRun
         Checkpoint.LoadWeights(model.Backbone, Checkpoint.WeightsPath(fromRun));
         model.to(torchDevice);
 
-        int start = 0;
-        var position = new LoaderPosition();
-        if (resume)
-        {
-            var saved = Checkpoint.ReadState(runDirectory);
-            (start, position) = (saved.Step, ShardBatchSource.Parse(saved.DataPosition));
-        }
-        else if (Checkpoint.Find(runDirectory) is not null)
-            throw new InvalidOperationException($"Run folder '{runDirectory}' already has a checkpoint: resume it, or choose another run folder.");
+        var (start, position) = Checkpoint.StartingPoint(runDirectory, resume);
 
         var source = new PairBatchSource<PairBatch>(trainPairs, training.BatchSize, training.Seed,
             rows => PairBatchSource.Pack(rows, config.ContextLength, tokenizer.PadId), position);
@@ -53,12 +45,11 @@ public static class RewardRun
         if (resume) trainer.Resume();
         else
         {
-            Directory.CreateDirectory(runDirectory);
-            AtomicFile.WriteAllText(Path.Combine(runDirectory, "config.json"), JsonSerializer.Serialize(new
+            Checkpoint.WriteRunConfig(runDirectory, new
             {
                 objective = "reward", from = Path.GetFullPath(fromRun), model = config, training, tokenizer = tokenizerReference,
                 trainPairs = train.Count, heldOutPairs = heldOut.Count,
-            }, Checkpoint.Json));
+            });
         }
         onStart?.Invoke(start);
         var result = trainer.Run(start, cancellation: cancellation);

@@ -36,15 +36,7 @@ public static class SftRun
         var heldChats = heldOut.Select(template.Render).ToList();
         int t = model.Config.ContextLength;
 
-        int start = 0;
-        var position = new LoaderPosition();
-        if (resume)
-        {
-            var saved = Checkpoint.ReadState(runDirectory);
-            (start, position) = (saved.Step, ShardBatchSource.Parse(saved.DataPosition));
-        }
-        else if (Checkpoint.Find(runDirectory) is not null)
-            throw new InvalidOperationException($"Run folder '{runDirectory}' already has a checkpoint: resume it, or choose another run folder.");
+        var (start, position) = Checkpoint.StartingPoint(runDirectory, resume);
 
         torch.manual_seed(training.Seed);
         var source = new ChatBatchSource(trainChats, training.BatchSize, t, tokenizer.PadId, training.Seed, position);
@@ -55,12 +47,11 @@ public static class SftRun
         if (resume) trainer.Resume();
         else
         {
-            Directory.CreateDirectory(runDirectory);
-            AtomicFile.WriteAllText(Path.Combine(runDirectory, "config.json"), JsonSerializer.Serialize(new
+            Checkpoint.WriteRunConfig(runDirectory, new
             {
                 objective = "sft", from = Path.GetFullPath(fromRun), model = model.Config, training, tokenizer = pretrained.Tokenizer,
                 trainConversations = train.Count, heldOutConversations = heldOut.Count, truncated = source.Truncated,
-            }, Checkpoint.Json));
+            });
         }
         onStart?.Invoke(model, start);
         var result = trainer.Run(start, cancellation: cancellation);

@@ -68,6 +68,29 @@ public static class Checkpoint
     public static string Require(string runDirectory) => Find(runDirectory)
         ?? throw new FileNotFoundException($"No checkpoint in run folder '{runDirectory}' (expected {Folder}/state.json). Train first, or check --run-dir.");
 
+    /// <summary>
+    /// Where a run starts: with <paramref name="resume"/>, the saved step and data position; otherwise step 0, and an
+    /// error if the folder already holds a checkpoint (so a finished run is never overwritten by accident).
+    /// </summary>
+    public static (int Step, Data.LoaderPosition Position) StartingPoint(string runDirectory, bool resume)
+    {
+        if (resume)
+        {
+            var saved = ReadState(runDirectory);
+            return (saved.Step, ShardBatchSource.Parse(saved.DataPosition));
+        }
+        if (Find(runDirectory) is not null)
+            throw new InvalidOperationException($"Run folder '{runDirectory}' already has a checkpoint: resume it, or choose another run folder.");
+        return (0, default);
+    }
+
+    /// <summary>Writes a fresh run's <c>config.json</c> (what was trained, from what, on what).</summary>
+    public static void WriteRunConfig(string runDirectory, object description)
+    {
+        Directory.CreateDirectory(runDirectory);
+        AtomicFile.WriteAllText(Path.Combine(runDirectory, "config.json"), JsonSerializer.Serialize(description, Json));
+    }
+
     /// <summary>The saved training state alone (to position the data before <see cref="Resume"/>).</summary>
     public static TrainingState ReadState(string runDirectory) => ReadJson<TrainingState>(Path.Combine(Require(runDirectory), "state.json"));
 

@@ -28,15 +28,7 @@ public static class PretrainRun
         using var train = new MappedTokenShard(Path.Combine(dataDirectory, ShardSummary.TrainFile));
         using var val = new MappedTokenShard(Path.Combine(dataDirectory, ShardSummary.ValFile));
 
-        int start = 0;
-        var position = new LoaderPosition();
-        if (resume)
-        {
-            var saved = Checkpoint.ReadState(runDirectory);
-            (start, position) = (saved.Step, ShardBatchSource.Parse(saved.DataPosition));
-        }
-        else if (Checkpoint.Find(runDirectory) is not null)
-            throw new InvalidOperationException($"Run folder '{runDirectory}' already has a checkpoint: resume it, or choose another run folder.");
+        var (start, position) = Checkpoint.StartingPoint(runDirectory, resume);
 
         var loader = new TokenBatchLoader(train, training.BatchSize, config.ContextLength, training.Seed, position);
         var trainer = new Trainer<TokenBatch>(model, training, runDirectory, data.Tokenizer, Pretraining.Objective(model, torchDevice),
@@ -45,12 +37,7 @@ public static class PretrainRun
             OnStep = onStep,
         };
         if (resume) trainer.Resume();
-        else
-        {
-            Directory.CreateDirectory(runDirectory);
-            AtomicFile.WriteAllText(Path.Combine(runDirectory, "config.json"), JsonSerializer.Serialize(
-                new { model = config, training, data = Path.GetFullPath(dataDirectory), tokenizer = data.Tokenizer }, Checkpoint.Json));
-        }
+        else Checkpoint.WriteRunConfig(runDirectory, new { objective = "pretrain", model = config, training, data = Path.GetFullPath(dataDirectory), tokenizer = data.Tokenizer });
         onStart?.Invoke(model, start);
         var result = trainer.Run(start, cancellation: cancellation);
         LossPlot.Write(runDirectory, "Pretraining");
