@@ -1,0 +1,201 @@
+using GptSharp.Inference;
+using GptSharp.Models;
+using GptSharp.Tokenization;
+using GptSharp.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace GptSharp.Alignment;
+
+/// <summary>PPO settings (InstructGPT / TRL defaults scaled to small models).</summary>
+public sealed record PpoConfig
+{
+    /// <summary>Prompts sampled per rollout (one response each).</summary>
+    public int RolloutPrompts { get; init; } = 16;
+    /// <summary>Passes over each rollout's experience.</summary>
+    public int Epochs { get; init; } = 2;
+    /// <summary>Responses per optimisation minibatch.</summary>
+    public int MiniBatch { get; init; } = 8;
+    public int MaxNewTokens { get; init; } = 48;
+    public double Temperature { get; init; } = 1.0;
+    public double KlCoefficient { get; init; } = 0.05;
+    public KlEstimator RewardKl { get; init; } = KlEstimator.K1;
+    public double Gamma { get; init; } = 1.0;
+    public double Lambda { get; init; } = 0.95;
+    public double Clip { get; init; } = 0.2;
+    public double ValueClip { get; init; } = 0.2;
+    public double ValueCoefficient { get; init; } = 0.5;
+    public double EntropyCoefficient { get; init; } = 0.0;
+    public bool WhitenAdvantages { get; init; } = true;
+}
+
+/// <summary>The policy being trained and its value function, optimised together.</summary>
+public sealed class ActorCritic : nn.Module<Tensor, Tensor>
+{
+    readonly Gpt actor;
+    readonly RewardModel critic;
+
+    public ActorCritic(Gpt actor, RewardModel critic) : base(nameof(ActorCritic))
+    {
+        this.actor = actor;
+        this.critic = critic;
+        RegisterComponents();
+    }
+
+    public Gpt Actor => actor;
+    public RewardModel Critic => critic;
+    public override Tensor forward(Tensor tokens) => actor.forward(tokens);
+}
+
+/// <summary>One minibatch of experience: sequences (B, T) and, over each response (B, R), the indices of the logits
+/// that predict its tokens, the tokens, the mask and the rollout's old log-probabilities, values, advantages, returns.</summary>
+public sealed record PpoBatch(Tensor Sequences, Tensor Positions, Tensor Tokens, Tensor Mask,
+    Tensor OldLogProbabilities, Tensor OldValues, Tensor Advantages, Tensor Returns);
+
+/// <summary>What one rollout looked like.</summary>
+public sealed record RolloutStats(int Iteration, double MeanScore, double MeanKl, double MeanResponseLength);
+
+/// <summary>
+/// Produces PPO experience for the shared trainer: when its buffer is empty it samples responses to a rollout's prompts
+/// with the current policy (KV-cache sampler), scores them with the frozen reward model, computes per-token KL to the
+/// frozen reference (folded into the rewards), values, GAE advantages (whitened) and returns; then serves the
+/// experience as minibatches for several epochs.
+/// </summary>
+public sealed class PpoExperience : IBatchSource<PpoBatch>, IDisposable
+{
+    readonly ActorCritic _model;
+    readonly Gpt _reference;
+    readonly Func<Tensor, Tensor, Tensor> _score;
+    readonly GptTokenizer _tokenizer;
+    readonly IReadOnlyList<string> _prompts;
+    readonly PpoConfig _config;
+    readonly Device _device;
+    readonly long _seed;
+    readonly Queue<PpoBatch> _queue = new();
+    readonly List<Tensor> _owned = [];
+    int _iteration;
+
+    /// <param name="score">Scores whole sequences (B, T) at their last token index (B) → (B): a reward model's
+    /// <see cref="RewardModel.Score"/>, or a program that checks the answer.</param>
+    public PpoExperience(ActorCritic model, Gpt reference, Func<Tensor, Tensor, Tensor> score, GptTokenizer tokenizer, IReadOnlyList<string> prompts,
+        PpoConfig config, Device device, long seed, int iteration = 0)
+    {
+        if (prompts.Count == 0) throw new ArgumentException("PPO needs at least one prompt.", nameof(prompts));
+        (_model, _reference, _score, _tokenizer, _prompts, _config, _device, _seed, _iteration) = (model, reference, score, tokenizer, prompts, config, device, seed, iteration);
+    }
+
+    /// <summary>Statistics of every rollout so far.</summary>
+    public List<RolloutStats> Rollouts { get; } = [];
+    public string Position => _iteration.ToString();
+
+    public PpoBatch Next()
+    {
+        if (_queue.Count == 0) Rollout();
+        return _queue.Dequeue();
+    }
+
+    void Rollout()
+    {
+        foreach (var old in _owned) old.Dispose();
+        _owned.Clear();
+        var template = new ChatTemplate(_tokenizer);
+        var random = new Random((int)((_seed * 31 + _iteration) & 0x7fffffff));
+        var prompts = Enumerable.Range(0, _config.RolloutPrompts).Select(_ => _prompts[random.Next(_prompts.Count)]).ToList();
+        var rendered = prompts.Select(p => template.RenderPrompt([new ChatMessage(ChatRoles.User, p)])).ToList();
+        var generator = new TokenGenerator(_model.Actor);
+        int context = _model.Actor.Config.ContextLength;
+        var responses = generator.Generate(rendered, new SamplingOptions(Temperature: _config.Temperature, TopK: 0, TopP: 1.0,
+            MaxNewTokens: Math.Min(_config.MaxNewTokens, context - rendered.Max(r => r.Length)), Seed: _seed * 1000 + _iteration * _config.RolloutPrompts,
+            StopTokens: [_tokenizer.EndId, _tokenizer.BosId])).Select(g => g.Tokens).ToList();
+
+        int b = rendered.Count, r = Math.Max(1, responses.Max(x => x.Length)), t = rendered.Zip(responses, (p, x) => p.Length + x.Length).Max();
+        var sequences = new long[b * t];
+        var positions = new long[b * r];
+        var tokens = new long[b * r];
+        var mask = new float[b * r];
+        var last = new long[b];
+        Array.Fill(sequences, _tokenizer.PadId);
+        for (int row = 0; row < b; row++)
+        {
+            int[] full = [.. rendered[row], .. responses[row]];
+            for (int j = 0; j < full.Length; j++) sequences[row * t + j] = full[j];
+            for (int k = 0; k < r; k++)
+            {
+                bool real = k < responses[row].Length;
+                positions[row * r + k] = real ? rendered[row].Length - 1 + k : 0;
+                tokens[row * r + k] = real ? responses[row][k] : 0;
+                mask[row * r + k] = real ? 1 : 0;
+            }
+            last[row] = full.Length - 1;
+        }
+
+        using var noGrad = no_grad();
+        _model.eval();
+        var seq = tensor(sequences, [b, t], device: _device);
+        var pos = tensor(positions, [b, r], device: _device);
+        var tok = tensor(tokens, [b, r], device: _device);
+        var m = tensor(mask, [b, r], device: _device);
+        var oldLogp = ResponseLogProbabilities(_model.Actor, seq, pos, tok);
+        var refLogp = ResponseLogProbabilities(_reference, seq, pos, tok);
+        var values = _model.Critic.forward(seq).gather(1, pos) * m;
+        var scores = _score(seq, tensor(last, device: _device)).to(ScalarType.Float32);
+        var kl = PpoMath.Kl(oldLogp, refLogp, _config.RewardKl) * m;
+        var rewards = PpoMath.TokenRewards(kl, scores, m, _config.KlCoefficient);
+        var (advantages, returns) = PpoMath.Gae(rewards, values, m, _config.Gamma, _config.Lambda);
+        if (_config.WhitenAdvantages) advantages = PpoMath.Whiten(advantages, m);
+        _model.train();
+
+        Rollouts.Add(new RolloutStats(_iteration, scores.mean().item<float>(),
+            (kl.sum() / b).item<float>(), m.sum().item<float>() / b));
+        _iteration++;
+
+        var order = Enumerable.Range(0, b).ToArray();
+        for (int epoch = 0; epoch < _config.Epochs; epoch++)
+        {
+            random.Shuffle(order);
+            foreach (var chunk in order.Chunk(_config.MiniBatch))
+            {
+                var index = tensor(chunk.Select(i => (long)i).ToArray(), device: _device);
+                var batch = new PpoBatch(Own(seq.index_select(0, index)), Own(pos.index_select(0, index)), Own(tok.index_select(0, index)), Own(m.index_select(0, index)),
+                    Own(oldLogp.index_select(0, index)), Own(values.index_select(0, index)), Own(advantages.index_select(0, index)), Own(returns.index_select(0, index)));
+                _queue.Enqueue(batch);
+            }
+        }
+    }
+
+    Tensor Own(Tensor t)
+    {
+        var kept = t.DetachFromDisposeScope();
+        _owned.Add(kept);
+        return kept;
+    }
+
+    /// <summary>Log-probabilities of the response tokens: logits at <paramref name="positions"/> predict <paramref name="tokens"/>.</summary>
+    public static Tensor ResponseLogProbabilities(Gpt model, Tensor sequences, Tensor positions, Tensor tokens)
+    {
+        using var scope = NewDisposeScope();
+        var logits = model.forward(sequences);                                         // (B, T, V)
+        var atPositions = logits.gather(1, positions.unsqueeze(-1).expand(-1, -1, logits.shape[2])); // (B, R, V)
+        return atPositions.log_softmax(-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>PPO's loss for one minibatch: clipped policy loss + c_v · clipped value loss − c_e · entropy.</summary>
+    public static Func<PpoBatch, ObjectiveOutput> Objective(ActorCritic model, PpoConfig config) => batch =>
+    {
+        var logits = model.Actor.forward(batch.Sequences);
+        var atPositions = logits.gather(1, batch.Positions.unsqueeze(-1).expand(-1, -1, logits.shape[2]));
+        var logp = atPositions.log_softmax(-1).gather(-1, batch.Tokens.unsqueeze(-1)).squeeze(-1);
+        var (policyLoss, _) = PpoMath.PolicyLoss(logp, batch.OldLogProbabilities, batch.Advantages, batch.Mask, config.Clip);
+        var values = model.Critic.forward(batch.Sequences).gather(1, batch.Positions);
+        var valueLoss = PpoMath.ValueLoss(values, batch.OldValues, batch.Returns, batch.Mask, config.ValueClip);
+        var loss = policyLoss + config.ValueCoefficient * valueLoss;
+        if (config.EntropyCoefficient > 0) loss = loss - config.EntropyCoefficient * PpoMath.Entropy(atPositions, batch.Mask);
+        return new ObjectiveOutput(loss, (long)batch.Mask.sum().item<float>());
+    };
+
+    public void Dispose()
+    {
+        foreach (var t in _owned) t.Dispose();
+        _owned.Clear();
+    }
+}
