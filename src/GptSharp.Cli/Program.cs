@@ -35,6 +35,8 @@ app.Configure(config =>
         .WithExample("sft", "--from", "runs/tiny", "--data", "builtin", "--run-dir", "runs/tiny-sft");
     config.AddCommand<RewardCommand>("reward").WithDescription("Train a reward model (GPT + scalar head, Bradley-Terry loss) on preference pairs; reports held-out pairwise accuracy.")
         .WithExample("reward", "--from", "runs/tiny-sft", "--data", "builtin", "--run-dir", "runs/tiny-reward");
+    config.AddCommand<PpoCommand>("ppo").WithDescription("RLHF with PPO: actor from an SFT run, critic from a reward model, KL penalty to the frozen SFT reference.")
+        .WithExample("ppo", "--sft", "runs/tiny-sft", "--reward", "runs/tiny-reward", "--run-dir", "runs/tiny-ppo");
     config.AddCommand<DpoCommand>("dpo").WithDescription("Direct Preference Optimization of an SFT run on preference pairs (frozen SFT reference).")
         .WithExample("dpo", "--from", "runs/tiny-sft", "--data", "builtin", "--run-dir", "runs/tiny-dpo");
     config.AddCommand<FormScoreCommand>("form-score").WithDescription("Share of sampled poems with a regular form over fixed held-out prompts and seeds; compares runs.")

@@ -1,0 +1,66 @@
+using GptSharp.Models;
+using GptSharp.Tokenization;
+using GptSharp.Training;
+using TorchSharp;
+
+namespace GptSharp.Alignment;
+
+/// <summary>What a PPO run did, rollout by rollout.</summary>
+public sealed record PpoReport(TrainingResult Training, IReadOnlyList<RolloutStats> Rollouts);
+
+/// <summary>
+/// RLHF with PPO: the actor starts from the SFT run, the critic from the reward model, the reference (SFT) and the
+/// reward model stay frozen. Trains through the shared trainer; writes per-rollout statistics to <c>ppo.jsonl</c> and
+/// the tuned policy alone to <c>RUN/policy</c> (a plain GPT run folder for generate, chat and form-score).
+/// </summary>
+public static class PpoRun
+{
+    public const string PolicyFolder = "policy";
+    public const string RolloutFile = "ppo.jsonl";
+
+    public static PpoReport Execute(string sftRun, string rewardRun, IReadOnlyList<string> prompts, PpoConfig ppo, TrainingConfig training,
+        string runDirectory, string device = "cpu", Action<RolloutStats>? onRollout = null, Action<StepMetrics>? onStep = null,
+        CancellationToken cancellation = default)
+    {
+        training.Validate();
+        var torchDevice = torch.device(device);
+        var (actor, sft) = Checkpoint.LoadModel(sftRun);
+        var (reference, _) = Checkpoint.LoadModel(sftRun);
+        using var reward = RewardModel.Load(rewardRun);
+        using var critic = RewardModel.Load(rewardRun); // the critic starts as a copy of the reward model
+        using var model = new ActorCritic(actor, critic);
+        using var _r = reference;
+        model.to(torchDevice);
+        reference.to(torchDevice);
+        reward.to(torchDevice);
+        reference.eval();
+        reward.eval();
+        foreach (var p in reference.parameters().Concat(reward.parameters())) p.requires_grad = false;
+
+        var tokenizer = GptTokenizer.Load(sft.Tokenizer);
+        if (Checkpoint.Find(runDirectory) is not null)
+            throw new InvalidOperationException($"Run folder '{runDirectory}' already has a checkpoint; choose another run folder.");
+        Checkpoint.WriteRunConfig(runDirectory, new { objective = "ppo", sft = Path.GetFullPath(sftRun), reward = Path.GetFullPath(rewardRun), ppo, training, tokenizer = sft.Tokenizer, prompts = prompts.Count });
+        torch.manual_seed(training.Seed);
+        using var experience = new PpoExperience(model, reference, reward.Score, tokenizer, prompts, ppo, torchDevice, training.Seed);
+        string rolloutLog = Path.Combine(runDirectory, RolloutFile);
+        int seen = 0;
+        var trainer = new Trainer<PpoBatch>(model, actor.Config, training, runDirectory, sft.Tokenizer, PpoExperience.Objective(model, ppo), experience)
+        {
+            OnStep = m =>
+            {
+                for (; seen < experience.Rollouts.Count; seen++)
+                {
+                    var r = experience.Rollouts[seen];
+                    File.AppendAllText(rolloutLog, System.Text.Json.JsonSerializer.Serialize(new
+                        { step = m.Step, iteration = r.Iteration, meanScore = r.MeanScore, meanKl = r.MeanKl, meanResponseLength = r.MeanResponseLength }) + "\n");
+                    onRollout?.Invoke(experience.Rollouts[seen]);
+                }
+                onStep?.Invoke(m);
+            },
+        };
+        var result = trainer.Run(cancellation: cancellation);
+        Checkpoint.Save(Path.Combine(runDirectory, PolicyFolder), actor, null, new TrainingState(result.StepsDone, "0:0", "", sft.Tokenizer));
+        return new PpoReport(result, experience.Rollouts);
+    }
+}
