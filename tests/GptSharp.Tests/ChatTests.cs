@@ -91,6 +91,8 @@ public class ChatTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedT
         var poemPairs = a.TrainPairs.Where(p => p.Prompt[0].Content.StartsWith("寫")).ToList();
         Assert.All(poemPairs, p => Assert.True(BuiltInDatasets.IsRegularQuatrainOrRegulated(p.Chosen.Split('\n'))));
         Assert.Contains(poemPairs, p => !BuiltInDatasets.IsRegularQuatrainOrRegulated(p.Rejected.Split('\n')));
+        Assert.Contains(poemPairs, p => p.Rejected.Split('\n').Length > p.Chosen.Split('\n').Length); // too long is rejected too
+        Assert.Contains(poemPairs, p => p.Rejected.Length < p.Chosen.Length);
         Assert.Contains(a.TrainChats, c => c[0].Content.StartsWith("Who gave the State of the Union address in"));
         var continuePairs = a.TrainPairs.Where(p => p.Prompt[0].Content.StartsWith("請接下句")).ToList();
         Assert.NotEmpty(continuePairs);

@@ -61,6 +61,10 @@ public static class BuiltInDatasets
             string wrongAuthor = authors[random.Next(authors.Length)];
             if (wrongAuthor != author) pairs.Add(new PreferencePair(whoPrompt, $"{author}。", $"{wrongAuthor}。"));
             pairs.Add(new PreferencePair(writePrompt, poem, Corrupt(lines, random)));
+            // Too long is a failure too: a line of another poem appended (otherwise only short answers are ever rejected,
+            // and a reward model learns that longer is better).
+            var other = poems[random.Next(poems.Count)].Lines;
+            pairs.Add(new PreferencePair(writePrompt, poem, poem + "\n" + other[random.Next(other.Length)]));
         }
 
         var addresses = Corpus.Read("sotu").Select(d => (Year: d.Field("year") ?? "", President: d.Field("president") ?? "")).Where(a => a.Year.Length == 4).ToList();
