@@ -99,3 +99,23 @@ public class ChatTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedT
         Assert.All(continuePairs, p => Assert.Equal(p.Chosen.Length - 1, p.Rejected.Length));
     }
 }
+
+public class FormRewardTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedTokenizerFixture>
+{
+    [Fact]
+    public void FormRewardScoresOnlyTheAnswerAfterTheLastAssistantToken()
+    {
+        var tokenizer = fixture.Tokenizer;
+        var template = new ChatTemplate(tokenizer);
+        int[] Row(string answer) => [.. template.RenderPrompt([new ChatMessage("user", "寫一首詩")]), .. tokenizer.Encode(answer), tokenizer.EndId];
+        int[] good = Row("床前明月光，疑是地上霜。\n舉頭望明月，低頭思故鄉。");
+        int[] bad = Row("床前明月光，疑是地上霜。\n舉頭望明月，低頭思故鄉鄉。");
+        int t = Math.Max(good.Length, bad.Length);
+        long[] Pad(int[] row) => [.. row.Select(x => (long)x), .. Enumerable.Repeat((long)tokenizer.PadId, t - row.Length)];
+        using var scope = TorchSharp.torch.NewDisposeScope();
+        var sequences = TorchSharp.torch.tensor([.. Pad(good), .. Pad(bad)], [2, t]);
+        var last = TorchSharp.torch.tensor(new long[] { good.Length - 1, bad.Length - 1 });
+        var scores = FormScore.Reward(tokenizer)(sequences, last).data<float>().ToArray();
+        Assert.Equal(new[] { 1f, 0f }, scores);
+    }
+}

@@ -28,6 +28,8 @@ sealed class PpoSettings : CommonSettings
     [CommandOption("--max-tokens")] public int MaxTokens { get; init; } = 64;
     [CommandOption("--entropy")] public double Entropy { get; init; }
     [CommandOption("--seed")] public long Seed { get; init; } = 1337;
+    [CommandOption("--scorer")] [Description("`reward-model` (default) or `form`: 1 for a regular poem, else 0 (a program, not a learned reward).")]
+    public string Scorer { get; init; } = "reward-model";
 }
 
 /// <summary><c>gptsharp ppo</c>: RLHF of an SFT run against a reward model, on the built-in poem prompts.</summary>
@@ -58,6 +60,12 @@ sealed class PpoCommand : Command<PpoSettings>
                     if (s.Quiet) Console.WriteLine($"rollout {r.Iteration}: reward {r.MeanScore:F3}, KL {r.MeanKl:F3}, length {r.MeanResponseLength:F1}");
                 },
                 onStep: m => progress(m.Step, last is null ? null : $"reward {last.MeanScore:F3} KL {last.MeanKl:F3}"),
+                programReward: s.Scorer switch
+                {
+                    "reward-model" => null,
+                    "form" => FormScore.Reward,
+                    _ => throw new ArgumentException($"--scorer {s.Scorer}: expected reward-model or form."),
+                },
                 cancellation: cancellation);
             return report;
         });

@@ -2,6 +2,7 @@ using GptSharp.Models;
 using GptSharp.Tokenization;
 using GptSharp.Training;
 using TorchSharp;
+using static TorchSharp.torch;
 
 namespace GptSharp.Alignment;
 
@@ -18,9 +19,10 @@ public static class PpoRun
     public const string PolicyFolder = "policy";
     public const string RolloutFile = "ppo.jsonl";
 
+    /// <param name="programReward">When given, scores rollouts instead of the reward model (which still starts the critic).</param>
     public static PpoReport Execute(string sftRun, string rewardRun, IReadOnlyList<string> prompts, PpoConfig ppo, TrainingConfig training,
         string runDirectory, string device = "cpu", Action<RolloutStats>? onRollout = null, Action<StepMetrics>? onStep = null,
-        CancellationToken cancellation = default)
+        Func<GptTokenizer, Func<Tensor, Tensor, Tensor>>? programReward = null, CancellationToken cancellation = default)
     {
         training.Validate();
         var torchDevice = torch.device(device);
@@ -40,9 +42,9 @@ public static class PpoRun
         var tokenizer = GptTokenizer.Load(sft.Tokenizer);
         if (Checkpoint.Find(runDirectory) is not null)
             throw new InvalidOperationException($"Run folder '{runDirectory}' already has a checkpoint; choose another run folder.");
-        Checkpoint.WriteRunConfig(runDirectory, new { objective = "ppo", sft = Path.GetFullPath(sftRun), reward = Path.GetFullPath(rewardRun), ppo, training, tokenizer = sft.Tokenizer, prompts = prompts.Count });
+        Checkpoint.WriteRunConfig(runDirectory, new { objective = "ppo", scorer = programReward is null ? "reward model" : "program", sft = Path.GetFullPath(sftRun), reward = Path.GetFullPath(rewardRun), ppo, training, tokenizer = sft.Tokenizer, prompts = prompts.Count });
         torch.manual_seed(training.Seed);
-        using var experience = new PpoExperience(model, reference, reward.Score, tokenizer, prompts, ppo, torchDevice, training.Seed);
+        using var experience = new PpoExperience(model, reference, programReward?.Invoke(tokenizer) ?? reward.Score, tokenizer, prompts, ppo, torchDevice, training.Seed);
         string rolloutLog = Path.Combine(runDirectory, RolloutFile);
         int seen = 0;
         var trainer = new Trainer<PpoBatch>(model, actor.Config, training, runDirectory, sft.Tokenizer, PpoExperience.Objective(model, ppo), experience)
