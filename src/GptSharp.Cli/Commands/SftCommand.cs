@@ -7,24 +7,15 @@ using Spectre.Console.Cli;
 
 namespace GptSharp.Cli.Commands;
 
-sealed class SftSettings : CommonSettings
+sealed class SftSettings : FineTuneSettings
 {
     [CommandOption("--from")] [Description("The pretrained run folder whose checkpoint starts the model.")]
     public string From { get; init; } = "runs/pretrain";
-    [CommandOption("--data")] [Description("`builtin` (poem and State of the Union tasks from the embedded corpora) or a conversations .jsonl file.")]
-    public string Data { get; init; } = "builtin";
-    [CommandOption("--val")] [Description("Held-out conversations .jsonl (default with a file: 5% of it, chosen by seed).")]
-    public string? Val { get; init; }
     [CommandOption("-r|--run-dir")] public string RunDir { get; init; } = "runs/sft";
-    [CommandOption("--resume")] public bool Resume { get; init; }
-    [CommandOption("--device")] public string Device { get; init; } = "cpu";
     [CommandOption("--steps")] public int Steps { get; init; } = 500;
     [CommandOption("--batch-size")] public int BatchSize { get; init; } = 16;
     [CommandOption("--lr")] public double LearningRate { get; init; } = 1e-3;
     [CommandOption("--warmup")] public int WarmupSteps { get; init; } = 20;
-    [CommandOption("--eval-every")] public int EvalEvery { get; init; } = 100;
-    [CommandOption("--seed")] public long Seed { get; init; } = 1337;
-    [CommandOption("--time-limit")] public double TimeLimit { get; init; }
 }
 
 /// <summary><c>gptsharp sft</c>: supervised fine-tuning of a pretrained run on conversations.</summary>
@@ -34,21 +25,13 @@ sealed class SftCommand : Command<SftSettings>
     {
         var runtime = TorchRuntime.Initialize(s.Threads, s.Device);
         var (train, heldOut) = Load(s);
-        var training = new TrainingConfig
-        {
-            Steps = s.Steps, BatchSize = s.BatchSize, LearningRate = s.LearningRate, WarmupSteps = s.WarmupSteps, EvalEvery = s.EvalEvery,
-            CheckpointEvery = Math.Max(s.EvalEvery, 100), Seed = s.Seed, TimeLimitSeconds = s.TimeLimit,
-        };
+        var training = s.Training(s.Steps, s.BatchSize, s.LearningRate, s.WarmupSteps, weightDecay: new TrainingConfig().WeightDecay);
         SftReport report = null!;
         ProgressDisplay.Run("sft", training.Steps, "steps", s.Quiet, (Action<double, string?> progress) =>
         {
             report = SftRun.Execute(s.From, train, heldOut, training, s.RunDir, s.Resume, runtime.Device,
                 onStart: (_, start) => progress(start, null),
-                onStep: m =>
-                {
-                    progress(m.Step, $"loss {m.Loss:F3}" + (m.ValLoss is double v ? $" val {v:F3}" : ""));
-                    if (s.Quiet && m.ValLoss is double val) Console.WriteLine($"step {m.Step}: loss {m.Loss:F4}, val loss {val:F4}");
-                },
+                onStep: s.StepReporter(progress),
                 cancellation: cancellation);
             return report;
         });
