@@ -12,9 +12,7 @@ public sealed class ChatBatchSource : IBatchSource<TokenBatch>
 {
     readonly IReadOnlyList<RenderedChat> _chats;
     readonly int _batchSize, _sequenceLength, _padId;
-    readonly long _seed;
-    int[]? _order;
-    long _orderEpoch = -1;
+    readonly EpochOrder _order;
     LoaderPosition _position;
 
     public ChatBatchSource(IReadOnlyList<RenderedChat> chats, int batchSize, int sequenceLength, int padId, long seed, LoaderPosition position = default)
@@ -24,7 +22,7 @@ public sealed class ChatBatchSource : IBatchSource<TokenBatch>
         _batchSize = batchSize;
         _sequenceLength = sequenceLength;
         _padId = padId;
-        _seed = seed;
+        _order = new EpochOrder(chats.Count, epoch => SeedFor(seed, epoch));
         _position = position;
         Truncated = chats.Count(c => c.Tokens.Length > sequenceLength + 1);
     }
@@ -37,7 +35,7 @@ public sealed class ChatBatchSource : IBatchSource<TokenBatch>
     public TokenBatch Next()
     {
         if (_position.Cursor + _batchSize > _chats.Count) _position = new LoaderPosition(_position.Epoch + 1, 0);
-        var order = OrderFor(_position.Epoch);
+        var order = _order.For(_position.Epoch);
         var rows = Enumerable.Range(0, _batchSize).Select(r => _chats[order[_position.Cursor + r]]).ToList();
         _position = _position with { Cursor = _position.Cursor + _batchSize };
         return Pack(rows, _sequenceLength, _padId, _position);
@@ -64,12 +62,6 @@ public sealed class ChatBatchSource : IBatchSource<TokenBatch>
         return new TokenBatch(inputs, targets, rows.Count, t, next);
     }
 
-    int[] OrderFor(long epoch)
-    {
-        if (_order is not null && _orderEpoch == epoch) return _order;
-        var order = Enumerable.Range(0, _chats.Count).ToArray();
-        new Random((int)((_seed * 1_000_003 + epoch * 7919) & 0x7fffffff)).Shuffle(order);
-        _orderEpoch = epoch;
-        return _order = order;
-    }
+    /// <summary>The per-epoch shuffle seed of conversation and preference-pair sources.</summary>
+    public static int SeedFor(long seed, long epoch) => (int)((seed * 1_000_003 + epoch * 7919) & 0x7fffffff);
 }

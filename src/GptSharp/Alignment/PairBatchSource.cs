@@ -19,14 +19,14 @@ public sealed class PairBatchSource<TBatch>(
 {
     LoaderPosition _position = pairs.Count >= batchSize ? position
         : throw new InvalidDataException($"{pairs.Count} preference pairs are fewer than one batch of {batchSize}.");
+    readonly EpochOrder _order = new(pairs.Count, epoch => ChatBatchSource.SeedFor(seed, epoch));
 
     public string Position => ShardBatchSource.Format(_position);
 
     public TBatch Next()
     {
         if (_position.Cursor + batchSize > pairs.Count) _position = new LoaderPosition(_position.Epoch + 1, 0);
-        var order = Enumerable.Range(0, pairs.Count).ToArray();
-        new Random((int)((seed * 1_000_003 + _position.Epoch * 7919) & 0x7fffffff)).Shuffle(order);
+        var order = _order.For(_position.Epoch);
         var rows = Enumerable.Range(0, batchSize).Select(r => pairs[order[_position.Cursor + r]]).ToList();
         _position = _position with { Cursor = _position.Cursor + batchSize };
         return pack(rows);

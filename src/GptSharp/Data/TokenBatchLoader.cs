@@ -15,10 +15,8 @@ public sealed class TokenBatchLoader
 {
     readonly MappedTokenShard _shard;
     readonly int _batchSize, _sequenceLength, _rank, _worldSize;
-    readonly long _seed;
     readonly long _windows;
-    int[]? _order;
-    long _orderEpoch = -1;
+    readonly EpochOrder _order;
 
     public TokenBatchLoader(MappedTokenShard shard, int batchSize, int sequenceLength, long seed,
         LoaderPosition position = default, int rank = 0, int worldSize = 1)
@@ -29,13 +27,14 @@ public sealed class TokenBatchLoader
         _shard = shard;
         _batchSize = batchSize;
         _sequenceLength = sequenceLength;
-        _seed = seed;
         _rank = rank;
         _worldSize = worldSize;
         _windows = (shard.Count - 1) / sequenceLength;
         if (_windows < (long)batchSize * worldSize)
             throw new InvalidDataException(
                 $"{shard.Path}: {shard.Count} tokens make {_windows} windows of {sequenceLength + 1} tokens, fewer than one batch of {batchSize} × {worldSize} process(es). Use more data or a smaller batch/sequence length.");
+        if (_windows > int.MaxValue) throw new NotSupportedException($"{shard.Path}: more than {int.MaxValue} windows; split the data into several shards.");
+        _order = new EpochOrder((int)_windows, epoch => MixSeed(seed, epoch)); // HashCode is randomised per process, so mix by hand
         Position = position;
     }
 
@@ -52,7 +51,7 @@ public sealed class TokenBatchLoader
         long perStep = (long)b * _worldSize;
         var position = Position;
         if (position.Cursor + perStep > _windows) position = new LoaderPosition(position.Epoch + 1, 0); // drop the ragged tail
-        var order = OrderFor(position.Epoch);
+        var order = _order.For(position.Epoch);
 
         var inputs = new long[b * t];
         var targets = new long[b * t];
@@ -66,17 +65,6 @@ public sealed class TokenBatchLoader
         }
         Position = position with { Cursor = position.Cursor + perStep };
         return new TokenBatch(inputs, targets, b, t, Position);
-    }
-
-    int[] OrderFor(long epoch)
-    {
-        if (_order is not null && _orderEpoch == epoch) return _order;
-        if (_windows > int.MaxValue) throw new NotSupportedException($"{_shard.Path}: more than {int.MaxValue} windows; split the data into several shards.");
-        var order = new int[_windows];
-        for (int i = 0; i < order.Length; i++) order[i] = i;
-        new Random(MixSeed(_seed, epoch)).Shuffle(order); // HashCode is randomised per process, so mix by hand
-        _orderEpoch = epoch;
-        return _order = order;
     }
 
     static int MixSeed(long seed, long epoch)

@@ -54,17 +54,8 @@ public static class Pretraining
         // A validation split smaller than one batch still gets evaluated, with fewer rows.
         long windows = (validation.Count - 1) / sequenceLength;
         int rows = (int)Math.Max(1, Math.Min(batchSize, windows));
-        return () =>
-        {
-            var loader = new TokenBatchLoader(validation, rows, sequenceLength, seed: 0);
-            int count = (int)Math.Max(1, Math.Min(batches, windows / rows));
-            double total = 0;
-            for (int i = 0; i < count; i++)
-            {
-                using var scope = NewDisposeScope();
-                total += Objective(model, device)(loader.Next()).Loss.item<float>();
-            }
-            return total / count;
-        };
+        int count = (int)Math.Max(1, Math.Min(batches, windows / rows));
+        var loader = new TokenBatchLoader(validation, rows, sequenceLength, seed: 0);
+        return ValidationLoss(model, [.. Enumerable.Range(0, count).Select(_ => loader.Next())], device);
     }
 }
