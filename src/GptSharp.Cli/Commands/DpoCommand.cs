@@ -26,7 +26,7 @@ sealed class DpoCommand : Command<DpoSettings>
     public override int Execute(CommandContext context, DpoSettings s, CancellationToken cancellation)
     {
         var runtime = TorchRuntime.Initialize(s.Threads, s.Device);
-        var (train, heldOut) = PreferenceData.Load(s.Data, s.Val, s.Seed, "dpo");
+        var (train, heldOut) = FineTuneData.Preferences(s.Data, s.Val, s.Seed, "dpo");
         var training = s.Training(s.Steps, s.BatchSize, s.LearningRate, s.WarmupSteps, weightDecay: 0.0);
         DpoReport report = null!;
         ProgressDisplay.Run("dpo", training.Steps, "steps", s.Quiet, (Action<double, string?> progress) =>

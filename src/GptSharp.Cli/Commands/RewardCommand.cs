@@ -24,7 +24,7 @@ sealed class RewardCommand : Command<RewardSettings>
     public override int Execute(CommandContext context, RewardSettings s, CancellationToken cancellation)
     {
         var runtime = TorchRuntime.Initialize(s.Threads, s.Device);
-        var (train, heldOut) = PreferenceData.Load(s.Data, s.Val, s.Seed, "reward");
+        var (train, heldOut) = FineTuneData.Preferences(s.Data, s.Val, s.Seed, "reward");
         var training = s.Training(s.Steps, s.BatchSize, s.LearningRate, s.WarmupSteps, weightDecay: 0.0);
         RewardReport report = null!;
         ProgressDisplay.Run("reward", training.Steps, "steps", s.Quiet, (Action<double, string?> progress) =>

@@ -24,7 +24,7 @@ sealed class SftCommand : Command<SftSettings>
     public override int Execute(CommandContext context, SftSettings s, CancellationToken cancellation)
     {
         var runtime = TorchRuntime.Initialize(s.Threads, s.Device);
-        var (train, heldOut) = Load(s);
+        var (train, heldOut) = FineTuneData.Conversations(s.Data, s.Val, s.Seed);
         var training = s.Training(s.Steps, s.BatchSize, s.LearningRate, s.WarmupSteps, weightDecay: new TrainingConfig().WeightDecay);
         SftReport report = null!;
         ProgressDisplay.Run("sft", training.Steps, "steps", s.Quiet, (Action<double, string?> progress) =>
@@ -38,19 +38,5 @@ sealed class SftCommand : Command<SftSettings>
         AnsiConsole.MarkupLine($"SFT on {report.TrainConversations:N0} conversations ({report.HeldOutConversations:N0} held out, {report.Truncated:N0} cut to the context): " +
                                $"train loss {report.Training.FinalLoss:F3}, held-out loss {report.Training.FinalValLoss:F3} on assistant tokens, {report.Training.Seconds:F0} s.");
         return 0;
-    }
-
-    static (IReadOnlyList<IReadOnlyList<ChatMessage>> Train, IReadOnlyList<IReadOnlyList<ChatMessage>> HeldOut) Load(SftSettings s)
-    {
-        if (s.Data == "builtin")
-        {
-            var data = BuiltInDatasets.Build(s.Seed);
-            if (data.HeldOutDuplicatesDropped > 0) Console.WriteLine($"{data.HeldOutDuplicatesDropped} held-out items also asked in training were dropped.");
-            return (data.TrainChats, data.HeldOutChats);
-        }
-        var all = ChatData.ReadConversations(s.Data).ToList();
-        if (s.Val is not null) return (all, ChatData.ReadConversations(s.Val).ToList());
-        var held = all.Where((_, i) => Data.ShardBuilder.IsValidation(s.Seed, "sft", i, 0.05)).ToList();
-        return (all.Where((_, i) => !Data.ShardBuilder.IsValidation(s.Seed, "sft", i, 0.05)).ToList(), held);
     }
 }

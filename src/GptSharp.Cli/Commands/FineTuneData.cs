@@ -1,0 +1,37 @@
+using GptSharp.Alignment;
+using GptSharp.Data;
+
+namespace GptSharp.Cli.Commands;
+
+/// <summary>Training data for sft, reward and dpo: the built-in sets, or a user's file with an optional held-out file.</summary>
+static class FineTuneData
+{
+    public static (IReadOnlyList<PreferencePair> Train, IReadOnlyList<PreferencePair> HeldOut) Preferences(string data, string? val, long seed, string splitName)
+    {
+        if (data == "builtin")
+        {
+            var builtIn = BuiltInDatasets.Build(seed);
+            return (builtIn.TrainPairs, builtIn.HeldOutPairs);
+        }
+        return Split(ChatData.ReadPreferences(data).ToList(), val is null ? null : ChatData.ReadPreferences(val).ToList(), seed, splitName);
+    }
+
+    public static (IReadOnlyList<IReadOnlyList<ChatMessage>> Train, IReadOnlyList<IReadOnlyList<ChatMessage>> HeldOut) Conversations(string data, string? val, long seed)
+    {
+        if (data == "builtin")
+        {
+            var builtIn = BuiltInDatasets.Build(seed);
+            if (builtIn.HeldOutDuplicatesDropped > 0) Console.WriteLine($"{builtIn.HeldOutDuplicatesDropped} held-out items also asked in training were dropped.");
+            return (builtIn.TrainChats, builtIn.HeldOutChats);
+        }
+        return Split(ChatData.ReadConversations(data).ToList(), val is null ? null : ChatData.ReadConversations(val).ToList(), seed, "sft");
+    }
+
+    /// <summary>A given held-out file, or 5% of the training file chosen by seed.</summary>
+    static (IReadOnlyList<T> Train, IReadOnlyList<T> HeldOut) Split<T>(List<T> all, List<T>? heldOut, long seed, string splitName)
+    {
+        if (heldOut is not null) return (all, heldOut);
+        bool HeldOut(int i) => ShardBuilder.IsValidation(seed, splitName, i, 0.05);
+        return (all.Where((_, i) => !HeldOut(i)).ToList(), all.Where((_, i) => HeldOut(i)).ToList());
+    }
+}
