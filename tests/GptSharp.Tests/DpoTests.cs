@@ -34,10 +34,7 @@ public class DpoTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedTo
     {
         using var dir = new TempDirectory();
         var tokenizer = fixture.Tokenizer;
-        torch.manual_seed(0);
-        var config = GptConfig.Gpt2(tokenizer.VocabSize, context: 32, layers: 2, heads: 2, width: 32);
-        using (var model = new Gpt(config))
-            Checkpoint.Save(dir.File("sft"), model, null, new TrainingState(0, "0:0", "", fixture.Directory));
+        var config = fixture.SaveInitialRun(dir.File("sft"), context: 32);
         var facts = new[] { ("靜夜思", "李白", "杜甫"), ("春曉", "孟浩然", "王維") };
         PreferencePair Pair((string Title, string Right, string Wrong) f) =>
             new([new ChatMessage("user", $"《{f.Title}》的作者是誰？")], $"{f.Right}。", $"{f.Wrong}。");

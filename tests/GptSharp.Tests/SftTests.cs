@@ -23,10 +23,7 @@ public class SftTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedTo
     {
         using var dir = new TempDirectory();
         var tokenizer = fixture.Tokenizer;
-        torch.manual_seed(0);
-        var config = GptConfig.Gpt2(tokenizer.VocabSize, context: 48, layers: 2, heads: 2, width: 32);
-        using (var model = new Gpt(config))
-            Checkpoint.Save(dir.File("base"), model, null, new TrainingState(0, "0:0", "", fixture.Directory));
+        var config = fixture.SaveInitialRun(dir.File("base"), context: 48);
 
         var poems = new[] { ("靜夜思", "李白"), ("春曉", "孟浩然"), ("登鸛雀樓", "王之渙"), ("相思", "王維") };
         IReadOnlyList<ChatMessage> Ask((string Title, string Author) p) =>

@@ -21,6 +21,17 @@ public sealed class TrainedTokenizerFixture : IDisposable
     public BpeTrainingResult Result { get; }
     public GptTokenizer Tokenizer { get; }
     public List<string> Texts { get; }
+
+    /// <summary>Saves a freshly initialised small GPT over this tokenizer as a run folder, the starting point of fine-tuning tests.</summary>
+    public GptSharp.Models.GptConfig SaveInitialRun(string runDirectory, int context)
+    {
+        TorchSharp.torch.manual_seed(0);
+        var config = GptSharp.Models.GptConfig.Gpt2(Tokenizer.VocabSize, context, layers: 2, heads: 2, width: 32);
+        using var model = new GptSharp.Models.Gpt(config);
+        GptSharp.Training.Checkpoint.Save(runDirectory, model, null, new GptSharp.Training.TrainingState(0, "0:0", "", Directory));
+        return config;
+    }
+
     public void Dispose() => System.IO.Directory.Delete(Directory, recursive: true);
 }
 
