@@ -29,8 +29,11 @@ public sealed class AdamW : IDisposable
 
     public IEnumerable<Parameter> Parameters => _parameters.Select(p => p.Parameter);
 
-    /// <summary>Applies one update at learning rate <paramref name="lr"/> from the gradients now held by the parameters.</summary>
-    public void Step(double lr)
+    /// <summary>
+    /// Applies one update at learning rate <paramref name="lr"/> from the gradients now held by the parameters, each
+    /// multiplied by <paramref name="gradScale"/> first (how gradient clipping is applied without a pass of its own).
+    /// </summary>
+    public void Step(double lr, double gradScale = 1)
     {
         StepCount++;
         double bias1 = 1 - Math.Pow(_config.Beta1, StepCount), bias2 = 1 - Math.Pow(_config.Beta2, StepCount);
@@ -41,17 +44,46 @@ public sealed class AdamW : IDisposable
             var p = _parameters[i].Parameter;
             var grad = p.grad;
             if (grad is null) continue;
-            if (_config.WeightDecay > 0 && p.dim() >= 2) p.mul_(1 - lr * _config.WeightDecay);
-            _exp_avg[i].mul_(_config.Beta1).add_(grad, alpha: 1 - _config.Beta1);
+            double decay = _config.WeightDecay > 0 && p.dim() >= 2 ? 1 - lr * _config.WeightDecay : 1;
+            if (FusedAdamW.Applies(p, grad, _exp_avg[i], _exp_avg_sq[i]))
+            {
+                FusedAdamW.Update(p, grad, _exp_avg[i], _exp_avg_sq[i], new FusedAdamW.Coefficients(
+                    (float)gradScale, (float)decay, (float)_config.Beta1, (float)_config.Beta2, (float)(lr / bias1),
+                    (float)(1 / Math.Sqrt(bias2)), (float)_config.Epsilon));
+                continue;
+            }
+            if (gradScale != 1) grad = grad * gradScale;
+            if (decay != 1) p.mul_(decay);
+            _exp_avg[i].lerp_(grad, 1 - _config.Beta1);
             _exp_avg_sq[i].mul_(_config.Beta2).addcmul_(grad, grad, value: 1 - _config.Beta2);
-            var denominator = (_exp_avg_sq[i] / bias2).sqrt_().add_(_config.Epsilon);
+            var denominator = _exp_avg_sq[i].sqrt().mul_(1 / Math.Sqrt(bias2)).add_(_config.Epsilon);
             p.addcdiv_(_exp_avg[i], denominator, value: -lr / bias1);
         }
     }
 
+    /// <summary>Drops the gradients, so that the next backward writes them afresh instead of adding to zeros.</summary>
     public void ZeroGrad()
     {
-        foreach (var (_, p) in _parameters) p.grad?.zero_();
+        foreach (var (_, p) in _parameters)
+        {
+            using var grad = p.grad;
+            p.grad = null;
+        }
+    }
+
+    /// <summary>The L2 norm of all parameters' gradients together (0 when none has one).</summary>
+    public double GradNorm()
+    {
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        double sumOfSquares = 0;
+        foreach (var (_, p) in _parameters)
+        {
+            var grad = p.grad;
+            if (grad is null) continue;
+            sumOfSquares += FusedAdamW.Applies(p, grad, grad, grad) ? FusedAdamW.SumOfSquares(grad) : grad.square().sum().ToDouble();
+        }
+        return Math.Sqrt(sumOfSquares);
     }
 
     public void Save(string path) => SafeTensors.Save(path,

@@ -102,10 +102,10 @@ public sealed class Trainer<TBatch>
                     lossSum += output.Loss.item<float>();
                     tokens += output.Tokens;
                 }
-                gradNorm = _config.GradClip > 0
-                    ? nn.utils.clip_grad_norm_(Optimizer.Parameters, _config.GradClip)
-                    : GlobalGradNorm();
-                Optimizer.Step(lr);
+                gradNorm = Optimizer.GradNorm();
+                // Clipping scales the gradients inside the update rather than in a pass of its own.
+                double gradScale = _config.GradClip > 0 && gradNorm > _config.GradClip ? _config.GradClip / (gradNorm + 1e-6) : 1;
+                Optimizer.Step(lr, gradScale);
             }
             TorchRuntime.ReleaseStepGarbage();
             step++;
@@ -141,13 +141,6 @@ public sealed class Trainer<TBatch>
         {
             _model.train();
         }
-    }
-
-    double GlobalGradNorm()
-    {
-        using var scope = NewDisposeScope();
-        var norms = Optimizer.Parameters.Where(p => p.grad is not null).Select(p => p.grad!.norm()).ToArray();
-        return norms.Length == 0 ? 0 : stack(norms).norm().item<float>();
     }
 
     void SaveCheckpoint(int step, double? valLoss) =>
