@@ -26,6 +26,8 @@ sealed class PpoSettings : CommonSettings
     [CommandOption("--epochs")] public int Epochs { get; init; } = 2;
     [CommandOption("--minibatch")] public int MiniBatch { get; init; } = 8;
     [CommandOption("--max-tokens")] public int MaxTokens { get; init; } = 64;
+    [CommandOption("--temperature")] [Description("Rollout sampling temperature (log-probabilities are taken at it too).")]
+    public double Temperature { get; init; } = 0.7;
     [CommandOption("--entropy")] public double Entropy { get; init; }
     [CommandOption("--seed")] public long Seed { get; init; } = 1337;
     [CommandOption("--scorer")] [Description("`reward-model` (default) or `form`: 1 for a regular poem, else 0 (a program, not a learned reward).")]
@@ -42,7 +44,7 @@ sealed class PpoCommand : Command<PpoSettings>
         var ppo = new PpoConfig
         {
             RolloutPrompts = s.RolloutPrompts, Epochs = s.Epochs, MiniBatch = s.MiniBatch, MaxNewTokens = s.MaxTokens,
-            KlCoefficient = s.Kl, RewardKl = s.KlEstimator, EntropyCoefficient = s.Entropy,
+            KlCoefficient = s.Kl, Temperature = s.Temperature, RewardKl = s.KlEstimator, EntropyCoefficient = s.Entropy,
         };
         var training = new TrainingConfig
         {

@@ -17,7 +17,9 @@ public sealed record PpoConfig
     /// <summary>Responses per optimisation minibatch.</summary>
     public int MiniBatch { get; init; } = 8;
     public int MaxNewTokens { get; init; } = 48;
-    public double Temperature { get; init; } = 1.0;
+    /// <summary>Sampling temperature of the rollouts; log-probabilities (policy and reference) are taken at the same
+    /// temperature, so the policy is optimised as it will be sampled.</summary>
+    public double Temperature { get; init; } = 0.7;
     public double KlCoefficient { get; init; } = 0.05;
     public KlEstimator RewardKl { get; init; } = KlEstimator.K1;
     public double Gamma { get; init; } = 1.0;
@@ -135,8 +137,8 @@ public sealed class PpoExperience : IBatchSource<PpoBatch>, IDisposable
         var pos = tensor(positions, [b, r], device: _device);
         var tok = tensor(tokens, [b, r], device: _device);
         var m = tensor(mask, [b, r], device: _device);
-        var oldLogp = ResponseLogProbabilities(_model.Actor, seq, pos, tok);
-        var refLogp = ResponseLogProbabilities(_reference, seq, pos, tok);
+        var oldLogp = ResponseLogProbabilities(_model.Actor, seq, pos, tok, _config.Temperature);
+        var refLogp = ResponseLogProbabilities(_reference, seq, pos, tok, _config.Temperature);
         var values = _model.Critic.forward(seq).gather(1, pos) * m;
         var scores = _score(seq, tensor(last, device: _device)).to(ScalarType.Float32);
         var kl = PpoMath.Kl(oldLogp, refLogp, _config.RewardKl) * m;
@@ -170,20 +172,27 @@ public sealed class PpoExperience : IBatchSource<PpoBatch>, IDisposable
         return kept;
     }
 
-    /// <summary>Log-probabilities of the response tokens: logits at <paramref name="positions"/> predict <paramref name="tokens"/>.</summary>
-    public static Tensor ResponseLogProbabilities(Gpt model, Tensor sequences, Tensor positions, Tensor tokens)
+    /// <summary>Log-probabilities of the response tokens at a sampling temperature: logits at <paramref name="positions"/>
+    /// predict <paramref name="tokens"/>.</summary>
+    public static Tensor ResponseLogProbabilities(Gpt model, Tensor sequences, Tensor positions, Tensor tokens, double temperature = 1.0)
     {
         using var scope = NewDisposeScope();
-        var logits = model.forward(sequences);                                         // (B, T, V)
-        var atPositions = logits.gather(1, positions.unsqueeze(-1).expand(-1, -1, logits.shape[2])); // (B, R, V)
+        var atPositions = ResponseLogits(model, sequences, positions, temperature);
         return atPositions.log_softmax(-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The logits (B, R, V) that predict each response token, divided by the temperature.</summary>
+    static Tensor ResponseLogits(Gpt model, Tensor sequences, Tensor positions, double temperature)
+    {
+        var logits = model.forward(sequences);                                                       // (B, T, V)
+        var atPositions = logits.gather(1, positions.unsqueeze(-1).expand(-1, -1, logits.shape[2])); // (B, R, V)
+        return temperature == 1.0 ? atPositions : atPositions / temperature;
     }
 
     /// <summary>PPO's loss for one minibatch: clipped policy loss + c_v · clipped value loss − c_e · entropy.</summary>
     public static Func<PpoBatch, ObjectiveOutput> Objective(ActorCritic model, PpoConfig config) => batch =>
     {
-        var logits = model.Actor.forward(batch.Sequences);
-        var atPositions = logits.gather(1, batch.Positions.unsqueeze(-1).expand(-1, -1, logits.shape[2]));
+        var atPositions = ResponseLogits(model.Actor, batch.Sequences, batch.Positions, config.Temperature);
         var logp = atPositions.log_softmax(-1).gather(-1, batch.Tokens.unsqueeze(-1)).squeeze(-1);
         var (policyLoss, _) = PpoMath.PolicyLoss(logp, batch.OldLogProbabilities, batch.Advantages, batch.Mask, config.Clip);
         var values = model.Critic.forward(batch.Sequences).gather(1, batch.Positions);

@@ -30,6 +30,7 @@ public static class PpoRun
         var (reference, _) = Checkpoint.LoadModel(sftRun);
         using var reward = RewardModel.Load(rewardRun);
         using var critic = RewardModel.Load(rewardRun); // the critic starts as a copy of the reward model
+        if (programReward is not null) critic.ZeroHead(); // its backbone still helps; its scale is not the program's
         using var model = new ActorCritic(actor, critic);
         using var _r = reference;
         model.to(torchDevice);

@@ -49,6 +49,15 @@ public sealed class RewardModel : Module<Tensor, Tensor>
     /// <summary>Bradley–Terry loss, mean over pairs.</summary>
     public static Tensor PairwiseLoss(Tensor chosen, Tensor rejected) => -functional.logsigmoid(chosen - rejected).mean();
 
+    /// <summary>Zeroes the scalar head, so the model outputs 0 everywhere while keeping its backbone: a critic for a
+    /// reward on another scale than the one this model learned (e.g. a program's 0/1).</summary>
+    public void ZeroHead()
+    {
+        using var noGrad = no_grad();
+        head.weight!.zero_();
+        head.bias!.zero_();
+    }
+
     /// <summary>Loads a trained reward model from a run folder.</summary>
     public static RewardModel Load(string runDirectory)
     {

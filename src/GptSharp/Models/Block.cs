@@ -14,7 +14,7 @@ public sealed class Block : Module<Tensor, Tensor>
     readonly bool _parallel;
     readonly Module<Tensor, Tensor> ln_1;
     readonly Module<Tensor, Tensor>? ln_2;
-    readonly CausalSelfAttention attn;
+    readonly SelfAttention attn;
     readonly Module<Tensor, Tensor> mlp;
 
     public Block(GptConfig config) : base(nameof(Block))
@@ -22,7 +22,7 @@ public sealed class Block : Module<Tensor, Tensor>
         _parallel = config.ParallelBlock;
         ln_1 = MakeNorm(config);
         ln_2 = config.ParallelBlock ? null : MakeNorm(config);
-        attn = new CausalSelfAttention(config);
+        attn = new SelfAttention(config);
         mlp = config.Activation == ActivationKind.SwiGlu ? new SwiGluMlp(config) : new GeluMlp(config);
         RegisterComponents();
     }

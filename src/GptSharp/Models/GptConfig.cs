@@ -4,8 +4,8 @@ namespace GptSharp.Models;
 public enum NormKind { LayerNorm, RmsNorm }
 /// <summary>How token positions enter the model.</summary>
 public enum PositionKind { Learned, Rotary }
-/// <summary>The MLP's non-linearity: GPT-2's tanh-approximated GELU, or Llama/PaLM's gated SiLU.</summary>
-public enum ActivationKind { GeluTanh, SwiGlu }
+/// <summary>The MLP's non-linearity: GPT-2's tanh-approximated GELU, Llama/PaLM's gated SiLU, or BERT's exact GELU.</summary>
+public enum ActivationKind { GeluTanh, SwiGlu, Gelu }
 
 /// <summary>
 /// Shape and layout of a decoder-only Transformer. Two families come from the same blocks: GPT-2 (LayerNorm with

@@ -57,13 +57,16 @@ public sealed class Rotary : Module<Tensor, Tensor>
     public override Tensor forward(Tensor x) => Apply(x, 0);
 }
 
-/// <summary>Causal self-attention with optional grouped-query heads, rotary positions and a KV cache.</summary>
-public sealed class CausalSelfAttention : Module<Tensor, Tensor>
+/// <summary>
+/// Multi-head self-attention with optional grouped-query heads, rotary positions and a KV cache: causal for GPT,
+/// or bidirectional over the non-padding keys for BERT (<see cref="ForwardBidirectional"/>).
+/// </summary>
+public sealed class SelfAttention : Module<Tensor, Tensor>
 {
     readonly GptConfig _config;
     readonly Linear c_attn, c_proj;
 
-    public CausalSelfAttention(GptConfig config) : base(nameof(CausalSelfAttention))
+    public SelfAttention(GptConfig config) : base(nameof(SelfAttention))
     {
         _config = config;
         c_attn = Linear(config.Width, (config.Heads + 2 * config.KvHeads) * config.HeadDim, hasBias: config.Bias);
@@ -75,7 +78,20 @@ public sealed class CausalSelfAttention : Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor x) => Forward(x, null, null, 0, 0);
 
-    /// <summary>x: (B, T, C) → (B, T, C). With a cache, keys/values of earlier tokens come from it.</summary>
+    /// <summary>Every query sees every key whose <paramref name="keyMask"/> (B, T) is true: x (B, T, C) → (B, T, C).</summary>
+    public Tensor ForwardBidirectional(Tensor x, Tensor keyMask)
+    {
+        using var scope = NewDisposeScope();
+        long b = x.shape[0], t = x.shape[1];
+        int h = _config.Heads, hd = _config.HeadDim;
+        var qkv = c_attn.forward(x).view(b, t, 3, h, hd).permute(2, 0, 3, 1, 4); // (3, B, H, T, hd)
+        var mask = keyMask.view(b, 1, 1, t);                                     // broadcast over heads and queries
+        var y = functional.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], mask, training ? _config.Dropout : 0);
+        y = y.transpose(1, 2).contiguous().view(b, t, h * hd);
+        return c_proj.forward(y).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>x: (B, T, C) → (B, T, C), causal. With a cache, keys/values of earlier tokens come from it.</summary>
     public Tensor Forward(Tensor x, Rotary? rotary, KvCache? cache, int layer, int start)
     {
         using var scope = NewDisposeScope();
@@ -108,13 +124,16 @@ public sealed class CausalSelfAttention : Module<Tensor, Tensor>
     }
 }
 
-/// <summary>GPT-2's MLP: Linear → GELU (tanh approximation) → Linear.</summary>
+/// <summary>GPT-2's MLP: Linear → GELU (tanh approximation; exact erf GELU for BERT) → Linear.</summary>
 public sealed class GeluMlp : Module<Tensor, Tensor>
 {
     readonly Linear c_fc, c_proj;
 
+    readonly TorchSharp.Modules.GELU.Approximate _approximate;
+
     public GeluMlp(GptConfig config) : base(nameof(GeluMlp))
     {
+        _approximate = config.Activation == ActivationKind.Gelu ? TorchSharp.Modules.GELU.Approximate.none : TorchSharp.Modules.GELU.Approximate.tanh;
         c_fc = Linear(config.Width, config.MlpHidden, hasBias: config.Bias);
         c_proj = Linear(config.MlpHidden, config.Width, hasBias: config.Bias);
         RegisterComponents();
@@ -125,7 +144,7 @@ public sealed class GeluMlp : Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        return c_proj.forward(functional.gelu(c_fc.forward(x), TorchSharp.Modules.GELU.Approximate.tanh)).MoveToOuterDisposeScope();
+        return c_proj.forward(functional.gelu(c_fc.forward(x), _approximate)).MoveToOuterDisposeScope();
     }
 }
 

@@ -16,7 +16,7 @@ namespace GptSharp.Training;
 public sealed record TrainingState(int Step, string DataPosition, string RngState, string Tokenizer, double? LastValLoss = null);
 
 /// <summary>
-/// A run's checkpoint folder, <c>RUN/checkpoint/</c>: <c>model.json</c> (the <see cref="GptConfig"/>),
+/// A run's checkpoint folder, <c>RUN/checkpoint/</c>: <c>model.json</c> (the model's config record),
 /// <c>model.safetensors</c>, <c>optimizer.safetensors</c> and <c>state.json</c>. A new checkpoint is written whole into
 /// a temporary folder and swapped in by renames, so a kill at any moment leaves the last good one
 /// (<c>checkpoint</c>, or <c>checkpoint.old</c> during the swap) intact.
@@ -35,15 +35,15 @@ public static class Checkpoint
     public static void Save(string runDirectory, Gpt model, AdamW? optimizer, TrainingState state) =>
         Save(runDirectory, model, model.Config, optimizer, state);
 
-    /// <summary>Writes any module built on a GPT (e.g. a reward model) with the config of its backbone.</summary>
-    public static void Save(string runDirectory, nn.Module model, GptConfig config, AdamW? optimizer, TrainingState state)
+    /// <summary>Writes any module with the config record it is built from (a GPT backbone's, a BERT's, ...).</summary>
+    public static void Save(string runDirectory, nn.Module model, object config, AdamW? optimizer, TrainingState state)
     {
         string final = Path.Combine(runDirectory, Folder);
         string temp = Path.Combine(runDirectory, $"{Folder}.tmp");
         string old = Path.Combine(runDirectory, $"{Folder}.old");
         if (Directory.Exists(temp)) Directory.Delete(temp, true);
         Directory.CreateDirectory(temp);
-        AtomicFile.WriteAllText(Path.Combine(temp, "model.json"), JsonSerializer.Serialize(config, Json));
+        AtomicFile.WriteAllText(Path.Combine(temp, "model.json"), JsonSerializer.Serialize(config, config.GetType(), Json));
         SafeTensors.Save(Path.Combine(temp, "model.safetensors"), model.state_dict(),
             new Dictionary<string, string> { ["format"] = "gptsharp", ["step"] = state.Step.ToString() });
         optimizer?.Save(Path.Combine(temp, "optimizer.safetensors"));
@@ -105,11 +105,11 @@ public static class Checkpoint
     }
 
     /// <summary>Restores model weights, optimiser state and RNG; returns the state to continue from.</summary>
-    public static TrainingState Resume(string runDirectory, nn.Module model, GptConfig config, AdamW optimizer)
+    public static TrainingState Resume(string runDirectory, nn.Module model, object config, AdamW optimizer)
     {
         string folder = Require(runDirectory);
-        var saved = ReadJson<GptConfig>(Path.Combine(folder, "model.json"));
-        if (saved != config)
+        var saved = JsonSerializer.Deserialize(File.ReadAllText(Path.Combine(folder, "model.json")), config.GetType(), Json);
+        if (!Equals(saved, config))
             throw new InvalidOperationException($"{folder}/model.json describes a different model than the one being trained; resume with the same configuration.");
         LoadWeights(model, Path.Combine(folder, "model.safetensors"));
         optimizer.Load(Path.Combine(folder, "optimizer.safetensors"));
@@ -129,7 +129,10 @@ public static class Checkpoint
     }
 
     /// <summary>The GptConfig a run saved.</summary>
-    public static GptConfig ReadConfig(string runDirectory) => ReadJson<GptConfig>(Path.Combine(Require(runDirectory), "model.json"));
+    public static GptConfig ReadConfig(string runDirectory) => ReadConfig<GptConfig>(runDirectory);
+
+    /// <summary>The model config record a run saved (a <see cref="GptConfig"/>, a <see cref="BertConfig"/>, ...).</summary>
+    public static T ReadConfig<T>(string runDirectory) => ReadJson<T>(Path.Combine(Require(runDirectory), "model.json"));
 
     /// <summary>The weights file of a run's checkpoint.</summary>
     public static string WeightsPath(string runDirectory) => Path.Combine(Require(runDirectory), "model.safetensors");

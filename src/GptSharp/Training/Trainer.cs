@@ -31,7 +31,7 @@ public sealed record TrainingResult(int StepsDone, double FinalLoss, double? Fin
 public sealed class Trainer<TBatch>
 {
     readonly nn.Module _model;
-    readonly GptConfig _modelConfig;
+    readonly object _modelConfig;
     readonly TrainingConfig _config;
     readonly string _runDirectory, _tokenizer;
     readonly Func<TBatch, ObjectiveOutput> _objective;
@@ -45,8 +45,9 @@ public sealed class Trainer<TBatch>
     {
     }
 
-    /// <summary>For any module built on a GPT (a reward model, an actor-critic, ...): <paramref name="modelConfig"/> is its backbone's.</summary>
-    public Trainer(nn.Module model, GptConfig modelConfig, TrainingConfig config, string runDirectory, string tokenizer,
+    /// <summary>For any module: <paramref name="modelConfig"/> is the config record saved with its checkpoint (a reward
+    /// model's or actor-critic's is its GPT backbone's; a BERT's is its <see cref="BertConfig"/>).</summary>
+    public Trainer(nn.Module model, object modelConfig, TrainingConfig config, string runDirectory, string tokenizer,
         Func<TBatch, ObjectiveOutput> objective, IBatchSource<TBatch> batches, Func<double>? evaluate = null)
     {
         _model = model;
