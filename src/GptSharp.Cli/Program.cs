@@ -39,6 +39,18 @@ app.Configure(config =>
         .WithExample("ppo", "--sft", "runs/tiny-sft", "--reward", "runs/tiny-reward", "--run-dir", "runs/tiny-ppo");
     config.AddCommand<DpoCommand>("dpo").WithDescription("Direct Preference Optimization of an SFT run on preference pairs (frozen SFT reference).")
         .WithExample("dpo", "--from", "runs/tiny-sft", "--data", "builtin", "--run-dir", "runs/tiny-dpo");
+    config.AddBranch("bert", bert =>
+    {
+        bert.SetDescription("BERT: a bidirectional encoder pretrained by cloze (masked LM), then fine-tuned to classify.");
+        bert.AddCommand<BertPretrainCommand>("pretrain").WithDescription("Masked-LM pretraining on corpora; reports held-out masked-token loss and accuracy.")
+            .WithExample("bert", "pretrain", "--corpus", "tang", "--tokenizer", "runs/tokenizer", "--run-dir", "runs/bert", "--steps", "1500");
+        bert.AddCommand<BertFillMaskCommand>("fill-mask").WithDescription("The top-k fillers with probabilities for each <|mask|> in a text.")
+            .WithExample("bert", "fill-mask", "--run-dir", "runs/bert", "--text", "床前明月<|mask|>");
+        bert.AddCommand<BertFinetuneCommand>("finetune").WithDescription("Fine-tune a classifier (spam/ham by default); reports accuracy and F1 beside majority and bag-of-words baselines.")
+            .WithExample("bert", "finetune", "--from", "runs/bert", "--data", "spam", "--run-dir", "runs/bert-spam");
+        bert.AddCommand<BertClassifyCommand>("classify").WithDescription("Label probabilities for a text from a fine-tuned classifier.")
+            .WithExample("bert", "classify", "--run-dir", "runs/bert-spam", "--text", "Win a free prize now!");
+    });
     config.AddCommand<FormScoreCommand>("form-score").WithDescription("Share of sampled poems with a regular form over fixed held-out prompts and seeds; compares runs.")
         .WithExample("form-score", "--run-dir", "runs/tiny-sft,runs/tiny-dpo", "--prompts", "200");
     config.AddCommand<PlotCommand>("plot").WithDescription("Redraw a run's loss curve (loss.png) from its metrics.jsonl.")

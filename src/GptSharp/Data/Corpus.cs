@@ -4,8 +4,8 @@ using System.Text.Json;
 
 namespace GptSharp.Data;
 
-/// <summary>One document of a corpus: its text and the record's other string fields (title, author, label, ...).</summary>
-public sealed record Document(string Text, IReadOnlyDictionary<string, string> Fields)
+/// <summary>One document of a corpus: its text, the record's other string fields (title, author, label, ...) and, for JSON lines, its line number.</summary>
+public sealed record Document(string Text, IReadOnlyDictionary<string, string> Fields, int Line = 0)
 {
     public string? Field(string name) => Fields.TryGetValue(name, out var value) ? value : null;
 }
@@ -83,7 +83,7 @@ public static class Corpus
             }
             if (!fields.TryGetValue("text", out string? text) || string.IsNullOrEmpty(text))
                 throw new InvalidDataException($"{path}:{lineNumber}: field 'text' is missing or empty.");
-            yield return new Document(text, fields);
+            yield return new Document(text, fields, lineNumber);
         }
     }
 

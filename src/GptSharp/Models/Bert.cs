@@ -118,7 +118,13 @@ public sealed class BertForMaskedLm : Module<Tensor, Tensor>
     public Tensor Logits(Tensor tokens, Tensor? keyMask)
     {
         using var scope = NewDisposeScope();
-        var hidden = bert.Hidden(tokens, null, keyMask);
+        return Head(bert.Hidden(tokens, null, keyMask)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The MLM head alone: hidden states (…, C) → logits (…, V). Training applies it to masked positions only.</summary>
+    public Tensor Head(Tensor hidden)
+    {
+        using var scope = NewDisposeScope();
         var h = transform_norm.forward(functional.gelu(transform.forward(hidden)));
         return functional.linear(h, bert.TokenEmbedding.weight!, decoder_bias).MoveToOuterDisposeScope();
     }

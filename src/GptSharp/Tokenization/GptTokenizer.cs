@@ -34,6 +34,7 @@ public sealed class GptTokenizer
     readonly TiktokenTokenizer _withSpecial; // pre-tokenizer that splits them out
     readonly Dictionary<int, string> _specialById;
     readonly Dictionary<int, byte[]> _ranks;
+    readonly System.Text.RegularExpressions.Regex _pieces;
 
     GptTokenizer(TokenizerSpec spec, TiktokenTokenizer plain, TiktokenTokenizer withSpecial, Dictionary<int, byte[]> ranks)
     {
@@ -42,6 +43,7 @@ public sealed class GptTokenizer
         _plain = plain;
         _withSpecial = withSpecial;
         _specialById = spec.SpecialTokens.ToDictionary(kv => kv.Value, kv => kv.Key);
+        _pieces = PreTokenizerPatterns.Compile(spec.Pattern);
     }
 
     public TokenizerSpec Spec { get; }
@@ -60,6 +62,28 @@ public sealed class GptTokenizer
 
     /// <summary>Encodes plain text; special-token strings in it are encoded as ordinary text.</summary>
     public int[] Encode(string text) => [.. _plain.EncodeToIds(WithoutLoneSurrogates(text))];
+
+    /// <summary>
+    /// Encodes plain text and says which pre-tokenizer piece (word; with the <c>gpt4-cjk</c> pattern, one Chinese
+    /// character) each token came from — for whole-word masking. The ids equal <see cref="Encode"/>'s.
+    /// </summary>
+    public (int[] Ids, int[] WordIds) EncodeWords(string text)
+    {
+        var ids = new List<int>();
+        var words = new List<int>();
+        int word = 0;
+        text = WithoutLoneSurrogates(text);
+        foreach (System.Text.RegularExpressions.ValueMatch piece in _pieces.EnumerateMatches(text))
+        {
+            foreach (int id in _plain.EncodeToIds(text.AsSpan(piece.Index, piece.Length)))
+            {
+                ids.Add(id);
+                words.Add(word);
+            }
+            word++;
+        }
+        return ([.. ids], [.. words]);
+    }
 
     /// <summary>Encodes text in which special-token strings (e.g. <c>&lt;|bos|&gt;</c>) become their ids. For trusted templates only.</summary>
     public int[] EncodeWithSpecialTokens(string text) => [.. _withSpecial.EncodeToIds(WithoutLoneSurrogates(text))];

@@ -1,0 +1,160 @@
+using System.ComponentModel;
+using GptSharp.Data;
+using GptSharp.Inference;
+using GptSharp.Interop;
+using GptSharp.Models;
+using GptSharp.Training;
+using Spectre.Console;
+using Spectre.Console.Cli;
+
+namespace GptSharp.Cli.Commands;
+
+/// <summary>Training options the BERT trainers share.</summary>
+class BertTrainingSettings : CommonSettings
+{
+    [CommandOption("-r|--run-dir")] [Description("Folder for checkpoints, metrics.jsonl and loss.png.")]
+    public string RunDir { get; init; } = "runs/bert";
+    [CommandOption("--resume")] [Description("Continue from the run folder's checkpoint.")]
+    public bool Resume { get; init; }
+    [CommandOption("--device")] [Description("cpu, cuda, cuda:N or auto.")]
+    public string Device { get; init; } = "cpu";
+    [CommandOption("--steps")] public int Steps { get; init; } = 1000;
+    [CommandOption("--batch-size")] public int BatchSize { get; init; } = 32;
+    [CommandOption("--lr")] public double LearningRate { get; init; } = 1e-3;
+    [CommandOption("--warmup")] public int Warmup { get; init; } = 50;
+    [CommandOption("--eval-every")] public int EvalEvery { get; init; } = 200;
+    [CommandOption("--eval-batches")] public int EvalBatches { get; init; } = 20;
+    [CommandOption("--seed")] public long Seed { get; init; } = 1337;
+    [CommandOption("--time-limit")] [Description("Stop (with a checkpoint) after this many seconds.")]
+    public double TimeLimit { get; init; }
+
+    public TrainingConfig Training() => new TrainingConfig
+    {
+        Steps = Steps, BatchSize = BatchSize, LearningRate = LearningRate, WarmupSteps = Math.Min(Warmup, Steps - 1), WeightDecay = 0.01,
+        Beta2 = 0.999, EvalEvery = EvalEvery, EvalBatches = EvalBatches, CheckpointEvery = Math.Max(100, Steps / 4), Seed = Seed,
+        TimeLimitSeconds = TimeLimit,
+    }.Validate();
+
+    public void Report(Action<double, string?> progress, StepMetrics m)
+    {
+        progress(m.Step, $"loss {m.Loss:F3} lr {m.LearningRate:E1}");
+        if (Quiet && (m.Step % 10 == 0 || m.ValLoss is not null))
+            Console.WriteLine($"step {m.Step}: loss {m.Loss:F4}, lr {m.LearningRate:E2}" + (m.ValLoss is double v ? $", held-out loss {v:F4}" : ""));
+    }
+}
+
+sealed class BertPretrainSettings : BertTrainingSettings
+{
+    [CommandOption("--preset")] [Description("tiny, small or base.")]
+    public string Preset { get; init; } = "tiny";
+    [CommandOption("--corpus")] [Description("Embedded corpora or files, comma-separated (tang, songci, sotu, moby-dick, spam, brown).")]
+    public string Corpus { get; init; } = "tang";
+    [CommandOption("--tokenizer")] [Description("Tokenizer folder (from `tokenizer train`), gpt2 or cl100k_base.")]
+    public string Tokenizer { get; init; } = "runs/tokenizer";
+    [CommandOption("--context")] public int? ContextLength { get; init; }
+    [CommandOption("--whole-word")] [Description("Mask whole words (one Chinese character, or an English word with all its tokens).")]
+    public bool WholeWord { get; init; }
+    [CommandOption("--mask-probability")] public double MaskProbability { get; init; } = 0.15;
+    [CommandOption("--max-documents")] [Description("Read at most this many documents per corpus.")]
+    public int MaxDocuments { get; init; } = int.MaxValue;
+}
+
+/// <summary><c>gptsharp bert pretrain</c>: masked-LM pretraining; reports held-out masked-token loss and accuracy.</summary>
+sealed class BertPretrainCommand : Command<BertPretrainSettings>
+{
+    public override int Execute(CommandContext context, BertPretrainSettings s, CancellationToken cancellation)
+    {
+        var runtime = TorchRuntime.Initialize(s.Threads, s.Device);
+        var preset = BertConfig.Preset(s.Preset, 8);
+        var config = preset with { ContextLength = s.ContextLength ?? preset.ContextLength };
+        var training = s.Training();
+        var masking = new MaskingConfig { Probability = s.MaskProbability, WholeWord = s.WholeWord }.Validate();
+        BertPretrainReport report = null!;
+        ProgressDisplay.Run("bert pretrain", training.Steps, "steps", s.Quiet, (Action<double, string?> progress) =>
+            report = BertPretrainRun.Execute(config, training, masking, s.Corpus.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
+                s.Tokenizer, s.RunDir, s.Resume, runtime.Device, s.MaxDocuments, m => s.Report(progress, m), cancellation));
+        AnsiConsole.MarkupLine($"Done: {report.Training.StepsDone} steps in {report.Training.Seconds:F0} s on {report.TrainExamples:N0} examples; " +
+                               $"held-out ({report.HeldOutExamples:N0} examples, {report.HeldOut.MaskedTokens:N0} masked tokens): loss {report.HeldOut.Loss:F3}, " +
+                               $"masked-token accuracy {100 * report.HeldOut.Accuracy:F1}%. Checkpoint in {Markup.Escape(Path.Combine(s.RunDir, Checkpoint.Folder))}.");
+        return 0;
+    }
+}
+
+sealed class BertFillMaskSettings : CommonSettings
+{
+    [CommandOption("-r|--run-dir")] [Description("A `bert pretrain` run.")]
+    public string RunDir { get; init; } = "runs/bert";
+    [CommandOption("--text")] [Description("Text with one or more <|mask|>.")]
+    public string Text { get; init; } = "";
+    [CommandOption("--top-k")] public int TopK { get; init; } = 5;
+}
+
+/// <summary><c>gptsharp bert fill-mask</c>: the top-k fillers, with probabilities, for each mask in a text.</summary>
+sealed class BertFillMaskCommand : Command<BertFillMaskSettings>
+{
+    public override int Execute(CommandContext context, BertFillMaskSettings s, CancellationToken cancellation)
+    {
+        TorchRuntime.Initialize(s.Threads);
+        var (model, tokenizer) = BertPretrainRun.Load(s.RunDir);
+        using var _ = model;
+        var fillers = FillMask.Predict(model, tokenizer, s.Text, s.TopK);
+        var table = new Table().AddColumns("mask", "rank", "token", "probability");
+        for (int m = 0; m < fillers.Count; m++)
+            for (int k = 0; k < fillers[m].Count; k++)
+                table.AddRow((m + 1).ToString(), (k + 1).ToString(), Markup.Escape(fillers[m][k].Text), $"{fillers[m][k].Probability:P1}");
+        AnsiConsole.Write(table);
+        return 0;
+    }
+}
+
+sealed class BertFinetuneSettings : BertTrainingSettings
+{
+    [CommandOption("--from")] [Description("The `bert pretrain` run whose encoder starts the classifier.")]
+    public string From { get; init; } = "runs/bert";
+    [CommandOption("--data")] [Description("JSON lines with `text` and `label` (default: the embedded spam/ham messages).")]
+    public string Data { get; init; } = "spam";
+    [CommandOption("--labels")] [Description("The labels, comma-separated (default: those found in the data); any other label is an error.")]
+    public string? Labels { get; init; }
+}
+
+/// <summary><c>gptsharp bert finetune</c>: a classifier on labelled texts, scored against majority and bag-of-words baselines.</summary>
+sealed class BertFinetuneCommand : Command<BertFinetuneSettings>
+{
+    public override int Execute(CommandContext context, BertFinetuneSettings s, CancellationToken cancellation)
+    {
+        var runtime = TorchRuntime.Initialize(s.Threads, s.Device);
+        var data = LabeledData.Load(s.Data, s.Labels?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries), s.Seed);
+        var training = s.Training();
+        BertFinetuneReport report = null!;
+        ProgressDisplay.Run("bert finetune", training.Steps, "steps", s.Quiet, (Action<double, string?> progress) =>
+            report = BertFinetuneRun.Execute(s.From, data, training, s.RunDir, s.Resume, runtime.Device, m => s.Report(progress, m), cancellation));
+        var table = new Table().AddColumns("held-out", "accuracy", $"F1 ({Markup.Escape(report.PositiveLabel)})", "precision", "recall");
+        foreach (var (name, score) in new[] { ("BERT", report.Model), ("majority class", report.Majority), ("bag-of-words logistic", report.BagOfWords) })
+            table.AddRow(name, $"{score.Accuracy:P1}", $"{score.F1:F3}", $"{score.Precision:F3}", $"{score.Recall:F3}");
+        AnsiConsole.Write(table);
+        AnsiConsole.MarkupLine($"{report.TrainExamples:N0} train / {report.HeldOutExamples:N0} held-out texts; labels {Markup.Escape(string.Join(", ", report.Labels))}. " +
+                               $"Checkpoint in {Markup.Escape(Path.Combine(s.RunDir, Checkpoint.Folder))}.");
+        return 0;
+    }
+}
+
+sealed class BertClassifySettings : CommonSettings
+{
+    [CommandOption("-r|--run-dir")] [Description("A `bert finetune` run.")]
+    public string RunDir { get; init; } = "runs/bert-spam";
+    [CommandOption("--text")] public string Text { get; init; } = "";
+}
+
+/// <summary><c>gptsharp bert classify</c>: label probabilities for a text.</summary>
+sealed class BertClassifyCommand : Command<BertClassifySettings>
+{
+    public override int Execute(CommandContext context, BertClassifySettings s, CancellationToken cancellation)
+    {
+        TorchRuntime.Initialize(s.Threads);
+        var (model, labels, tokenizer) = BertFinetuneRun.Load(s.RunDir);
+        using var _ = model;
+        foreach (var (label, probability) in BertFinetuneRun.Classify(model, labels, tokenizer, s.Text))
+            Console.WriteLine($"{label}\t{probability:P1}");
+        return 0;
+    }
+}
