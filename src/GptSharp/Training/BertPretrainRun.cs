@@ -10,22 +10,22 @@ public sealed record BertPretrainReport(TrainingResult Training, MaskedLmScore H
 
 /// <summary>
 /// Masked-LM pretraining of a BERT encoder on corpora (embedded names or files): texts cut into context-sized examples,
-/// a fixed held-out share of documents, BERT's masking, and the shared trainer (checkpoints, resume, metrics, plot).
+/// a fixed held-out share of documents (1% by default), BERT's masking, and the shared trainer (checkpoints, resume, metrics, plot).
 /// </summary>
 public static class BertPretrainRun
 {
-    public const double HeldOutFraction = 0.01;
 
+    /// <param name="untilStep">Stop there (with a checkpoint) on the full run's schedule; resume later.</param>
     public static BertPretrainReport Execute(BertConfig config, TrainingConfig training, MaskingConfig masking, IReadOnlyList<string> corpora,
-        string tokenizerName, string runDirectory, bool resume, string device = "cpu", int maxDocuments = int.MaxValue,
-        Action<StepMetrics>? onStep = null, CancellationToken cancellation = default)
+        string tokenizerName, string runDirectory, bool resume, string device = "cpu", int maxDocuments = int.MaxValue, double heldOutFraction = 0.01,
+        Action<StepMetrics>? onStep = null, CancellationToken cancellation = default, int? untilStep = null)
     {
         training.Validate();
         var tokenizer = GptTokenizer.Load(tokenizerName);
         config = config with { VocabSize = tokenizer.VocabSize };
         config.Validate();
-        var (train, heldOut) = Examples(corpora, tokenizer, config.ContextLength, training.Seed, maxDocuments);
-        if (heldOut.Count == 0) throw new InvalidDataException("No held-out examples: give more documents (the held-out share is 1% of them).");
+        var (train, heldOut) = Examples(corpora, tokenizer, config.ContextLength, training.Seed, maxDocuments, heldOutFraction);
+        if (heldOut.Count == 0) throw new InvalidDataException($"No held-out examples: give more documents, or a larger held-out share than {heldOutFraction:P1}.");
         var masker = new MlmMasker(tokenizer.VocabSize, tokenizer.MaskId, tokenizer.Spec.SpecialTokens.Values, masking);
         var torchDevice = torch.device(device);
         torch.manual_seed(training.Seed);
@@ -45,7 +45,7 @@ public static class BertPretrainRun
             objective = "masked-lm", model = config, training, masking, corpora, tokenizer = tokenizerName,
             trainExamples = train.Count, heldOutExamples = heldOut.Count,
         });
-        var result = trainer.Run(start, cancellation: cancellation);
+        var result = trainer.Run(start, untilStep, cancellation);
         model.eval();
         var score = MaskedLm.Evaluate(model, validation, torchDevice);
         LossPlot.Write(runDirectory, "BERT masked-LM pretraining");
@@ -54,7 +54,7 @@ public static class BertPretrainRun
 
     /// <summary>Examples from each document of the corpora; a document goes wholly to train or held-out (fixed per seed).</summary>
     public static (List<EncoderExample> Train, List<EncoderExample> HeldOut) Examples(IReadOnlyList<string> corpora, GptTokenizer tokenizer,
-        int contextLength, long seed, int maxDocuments = int.MaxValue)
+        int contextLength, long seed, int maxDocuments = int.MaxValue, double heldOutFraction = 0.01)
     {
         var train = new List<EncoderExample>();
         var heldOut = new List<EncoderExample>();
@@ -64,7 +64,7 @@ public static class BertPretrainRun
             int index = 0;
             foreach (var document in Corpus.Read(corpus).Take(maxDocuments))
             {
-                var target = ShardBuilder.IsValidation(seed, name, index++, HeldOutFraction) ? heldOut : train;
+                var target = ShardBuilder.IsValidation(seed, name, index++, heldOutFraction) ? heldOut : train;
                 target.AddRange(EncoderExamples.FromText(document.Text, tokenizer, contextLength));
             }
         }
