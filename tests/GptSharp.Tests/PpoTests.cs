@@ -43,6 +43,55 @@ public class PpoTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedTo
         Assert.All(experience.Rollouts, r => Assert.True(r.MeanResponseLength is > 0 and <= 8));
     }
 
+    [Fact]
+    public void PpoRunResumesExactlyAtARolloutBoundary()
+    {
+        using var dir = new TempDirectory();
+        var tokenizer = fixture.Tokenizer;
+        var config = fixture.SaveInitialRun(dir.File("sft"), context: 32);
+        torch.manual_seed(1);
+        using (var rewardModel = new RewardModel(config))
+            Checkpoint.Save(dir.File("reward"), rewardModel, config, null, new TrainingState(0, "0:0", "", fixture.Directory));
+        // Program reward: the share of response tokens from the lower half of the vocabulary.
+        Func<Tensor, Tensor, Tensor> Reward(GptSharp.Tokenization.GptTokenizer t) => (sequences, last) =>
+            (sequences < t.VocabSize / 2).to(ScalarType.Float32).mean([1]);
+        var ppo = new PpoConfig { RolloutPrompts = 8, Epochs = 2, MiniBatch = 4, MaxNewTokens = 6 };
+        var training = new TrainingConfig { Steps = 16, BatchSize = 4, LearningRate = 1e-3, WarmupSteps = 0, MinLrRatio = 1, WeightDecay = 0, EvalEvery = 1000, CheckpointEvery = 1000 };
+        string[] prompts = ["寫一首詩", "寫一個字", "春曉"];
+
+        var straight = new List<double>();
+        var whole = PpoRun.Execute(dir.File("sft"), dir.File("reward"), prompts, ppo, training, dir.File("straight"), programReward: Reward, onStep: m => straight.Add(m.Loss));
+        var halves = new List<double>();
+        var first = PpoRun.Execute(dir.File("sft"), dir.File("reward"), prompts, ppo, training, dir.File("halves"), programReward: Reward, onStep: m => halves.Add(m.Loss), untilStep: 8);
+        Assert.Equal("2", Checkpoint.ReadState(dir.File("halves")).DataPosition); // 4 steps per rollout: the next is the third
+        var second = PpoRun.Execute(dir.File("sft"), dir.File("reward"), prompts, ppo, training, dir.File("halves"), programReward: Reward, onStep: m => halves.Add(m.Loss), resume: true);
+        Assert.Equal(straight, halves);
+        Assert.Equal(whole.Rollouts.Select(r => r.MeanScore), first.Rollouts.Concat(second.Rollouts).Select(r => r.MeanScore));
+    }
+
+    [Fact]
+    public void PtxAddsTheWeightedPretrainingLoss()
+    {
+        using var scope = NewDisposeScope();
+        torch.manual_seed(4);
+        var config = GptConfig.Gpt2(64, context: 16, layers: 1, heads: 2, width: 16);
+        using var model = new ActorCritic(new Gpt(config), new RewardModel(config));
+        var sequences = randint(0, 64, [2, 10], dtype: ScalarType.Int64);
+        var positions = tensor(new long[] { 4, 5, 6, 4, 5, 6 }, [2, 3]);
+        var tokens = sequences.gather(1, positions + 1);
+        var mask = ones(2, 3);
+        Tensor oldLogp;
+        using (no_grad()) oldLogp = PpoExperience.ResponseLogProbabilities(model.Actor, sequences, positions, tokens, 0.7);
+        var inputs = randint(0, 64, [2, 8], dtype: ScalarType.Int64);
+        var targets = randint(0, 64, [2, 8], dtype: ScalarType.Int64);
+        var batch = new PpoBatch(sequences, positions, tokens, mask, oldLogp, zeros(2, 3), ones(2, 3), zeros(2, 3), inputs, targets);
+        model.eval();
+        double without = PpoExperience.Objective(model, new PpoConfig())(batch).Loss.item<float>();
+        double with = PpoExperience.Objective(model, new PpoConfig { PtxCoefficient = 0.5 })(batch).Loss.item<float>();
+        double lm = Gpt.Loss(model.Actor.forward(inputs), targets).item<float>();
+        Assert.Equal(without + 0.5 * lm, with, 4);
+    }
+
     static string SaveAndPath(TempDirectory dir, Gpt model)
     {
         Checkpoint.Save(dir.File("init"), model, null, new TrainingState(0, "0:0", "", ""));

@@ -28,6 +28,12 @@ sealed class PpoSettings : CommonSettings
     [CommandOption("--max-tokens")] public int MaxTokens { get; init; } = 64;
     [CommandOption("--temperature")] [Description("Rollout sampling temperature (log-probabilities are taken at it too).")]
     public double Temperature { get; init; } = 0.7;
+    [CommandOption("--resume")] [Description("Continue the run folder's checkpoint (from the rollout after the one it saved).")]
+    public bool Resume { get; init; }
+    [CommandOption("--ptx")] [Description("Pretraining-mix (PPO-ptx) loss weight; needs --ptx-data.")]
+    public double Ptx { get; init; }
+    [CommandOption("--ptx-data")] [Description("Token shards (from `data prepare`) for the ptx loss.")]
+    public string? PtxData { get; init; }
     [CommandOption("--entropy")] public double Entropy { get; init; }
     [CommandOption("--seed")] public long Seed { get; init; } = 1337;
     [CommandOption("--scorer")] [Description("`reward-model` (default) or `form`: 1 for a regular poem, else 0 (a program, not a learned reward).")]
@@ -44,7 +50,7 @@ sealed class PpoCommand : Command<PpoSettings>
         var ppo = new PpoConfig
         {
             RolloutPrompts = s.RolloutPrompts, Epochs = s.Epochs, MiniBatch = s.MiniBatch, MaxNewTokens = s.MaxTokens,
-            KlCoefficient = s.Kl, Temperature = s.Temperature, RewardKl = s.KlEstimator, EntropyCoefficient = s.Entropy,
+            KlCoefficient = s.Kl, Temperature = s.Temperature, RewardKl = s.KlEstimator, EntropyCoefficient = s.Entropy, PtxCoefficient = s.Ptx,
         };
         var training = new TrainingConfig
         {
@@ -68,7 +74,7 @@ sealed class PpoCommand : Command<PpoSettings>
                     "form" => FormScore.Reward,
                     _ => throw new ArgumentException($"--scorer {s.Scorer}: expected reward-model or form."),
                 },
-                cancellation: cancellation);
+                cancellation: cancellation, resume: s.Resume, ptxData: s.PtxData);
             return report;
         });
         var first = report.Rollouts.Take(3).Average(r => r.MeanScore);

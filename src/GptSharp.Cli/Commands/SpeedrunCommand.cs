@@ -34,14 +34,21 @@ sealed class SpeedrunSettings : CommonSettings
     [CommandOption("--reward-steps")]
     public int RewardSteps { get; init; } = 800;
 
+    [CommandOption("--ppo-steps")]
+    public int PpoSteps { get; init; } = 200;
+
     [CommandOption("--dpo-steps")]
     public int DpoSteps { get; init; } = 200;
+
+    [CommandOption("--score-prompts")]
+    [Description("Held-out titles for the verifiable form score of the SFT, PPO and DPO models.")]
+    public int ScorePrompts { get; init; } = 200;
 
     [CommandOption("--device")]
     public string Device { get; init; } = "cpu";
 
     [CommandOption("--from")]
-    [Description("Rerun from this stage on (tokenizer, data, pretrain, sft, reward, dpo), discarding its done-marker and those after it.")]
+    [Description("Rerun from this stage on (tokenizer, data, pretrain, sft, reward, ppo, dpo, score), discarding its done-marker and those after it.")]
     public string? From { get; init; }
 }
 
@@ -51,7 +58,7 @@ sealed class SpeedrunSettings : CommonSettings
 /// </summary>
 sealed class SpeedrunCommand : Command<SpeedrunSettings>
 {
-    static readonly string[] Stages = ["tokenizer", "data", "pretrain", "sft", "reward", "dpo"];
+    static readonly string[] Stages = ["tokenizer", "data", "pretrain", "sft", "reward", "ppo", "dpo", "score"];
     static readonly string[] SampleQuestions = ["《靜夜思》的作者是誰？", "寫一首詩，題為《春曉》。", "請接下句：白日依山盡，"];
     static readonly string[] SamplePrompts = ["床前明月光", "白日依山盡", "春眠不覺曉"];
 
@@ -125,17 +132,33 @@ sealed class SpeedrunCommand : Command<SpeedrunSettings>
             return new { report.TrainConversations, report.HeldOutConversations, report.Training.FinalLoss, report.Training.FinalValLoss, report.Training.Seconds };
         });
 
+        string rewardDir = Path.Combine(settings.RunDir, "reward");
         RunStage(settings, "reward", () =>
         {
             var data = BuiltInDatasets.Build();
             var training = new TrainingConfig { Steps = settings.RewardSteps, LearningRate = 1e-3, WarmupSteps = 20, WeightDecay = 0, EvalEvery = 200, CheckpointEvery = 200 };
-            string rewardDir = Path.Combine(settings.RunDir, "reward");
             bool resume = Checkpoint.Find(rewardDir) is not null;
             var report = ProgressDisplay.Run("reward", training.Steps, "steps", settings.Quiet, progress =>
                 RewardRun.Execute(sftDir, data.TrainPairs, data.HeldOutPairs, training, rewardDir, resume, runtime.Device,
                     onStart: start => progress(start), onStep: m => progress(m.Step)));
             AnsiConsole.MarkupLine($"reward model: held-out pairwise accuracy {100 * report.HeldOutAccuracy:F1}% over {report.HeldOutPairs:N0} pairs");
             return new { report.TrainPairs, report.HeldOutPairs, report.HeldOutAccuracy, report.HeldOutLoss, report.Training.Seconds };
+        });
+
+        string ppoDir = Path.Combine(settings.RunDir, "ppo");
+        RunStage(settings, "ppo", () =>
+        {
+            // RLHF against the learned reward model, on the built-in poem prompts.
+            var prompts = BuiltInDatasets.Build().TrainChats.Select(c => c[0].Content).Where(q => q.StartsWith("寫一首詩", StringComparison.Ordinal)).ToList();
+            var ppo = new PpoConfig { MaxNewTokens = 64 };
+            var training = new TrainingConfig { Steps = settings.PpoSteps, BatchSize = ppo.MiniBatch, LearningRate = 2e-5, WarmupSteps = 0, MinLrRatio = 1, WeightDecay = 0, EvalEvery = settings.PpoSteps, CheckpointEvery = 48 };
+            bool resume = Checkpoint.Find(ppoDir) is not null;
+            var report = ProgressDisplay.Run("ppo", training.Steps, "steps", settings.Quiet, progress =>
+                PpoRun.Execute(sftDir, rewardDir, prompts, ppo, training, ppoDir, runtime.Device, onStep: m => progress(m.Step), resume: resume));
+            var rollouts = report.Rollouts;
+            double first = rollouts.Take(3).Average(r => r.MeanScore), last = rollouts.TakeLast(3).Average(r => r.MeanScore);
+            AnsiConsole.MarkupLine($"ppo: mean reward {first:F2} → {last:F2} over {rollouts.Count} rollouts, final KL {rollouts[^1].MeanKl:F2}");
+            return new { rollouts = rollouts.Count, firstReward = first, lastReward = last, finalKl = rollouts[^1].MeanKl, report.Training.Seconds };
         });
 
         RunStage(settings, "dpo", () =>
@@ -151,13 +174,33 @@ sealed class SpeedrunCommand : Command<SpeedrunSettings>
             return new { report.TrainPairs, report.HeldOutPairs, report.HeldOutLoss, report.HeldOutPreferenceAccuracy, report.Training.Seconds };
         });
 
-        var (chatModel, chatState) = Checkpoint.LoadModel(sftDir);
+        RunStage(settings, "score", () =>
+        {
+            // The verifiable task: the share of regular poems over fixed held-out titles, same seeds for every model.
+            var prompts = FormScore.Prompts(settings.ScorePrompts);
+            var table = new Table().AddColumns("model", "regular poems", "share");
+            var shares = new Dictionary<string, double>();
+            foreach (var (name, dir) in new[] { ("sft", sftDir), ("ppo", Path.Combine(ppoDir, PpoRun.PolicyFolder)), ("dpo", Path.Combine(settings.RunDir, "dpo")) })
+            {
+                var (policy, policyState) = Checkpoint.LoadModel(dir);
+                using (policy)
+                {
+                    var score = ProgressDisplay.Run($"score {name}", double.NaN, "", settings.Quiet, (Action<double> _) => FormScore.Measure(policy, GptTokenizer.Load(policyState.Tokenizer), prompts));
+                    shares[name] = score.Share;
+                    table.AddRow(name, $"{score.Regular}/{score.Prompts}", $"{score.Share:P1}");
+                }
+            }
+            AnsiConsole.Write(table);
+            return shares;
+        });
+
+        var (chatModel, chatState) = Checkpoint.LoadModel(Path.Combine(ppoDir, PpoRun.PolicyFolder));
         using (chatModel)
         {
             var tokenizer = GptTokenizer.Load(chatState.Tokenizer);
             var template = new ChatTemplate(tokenizer);
             var generator = new TokenGenerator(chatModel);
-            AnsiConsole.MarkupLine("[bold]Chats with the fine-tuned model[/] (temperature 0.7):");
+            AnsiConsole.MarkupLine("[bold]Chats with the RLHF (PPO) model[/] (temperature 0.7):");
             foreach (string question in SampleQuestions)
             {
                 var answer = generator.Generate([template.RenderPrompt([new ChatMessage(ChatRoles.User, question)])],

@@ -29,6 +29,12 @@ public sealed record PpoConfig
     public double ValueCoefficient { get; init; } = 0.5;
     public double EntropyCoefficient { get; init; } = 0.0;
     public bool WhitenAdvantages { get; init; } = true;
+    /// <summary>Weight of the pretraining-mix (ptx) loss, InstructGPT's PPO-ptx: next-token loss on pretraining text
+    /// added to every minibatch so the policy keeps its language while it chases reward. 0 turns it off.</summary>
+    public double PtxCoefficient { get; init; }
+
+    /// <summary>Optimiser steps one rollout gives: epochs × minibatches.</summary>
+    public int StepsPerRollout => Epochs * ((RolloutPrompts + MiniBatch - 1) / MiniBatch);
 }
 
 /// <summary>The policy being trained and its value function, optimised together.</summary>
@@ -50,9 +56,10 @@ public sealed class ActorCritic : nn.Module<Tensor, Tensor>
 }
 
 /// <summary>One minibatch of experience: sequences (B, T) and, over each response (B, R), the indices of the logits
-/// that predict its tokens, the tokens, the mask and the rollout's old log-probabilities, values, advantages, returns.</summary>
+/// that predict its tokens, the tokens, the mask and the rollout's old log-probabilities, values, advantages, returns.
+/// With ptx on, it also carries a pretraining batch (inputs and next-token targets).</summary>
 public sealed record PpoBatch(Tensor Sequences, Tensor Positions, Tensor Tokens, Tensor Mask,
-    Tensor OldLogProbabilities, Tensor OldValues, Tensor Advantages, Tensor Returns);
+    Tensor OldLogProbabilities, Tensor OldValues, Tensor Advantages, Tensor Returns, Tensor? PtxInputs = null, Tensor? PtxTargets = null);
 
 /// <summary>What one rollout looked like.</summary>
 public sealed record RolloutStats(int Iteration, double MeanScore, double MeanKl, double MeanResponseLength);
@@ -75,20 +82,34 @@ public sealed class PpoExperience : IBatchSource<PpoBatch>, IDisposable
     readonly long _seed;
     readonly Queue<PpoBatch> _queue = new();
     readonly List<Tensor> _owned = [];
+    readonly Data.TokenBatchLoader? _ptx;
     int _iteration;
 
     /// <param name="score">Scores whole sequences (B, T) at their last token index (B) → (B): a reward model's
     /// <see cref="RewardModel.Score"/>, or a program that checks the answer.</param>
     public PpoExperience(ActorCritic model, Gpt reference, Func<Tensor, Tensor, Tensor> score, GptTokenizer tokenizer, IReadOnlyList<string> prompts,
-        PpoConfig config, Device device, long seed, int iteration = 0)
+        PpoConfig config, Device device, long seed, int iteration = 0, Data.TokenBatchLoader? ptx = null)
     {
         if (prompts.Count == 0) throw new ArgumentException("PPO needs at least one prompt.", nameof(prompts));
-        (_model, _reference, _score, _tokenizer, _prompts, _config, _device, _seed, _iteration) = (model, reference, score, tokenizer, prompts, config, device, seed, iteration);
+        if (config.PtxCoefficient > 0 && ptx is null) throw new ArgumentException("A ptx coefficient needs pretraining batches.", nameof(ptx));
+        (_model, _reference, _score, _tokenizer, _prompts, _config, _device, _seed, _iteration, _ptx) = (model, reference, score, tokenizer, prompts, config, device, seed, iteration, ptx);
+    }
+
+    /// <summary>Parses <see cref="Position"/>: the next rollout's iteration and, with ptx, the pretraining loader's position.</summary>
+    public static (int Iteration, Data.LoaderPosition Ptx) ParsePosition(string position)
+    {
+        var parts = position.Split(';');
+        if (!int.TryParse(parts[0], out int iteration)) throw new InvalidDataException($"PPO position '{position}': expected 'iteration' or 'iteration;epoch:cursor'.");
+        return (iteration, parts.Length > 1 ? ShardBatchSource.Parse(parts[1]) : default);
     }
 
     /// <summary>Statistics of every rollout so far.</summary>
     public List<RolloutStats> Rollouts { get; } = [];
-    public string Position => _iteration.ToString();
+    /// <summary>
+    /// The next rollout's iteration (and the ptx loader's position). Checkpoints fall on rollout boundaries (see
+    /// <see cref="PpoConfig.StepsPerRollout"/>), where this resumes exactly; a run stopped mid-rollout resumes at the next one.
+    /// </summary>
+    public string Position => _ptx is null ? _iteration.ToString() : $"{_iteration};{ShardBatchSource.Format(_ptx.Position)}";
 
     public PpoBatch Next()
     {
@@ -158,8 +179,16 @@ public sealed class PpoExperience : IBatchSource<PpoBatch>, IDisposable
             foreach (var chunk in order.Chunk(_config.MiniBatch))
             {
                 var index = tensor(chunk.Select(i => (long)i).ToArray(), device: _device);
+                Tensor? ptxInputs = null, ptxTargets = null;
+                if (_ptx is not null)
+                {
+                    var text = _ptx.Next();
+                    ptxInputs = Own(tensor(text.Inputs, [text.BatchSize, text.SequenceLength], device: _device));
+                    ptxTargets = Own(tensor(text.Targets, [text.BatchSize, text.SequenceLength], device: _device));
+                }
                 var batch = new PpoBatch(Own(seq.index_select(0, index)), Own(pos.index_select(0, index)), Own(tok.index_select(0, index)), Own(m.index_select(0, index)),
-                    Own(oldLogp.index_select(0, index)), Own(values.index_select(0, index)), Own(advantages.index_select(0, index)), Own(returns.index_select(0, index)));
+                    Own(oldLogp.index_select(0, index)), Own(values.index_select(0, index)), Own(advantages.index_select(0, index)), Own(returns.index_select(0, index)),
+                    ptxInputs, ptxTargets);
                 _queue.Enqueue(batch);
             }
         }
@@ -189,7 +218,7 @@ public sealed class PpoExperience : IBatchSource<PpoBatch>, IDisposable
         return temperature == 1.0 ? atPositions : atPositions / temperature;
     }
 
-    /// <summary>PPO's loss for one minibatch: clipped policy loss + c_v · clipped value loss − c_e · entropy.</summary>
+    /// <summary>PPO's loss for one minibatch: clipped policy loss + c_v · clipped value loss − c_e · entropy (+ c_ptx · pretraining loss).</summary>
     public static Func<PpoBatch, ObjectiveOutput> Objective(ActorCritic model, PpoConfig config) => batch =>
     {
         var atPositions = ResponseLogits(model.Actor, batch.Sequences, batch.Positions, config.Temperature);
@@ -199,6 +228,8 @@ public sealed class PpoExperience : IBatchSource<PpoBatch>, IDisposable
         var valueLoss = PpoMath.ValueLoss(values, batch.OldValues, batch.Returns, batch.Mask, config.ValueClip);
         var loss = policyLoss + config.ValueCoefficient * valueLoss;
         if (config.EntropyCoefficient > 0) loss = loss - config.EntropyCoefficient * PpoMath.Entropy(atPositions, batch.Mask);
+        if (config.PtxCoefficient > 0 && batch.PtxInputs is not null)
+            loss = loss + config.PtxCoefficient * Gpt.Loss(model.Actor.forward(batch.PtxInputs), batch.PtxTargets!);
         return new ObjectiveOutput(loss, (long)batch.Mask.sum().item<float>());
     };
 

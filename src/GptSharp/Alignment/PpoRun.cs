@@ -20,11 +20,19 @@ public static class PpoRun
     public const string RolloutFile = "ppo.jsonl";
 
     /// <param name="programReward">When given, scores rollouts instead of the reward model (which still starts the critic).</param>
+    /// <param name="resume">Continue the run folder's checkpoint (at the rollout after the one it saved).</param>
+    /// <param name="ptxData">Token shards (from <c>data prepare</c>) for the pretraining-mix loss, needed when <see cref="PpoConfig.PtxCoefficient"/> &gt; 0.</param>
+    /// <param name="untilStep">Stop there (with a checkpoint) on the full run's schedule.</param>
     public static PpoReport Execute(string sftRun, string rewardRun, IReadOnlyList<string> prompts, PpoConfig ppo, TrainingConfig training,
         string runDirectory, string device = "cpu", Action<RolloutStats>? onRollout = null, Action<StepMetrics>? onStep = null,
-        Func<GptTokenizer, Func<Tensor, Tensor, Tensor>>? programReward = null, CancellationToken cancellation = default)
+        Func<GptTokenizer, Func<Tensor, Tensor, Tensor>>? programReward = null, CancellationToken cancellation = default,
+        bool resume = false, string? ptxData = null, int? untilStep = null)
     {
+        // Checkpoints on rollout boundaries, where a resume continues exactly.
+        int perRollout = ppo.StepsPerRollout;
+        training = training with { CheckpointEvery = Math.Max(1, (int)Math.Round(training.CheckpointEvery / (double)perRollout)) * perRollout };
         training.Validate();
+        if (ppo.PtxCoefficient > 0 && ptxData is null) throw new ArgumentException("--ptx needs --ptx-data: token shards from `data prepare`.", nameof(ptxData));
         var torchDevice = torch.device(device);
         var (actor, sft) = Checkpoint.LoadModel(sftRun);
         var (reference, _) = Checkpoint.LoadModel(sftRun);
@@ -41,11 +49,25 @@ public static class PpoRun
         foreach (var p in reference.parameters().Concat(reward.parameters())) p.requires_grad = false;
 
         var tokenizer = GptTokenizer.Load(sft.Tokenizer);
-        if (Checkpoint.Find(runDirectory) is not null)
-            throw new InvalidOperationException($"Run folder '{runDirectory}' already has a checkpoint; choose another run folder.");
-        Checkpoint.WriteRunConfig(runDirectory, new { objective = "ppo", scorer = programReward is null ? "reward model" : "program", sft = Path.GetFullPath(sftRun), reward = Path.GetFullPath(rewardRun), ppo, training, tokenizer = sft.Tokenizer, prompts = prompts.Count });
+        int startStep = 0;
+        (int Iteration, Data.LoaderPosition Ptx) position = default;
+        if (resume)
+        {
+            var saved = Checkpoint.ReadState(runDirectory);
+            startStep = saved.Step;
+            position = PpoExperience.ParsePosition(saved.DataPosition);
+        }
+        else
+        {
+            if (Checkpoint.Find(runDirectory) is not null)
+                throw new InvalidOperationException($"Run folder '{runDirectory}' already has a checkpoint: resume it, or choose another run folder.");
+            Checkpoint.WriteRunConfig(runDirectory, new { objective = "ppo", scorer = programReward is null ? "reward model" : "program", sft = Path.GetFullPath(sftRun), reward = Path.GetFullPath(rewardRun), ppo, training, tokenizer = sft.Tokenizer, prompts = prompts.Count, ptxData });
+        }
         torch.manual_seed(training.Seed);
-        using var experience = new PpoExperience(model, reference, programReward?.Invoke(tokenizer) ?? reward.Score, tokenizer, prompts, ppo, torchDevice, training.Seed);
+        using var ptxShard = ptxData is null ? null : new Data.MappedTokenShard(Path.Combine(ptxData, Data.ShardSummary.TrainFile));
+        var ptxLoader = ptxShard is null ? null : new Data.TokenBatchLoader(ptxShard, ppo.MiniBatch, actor.Config.ContextLength, training.Seed, position.Ptx);
+        using var experience = new PpoExperience(model, reference, programReward?.Invoke(tokenizer) ?? reward.Score, tokenizer, prompts, ppo, torchDevice, training.Seed,
+            position.Iteration, ptxLoader);
         string rolloutLog = Path.Combine(runDirectory, RolloutFile);
         int seen = 0;
         var trainer = new Trainer<PpoBatch>(model, actor.Config, training, runDirectory, sft.Tokenizer, PpoExperience.Objective(model, ppo), experience)
@@ -62,7 +84,8 @@ public static class PpoRun
                 onStep?.Invoke(m);
             },
         };
-        var result = trainer.Run(cancellation: cancellation);
+        if (resume) trainer.Resume();
+        var result = trainer.Run(startStep, untilStep, cancellation);
         Checkpoint.Save(Path.Combine(runDirectory, PolicyFolder), actor, null, new TrainingState(result.StepsDone, "0:0", "", sft.Tokenizer));
         return new PpoReport(result, experience.Rollouts);
     }
