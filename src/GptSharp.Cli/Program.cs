@@ -39,6 +39,8 @@ app.Configure(config =>
         .WithExample("ppo", "--sft", "runs/tiny-sft", "--reward", "runs/tiny-reward", "--run-dir", "runs/tiny-ppo");
     config.AddCommand<DpoCommand>("dpo").WithDescription("Direct Preference Optimization of an SFT run on preference pairs (frozen SFT reference).")
         .WithExample("dpo", "--from", "runs/tiny-sft", "--data", "builtin", "--run-dir", "runs/tiny-dpo");
+    config.AddCommand<EvalCommand>("eval").WithDescription("Zero- and few-shot accuracy per task and k (multiple choice by log-likelihood), and bits per byte per corpus.")
+        .WithExample("eval", "--run-dir", "runs/tiny,runs/tiny-sft", "--tasks", "next-line,author,spam", "--shots", "0,1,2,4,8");
     config.AddBranch("bert", bert =>
     {
         bert.SetDescription("BERT: a bidirectional encoder pretrained by cloze (masked LM), then fine-tuned to classify.");

@@ -1,0 +1,136 @@
+using GptSharp.Evaluation;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace GptSharp.Tests;
+
+public class EvaluationTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedTokenizerFixture>
+{
+    static EvalTask Toy(int poolSize, string queryContext = "Q: 1+1=") => new("toy", "toy",
+        [new EvalItem(queryContext, [" 2", " 3"], 0), new EvalItem("Q: 2+2=", [" 4", " 5"], 0)],
+        [.. Enumerable.Range(0, poolSize).Select(i => new EvalItem($"Q: {i}+0=", [$" {i}", " x"], 0)), new EvalItem(queryContext, [" 2", " 3"], 0)]);
+
+    [Fact]
+    public void PromptsHoldKWorkedExamplesThenTheQueryAndNeverTheQueryItself()
+    {
+        var task = Toy(poolSize: 5);
+        Assert.Equal("Q: 1+1=", Evaluator.Prompt(task, 0, shots: 0));
+        for (int seed = 0; seed < 50; seed++)
+        {
+            string prompt = Evaluator.Prompt(task, 0, shots: 5, seed);
+            var parts = prompt.Split("\n\n");
+            Assert.Equal(6, parts.Length);
+            Assert.Equal("Q: 1+1=", parts[^1]);
+            // The pool also holds the query's own item: with 5 of 6 pool items drawn, it must still never appear as a shot.
+            Assert.All(parts[..^1], shot => Assert.Matches(@"^Q: \d\+0= \d$", shot));
+            Assert.Equal(5, parts[..^1].Distinct().Count());
+        }
+        Assert.Equal(Evaluator.Prompt(task, 1, 3, seed: 7), Evaluator.Prompt(task, 1, 3, seed: 7));
+        Assert.Throws<ArgumentOutOfRangeException>(() => Evaluator.Prompt(task, 0, shots: 6));
+    }
+
+    [Fact]
+    public void ChoicesAreScoredBySummedAndPerTokenLogLikelihood()
+    {
+        var tokenizer = fixture.Tokenizer;
+        int favoured = tokenizer.Encode("光").Single(), other = tokenizer.Encode("月").Single();
+        int v = tokenizer.VocabSize;
+        // Hand-made logits: every position gives 光 a logit of 5 and everything else 0.
+        Tensor Logits(Tensor tokens)
+        {
+            var logits = zeros(tokens.shape[0], tokens.shape[1], v);
+            logits[.., .., favoured] = tensor(5f);
+            return logits;
+        }
+        var evaluator = new Evaluator(Logits, tokenizer, contextLength: 16);
+        double high = 5 - Math.Log(Math.Exp(5) + v - 1), low = -Math.Log(Math.Exp(5) + v - 1);
+        var (sums, tokens) = evaluator.ChoiceLogLikelihoods("床前明月", ["光", "月", "光光光"]);
+        Assert.Equal([1, 1, 3], tokens);
+        Assert.Equal(high, sums[0], 4);
+        Assert.Equal(low, sums[1], 4);
+        Assert.Equal(3 * high, sums[2], 4);
+
+        // Summed picks the single 光 (index 0); per token ties it with 光光光, and the first wins.
+        var task = new EvalTask("t", "t", [new EvalItem("床前明月", ["月", "光光光", "光"], 2)], []);
+        var score = evaluator.Score(task, shots: 0);
+        Assert.Equal(1.0, score.Accuracy);
+        Assert.Equal(0.0, score.NormalizedAccuracy);
+        Assert.Equal(1.0 / 3, score.Chance, 6);
+
+        // Bits per byte under these logits: every predicted token costs −log p exactly.
+        string text = "月月月";
+        var (bpb, perplexity, count) = evaluator.BitsPerByte([text]);
+        int predicted = tokenizer.Encode(text).Length;
+        Assert.Equal(predicted, count);
+        Assert.Equal(-low * predicted / Math.Log(2) / System.Text.Encoding.UTF8.GetByteCount(text), bpb, 4);
+        Assert.Equal(Math.Exp(-low), perplexity, 2);
+    }
+
+    [Fact]
+    public void GenerativeItemsAreExactMatchAfterNormalisation()
+    {
+        Assert.Equal("李 白", Evaluator.Normalise("  李 白。 "));
+        Assert.Equal("george washington", Evaluator.Normalise("George  Washington."));
+        var tokenizer = fixture.Tokenizer;
+        int answer = tokenizer.Encode("光").Single();
+        Tensor Logits(Tensor tokens)
+        {
+            var logits = zeros(tokens.shape[0], tokens.shape[1], tokenizer.VocabSize);
+            logits[.., .., answer] = tensor(5f);
+            logits[.., -1, answer] = tokens[0, -1].item<long>() == answer ? tensor(0f) : tensor(5f);
+            logits[.., -1, tokenizer.EosId] = tokens[0, -1].item<long>() == answer ? tensor(9f) : tensor(0f);
+            return logits;
+        }
+        var evaluator = new Evaluator(Logits, tokenizer, 16);
+        var task = new EvalTask("g", "g", [new EvalItem("床前明月", Expected: "光。"), new EvalItem("春眠不覺", Expected: "曉")], []);
+        var score = evaluator.Score(task, 0);
+        Assert.Equal(0.5, score.Accuracy);
+        Assert.Equal(0, score.Chance);
+    }
+
+    [Fact]
+    public void TaskFilesAreReadWithErrorsThatNameTheLine()
+    {
+        using var dir = new TempDirectory();
+        string path = dir.File("task.jsonl");
+        File.WriteAllLines(path, [
+            """{"split":"shot","context":"1+1=","choices":["2","3"],"answer":0}""",
+            """{"context":"2+2=","choices":["4","5"],"answer":0}""",
+            """{"context":"capital of France:","answer":"Paris"}""",
+        ]);
+        var task = EvalTask.Load(path);
+        Assert.Equal(2, task.Items.Count);
+        Assert.Single(task.ShotPool);
+        Assert.Equal("Paris", task.Items[1].Target);
+
+        void Bad(string line, string expected)
+        {
+            File.WriteAllLines(path, ["""{"context":"ok","answer":"fine"}""", line]);
+            var error = Assert.Throws<InvalidDataException>(() => EvalTask.Load(path));
+            Assert.Contains($"{path}:2:", error.Message);
+            Assert.Contains(expected, error.Message);
+        }
+        Bad("{not json", "malformed JSON");
+        Bad("""{"answer":0,"choices":["a","b"]}""", "'context'");
+        Bad("""{"context":"x","choices":["a","b"],"answer":2}""", "index of the right choice");
+        Bad("""{"context":"x","choices":["a"],"answer":0}""", "at least two");
+        Bad("""{"context":"x","answer":"y","split":"train"}""", "'split'");
+    }
+
+    [Fact]
+    public void BuiltInTasksQueryHeldOutDocumentsAndDrawShotsFromTheRest()
+    {
+        foreach (string name in BuiltInTasks.Names)
+        {
+            var task = BuiltInTasks.Build(name, items: 30);
+            Assert.Equal(30, task.Items.Count);
+            Assert.True(task.ShotPool.Count >= 8, $"{name}: {task.ShotPool.Count} shots");
+            Assert.All(task.Items, i => Assert.InRange(i.Answer, 0, i.Choices!.Count - 1));
+            Assert.Empty(task.Items.Select(i => i.Context).Intersect(task.ShotPool.Select(s => s.Context)));
+            Assert.Equal(BuiltInTasks.Build(name, items: 30).Items.Select(i => i.Context), task.Items.Select(i => i.Context)); // deterministic
+        }
+        Assert.Equal(0.25, BuiltInTasks.Build("author", 30).Chance, 6);
+        Assert.Equal(0.5, BuiltInTasks.Build("spam", 30).Chance, 6);
+        Assert.Throws<ArgumentException>(() => BuiltInTasks.Build("nope"));
+    }
+}
