@@ -41,6 +41,8 @@ app.Configure(config =>
         .WithExample("dpo", "--from", "runs/tiny-sft", "--data", "builtin", "--run-dir", "runs/tiny-dpo");
     config.AddCommand<EvalCommand>("eval").WithDescription("Zero- and few-shot accuracy per task and k (multiple choice by log-likelihood), and bits per byte per corpus.")
         .WithExample("eval", "--run-dir", "runs/tiny,runs/tiny-sft", "--tasks", "next-line,author,spam", "--shots", "0,1,2,4,8");
+    config.AddCommand<ReportCommand>("report").WithDescription("Write a speedrun's report card: report.md with loss, k-shot, PPO and form-score plots, metrics, commands, timings.")
+        .WithExample("report", "--run-dir", "runs/speedrun");
     config.AddBranch("bert", bert =>
     {
         bert.SetDescription("BERT: a bidirectional encoder pretrained by cloze (masked LM), then fine-tuned to classify.");

@@ -134,3 +134,41 @@ public class EvaluationTests(TrainedTokenizerFixture fixture) : IClassFixture<Tr
         Assert.Throws<ArgumentException>(() => BuiltInTasks.Build("nope"));
     }
 }
+
+public class ReportCardTests
+{
+    [Fact]
+    public void ReportCardGathersStagesPlotsAndScores()
+    {
+        using var dir = new TempDirectory();
+        string run = dir.File("speedrun");
+        void Done(string stage, double seconds, object outputs)
+        {
+            Directory.CreateDirectory(Path.Combine(run, stage));
+            File.WriteAllText(Path.Combine(run, stage, "done.json"), System.Text.Json.JsonSerializer.Serialize(new { stage, seconds, outputs }));
+        }
+        Done("pretrain", 279.4, new { FinalValLoss = 5.24, StepsDone = 1500 });
+        Done("ppo", 61, new { firstReward = 6.2, lastReward = 17.0 });
+        Done("score", 66, new Dictionary<string, double> { ["sft"] = 0.57, ["ppo"] = 0.70, ["dpo"] = 0.525 });
+        File.WriteAllLines(Path.Combine(run, "pretrain", "metrics.jsonl"), Enumerable.Range(1, 5).Select(s => $$"""{"step":{{s}},"loss":{{6 - 0.2 * s}},"valLoss":{{(s == 5 ? "5.1" : "null")}}}"""));
+        File.WriteAllLines(Path.Combine(run, "ppo", "ppo.jsonl"), Enumerable.Range(0, 4).Select(i => $$"""{"step":{{4 * i}},"iteration":{{i}},"meanScore":{{i}},"meanKl":0.5,"meanResponseLength":40}"""));
+        var eval = new EvalReport("x", [new TaskScore("author", 0, 0.29, 0.24, 0.25, 100), new TaskScore("author", 4, 0.33, 0.26, 0.25, 100)], [new CorpusScore("tang", 2.6, 195, 6855)]);
+        File.WriteAllText(Path.Combine(run, "pretrain", EvalRun.FileName), System.Text.Json.JsonSerializer.Serialize(eval, GptSharp.Training.Checkpoint.Json));
+
+        string path = ReportCard.Write(run);
+        string report = File.ReadAllText(path);
+        Assert.Contains("| pretrain | 279 |", report);
+        Assert.Contains("| **total** | **406** |", report);
+        Assert.Contains("gptsharp ppo --sft RUN/sft", report);
+        Assert.Contains("| ppo | 70.0% |", report);
+        Assert.Contains("| author | 25% | 29.0% (24.0%) | 33.0% (26.0%) |", report);
+        Assert.Contains("tang 2.600 bits/byte", report);
+        foreach (string png in new[] { "pretrain/loss.png", "ppo.png", "form-score.png", "kshot-base.png" })
+        {
+            Assert.Contains($"]({png})", report);
+            var bytes = File.ReadAllBytes(Path.Combine(run, png));
+            Assert.Equal([0x89, (byte)'P', (byte)'N', (byte)'G'], bytes[..4]);
+        }
+        Assert.Throws<DirectoryNotFoundException>(() => ReportCard.Write(dir.File("missing")));
+    }
+}

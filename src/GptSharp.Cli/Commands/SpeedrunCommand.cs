@@ -2,6 +2,7 @@ using System.ComponentModel;
 using System.Text.Json;
 using GptSharp.Alignment;
 using GptSharp.Data;
+using GptSharp.Evaluation;
 using GptSharp.Inference;
 using GptSharp.Models;
 using GptSharp.Training;
@@ -44,11 +45,15 @@ sealed class SpeedrunSettings : CommonSettings
     [Description("Held-out titles for the verifiable form score of the SFT, PPO and DPO models.")]
     public int ScorePrompts { get; init; } = 200;
 
+    [CommandOption("--eval-items")]
+    [Description("Held-out items per evaluation task.")]
+    public int EvalItems { get; init; } = 100;
+
     [CommandOption("--device")]
     public string Device { get; init; } = "cpu";
 
     [CommandOption("--from")]
-    [Description("Rerun from this stage on (tokenizer, data, pretrain, sft, reward, ppo, dpo, score), discarding its done-marker and those after it.")]
+    [Description("Rerun from this stage on (tokenizer, data, pretrain, sft, reward, ppo, dpo, score, eval), discarding its done-marker and those after it.")]
     public string? From { get; init; }
 }
 
@@ -58,7 +63,7 @@ sealed class SpeedrunSettings : CommonSettings
 /// </summary>
 sealed class SpeedrunCommand : Command<SpeedrunSettings>
 {
-    static readonly string[] Stages = ["tokenizer", "data", "pretrain", "sft", "reward", "ppo", "dpo", "score"];
+    static readonly string[] Stages = ["tokenizer", "data", "pretrain", "sft", "reward", "ppo", "dpo", "score", "eval"];
     static readonly string[] SampleQuestions = ["《靜夜思》的作者是誰？", "寫一首詩，題為《春曉》。", "請接下句：白日依山盡，"];
     static readonly string[] SamplePrompts = ["床前明月光", "白日依山盡", "春眠不覺曉"];
 
@@ -193,6 +198,23 @@ sealed class SpeedrunCommand : Command<SpeedrunSettings>
             AnsiConsole.Write(table);
             return shares;
         });
+
+        RunStage(settings, "eval", () =>
+        {
+            // GPT-2/GPT-3: the same tasks zero- and few-shot, for the base, SFT and RLHF models alike.
+            var results = new Dictionary<string, object>();
+            foreach (var (name, dir) in new[] { ("base", pretrainDir), ("sft", sftDir), ("ppo", Path.Combine(ppoDir, PpoRun.PolicyFolder)) })
+            {
+                var report = ProgressDisplay.Run($"eval {name}", BuiltInTasks.Names.Count * 4, "scores", settings.Quiet, (Action<double> progress) =>
+                {
+                    int done = 0;
+                    return EvalRun.Execute(dir, BuiltInTasks.Names, [0, 1, 2, 4], ["tang", "sotu"], settings.EvalItems, onScore: _ => progress(++done));
+                });
+                foreach (var score in report.Tasks.Where(t => t.Shots is 0 or 4)) results[$"{name} {score.Task} {score.Shots}-shot"] = Math.Round(score.Accuracy, 3);
+            }
+            return results;
+        });
+        AnsiConsole.MarkupLine($"Report card: {Markup.Escape(ReportCard.Write(settings.RunDir))}");
 
         var (chatModel, chatState) = Checkpoint.LoadModel(Path.Combine(ppoDir, PpoRun.PolicyFolder));
         using (chatModel)

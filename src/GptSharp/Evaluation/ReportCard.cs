@@ -1,0 +1,147 @@
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using GptSharp.Interop;
+using GptSharp.Training;
+using ScottPlot;
+
+namespace GptSharp.Evaluation;
+
+/// <summary>
+/// The speedrun's report card: <c>report.md</c> with PNG plots — every stage's loss curve, k-shot accuracy against k
+/// per task (the GPT-3 picture), PPO's reward, KL and response length per rollout, the verifiable-task score of each
+/// model — a table of every metric with the command that reproduces it, wall time per stage, machine and versions.
+/// </summary>
+public static class ReportCard
+{
+    public const string FileName = "report.md";
+
+    /// <summary>The stages a speedrun folder may hold, in order, with the command that reproduces each.</summary>
+    public static readonly IReadOnlyList<(string Stage, string Command)> Stages =
+    [
+        ("tokenizer", "gptsharp tokenizer train --corpus tang,songci,sotu,brown,moby-dick --vocab-size 8192 --out RUN/tokenizer"),
+        ("data", "gptsharp data prepare --corpus tang --tokenizer RUN/tokenizer --out RUN/data"),
+        ("pretrain", "gptsharp pretrain --preset tiny --data RUN/data --run-dir RUN/pretrain --steps 1500"),
+        ("sft", "gptsharp sft --from RUN/pretrain --data builtin --run-dir RUN/sft --steps 400 --lr 1e-3"),
+        ("reward", "gptsharp reward --from RUN/sft --data builtin --run-dir RUN/reward --steps 800 --lr 1e-3"),
+        ("ppo", "gptsharp ppo --sft RUN/sft --reward RUN/reward --run-dir RUN/ppo --steps 200"),
+        ("dpo", "gptsharp dpo --from RUN/sft --data builtin --run-dir RUN/dpo --steps 200"),
+        ("score", "gptsharp form-score --run-dir RUN/sft,RUN/ppo/policy,RUN/dpo --prompts 200"),
+        ("eval", "gptsharp eval --run-dir RUN/pretrain,RUN/sft,RUN/ppo/policy --shots 0,1,2,4,8"),
+    ];
+
+    /// <summary>Writes <c>report.md</c> and its plots into <paramref name="runDirectory"/>; returns the report's path.</summary>
+    public static string Write(string runDirectory)
+    {
+        if (!Directory.Exists(runDirectory)) throw new DirectoryNotFoundException($"No run folder '{runDirectory}'.");
+        var md = new StringBuilder();
+        md.AppendLine("# GptSharp report card").AppendLine();
+        md.AppendLine($"Run folder `{Path.GetFullPath(runDirectory)}`, written {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC.").AppendLine();
+        md.AppendLine($"Machine: {SystemReport.CpuModel()}, {Environment.ProcessorCount} cores, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}; " +
+                      $".NET {Environment.Version}, TorchSharp {SystemReport.TorchSharpVersion}, libtorch {SystemReport.LibTorchVersion}.").AppendLine();
+
+        // Stages: wall time and outputs, with the command that reproduces each (RUN = this folder).
+        md.AppendLine("## Stages").AppendLine().AppendLine("| stage | seconds | metrics | command |").AppendLine("|---|---|---|---|");
+        double total = 0;
+        foreach (var (stage, command) in Stages)
+        {
+            string marker = Path.Combine(runDirectory, stage, "done.json");
+            if (!File.Exists(marker)) continue;
+            var done = JsonNode.Parse(File.ReadAllText(marker))!;
+            double seconds = done["seconds"]?.GetValue<double>() ?? 0;
+            total += seconds;
+            md.AppendLine($"| {stage} | {seconds:F0} | {Metrics(done["outputs"])} | `{command}` |");
+        }
+        md.AppendLine($"| **total** | **{total:F0}** | | `gptsharp speedrun --run-dir RUN` |").AppendLine();
+
+        // Loss curves of every training stage (each run keeps its own loss.png).
+        md.AppendLine("## Loss curves").AppendLine();
+        foreach (string stage in new[] { "pretrain", "sft", "reward", "ppo", "dpo" })
+        {
+            string dir = Path.Combine(runDirectory, stage);
+            if (!File.Exists(Path.Combine(dir, MetricsLog.FileName))) continue;
+            LossPlot.Write(dir, $"{stage} loss");
+            md.AppendLine($"![{stage} loss]({stage}/{LossPlot.FileName})").AppendLine();
+        }
+
+        string ppoLog = Path.Combine(runDirectory, "ppo", Alignment.PpoRun.RolloutFile);
+        if (File.Exists(ppoLog))
+        {
+            var rows = File.ReadLines(ppoLog).Select(l => JsonNode.Parse(l)!).ToList();
+            var plot = new Plot();
+            double[] x = [.. rows.Select(r => (double)r["iteration"]!.GetValue<int>())];
+            foreach (var (field, label) in new[] { ("meanScore", "mean reward"), ("meanKl", "KL to reference (nats/response)"), ("meanResponseLength", "response length (tokens)") })
+                plot.Add.ScatterLine(x, [.. rows.Select(r => r[field]!.GetValue<double>())]).LegendText = label;
+            plot.Title("PPO rollouts");
+            plot.XLabel("rollout");
+            plot.ShowLegend();
+            Save(plot, runDirectory, "ppo.png");
+            md.AppendLine("## PPO").AppendLine().AppendLine("![PPO rollouts](ppo.png)").AppendLine();
+        }
+
+        string scoreMarker = Path.Combine(runDirectory, "score", "done.json");
+        if (File.Exists(scoreMarker))
+        {
+            var shares = JsonNode.Parse(File.ReadAllText(scoreMarker))!["outputs"]!.AsObject().Select(kv => (kv.Key, kv.Value!.GetValue<double>())).ToList();
+            var plot = new Plot();
+            var bars = plot.Add.Bars(shares.Select(s => 100 * s.Item2).ToArray());
+            plot.Axes.Bottom.SetTicks([.. Enumerable.Range(0, shares.Count).Select(i => (double)i)], [.. shares.Select(s => s.Key)]);
+            plot.Axes.Margins(bottom: 0);
+            plot.Title("Verifiable task: regular poems (%)");
+            plot.YLabel("% of sampled poems with a regular form");
+            Save(plot, runDirectory, "form-score.png");
+            md.AppendLine("## Verifiable task").AppendLine().AppendLine("| model | regular poems |").AppendLine("|---|---|");
+            foreach (var (model, share) in shares) md.AppendLine($"| {model} | {Percent(share)} |");
+            md.AppendLine().AppendLine("![form score](form-score.png)").AppendLine();
+        }
+
+        var evals = new[] { ("base", "pretrain"), ("sft", "sft"), ("ppo", Path.Combine("ppo", Alignment.PpoRun.PolicyFolder)) }
+            .Select(m => (m.Item1, Path: Path.Combine(runDirectory, m.Item2, EvalRun.FileName))).Where(m => File.Exists(m.Path))
+            .Select(m => (Model: m.Item1, Report: JsonSerializer.Deserialize<EvalReport>(File.ReadAllText(m.Path), Checkpoint.Json)!)).ToList();
+        if (evals.Count > 0)
+        {
+            md.AppendLine("## Zero- and few-shot evaluation").AppendLine();
+            md.AppendLine("Accuracy by summed log-likelihood of each choice (per-token normalised in brackets); chance beside.").AppendLine();
+            foreach (var (model, report) in evals)
+            {
+                var shots = report.Tasks.Select(t => t.Shots).Distinct().Order().ToList();
+                md.AppendLine($"**{model}**").AppendLine().AppendLine($"| task | chance | {string.Join(" | ", shots.Select(k => $"{k}-shot"))} |")
+                  .AppendLine($"|---|---|{string.Concat(shots.Select(_ => "---|"))}");
+                foreach (var task in report.Tasks.GroupBy(t => t.Task))
+                    md.AppendLine($"| {task.Key} | {100 * task.First().Chance:F0}% | {string.Join(" | ", task.OrderBy(t => t.Shots).Select(t => $"{Percent(t.Accuracy)} ({Percent(t.NormalizedAccuracy)})"))} |");
+                md.AppendLine();
+                var plot = new Plot();
+                foreach (var task in report.Tasks.GroupBy(t => t.Task))
+                {
+                    var line = plot.Add.ScatterLine(task.Select(t => (double)t.Shots).ToArray(), task.Select(t => 100 * t.Accuracy).ToArray());
+                    line.LegendText = task.Key;
+                    line.MarkerSize = 6;
+                }
+                plot.Title($"{model}: accuracy against in-context examples");
+                plot.XLabel("examples in the prompt (k)");
+                plot.YLabel("accuracy (%)");
+                plot.ShowLegend();
+                Save(plot, runDirectory, $"kshot-{model}.png");
+                md.AppendLine($"![{model} k-shot](kshot-{model}.png)").AppendLine();
+                if (report.Corpora.Count > 0)
+                    md.AppendLine(string.Join("; ", report.Corpora.Select(c => $"{c.Corpus} {c.BitsPerByte:F3} bits/byte"))).AppendLine();
+            }
+        }
+        string path = Path.Combine(runDirectory, FileName);
+        AtomicFile.WriteAllText(path, md.ToString());
+        return path;
+    }
+
+    static string Percent(double share) => $"{100 * share:F1}%";
+
+    static string Metrics(JsonNode? outputs) => outputs is JsonObject o
+        ? string.Join(", ", o.Where(kv => kv.Value is JsonValue).Select(kv => $"{kv.Key} {Format(kv.Value!)}"))
+        : "";
+
+    static string Format(JsonNode value) => value.GetValueKind() == JsonValueKind.Number
+        ? (value.GetValue<double>() is var d && Math.Abs(d) >= 100 ? d.ToString("N0") : d.ToString("G4"))
+        : value.ToString();
+
+    static void Save(Plot plot, string directory, string name) =>
+        AtomicFile.WriteAllBytes(Path.Combine(directory, name), plot.GetImageBytes(900, 500, ImageFormat.Png));
+}
