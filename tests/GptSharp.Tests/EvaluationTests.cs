@@ -130,6 +130,7 @@ public class EvaluationTests(TrainedTokenizerFixture fixture) : IClassFixture<Tr
             Assert.Equal(BuiltInTasks.Build(name, items: 30).Items.Select(i => i.Context), task.Items.Select(i => i.Context)); // deterministic
         }
         Assert.Equal(0.25, BuiltInTasks.Build("author", 30).Chance, 6);
+        Assert.Equal(0.25, BuiltInTasks.Build("next-line", 30).Chance, 6);
         Assert.Equal(0.5, BuiltInTasks.Build("spam", 30).Chance, 6);
         Assert.Throws<ArgumentException>(() => BuiltInTasks.Build("nope"));
     }

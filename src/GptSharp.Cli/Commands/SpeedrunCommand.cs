@@ -155,8 +155,10 @@ sealed class SpeedrunCommand : Command<SpeedrunSettings>
         {
             // RLHF against the learned reward model, on the built-in poem prompts.
             var prompts = BuiltInDatasets.Build().TrainChats.Select(c => c[0].Content).Where(q => q.StartsWith("寫一首詩", StringComparison.Ordinal)).ToList();
-            var ppo = new PpoConfig { MaxNewTokens = 64 };
-            var training = new TrainingConfig { Steps = settings.PpoSteps, BatchSize = ppo.MiniBatch, LearningRate = 2e-5, WarmupSteps = 0, MinLrRatio = 1, WeightDecay = 0, EvalEvery = settings.PpoSteps, CheckpointEvery = 48 };
+            // A firmer KL leash and a smaller step than the command's defaults: measured, the speedrun's reward model
+            // is exploited (KL 14, form score 73% → 28%) at KL 0.05 and lr 2e-5.
+            var ppo = new PpoConfig { MaxNewTokens = 64, KlCoefficient = 0.1 };
+            var training = new TrainingConfig { Steps = settings.PpoSteps, BatchSize = ppo.MiniBatch, LearningRate = 1e-5, WarmupSteps = 0, MinLrRatio = 1, WeightDecay = 0, EvalEvery = settings.PpoSteps, CheckpointEvery = 48 };
             bool resume = Checkpoint.Find(ppoDir) is not null;
             var report = ProgressDisplay.Run("ppo", training.Steps, "steps", settings.Quiet, progress =>
                 PpoRun.Execute(sftDir, rewardDir, prompts, ppo, training, ppoDir, runtime.Device, onStep: m => progress(m.Step), resume: resume));

@@ -52,7 +52,7 @@ public static class BuiltInTasks
         var poems = Poems().Where(p => p.Lines.Length >= 2 && p.Lines[0].Length == p.Lines[1].Length && p.Lines[0].Length is 12 or 16).ToList();
         var lines = poems.Where(p => !p.HeldOut).Select(p => p.Lines[1]).ToList();
         return Make("next-line", "poem: the line that follows (4 choices)", poems.Where(p => p.HeldOut).ToList(), poems.Where(p => !p.HeldOut).ToList(), items, seed,
-            (p, r) => Choose(p.Lines[0] + "\n", p.Lines[1], Enumerable.Range(0, 6).Select(_ => lines[r.Next(lines.Count)]).Where(l => l.Length == p.Lines[1].Length), r));
+            (p, r) => Choose(p.Lines[0] + "\n", p.Lines[1], Enumerable.Range(0, 40).Select(_ => lines[r.Next(lines.Count)]).Where(l => l.Length == p.Lines[1].Length), r));
     }
 
     static EvalTask Author(int items, long seed)

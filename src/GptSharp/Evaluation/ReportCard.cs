@@ -24,10 +24,10 @@ public static class ReportCard
         ("pretrain", "gptsharp pretrain --preset tiny --data RUN/data --run-dir RUN/pretrain --steps 1500"),
         ("sft", "gptsharp sft --from RUN/pretrain --data builtin --run-dir RUN/sft --steps 400 --lr 1e-3"),
         ("reward", "gptsharp reward --from RUN/sft --data builtin --run-dir RUN/reward --steps 800 --lr 1e-3"),
-        ("ppo", "gptsharp ppo --sft RUN/sft --reward RUN/reward --run-dir RUN/ppo --steps 200"),
+        ("ppo", "gptsharp ppo --sft RUN/sft --reward RUN/reward --run-dir RUN/ppo --steps 200 --kl 0.1 --lr 1e-5"),
         ("dpo", "gptsharp dpo --from RUN/sft --data builtin --run-dir RUN/dpo --steps 200"),
         ("score", "gptsharp form-score --run-dir RUN/sft,RUN/ppo/policy,RUN/dpo --prompts 200"),
-        ("eval", "gptsharp eval --run-dir RUN/pretrain,RUN/sft,RUN/ppo/policy --shots 0,1,2,4,8"),
+        ("eval", "gptsharp eval --run-dir RUN/pretrain,RUN/sft,RUN/ppo/policy --shots 0,1,2,4 --items 100 --corpora tang,sotu"),
     ];
 
     /// <summary>Writes <c>report.md</c> and its plots into <paramref name="runDirectory"/>; returns the report's path.</summary>
