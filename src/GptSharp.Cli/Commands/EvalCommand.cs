@@ -17,7 +17,7 @@ sealed class EvalSettings : CommonSettings
     [CommandOption("--items")] [Description("Held-out items per built-in task.")]
     public int Items { get; init; } = 200;
     [CommandOption("--corpora")] [Description("Embedded corpora to score in bits per byte on their held-out documents; empty for none.")]
-    public string Corpora { get; init; } = "tang,songci,sotu,brown";
+    public string Corpora { get; init; } = string.Join(",", GptSharp.Data.Corpus.EmbeddedNames);
     [CommandOption("--seed")] public long Seed { get; init; }
 }
 

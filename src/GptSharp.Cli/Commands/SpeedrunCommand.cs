@@ -42,7 +42,7 @@ sealed class SpeedrunSettings : CommonSettings
     public int DpoSteps { get; init; } = 200;
 
     [CommandOption("--score-prompts")]
-    [Description("Held-out titles for the verifiable form score of the SFT, PPO and DPO models.")]
+    [Description("Held-out titles for the verifiable form score of the base, SFT, PPO and DPO models.")]
     public int ScorePrompts { get; init; } = 200;
 
     [CommandOption("--eval-items")]
@@ -187,7 +187,7 @@ sealed class SpeedrunCommand : Command<SpeedrunSettings>
             var prompts = FormScore.Prompts(settings.ScorePrompts);
             var table = new Table().AddColumns("model", "regular poems", "share");
             var shares = new Dictionary<string, double>();
-            foreach (var (name, dir) in new[] { ("sft", sftDir), ("ppo", Path.Combine(ppoDir, PpoRun.PolicyFolder)), ("dpo", Path.Combine(settings.RunDir, "dpo")) })
+            foreach (var (name, dir) in new[] { ("base", pretrainDir), ("sft", sftDir), ("ppo", Path.Combine(ppoDir, PpoRun.PolicyFolder)), ("dpo", Path.Combine(settings.RunDir, "dpo")) })
             {
                 var (policy, policyState) = Checkpoint.LoadModel(dir);
                 using (policy)
@@ -210,7 +210,7 @@ sealed class SpeedrunCommand : Command<SpeedrunSettings>
                 var report = ProgressDisplay.Run($"eval {name}", BuiltInTasks.Names.Count * 4, "scores", settings.Quiet, (Action<double> progress) =>
                 {
                     int done = 0;
-                    return EvalRun.Execute(dir, BuiltInTasks.Names, [0, 1, 2, 4], ["tang", "sotu"], settings.EvalItems, onScore: _ => progress(++done));
+                    return EvalRun.Execute(dir, BuiltInTasks.Names, [0, 1, 2, 4], Corpus.EmbeddedNames, settings.EvalItems, onScore: _ => progress(++done));
                 });
                 foreach (var score in report.Tasks.Where(t => t.Shots is 0 or 4)) results[$"{name} {score.Task} {score.Shots}-shot"] = Math.Round(score.Accuracy, 3);
             }

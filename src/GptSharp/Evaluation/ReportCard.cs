@@ -26,8 +26,8 @@ public static class ReportCard
         ("reward", "gptsharp reward --from RUN/sft --data builtin --run-dir RUN/reward --steps 800 --lr 1e-3"),
         ("ppo", "gptsharp ppo --sft RUN/sft --reward RUN/reward --run-dir RUN/ppo --steps 200 --kl 0.1 --lr 1e-5"),
         ("dpo", "gptsharp dpo --from RUN/sft --data builtin --run-dir RUN/dpo --steps 200"),
-        ("score", "gptsharp form-score --run-dir RUN/sft,RUN/ppo/policy,RUN/dpo --prompts 200"),
-        ("eval", "gptsharp eval --run-dir RUN/pretrain,RUN/sft,RUN/ppo/policy --shots 0,1,2,4 --items 100 --corpora tang,sotu"),
+        ("score", "gptsharp form-score --run-dir RUN/pretrain,RUN/sft,RUN/ppo/policy,RUN/dpo --prompts 200"),
+        ("eval", "gptsharp eval --run-dir RUN/pretrain,RUN/sft,RUN/ppo/policy --shots 0,1,2,4 --items 100"),
     ];
 
     /// <summary>Writes <c>report.md</c> and its plots into <paramref name="runDirectory"/>; returns the report's path.</summary>
