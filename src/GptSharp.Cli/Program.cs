@@ -39,6 +39,10 @@ app.Configure(config =>
         .WithExample("ppo", "--sft", "runs/tiny-sft", "--reward", "runs/tiny-reward", "--run-dir", "runs/tiny-ppo");
     config.AddCommand<DpoCommand>("dpo").WithDescription("Direct Preference Optimization of an SFT run on preference pairs (frozen SFT reference).")
         .WithExample("dpo", "--from", "runs/tiny-sft", "--data", "builtin", "--run-dir", "runs/tiny-dpo");
+    config.AddCommand<ServeCommand>("serve").WithDescription("Serve runs over an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models) with a web chat at /.")
+        .WithExample("serve", "--run-dir", "runs/speedrun/sft,runs/speedrun/ppo/policy", "--port", "8000");
+    config.AddCommand<ChatCommand>("chat").WithDescription("Chat in the terminal, streamed, with history; /reset, /system, /temp, /quit; Ctrl+C stops an answer.")
+        .WithExample("chat", "--run-dir", "runs/speedrun/sft");
     config.AddCommand<EvalCommand>("eval").WithDescription("Zero- and few-shot accuracy per task and k (multiple choice by log-likelihood), and bits per byte per corpus.")
         .WithExample("eval", "--run-dir", "runs/tiny,runs/tiny-sft", "--tasks", "next-line,author,spam", "--shots", "0,1,2,4,8");
     config.AddCommand<ReportCommand>("report").WithDescription("Write a speedrun's report card: report.md with loss, k-shot, PPO and form-score plots, metrics, commands, timings.")

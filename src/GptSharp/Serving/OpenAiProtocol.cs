@@ -1,0 +1,134 @@
+using System.Text.Json;
+using GptSharp.Alignment;
+
+namespace GptSharp.Serving;
+
+/// <summary>An error to answer in OpenAI's shape: <c>{"error": {"message", "type", "param", "code"}}</c> with an HTTP status.</summary>
+public sealed class ApiError(int status, string message, string? param = null, string? code = null, string type = "invalid_request_error") : Exception(message)
+{
+    public int Status { get; } = status;
+    public string? Param { get; } = param;
+    public string? Code { get; } = code;
+    public string Type { get; } = type;
+
+    public object Body => new { error = new { message = Message, type = Type, param = Param, code = Code } };
+}
+
+/// <summary>The sampling part of a request, validated against OpenAI's ranges.</summary>
+public sealed record RequestSampling(double Temperature, double TopP, int? MaxTokens, IReadOnlyList<string> Stop, long? Seed, bool Stream, bool IncludeUsage);
+
+/// <summary>A parsed <c>/v1/chat/completions</c> request.</summary>
+public sealed record ChatRequest(string Model, IReadOnlyList<ChatMessage> Messages, RequestSampling Sampling);
+
+/// <summary>A parsed <c>/v1/completions</c> request.</summary>
+public sealed record CompletionRequest(string Model, string Prompt, RequestSampling Sampling);
+
+/// <summary>Parses OpenAI request bodies; every problem is an <see cref="ApiError"/> naming the field.</summary>
+public static class OpenAiProtocol
+{
+    public static JsonElement ParseBody(string body)
+    {
+        if (string.IsNullOrWhiteSpace(body)) throw new ApiError(400, "The request body is empty; expected a JSON object.");
+        try
+        {
+            var root = JsonDocument.Parse(body).RootElement;
+            if (root.ValueKind != JsonValueKind.Object) throw new ApiError(400, "The request body must be a JSON object.");
+            return root;
+        }
+        catch (JsonException e)
+        {
+            throw new ApiError(400, $"The request body is not valid JSON: {e.Message}");
+        }
+    }
+
+    public static ChatRequest Chat(JsonElement root)
+    {
+        string model = Model(root);
+        if (!root.TryGetProperty("messages", out var messages) || messages.ValueKind != JsonValueKind.Array)
+            throw new ApiError(400, "'messages' is required and must be an array.", "messages");
+        if (messages.GetArrayLength() == 0) throw new ApiError(400, "'messages' must not be empty.", "messages");
+        var list = new List<ChatMessage>();
+        int i = 0;
+        foreach (var message in messages.EnumerateArray())
+        {
+            string where = $"messages[{i++}]";
+            if (message.ValueKind != JsonValueKind.Object) throw new ApiError(400, $"{where} must be an object.", where);
+            string role = message.TryGetProperty("role", out var r) && r.ValueKind == JsonValueKind.String ? r.GetString()! : "";
+            role = role == "developer" ? ChatRoles.System : role;
+            if (!ChatRoles.All.Contains(role))
+                throw new ApiError(400, $"{where}.role '{role}' is not supported; expected system, developer, user or assistant.", $"{where}.role");
+            string content = Content(message, where);
+            if (content.Length == 0 && role != ChatRoles.Assistant) throw new ApiError(400, $"{where}.content must not be empty.", $"{where}.content");
+            list.Add(new ChatMessage(role, content));
+        }
+        if (!list.Any(m => m.Role == ChatRoles.User)) throw new ApiError(400, "'messages' needs at least one user message.", "messages");
+        return new ChatRequest(model, list, Sampling(root, "max_completion_tokens"));
+    }
+
+    public static CompletionRequest Completion(JsonElement root)
+    {
+        string model = Model(root);
+        if (!root.TryGetProperty("prompt", out var prompt)) throw new ApiError(400, "'prompt' is required.", "prompt");
+        string text = prompt.ValueKind switch
+        {
+            JsonValueKind.String => prompt.GetString()!,
+            JsonValueKind.Array when prompt.GetArrayLength() == 1 && prompt[0].ValueKind == JsonValueKind.String => prompt[0].GetString()!,
+            _ => throw new ApiError(400, "'prompt' must be a string (or an array of one string).", "prompt"),
+        };
+        if (text.Length == 0) throw new ApiError(400, "'prompt' must not be empty.", "prompt");
+        return new CompletionRequest(model, text, Sampling(root, null));
+    }
+
+    static string Model(JsonElement root) =>
+        root.TryGetProperty("model", out var m) && m.ValueKind == JsonValueKind.String && m.GetString()!.Length > 0
+            ? m.GetString()! : throw new ApiError(400, "'model' is required.", "model");
+
+    static string Content(JsonElement message, string where)
+    {
+        if (!message.TryGetProperty("content", out var content) || content.ValueKind == JsonValueKind.Null) return "";
+        if (content.ValueKind == JsonValueKind.String) return content.GetString()!;
+        if (content.ValueKind == JsonValueKind.Array)
+            return string.Concat(content.EnumerateArray().Select(part =>
+                part.TryGetProperty("type", out var t) && t.GetString() == "text" && part.TryGetProperty("text", out var x) ? x.GetString()
+                : throw new ApiError(400, $"{where}.content: only text parts are supported.", $"{where}.content")));
+        throw new ApiError(400, $"{where}.content must be a string or an array of text parts.", $"{where}.content");
+    }
+
+    static RequestSampling Sampling(JsonElement root, string? maxAlias)
+    {
+        double temperature = Number(root, "temperature", 1.0, 0, 2);
+        double topP = Number(root, "top_p", 1.0, double.Epsilon, 1);
+        int? maxTokens = null;
+        foreach (string name in new[] { "max_tokens", maxAlias }.OfType<string>())
+            if (root.TryGetProperty(name, out var v) && v.ValueKind != JsonValueKind.Null)
+                maxTokens = v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int n) && n >= 1 ? n : throw new ApiError(400, $"'{name}' must be an integer of at least 1.", name);
+        if (root.TryGetProperty("n", out var count) && count.ValueKind != JsonValueKind.Null && !(count.TryGetInt32(out int c) && c == 1))
+            throw new ApiError(400, "Only n = 1 is supported.", "n");
+        var stop = new List<string>();
+        if (root.TryGetProperty("stop", out var s))
+        {
+            if (s.ValueKind == JsonValueKind.String) stop.Add(s.GetString()!);
+            else if (s.ValueKind == JsonValueKind.Array) stop.AddRange(s.EnumerateArray().Select(x => x.ValueKind == JsonValueKind.String ? x.GetString()! : throw new ApiError(400, "'stop' must be a string or an array of strings.", "stop")));
+            else if (s.ValueKind != JsonValueKind.Null) throw new ApiError(400, "'stop' must be a string or an array of strings.", "stop");
+            if (stop.Count > 4 || stop.Any(x => x.Length == 0)) throw new ApiError(400, "'stop' takes up to 4 non-empty sequences.", "stop");
+        }
+        long? seed = root.TryGetProperty("seed", out var sd) && sd.ValueKind != JsonValueKind.Null
+            ? (sd.TryGetInt64(out long sv) ? sv : throw new ApiError(400, "'seed' must be an integer.", "seed")) : null;
+        bool stream = root.TryGetProperty("stream", out var st) && st.ValueKind switch
+        {
+            JsonValueKind.True => true, JsonValueKind.False or JsonValueKind.Null => false,
+            _ => throw new ApiError(400, "'stream' must be a boolean.", "stream"),
+        };
+        bool usage = root.TryGetProperty("stream_options", out var so) && so.ValueKind == JsonValueKind.Object
+            && so.TryGetProperty("include_usage", out var iu) && iu.ValueKind == JsonValueKind.True;
+        return new RequestSampling(temperature, topP, maxTokens, stop, seed, stream, usage);
+    }
+
+    static double Number(JsonElement root, string name, double fallback, double min, double max)
+    {
+        if (!root.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null) return fallback;
+        if (v.ValueKind != JsonValueKind.Number || !v.TryGetDouble(out double d) || d < min || d > max)
+            throw new ApiError(400, $"'{name}' must be a number in [{(min == double.Epsilon ? "0 (exclusive)" : min.ToString())}, {max}].", name);
+        return d;
+    }
+}
