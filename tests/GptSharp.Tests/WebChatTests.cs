@@ -1,0 +1,68 @@
+using GptSharp.Serving;
+using Microsoft.Playwright;
+
+namespace GptSharp.Tests;
+
+/// <summary>Drives the web chat in headless Chromium (Debian's /usr/bin/chromium; .ci/run installs it).</summary>
+public class WebChatTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedTokenizerFixture>
+{
+    const string Chromium = "/usr/bin/chromium";
+
+    [Fact]
+    public async Task TypeSendSeeAStreamedAnswerStopAndStartANewChat()
+    {
+        Assert.True(File.Exists(Chromium), $"{Chromium} is missing: install Debian's chromium package (apt-get install chromium), as .ci/run does.");
+        using var dir = new TempDirectory();
+        // A model slow enough (random weights, 1,024 context) that an answer is still streaming when Stop is pressed.
+        TorchSharp.torch.manual_seed(0);
+        var config = GptSharp.Models.GptConfig.Gpt2(fixture.Tokenizer.VocabSize, 1024, layers: 4, heads: 4, width: 256);
+        using (var big = new GptSharp.Models.Gpt(config))
+            GptSharp.Training.Checkpoint.Save(dir.File("poet"), big, null, new GptSharp.Training.TrainingState(0, "0:0", "", fixture.Directory));
+        using var model = ServedModel.Load(dir.File("poet"));
+        await using var server = new GptServer([model], new ServerOptions(Port: 0));
+        await server.StartAsync();
+
+        using var playwright = await Playwright.CreateAsync();
+        await using var browser = await playwright.Chromium.LaunchAsync(new() { ExecutablePath = Chromium, Headless = true, Args = ["--no-sandbox"] });
+        var page = await browser.NewPageAsync();
+        await page.GotoAsync(server.Address);
+        await Assertions.Expect(page.Locator("#model option")).ToHaveTextAsync("poet");
+
+        // Send, and see the answer arrive in pieces.
+        await page.FillAsync("#max_tokens", "12");
+        await page.FillAsync("#input", "床前明月光");
+        await page.PressAsync("#input", "Enter");
+        await Assertions.Expect(page.Locator(".msg.user")).ToHaveTextAsync("床前明月光");
+        var answer = page.Locator(".msg.assistant").Last;
+        await Assertions.Expect(page.Locator("#send")).ToBeEnabledAsync(new() { Timeout = 30_000 });
+        Assert.NotEmpty(await answer.TextContentAsync() ?? "");
+
+        // A long answer, stopped while it streams: the page is ready again and the server stopped generating.
+        await page.FillAsync("#max_tokens", "1000");
+        await page.FillAsync("#input", "寫一首詩");
+        await page.ClickAsync("#send");
+        await Assertions.Expect(page.Locator("#stop")).ToBeEnabledAsync();
+        await Assertions.Expect(page.Locator(".msg.assistant").Last).Not.ToBeEmptyAsync(new() { Timeout = 30_000 });
+        string partial = await page.Locator(".msg.assistant").Last.TextContentAsync() ?? "";
+        await page.ClickAsync("#stop");
+        await Assertions.Expect(page.Locator("#send")).ToBeEnabledAsync(new() { Timeout = 5_000 });
+        for (int i = 0; i < 50 && server.CancelledGenerations == 0; i++) await Task.Delay(100);
+        Assert.Equal(1, server.CancelledGenerations);
+        Assert.StartsWith(partial, await page.Locator(".msg.assistant").Last.TextContentAsync() ?? "");
+        Assert.Empty(await page.Locator("#error").TextContentAsync() ?? "");
+
+        string screenshots = Path.Combine(AppContext.BaseDirectory, "../../../../../artifacts/test-results");
+        Directory.CreateDirectory(screenshots);
+        await page.ScreenshotAsync(new() { Path = Path.Combine(screenshots, "webchat.png"), FullPage = true });
+
+        // New chat empties the conversation.
+        await page.ClickAsync("#new");
+        await Assertions.Expect(page.Locator(".msg")).ToHaveCountAsync(0);
+
+        // A server error is shown, not swallowed: an unknown model.
+        await page.EvaluateAsync("() => { const o = document.createElement('option'); o.value = o.textContent = 'missing'; document.getElementById('model').appendChild(o); document.getElementById('model').value = 'missing'; }");
+        await page.FillAsync("#input", "hi");
+        await page.PressAsync("#input", "Enter");
+        await Assertions.Expect(page.Locator("#error")).ToContainTextAsync("does not exist");
+    }
+}
