@@ -220,3 +220,44 @@ public class ApiKeyTests : IClassFixture<TrainedTokenizerFixture>
         Assert.Equal(1, server.CancelledGenerations);
     }
 }
+
+public class ChatSessionTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedTokenizerFixture>
+{
+    [Fact]
+    public void CommandsHistoryTrimmingAndStoppingAnAnswer()
+    {
+        using var dir = new TempDirectory();
+        fixture.SaveInitialRun(dir.File("m"), context: 48);
+        using var model = ServedModel.Load(dir.File("m"));
+        var session = new ChatSession(model, maxTokens: 6);
+        var output = new StringBuilder();
+        void Say(string line) => Assert.True(session.Handle(line, s => output.Append(s), seed: 1));
+
+        Say("/system 你是詩人。");
+        Assert.Equal("你是詩人。", session.System);
+        Say("/temp 0.3");
+        Assert.Equal(0.3, session.Temperature);
+        Say("/temp hot");
+        Assert.Equal(0.3, session.Temperature);
+        Assert.Contains("must be a number", output.ToString());
+        Say("床前明月光");
+        Assert.Equal([ChatRoles.User, ChatRoles.Assistant], session.History.Select(m => m.Role));
+        // Many turns: the prompt never outgrows the window; the oldest turns go.
+        for (int i = 0; i < 10; i++) Say($"第{i}句");
+        Assert.True(session.History.Count < 22);
+        Assert.Equal("第9句", session.History[^2].Content);
+        Say("/reset");
+        Assert.Empty(session.History);
+        Say("/nonsense");
+        Assert.Contains("commands:", output.ToString());
+
+        // Ctrl+C: a cancelled answer ends with "(stopped)" and the session goes on.
+        using var cancelled = new CancellationTokenSource();
+        cancelled.Cancel();
+        var stopped = new StringBuilder();
+        Assert.True(session.Handle("hello", s => stopped.Append(s), cancelled.Token));
+        Assert.Contains("(stopped)", stopped.ToString());
+        Assert.Equal(2, session.History.Count);
+        Assert.False(session.Handle("/quit", _ => { }));
+    }
+}
