@@ -123,6 +123,38 @@ public class ModelTests
         Assert.Equal(greedy.Tokens[..(Array.IndexOf(greedy.Tokens, greedy.Tokens[2]) + 1)], stopped.Tokens);
     }
 
+    [Theory]
+    [MemberData(nameof(Families))]
+    public void OneLeftPaddedBatchDecodesExactlyAsSeparateRuns(bool llama, bool parallel)
+    {
+        using var scope = NewDisposeScope();
+        var model = NewModel(Small(llama, parallel), seed: 5);
+        var generator = new TokenGenerator(model);
+        int[][] prompts = [[1], [4, 5, 6, 7, 8, 9, 10], [20, 21, 22]];
+        var greedy = new SamplingOptions(Temperature: 0, MaxNewTokens: 12);
+        var sampled = new SamplingOptions(Temperature: 1.0, TopK: 10, MaxNewTokens: 12, Seed: 9);
+        var rows = new List<BatchRow>
+        {
+            new(prompts[0], greedy), new(prompts[1], greedy with { MaxNewTokens = 5 }), new(prompts[2], sampled),
+        };
+        var streamed = new List<int>();
+        rows[0] = rows[0] with { OnToken = streamed.Add };
+        var batch = BatchGenerator.Generate(model, rows);
+        Assert.Equal(generator.Generate([prompts[0]], greedy)[0].Tokens, batch[0].Generation.Tokens);
+        Assert.Equal(generator.Generate([prompts[1]], greedy with { MaxNewTokens = 5 })[0].Tokens, batch[1].Generation.Tokens);
+        Assert.Equal(generator.Generate([prompts[2]], sampled)[0].Tokens, batch[2].Generation.Tokens); // same seed, same draws
+        Assert.Equal(batch[0].Generation.Tokens, streamed);
+        Assert.Equal(5, batch[1].Generation.Tokens.Length);
+
+        // A cancelled row stops; the others are unaffected.
+        using var cancel = new CancellationTokenSource();
+        var withCancel = BatchGenerator.Generate(model, [new BatchRow(prompts[0], greedy, OnToken: _ => cancel.Cancel(), Cancellation: cancel.Token), new BatchRow(prompts[2], greedy)]);
+        Assert.True(withCancel[0].Cancelled);
+        Assert.Single(withCancel[0].Generation.Tokens);
+        Assert.Equal(generator.Generate([prompts[2]], greedy)[0].Tokens, withCancel[1].Generation.Tokens);
+        Assert.Throws<ArgumentException>(() => BatchGenerator.Generate(model, [new BatchRow(new int[32], greedy)]));
+    }
+
     [Fact]
     public void BatchedPromptsOfDifferentLengthsMatchSingleRuns()
     {

@@ -11,8 +11,15 @@ public sealed class KvCache : IDisposable
 {
     readonly Tensor[] _keys, _values;
 
-    public KvCache(GptConfig config, int batchSize, Device? device = null, ScalarType dtype = ScalarType.Float32)
+    /// <param name="leftPadding">For a batch of prompts of different lengths, left-padded to one length: how many
+    /// padding slots open each row (B). Padding is never attended to and positions count from each row's first real token.</param>
+    public KvCache(GptConfig config, int batchSize, Device? device = null, ScalarType dtype = ScalarType.Float32, int[]? leftPadding = null)
     {
+        if (leftPadding is not null)
+        {
+            if (leftPadding.Length != batchSize) throw new ArgumentException($"{leftPadding.Length} padding counts for a batch of {batchSize}.", nameof(leftPadding));
+            if (leftPadding.Any(p => p > 0)) Padding = tensor(leftPadding.Select(p => (long)p).ToArray(), device: device).DetachFromDisposeScope();
+        }
         _keys = new Tensor[config.Layers];
         _values = new Tensor[config.Layers];
         for (int layer = 0; layer < config.Layers; layer++)
@@ -21,6 +28,27 @@ public sealed class KvCache : IDisposable
             _values[layer] = zeros([batchSize, config.KvHeads, config.ContextLength, config.HeadDim], dtype, device).DetachFromDisposeScope();
         }
         Capacity = config.ContextLength;
+    }
+
+    /// <summary>Left-padding slots per row (B), or null when no row is padded.</summary>
+    public Tensor? Padding { get; }
+
+    /// <summary>Positions (B, T) of the next T slots: slot index minus the row's padding (0 inside the padding).</summary>
+    public Tensor Positions(int t) => (arange(Length, Length + t, dtype: ScalarType.Int64, device: Padding!.device).unsqueeze(0) - Padding.unsqueeze(1)).clamp_min(0);
+
+    /// <summary>
+    /// Which keys each of the next T queries may see (B, 1, T, Length + T): earlier-or-same slots that are not padding
+    /// — a padding query sees itself only, so that no row of attention is empty.
+    /// </summary>
+    public Tensor AttentionMask(int t)
+    {
+        var device = Padding!.device;
+        var keys = arange(Length + t, dtype: ScalarType.Int64, device: device);                 // (K)
+        var queries = arange(Length, Length + t, dtype: ScalarType.Int64, device: device);       // (T)
+        var causal = keys.unsqueeze(0) <= queries.unsqueeze(1);                                // (T, K)
+        var real = keys.unsqueeze(0) >= Padding.unsqueeze(1);                                  // (B, K)
+        var self = keys.unsqueeze(0) == queries.unsqueeze(1);                                  // (T, K)
+        return ((causal.unsqueeze(0) & real.unsqueeze(1)) | self.unsqueeze(0)).unsqueeze(1);
     }
 
     /// <summary>Tokens already stored (the position of the next token).</summary>
@@ -48,5 +76,6 @@ public sealed class KvCache : IDisposable
     {
         foreach (var t in _keys) t.Dispose();
         foreach (var t in _values) t.Dispose();
+        Padding?.Dispose();
     }
 }

@@ -43,12 +43,17 @@ public sealed class Rotary : Module<Tensor, Tensor>
     }
 
     /// <summary>Rotates (B, H, T, HeadDim) queries or keys for positions [start, start + T), halves layout (as Llama).</summary>
-    public Tensor Apply(Tensor x, int start)
+    public Tensor Apply(Tensor x, int start) => Rotate(x, cos.narrow(0, start, x.shape[2]), sin.narrow(0, start, x.shape[2]));
+
+    /// <summary>Rotates (B, H, T, HeadDim) queries or keys for per-row positions (B, T) (a left-padded batch).</summary>
+    public Tensor Apply(Tensor x, Tensor positions) =>
+        Rotate(x, cos.index_select(0, positions.flatten()).view(positions.shape[0], 1, positions.shape[1], -1),
+                  sin.index_select(0, positions.flatten()).view(positions.shape[0], 1, positions.shape[1], -1));
+
+    static Tensor Rotate(Tensor x, Tensor c, Tensor s)
     {
         using var scope = NewDisposeScope();
-        long t = x.shape[2], half = x.shape[3] / 2;
-        var c = cos.narrow(0, start, t);
-        var s = sin.narrow(0, start, t);
+        long half = x.shape[3] / 2;
         var x1 = x.narrow(-1, 0, half);
         var x2 = x.narrow(-1, half, half);
         return cat([x1 * c - x2 * s, x2 * c + x1 * s], -1).MoveToOuterDisposeScope();
@@ -101,11 +106,14 @@ public sealed class SelfAttention : Module<Tensor, Tensor>
         var q = qkv.narrow(-1, 0, h * hd).view(b, t, h, hd).transpose(1, 2);            // (B, H, T, hd)
         var k = qkv.narrow(-1, h * hd, kvh * hd).view(b, t, kvh, hd).transpose(1, 2);   // (B, KvH, T, hd)
         var v = qkv.narrow(-1, (h + kvh) * hd, kvh * hd).view(b, t, kvh, hd).transpose(1, 2);
+        var padded = cache?.Padding is not null;
         if (rotary is not null)
         {
-            q = rotary.Apply(q, start);
-            k = rotary.Apply(k, start);
+            var positions = padded ? cache!.Positions((int)t) : null;
+            q = positions is null ? rotary.Apply(q, start) : rotary.Apply(q, positions);
+            k = positions is null ? rotary.Apply(k, start) : rotary.Apply(k, positions);
         }
+        var paddingMask = padded ? cache!.AttentionMask((int)t) : null; // before Append: it reads the length before these tokens
         if (cache is not null) (k, v) = cache.Append(layer, k, v);
         if (kvh != h)
         {
@@ -115,7 +123,8 @@ public sealed class SelfAttention : Module<Tensor, Tensor>
         long keys = k.shape[2];
         Tensor? mask = null;
         bool causal = false;
-        if (t == keys) causal = true;          // the whole sequence at once
+        if (paddingMask is not null) mask = paddingMask; // a left-padded batch: causal and never a padding key
+        else if (t == keys) causal = true;     // the whole sequence at once
         else if (t > 1)                         // a chunk after cached tokens: query i sees keys up to start + i
             mask = arange(keys, device: x.device).unsqueeze(0) <= (arange(t, device: x.device) + (keys - t)).unsqueeze(1);
         var y = functional.scaled_dot_product_attention(q, k, v, mask, training ? _config.Dropout : 0, causal);
