@@ -25,10 +25,10 @@ static class ServeBench
                 Checkpoint.Save(dir, model, null, new TrainingState(0, "0:0", "", "gpt2"));
             using var served = ServedModel.Load($"tiny={dir}");
             Console.WriteLine("\n## Serving: concurrent streaming clients (tiny, 64 new tokens each)");
-            Console.WriteLine("| clients | slots | requests | failed | aggregate tok/s | first token p50 / p99 ms | total p50 / p99 ms |");
+            Console.WriteLine("| clients | batch size | requests | failed | aggregate tok/s | first token p50 / p99 ms | total p50 / p99 ms |");
             Console.WriteLine("|---|---|---|---|---|---|---|");
-            foreach (int clients in new[] { 1, 4, 16 })
-                Measure(served, clients, requests: Math.Max(8, clients * 2)).GetAwaiter().GetResult();
+            foreach (var (clients, batch) in new[] { (1, 1), (4, 1), (4, 4), (16, 1), (16, 8), (16, 16) })
+                Measure(served, clients, batch, requests: Math.Max(8, clients * 2)).GetAwaiter().GetResult();
         }
         finally
         {
@@ -36,9 +36,9 @@ static class ServeBench
         }
     }
 
-    static async Task Measure(ServedModel served, int clients, int requests)
+    static async Task Measure(ServedModel served, int clients, int batch, int requests)
     {
-        await using var server = new GptServer([served], new ServerOptions(Port: 0, MaxConcurrent: 4));
+        await using var server = new GptServer([served], new ServerOptions(Port: 0, MaxConcurrent: batch));
         await server.StartAsync();
         using var http = new HttpClient { BaseAddress = new Uri(server.Address), Timeout = TimeSpan.FromMinutes(5) };
         var firstToken = new List<double>();
@@ -83,6 +83,6 @@ static class ServeBench
         }));
         double seconds = watch.Elapsed.TotalSeconds;
         static double P(List<double> values, double q) => values.Count == 0 ? double.NaN : values.Order().ElementAt((int)Math.Min(values.Count - 1, Math.Ceiling(q * values.Count) - 1));
-        Console.WriteLine($"| {clients} | 4 | {requests} | {failed} | {tokens / seconds:N0} | {P(firstToken, 0.5):F0} / {P(firstToken, 0.99):F0} | {P(total, 0.5):F0} / {P(total, 0.99):F0} |");
+        Console.WriteLine($"| {clients} | {batch} | {requests} | {failed} | {tokens / seconds:N0} | {P(firstToken, 0.5):F0} / {P(firstToken, 0.99):F0} | {P(total, 0.5):F0} / {P(total, 0.99):F0} |");
     }
 }

@@ -15,7 +15,7 @@ sealed class ServeSettings : CommonSettings
     [CommandOption("--port")] public int Port { get; init; } = 8000;
     [CommandOption("--api-key")] [Description("Require Authorization: Bearer KEY on /v1 requests.")]
     public string? ApiKey { get; init; }
-    [CommandOption("--max-concurrent")] [Description("Generations at once; further requests wait.")]
+    [CommandOption("--max-concurrent")] [Description("Requests decoded together in one batch; further requests wait for the next.")]
     public int MaxConcurrent { get; init; } = 4;
 }
 

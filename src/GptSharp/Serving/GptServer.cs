@@ -14,7 +14,7 @@ namespace GptSharp.Serving;
 /// <summary>Where and how the server listens.</summary>
 /// <param name="Port">0 picks a free port (see <see cref="GptServer.Address"/>).</param>
 /// <param name="ApiKey">When set, every /v1 request needs <c>Authorization: Bearer KEY</c>.</param>
-/// <param name="MaxConcurrent">Generations running at once; more requests wait for a slot.</param>
+/// <param name="MaxConcurrent">Requests decoded together in one batch per model; more wait for the next batch.</param>
 public sealed record ServerOptions(string Host = "127.0.0.1", int Port = 8000, string? ApiKey = null, long MaxBodyBytes = 1 << 20, int MaxConcurrent = 4);
 
 /// <summary>
@@ -28,7 +28,7 @@ public sealed class GptServer : IAsyncDisposable
     readonly WebApplication _app;
     readonly Dictionary<string, ServedModel> _models;
     readonly ServerOptions _options;
-    readonly SemaphoreSlim _slots;
+    readonly Dictionary<string, DecodeScheduler> _schedulers;
 
     public GptServer(IReadOnlyList<ServedModel> models, ServerOptions options)
     {
@@ -37,7 +37,7 @@ public sealed class GptServer : IAsyncDisposable
         if (duplicate is not null) throw new ArgumentException($"Two runs are both named '{duplicate.Key}'; name them with name=folder.", nameof(models));
         _models = models.ToDictionary(m => m.Name);
         _options = options;
-        _slots = new SemaphoreSlim(options.MaxConcurrent);
+        _schedulers = models.ToDictionary(m => m.Name, m => new DecodeScheduler(m, options.MaxConcurrent));
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
         builder.WebHost.UseKestrel(k => k.Limits.MaxRequestBodySize = options.MaxBodyBytes);
@@ -66,10 +66,14 @@ public sealed class GptServer : IAsyncDisposable
     public Task StartAsync(CancellationToken cancellation = default) => _app.StartAsync(cancellation);
     public Task WaitForShutdownAsync(CancellationToken cancellation = default) => _app.WaitForShutdownAsync(cancellation);
 
+    /// <summary>The batching scheduler of a served model.</summary>
+    public DecodeScheduler Scheduler(string model) => _schedulers[model];
+
     public async ValueTask DisposeAsync()
     {
         await _app.StopAsync();
         await _app.DisposeAsync();
+        foreach (var scheduler in _schedulers.Values) await scheduler.DisposeAsync();
     }
 
     static string ChatPage()
@@ -153,54 +157,54 @@ public sealed class GptServer : IAsyncDisposable
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         var aborted = context.RequestAborted;
 
-        await _slots.WaitAsync(aborted);
-        try
+        var scheduler = _schedulers[model.Name];
+        async Task<Generation> Run(Action<int>? onToken)
         {
-            if (!sampling.Stream)
-            {
-                var generation = await Task.Run(() => model.Generate(prompt, options, null, aborted), aborted);
-                string text = model.Text(generation, sampling.Stop);
-                var usage = Usage(prompt.Length, generation.Tokens.Length);
-                string finish = Finish(generation);
-                object body = chat
-                    ? new { id, @object = "chat.completion", created, model = model.Name, choices = new[] { new { index = 0, message = new { role = "assistant", content = text }, finish_reason = finish } }, usage }
-                    : new { id, @object = "text_completion", created, model = model.Name, choices = new[] { new { index = 0, text, logprobs = (object?)null, finish_reason = finish } }, usage };
-                await context.Response.WriteAsJsonAsync(body, Json, aborted);
-                return;
-            }
+            var (generation, cancelled) = await scheduler.Enqueue(new BatchRow(prompt, options, onToken, aborted, model.Decode));
+            if (cancelled) throw new OperationCanceledException(aborted);
+            return generation;
+        }
 
-            context.Response.ContentType = "text/event-stream";
-            context.Response.Headers.CacheControl = "no-cache";
-            var pieces = Channel.CreateUnbounded<string>();
-            var work = Task.Run(() =>
-            {
-                try { return model.Generate(prompt, options, piece => pieces.Writer.TryWrite(piece), aborted); }
-                finally { pieces.Writer.TryComplete(); }
-            }, aborted);
-            async Task Send(object chunk) => await context.Response.WriteAsync($"data: {JsonSerializer.Serialize(chunk, Json)}\n\n", aborted);
-            object Chunk(string? content, string? role, string? finish) => chat
-                ? new { id, @object = "chat.completion.chunk", created, model = model.Name, choices = new[] { new { index = 0, delta = role is null ? (object)new { content } : new { role, content }, finish_reason = finish } } }
-                : new { id, @object = "text_completion", created, model = model.Name, choices = new[] { new { index = 0, text = content ?? "", logprobs = (object?)null, finish_reason = finish } } };
-            if (chat) await Send(Chunk("", "assistant", null));
-            await context.Response.Body.FlushAsync(aborted);
-            await foreach (string piece in pieces.Reader.ReadAllAsync(aborted))
-            {
-                await Send(Chunk(piece, null, null));
-                await context.Response.Body.FlushAsync(aborted);
-            }
-            var done = await work;
-            await Send(chat
-                ? new { id, @object = "chat.completion.chunk", created, model = model.Name, choices = new[] { new { index = 0, delta = new { }, finish_reason = Finish(done) } } }
-                : Chunk("", null, Finish(done)));
-            if (sampling.IncludeUsage)
-                await Send(new { id, @object = chat ? "chat.completion.chunk" : "text_completion", created, model = model.Name, choices = Array.Empty<object>(), usage = Usage(prompt.Length, done.Tokens.Length) });
-            await context.Response.WriteAsync("data: [DONE]\n\n", aborted);
-            await context.Response.Body.FlushAsync(aborted);
-        }
-        finally
+        if (!sampling.Stream)
         {
-            _slots.Release();
+            var generation = await Run(null);
+            string text = model.Text(generation, sampling.Stop);
+            var usage = Usage(prompt.Length, generation.Tokens.Length);
+            string finish = Finish(generation);
+            object body = chat
+                ? new { id, @object = "chat.completion", created, model = model.Name, choices = new[] { new { index = 0, message = new { role = "assistant", content = text }, finish_reason = finish } }, usage }
+                : new { id, @object = "text_completion", created, model = model.Name, choices = new[] { new { index = 0, text, logprobs = (object?)null, finish_reason = finish } }, usage };
+            await context.Response.WriteAsJsonAsync(body, Json, aborted);
+            return;
         }
+
+        context.Response.ContentType = "text/event-stream";
+        context.Response.Headers.CacheControl = "no-cache";
+        var pieces = Channel.CreateUnbounded<string>();
+        var work = Task.Run(async () =>
+        {
+            try { return await Run(model.TextStream(piece => pieces.Writer.TryWrite(piece))); }
+            finally { pieces.Writer.TryComplete(); }
+        });
+        async Task Send(object chunk) => await context.Response.WriteAsync($"data: {JsonSerializer.Serialize(chunk, Json)}\n\n", aborted);
+        object Chunk(string? content, string? role, string? finish) => chat
+            ? new { id, @object = "chat.completion.chunk", created, model = model.Name, choices = new[] { new { index = 0, delta = role is null ? (object)new { content } : new { role, content }, finish_reason = finish } } }
+            : new { id, @object = "text_completion", created, model = model.Name, choices = new[] { new { index = 0, text = content ?? "", logprobs = (object?)null, finish_reason = finish } } };
+        if (chat) await Send(Chunk("", "assistant", null));
+        await context.Response.Body.FlushAsync(aborted);
+        await foreach (string piece in pieces.Reader.ReadAllAsync(aborted))
+        {
+            await Send(Chunk(piece, null, null));
+            await context.Response.Body.FlushAsync(aborted);
+        }
+        var done = await work;
+        await Send(chat
+            ? new { id, @object = "chat.completion.chunk", created, model = model.Name, choices = new[] { new { index = 0, delta = new { }, finish_reason = Finish(done) } } }
+            : Chunk("", null, Finish(done)));
+        if (sampling.IncludeUsage)
+            await Send(new { id, @object = chat ? "chat.completion.chunk" : "text_completion", created, model = model.Name, choices = Array.Empty<object>(), usage = Usage(prompt.Length, done.Tokens.Length) });
+        await context.Response.WriteAsync("data: [DONE]\n\n", aborted);
+        await context.Response.Body.FlushAsync(aborted);
     }
 
     static object Usage(int prompt, int completion) => new { prompt_tokens = prompt, completion_tokens = completion, total_tokens = prompt + completion };

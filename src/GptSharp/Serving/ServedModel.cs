@@ -43,19 +43,30 @@ public sealed class ServedModel : IDisposable
     /// </summary>
     public Generation Generate(int[] prompt, SamplingOptions options, Action<string>? onText, CancellationToken cancellation)
     {
+        var text = onText is null ? null : TextStream(onText);
+        return new TokenGenerator(Model).Generate([prompt], options, (_, token) => text?.Invoke(token), Decode, cancellation)[0];
+    }
+
+    /// <summary>Decodes generated text without special tokens (for stop sequences).</summary>
+    public string Decode(IEnumerable<int> ids) => Tokenizer.Decode(ids.Where(t => !Tokenizer.IsSpecial(t)));
+
+    /// <summary>
+    /// Turns tokens, one at a time, into pieces of text for <paramref name="onText"/>: special tokens are skipped and a
+    /// piece is held back while it ends in half a UTF-8 character.
+    /// </summary>
+    public Action<int> TextStream(Action<string> onText)
+    {
         var produced = new List<int>();
         string sent = "";
-        var generator = new TokenGenerator(Model);
-        var result = generator.Generate([prompt], options, (_, token) =>
+        return token =>
         {
-            if (Tokenizer.IsSpecial(token) || onText is null) return;
+            if (Tokenizer.IsSpecial(token)) return;
             produced.Add(token);
             string text = Tokenizer.Decode(produced);
             if (text.EndsWith('\uFFFD') || text.Length <= sent.Length) return; // wait for the rest of a character
             onText(text[sent.Length..]);
             sent = text;
-        }, decode: ids => Tokenizer.Decode(ids.Where(t => !Tokenizer.IsSpecial(t))), cancellation)[0];
-        return result;
+        };
     }
 
     /// <summary>The text of generated tokens without special tokens, with any stop sequence cut off.</summary>
