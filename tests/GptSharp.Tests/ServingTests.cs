@@ -201,7 +201,7 @@ public class ApiKeyTests : IClassFixture<TrainedTokenizerFixture>
         {
             var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions")
             {
-                Content = new StringContent(JsonSerializer.Serialize(new { model = "slow", messages = new[] { new { role = "user", content = "hi" } }, stream = true, max_tokens = 1000 }),
+                Content = new StringContent(JsonSerializer.Serialize(new { model = "slow", messages = new[] { new { role = "user", content = "hi" } }, stream = true, max_tokens = 1000, temperature = 0 }),
                     Encoding.UTF8, "application/json"),
             };
             var reply = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cts.Token);
