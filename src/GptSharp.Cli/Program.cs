@@ -61,6 +61,18 @@ app.Configure(config =>
     });
     config.AddCommand<FormScoreCommand>("form-score").WithDescription("Share of sampled poems with a regular form over fixed held-out prompts and seeds; compares runs.")
         .WithExample("form-score", "--run-dir", "runs/tiny-sft,runs/tiny-dpo", "--prompts", "200");
+    config.AddBranch("export", export =>
+    {
+        export.SetDescription("Write a run in another tool's format.");
+        export.AddCommand<ExportHfCommand>("hf").WithDescription("A GPT-2- or Llama-layout run as a Hugging Face transformers folder (safetensors).")
+            .WithExample("export", "hf", "--run-dir", "runs/speedrun/sft", "--out", "runs/hf-sft");
+    });
+    config.AddBranch("import", import =>
+    {
+        import.SetDescription("Read another tool's model into a run.");
+        import.AddCommand<ImportHfCommand>("hf").WithDescription("A Hugging Face GPT-2 or Llama folder (config.json + model.safetensors) as a GptSharp run.")
+            .WithExample("import", "hf", "--from", "runs/hf-sft", "--run-dir", "runs/sft-again");
+    });
     config.AddCommand<PlotCommand>("plot").WithDescription("Redraw a run's loss curve (loss.png) from its metrics.jsonl.")
         .WithExample("plot", "--run-dir", "runs/tiny");
 });

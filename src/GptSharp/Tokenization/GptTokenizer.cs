@@ -131,6 +131,28 @@ public sealed class GptTokenizer
         return spec;
     }
 
+    /// <summary>In a copied tokenizer folder, names the built-in encoding it stands for.</summary>
+    public const string BuiltInFileName = "builtin.txt";
+
+    /// <summary>Copies a tokenizer (folder or built-in name) into <paramref name="directory"/>, loadable from there.</summary>
+    public static void Copy(string pathOrName, string directory)
+    {
+        Directory.CreateDirectory(directory);
+        if (pathOrName is "gpt2" or "cl100k_base")
+        {
+            AtomicFile.WriteAllText(Path.Combine(directory, BuiltInFileName), pathOrName);
+            return;
+        }
+        var spec = Load(pathOrName).Spec;
+        string source = Directory.Exists(pathOrName) ? pathOrName : Path.GetDirectoryName(Path.GetFullPath(pathOrName))!;
+        if (File.Exists(Path.Combine(source, BuiltInFileName))) File.Copy(Path.Combine(source, BuiltInFileName), Path.Combine(directory, BuiltInFileName), overwrite: true);
+        else
+        {
+            File.Copy(Path.Combine(source, SpecFileName), Path.Combine(directory, SpecFileName), overwrite: true);
+            File.Copy(Path.Combine(source, spec.RankFile), Path.Combine(directory, spec.RankFile), overwrite: true);
+        }
+    }
+
     /// <summary>
     /// Loads a tokenizer: a directory holding <c>tokenizer.json</c> (or that file itself), or a built-in encoding
     /// name, <c>gpt2</c> or <c>cl100k_base</c>, to which GptSharp's special tokens are appended.
@@ -138,6 +160,8 @@ public sealed class GptTokenizer
     public static GptTokenizer Load(string pathOrName)
     {
         if (pathOrName is "gpt2" or "cl100k_base") return FromBuiltIn(pathOrName);
+        string builtInMarker = Path.Combine(pathOrName, BuiltInFileName);
+        if (File.Exists(builtInMarker)) return Load(File.ReadAllText(builtInMarker).Trim());
         string specPath = Directory.Exists(pathOrName) ? Path.Combine(pathOrName, SpecFileName) : pathOrName;
         if (!File.Exists(specPath))
             throw new FileNotFoundException($"No tokenizer at '{pathOrName}': expected a directory with {SpecFileName}, a {SpecFileName} file, or one of gpt2, cl100k_base.", specPath);

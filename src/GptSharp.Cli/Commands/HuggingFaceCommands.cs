@@ -1,0 +1,48 @@
+using System.ComponentModel;
+using GptSharp.Interop;
+using Spectre.Console;
+using Spectre.Console.Cli;
+
+namespace GptSharp.Cli.Commands;
+
+sealed class ExportHfSettings : CommonSettings
+{
+    [CommandOption("-r|--run-dir")] [Description("The run to export (GPT-2 or Llama layout).")]
+    public string RunDir { get; init; } = "runs/speedrun/sft";
+    [CommandOption("--out")] [Description("The Hugging Face folder to write.")]
+    public string Out { get; init; } = "runs/hf";
+}
+
+/// <summary><c>gptsharp export hf</c>: a run as a Hugging Face transformers folder.</summary>
+sealed class ExportHfCommand : Command<ExportHfSettings>
+{
+    public override int Execute(CommandContext context, ExportHfSettings s, CancellationToken cancellation)
+    {
+        TorchRuntime.Initialize(s.Threads);
+        HuggingFace.Export(s.RunDir, s.Out);
+        AnsiConsole.MarkupLine($"Wrote {Markup.Escape(s.Out)}: config.json, generation_config.json, model.safetensors, {HuggingFace.TokenizerFolder}/.");
+        return 0;
+    }
+}
+
+sealed class ImportHfSettings : CommonSettings
+{
+    [CommandOption("--from")] [Description("A Hugging Face folder (GPT-2 or Llama; config.json + model.safetensors).")]
+    public string From { get; init; } = "runs/hf";
+    [CommandOption("-r|--run-dir")] [Description("The run folder to create.")]
+    public string RunDir { get; init; } = "runs/imported";
+    [CommandOption("--tokenizer")] [Description("Tokenizer to record (default: the folder's gptsharp-tokenizer/).")]
+    public string? Tokenizer { get; init; }
+}
+
+/// <summary><c>gptsharp import hf</c>: a Hugging Face GPT-2 or Llama folder as a GptSharp run.</summary>
+sealed class ImportHfCommand : Command<ImportHfSettings>
+{
+    public override int Execute(CommandContext context, ImportHfSettings s, CancellationToken cancellation)
+    {
+        TorchRuntime.Initialize(s.Threads);
+        var config = HuggingFace.Import(s.From, s.RunDir, s.Tokenizer);
+        AnsiConsole.MarkupLine($"Imported a {HuggingFace.Architecture(config)} model ({config.Layers} layers, width {config.Width}) into {Markup.Escape(s.RunDir)}.");
+        return 0;
+    }
+}

@@ -1,0 +1,107 @@
+using System.Text.Json;
+using GptSharp.Interop;
+using GptSharp.Models;
+using GptSharp.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace GptSharp.Tests;
+
+public class HuggingFaceTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedTokenizerFixture>
+{
+    string SaveRun(TempDirectory dir, GptConfig config, string name)
+    {
+        torch.manual_seed(7);
+        using var model = new Gpt(config);
+        // Nudge every parameter away from its initial value (zero biases, unit norms) so the round trip is a real test.
+        using (no_grad()) foreach (var p in model.parameters()) p.add_(randn_like(p) * 0.01);
+        Checkpoint.Save(dir.File(name), model, null, new TrainingState(0, "0:0", "", fixture.Directory));
+        return dir.File(name);
+    }
+
+    public static TheoryData<bool> Layouts => new() { false, true };
+
+    [Theory]
+    [MemberData(nameof(Layouts))]
+    public void ExportThenImportRoundTripsEveryTensorAndTheLogits(bool llama)
+    {
+        using var dir = new TempDirectory();
+        int v = fixture.Tokenizer.VocabSize;
+        var config = llama ? GptConfig.Llama(v, 32, layers: 2, heads: 4, kvHeads: 2, width: 32) : GptConfig.Gpt2(v, 32, layers: 2, heads: 4, width: 32);
+        string run = SaveRun(dir, config, "run");
+        HuggingFace.Export(run, dir.File("hf"));
+
+        // The folder a transformers user expects.
+        using var configJson = JsonDocument.Parse(File.ReadAllText(dir.File("hf/config.json")));
+        var root = configJson.RootElement;
+        var (tensors, metadata) = SafeTensors.Load(dir.File("hf/model.safetensors"));
+        Assert.Equal("pt", metadata["format"]);
+        if (llama)
+        {
+            Assert.Equal("LlamaForCausalLM", root.GetProperty("architectures")[0].GetString());
+            Assert.Equal(32, root.GetProperty("hidden_size").GetInt32());
+            Assert.Equal(2, root.GetProperty("num_key_value_heads").GetInt32());
+            Assert.Equal(config.MlpHidden, root.GetProperty("intermediate_size").GetInt32());
+            Assert.Equal([16L, 32L], tensors["model.layers.0.self_attn.k_proj.weight"].shape); // 2 kv heads × 8
+            Assert.Equal([v, 32L], tensors["lm_head.weight"].shape);
+        }
+        else
+        {
+            Assert.Equal("GPT2LMHeadModel", root.GetProperty("architectures")[0].GetString());
+            Assert.Equal(32, root.GetProperty("n_embd").GetInt32());
+            Assert.Equal("gelu_new", root.GetProperty("activation_function").GetString());
+            Assert.Equal([32L, 96L], tensors["transformer.h.0.attn.c_attn.weight"].shape); // Conv1D: [in, out]
+            Assert.Equal([128L, 32L], tensors["transformer.h.1.mlp.c_proj.weight"].shape);
+            Assert.DoesNotContain("lm_head.weight", tensors.Keys); // tied
+        }
+        Assert.All(tensors.Values, t => Assert.Equal(ScalarType.Float32, t.dtype));
+        Assert.True(File.Exists(dir.File("hf/generation_config.json")));
+        foreach (var t in tensors.Values) t.Dispose();
+
+        var imported = HuggingFace.Import(dir.File("hf"), dir.File("back"));
+        Assert.Equal(config.MlpHidden, imported.MlpHidden); // the ratio may be written differently for the same width
+        Assert.Equal(config with { MlpRatio = imported.MlpRatio }, imported);
+        var (a, _) = Checkpoint.LoadModel(run);
+        var (b, state) = Checkpoint.LoadModel(dir.File("back"));
+        using (a) using (b)
+        {
+            var bWeights = b.state_dict();
+            foreach (var (name, tensor) in a.state_dict()) Assert.True(tensor.eq(bWeights[name]).all().item<bool>(), $"{name} changed in the round trip");
+            a.eval(); b.eval();
+            using var noGrad = no_grad();
+            var tokens = tensor(new long[] { 1, 5, 9, 200, 31 }).unsqueeze(0);
+            Assert.True(a.forward(tokens).eq(b.forward(tokens)).all().item<bool>());
+            Assert.Equal(fixture.Tokenizer.Encode("床前明月光"), GptSharp.Tokenization.GptTokenizer.Load(state.Tokenizer).Encode("床前明月光"));
+        }
+    }
+
+    [Fact]
+    public void BadFoldersNameTheTensorOrField()
+    {
+        using var dir = new TempDirectory();
+        int v = fixture.Tokenizer.VocabSize;
+        string run = SaveRun(dir, GptConfig.Gpt2(v, 32, layers: 1, heads: 2, width: 16), "run");
+        HuggingFace.Export(run, dir.File("hf"));
+        string weights = dir.File("hf/model.safetensors");
+
+        var (tensors, _) = SafeTensors.Load(weights);
+        var missing = tensors.Where(kv => kv.Key != "transformer.h.0.ln_2.bias").ToDictionary();
+        SafeTensors.Save(weights, missing);
+        Assert.Contains("'transformer.h.0.ln_2.bias' is missing", Assert.Throws<InvalidDataException>(() => HuggingFace.Import(dir.File("hf"), dir.File("x1"))).Message);
+
+        var wrong = tensors.ToDictionary(kv => kv.Key, kv => kv.Key == "transformer.wpe.weight" ? zeros(16, 16) : kv.Value);
+        SafeTensors.Save(weights, wrong);
+        var shape = Assert.Throws<InvalidDataException>(() => HuggingFace.Import(dir.File("hf"), dir.File("x2")));
+        Assert.Contains("'wpe.weight'", shape.Message);
+        Assert.Contains("[16, 16]", shape.Message);
+
+        string config = File.ReadAllText(dir.File("hf/config.json"));
+        File.WriteAllText(dir.File("hf/config.json"), config.Replace("\"gpt2\"", "\"bert\""));
+        Assert.Contains("model_type 'bert'", Assert.Throws<NotSupportedException>(() => HuggingFace.Import(dir.File("hf"), dir.File("x3"))).Message);
+        File.WriteAllText(dir.File("hf/config.json"), config.Replace("\"n_embd\"", "\"width\""));
+        Assert.Contains("'n_embd'", Assert.Throws<InvalidDataException>(() => HuggingFace.Import(dir.File("hf"), dir.File("x4"))).Message);
+
+        Assert.Contains("ParallelBlock", Assert.Throws<NotSupportedException>(() =>
+            HuggingFace.Architecture(GptConfig.Llama(v, 32, 1, 2, 2, 16) with { ParallelBlock = true })).Message);
+    }
+}
