@@ -188,11 +188,7 @@ public class ApiKeyTests : IClassFixture<TrainedTokenizerFixture>
     public async Task AClientThatLeavesMidStreamStopsItsGenerationAndFreesItsSlot()
     {
         using var dir = new TempDirectory();
-        TorchSharp.torch.manual_seed(0);
-        var config = GptSharp.Models.GptConfig.Gpt2(_fixture.Tokenizer.VocabSize, 1024, layers: 4, heads: 4, width: 256);
-        using (var big = new GptSharp.Models.Gpt(config))
-            GptSharp.Training.Checkpoint.Save(dir.File("slow"), big, null, new GptSharp.Training.TrainingState(0, "0:0", "", _fixture.Directory));
-        using var model = ServedModel.Load(dir.File("slow"));
+        using var model = ServedModel.Load(_fixture.SaveSlowRun(dir.File("slow")));
         await using var server = new GptServer([model], new ServerOptions(Port: 0, MaxConcurrent: 1)); // one slot
         await server.StartAsync();
         // A client that really hangs up: by default HttpClient drains an unread body to reuse the connection.

@@ -32,6 +32,19 @@ public sealed class TrainedTokenizerFixture : IDisposable
         return config;
     }
 
+    /// <summary>Saves a model of any config with random weights over this tokenizer as a run folder.</summary>
+    public string SaveRandomRun(string runDirectory, GptSharp.Models.GptConfig config, int seed = 0)
+    {
+        TorchSharp.torch.manual_seed(seed);
+        using var model = new GptSharp.Models.Gpt(config);
+        GptSharp.Training.Checkpoint.Save(runDirectory, model, null, new GptSharp.Training.TrainingState(0, "0:0", "", Directory));
+        return runDirectory;
+    }
+
+    /// <summary>A random-weight model slow enough (1,024 context, width 256) that a long answer is still streaming when a test stops it.</summary>
+    public string SaveSlowRun(string runDirectory) =>
+        SaveRandomRun(runDirectory, GptSharp.Models.GptConfig.Gpt2(Tokenizer.VocabSize, 1024, layers: 4, heads: 4, width: 256));
+
     public void Dispose() => System.IO.Directory.Delete(Directory, recursive: true);
 }
 

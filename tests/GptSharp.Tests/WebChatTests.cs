@@ -13,12 +13,7 @@ public class WebChatTests(TrainedTokenizerFixture fixture) : IClassFixture<Train
     {
         Assert.True(File.Exists(Chromium), $"{Chromium} is missing: install Debian's chromium package (apt-get install chromium), as .ci/run does.");
         using var dir = new TempDirectory();
-        // A model slow enough (random weights, 1,024 context) that an answer is still streaming when Stop is pressed.
-        TorchSharp.torch.manual_seed(0);
-        var config = GptSharp.Models.GptConfig.Gpt2(fixture.Tokenizer.VocabSize, 1024, layers: 4, heads: 4, width: 256);
-        using (var big = new GptSharp.Models.Gpt(config))
-            GptSharp.Training.Checkpoint.Save(dir.File("poet"), big, null, new GptSharp.Training.TrainingState(0, "0:0", "", fixture.Directory));
-        using var model = ServedModel.Load(dir.File("poet"));
+        using var model = ServedModel.Load(fixture.SaveSlowRun(dir.File("poet")));
         await using var server = new GptServer([model], new ServerOptions(Port: 0));
         await server.StartAsync();
 

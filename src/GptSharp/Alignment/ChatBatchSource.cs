@@ -22,7 +22,7 @@ public sealed class ChatBatchSource : IBatchSource<TokenBatch>
         _batchSize = batchSize;
         _sequenceLength = sequenceLength;
         _padId = padId;
-        _order = new EpochOrder(chats.Count, epoch => SeedFor(seed, epoch));
+        _order = EpochOrder.Seeded(chats.Count, seed);
         _position = position;
         Truncated = chats.Count(c => c.Tokens.Length > sequenceLength + 1);
     }
@@ -34,10 +34,7 @@ public sealed class ChatBatchSource : IBatchSource<TokenBatch>
 
     public TokenBatch Next()
     {
-        if (_position.Cursor + _batchSize > _chats.Count) _position = new LoaderPosition(_position.Epoch + 1, 0);
-        var order = _order.For(_position.Epoch);
-        var rows = Enumerable.Range(0, _batchSize).Select(r => _chats[order[_position.Cursor + r]]).ToList();
-        _position = _position with { Cursor = _position.Cursor + _batchSize };
+        var rows = _order.NextBatch(ref _position, _batchSize).Select(i => _chats[i]).ToList();
         return Pack(rows, _sequenceLength, _padId, _position);
     }
 
@@ -61,7 +58,4 @@ public sealed class ChatBatchSource : IBatchSource<TokenBatch>
         }
         return new TokenBatch(inputs, targets, rows.Count, t, next);
     }
-
-    /// <summary>The per-epoch shuffle seed of conversation and preference-pair sources.</summary>
-    public static int SeedFor(long seed, long epoch) => (int)((seed * 1_000_003 + epoch * 7919) & 0x7fffffff);
 }

@@ -19,16 +19,13 @@ public sealed class PairBatchSource<TBatch>(
 {
     LoaderPosition _position = pairs.Count >= batchSize ? position
         : throw new InvalidDataException($"{pairs.Count} preference pairs are fewer than one batch of {batchSize}.");
-    readonly EpochOrder _order = new(pairs.Count, epoch => ChatBatchSource.SeedFor(seed, epoch));
+    readonly EpochOrder _order = EpochOrder.Seeded(pairs.Count, seed);
 
     public string Position => ShardBatchSource.Format(_position);
 
     public TBatch Next()
     {
-        if (_position.Cursor + batchSize > pairs.Count) _position = new LoaderPosition(_position.Epoch + 1, 0);
-        var order = _order.For(_position.Epoch);
-        var rows = Enumerable.Range(0, batchSize).Select(r => pairs[order[_position.Cursor + r]]).ToList();
-        _position = _position with { Cursor = _position.Cursor + batchSize };
+        var rows = _order.NextBatch(ref _position, batchSize).Select(i => pairs[i]).ToList();
         return pack(rows);
     }
 }

@@ -6,6 +6,22 @@ namespace GptSharp.Data;
 /// </summary>
 public sealed class EpochOrder(int count, Func<long, int> seedForEpoch)
 {
+    /// <summary>The order of an in-memory list (conversations, pairs, encoder examples, labelled texts) for a run's seed.</summary>
+    public static EpochOrder Seeded(int count, long seed) => new(count, epoch => (int)((seed * 1_000_003 + epoch * 7919) & 0x7fffffff));
+
+    /// <summary>
+    /// The indices of the next <paramref name="batchSize"/> items from <paramref name="position"/> ("epoch:cursor"),
+    /// which moves on; an epoch's tail shorter than a batch is skipped for the next epoch.
+    /// </summary>
+    public int[] NextBatch(ref LoaderPosition position, int batchSize)
+    {
+        if (position.Cursor + batchSize > count) position = new LoaderPosition(position.Epoch + 1, 0);
+        var order = For(position.Epoch);
+        var indices = order.AsSpan((int)position.Cursor, batchSize).ToArray();
+        position = position with { Cursor = position.Cursor + batchSize };
+        return indices;
+    }
+
     int[]? _order;
     long _epoch = -1;
 

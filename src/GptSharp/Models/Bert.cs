@@ -39,6 +39,17 @@ public sealed class Bert : Module<Tensor, Tensor>
     public BertConfig Config { get; }
     public Embedding TokenEmbedding => word_embeddings;
 
+    /// <summary>BERT's initialisation of a head's layers: weights N(0, 0.02), zero biases.</summary>
+    internal static void Initialise(params Linear[] linears)
+    {
+        using var noGrad = no_grad();
+        foreach (var linear in linears)
+        {
+            init.normal_(linear.weight!, 0, 0.02);
+            init.zeros_(linear.bias!);
+        }
+    }
+
     /// <summary>tokens (B, T) → hidden states (B, T, C), every token attending to every other.</summary>
     public override Tensor forward(Tensor tokens) => Hidden(tokens, null, null);
 
@@ -104,9 +115,7 @@ public sealed class BertForMaskedLm : Module<Tensor, Tensor>
         transform_norm = LayerNorm(config.Width, config.NormEpsilon);
         decoder_bias = Parameter(zeros(config.VocabSize));
         RegisterComponents();
-        using var noGrad = no_grad();
-        init.normal_(transform.weight!, 0, 0.02);
-        init.zeros_(transform.bias!);
+        Bert.Initialise(transform);
     }
 
     public Bert Encoder => bert;
@@ -145,12 +154,7 @@ public sealed class BertForClassification : Module<Tensor, Tensor>
         classifier = Linear(config.Width, labels);
         drop = Dropout(config.Dropout);
         RegisterComponents();
-        using var noGrad = no_grad();
-        foreach (var linear in new[] { pooler, classifier })
-        {
-            init.normal_(linear.weight!, 0, 0.02);
-            init.zeros_(linear.bias!);
-        }
+        Bert.Initialise(pooler, classifier);
     }
 
     public Bert Encoder => bert;

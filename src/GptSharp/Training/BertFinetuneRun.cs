@@ -68,17 +68,14 @@ public sealed class ClassBatchSource : IBatchSource<ClassBatch>
     {
         if (rows.Count < batchSize) throw new InvalidDataException($"{rows.Count} examples are fewer than one batch of {batchSize}.");
         (_rows, _batchSize, _padId, _position) = (rows, batchSize, padId, position);
-        _order = new EpochOrder(rows.Count, epoch => (int)((seed * 1_000_003 + epoch * 7919) & 0x7fffffff));
+        _order = EpochOrder.Seeded(rows.Count, seed);
     }
 
     public string Position => ShardBatchSource.Format(_position);
 
     public ClassBatch Next()
     {
-        if (_position.Cursor + _batchSize > _rows.Count) _position = new LoaderPosition(_position.Epoch + 1, 0);
-        var order = _order.For(_position.Epoch);
-        var rows = Enumerable.Range(0, _batchSize).Select(r => _rows[order[_position.Cursor + r]]).ToList();
-        _position = _position with { Cursor = _position.Cursor + _batchSize };
+        var rows = _order.NextBatch(ref _position, _batchSize).Select(i => _rows[i]).ToList();
         return Pack(rows, _padId, _position);
     }
 

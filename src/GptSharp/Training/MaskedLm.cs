@@ -25,18 +25,18 @@ public sealed class MlmBatchSource : IBatchSource<EncoderBatch>
     {
         if (examples.Count < batchSize) throw new InvalidDataException($"{examples.Count} examples are fewer than one batch of {batchSize}.");
         (_examples, _masker, _batchSize, _padId, _seed, _position) = (examples, masker, batchSize, padId, seed, position);
-        _order = new EpochOrder(examples.Count, epoch => (int)((seed * 1_000_003 + epoch * 7919) & 0x7fffffff));
+        _order = EpochOrder.Seeded(examples.Count, seed);
     }
 
     public string Position => ShardBatchSource.Format(_position);
 
     public EncoderBatch Next()
     {
-        if (_position.Cursor + _batchSize > _examples.Count) _position = new LoaderPosition(_position.Epoch + 1, 0);
-        var order = _order.For(_position.Epoch);
-        var random = new Random((int)((_seed * 1_000_003 + _position.Epoch * 7919 + _position.Cursor * 104_729) & 0x7fffffff));
-        var rows = Enumerable.Range(0, _batchSize).Select(r => _examples[order[_position.Cursor + r]]).ToList();
-        _position = _position with { Cursor = _position.Cursor + _batchSize };
+        var indices = _order.NextBatch(ref _position, _batchSize);
+        // Masks drawn from the batch's own position, so a resumed run masks exactly as an uninterrupted one.
+        long epoch = _position.Epoch, start = _position.Cursor - _batchSize;
+        var random = new Random((int)((_seed * 1_000_003 + epoch * 7919 + start * 104_729) & 0x7fffffff));
+        var rows = indices.Select(i => _examples[i]).ToList();
         return Pack(rows, _masker, _padId, random, _position);
     }
 
