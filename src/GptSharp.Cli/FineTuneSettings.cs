@@ -16,6 +16,15 @@ public class FineTuneSettings : CommonSettings
     [CommandOption("--eval-every")] public int EvalEvery { get; init; } = 100;
     [CommandOption("--seed")] public long Seed { get; init; } = 1337;
     [CommandOption("--time-limit")] public double TimeLimit { get; init; }
+    [CommandOption("--lora-rank")] [Description("Train LoRA adapters of this rank instead of every weight (0: full fine-tuning).")]
+    public int LoraRank { get; init; }
+    [CommandOption("--lora-alpha")] [Description("LoRA scale numerator (scale = alpha / rank).")]
+    public double LoraAlpha { get; init; } = 16;
+    [CommandOption("--lora-targets")] [Description("Layers that get adapters: c_attn, c_proj, c_fc, gate_proj, up_proj, down_proj.")]
+    public string LoraTargets { get; init; } = "c_attn,c_proj,c_fc,gate_proj,up_proj,down_proj";
+
+    /// <summary>The LoRA settings, or null for full fine-tuning.</summary>
+    public GptSharp.Models.LoraConfig? Lora() => LoraRank > 0 ? new GptSharp.Models.LoraConfig(LoraRank, LoraAlpha, LoraTargets).Validate() : null;
 
     /// <summary>The training configuration from these options and the command's own step, batch and rate settings.</summary>
     public TrainingConfig Training(int steps, int batchSize, double learningRate, int warmupSteps, double weightDecay) => new()

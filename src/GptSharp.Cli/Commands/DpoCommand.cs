@@ -34,7 +34,7 @@ sealed class DpoCommand : Command<DpoSettings>
             report = DpoRun.Execute(s.From, train, heldOut, training, s.RunDir, s.Resume, s.Beta, runtime.Device,
                 onStart: start => progress(start, null),
                 onStep: s.StepReporter(progress),
-                cancellation: cancellation);
+                cancellation: cancellation, lora: s.Lora());
             return report;
         });
         AnsiConsole.MarkupLine($"DPO on {report.TrainPairs:N0} pairs: held-out loss {report.HeldOutLoss:F3} (log 2 = 0.693 at the start), " +

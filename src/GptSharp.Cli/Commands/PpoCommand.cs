@@ -34,6 +34,9 @@ sealed class PpoSettings : CommonSettings
     public double Ptx { get; init; }
     [CommandOption("--ptx-data")] [Description("Token shards (from `data prepare`) for the ptx loss.")]
     public string? PtxData { get; init; }
+    [CommandOption("--lora-rank")] [Description("Train LoRA adapters of this rank on the actor and the critic's backbone (0: full).")]
+    public int LoraRank { get; init; }
+    [CommandOption("--lora-alpha")] public double LoraAlpha { get; init; } = 16;
     [CommandOption("--entropy")] public double Entropy { get; init; }
     [CommandOption("--seed")] public long Seed { get; init; } = 1337;
     [CommandOption("--scorer")] [Description("`reward-model` (default) or `form`: 1 for a regular poem, else 0 (a program, not a learned reward).")]
@@ -74,7 +77,8 @@ sealed class PpoCommand : Command<PpoSettings>
                     "form" => FormScore.Reward,
                     _ => throw new ArgumentException($"--scorer {s.Scorer}: expected reward-model or form."),
                 },
-                cancellation: cancellation, resume: s.Resume, ptxData: s.PtxData);
+                cancellation: cancellation, resume: s.Resume, ptxData: s.PtxData,
+                lora: s.LoraRank > 0 ? new GptSharp.Models.LoraConfig(s.LoraRank, s.LoraAlpha).Validate() : null);
             return report;
         });
         var first = report.Rollouts.Take(3).Average(r => r.MeanScore);

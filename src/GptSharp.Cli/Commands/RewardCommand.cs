@@ -32,7 +32,7 @@ sealed class RewardCommand : Command<RewardSettings>
             report = RewardRun.Execute(s.From, train, heldOut, training, s.RunDir, s.Resume, runtime.Device,
                 onStart: start => progress(start, null),
                 onStep: s.StepReporter(progress),
-                cancellation: cancellation);
+                cancellation: cancellation, lora: s.Lora());
             return report;
         });
         AnsiConsole.MarkupLine($"Reward model on {report.TrainPairs:N0} pairs: held-out pairwise accuracy [bold]{100 * report.HeldOutAccuracy:F1}%[/] " +

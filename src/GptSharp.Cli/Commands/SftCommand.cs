@@ -32,11 +32,11 @@ sealed class SftCommand : Command<SftSettings>
             report = SftRun.Execute(s.From, train, heldOut, training, s.RunDir, s.Resume, runtime.Device,
                 onStart: (_, start) => progress(start, null),
                 onStep: s.StepReporter(progress),
-                cancellation: cancellation);
+                cancellation: cancellation, lora: s.Lora());
             return report;
         });
         AnsiConsole.MarkupLine($"SFT on {report.TrainConversations:N0} conversations ({report.HeldOutConversations:N0} held out, {report.Truncated:N0} cut to the context): " +
-                               $"train loss {report.Training.FinalLoss:F3}, held-out loss {report.Training.FinalValLoss:F3} on assistant tokens, {report.Training.Seconds:F0} s.");
+                               $"train loss {report.Training.FinalLoss:F3}, held-out loss {report.Training.FinalValLoss:F3} on assistant tokens, {report.Training.Seconds:F0} s; {report.TrainableParameters:N0} trainable parameters.");
         return 0;
     }
 }

@@ -21,7 +21,7 @@ public static class DpoRun
 {
     public static DpoReport Execute(string fromRun, IReadOnlyList<PreferencePair> train, IReadOnlyList<PreferencePair> heldOut,
         TrainingConfig training, string runDirectory, bool resume, double beta = 0.1, string device = "cpu",
-        Action<int>? onStart = null, Action<StepMetrics>? onStep = null, CancellationToken cancellation = default)
+        Action<int>? onStart = null, Action<StepMetrics>? onStep = null, CancellationToken cancellation = default, LoraConfig? lora = null)
     {
         training.Validate();
         if (beta <= 0) throw new ArgumentOutOfRangeException(nameof(beta), beta, "beta must be > 0.");
@@ -30,6 +30,7 @@ public static class DpoRun
         var (reference, _) = Checkpoint.LoadModel(fromRun);
         using var _p = policy;
         using var _r = reference;
+        if (lora is not null) Lora.Attach(policy, lora);
         var torchDevice = torch.device(device);
         policy.to(torchDevice);
         reference.to(torchDevice);

@@ -26,7 +26,7 @@ public static class PpoRun
     public static PpoReport Execute(string sftRun, string rewardRun, IReadOnlyList<string> prompts, PpoConfig ppo, TrainingConfig training,
         string runDirectory, string device = "cpu", Action<RolloutStats>? onRollout = null, Action<StepMetrics>? onStep = null,
         Func<GptTokenizer, Func<Tensor, Tensor, Tensor>>? programReward = null, CancellationToken cancellation = default,
-        bool resume = false, string? ptxData = null, int? untilStep = null)
+        bool resume = false, string? ptxData = null, int? untilStep = null, LoraConfig? lora = null)
     {
         // Checkpoints on rollout boundaries, where a resume continues exactly.
         int perRollout = ppo.StepsPerRollout;
@@ -39,6 +39,12 @@ public static class PpoRun
         using var reward = RewardModel.Load(rewardRun);
         using var critic = RewardModel.Load(rewardRun); // the critic starts as a copy of the reward model
         if (programReward is not null) critic.ZeroHead(); // its backbone still helps; its scale is not the program's
+        if (lora is not null)
+        {
+            // Adapters on the actor and on the critic's backbone (the value head trains whole), as ColossalChat does.
+            Lora.Attach(actor, lora);
+            Lora.Attach(critic.Backbone, lora);
+        }
         using var model = new ActorCritic(actor, critic);
         using var _r = reference;
         model.to(torchDevice);
@@ -61,7 +67,7 @@ public static class PpoRun
         {
             if (Checkpoint.Find(runDirectory) is not null)
                 throw new InvalidOperationException($"Run folder '{runDirectory}' already has a checkpoint: resume it, or choose another run folder.");
-            Checkpoint.WriteRunConfig(runDirectory, new { objective = "ppo", scorer = programReward is null ? "reward model" : "program", sft = Path.GetFullPath(sftRun), reward = Path.GetFullPath(rewardRun), ppo, training, tokenizer = sft.Tokenizer, prompts = prompts.Count, ptxData });
+            Checkpoint.WriteRunConfig(runDirectory, new { objective = "ppo", scorer = programReward is null ? "reward model" : "program", sft = Path.GetFullPath(sftRun), reward = Path.GetFullPath(rewardRun), ppo, training, lora, tokenizer = sft.Tokenizer, prompts = prompts.Count, ptxData });
         }
         torch.manual_seed(training.Seed);
         using var ptxShard = ptxData is null ? null : new Data.MappedTokenShard(Path.Combine(ptxData, Data.ShardSummary.TrainFile));

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using GptSharp.Data;
+using GptSharp.Models;
 using GptSharp.Tokenization;
 using GptSharp.Training;
 using TorchSharp;
@@ -18,7 +19,7 @@ public static class RewardRun
 {
     public static RewardReport Execute(string fromRun, IReadOnlyList<PreferencePair> train, IReadOnlyList<PreferencePair> heldOut,
         TrainingConfig training, string runDirectory, bool resume, string device = "cpu",
-        Action<int>? onStart = null, Action<StepMetrics>? onStep = null, CancellationToken cancellation = default)
+        Action<int>? onStart = null, Action<StepMetrics>? onStep = null, CancellationToken cancellation = default, LoraConfig? lora = null)
     {
         training.Validate();
         if (heldOut.Count == 0) throw new InvalidDataException("The reward model needs held-out preference pairs to measure its accuracy.");
@@ -33,6 +34,7 @@ public static class RewardRun
         torch.manual_seed(training.Seed);
         using var model = new RewardModel(config);
         Checkpoint.LoadWeights(model.Backbone, Checkpoint.WeightsPath(fromRun));
+        if (lora is not null) Lora.Attach(model.Backbone, lora); // adapters on the backbone; the scalar head trains whole
         model.to(torchDevice);
 
         var (start, position) = Checkpoint.StartingPoint(runDirectory, resume);
@@ -47,7 +49,7 @@ public static class RewardRun
         {
             Checkpoint.WriteRunConfig(runDirectory, new
             {
-                objective = "reward", from = Path.GetFullPath(fromRun), model = config, training, tokenizer = tokenizerReference,
+                objective = "reward", from = Path.GetFullPath(fromRun), model = config, training, lora, tokenizer = tokenizerReference,
                 trainPairs = train.Count, heldOutPairs = heldOut.Count,
             });
         }

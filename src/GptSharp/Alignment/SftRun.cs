@@ -8,7 +8,8 @@ using TorchSharp;
 namespace GptSharp.Alignment;
 
 /// <summary>What an SFT run reports besides the trainer's result.</summary>
-public sealed record SftReport(TrainingResult Training, int TrainConversations, int HeldOutConversations, int Truncated);
+/// <param name="TrainableParameters">Parameters the optimiser changed (all of them, or only the LoRA adapters).</param>
+public sealed record SftReport(TrainingResult Training, int TrainConversations, int HeldOutConversations, int Truncated, long TrainableParameters);
 
 /// <summary>
 /// Supervised fine-tuning: start from a pretrained run's weights and train on conversations with the loss on assistant
@@ -22,12 +23,13 @@ public static class SftRun
     /// <param name="heldOut">Held-out conversations for the validation loss.</param>
     public static SftReport Execute(string fromRun, IReadOnlyList<IReadOnlyList<ChatMessage>> train, IReadOnlyList<IReadOnlyList<ChatMessage>> heldOut,
         TrainingConfig training, string runDirectory, bool resume, string device = "cpu",
-        Action<Gpt, int>? onStart = null, Action<StepMetrics>? onStep = null, CancellationToken cancellation = default)
+        Action<Gpt, int>? onStart = null, Action<StepMetrics>? onStep = null, CancellationToken cancellation = default, LoraConfig? lora = null)
     {
         training.Validate();
         if (heldOut.Count == 0) throw new InvalidDataException("SFT needs at least one held-out conversation for its validation loss.");
         var (model, pretrained) = Checkpoint.LoadModel(fromRun);
         using var _ = model;
+        long trainable = lora is null ? model.ParameterCount : Lora.Attach(model, lora);
         var torchDevice = torch.device(device);
         model.to(torchDevice);
         var tokenizer = GptTokenizer.Load(pretrained.Tokenizer);
@@ -49,13 +51,13 @@ public static class SftRun
         {
             Checkpoint.WriteRunConfig(runDirectory, new
             {
-                objective = "sft", from = Path.GetFullPath(fromRun), model = model.Config, training, tokenizer = pretrained.Tokenizer,
+                objective = "sft", from = Path.GetFullPath(fromRun), model = model.Config, training, lora, tokenizer = pretrained.Tokenizer,
                 trainConversations = train.Count, heldOutConversations = heldOut.Count, truncated = source.Truncated,
             });
         }
         onStart?.Invoke(model, start);
         var result = trainer.Run(start, cancellation: cancellation);
         LossPlot.Write(runDirectory, "Supervised fine-tuning (assistant tokens)");
-        return new SftReport(result, train.Count, heldOut.Count, source.Truncated);
+        return new SftReport(result, train.Count, heldOut.Count, source.Truncated, trainable);
     }
 }

@@ -29,7 +29,7 @@ public sealed class Block : Module<Tensor, Tensor>
 
     /// <summary>The two projections that write into the residual stream (scaled at initialisation).</summary>
     public IEnumerable<Parameter> ResidualProjections() =>
-        [attn.OutputProjection.weight!, (mlp is SwiGluMlp s ? s.OutputProjection : ((GeluMlp)mlp).OutputProjection).weight!];
+        [attn.OutputProjection.Weight, (mlp is SwiGluMlp s ? s.OutputProjection : ((GeluMlp)mlp).OutputProjection).Weight];
 
     public static Module<Tensor, Tensor> MakeNorm(GptConfig config) => config.Norm == NormKind.RmsNorm
         ? new RmsNorm(config.Width, config.NormEpsilon)

@@ -69,17 +69,17 @@ public sealed class Rotary : Module<Tensor, Tensor>
 public sealed class SelfAttention : Module<Tensor, Tensor>
 {
     readonly GptConfig _config;
-    readonly Linear c_attn, c_proj;
+    readonly Dense c_attn, c_proj;
 
     public SelfAttention(GptConfig config) : base(nameof(SelfAttention))
     {
         _config = config;
-        c_attn = Linear(config.Width, (config.Heads + 2 * config.KvHeads) * config.HeadDim, hasBias: config.Bias);
-        c_proj = Linear(config.Width, config.Width, hasBias: config.Bias);
+        c_attn = new Dense(config.Width, (config.Heads + 2 * config.KvHeads) * config.HeadDim, config.Bias);
+        c_proj = new Dense(config.Width, config.Width, config.Bias);
         RegisterComponents();
     }
 
-    public Linear OutputProjection => c_proj;
+    public Dense OutputProjection => c_proj;
 
     public override Tensor forward(Tensor x) => Forward(x, null, null, 0, 0);
 
@@ -136,19 +136,19 @@ public sealed class SelfAttention : Module<Tensor, Tensor>
 /// <summary>GPT-2's MLP: Linear → GELU (tanh approximation; exact erf GELU for BERT) → Linear.</summary>
 public sealed class GeluMlp : Module<Tensor, Tensor>
 {
-    readonly Linear c_fc, c_proj;
+    readonly Dense c_fc, c_proj;
 
     readonly TorchSharp.Modules.GELU.Approximate _approximate;
 
     public GeluMlp(GptConfig config) : base(nameof(GeluMlp))
     {
         _approximate = config.Activation == ActivationKind.Gelu ? TorchSharp.Modules.GELU.Approximate.none : TorchSharp.Modules.GELU.Approximate.tanh;
-        c_fc = Linear(config.Width, config.MlpHidden, hasBias: config.Bias);
-        c_proj = Linear(config.MlpHidden, config.Width, hasBias: config.Bias);
+        c_fc = new Dense(config.Width, config.MlpHidden, config.Bias);
+        c_proj = new Dense(config.MlpHidden, config.Width, config.Bias);
         RegisterComponents();
     }
 
-    public Linear OutputProjection => c_proj;
+    public Dense OutputProjection => c_proj;
 
     public override Tensor forward(Tensor x)
     {
@@ -160,17 +160,17 @@ public sealed class GeluMlp : Module<Tensor, Tensor>
 /// <summary>Llama/PaLM's gated MLP: down(silu(gate(x)) × up(x)).</summary>
 public sealed class SwiGluMlp : Module<Tensor, Tensor>
 {
-    readonly Linear gate_proj, up_proj, down_proj;
+    readonly Dense gate_proj, up_proj, down_proj;
 
     public SwiGluMlp(GptConfig config) : base(nameof(SwiGluMlp))
     {
-        gate_proj = Linear(config.Width, config.MlpHidden, hasBias: config.Bias);
-        up_proj = Linear(config.Width, config.MlpHidden, hasBias: config.Bias);
-        down_proj = Linear(config.MlpHidden, config.Width, hasBias: config.Bias);
+        gate_proj = new Dense(config.Width, config.MlpHidden, config.Bias);
+        up_proj = new Dense(config.Width, config.MlpHidden, config.Bias);
+        down_proj = new Dense(config.MlpHidden, config.Width, config.Bias);
         RegisterComponents();
     }
 
-    public Linear OutputProjection => down_proj;
+    public Dense OutputProjection => down_proj;
 
     public override Tensor forward(Tensor x)
     {

@@ -144,17 +144,25 @@ public static class Checkpoint
         try
         {
             using var noGrad = no_grad();
-            foreach (var (name, target) in model.state_dict())
-            {
-                if (!tensors.TryGetValue(name, out var source)) throw new InvalidDataException($"{path}: tensor '{name}' is missing.");
-                if (!source.shape.SequenceEqual(target.shape))
-                    throw new InvalidDataException($"{path}: tensor '{name}' has shape [{string.Join(", ", source.shape)}], the model expects [{string.Join(", ", target.shape)}].");
-                target.copy_(source);
-            }
+            var targets = model.state_dict();
+            // A LoRA run's adapters, read into a model without them, are folded into its weights.
+            var source = tensors.Keys.Any(k => k.Contains(".lora_")) && !targets.Keys.Any(k => k.Contains(".lora_")) ? Models.Lora.Merge(tensors) : tensors;
+            LoadInto(targets, source, path);
         }
         finally
         {
             foreach (var t in tensors.Values) t.Dispose();
+        }
+    }
+
+    static void LoadInto(IReadOnlyDictionary<string, Tensor> targets, IReadOnlyDictionary<string, Tensor> tensors, string path)
+    {
+        foreach (var (name, target) in targets)
+        {
+            if (!tensors.TryGetValue(name, out var source)) throw new InvalidDataException($"{path}: tensor '{name}' is missing.");
+            if (!source.shape.SequenceEqual(target.shape))
+                throw new InvalidDataException($"{path}: tensor '{name}' has shape [{string.Join(", ", source.shape)}], the model expects [{string.Join(", ", target.shape)}].");
+            target.copy_(source);
         }
     }
 
