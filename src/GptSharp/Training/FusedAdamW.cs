@@ -60,7 +60,7 @@ static class FusedAdamW
         return partial.Sum();
     }
 
-    static unsafe nint Address(Tensor t) => (nint)System.Runtime.CompilerServices.Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));
+    static nint Address(Tensor t) => Interop.TensorMemory.Address(t);
 
     static unsafe void UpdateRange(float* p, float* g, float* m, float* v, int count, Coefficients c)
     {

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using GptSharp.Data;
+using GptSharp.Interop;
 using GptSharp.Models;
 using TorchSharp;
 
@@ -30,17 +31,29 @@ public static class PretrainRun
 
         var (start, position) = Checkpoint.StartingPoint(runDirectory, resume);
 
-        var loader = new TokenBatchLoader(train, training.BatchSize, config.ContextLength, training.Seed, position);
+        // Under mpirun with N processes: each takes every N-th window of the global batch and gradients are averaged,
+        // so the run matches a single process with the same --batch-size.
+        using var world = MpiWorld.FromEnvironment();
+        int perProcess = training.BatchSize;
+        if (world is not null)
+        {
+            if (training.BatchSize % world.Size != 0)
+                throw new ArgumentException($"--batch-size {training.BatchSize} must be divisible by the {world.Size} MPI processes.");
+            perProcess = training.BatchSize / world.Size;
+        }
+        var loader = new TokenBatchLoader(train, perProcess, config.ContextLength, training.Seed, position, world?.Rank ?? 0, world?.Size ?? 1);
         var trainer = new Trainer<TokenBatch>(model, training, runDirectory, data.Tokenizer, Pretraining.Objective(model, torchDevice),
             new ShardBatchSource(loader), Pretraining.ValidationLoss(model, val, training.BatchSize, config.ContextLength, training.EvalBatches, torchDevice))
         {
             OnStep = onStep,
+            Parallel = world is null ? null : new DataParallel(world),
         };
+        bool root = world?.IsRoot ?? true;
         if (resume) trainer.Resume();
-        else Checkpoint.WriteRunConfig(runDirectory, new { objective = "pretrain", model = config, training, data = Path.GetFullPath(dataDirectory), tokenizer = data.Tokenizer });
+        else if (root) Checkpoint.WriteRunConfig(runDirectory, new { objective = "pretrain", model = config, training, processes = world?.Size ?? 1, data = Path.GetFullPath(dataDirectory), tokenizer = data.Tokenizer });
         onStart?.Invoke(model, start);
         var result = trainer.Run(start, cancellation: cancellation);
-        LossPlot.Write(runDirectory, "Pretraining");
+        if (root) LossPlot.Write(runDirectory, "Pretraining");
         return result;
     }
 }

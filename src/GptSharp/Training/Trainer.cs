@@ -63,6 +63,15 @@ public sealed class Trainer<TBatch>
 
     public AdamW Optimizer { get; }
 
+    /// <summary>
+    /// Data parallelism across MPI processes: gradients and the logged loss are averaged after each step's backward,
+    /// parameters are checked to be identical every <see cref="SyncCheckEvery"/> steps, and only rank 0 writes metrics
+    /// and checkpoints and reports steps.
+    /// </summary>
+    public DataParallel? Parallel { get; init; }
+    public int SyncCheckEvery { get; init; } = 50;
+    bool IsRoot => Parallel?.World.IsRoot ?? true;
+
     /// <summary>Called after every optimiser step (for progress displays).</summary>
     public Action<StepMetrics>? OnStep { get; set; }
 
@@ -74,7 +83,7 @@ public sealed class Trainer<TBatch>
     public TrainingResult Run(int startStep = 0, int? untilStep = null, CancellationToken cancellation = default)
     {
         int lastStep = Math.Min(untilStep ?? _config.Steps, _config.Steps);
-        var metrics = new MetricsLog(_runDirectory, startStep);
+        var metrics = IsRoot ? new MetricsLog(_runDirectory, startStep) : null;
         var watch = Stopwatch.StartNew();
         double lastLoss = double.NaN;
         double? lastVal = null;
@@ -83,7 +92,9 @@ public sealed class Trainer<TBatch>
         _model.train();
         while (step < lastStep)
         {
-            if (cancellation.IsCancellationRequested || (_config.TimeLimitSeconds > 0 && watch.Elapsed.TotalSeconds >= _config.TimeLimitSeconds))
+            bool stop = cancellation.IsCancellationRequested || (_config.TimeLimitSeconds > 0 && watch.Elapsed.TotalSeconds >= _config.TimeLimitSeconds);
+            if (Parallel is not null) stop = Parallel.Average(stop ? 1 : 0) > 0; // every process stops at the same step
+            if (stop)
             {
                 stoppedEarly = true;
                 break;
@@ -103,6 +114,12 @@ public sealed class Trainer<TBatch>
                     lossSum += output.Loss.item<float>();
                     tokens += output.Tokens;
                 }
+                if (Parallel is not null)
+                {
+                    Parallel.AverageGradients(Optimizer.Parameters);
+                    lossSum = Parallel.Average(lossSum);
+                    tokens *= Parallel.World.Size;
+                }
                 gradNorm = Optimizer.GradNorm();
                 // Clipping scales the gradients inside the update rather than in a pass of its own.
                 double gradScale = _config.GradClip > 0 && gradNorm > _config.GradClip ? _config.GradClip / (gradNorm + 1e-6) : 1;
@@ -118,12 +135,15 @@ public sealed class Trainer<TBatch>
             double? val = null;
             if (_evaluate is not null && (step % _config.EvalEvery == 0 || step == _config.Steps)) lastVal = val = Evaluate();
             var record = new StepMetrics(step, lastLoss, lr, gradNorm, tokensPerSecond, watch.Elapsed.TotalSeconds, val);
-            if (step % _config.LogEvery == 0 || val is not null || step == _config.Steps) metrics.Append(record);
+            if (Parallel is not null && (step % SyncCheckEvery == 0 || step == lastStep)) Parallel.CheckInSync(Optimizer.Parameters, step);
+            if (!IsRoot) continue;
+            if (step % _config.LogEvery == 0 || val is not null || step == _config.Steps) metrics!.Append(record);
             OnStep?.Invoke(record);
             if (step % _config.CheckpointEvery == 0) SaveCheckpoint(step, lastVal);
         }
         if (stoppedEarly && _evaluate is not null) lastVal = Evaluate();
-        SaveCheckpoint(step, lastVal);
+        if (IsRoot) SaveCheckpoint(step, lastVal);
+        Parallel?.World.Barrier(); // no process reads the checkpoint before it is whole
         return new TrainingResult(step - startStep, lastLoss, lastVal, watch.Elapsed.TotalSeconds, stoppedEarly);
     }
 
