@@ -184,4 +184,15 @@ public class TrainingTests
         Assert.True(fused.B.to(ScalarType.Float64).allclose(reference.B, rtol: 1e-5, atol: 1e-6));
         Assert.False(fused.W.allclose(start, rtol: 1e-3, atol: 1e-3)); // it did move
     }
+
+    [Fact]
+    public void DevicesResolveOrSayWhyNot()
+    {
+        // This build carries the CPU natives: auto picks the CPU, cuda names the problem, a typo is refused.
+        Assert.Equal(cuda.is_available() ? "cuda" : "cpu", TorchRuntime.ResolveDevice("auto"));
+        Assert.Equal("cpu", TorchRuntime.ResolveDevice("cpu"));
+        if (!cuda.is_available())
+            Assert.Contains("no CUDA device", Assert.Throws<InvalidOperationException>(() => TorchRuntime.ResolveDevice("cuda:0")).Message);
+        Assert.Contains("expected cpu, cuda", Assert.Throws<ArgumentException>(() => TorchRuntime.ResolveDevice("gpu")).Message);
+    }
 }

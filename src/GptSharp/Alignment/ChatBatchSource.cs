@@ -13,10 +13,14 @@ public sealed class ChatBatchSource : IBatchSource<TokenBatch>
     readonly IReadOnlyList<RenderedChat> _chats;
     readonly int _batchSize, _sequenceLength, _padId;
     readonly EpochOrder _order;
+    readonly int _rank, _processes;
     LoaderPosition _position;
 
-    public ChatBatchSource(IReadOnlyList<RenderedChat> chats, int batchSize, int sequenceLength, int padId, long seed, LoaderPosition position = default)
+    /// <param name="rank">This process's rank of <paramref name="processes"/> (data parallelism): it gets every processes-th conversation of each batch.</param>
+    public ChatBatchSource(IReadOnlyList<RenderedChat> chats, int batchSize, int sequenceLength, int padId, long seed, LoaderPosition position = default,
+        int rank = 0, int processes = 1)
     {
+        (_rank, _processes) = (rank, processes);
         if (chats.Count < batchSize) throw new InvalidDataException($"{chats.Count} conversations are fewer than one batch of {batchSize}.");
         _chats = chats;
         _batchSize = batchSize;
@@ -34,7 +38,7 @@ public sealed class ChatBatchSource : IBatchSource<TokenBatch>
 
     public TokenBatch Next()
     {
-        var rows = _order.NextBatch(ref _position, _batchSize).Select(i => _chats[i]).ToList();
+        var rows = _order.NextBatch(ref _position, _batchSize, _rank, _processes).Select(i => _chats[i]).ToList();
         return Pack(rows, _sequenceLength, _padId, _position);
     }
 

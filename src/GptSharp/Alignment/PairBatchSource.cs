@@ -11,11 +11,13 @@ public sealed record PairBatch(long[] Tokens, long[] LastIndex, int Pairs, int S
 
 /// <summary>
 /// Serves preference pairs B at a time in a per-epoch shuffled order, packed by <paramref name="pack"/> (the reward
-/// model and DPO pack them differently); the position is "epoch:cursor".
+/// model and DPO pack them differently); the position is "epoch:cursor". Under data parallelism each process takes
+/// every processes-th pair of a batch.
 /// </summary>
 public sealed class PairBatchSource<TBatch>(
     IReadOnlyList<(RenderedChat Chosen, RenderedChat Rejected)> pairs, int batchSize, long seed,
-    Func<IReadOnlyList<(RenderedChat Chosen, RenderedChat Rejected)>, TBatch> pack, LoaderPosition position = default) : IBatchSource<TBatch>
+    Func<IReadOnlyList<(RenderedChat Chosen, RenderedChat Rejected)>, TBatch> pack, LoaderPosition position = default,
+    int rank = 0, int processes = 1) : IBatchSource<TBatch>
 {
     LoaderPosition _position = pairs.Count >= batchSize ? position
         : throw new InvalidDataException($"{pairs.Count} preference pairs are fewer than one batch of {batchSize}.");
@@ -25,7 +27,7 @@ public sealed class PairBatchSource<TBatch>(
 
     public TBatch Next()
     {
-        var rows = _order.NextBatch(ref _position, batchSize).Select(i => pairs[i]).ToList();
+        var rows = _order.NextBatch(ref _position, batchSize, rank, processes).Select(i => pairs[i]).ToList();
         return pack(rows);
     }
 }

@@ -39,13 +39,16 @@ public static class RewardRun
 
         var (start, position) = Checkpoint.StartingPoint(runDirectory, resume);
 
+        using var world = DataParallel.Join(training.BatchSize);
         var source = new PairBatchSource<PairBatch>(trainPairs, training.BatchSize, training.Seed,
-            rows => PairBatchSource.Pack(rows, config.ContextLength, tokenizer.PadId), position);
+            rows => PairBatchSource.Pack(rows, config.ContextLength, tokenizer.PadId), position, world?.Rank ?? 0, world?.Size ?? 1);
         var validation = heldPairs.Chunk(training.BatchSize).Select(rows => PairBatchSource.Pack(rows, config.ContextLength, tokenizer.PadId)).ToList();
         var trainer = new Trainer<PairBatch>(model, config, training, runDirectory, tokenizerReference, Objective(model, torchDevice), source,
-            () => Evaluate(model, validation.Take(training.EvalBatches).ToList(), torchDevice).Loss) { OnStep = onStep }; // all of it at the end
+            () => Evaluate(model, validation.Take(training.EvalBatches).ToList(), torchDevice).Loss) // all of it at the end
+            { OnStep = onStep, Parallel = world is null ? null : new DataParallel(world) };
+        bool root = world?.IsRoot ?? true;
         if (resume) trainer.Resume();
-        else
+        else if (root)
         {
             Checkpoint.WriteRunConfig(runDirectory, new
             {
@@ -55,10 +58,10 @@ public static class RewardRun
         }
         onStart?.Invoke(start);
         var result = trainer.Run(start, cancellation: cancellation);
-        LossPlot.Write(runDirectory, "Reward model (pairwise loss)");
+        if (root) LossPlot.Write(runDirectory, "Reward model (pairwise loss)");
         model.eval();
         var (accuracy, loss) = Evaluate(model, validation, torchDevice);
-        AtomicFile.WriteAllText(Path.Combine(runDirectory, "accuracy.json"), JsonSerializer.Serialize(new { heldOutAccuracy = accuracy, heldOutLoss = loss, heldOutPairs = heldOut.Count }));
+        if (root) AtomicFile.WriteAllText(Path.Combine(runDirectory, "accuracy.json"), JsonSerializer.Serialize(new { heldOutAccuracy = accuracy, heldOutLoss = loss, heldOutPairs = heldOut.Count }));
         return new RewardReport(result, train.Count, heldOut.Count, accuracy, loss);
     }
 

@@ -41,13 +41,15 @@ public static class SftRun
         var (start, position) = Checkpoint.StartingPoint(runDirectory, resume);
 
         torch.manual_seed(training.Seed);
-        var source = new ChatBatchSource(trainChats, training.BatchSize, t, tokenizer.PadId, training.Seed, position);
+        using var world = DataParallel.Join(training.BatchSize);
+        var source = new ChatBatchSource(trainChats, training.BatchSize, t, tokenizer.PadId, training.Seed, position, world?.Rank ?? 0, world?.Size ?? 1);
         var validation = heldChats.Chunk(training.BatchSize).Take(training.EvalBatches)
             .Select(rows => ChatBatchSource.Pack(rows, t, tokenizer.PadId)).ToList();
         var trainer = new Trainer<TokenBatch>(model, training, runDirectory, pretrained.Tokenizer, Pretraining.Objective(model, torchDevice), source,
-            Pretraining.ValidationLoss(model, validation, torchDevice)) { OnStep = onStep };
+            Pretraining.ValidationLoss(model, validation, torchDevice)) { OnStep = onStep, Parallel = world is null ? null : new DataParallel(world) };
+        bool root = world?.IsRoot ?? true;
         if (resume) trainer.Resume();
-        else
+        else if (root)
         {
             Checkpoint.WriteRunConfig(runDirectory, new
             {
@@ -57,7 +59,7 @@ public static class SftRun
         }
         onStart?.Invoke(model, start);
         var result = trainer.Run(start, cancellation: cancellation);
-        LossPlot.Write(runDirectory, "Supervised fine-tuning (assistant tokens)");
+        if (root) LossPlot.Write(runDirectory, "Supervised fine-tuning (assistant tokens)");
         return new SftReport(result, train.Count, heldOut.Count, source.Truncated, trainable);
     }
 }

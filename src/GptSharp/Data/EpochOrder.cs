@@ -11,13 +11,14 @@ public sealed class EpochOrder(int count, Func<long, int> seedForEpoch)
 
     /// <summary>
     /// The indices of the next <paramref name="batchSize"/> items from <paramref name="position"/> ("epoch:cursor"),
-    /// which moves on; an epoch's tail shorter than a batch is skipped for the next epoch.
+    /// which moves on; an epoch's tail shorter than a batch is skipped for the next epoch. Of a data-parallel world of
+    /// <paramref name="processes"/>, process <paramref name="rank"/> gets every processes-th item of the batch.
     /// </summary>
-    public int[] NextBatch(ref LoaderPosition position, int batchSize)
+    public int[] NextBatch(ref LoaderPosition position, int batchSize, int rank = 0, int processes = 1)
     {
         if (position.Cursor + batchSize > count) position = new LoaderPosition(position.Epoch + 1, 0);
         var order = For(position.Epoch);
-        var indices = order.AsSpan((int)position.Cursor, batchSize).ToArray();
+        var indices = order.AsSpan((int)position.Cursor, batchSize).ToArray().Where((_, i) => i % processes == rank).ToArray();
         position = position with { Cursor = position.Cursor + batchSize };
         return indices;
     }

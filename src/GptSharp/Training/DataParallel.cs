@@ -13,6 +13,21 @@ public sealed class DataParallel(MpiWorld world, long bucketElements = 4 << 20)
 {
     public MpiWorld World => world;
 
+    /// <summary>
+    /// The MPI world when this process runs under <c>mpirun</c> with several processes (else null), after checking that
+    /// the global batch divides among them.
+    /// </summary>
+    public static MpiWorld? Join(int globalBatch)
+    {
+        var world = MpiWorld.FromEnvironment();
+        if (world is not null && globalBatch % world.Size != 0)
+        {
+            world.Dispose();
+            throw new ArgumentException($"--batch-size {globalBatch} must be divisible by the {world.Size} MPI processes.");
+        }
+        return world;
+    }
+
     public unsafe void AverageGradients(IEnumerable<Parameter> parameters)
     {
         using var noGrad = no_grad();
@@ -28,7 +43,10 @@ public sealed class DataParallel(MpiWorld world, long bucketElements = 4 << 20)
                 bucket.Add(grads[start++]);
             }
             var flat = cat([.. bucket.Select(g => g.flatten())]).contiguous();
-            world.AllReduceSum((float*)TensorMemory.Address(flat), (int)flat.numel());
+            // MPI reads host memory: a GPU bucket goes through a CPU copy (Open MPI builds without CUDA support).
+            var host = flat.device_type == TorchSharp.DeviceType.CPU ? flat : flat.cpu();
+            world.AllReduceSum((float*)TensorMemory.Address(host), (int)host.numel());
+            if (!ReferenceEquals(host, flat)) flat.copy_(host);
             flat.div_(world.Size);
             long offset = 0;
             foreach (var g in bucket)

@@ -33,14 +33,8 @@ public static class PretrainRun
 
         // Under mpirun with N processes: each takes every N-th window of the global batch and gradients are averaged,
         // so the run matches a single process with the same --batch-size.
-        using var world = MpiWorld.FromEnvironment();
-        int perProcess = training.BatchSize;
-        if (world is not null)
-        {
-            if (training.BatchSize % world.Size != 0)
-                throw new ArgumentException($"--batch-size {training.BatchSize} must be divisible by the {world.Size} MPI processes.");
-            perProcess = training.BatchSize / world.Size;
-        }
+        using var world = DataParallel.Join(training.BatchSize);
+        int perProcess = training.BatchSize / (world?.Size ?? 1);
         var loader = new TokenBatchLoader(train, perProcess, config.ContextLength, training.Seed, position, world?.Rank ?? 0, world?.Size ?? 1);
         var trainer = new Trainer<TokenBatch>(model, training, runDirectory, data.Tokenizer, Pretraining.Objective(model, torchDevice),
             new ShardBatchSource(loader), Pretraining.ValidationLoss(model, val, training.BatchSize, config.ContextLength, training.EvalBatches, torchDevice))
