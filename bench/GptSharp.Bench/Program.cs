@@ -1,7 +1,7 @@
 using GptSharp.Bench;
 using GptSharp.Interop;
 
-// Benchmarks print figures; they assert nothing. Usage: dotnet run -c Release --project bench/GptSharp.Bench -- [tokenizer|matmul|model|memory|breakdown|serve|all]
+// Benchmarks print figures; they assert nothing. Usage: dotnet run -c Release --project bench/GptSharp.Bench -- [tokenizer|matmul|model|memory|breakdown|serve|dp|all]
 string which = args.Length > 0 ? args[0] : "all";
 var runtime = TorchRuntime.Initialize();
 Console.WriteLine($"# GptSharp bench — {SystemReport.CpuModel()}, {Environment.ProcessorCount} cores, torch threads {runtime.Threads}, " +
@@ -14,6 +14,7 @@ var benches = new Dictionary<string, Action>
     ["matmul"] = MatmulBench.Run,
     ["breakdown"] = StepBreakdownBench.Run,
     ["serve"] = ServeBench.Run,
+    ["dp"] = DataParallelBench.Run,
 };
 if (which == "all") foreach (var bench in benches.Values) bench();
 else if (benches.TryGetValue(which, out var bench)) bench();
