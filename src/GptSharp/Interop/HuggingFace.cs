@@ -97,13 +97,7 @@ public static class HuggingFace
             using var scope = NewDisposeScope();
             var ours = modelType == "gpt2" ? FromGpt2(tensors, config, weightsPath) : FromLlama(tensors, config, weightsPath);
             using var noGrad = no_grad();
-            foreach (var (name, target) in model.state_dict())
-            {
-                var source = ours[name];
-                if (!source.shape.SequenceEqual(target.shape))
-                    throw new InvalidDataException($"{weightsPath}: tensor for '{name}' has shape [{string.Join(", ", source.shape)}], expected [{string.Join(", ", target.shape)}].");
-                target.copy_(source);
-            }
+            Checkpoint.LoadInto(model.state_dict(), ours, weightsPath);
         }
         finally
         {
@@ -114,63 +108,64 @@ public static class HuggingFace
         return config;
     }
 
-    static Dictionary<string, Tensor> ToGpt2(Dictionary<string, Tensor> w, GptConfig c)
+    /// <summary>GPT-2's tensors: (GptSharp name, Hugging Face name, stored transposed as Conv1D [in, out]).</summary>
+    static IEnumerable<(string Ours, string Hf, bool Transposed)> Gpt2Names(GptConfig c)
     {
-        var t = new Dictionary<string, Tensor> { ["transformer.wte.weight"] = w["wte.weight"], ["transformer.wpe.weight"] = w["wpe.weight"] };
+        yield return ("wte.weight", "transformer.wte.weight", false);
+        yield return ("wpe.weight", "transformer.wpe.weight", false);
         for (int i = 0; i < c.Layers; i++)
         {
-            string ours = $"h.{i}.", hf = $"transformer.h.{i}.";
             foreach (string norm in new[] { "ln_1", "ln_2" })
-                foreach (string part in new[] { "weight", "bias" }) t[$"{hf}{norm}.{part}"] = w[$"{ours}{norm}.{part}"];
+                foreach (string part in new[] { "weight", "bias" }) yield return ($"h.{i}.{norm}.{part}", $"transformer.h.{i}.{norm}.{part}", false);
             foreach (string linear in new[] { "attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj" })
             {
-                t[$"{hf}{linear}.weight"] = w[$"{ours}{linear}.weight"].t().contiguous(); // Conv1D: [in, out]
-                t[$"{hf}{linear}.bias"] = w[$"{ours}{linear}.bias"];
+                yield return ($"h.{i}.{linear}.weight", $"transformer.h.{i}.{linear}.weight", true);
+                yield return ($"h.{i}.{linear}.bias", $"transformer.h.{i}.{linear}.bias", false);
             }
         }
-        t["transformer.ln_f.weight"] = w["ln_f.weight"];
-        t["transformer.ln_f.bias"] = w["ln_f.bias"];
-        return t;
+        yield return ("ln_f.weight", "transformer.ln_f.weight", false);
+        yield return ("ln_f.bias", "transformer.ln_f.bias", false);
     }
 
-    static Dictionary<string, Tensor> FromGpt2(Dictionary<string, Tensor> t, GptConfig c, string path)
+    static Dictionary<string, Tensor> ToGpt2(Dictionary<string, Tensor> w, GptConfig c) =>
+        Gpt2Names(c).ToDictionary(n => n.Hf, n => n.Transposed ? w[n.Ours].t().contiguous() : w[n.Ours]);
+
+    static Dictionary<string, Tensor> FromGpt2(Dictionary<string, Tensor> t, GptConfig c, string path) =>
+        Gpt2Names(c).ToDictionary(n => n.Ours, n =>
+        {
+            var tensor = t.TryGetValue(n.Hf, out var v) ? v : throw new InvalidDataException($"{path}: tensor '{n.Hf}' is missing.");
+            if (!n.Transposed) return tensor;
+            if (tensor.dim() != 2) throw new InvalidDataException($"{path}: tensor '{n.Hf}' must be a matrix, has {tensor.dim()} dimensions.");
+            return tensor.t().contiguous();
+        });
+
+    /// <summary>Llama's one-to-one tensors (GptSharp name, Hugging Face name); q, k, v are split from c_attn separately.</summary>
+    static IEnumerable<(string Ours, string Hf)> LlamaNames(GptConfig c)
     {
-        Tensor Get(string name) => t.TryGetValue(name, out var v) ? v : throw new InvalidDataException($"{path}: tensor '{name}' is missing.");
-        var w = new Dictionary<string, Tensor> { ["wte.weight"] = Get("transformer.wte.weight"), ["wpe.weight"] = Get("transformer.wpe.weight") };
+        yield return ("wte.weight", "model.embed_tokens.weight");
+        yield return ("ln_f.weight", "model.norm.weight");
+        if (!c.TiedEmbeddings) yield return ("lm_head.weight", "lm_head.weight");
         for (int i = 0; i < c.Layers; i++)
         {
-            string ours = $"h.{i}.", hf = $"transformer.h.{i}.";
-            foreach (string norm in new[] { "ln_1", "ln_2" })
-                foreach (string part in new[] { "weight", "bias" }) w[$"{ours}{norm}.{part}"] = Get($"{hf}{norm}.{part}");
-            foreach (string linear in new[] { "attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj" })
-            {
-                var conv = Get($"{hf}{linear}.weight");
-                if (conv.dim() != 2) throw new InvalidDataException($"{path}: tensor '{hf}{linear}.weight' must be a matrix, has {conv.dim()} dimensions.");
-                w[$"{ours}{linear}.weight"] = conv.t().contiguous();
-                w[$"{ours}{linear}.bias"] = Get($"{hf}{linear}.bias");
-            }
+            string ours = $"h.{i}.", hf = $"model.layers.{i}.";
+            yield return ($"{ours}attn.c_proj.weight", $"{hf}self_attn.o_proj.weight");
+            yield return ($"{ours}ln_1.weight", $"{hf}input_layernorm.weight");
+            yield return ($"{ours}ln_2.weight", $"{hf}post_attention_layernorm.weight");
+            foreach (string projection in new[] { "gate_proj", "up_proj", "down_proj" }) yield return ($"{ours}mlp.{projection}.weight", $"{hf}mlp.{projection}.weight");
         }
-        w["ln_f.weight"] = Get("transformer.ln_f.weight");
-        w["ln_f.bias"] = Get("transformer.ln_f.bias");
-        return w;
     }
 
     static Dictionary<string, Tensor> ToLlama(Dictionary<string, Tensor> w, GptConfig c)
     {
         int q = c.Heads * c.HeadDim, kv = c.KvHeads * c.HeadDim;
-        var t = new Dictionary<string, Tensor> { ["model.embed_tokens.weight"] = w["wte.weight"], ["model.norm.weight"] = w["ln_f.weight"] };
-        if (!c.TiedEmbeddings) t["lm_head.weight"] = w["lm_head.weight"];
+        var t = LlamaNames(c).ToDictionary(n => n.Hf, n => w[n.Ours]);
         for (int i = 0; i < c.Layers; i++)
         {
-            string ours = $"h.{i}.", hf = $"model.layers.{i}.";
-            var fused = w[$"{ours}attn.c_attn.weight"];
-            t[$"{hf}self_attn.q_proj.weight"] = fused.narrow(0, 0, q).contiguous();
-            t[$"{hf}self_attn.k_proj.weight"] = fused.narrow(0, q, kv).contiguous();
-            t[$"{hf}self_attn.v_proj.weight"] = fused.narrow(0, q + kv, kv).contiguous();
-            t[$"{hf}self_attn.o_proj.weight"] = w[$"{ours}attn.c_proj.weight"];
-            t[$"{hf}input_layernorm.weight"] = w[$"{ours}ln_1.weight"];
-            t[$"{hf}post_attention_layernorm.weight"] = w[$"{ours}ln_2.weight"];
-            foreach (string projection in new[] { "gate_proj", "up_proj", "down_proj" }) t[$"{hf}mlp.{projection}.weight"] = w[$"{ours}mlp.{projection}.weight"];
+            var fused = w[$"h.{i}.attn.c_attn.weight"];
+            string hf = $"model.layers.{i}.self_attn.";
+            t[$"{hf}q_proj.weight"] = fused.narrow(0, 0, q).contiguous();
+            t[$"{hf}k_proj.weight"] = fused.narrow(0, q, kv).contiguous();
+            t[$"{hf}v_proj.weight"] = fused.narrow(0, q + kv, kv).contiguous();
         }
         return t;
     }
@@ -178,16 +173,11 @@ public static class HuggingFace
     static Dictionary<string, Tensor> FromLlama(Dictionary<string, Tensor> t, GptConfig c, string path)
     {
         Tensor Get(string name) => t.TryGetValue(name, out var v) ? v : throw new InvalidDataException($"{path}: tensor '{name}' is missing.");
-        var w = new Dictionary<string, Tensor> { ["wte.weight"] = Get("model.embed_tokens.weight"), ["ln_f.weight"] = Get("model.norm.weight") };
-        if (!c.TiedEmbeddings) w["lm_head.weight"] = Get("lm_head.weight");
+        var w = LlamaNames(c).ToDictionary(n => n.Ours, n => Get(n.Hf));
         for (int i = 0; i < c.Layers; i++)
         {
-            string ours = $"h.{i}.", hf = $"model.layers.{i}.";
-            w[$"{ours}attn.c_attn.weight"] = cat([Get($"{hf}self_attn.q_proj.weight"), Get($"{hf}self_attn.k_proj.weight"), Get($"{hf}self_attn.v_proj.weight")], 0);
-            w[$"{ours}attn.c_proj.weight"] = Get($"{hf}self_attn.o_proj.weight");
-            w[$"{ours}ln_1.weight"] = Get($"{hf}input_layernorm.weight");
-            w[$"{ours}ln_2.weight"] = Get($"{hf}post_attention_layernorm.weight");
-            foreach (string projection in new[] { "gate_proj", "up_proj", "down_proj" }) w[$"{ours}mlp.{projection}.weight"] = Get($"{hf}mlp.{projection}.weight");
+            string hf = $"model.layers.{i}.self_attn.";
+            w[$"h.{i}.attn.c_attn.weight"] = cat([Get($"{hf}q_proj.weight"), Get($"{hf}k_proj.weight"), Get($"{hf}v_proj.weight")], 0);
         }
         return w;
     }

@@ -75,9 +75,10 @@ public sealed class Gpt : Module<Tensor, Tensor>
         int start = cache?.Length ?? 0;
         if (start + t > Config.ContextLength)
             throw new ArgumentException($"{start + t} tokens exceed the context length {Config.ContextLength}.", nameof(tokens));
+        cache?.BeginStep((int)t);
         var x = wte.forward(tokens);
         if (wpe is not null)
-            x = x + wpe.forward(cache?.Padding is not null ? cache.Positions((int)t) : arange(start, start + t, dtype: ScalarType.Int64, device: tokens.device));
+            x = x + wpe.forward(cache?.StepPositions ?? arange(start, start + t, dtype: ScalarType.Int64, device: tokens.device));
         x = drop.forward(x);
         for (int layer = 0; layer < h.Count; layer++) x = h[layer].Forward(x, rotary, cache, layer, start);
         cache?.Advance((int)t);

@@ -33,22 +33,43 @@ public sealed class KvCache : IDisposable
     /// <summary>Left-padding slots per row (B), or null when no row is padded.</summary>
     public Tensor? Padding { get; }
 
-    /// <summary>Positions (B, T) of the next T slots: slot index minus the row's padding (0 inside the padding).</summary>
-    public Tensor Positions(int t) => (arange(Length, Length + t, dtype: ScalarType.Int64, device: Padding!.device).unsqueeze(0) - Padding.unsqueeze(1)).clamp_min(0);
+    /// <summary>For a padded batch, the positions (B, T) of the slots the current forward pass fills: slot index minus
+    /// the row's padding (0 inside the padding). Set by <see cref="BeginStep"/>; null without padding.</summary>
+    public Tensor? StepPositions { get; private set; }
 
-    /// <summary>
-    /// Which keys each of the next T queries may see (B, 1, T, Length + T): earlier-or-same slots that are not padding
-    /// — a padding query sees itself only, so that no row of attention is empty.
-    /// </summary>
-    public Tensor AttentionMask(int t)
+    /// <summary>For a padded batch, which keys each query of the current forward pass may see (B, 1, T, Length + T):
+    /// earlier-or-same slots that are not padding — a padding query sees itself only, so that no row of attention is
+    /// empty. Set by <see cref="BeginStep"/>; null without padding.</summary>
+    public Tensor? StepMask { get; private set; }
+
+    /// <summary>Called once per forward pass of <paramref name="t"/> new tokens, before the layers, so that every layer
+    /// reads the same positions and mask instead of building them again.</summary>
+    public void BeginStep(int t)
     {
+        if (Padding is null) return;
+        DisposeStep();
+        StepPositions = (arange(Length, Length + t, dtype: ScalarType.Int64, device: Padding.device).unsqueeze(0) - Padding.unsqueeze(1))
+            .clamp_min(0).DetachFromDisposeScope();
+        StepMask = AttentionMask(t).DetachFromDisposeScope();
+    }
+
+    void DisposeStep()
+    {
+        StepPositions?.Dispose();
+        StepMask?.Dispose();
+        (StepPositions, StepMask) = (null, null);
+    }
+
+    Tensor AttentionMask(int t)
+    {
+        using var scope = NewDisposeScope();
         var device = Padding!.device;
         var keys = arange(Length + t, dtype: ScalarType.Int64, device: device);                 // (K)
         var queries = arange(Length, Length + t, dtype: ScalarType.Int64, device: device);       // (T)
         var causal = keys.unsqueeze(0) <= queries.unsqueeze(1);                                // (T, K)
         var real = keys.unsqueeze(0) >= Padding.unsqueeze(1);                                  // (B, K)
         var self = keys.unsqueeze(0) == queries.unsqueeze(1);                                  // (T, K)
-        return ((causal.unsqueeze(0) & real.unsqueeze(1)) | self.unsqueeze(0)).unsqueeze(1);
+        return ((causal.unsqueeze(0) & real.unsqueeze(1)) | self.unsqueeze(0)).unsqueeze(1).MoveToOuterDisposeScope();
     }
 
     /// <summary>Tokens already stored (the position of the next token).</summary>
@@ -67,7 +88,11 @@ public sealed class KvCache : IDisposable
     }
 
     /// <summary>Called once per forward pass, after every layer appended, to move the write position on.</summary>
-    public void Advance(int count) => Length += count;
+    public void Advance(int count)
+    {
+        Length += count;
+        DisposeStep();
+    }
 
     /// <summary>Forgets everything (keeps the memory).</summary>
     public void Reset() => Length = 0;
@@ -77,5 +102,6 @@ public sealed class KvCache : IDisposable
         foreach (var t in _keys) t.Dispose();
         foreach (var t in _values) t.Dispose();
         Padding?.Dispose();
+        DisposeStep();
     }
 }

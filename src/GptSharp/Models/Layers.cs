@@ -106,14 +106,13 @@ public sealed class SelfAttention : Module<Tensor, Tensor>
         var q = qkv.narrow(-1, 0, h * hd).view(b, t, h, hd).transpose(1, 2);            // (B, H, T, hd)
         var k = qkv.narrow(-1, h * hd, kvh * hd).view(b, t, kvh, hd).transpose(1, 2);   // (B, KvH, T, hd)
         var v = qkv.narrow(-1, (h + kvh) * hd, kvh * hd).view(b, t, kvh, hd).transpose(1, 2);
-        var padded = cache?.Padding is not null;
+        var positions = cache?.StepPositions;
         if (rotary is not null)
         {
-            var positions = padded ? cache!.Positions((int)t) : null;
             q = positions is null ? rotary.Apply(q, start) : rotary.Apply(q, positions);
             k = positions is null ? rotary.Apply(k, start) : rotary.Apply(k, positions);
         }
-        var paddingMask = padded ? cache!.AttentionMask((int)t) : null; // before Append: it reads the length before these tokens
+        var paddingMask = cache?.StepMask;
         if (cache is not null) (k, v) = cache.Append(layer, k, v);
         if (kvh != h)
         {

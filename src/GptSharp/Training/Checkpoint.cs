@@ -155,7 +155,8 @@ public static class Checkpoint
         }
     }
 
-    static void LoadInto(IReadOnlyDictionary<string, Tensor> targets, IReadOnlyDictionary<string, Tensor> tensors, string path)
+    /// <summary>Copies each target's tensor from <paramref name="tensors"/>, checking presence and shape (errors name the tensor and file).</summary>
+    internal static void LoadInto(IReadOnlyDictionary<string, Tensor> targets, IReadOnlyDictionary<string, Tensor> tensors, string path)
     {
         foreach (var (name, target) in targets)
         {
