@@ -66,6 +66,8 @@ app.Configure(config =>
         export.SetDescription("Write a run in another tool's format.");
         export.AddCommand<ExportHfCommand>("hf").WithDescription("A GPT-2- or Llama-layout run as a Hugging Face transformers folder (safetensors).")
             .WithExample("export", "hf", "--run-dir", "runs/speedrun/sft", "--out", "runs/hf-sft");
+        export.AddCommand<ExportGgufCommand>("gguf").WithDescription("A GPT-2- or Llama-layout run as one GGUF file (f16 or f32) for llama.cpp, LLamaSharp, Ollama.")
+            .WithExample("export", "gguf", "--run-dir", "runs/speedrun/sft", "--out", "runs/sft.gguf");
     });
     config.AddBranch("import", import =>
     {

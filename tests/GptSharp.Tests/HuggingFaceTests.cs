@@ -104,4 +104,52 @@ public class HuggingFaceTests(TrainedTokenizerFixture fixture) : IClassFixture<T
         Assert.Contains("ParallelBlock", Assert.Throws<NotSupportedException>(() =>
             HuggingFace.Architecture(GptConfig.Llama(v, 32, 1, 2, 2, 16) with { ParallelBlock = true })).Message);
     }
+
+    /// <summary>Held-out-looking text from every embedded corpus, plus scripts and symbols the corpora lack.</summary>
+    internal static List<string> Samples() =>
+    [
+        .. GptSharp.Data.Corpus.EmbeddedNames.SelectMany(name => GptSharp.Data.Corpus.Read(name).Skip(5000).Take(60)).Select(d => d.Text),
+        "emoji 😀👍🏽 and 🇨🇳 flags, ZWJ 👩‍👩‍👧", "mixed 中文 English 日本語のかな 한국어 Ελληνικά русский",
+        "numbers 1234567 3.14159 and  double  spaces\n\n\ttabs, don't WE'LL", "　全角　空格，「引號」……",
+    ];
+
+    public static TheoryData<string> Tokenizers => new() { "trained", "gpt2", "cl100k_base" };
+
+    [Theory]
+    [MemberData(nameof(Tokenizers))]
+    public void HuggingFaceTokenizersReadsTheExportedTokenizerJsonAndEncodesAlike(string which)
+    {
+        using var dir = new TempDirectory();
+        var tokenizer = which == "trained" ? fixture.Tokenizer : GptSharp.Tokenization.GptTokenizer.Load(which);
+        HuggingFaceTokenizer.Save(tokenizer, dir.File("hf"), contextLength: 256);
+
+        // The Rust tokenizers library that transformers' AutoTokenizer uses.
+        using var theirs = new global::Tokenizers.DotNet.Tokenizer(dir.File("hf/tokenizer.json"));
+        foreach (string text in Samples())
+        {
+            int[] ours = tokenizer.Encode(text);
+            int[] encoded = [.. theirs.Encode(text).Select(id => (int)id)];
+            Assert.True(ours.SequenceEqual(encoded), $"{which}: '{text[..Math.Min(40, text.Length)]}' encodes differently");
+            Assert.Equal(text, theirs.Decode([.. ours.Select(id => (uint)id)]));
+        }
+        // Special tokens are added tokens there: a chat template's markers become single ids.
+        Assert.Equal([(uint)tokenizer.EndId], theirs.Encode("<|end|>"));
+
+        using var config = JsonDocument.Parse(File.ReadAllText(dir.File("hf/tokenizer_config.json")));
+        Assert.Equal("<|bos|>", config.RootElement.GetProperty("bos_token").GetString());
+        Assert.Equal(256, config.RootElement.GetProperty("model_max_length").GetInt32());
+    }
+
+    [Fact]
+    public void ThePortablePatternSplitsLikeTheDotNetOne()
+    {
+        var dotnet = GptSharp.Tokenization.PreTokenizerPatterns.Compile(GptSharp.Tokenization.PreTokenizerPatterns.Gpt4Cjk);
+        var portable = GptSharp.Tokenization.PreTokenizerPatterns.Compile(GptSharp.Tokenization.PreTokenizerPatterns.Portable(GptSharp.Tokenization.PreTokenizerPatterns.Gpt4Cjk));
+        Assert.DoesNotContain(@"\p{Is", GptSharp.Tokenization.PreTokenizerPatterns.Gpt4CjkPortable);
+        foreach (string text in Samples())
+            Assert.Equal(dotnet.Matches(text).Select(m => m.Value), portable.Matches(text).Select(m => m.Value));
+
+        var e = Assert.Throws<NotSupportedException>(() => GptSharp.Tokenization.PreTokenizerPatterns.Portable(@"[\p{L}-[\p{IsGreek}]]+|\s+"));
+        Assert.Contains("rewrite it with explicit ranges", e.Message);
+    }
 }

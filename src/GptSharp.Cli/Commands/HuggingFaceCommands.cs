@@ -20,7 +20,7 @@ sealed class ExportHfCommand : Command<ExportHfSettings>
     {
         TorchRuntime.Initialize(s.Threads);
         HuggingFace.Export(s.RunDir, s.Out);
-        AnsiConsole.MarkupLine($"Wrote {Markup.Escape(s.Out)}: config.json, generation_config.json, model.safetensors, {HuggingFace.TokenizerFolder}/.");
+        AnsiConsole.MarkupLine($"Wrote {Markup.Escape(s.Out)}: config.json, generation_config.json, model.safetensors, tokenizer.json, tokenizer_config.json, {HuggingFace.TokenizerFolder}/.");
         return 0;
     }
 }

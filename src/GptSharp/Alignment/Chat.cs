@@ -25,6 +25,11 @@ public sealed record RenderedChat(int[] Tokens, bool[] LossMask);
 /// </summary>
 public sealed class ChatTemplate(GptTokenizer tokenizer)
 {
+    /// <summary>The same template in Jinja, for other runtimes (Hugging Face <c>chat_template</c>, GGUF <c>tokenizer.chat_template</c>).</summary>
+    public const string Jinja =
+        "{{ bos_token }}{% for message in messages %}{{ '<|' + message['role'] + '|>' + message['content'] + '<|end|>' }}{% endfor %}" +
+        "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}";
+
     public GptTokenizer Tokenizer => tokenizer;
 
     /// <summary>Renders a whole conversation for training.</summary>

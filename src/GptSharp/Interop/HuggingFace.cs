@@ -12,8 +12,8 @@ namespace GptSharp.Interop;
 /// Exchanges GPT runs with Hugging Face <c>transformers</c> folders: GPT-2-family runs as <c>GPT2LMHeadModel</c>
 /// (GPT-2's tensor names; its Conv1D weights are stored [in, out], the transpose of a Linear's), Llama/PaLM-family runs
 /// as <c>LlamaForCausalLM</c> (q, k, v split out of the fused projection). Writes <c>config.json</c>,
-/// <c>generation_config.json</c> and <c>model.safetensors</c>, plus GptSharp's own tokenizer files under
-/// <c>gptsharp-tokenizer/</c>; reads such folders back, checking every tensor's presence and shape.
+/// <c>generation_config.json</c>, <c>model.safetensors</c> and the tokenizer (<c>tokenizer.json</c> for
+/// <c>AutoTokenizer</c>, and GptSharp's own files under <c>gptsharp-tokenizer/</c>); reads such folders back, checking every tensor's presence and shape.
 /// </summary>
 public static class HuggingFace
 {
@@ -39,6 +39,7 @@ public static class HuggingFace
         var c = model.Config;
         string architecture = Architecture(c);
         var tokenizer = GptTokenizer.Load(state.Tokenizer);
+        PreTokenizerPatterns.Portable(tokenizer.Spec.Pattern); // fail before writing anything if tokenizer.json cannot express it
         Directory.CreateDirectory(outDirectory);
         using var scope = NewDisposeScope();
         var weights = model.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value);
@@ -67,6 +68,7 @@ public static class HuggingFace
         {
             ["bos_token_id"] = tokenizer.BosId, ["eos_token_id"] = tokenizer.EosId, ["max_length"] = c.ContextLength,
         }.ToJsonString(options));
+        HuggingFaceTokenizer.Save(tokenizer, outDirectory, c.ContextLength);
         GptTokenizer.Copy(state.Tokenizer, Path.Combine(outDirectory, TokenizerFolder));
     }
 

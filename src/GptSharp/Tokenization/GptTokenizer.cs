@@ -60,6 +60,9 @@ public sealed class GptTokenizer
 
     public bool IsSpecial(int id) => _specialById.ContainsKey(id);
 
+    /// <summary>The ordinary (BPE) tokens: id, which is also the merge rank, → bytes.</summary>
+    public IReadOnlyDictionary<int, byte[]> OrdinaryTokens => _ranks;
+
     /// <summary>Encodes plain text; special-token strings in it are encoded as ordinary text.</summary>
     public int[] Encode(string text) => [.. _plain.EncodeToIds(WithoutLoneSurrogates(text))];
 

@@ -28,6 +28,30 @@ public static class PreTokenizerPatterns
         @"|(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}-[\p{IsCJKUnifiedIdeographs}\p{IsCJKUnifiedIdeographsExtensionA}\p{IsCJKCompatibilityIdeographs}\p{IsHiragana}\p{IsKatakana}\p{IsHangulSyllables}]]+" +
         @"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+    /// <summary>The CJK blocks of <see cref="Gpt4Cjk"/> as explicit ranges, which every regex engine reads alike.</summary>
+    const string CjkRanges = @"\u4E00-\u9FFF\u3400-\u4DBF\uF900-\uFAFF\u3040-\u309F\u30A0-\u30FF\uAC00-\uD7AF";
+
+    /// <summary>
+    /// <see cref="Gpt4Cjk"/> without .NET-only syntax (named Unicode blocks, character-class subtraction), for
+    /// Oniguruma (Hugging Face tokenizers) and other engines: blocks become ranges, subtraction a negative lookahead.
+    /// </summary>
+    public const string Gpt4CjkPortable =
+        "[" + CjkRanges + "]" +
+        @"|(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?(?:(?![" + CjkRanges + @"])\p{L})+" +
+        @"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+    /// <summary>
+    /// The same split in syntax other regex engines share; throws for a custom pattern that uses .NET-only constructs.
+    /// </summary>
+    public static string Portable(string pattern)
+    {
+        if (pattern == Gpt4Cjk) return Gpt4CjkPortable;
+        if (pattern.Contains(@"\p{Is", StringComparison.Ordinal) || pattern.Contains("-[", StringComparison.Ordinal))
+            throw new NotSupportedException("The pre-tokenizer pattern uses .NET-only regex syntax (a named Unicode block \\p{Is...} or class " +
+                                            "subtraction [a-[b]]), which other tokenizers cannot read; rewrite it with explicit ranges.");
+        return pattern;
+    }
+
     /// <summary>Resolves a pattern name (<c>gpt4</c>, <c>gpt4-cjk</c>) or returns the argument as a literal regex.</summary>
     public static string Resolve(string nameOrPattern) => nameOrPattern switch
     {
