@@ -1,7 +1,7 @@
 using GptSharp.Bench;
 using GptSharp.Interop;
 
-// Benchmarks print figures; they assert nothing. Usage: dotnet run -c Release --project bench/GptSharp.Bench -- [tokenizer|matmul|model|memory|breakdown|serve|dp|all]
+// Benchmarks print figures; they assert nothing. Usage: dotnet run -c Release --project bench/GptSharp.Bench -- [tokenizer|matmul|model|memory|breakdown|serve|dp|zero1|all]
 string which = args.Length > 0 ? args[0] : "all";
 var runtime = TorchRuntime.Initialize();
 Console.WriteLine($"# GptSharp bench — {SystemReport.CpuModel()}, {Environment.ProcessorCount} cores, torch threads {runtime.Threads}, " +
@@ -15,6 +15,7 @@ var benches = new Dictionary<string, Action>
     ["breakdown"] = StepBreakdownBench.Run,
     ["serve"] = ServeBench.Run,
     ["dp"] = DataParallelBench.Run,
+    ["zero1"] = DataParallelBench.RunZero1,
 };
 if (which == "all") foreach (var bench in benches.Values) bench();
 else if (benches.TryGetValue(which, out var bench)) bench();

@@ -16,6 +16,8 @@ public class FineTuneSettings : CommonSettings
     [CommandOption("--eval-every")] public int EvalEvery { get; init; } = 100;
     [CommandOption("--seed")] public long Seed { get; init; } = 1337;
     [CommandOption("--time-limit")] public double TimeLimit { get; init; }
+    [CommandOption("--zero1")] [Description("Under mpirun: each process keeps the optimiser state of its share of the weights only (ZeRO-1).")]
+    public bool Zero1 { get; init; }
     [CommandOption("--lora-rank")] [Description("Train LoRA adapters of this rank instead of every weight (0: full fine-tuning).")]
     public int LoraRank { get; init; }
     [CommandOption("--lora-alpha")] [Description("LoRA scale numerator (scale = alpha / rank).")]
@@ -31,6 +33,7 @@ public class FineTuneSettings : CommonSettings
     {
         Steps = steps, BatchSize = batchSize, LearningRate = learningRate, WarmupSteps = warmupSteps, EvalEvery = EvalEvery,
         CheckpointEvery = Math.Max(EvalEvery, 100), Seed = Seed, TimeLimitSeconds = TimeLimit, WeightDecay = weightDecay,
+        ShardOptimizerState = Zero1,
     };
 
     /// <summary>Reports each step to the progress display, and held-out losses as plain lines with --quiet.</summary>

@@ -1,6 +1,10 @@
 using System.Diagnostics;
 using System.Text.Json;
 using GptSharp.Data;
+using GptSharp.Models;
+using GptSharp.Training;
+using TorchSharp;
+using static TorchSharp.torch;
 
 namespace GptSharp.Tests;
 
@@ -61,5 +65,89 @@ public class DataParallelTests(TrainedTokenizerFixture fixture) : IClassFixture<
         Assert.Equal([6, 10, 12], two.Select(x => x.Step));
         Assert.All(one.Zip(two), pair => Assert.Equal(pair.First.Loss, pair.Second.Loss, 3));
         Assert.True(Directory.Exists(Path.Combine(dir.File("two"), "checkpoint")));
+    }
+
+    [Fact]
+    public void ShardedOptimizerStateTrainsAndResumesBitForBitLikeTheReplicatedOne()
+    {
+        string mpirun = "/usr/bin/mpirun";
+        Assert.True(File.Exists(mpirun), $"{mpirun} is missing: install Open MPI (apt-get install openmpi-bin), as .ci/run does.");
+        using var dir = new TempDirectory();
+        ShardBuilder.Build(fixture.Tokenizer, fixture.Directory, new ShardOptions(["tang"], MaxDocuments: 400), dir.File("data"));
+        string cli = Cli();
+        string[] common = ["pretrain", "--data", dir.File("data"), "--layers", "2", "--width", "64", "--heads", "2", "--context", "32",
+            "--batch-size", "8", "--warmup", "2", "--eval-every", "5", "--eval-batches", "2", "--threads", "1", "--quiet"];
+        string[] twoProcesses = ["--allow-run-as-root", "--oversubscribe", "-np", "2", "dotnet", cli, .. common];
+
+        (int, string) Train(string run, bool zero1, int steps, bool resume = false) =>
+            Run(mpirun, [.. twoProcesses, "--run-dir", dir.File(run), "--steps", steps.ToString(), .. zero1 ? new[] { "--zero1" } : [], .. resume ? new[] { "--resume" } : []]);
+
+        foreach (var (run, zero1) in new[] { ("replicated", false), ("sharded", true) })
+        {
+            var result = Train(run, zero1, steps: 10);
+            Assert.True(result.Item1 == 0, result.Item2);
+            // Both processes say what share they hold; together, every parameter's state exactly once.
+            var shares = System.Text.RegularExpressions.Regex.Matches(result.Item2, @"ZeRO-1: this process holds optimiser state for ([\d,]+) of ([\d,]+) parameters")
+                .Select(m => (Held: long.Parse(m.Groups[1].Value.Replace(",", "")), Total: long.Parse(m.Groups[2].Value.Replace(",", "")))).ToList();
+            Assert.Equal(zero1 ? 2 : 0, shares.Count);
+            if (zero1)
+            {
+                Assert.Equal(shares[0].Total, shares.Sum(s => s.Held));
+                Assert.All(shares, s => Assert.InRange(s.Held, s.Total / 4, s.Total * 3 / 4));
+            }
+        }
+        // Each process updated half the weights and broadcast them; the root gathered the other half's moments for the checkpoint.
+        Assert.Equal(Losses(dir.File("replicated")), Losses(dir.File("sharded")));
+        foreach (string file in new[] { "model.safetensors", "optimizer.safetensors" })
+            Assert.Equal(File.ReadAllBytes(Path.Combine(dir.File("replicated"), "checkpoint", file)), File.ReadAllBytes(Path.Combine(dir.File("sharded"), "checkpoint", file)));
+
+        // Resuming: each sharded process reads its own share of the moments back.
+        foreach (var (run, zero1) in new[] { ("replicated", false), ("sharded", true) })
+        {
+            var result = Train(run, zero1, steps: 15, resume: true);
+            Assert.True(result.Item1 == 0, result.Item2);
+        }
+        var replicated = Losses(dir.File("replicated"));
+        Assert.Contains(replicated, x => x.Step == 15);
+        Assert.Equal(replicated, Losses(dir.File("sharded")));
+        Assert.Equal(File.ReadAllBytes(Path.Combine(dir.File("replicated"), "checkpoint", "optimizer.safetensors")),
+                     File.ReadAllBytes(Path.Combine(dir.File("sharded"), "checkpoint", "optimizer.safetensors")));
+
+        var single = Run("dotnet", [cli, .. common, "--run-dir", dir.File("single"), "--steps", "4", "--zero1"]);
+        Assert.NotEqual(0, single.Code);
+        Assert.Contains("mpirun -np N, or drop --zero1", single.Output);
+    }
+
+    [Fact]
+    public void ShardingSplitsTheOptimiserStateIntoContiguousBalancedSharesAndUpdatesOnlyItsOwn()
+    {
+        torch.manual_seed(3);
+        using var dir = new TempDirectory();
+        using var model = new Gpt(GptConfig.Gpt2(fixture.Tokenizer.VocabSize, 32, layers: 2, heads: 2, width: 64));
+        var shares = new List<int[]>();
+        for (int rank = 0; rank < 2; rank++)
+        {
+            using var optimizer = new AdamW(model.named_parameters(), new TrainingConfig());
+            long full = optimizer.StateElements;
+            optimizer.Shard(rank, 2);
+            var owners = Enumerable.Range(0, model.parameters().Count()).Select(optimizer.OwnerOf).ToArray();
+            shares.Add(owners);
+            Assert.Equal(owners.Order(), owners); // one contiguous run per process
+            Assert.InRange(optimizer.StateElements, full / 4, full * 3 / 4);
+
+            var before = model.parameters().Select(p => p.detach().clone()).ToList();
+            foreach (var p in model.parameters()) p.grad = ones_like(p);
+            optimizer.Step(1e-2);
+            var changed = model.parameters().Select((p, i) => !p.eq(before[i]).all().item<bool>()).ToArray();
+            Assert.Equal(owners.Select(o => o == rank), changed); // exactly its own parameters moved
+            using (no_grad()) foreach (var (p, old) in model.parameters().Zip(before)) p.copy_(old);
+            optimizer.ZeroGrad();
+
+            var e = Assert.Throws<InvalidOperationException>(() => optimizer.Save(dir.File("optimizer.safetensors")));
+            Assert.Contains("on another process", e.Message);
+        }
+        Assert.Equal(shares[0], shares[1]); // both processes agree who owns what
+        Assert.Contains(0, shares[0]);
+        Assert.Contains(1, shares[0]);
     }
 }

@@ -39,6 +39,8 @@ sealed class PretrainSettings : CommonSettings
     [CommandOption("--seed")] public long? Seed { get; init; }
     [CommandOption("--time-limit")] [Description("Stop (with a checkpoint) after this many seconds.")]
     public double? TimeLimit { get; init; }
+    [CommandOption("--zero1")] [Description("Under mpirun: each process keeps the optimiser state of its share of the weights only (ZeRO-1).")]
+    public bool Zero1 { get; init; }
 
     // Model overrides.
     [CommandOption("--context")] public int? ContextLength { get; init; }
@@ -78,16 +80,19 @@ sealed class PretrainCommand : Command<PretrainSettings>
             LearningRate = s.LearningRate ?? defaults.LearningRate, MinLrRatio = s.MinLrRatio ?? defaults.MinLrRatio, WarmupSteps = s.WarmupSteps ?? defaults.WarmupSteps,
             WeightDecay = s.WeightDecay ?? defaults.WeightDecay, GradClip = s.GradClip ?? defaults.GradClip, EvalEvery = s.EvalEvery ?? defaults.EvalEvery,
             EvalBatches = s.EvalBatches ?? defaults.EvalBatches, CheckpointEvery = s.CheckpointEvery ?? defaults.CheckpointEvery, Seed = s.Seed ?? defaults.Seed,
-            TimeLimitSeconds = s.TimeLimit ?? defaults.TimeLimitSeconds,
+            TimeLimitSeconds = s.TimeLimit ?? defaults.TimeLimitSeconds, ShardOptimizerState = s.Zero1,
         }.Validate();
 
         TrainingResult result = null!;
         ProgressDisplay.Run("pretrain", training.Steps, "steps", s.Quiet, (Action<double, string?> report) =>
         {
             result = PretrainRun.Execute(config, training, s.Data, s.RunDir, s.Resume, runtime.Device,
-                onStart: (model, start) =>
+                onStart: (model, start, optimizer) =>
                 {
                     report(start, null);
+                    if (optimizer.IsSharded)
+                        Console.WriteLine($"ZeRO-1: this process holds optimiser state for {optimizer.StateElements / 2:N0} of {model.ParameterCount:N0} parameters " +
+                                          $"({optimizer.StateElements * 4 / 1e6:F1} MB).");
                     long tokensPerStep = (long)training.BatchSize * training.GradAccumulation * config.ContextLength;
                     Console.WriteLine($"{(start > 0 ? $"Resumed at step {start}. " : "")}Model: {model.ParameterCount / 1e6:F2}M parameters ({s.Preset}: {config.Layers} layers, " +
                                       $"width {config.Width}, {config.Heads} heads, context {config.ContextLength}); {tokensPerStep:N0} tokens/step; {runtime.Threads} threads on {runtime.Device}.");

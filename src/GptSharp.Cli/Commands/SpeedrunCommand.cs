@@ -107,7 +107,7 @@ sealed class SpeedrunCommand : Command<SpeedrunSettings>
             bool resume = Checkpoint.Find(pretrainDir) is not null;
             var result = ProgressDisplay.Run("pretrain", training.Steps, "steps", settings.Quiet, report =>
                 PretrainRun.Execute(config, training, Path.Combine(settings.RunDir, "data"), pretrainDir, resume, runtime.Device,
-                    onStart: (_, start) => report(start), onStep: m => report(m.Step)));
+                    onStart: (_, start, _) => report(start), onStep: m => report(m.Step)));
             return new { settings.Preset, result.StepsDone, result.FinalLoss, result.FinalValLoss, result.Seconds };
         });
 

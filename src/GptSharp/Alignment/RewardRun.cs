@@ -39,13 +39,13 @@ public static class RewardRun
 
         var (start, position) = Checkpoint.StartingPoint(runDirectory, resume);
 
-        using var world = DataParallel.Join(training.BatchSize);
+        using var world = DataParallel.Join(training.BatchSize, training.ShardOptimizerState);
         var source = new PairBatchSource<PairBatch>(trainPairs, training.BatchSize, training.Seed,
             rows => PairBatchSource.Pack(rows, config.ContextLength, tokenizer.PadId), position, world?.Rank ?? 0, world?.Size ?? 1);
         var validation = heldPairs.Chunk(training.BatchSize).Select(rows => PairBatchSource.Pack(rows, config.ContextLength, tokenizer.PadId)).ToList();
         var trainer = new Trainer<PairBatch>(model, config, training, runDirectory, tokenizerReference, Objective(model, torchDevice), source,
             () => Evaluate(model, validation.Take(training.EvalBatches).ToList(), torchDevice).Loss) // all of it at the end
-            { OnStep = onStep, Parallel = world is null ? null : new DataParallel(world) };
+            { OnStep = onStep, Parallel = world is null ? null : new DataParallel(world) { ShardOptimizerState = training.ShardOptimizerState } };
         bool root = world?.IsRoot ?? true;
         if (resume) trainer.Resume();
         else if (root)

@@ -41,12 +41,12 @@ public static class SftRun
         var (start, position) = Checkpoint.StartingPoint(runDirectory, resume);
 
         torch.manual_seed(training.Seed);
-        using var world = DataParallel.Join(training.BatchSize);
+        using var world = DataParallel.Join(training.BatchSize, training.ShardOptimizerState);
         var source = new ChatBatchSource(trainChats, training.BatchSize, t, tokenizer.PadId, training.Seed, position, world?.Rank ?? 0, world?.Size ?? 1);
         var validation = heldChats.Chunk(training.BatchSize).Take(training.EvalBatches)
             .Select(rows => ChatBatchSource.Pack(rows, t, tokenizer.PadId)).ToList();
         var trainer = new Trainer<TokenBatch>(model, training, runDirectory, pretrained.Tokenizer, Pretraining.Objective(model, torchDevice), source,
-            Pretraining.ValidationLoss(model, validation, torchDevice)) { OnStep = onStep, Parallel = world is null ? null : new DataParallel(world) };
+            Pretraining.ValidationLoss(model, validation, torchDevice)) { OnStep = onStep, Parallel = world is null ? null : new DataParallel(world) { ShardOptimizerState = training.ShardOptimizerState } };
         bool root = world?.IsRoot ?? true;
         if (resume) trainer.Resume();
         else if (root)

@@ -4,7 +4,8 @@ namespace GptSharp.Interop;
 
 /// <summary>
 /// Open MPI through a thin P/Invoke layer over <c>libmpi.so.40</c> (Debian's <c>openmpi-bin</c>): the process's rank and
-/// the world size under <c>mpirun</c>, in-place sum all-reduce of float and double buffers, and a barrier. Handles such
+/// the world size under <c>mpirun</c>, in-place sum all-reduce of float and double buffers, sum-reduce to one process, broadcast, point-to-point
+/// send and receive of floats, and a barrier. Handles such
 /// as MPI_COMM_WORLD are the addresses of Open MPI's exported <c>ompi_mpi_*</c> objects.
 /// </summary>
 public sealed unsafe class MpiWorld : IDisposable
@@ -54,6 +55,21 @@ public sealed unsafe class MpiWorld : IDisposable
         fixed (double* pointer = values) Check(MPI_Allreduce(InPlace, (IntPtr)pointer, values.Length, _double, _sum, _comm), "MPI_Allreduce");
     }
 
+    /// <summary>Sums floats across all processes into <paramref name="root"/>'s buffer (the others' buffers are left as they were).</summary>
+    public void ReduceSum(float* buffer, int count, int root) => Check(Rank == root
+        ? MPI_Reduce(InPlace, (IntPtr)buffer, count, _float, _sum, root, _comm)
+        : MPI_Reduce((IntPtr)buffer, IntPtr.Zero, count, _float, _sum, root, _comm), "MPI_Reduce");
+
+    /// <summary>Copies <paramref name="count"/> floats at <paramref name="buffer"/> from process <paramref name="root"/> to all others.</summary>
+    public void Broadcast(float* buffer, int count, int root) => Check(MPI_Bcast((IntPtr)buffer, count, _float, root, _comm), "MPI_Bcast");
+
+    /// <summary>Sends floats to one process (blocking); <paramref name="tag"/> pairs it with the matching <see cref="Receive"/>.</summary>
+    public void Send(float* buffer, int count, int destination, int tag) => Check(MPI_Send((IntPtr)buffer, count, _float, destination, tag, _comm), "MPI_Send");
+
+    /// <summary>Receives floats sent by <paramref name="source"/> with <paramref name="tag"/> (blocking).</summary>
+    public void Receive(float* buffer, int count, int source, int tag) =>
+        Check(MPI_Recv((IntPtr)buffer, count, _float, source, tag, _comm, IntPtr.Zero /* MPI_STATUS_IGNORE */), "MPI_Recv");
+
     public void Barrier() => Check(MPI_Barrier(_comm), "MPI_Barrier");
 
     public void Dispose()
@@ -72,6 +88,10 @@ public sealed unsafe class MpiWorld : IDisposable
     [DllImport(Library)] static extern int MPI_Comm_rank(IntPtr comm, out int rank);
     [DllImport(Library)] static extern int MPI_Comm_size(IntPtr comm, out int size);
     [DllImport(Library)] static extern int MPI_Allreduce(IntPtr sendBuffer, IntPtr receiveBuffer, int count, IntPtr datatype, IntPtr op, IntPtr comm);
+    [DllImport(Library)] static extern int MPI_Reduce(IntPtr sendBuffer, IntPtr receiveBuffer, int count, IntPtr datatype, IntPtr op, int root, IntPtr comm);
+    [DllImport(Library)] static extern int MPI_Bcast(IntPtr buffer, int count, IntPtr datatype, int root, IntPtr comm);
+    [DllImport(Library)] static extern int MPI_Send(IntPtr buffer, int count, IntPtr datatype, int destination, int tag, IntPtr comm);
+    [DllImport(Library)] static extern int MPI_Recv(IntPtr buffer, int count, IntPtr datatype, int source, int tag, IntPtr comm, IntPtr status);
     [DllImport(Library)] static extern int MPI_Barrier(IntPtr comm);
     [DllImport(Library)] static extern int MPI_Finalize();
 }

@@ -23,7 +23,16 @@ public static class SafeTensors
     };
 
     /// <summary>Writes tensors (in name order) and string metadata to <paramref name="path"/>, atomically.</summary>
-    public static void Save(string path, IReadOnlyDictionary<string, Tensor> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+    public static void Save(string path, IReadOnlyDictionary<string, Tensor> tensors, IReadOnlyDictionary<string, string>? metadata = null) =>
+        Save(path, tensors.Select(kv => (kv.Key, kv.Value.dtype, kv.Value.shape)).ToList(), name => (tensors[name], false), metadata);
+
+    /// <summary>
+    /// Writes tensors described by <paramref name="layout"/> whose data <paramref name="fetch"/> supplies one at a time,
+    /// in name order (so a caller can produce each tensor just before it is written — received from another process,
+    /// say — and have it disposed right after, when fetch says it is owned).
+    /// </summary>
+    public static void Save(string path, IReadOnlyList<(string Name, ScalarType Type, long[] Shape)> layout,
+        Func<string, (Tensor Tensor, bool Dispose)> fetch, IReadOnlyDictionary<string, string>? metadata = null)
     {
         var header = new JsonObject();
         if (metadata is { Count: > 0 })
@@ -32,17 +41,16 @@ public static class SafeTensors
             foreach (var (key, value) in metadata) meta[key] = value;
             header["__metadata__"] = meta;
         }
-        var names = tensors.Keys.Order(StringComparer.Ordinal).ToList();
+        var ordered = layout.OrderBy(t => t.Name, StringComparer.Ordinal).ToList();
         long offset = 0;
-        foreach (string name in names)
+        foreach (var (name, dtype, shape) in ordered)
         {
-            var t = tensors[name];
-            if (!Types.TryGetValue(t.dtype, out var type)) throw new NotSupportedException($"Tensor '{name}': dtype {t.dtype} has no safetensors code here.");
-            long size = t.numel() * type.Size;
+            if (!Types.TryGetValue(dtype, out var type)) throw new NotSupportedException($"Tensor '{name}': dtype {dtype} has no safetensors code here.");
+            long size = shape.Aggregate(1L, (a, b) => a * b) * type.Size;
             header[name] = new JsonObject
             {
                 ["dtype"] = type.Name,
-                ["shape"] = new JsonArray([.. t.shape.Select(d => (JsonNode)d)]),
+                ["shape"] = new JsonArray([.. shape.Select(d => (JsonNode)d)]),
                 ["data_offsets"] = new JsonArray(offset, offset + size),
             };
             offset += size;
@@ -56,10 +64,20 @@ public static class SafeTensors
             stream.Write(length);
             stream.Write(json);
             for (int i = json.Length; i < padded; i++) stream.WriteByte((byte)' ');
-            foreach (string name in names)
+            foreach (var (name, dtype, shape) in ordered)
             {
-                using var cpu = tensors[name].detach().cpu().contiguous();
-                stream.Write(cpu.bytes);
+                var (tensor, dispose) = fetch(name);
+                try
+                {
+                    if (tensor.dtype != dtype || !tensor.shape.SequenceEqual(shape))
+                        throw new InvalidOperationException($"Tensor '{name}' arrived as {tensor.dtype} [{string.Join(", ", tensor.shape)}], not the announced {dtype} [{string.Join(", ", shape)}].");
+                    using var scope = NewDisposeScope(); // the detached and copied handles too, not only the last
+                    stream.Write(tensor.detach().cpu().contiguous().bytes);
+                }
+                finally
+                {
+                    if (dispose) tensor.Dispose();
+                }
             }
         });
     }

@@ -8,26 +8,92 @@ namespace GptSharp.Training;
 /// <summary>
 /// AdamW with decoupled weight decay on matrices only. Written here rather than taken from TorchSharp so that its
 /// state (step, first and second moments per parameter) is saved in a checkpoint as safetensors and restored exactly,
-/// and can later be sharded across processes.
+/// and can be sharded across data-parallel processes (ZeRO-1, <see cref="Shard"/>).
 /// </summary>
 public sealed class AdamW : IDisposable
 {
     readonly (string Name, Parameter Parameter)[] _parameters;
-    readonly Tensor[] _exp_avg, _exp_avg_sq;
+    readonly Tensor?[] _exp_avg, _exp_avg_sq; // null where another process owns the parameter (ZeRO-1)
     readonly TrainingConfig _config;
+    int[]? _owner; // the process that updates each parameter; null: this process updates all
+    int _rank;
 
     public AdamW(IEnumerable<(string Name, Parameter Parameter)> parameters, TrainingConfig config)
     {
         _parameters = [.. parameters.Where(p => p.Parameter.requires_grad)];
         _config = config;
-        _exp_avg = [.. _parameters.Select(p => zeros_like(p.Parameter).DetachFromDisposeScope())];
-        _exp_avg_sq = [.. _parameters.Select(p => zeros_like(p.Parameter).DetachFromDisposeScope())];
+        // Allocated at first use, so that a sharded process never holds (or leaves in its heap) the others' moments.
+        _exp_avg = new Tensor?[_parameters.Length];
+        _exp_avg_sq = new Tensor?[_parameters.Length];
+    }
+
+    /// <summary>Parameter <paramref name="i"/>'s moments, zeros the first time.</summary>
+    (Tensor ExpAvg, Tensor ExpAvgSq) Moments(int i)
+    {
+        if (_exp_avg[i] is null)
+        {
+            if (!Owns(i)) throw new InvalidOperationException($"Optimiser state for '{_parameters[i].Name}' is on another process; gather it before saving.");
+            using var noGrad = no_grad();
+            _exp_avg[i] = zeros_like(_parameters[i].Parameter).DetachFromDisposeScope();
+            _exp_avg_sq[i] = zeros_like(_parameters[i].Parameter).DetachFromDisposeScope();
+        }
+        return (_exp_avg[i]!, _exp_avg_sq[i]!);
     }
 
     /// <summary>Optimiser steps taken so far.</summary>
     public long StepCount { get; private set; }
 
     public IEnumerable<Parameter> Parameters => _parameters.Select(p => p.Parameter);
+
+    /// <summary>The process that keeps the moments of, and updates, parameter <paramref name="index"/> (0 when unsharded).</summary>
+    public int OwnerOf(int index) => _owner?[index] ?? 0;
+
+    public bool IsSharded => _owner is not null;
+
+    bool Owns(int index) => _owner is null || _owner[index] == _rank;
+
+    /// <summary>
+    /// ZeRO-1: from now on this process keeps optimiser state for, and updates, only its share of the parameters — a
+    /// contiguous run of whole tensors holding about 1/<paramref name="size"/> of the elements; the other moments are freed.
+    /// After each <see cref="Step"/> the owners must share their updated parameters (see <see cref="DataParallel"/>).
+    /// </summary>
+    public void Shard(int rank, int size)
+    {
+        long total = _parameters.Sum(p => p.Parameter.numel()), before = 0;
+        _owner = new int[_parameters.Length];
+        _rank = rank;
+        for (int i = 0; i < _parameters.Length; i++)
+        {
+            long size_i = _parameters[i].Parameter.numel();
+            // By where the tensor's middle falls: non-decreasing, so each process owns one contiguous run.
+            _owner[i] = (int)Math.Min(size - 1, (before + size_i / 2) * size / Math.Max(1, total));
+            before += size_i;
+            if (_owner[i] != rank) ReleaseState(i);
+        }
+    }
+
+    /// <summary>Indices of the parameters process <paramref name="rank"/> owns.</summary>
+    public IEnumerable<int> OwnedBy(int rank) => Enumerable.Range(0, _parameters.Length).Where(i => OwnerOf(i) == rank);
+
+    /// <summary>Elements of optimiser state this process keeps (both moments of the parameters it owns).</summary>
+    public long StateElements => 2 * Enumerable.Range(0, _parameters.Length).Where(Owns).Sum(i => _parameters[i].Parameter.numel());
+
+    internal Parameter ParameterAt(int index) => _parameters[index].Parameter;
+    internal (Tensor ExpAvg, Tensor ExpAvgSq) StateAt(int index) => Moments(index);
+
+    /// <summary>
+    /// The parameters in the order <see cref="Save"/> asks for their moments (the file's name order): a sharded owner
+    /// sends its moments to the root in this order.
+    /// </summary>
+    public IReadOnlyList<int> SaveOrder() =>
+        [.. Enumerable.Range(0, _parameters.Length).OrderBy(i => $"{_parameters[i].Name}.exp_avg", StringComparer.Ordinal)];
+
+    void ReleaseState(int i)
+    {
+        _exp_avg[i]?.Dispose();
+        _exp_avg_sq[i]?.Dispose();
+        _exp_avg[i] = _exp_avg_sq[i] = null;
+    }
 
     /// <summary>
     /// Applies one update at learning rate <paramref name="lr"/> from the gradients now held by the parameters, each
@@ -43,21 +109,22 @@ public sealed class AdamW : IDisposable
         {
             var p = _parameters[i].Parameter;
             var grad = p.grad;
-            if (grad is null) continue;
+            if (grad is null || !Owns(i)) continue;
             double decay = _config.WeightDecay > 0 && p.dim() >= 2 ? 1 - lr * _config.WeightDecay : 1;
-            if (FusedAdamW.Applies(p, grad, _exp_avg[i], _exp_avg_sq[i]))
+            var (m, v) = Moments(i);
+            if (FusedAdamW.Applies(p, grad, m, v))
             {
-                FusedAdamW.Update(p, grad, _exp_avg[i], _exp_avg_sq[i], new FusedAdamW.Coefficients(
+                FusedAdamW.Update(p, grad, m, v, new FusedAdamW.Coefficients(
                     (float)gradScale, (float)decay, (float)_config.Beta1, (float)_config.Beta2, (float)(lr / bias1),
                     (float)(1 / Math.Sqrt(bias2)), (float)_config.Epsilon));
                 continue;
             }
             if (gradScale != 1) grad = grad * gradScale;
             if (decay != 1) p.mul_(decay);
-            _exp_avg[i].lerp_(grad, 1 - _config.Beta1);
-            _exp_avg_sq[i].mul_(_config.Beta2).addcmul_(grad, grad, value: 1 - _config.Beta2);
-            var denominator = _exp_avg_sq[i].sqrt().mul_(1 / Math.Sqrt(bias2)).add_(_config.Epsilon);
-            p.addcdiv_(_exp_avg[i], denominator, value: -lr / bias1);
+            m.lerp_(grad, 1 - _config.Beta1);
+            v.mul_(_config.Beta2).addcmul_(grad, grad, value: 1 - _config.Beta2);
+            var denominator = v.sqrt().mul_(1 / Math.Sqrt(bias2)).add_(_config.Epsilon);
+            p.addcdiv_(m, denominator, value: -lr / bias1);
         }
     }
 
@@ -72,24 +139,67 @@ public sealed class AdamW : IDisposable
     }
 
     /// <summary>The L2 norm of all parameters' gradients together (0 when none has one).</summary>
-    public double GradNorm()
+    public double GradNorm() => Math.Sqrt(GradSquares().Sum());
+
+    /// <summary>
+    /// Σ g² per parameter (0 for one without a gradient or, when sharded, owned by another process). Summed in
+    /// parameter order, after a sharded run adds the processes' arrays, it gives the same norm to the last bit.
+    /// </summary>
+    public double[] GradSquares()
     {
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
-        double sumOfSquares = 0;
-        foreach (var (_, p) in _parameters)
+        var squares = new double[_parameters.Length];
+        for (int i = 0; i < _parameters.Length; i++)
         {
-            var grad = p.grad;
-            if (grad is null) continue;
-            sumOfSquares += FusedAdamW.Applies(p, grad, grad, grad) ? FusedAdamW.SumOfSquares(grad) : grad.square().sum().ToDouble();
+            var grad = _parameters[i].Parameter.grad;
+            if (grad is null || !Owns(i)) continue;
+            squares[i] = FusedAdamW.Applies(_parameters[i].Parameter, grad, grad, grad) ? FusedAdamW.SumOfSquares(grad) : grad.square().sum().ToDouble();
         }
-        return Math.Sqrt(sumOfSquares);
+        return squares;
     }
 
-    public void Save(string path) => SafeTensors.Save(path,
-        _parameters.Select((p, i) => (p.Name, i)).SelectMany(x => new[] { ($"{x.Name}.exp_avg", _exp_avg[x.i]), ($"{x.Name}.exp_avg_sq", _exp_avg_sq[x.i]) })
-            .ToDictionary(x => x.Item1, x => x.Item2),
-        new Dictionary<string, string> { ["step"] = StepCount.ToString() });
+    /// <summary>
+    /// Writes every parameter's moments. A sharded optimiser (on the root) gets each other process's moments from
+    /// <paramref name="receiveForeign"/>, one parameter at a time in <see cref="SaveOrder"/>, each written then freed — so
+    /// the root never holds the whole state.
+    /// </summary>
+    public void Save(string path, Func<int, (Tensor ExpAvg, Tensor ExpAvgSq)>? receiveForeign = null)
+    {
+        var index = new Dictionary<string, (int Parameter, bool Squared)>();
+        var layout = new List<(string, ScalarType, long[])>();
+        for (int i = 0; i < _parameters.Length; i++)
+        {
+            var p = _parameters[i].Parameter;
+            if (!Owns(i) && receiveForeign is null)
+                throw new InvalidOperationException($"Optimiser state for '{_parameters[i].Name}' is on another process; save through the data-parallel root.");
+            foreach (bool squared in new[] { false, true })
+            {
+                string name = $"{_parameters[i].Name}.{(squared ? "exp_avg_sq" : "exp_avg")}";
+                index[name] = (i, squared);
+                layout.Add((name, p.dtype, p.shape));
+            }
+        }
+        (int Parameter, Tensor ExpAvgSq)? pending = null; // a foreign parameter's second moment, received with its first
+        SafeTensors.Save(path, layout, name =>
+        {
+            var (i, squared) = index[name];
+            if (Owns(i))
+            {
+                var (m, v) = Moments(i);
+                return (squared ? v : m, false);
+            }
+            if (pending is { } held && held.Parameter == i && squared)
+            {
+                pending = null;
+                return (held.ExpAvgSq, true);
+            }
+            if (squared) throw new InvalidOperationException($"'{name}' was asked for before its first moment.");
+            var (expAvg, expAvgSq) = receiveForeign!(i);
+            pending = (i, expAvgSq);
+            return (expAvg, true);
+        }, new Dictionary<string, string> { ["step"] = StepCount.ToString() });
+    }
 
     public void Load(string path)
     {
@@ -97,9 +207,11 @@ public sealed class AdamW : IDisposable
         using var noGrad = no_grad();
         for (int i = 0; i < _parameters.Length; i++)
         {
+            if (!Owns(i)) continue; // a sharded process reads its own share of the full file
             string name = _parameters[i].Name;
-            _exp_avg[i].copy_(Required(tensors, $"{name}.exp_avg", path, _exp_avg[i].shape));
-            _exp_avg_sq[i].copy_(Required(tensors, $"{name}.exp_avg_sq", path, _exp_avg_sq[i].shape));
+            var (m, v) = Moments(i);
+            m.copy_(Required(tensors, $"{name}.exp_avg", path, m.shape));
+            v.copy_(Required(tensors, $"{name}.exp_avg_sq", path, v.shape));
         }
         foreach (var t in tensors.Values) t.Dispose();
         StepCount = long.Parse(metadata.GetValueOrDefault("step") ?? throw new InvalidDataException($"{path}: metadata 'step' is missing."));
@@ -114,7 +226,6 @@ public sealed class AdamW : IDisposable
 
     public void Dispose()
     {
-        foreach (var t in _exp_avg) t.Dispose();
-        foreach (var t in _exp_avg_sq) t.Dispose();
+        for (int i = 0; i < _parameters.Length; i++) ReleaseState(i);
     }
 }

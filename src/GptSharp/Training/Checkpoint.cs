@@ -36,7 +36,9 @@ public static class Checkpoint
         Save(runDirectory, model, model.Config, optimizer, state);
 
     /// <summary>Writes any module with the config record it is built from (a GPT backbone's, a BERT's, ...).</summary>
-    public static void Save(string runDirectory, nn.Module model, object config, AdamW? optimizer, TrainingState state)
+    /// <param name="receiveForeignOptimizerState">For a ZeRO-1 root: fetches the moments other processes own (see <see cref="AdamW.Save"/>).</param>
+    public static void Save(string runDirectory, nn.Module model, object config, AdamW? optimizer, TrainingState state,
+        Func<int, (Tensor ExpAvg, Tensor ExpAvgSq)>? receiveForeignOptimizerState = null)
     {
         string final = Path.Combine(runDirectory, Folder);
         string temp = Path.Combine(runDirectory, $"{Folder}.tmp");
@@ -46,7 +48,7 @@ public static class Checkpoint
         AtomicFile.WriteAllText(Path.Combine(temp, "model.json"), JsonSerializer.Serialize(config, config.GetType(), Json));
         SafeTensors.Save(Path.Combine(temp, "model.safetensors"), model.state_dict(),
             new Dictionary<string, string> { ["format"] = "gptsharp", ["step"] = state.Step.ToString() });
-        optimizer?.Save(Path.Combine(temp, "optimizer.safetensors"));
+        optimizer?.Save(Path.Combine(temp, "optimizer.safetensors"), receiveForeignOptimizerState);
         AtomicFile.WriteAllText(Path.Combine(temp, "state.json"), JsonSerializer.Serialize(state, Json));
         if (Directory.Exists(old)) Directory.Delete(old, true);
         if (Directory.Exists(final)) Directory.Move(final, old);

@@ -68,7 +68,17 @@ public sealed class Trainer<TBatch>
     /// parameters are checked to be identical every <see cref="SyncCheckEvery"/> steps, and only rank 0 writes metrics
     /// and checkpoints and reports steps.
     /// </summary>
-    public DataParallel? Parallel { get; init; }
+    public DataParallel? Parallel
+    {
+        get => _parallel;
+        init
+        {
+            _parallel = value;
+            if (value is { ShardOptimizerState: true }) Optimizer.Shard(value.World.Rank, value.World.Size);
+        }
+    }
+    readonly DataParallel? _parallel;
+
     public int SyncCheckEvery { get; init; } = 50;
     bool IsRoot => Parallel?.World.IsRoot ?? true;
 
@@ -114,16 +124,19 @@ public sealed class Trainer<TBatch>
                     lossSum += output.Loss.item<float>();
                     tokens += output.Tokens;
                 }
+                bool sharded = Parallel is { ShardOptimizerState: true };
                 if (Parallel is not null)
                 {
-                    Parallel.AverageGradients(Optimizer.Parameters);
+                    if (sharded) Parallel.ReduceGradientsToOwners(Optimizer);
+                    else Parallel.AverageGradients(Optimizer.Parameters);
                     lossSum = Parallel.Average(lossSum);
                     tokens *= Parallel.World.Size;
                 }
-                gradNorm = Optimizer.GradNorm();
+                gradNorm = sharded ? Parallel!.ShardedGradNorm(Optimizer) : Optimizer.GradNorm();
                 // Clipping scales the gradients inside the update rather than in a pass of its own.
                 double gradScale = _config.GradClip > 0 && gradNorm > _config.GradClip ? _config.GradClip / (gradNorm + 1e-6) : 1;
                 Optimizer.Step(lr, gradScale);
+                if (sharded) Parallel!.BroadcastUpdatedParameters(Optimizer);
             }
             TorchRuntime.ReleaseStepGarbage();
             step++;
@@ -136,13 +149,15 @@ public sealed class Trainer<TBatch>
             if (_evaluate is not null && (step % _config.EvalEvery == 0 || step == _config.Steps)) lastVal = val = Evaluate();
             var record = new StepMetrics(step, lastLoss, lr, gradNorm, tokensPerSecond, watch.Elapsed.TotalSeconds, val);
             if (Parallel is not null && (step % SyncCheckEvery == 0 || step == lastStep)) Parallel.CheckInSync(Optimizer.Parameters, step);
-            if (!IsRoot) continue;
-            if (step % _config.LogEvery == 0 || val is not null || step == _config.Steps) metrics!.Append(record);
-            OnStep?.Invoke(record);
+            if (IsRoot)
+            {
+                if (step % _config.LogEvery == 0 || val is not null || step == _config.Steps) metrics!.Append(record);
+                OnStep?.Invoke(record);
+            }
             if (step % _config.CheckpointEvery == 0) SaveCheckpoint(step, lastVal);
         }
         if (stoppedEarly && _evaluate is not null) lastVal = Evaluate();
-        if (IsRoot) SaveCheckpoint(step, lastVal);
+        SaveCheckpoint(step, lastVal);
         Parallel?.World.Barrier(); // no process reads the checkpoint before it is whole
         return new TrainingResult(step - startStep, lastLoss, lastVal, watch.Elapsed.TotalSeconds, stoppedEarly);
     }
@@ -164,6 +179,16 @@ public sealed class Trainer<TBatch>
         }
     }
 
-    void SaveCheckpoint(int step, double? valLoss) =>
-        Checkpoint.Save(_runDirectory, _model, _modelConfig, Optimizer, new TrainingState(step, _batches.Position, Checkpoint.CaptureRng(), _tokenizer, valLoss));
+    /// <summary>Every process calls this; the root writes. Under ZeRO-1 the others stream their optimiser state to it.</summary>
+    void SaveCheckpoint(int step, double? valLoss)
+    {
+        bool sharded = Parallel is { ShardOptimizerState: true };
+        if (!IsRoot)
+        {
+            if (sharded) Parallel!.SendOptimizerState(Optimizer);
+            return;
+        }
+        Checkpoint.Save(_runDirectory, _model, _modelConfig, Optimizer, new TrainingState(step, _batches.Position, Checkpoint.CaptureRng(), _tokenizer, valLoss),
+            sharded ? i => Parallel!.ReceiveOptimizerState(Optimizer, i) : null);
+    }
 }

@@ -28,6 +28,8 @@ public sealed record TrainingConfig
     public long Seed { get; init; } = 1337;
     /// <summary>Stop after this many seconds of training (0: no limit); a checkpoint is written at the stop.</summary>
     public double TimeLimitSeconds { get; init; }
+    /// <summary>Under mpirun: ZeRO-1, each process keeps and updates the optimiser state of its share of the parameters only.</summary>
+    public bool ShardOptimizerState { get; init; }
 
     public TrainingConfig Validate()
     {
