@@ -53,7 +53,7 @@ sealed class SpeedrunSettings : CommonSettings
     public string Device { get; init; } = "cpu";
 
     [CommandOption("--from")]
-    [Description("Rerun from this stage on (tokenizer, data, pretrain, sft, reward, ppo, dpo, score, eval), discarding its done-marker and those after it.")]
+    [Description("Rerun from this stage on (tokenizer, data, pretrain, sft, reward, ppo, dpo, score, eval, export), discarding its done-marker and those after it.")]
     public string? From { get; init; }
 }
 
@@ -63,7 +63,7 @@ sealed class SpeedrunSettings : CommonSettings
 /// </summary>
 sealed class SpeedrunCommand : Command<SpeedrunSettings>
 {
-    static readonly string[] Stages = ["tokenizer", "data", "pretrain", "sft", "reward", "ppo", "dpo", "score", "eval"];
+    static readonly string[] Stages = ["tokenizer", "data", "pretrain", "sft", "reward", "ppo", "dpo", "score", "eval", "export"];
     static readonly string[] SampleQuestions = ["《靜夜思》的作者是誰？", "寫一首詩，題為《春曉》。", "請接下句：白日依山盡，"];
     static readonly string[] SamplePrompts = ["床前明月光", "白日依山盡", "春眠不覺曉"];
 
@@ -215,6 +215,15 @@ sealed class SpeedrunCommand : Command<SpeedrunSettings>
                 foreach (var score in report.Tasks.Where(t => t.Shots is 0 or 4)) results[$"{name} {score.Task} {score.Shots}-shot"] = Math.Round(score.Accuracy, 3);
             }
             return results;
+        });
+        RunStage(settings, "export", () =>
+        {
+            // The RLHF model for other runtimes: one GGUF file (llama.cpp, LLamaSharp, Ollama) and a transformers folder.
+            string exportDir = Path.Combine(settings.RunDir, "export"), policy = Path.Combine(ppoDir, PpoRun.PolicyFolder);
+            string gguf = Path.Combine(exportDir, "chat.gguf");
+            Gguf.Export(policy, gguf, GgmlType.F16);
+            HuggingFace.Export(policy, Path.Combine(exportDir, "hf"));
+            return new { ggufMegabytes = Math.Round(new FileInfo(gguf).Length / 1e6, 1) };
         });
         AnsiConsole.MarkupLine($"Report card: {Markup.Escape(ReportCard.Write(settings.RunDir))}");
 

@@ -28,6 +28,7 @@ public static class ReportCard
         ("dpo", "gptsharp dpo --from RUN/sft --data builtin --run-dir RUN/dpo --steps 200"),
         ("score", "gptsharp form-score --run-dir RUN/pretrain,RUN/sft,RUN/ppo/policy,RUN/dpo --prompts 200"),
         ("eval", "gptsharp eval --run-dir RUN/pretrain,RUN/sft,RUN/ppo/policy --shots 0,1,2,4 --items 100"),
+        ("export", "gptsharp export gguf --run-dir RUN/ppo/policy --out RUN/export/chat.gguf; gptsharp export hf --run-dir RUN/ppo/policy --out RUN/export/hf"),
     ];
 
     /// <summary>Writes <c>report.md</c> and its plots into <paramref name="runDirectory"/>; returns the report's path.</summary>
