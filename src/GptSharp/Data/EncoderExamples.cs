@@ -24,6 +24,24 @@ public static class EncoderExamples
         }
     }
 
+    /// <summary>
+    /// Right-pads rows of ids to the longest row: the ids flattened (rows × length, the gaps <paramref name="padId"/>) and,
+    /// per position, whether it holds a real token (the attention's key mask).
+    /// </summary>
+    public static (long[] Ids, bool[] KeyMask, int Length) Pad<T>(IReadOnlyList<T[]> rows, long padId) where T : System.Numerics.IBinaryInteger<T>
+    {
+        int length = rows.Max(r => r.Length);
+        var ids = new long[rows.Count * length];
+        var keyMask = new bool[rows.Count * length];
+        Array.Fill(ids, padId);
+        for (int row = 0; row < rows.Count; row++)
+        {
+            for (int j = 0; j < rows[row].Length; j++) ids[row * length + j] = long.CreateTruncating(rows[row][j]);
+            keyMask.AsSpan(row * length, rows[row].Length).Fill(true);
+        }
+        return (ids, keyMask, length);
+    }
+
     /// <summary>The first <paramref name="contextLength"/> − 2 tokens of the text, wrapped (for classification: one input per text).</summary>
     public static EncoderExample Truncated(string text, GptTokenizer tokenizer, int contextLength)
     {

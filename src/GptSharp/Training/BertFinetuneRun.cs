@@ -81,16 +81,7 @@ public sealed class ClassBatchSource : IBatchSource<ClassBatch>
 
     public static ClassBatch Pack(IReadOnlyList<(EncoderExample Example, int Label)> rows, int padId, LoaderPosition next = default)
     {
-        int t = rows.Max(r => r.Example.Tokens.Length);
-        var inputs = new long[rows.Count * t];
-        var keyMask = new bool[rows.Count * t];
-        Array.Fill(inputs, padId);
-        for (int row = 0; row < rows.Count; row++)
-        {
-            var tokens = rows[row].Example.Tokens;
-            for (int j = 0; j < tokens.Length; j++) inputs[row * t + j] = tokens[j];
-            keyMask.AsSpan(row * t, tokens.Length).Fill(true);
-        }
+        var (inputs, keyMask, t) = EncoderExamples.Pad([.. rows.Select(r => r.Example.Tokens)], padId);
         return new ClassBatch(inputs, keyMask, [.. rows.Select(r => (long)r.Label)], rows.Count, t, next);
     }
 }

@@ -43,19 +43,9 @@ public sealed class MlmBatchSource : IBatchSource<EncoderBatch>
     /// <summary>Masks and pads examples into one batch (fixed <paramref name="random"/> → fixed masks, as for validation).</summary>
     public static EncoderBatch Pack(IReadOnlyList<EncoderExample> rows, MlmMasker masker, int padId, Random random, LoaderPosition next = default)
     {
-        int t = rows.Max(r => r.Tokens.Length);
-        var inputs = new long[rows.Count * t];
-        var targets = new long[rows.Count * t];
-        var keyMask = new bool[rows.Count * t];
-        Array.Fill(inputs, padId);
-        Array.Fill(targets, -1L);
-        for (int row = 0; row < rows.Count; row++)
-        {
-            var (masked, rowTargets) = masker.Mask(rows[row].Tokens, rows[row].WordIds, random);
-            masked.CopyTo(inputs, row * t);
-            rowTargets.CopyTo(targets, row * t);
-            keyMask.AsSpan(row * t, masked.Length).Fill(true);
-        }
+        var masked = rows.Select(r => masker.Mask(r.Tokens, r.WordIds, random)).ToList();
+        var (inputs, keyMask, t) = EncoderExamples.Pad([.. masked.Select(m => m.Inputs)], padId);
+        var (targets, _, _) = EncoderExamples.Pad([.. masked.Select(m => m.Targets)], -1); // padding is never a target
         return new EncoderBatch(inputs, targets, keyMask, rows.Count, t, next);
     }
 }
