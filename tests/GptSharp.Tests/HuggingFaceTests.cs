@@ -101,6 +101,10 @@ public class HuggingFaceTests(TrainedTokenizerFixture fixture) : IClassFixture<T
         File.WriteAllText(dir.File("hf/config.json"), config.Replace("\"n_embd\"", "\"width\""));
         Assert.Contains("'n_embd'", Assert.Throws<InvalidDataException>(() => HuggingFace.Import(dir.File("hf"), dir.File("x4"))).Message);
 
+        File.WriteAllText(dir.File("hf/config.json"), config);
+        Directory.Delete(dir.File($"hf/{HuggingFace.TokenizerFolder}"), recursive: true);
+        Assert.Contains("pass --tokenizer", Assert.Throws<FileNotFoundException>(() => HuggingFace.Import(dir.File("hf"), dir.File("x5"))).Message);
+
         Assert.Contains("ParallelBlock", Assert.Throws<NotSupportedException>(() =>
             HuggingFace.Architecture(GptConfig.Llama(v, 32, 1, 2, 2, 16) with { ParallelBlock = true })).Message);
     }

@@ -88,6 +88,9 @@ public static class HuggingFace
         };
         string weightsPath = Path.Combine(hfDirectory, "model.safetensors");
         if (!File.Exists(weightsPath)) throw new FileNotFoundException($"No model.safetensors in '{hfDirectory}' (pickled .bin weights are never read).", weightsPath);
+        if (tokenizer is null && !Directory.Exists(Path.Combine(hfDirectory, TokenizerFolder)))
+            throw new FileNotFoundException($"'{hfDirectory}' has no {TokenizerFolder}/ folder (it was not exported by GptSharp): pass --tokenizer with the " +
+                                            "vocabulary the model was trained with (a GptSharp tokenizer folder, gpt2 or cl100k_base).", Path.Combine(hfDirectory, TokenizerFolder));
         tokenizer ??= Path.Combine(hfDirectory, TokenizerFolder);
         var tok = GptTokenizer.Load(tokenizer);
         if (tok.VocabSize > config.VocabSize) throw new InvalidDataException($"The tokenizer has {tok.VocabSize} ids but the model's vocab_size is {config.VocabSize}.");
