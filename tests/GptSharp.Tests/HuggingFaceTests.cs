@@ -58,7 +58,8 @@ public class HuggingFaceTests(TrainedTokenizerFixture fixture) : IClassFixture<T
         Assert.True(File.Exists(dir.File("hf/generation_config.json")));
         foreach (var t in tensors.Values) t.Dispose();
 
-        var imported = HuggingFace.Import(dir.File("hf"), dir.File("back"));
+        var (imported, added) = HuggingFace.Import(dir.File("hf"), dir.File("back"));
+        Assert.Equal(0, added);
         Assert.Equal(config.MlpHidden, imported.MlpHidden); // the ratio may be written differently for the same width
         Assert.Equal(config with { MlpRatio = imported.MlpRatio }, imported);
         var (a, _) = Checkpoint.LoadModel(run);
@@ -155,5 +156,40 @@ public class HuggingFaceTests(TrainedTokenizerFixture fixture) : IClassFixture<T
 
         var e = Assert.Throws<NotSupportedException>(() => GptSharp.Tokenization.PreTokenizerPatterns.Portable(@"[\p{L}-[\p{IsGreek}]]+|\s+"));
         Assert.Contains("rewrite it with explicit ranges", e.Message);
+    }
+
+    [Theory]
+    [MemberData(nameof(Layouts))]
+    public void ImportingAModelWithFewerIdsThanItsTokenizerGrowsTheEmbeddingAndKeepsTheOldLogits(bool llama)
+    {
+        // A model as published with GPT-2's own 50,257 ids; GptSharp's gpt2 tokenizer adds its chat tokens after them.
+        using var dir = new TempDirectory();
+        var config = llama ? GptConfig.Llama(50257, 16, layers: 1, heads: 2, kvHeads: 1, width: 16) : GptConfig.Gpt2(50257, 16, layers: 1, heads: 2, width: 16);
+        torch.manual_seed(5);
+        using (var original = new Gpt(config))
+            Checkpoint.Save(dir.File("run"), original, null, new TrainingState(0, "0:0", "", "gpt2"));
+        HuggingFace.Export(dir.File("run"), dir.File("hf"));
+        Directory.Delete(dir.File($"hf/{HuggingFace.TokenizerFolder}"), recursive: true);
+
+        var (imported, added) = HuggingFace.Import(dir.File("hf"), dir.File("back"), tokenizer: "gpt2");
+        var tokenizer = GptSharp.Tokenization.GptTokenizer.Load("gpt2");
+        Assert.Equal(tokenizer.VocabSize - 50257, added);
+        Assert.Equal(tokenizer.VocabSize, imported.VocabSize);
+        Assert.Equal("gpt2", Checkpoint.ReadState(dir.File("back")).Tokenizer); // a built-in name stays a name
+
+        var (a, _) = Checkpoint.LoadModel(dir.File("run"));
+        var (b, _) = Checkpoint.LoadModel(dir.File("back"));
+        using (a) using (b)
+        {
+            a.eval(); b.eval();
+            using var noGrad = no_grad();
+            var tokens = tensor(tokenizer.Encode("Hello, world").Select(t => (long)t).ToArray()).unsqueeze(0);
+            var before = a.forward(tokens);
+            var after = b.forward(tokens);
+            Assert.True(after.narrow(-1, 0, 50257).allclose(before, rtol: 0, atol: 1e-6), "logits of the existing ids changed");
+            var wte = b.state_dict()["wte.weight"];
+            var mean = a.state_dict()["wte.weight"].mean([0]);
+            Assert.True(wte[tokenizer.BosId].allclose(mean, rtol: 0, atol: 1e-6));
+        }
     }
 }

@@ -41,8 +41,9 @@ sealed class ImportHfCommand : Command<ImportHfSettings>
     public override int Execute(CommandContext context, ImportHfSettings s, CancellationToken cancellation)
     {
         TorchRuntime.Initialize(s.Threads);
-        var config = HuggingFace.Import(s.From, s.RunDir, s.Tokenizer);
-        AnsiConsole.MarkupLine($"Imported a {HuggingFace.Architecture(config)} model ({config.Layers} layers, width {config.Width}) into {Markup.Escape(s.RunDir)}.");
+        var (config, added) = HuggingFace.Import(s.From, s.RunDir, s.Tokenizer);
+        AnsiConsole.MarkupLine($"Imported a {HuggingFace.Architecture(config)} model ({config.Layers} layers, width {config.Width}) into {Markup.Escape(s.RunDir)}." +
+                               (added > 0 ? $" The tokenizer has {added} more ids than the model had: the embedding grew by {added} rows (each the mean row) — fine-tune before using them." : ""));
         return 0;
     }
 }

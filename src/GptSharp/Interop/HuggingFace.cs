@@ -72,9 +72,15 @@ public static class HuggingFace
         GptTokenizer.Copy(state.Tokenizer, Path.Combine(outDirectory, TokenizerFolder));
     }
 
-    /// <summary>Reads a Hugging Face GPT-2 or Llama folder into a GptSharp run folder (weights, config, tokenizer reference).</summary>
+    /// <summary>
+    /// Reads a Hugging Face GPT-2 or Llama folder into a GptSharp run folder (weights, config, tokenizer reference).
+    /// When the tokenizer has more ids than the model (GptSharp's chat tokens appended to <c>gpt2</c>'s 50,257, say), the
+    /// embedding — and an untied output layer — grows by that many rows, each the mean of the existing rows, as
+    /// Hugging Face's <c>resize_token_embeddings</c> does; logits of the existing ids are unchanged.
+    /// </summary>
     /// <param name="tokenizer">The tokenizer to record; default: the folder's <c>gptsharp-tokenizer/</c>.</param>
-    public static GptConfig Import(string hfDirectory, string runDirectory, string? tokenizer = null)
+    /// <returns>The imported model's config and how many token rows were added.</returns>
+    public static (GptConfig Config, int AddedTokens) Import(string hfDirectory, string runDirectory, string? tokenizer = null)
     {
         string configPath = Path.Combine(hfDirectory, "config.json");
         if (!File.Exists(configPath)) throw new FileNotFoundException($"No config.json in '{hfDirectory}'.", configPath);
@@ -93,7 +99,9 @@ public static class HuggingFace
                                             "vocabulary the model was trained with (a GptSharp tokenizer folder, gpt2 or cl100k_base).", Path.Combine(hfDirectory, TokenizerFolder));
         tokenizer ??= Path.Combine(hfDirectory, TokenizerFolder);
         var tok = GptTokenizer.Load(tokenizer);
-        if (tok.VocabSize > config.VocabSize) throw new InvalidDataException($"The tokenizer has {tok.VocabSize} ids but the model's vocab_size is {config.VocabSize}.");
+        int added = Math.Max(0, tok.VocabSize - config.VocabSize);
+        var stored = config;
+        config = config with { VocabSize = config.VocabSize + added };
 
         using var model = new Gpt(config);
         var (tensors, _) = SafeTensors.Load(weightsPath);
@@ -102,15 +110,20 @@ public static class HuggingFace
             using var scope = NewDisposeScope();
             var ours = modelType == "gpt2" ? FromGpt2(tensors, config, weightsPath) : FromLlama(tensors, config, weightsPath);
             using var noGrad = no_grad();
+            if (added > 0)
+                foreach (string name in new[] { "wte.weight", "lm_head.weight" })
+                    if (ours.TryGetValue(name, out var rows) && rows.dim() == 2 && rows.shape[0] == stored.VocabSize)
+                        ours[name] = cat([rows, rows.mean([0], keepdim: true).expand(added, -1)], 0);
             Checkpoint.LoadInto(model.state_dict(), ours, weightsPath);
         }
         finally
         {
             foreach (var t in tensors.Values) t.Dispose();
         }
-        Checkpoint.Save(runDirectory, model, null, new TrainingState(0, "0:0", "", Path.GetFullPath(tokenizer)));
-        Checkpoint.WriteRunConfig(runDirectory, new { objective = "import", from = Path.GetFullPath(hfDirectory), model = config, tokenizer });
-        return config;
+        string recorded = tokenizer is "gpt2" or "cl100k_base" ? tokenizer : Path.GetFullPath(tokenizer); // built-in names stay names
+        Checkpoint.Save(runDirectory, model, null, new TrainingState(0, "0:0", "", recorded));
+        Checkpoint.WriteRunConfig(runDirectory, new { objective = "import", from = Path.GetFullPath(hfDirectory), model = config, tokenizer = recorded, addedTokens = added });
+        return (config, added);
     }
 
     /// <summary>GPT-2's tensors: (GptSharp name, Hugging Face name, stored transposed as Conv1D [in, out]).</summary>
