@@ -1,5 +1,6 @@
 using System.Text;
 using GptSharp.Data;
+using GptSharp.Inference;
 using GptSharp.Interop;
 using GptSharp.Models;
 using GptSharp.Training;
@@ -47,26 +48,19 @@ public class GgufTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedT
         string run = SaveRun(dir, config);
         Gguf.Export(run, dir.File("model.gguf"), type);
 
-        // GptSharp's side: <|bos|> + prompt, logits of the whole prompt, then greedy decoding by full recomputation.
+        // GptSharp's side: <|bos|> + prompt, the last position's logits, and greedy generation with the KV cache.
         int[] ours = [fixture.Tokenizer.BosId, .. fixture.Tokenizer.Encode(Prompt)];
         var (model, _) = Checkpoint.LoadModel(run);
         float[] ourLogits;
-        var ourGreedy = new List<int>();
+        int[] ourGreedy;
         using (model)
         using (no_grad())
         {
             model.eval();
             ourLogits = Logits(model, ours);
-            var sequence = ours.ToList();
-            for (int step = 0; step < 16; step++)
-            {
-                using var scope = NewDisposeScope();
-                var last = model.forward(tensor(sequence.Select(t => (long)t).ToArray()).unsqueeze(0))[0, -1];
-                int next = (int)last.argmax().item<long>();
-                ourGreedy.Add(next);
-                sequence.Add(next);
-            }
+            ourGreedy = new TokenGenerator(model).Generate([ours], new SamplingOptions(Temperature: 0, MaxNewTokens: 16))[0].Tokens;
         }
+        Assert.Equal(16, ourGreedy.Length);
 
         // llama.cpp's side, through LLamaSharp.
         var parameters = new ModelParams(dir.File("model.gguf"))
