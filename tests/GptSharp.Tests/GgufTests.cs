@@ -98,18 +98,16 @@ public class GgufTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedT
         Assert.Equal(ourGreedy, theirGreedy);
     }
 
-    public static TheoryData<string> Tokenizers => new() { "trained", "gpt2", "cl100k_base" };
-
     [Theory]
-    [MemberData(nameof(Tokenizers))]
+    [MemberData(nameof(TrainedTokenizerFixture.ExchangeTokenizers), MemberType = typeof(TrainedTokenizerFixture))]
     public void LlamaCppTokenizesLikeGptSharp(string which)
     {
         using var dir = new TempDirectory();
-        var tokenizer = which == "trained" ? fixture.Tokenizer : GptSharp.Tokenization.GptTokenizer.Load(which);
+        var (tokenizer, reference) = fixture.Named(which);
         var config = GptConfig.Gpt2(tokenizer.VocabSize, 16, layers: 1, heads: 1, width: 8);
         torch.manual_seed(0);
         using (var model = new Gpt(config))
-            Checkpoint.Save(dir.File("run"), model, null, new TrainingState(0, "0:0", "", which == "trained" ? fixture.Directory : which));
+            Checkpoint.Save(dir.File("run"), model, null, new TrainingState(0, "0:0", "", reference));
         Gguf.Export(dir.File("run"), dir.File("model.gguf"), GgmlType.F16);
 
         using var weights = LLamaWeights.LoadFromFile(new ModelParams(dir.File("model.gguf")) { GpuLayerCount = 0 });

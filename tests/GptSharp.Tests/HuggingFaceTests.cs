@@ -118,14 +118,12 @@ public class HuggingFaceTests(TrainedTokenizerFixture fixture) : IClassFixture<T
         "numbers 1234567 3.14159 and  double  spaces\n\n\ttabs, don't WE'LL", "　全角　空格，「引號」……",
     ];
 
-    public static TheoryData<string> Tokenizers => new() { "trained", "gpt2", "cl100k_base" };
-
     [Theory]
-    [MemberData(nameof(Tokenizers))]
+    [MemberData(nameof(TrainedTokenizerFixture.ExchangeTokenizers), MemberType = typeof(TrainedTokenizerFixture))]
     public void HuggingFaceTokenizersReadsTheExportedTokenizerJsonAndEncodesAlike(string which)
     {
         using var dir = new TempDirectory();
-        var tokenizer = which == "trained" ? fixture.Tokenizer : GptSharp.Tokenization.GptTokenizer.Load(which);
+        var (tokenizer, _) = fixture.Named(which);
         HuggingFaceTokenizer.Save(tokenizer, dir.File("hf"), contextLength: 256);
 
         // The Rust tokenizers library that transformers' AutoTokenizer uses.

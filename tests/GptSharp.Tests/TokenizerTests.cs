@@ -32,6 +32,13 @@ public sealed class TrainedTokenizerFixture : IDisposable
         return config;
     }
 
+    /// <summary>The tokenizers exchange tests cover: this trained one and the two built-in encodings.</summary>
+    public static TheoryData<string> ExchangeTokenizers => new() { "trained", "gpt2", "cl100k_base" };
+
+    /// <summary>One of <see cref="ExchangeTokenizers"/>, and how a run folder refers to it (folder or built-in name).</summary>
+    public (GptTokenizer Tokenizer, string Reference) Named(string which) =>
+        which == "trained" ? (Tokenizer, Directory) : (GptTokenizer.Load(which), which);
+
     /// <summary>Saves a model of any config with random weights over this tokenizer as a run folder.</summary>
     public string SaveRandomRun(string runDirectory, GptSharp.Models.GptConfig config, int seed = 0)
     {

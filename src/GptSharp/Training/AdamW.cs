@@ -32,7 +32,7 @@ public sealed class AdamW : IDisposable
     {
         if (_exp_avg[i] is null)
         {
-            if (!Owns(i)) throw new InvalidOperationException($"Optimiser state for '{_parameters[i].Name}' is on another process; gather it before saving.");
+            if (!Owns(i)) throw new InvalidOperationException($"Optimiser state for '{_parameters[i].Name}' is kept by process {OwnerOf(i)}, not this one.");
             using var noGrad = no_grad();
             _exp_avg[i] = zeros_like(_parameters[i].Parameter).DetachFromDisposeScope();
             _exp_avg_sq[i] = zeros_like(_parameters[i].Parameter).DetachFromDisposeScope();

@@ -49,12 +49,7 @@ public sealed class DataParallel(MpiWorld world, long bucketElements = 4 << 20)
             world.AllReduceSum((float*)TensorMemory.Address(host), (int)host.numel());
             if (!ReferenceEquals(host, flat)) flat.copy_(host);
             flat.div_(world.Size);
-            long offset = 0;
-            foreach (var g in bucket)
-            {
-                g.copy_(flat.narrow(0, offset, g.numel()).view_as(g));
-                offset += g.numel();
-            }
+            Unflatten(flat, bucket);
         }
     }
 
@@ -75,12 +70,7 @@ public sealed class DataParallel(MpiWorld world, long bucketElements = 4 << 20)
                 world.ReduceSum((float*)TensorMemory.Address(flat), (int)flat.numel(), owner);
                 if (world.Rank != owner) continue;
                 flat.div_(world.Size);
-                long offset = 0;
-                foreach (var g in bucket)
-                {
-                    g.copy_(flat.narrow(0, offset, g.numel()).view_as(g));
-                    offset += g.numel();
-                }
+                Unflatten(flat, bucket);
             }
         }
     }
@@ -106,12 +96,7 @@ public sealed class DataParallel(MpiWorld world, long bucketElements = 4 << 20)
                 var flat = (world.Rank == owner ? cat([.. bucket.Select(p => p.flatten())]) : empty(bucket.Sum(p => p.numel()))).cpu().contiguous();
                 world.Broadcast((float*)TensorMemory.Address(flat), (int)flat.numel(), owner);
                 if (world.Rank == owner) continue;
-                long offset = 0;
-                foreach (var p in bucket)
-                {
-                    p.copy_(flat.narrow(0, offset, p.numel()).view_as(p));
-                    offset += p.numel();
-                }
+                Unflatten(flat, bucket);
             }
         }
     }
@@ -136,13 +121,24 @@ public sealed class DataParallel(MpiWorld world, long bucketElements = 4 << 20)
     /// <summary>ZeRO-1 checkpoint, on the root: receives parameter <paramref name="index"/>'s moments from its owner (CPU tensors).</summary>
     public unsafe (Tensor ExpAvg, Tensor ExpAvgSq) ReceiveOptimizerState(AdamW optimizer, int index)
     {
-        var parameter = optimizer.Parameters.ElementAt(index);
+        var parameter = optimizer.ParameterAt(index);
         int owner = optimizer.OwnerOf(index), count = (int)parameter.numel();
         var m = empty_like(parameter, device: CPU);
         var v = empty_like(parameter, device: CPU);
         world.Receive((float*)TensorMemory.Address(m), count, owner, 2 * index);
         world.Receive((float*)TensorMemory.Address(v), count, owner, 2 * index + 1);
         return (m, v);
+    }
+
+    /// <summary>Copies a flat buffer back into the tensors it was concatenated from, in order.</summary>
+    static void Unflatten(Tensor flat, IEnumerable<Tensor> bucket)
+    {
+        long offset = 0;
+        foreach (var t in bucket)
+        {
+            t.copy_(flat.narrow(0, offset, t.numel()).view_as(t));
+            offset += t.numel();
+        }
     }
 
     /// <summary>Consecutive tensors grouped into buckets of up to the bucket size (a larger tensor alone).</summary>
