@@ -1,4 +1,5 @@
 using System.ComponentModel;
+using System.Net;
 using GptSharp.Interop;
 using GptSharp.Serving;
 using Spectre.Console;
@@ -10,13 +11,36 @@ sealed class ServeSettings : CommonSettings
 {
     [CommandOption("-r|--run-dir")] [Description("Runs to serve, comma-separated; each as folder (named by it) or name=folder.")]
     public string RunDir { get; init; } = "runs/speedrun/sft";
-    [CommandOption("--host")] [Description("Address to bind (default 127.0.0.1: this machine only; 0.0.0.0 to widen).")]
+    [CommandOption("--host")] [Description("Address or host name to bind (default 127.0.0.1: this machine only; 0.0.0.0 for every interface). One that does not parse or resolve is an error.")]
     public string Host { get; init; } = "127.0.0.1";
-    [CommandOption("--port")] public int Port { get; init; } = 8000;
+    [CommandOption("--port")] [Description("TCP port, 1 to 65535 (0: any free port).")]
+    public int Port { get; init; } = 8000;
     [CommandOption("--api-key")] [Description("Require Authorization: Bearer KEY on /v1 requests.")]
     public string? ApiKey { get; init; }
     [CommandOption("--max-concurrent")] [Description("Requests decoded together in one batch; further requests wait for the next.")]
     public int MaxConcurrent { get; init; } = 4;
+    [CommandOption("--max-queue")] [Description("Requests that may wait per model; more are answered 429 with Retry-After.")]
+    public int MaxQueue { get; init; } = 64;
+    [CommandOption("--allowed-hosts")] [Description("Host header names to serve besides localhost and --host, comma-separated (* for any). Guards against DNS rebinding.")]
+    public string? AllowedHosts { get; init; }
+    [CommandOption("--allow-nonfinite")] [Description("Load weights that hold NaN or infinity instead of refusing them.")]
+    public bool AllowNonFinite { get; init; }
+
+    public ServerOptions Options() => new(Host, Port, ApiKey, MaxConcurrent: MaxConcurrent, MaxQueue: MaxQueue,
+        AllowedHosts: AllowedHosts?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+
+    public override ValidationResult Validate()
+    {
+        try
+        {
+            Options().Validate();
+            return ValidationResult.Success();
+        }
+        catch (ArgumentException e)
+        {
+            return ValidationResult.Error(e.Message);
+        }
+    }
 }
 
 /// <summary><c>gptsharp serve</c>: the OpenAI-compatible API and the web chat.</summary>
@@ -24,10 +48,14 @@ sealed class ServeCommand : AsyncCommand<ServeSettings>
 {
     public override async Task<int> ExecuteAsync(CommandContext context, ServeSettings s, CancellationToken cancellation)
     {
+        var options = s.Options();
+        var bind = options.BindAddress(); // before loading weights: a mistyped host fails at once
         TorchRuntime.Initialize(s.Threads);
-        var models = s.RunDir.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(ServedModel.Load).ToList();
-        await using var server = new GptServer(models, new ServerOptions(s.Host, s.Port, s.ApiKey, MaxConcurrent: s.MaxConcurrent));
+        var models = s.RunDir.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(spec => ServedModel.Load(spec, s.AllowNonFinite)).ToList();
+        await using var server = new GptServer(models, options);
         await server.StartAsync(cancellation);
+        if (server.ExposedWithoutKey)
+            AnsiConsole.MarkupLine($"[yellow]Warning:[/] listening on {Markup.Escape(bind.ToString())}, beyond this machine, without --api-key: anyone who can reach it can use it.");
         AnsiConsole.MarkupLine($"Serving {Markup.Escape(string.Join(", ", models.Select(m => m.Name)))} at [link]{Markup.Escape(server.Address)}[/] " +
                                $"(web chat at /, OpenAI API at /v1{(s.ApiKey is null ? "" : ", API key required")}). Ctrl+C stops.");
         await server.WaitForShutdownAsync(cancellation);

@@ -35,7 +35,7 @@ sealed class SftCommand : Command<SftSettings>
                 cancellation: cancellation, lora: s.Lora());
             return report;
         });
-        AnsiConsole.MarkupLine($"SFT on {report.TrainConversations:N0} conversations ({report.HeldOutConversations:N0} held out, {report.Truncated:N0} cut to the context): " +
+        AnsiConsole.MarkupLine($"SFT on {report.TrainConversations:N0} conversations ({report.HeldOutConversations:N0} held out, {report.Truncated:N0} cut to the context, {report.Dropped:N0} dropped with no assistant token within it): " +
                                $"train loss {report.Training.FinalLoss:F3}, held-out loss {report.Training.FinalValLoss:F3} on assistant tokens, {report.Training.Seconds:F0} s; {report.TrainableParameters:N0} trainable parameters.");
         return 0;
     }

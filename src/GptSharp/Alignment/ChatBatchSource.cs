@@ -42,6 +42,15 @@ public sealed class ChatBatchSource : IBatchSource<TokenBatch>
         return Pack(rows, _sequenceLength, _padId, _position);
     }
 
+    /// <summary>Whether any token the loss counts (an assistant token) falls within the first T + 1 tokens.</summary>
+    public static bool HasTrainableToken(RenderedChat chat, int sequenceLength)
+    {
+        int length = Math.Min(chat.Tokens.Length, sequenceLength + 1);
+        for (int j = 1; j < length; j++)
+            if (chat.LossMask[j]) return true;
+        return false;
+    }
+
     /// <summary>Packs conversations into one (B, T) batch.</summary>
     public static TokenBatch Pack(IReadOnlyList<RenderedChat> rows, int sequenceLength, int padId, LoaderPosition next = default)
     {

@@ -9,7 +9,8 @@ namespace GptSharp.Alignment;
 
 /// <summary>What an SFT run reports besides the trainer's result.</summary>
 /// <param name="TrainableParameters">Parameters the optimiser changed (all of them, or only the LoRA adapters).</param>
-public sealed record SftReport(TrainingResult Training, int TrainConversations, int HeldOutConversations, int Truncated, long TrainableParameters);
+/// <param name="Dropped">Conversations (training and held-out) left out because no assistant token falls within the context.</param>
+public sealed record SftReport(TrainingResult Training, int TrainConversations, int HeldOutConversations, int Truncated, long TrainableParameters, int Dropped);
 
 /// <summary>
 /// Supervised fine-tuning: start from a pretrained run's weights and train on conversations with the loss on assistant
@@ -34,9 +35,10 @@ public static class SftRun
         model.to(torchDevice);
         var tokenizer = GptTokenizer.Load(pretrained.Tokenizer);
         var template = new ChatTemplate(tokenizer);
-        var trainChats = train.Select(template.Render).ToList();
-        var heldChats = heldOut.Select(template.Render).ToList();
         int t = model.Config.ContextLength;
+        var trainChats = Trainable(train.Select(template.Render).ToList(), t, "training");
+        var heldChats = Trainable(heldOut.Select(template.Render).ToList(), t, "held-out");
+        int dropped = train.Count - trainChats.Count + heldOut.Count - heldChats.Count;
 
         var (start, position) = Checkpoint.StartingPoint(runDirectory, resume);
 
@@ -54,12 +56,22 @@ public static class SftRun
             Checkpoint.WriteRunConfig(runDirectory, new
             {
                 objective = "sft", from = Path.GetFullPath(fromRun), model = model.Config, training, lora, tokenizer = pretrained.Tokenizer,
-                trainConversations = train.Count, heldOutConversations = heldOut.Count, truncated = source.Truncated,
+                trainConversations = trainChats.Count, heldOutConversations = heldChats.Count, truncated = source.Truncated, dropped,
             });
         }
         onStart?.Invoke(model, start);
         var result = trainer.Run(start, cancellation: cancellation);
         if (root) LossPlot.Write(runDirectory, "Supervised fine-tuning (assistant tokens)");
-        return new SftReport(result, train.Count, heldOut.Count, source.Truncated, trainable);
+        return new SftReport(result, trainChats.Count, heldChats.Count, source.Truncated, trainable, dropped);
+    }
+
+    /// <summary>The conversations with at least one assistant token within the context; none at all is an error that says why.</summary>
+    static List<RenderedChat> Trainable(List<RenderedChat> chats, int contextLength, string which)
+    {
+        var kept = chats.Where(c => ChatBatchSource.HasTrainableToken(c, contextLength)).ToList();
+        if (kept.Count == 0)
+            throw new InvalidDataException($"No {which} conversation has an assistant token within the context of {contextLength} tokens " +
+                $"(all {chats.Count} dropped): shorten the system and user turns, or fine-tune a model with a longer context.");
+        return kept;
     }
 }

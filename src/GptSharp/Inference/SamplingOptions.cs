@@ -8,7 +8,8 @@ namespace GptSharp.Inference;
 /// <param name="MaxNewTokens">Stop after this many generated tokens.</param>
 /// <param name="Seed">Seeds the sampler, so the same prompt and seed give the same text.</param>
 /// <param name="StopTokens">Generation ends after emitting one of these ids (e.g. &lt;|eos|&gt;, &lt;|end|&gt;).</param>
-/// <param name="StopSequences">Generation ends when the decoded text ends with one of these; it is cut off the result.</param>
+/// <param name="StopSequences">Generation ends when the decoded text contains one of these (also inside a token); the
+/// text from the stop on is not part of the answer.</param>
 /// <param name="TruncatePrompt">A prompt longer than the context keeps its last tokens instead of being an error.</param>
 public sealed record SamplingOptions(
     double Temperature = 0.8, int TopK = 0, double TopP = 1.0, double RepetitionPenalty = 1.0, int MaxNewTokens = 64,
@@ -20,6 +21,7 @@ public sealed record SamplingOptions(
         if (TopK < 0) throw new ArgumentOutOfRangeException(nameof(TopK), TopK, "TopK must be >= 0 (0: off).");
         if (TopP is <= 0 or > 1) throw new ArgumentOutOfRangeException(nameof(TopP), TopP, "TopP must be in (0, 1].");
         if (RepetitionPenalty <= 0) throw new ArgumentOutOfRangeException(nameof(RepetitionPenalty), RepetitionPenalty, "RepetitionPenalty must be > 0 (1: off).");
+        if (StopSequences?.Any(string.IsNullOrEmpty) == true) throw new ArgumentException("A stop sequence is empty.", nameof(StopSequences));
         if (MaxNewTokens < 1) throw new ArgumentOutOfRangeException(nameof(MaxNewTokens), MaxNewTokens, "MaxNewTokens must be >= 1.");
         return this;
     }

@@ -82,46 +82,91 @@ public static class SafeTensors
         });
     }
 
-    /// <summary>Reads every tensor (on the CPU) and the metadata. Errors name the file and the tensor or field.</summary>
-    public static (Dictionary<string, Tensor> Tensors, Dictionary<string, string> Metadata) Load(string path)
+    /// <summary>
+    /// Reads every tensor (on the CPU) and the metadata. Every problem is a one-line <see cref="InvalidDataException"/>
+    /// naming the file and the tensor or field: a header of the wrong JSON shape, a duplicate name, a negative or
+    /// overflowing shape, a byte range outside the file, and (unless <paramref name="allowNonFinite"/>) a floating-point
+    /// tensor holding NaN or infinity, which would make every later answer NaN.
+    /// </summary>
+    public static (Dictionary<string, Tensor> Tensors, Dictionary<string, string> Metadata) Load(string path, bool allowNonFinite = false)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"No safetensors file at '{path}'.", path);
         byte[] file = File.ReadAllBytes(path);
         if (file.Length < 8) throw new InvalidDataException($"{path}: {file.Length} bytes is too short for a safetensors file.");
         ulong headerLength = BinaryPrimitives.ReadUInt64LittleEndian(file);
         if (headerLength > (ulong)file.Length - 8) throw new InvalidDataException($"{path}: header length {headerLength} is past the end of the file.");
-        JsonObject header;
+        JsonDocument document;
         try
         {
-            header = JsonNode.Parse(file.AsSpan(8, (int)headerLength))?.AsObject() ?? throw new InvalidDataException($"{path}: empty header.");
+            document = JsonDocument.Parse(file.AsMemory(8, (int)headerLength));
         }
         catch (JsonException e)
         {
-            throw new InvalidDataException($"{path}: malformed JSON header: {e.Message}", e);
+            throw new InvalidDataException($"{path}: malformed JSON header: {OneLine(e.Message)}", e);
         }
+        using var _ = document;
+        var header = document.RootElement;
+        if (header.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{path}: the header is a JSON {Kind(header)}, expected an object of tensors.");
         long dataStart = 8 + (long)headerLength;
         var tensors = new Dictionary<string, Tensor>();
         var metadata = new Dictionary<string, string>();
-        foreach (var (name, node) in header)
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        try
         {
-            if (name == "__metadata__")
+            foreach (var entry in header.EnumerateObject())
             {
-                foreach (var (key, value) in node!.AsObject()) metadata[key] = value!.GetValue<string>();
-                continue;
+                string name = entry.Name;
+                if (!seen.Add(name)) throw new InvalidDataException($"{path}: '{name}' appears twice in the header.");
+                var node = entry.Value;
+                if (name == "__metadata__")
+                {
+                    if (node.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{path}: __metadata__ is a JSON {Kind(node)}, expected an object of strings.");
+                    foreach (var item in node.EnumerateObject())
+                        metadata[item.Name] = item.Value.ValueKind == JsonValueKind.String ? item.Value.GetString()!
+                            : throw new InvalidDataException($"{path}: metadata '{item.Name}' is a JSON {Kind(item.Value)}, expected a string.");
+                    continue;
+                }
+                string where = $"{path}: tensor '{name}'";
+                if (node.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{where} is a JSON {Kind(node)}, expected an object with dtype, shape and data_offsets.");
+                string dtypeName = node.TryGetProperty("dtype", out var dtype) && dtype.ValueKind == JsonValueKind.String ? dtype.GetString()!
+                    : throw new InvalidDataException($"{where} needs a dtype string (F32, F16, BF16, ...).");
+                var type = Types.FirstOrDefault(kv => kv.Value.Name == dtypeName);
+                if (type.Value.Name is null) throw new InvalidDataException($"{where} has unsupported dtype {dtypeName}.");
+                long[] shape = Integers(node, "shape", where, count: null);
+                long[] offsets = Integers(node, "data_offsets", where, count: 2);
+                long expected;
+                try { expected = checked(shape.Aggregate(1L, (a, b) => a * b) * type.Value.Size); }
+                catch (OverflowException) { throw new InvalidDataException($"{where} has shape [{string.Join(", ", shape)}], whose size overflows."); }
+                if (offsets[1] - offsets[0] != expected || offsets[0] > offsets[1] || dataStart + offsets[1] > file.Length)
+                    throw new InvalidDataException($"{where} ({dtypeName} {string.Join('x', shape)}) has byte range [{offsets[0]}, {offsets[1]}), which does not match its size {expected} or the file.");
+                var tensor = empty(shape, type.Key);
+                tensors[name] = tensor;
+                tensor.bytes = file.AsSpan((int)(dataStart + offsets[0]), (int)expected);
+                if (!allowNonFinite && tensor.is_floating_point() && !tensor.isfinite().all().item<bool>())
+                    throw new InvalidDataException($"{where} holds NaN or infinite values; the weights are broken (allow them explicitly to inspect such a file).");
             }
-            string dtypeName = node?["dtype"]?.GetValue<string>() ?? throw new InvalidDataException($"{path}: tensor '{name}' has no dtype.");
-            var type = Types.FirstOrDefault(kv => kv.Value.Name == dtypeName);
-            if (type.Value.Name is null) throw new InvalidDataException($"{path}: tensor '{name}' has unsupported dtype {dtypeName}.");
-            long[] shape = node["shape"]?.AsArray().Select(d => d!.GetValue<long>()).ToArray() ?? throw new InvalidDataException($"{path}: tensor '{name}' has no shape.");
-            var offsets = node["data_offsets"]?.AsArray().Select(d => d!.GetValue<long>()).ToArray();
-            if (offsets is not { Length: 2 }) throw new InvalidDataException($"{path}: tensor '{name}' needs data_offsets [begin, end].");
-            long expected = shape.Aggregate(1L, (a, b) => a * b) * type.Value.Size;
-            if (offsets[1] - offsets[0] != expected || offsets[0] < 0 || dataStart + offsets[1] > file.Length)
-                throw new InvalidDataException($"{path}: tensor '{name}' ({dtypeName} {string.Join('x', shape)}) has byte range [{offsets[0]}, {offsets[1]}), which does not match its size {expected} or the file.");
-            var tensor = empty(shape, type.Key);
-            tensor.bytes = file.AsSpan((int)(dataStart + offsets[0]), (int)expected);
-            tensors[name] = tensor;
+        }
+        catch
+        {
+            foreach (var t in tensors.Values) t.Dispose();
+            throw;
         }
         return (tensors, metadata);
     }
+
+    static long[] Integers(JsonElement node, string field, string where, int? count)
+    {
+        if (!node.TryGetProperty(field, out var array) || array.ValueKind != JsonValueKind.Array)
+            throw new InvalidDataException($"{where} needs {field} as an array of integers.");
+        var values = new List<long>();
+        foreach (var item in array.EnumerateArray())
+            values.Add(item.ValueKind == JsonValueKind.Number && item.TryGetInt64(out long value) && value >= 0 ? value
+                : throw new InvalidDataException($"{where}: {field} holds {item.GetRawText()}, expected integers of at least 0."));
+        if (count is { } n && values.Count != n) throw new InvalidDataException($"{where}: {field} has {values.Count} numbers, expected {n}.");
+        return [.. values];
+    }
+
+    static string Kind(JsonElement element) => element.ValueKind.ToString().ToLowerInvariant();
+
+    static string OneLine(string text) => text.ReplaceLineEndings(" ");
 }

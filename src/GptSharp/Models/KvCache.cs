@@ -10,11 +10,15 @@ namespace GptSharp.Models;
 public sealed class KvCache : IDisposable
 {
     readonly Tensor[] _keys, _values;
+    readonly GptConfig _config;
+    readonly int[] _leftPadding;
 
     /// <param name="leftPadding">For a batch of prompts of different lengths, left-padded to one length: how many
     /// padding slots open each row (B). Padding is never attended to and positions count from each row's first real token.</param>
     public KvCache(GptConfig config, int batchSize, Device? device = null, ScalarType dtype = ScalarType.Float32, int[]? leftPadding = null)
     {
+        _config = config;
+        _leftPadding = leftPadding ?? new int[batchSize];
         if (leftPadding is not null)
         {
             if (leftPadding.Length != batchSize) throw new ArgumentException($"{leftPadding.Length} padding counts for a batch of {batchSize}.", nameof(leftPadding));
@@ -93,6 +97,33 @@ public sealed class KvCache : IDisposable
         Length += count;
         DisposeStep();
     }
+
+    /// <summary>
+    /// A new cache with only the cache rows <paramref name="rows"/> and without the first <paramref name="drop"/> slots,
+    /// which must be padding in every kept row. When the longest rows of a padded batch are done, this frees room at the
+    /// end for the shorter ones, so that each row's budget depends on its own length alone. Positions are unchanged.
+    /// </summary>
+    public KvCache Compact(int[] rows, int drop)
+    {
+        if (rows.Length == 0) throw new ArgumentException("Keep at least one row.", nameof(rows));
+        foreach (int row in rows)
+            if (_leftPadding[row] < drop) throw new ArgumentException($"Row {row} has {_leftPadding[row]} padding slots; {drop} cannot be dropped.", nameof(drop));
+        var first = _keys[0];
+        var kept = new KvCache(_config, rows.Length, first.device, first.dtype, [.. rows.Select(r => _leftPadding[r] - drop)]);
+        using var scope = NewDisposeScope();
+        var index = tensor(rows.Select(r => (long)r).ToArray(), device: first.device);
+        int length = Length - drop;
+        for (int layer = 0; layer < _keys.Length; layer++)
+        {
+            kept._keys[layer].narrow(2, 0, length).copy_(_keys[layer].index_select(0, index).narrow(2, drop, length));
+            kept._values[layer].narrow(2, 0, length).copy_(_values[layer].index_select(0, index).narrow(2, drop, length));
+        }
+        kept.Length = length;
+        return kept;
+    }
+
+    /// <summary>Left-padding slots of each row (B).</summary>
+    public IReadOnlyList<int> LeftPadding => _leftPadding;
 
     /// <summary>Forgets everything (keeps the memory).</summary>
     public void Reset() => Length = 0;

@@ -7,21 +7,24 @@ namespace GptSharp.Serving;
 /// Batches the requests for one model: a single worker takes every waiting request (up to the batch size) and
 /// generates them together with <see cref="BatchGenerator"/>, one forward per step for the whole batch; requests that
 /// arrive meanwhile form the next batch. A request whose client left is dropped before its batch starts, or stops
-/// inside it at the next token.
+/// inside it at the next token. A row that fails fails alone: its request gets the error, the others their answers.
 /// </summary>
 public sealed class DecodeScheduler : IAsyncDisposable
 {
-    sealed record Pending(BatchRow Row, TaskCompletionSource<(Generation Generation, bool Cancelled)> Done);
+    sealed record Pending(BatchRow Row, TaskCompletionSource<BatchResult> Done);
 
     readonly ServedModel _model;
-    readonly int _maxBatch;
+    readonly int _maxBatch, _maxQueue;
     readonly Channel<Pending> _queue = Channel.CreateUnbounded<Pending>();
     readonly Task _worker;
+    int _waiting;
 
-    public DecodeScheduler(ServedModel model, int maxBatch)
+    /// <param name="maxQueue">Requests that may wait for a batch; <see cref="TryEnqueue"/> refuses more.</param>
+    public DecodeScheduler(ServedModel model, int maxBatch, int maxQueue = int.MaxValue)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxBatch, 1);
-        (_model, _maxBatch) = (model, maxBatch);
+        ArgumentOutOfRangeException.ThrowIfNegative(maxQueue);
+        (_model, _maxBatch, _maxQueue) = (model, maxBatch, maxQueue);
         _worker = Task.Factory.StartNew(Work, TaskCreationOptions.LongRunning).Unwrap();
     }
 
@@ -32,13 +35,31 @@ public sealed class DecodeScheduler : IAsyncDisposable
     public int Batches { get; private set; }
     public int LargestBatch { get; private set; }
 
-    /// <summary>Queues a generation; the task ends with it (Cancelled when its cancellation token fired).</summary>
-    public Task<(Generation Generation, bool Cancelled)> Enqueue(BatchRow row)
+    /// <summary>Requests waiting for a batch now.</summary>
+    public int Waiting => Volatile.Read(ref _waiting);
+
+    /// <summary>
+    /// Queues a generation unless <c>maxQueue</c> requests already wait (then null). The task ends with the row's
+    /// result; a row that cannot be generated at all ends with an <see cref="ArgumentException"/> result.
+    /// </summary>
+    public Task<BatchResult>? TryEnqueue(BatchRow row)
     {
-        var done = new TaskCompletionSource<(Generation, bool)>(TaskCreationOptions.RunContinuationsAsynchronously);
-        if (!_queue.Writer.TryWrite(new Pending(row, done))) done.SetException(new ObjectDisposedException(nameof(DecodeScheduler)));
+        if (Interlocked.Increment(ref _waiting) > _maxQueue)
+        {
+            Interlocked.Decrement(ref _waiting);
+            return null;
+        }
+        var done = new TaskCompletionSource<BatchResult>(TaskCreationOptions.RunContinuationsAsynchronously);
+        if (!_queue.Writer.TryWrite(new Pending(row, done)))
+        {
+            Interlocked.Decrement(ref _waiting);
+            done.SetException(new ObjectDisposedException(nameof(DecodeScheduler)));
+        }
         return done.Task;
     }
+
+    /// <summary>Queues a generation regardless of the queue limit.</summary>
+    public Task<BatchResult> Enqueue(BatchRow row) => TryEnqueue(row) ?? throw new InvalidOperationException($"{_maxQueue} requests are already waiting.");
 
     async Task Work()
     {
@@ -49,7 +70,11 @@ public sealed class DecodeScheduler : IAsyncDisposable
             var batch = new List<Pending>();
             while (batch.Count < _maxBatch && _queue.Reader.TryRead(out var pending))
             {
-                if (pending.Row.Cancellation.IsCancellationRequested) pending.Done.SetResult((new Generation(pending.Row.Prompt, [], FinishReason.Length), true));
+                Interlocked.Decrement(ref _waiting);
+                var empty = new Generation(pending.Row.Prompt, [], FinishReason.Length);
+                if (pending.Row.Cancellation.IsCancellationRequested) pending.Done.SetResult(new BatchResult(empty, true));
+                else if (BatchGenerator.Problem(_model.Model.Config, pending.Row) is { } problem)
+                    pending.Done.SetResult(new BatchResult(empty, false, new ArgumentException(problem)));
                 else batch.Add(pending);
             }
             if (batch.Count == 0) continue;

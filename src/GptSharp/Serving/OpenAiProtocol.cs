@@ -11,6 +11,9 @@ public sealed class ApiError(int status, string message, string? param = null, s
     public string? Code { get; } = code;
     public string Type { get; } = type;
 
+    /// <summary>Sent as the Retry-After header (a 429 says when to come back).</summary>
+    public int? RetryAfterSeconds { get; init; }
+
     public object Body => new { error = new { message = Message, type = Type, param = Param, code = Code } };
 }
 
@@ -53,7 +56,7 @@ public static class OpenAiProtocol
         {
             string where = $"messages[{i++}]";
             if (message.ValueKind != JsonValueKind.Object) throw new ApiError(400, $"{where} must be an object.", where);
-            string role = message.TryGetProperty("role", out var r) && r.ValueKind == JsonValueKind.String ? r.GetString()! : "";
+            string role = message.TryGetProperty("role", out var r) && r.ValueKind == JsonValueKind.String ? Text(r, $"{where}.role") : "";
             role = role == "developer" ? ChatRoles.System : role;
             if (!ChatRoles.All.Contains(role))
                 throw new ApiError(400, $"{where}.role '{role}' is not supported; expected system, developer, user or assistant.", $"{where}.role");
@@ -71,8 +74,8 @@ public static class OpenAiProtocol
         if (!root.TryGetProperty("prompt", out var prompt)) throw new ApiError(400, "'prompt' is required.", "prompt");
         string text = prompt.ValueKind switch
         {
-            JsonValueKind.String => prompt.GetString()!,
-            JsonValueKind.Array when prompt.GetArrayLength() == 1 && prompt[0].ValueKind == JsonValueKind.String => prompt[0].GetString()!,
+            JsonValueKind.String => Text(prompt, "prompt"),
+            JsonValueKind.Array when prompt.GetArrayLength() == 1 && prompt[0].ValueKind == JsonValueKind.String => Text(prompt[0], "prompt"),
             _ => throw new ApiError(400, "'prompt' must be a string (or an array of one string).", "prompt"),
         };
         if (text.Length == 0) throw new ApiError(400, "'prompt' must not be empty.", "prompt");
@@ -80,17 +83,34 @@ public static class OpenAiProtocol
     }
 
     static string Model(JsonElement root) =>
-        root.TryGetProperty("model", out var m) && m.ValueKind == JsonValueKind.String && m.GetString()!.Length > 0
-            ? m.GetString()! : throw new ApiError(400, "'model' is required.", "model");
+        root.TryGetProperty("model", out var m) && m.ValueKind == JsonValueKind.String && Text(m, "model") is { Length: > 0 } name
+            ? name : throw new ApiError(400, "'model' is required and must be a non-empty string.", "model");
+
+    /// <summary>A JSON string's value; a lone UTF-16 surrogate (valid JSON, invalid text) is a 400 naming the field.</summary>
+    static string Text(JsonElement value, string field)
+    {
+        try { return value.GetString()!; }
+        catch (InvalidOperationException)
+        {
+            throw new ApiError(400, $"'{field}' is not valid Unicode text (it holds a lone surrogate such as \\ud800).", field);
+        }
+    }
 
     static string Content(JsonElement message, string where)
     {
         if (!message.TryGetProperty("content", out var content) || content.ValueKind == JsonValueKind.Null) return "";
-        if (content.ValueKind == JsonValueKind.String) return content.GetString()!;
+        if (content.ValueKind == JsonValueKind.String) return Text(content, $"{where}.content");
         if (content.ValueKind == JsonValueKind.Array)
-            return string.Concat(content.EnumerateArray().Select(part =>
-                part.TryGetProperty("type", out var t) && t.GetString() == "text" && part.TryGetProperty("text", out var x) ? x.GetString()
-                : throw new ApiError(400, $"{where}.content: only text parts are supported.", $"{where}.content")));
+            return string.Concat(content.EnumerateArray().Select((part, i) =>
+            {
+                string field = $"{where}.content[{i}]";
+                if (part.ValueKind != JsonValueKind.Object) throw new ApiError(400, $"{field} must be an object {{\"type\": \"text\", \"text\": \"...\"}}.", field);
+                if (!part.TryGetProperty("type", out var type) || type.ValueKind != JsonValueKind.String || Text(type, $"{field}.type") != "text")
+                    throw new ApiError(400, $"{field}.type must be \"text\": only text parts are supported.", $"{field}.type");
+                if (!part.TryGetProperty("text", out var text) || text.ValueKind != JsonValueKind.String)
+                    throw new ApiError(400, $"{field}.text must be a string.", $"{field}.text");
+                return Text(text, $"{field}.text");
+            }));
         throw new ApiError(400, $"{where}.content must be a string or an array of text parts.", $"{where}.content");
     }
 
@@ -102,25 +122,27 @@ public static class OpenAiProtocol
         foreach (string name in new[] { "max_tokens", maxAlias }.OfType<string>())
             if (root.TryGetProperty(name, out var v) && v.ValueKind != JsonValueKind.Null)
                 maxTokens = v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int n) && n >= 1 ? n : throw new ApiError(400, $"'{name}' must be an integer of at least 1.", name);
-        if (root.TryGetProperty("n", out var count) && count.ValueKind != JsonValueKind.Null && !(count.TryGetInt32(out int c) && c == 1))
-            throw new ApiError(400, "Only n = 1 is supported.", "n");
+        if (root.TryGetProperty("n", out var count) && count.ValueKind != JsonValueKind.Null
+            && !(count.ValueKind == JsonValueKind.Number && count.TryGetInt32(out int c) && c == 1))
+            throw new ApiError(400, "'n' must be the integer 1: only n = 1 is supported.", "n");
         var stop = new List<string>();
         if (root.TryGetProperty("stop", out var s))
         {
-            if (s.ValueKind == JsonValueKind.String) stop.Add(s.GetString()!);
-            else if (s.ValueKind == JsonValueKind.Array) stop.AddRange(s.EnumerateArray().Select(x => x.ValueKind == JsonValueKind.String ? x.GetString()! : throw new ApiError(400, "'stop' must be a string or an array of strings.", "stop")));
+            if (s.ValueKind == JsonValueKind.String) stop.Add(Text(s, "stop"));
+            else if (s.ValueKind == JsonValueKind.Array) stop.AddRange(s.EnumerateArray().Select(x => x.ValueKind == JsonValueKind.String ? Text(x, "stop") : throw new ApiError(400, "'stop' must be a string or an array of strings.", "stop")));
             else if (s.ValueKind != JsonValueKind.Null) throw new ApiError(400, "'stop' must be a string or an array of strings.", "stop");
             if (stop.Count > 4 || stop.Any(x => x.Length == 0)) throw new ApiError(400, "'stop' takes up to 4 non-empty sequences.", "stop");
         }
         long? seed = root.TryGetProperty("seed", out var sd) && sd.ValueKind != JsonValueKind.Null
-            ? (sd.TryGetInt64(out long sv) ? sv : throw new ApiError(400, "'seed' must be an integer.", "seed")) : null;
+            ? (sd.ValueKind == JsonValueKind.Number && sd.TryGetInt64(out long sv) ? sv : throw new ApiError(400, "'seed' must be an integer.", "seed")) : null;
         bool stream = root.TryGetProperty("stream", out var st) && st.ValueKind switch
         {
             JsonValueKind.True => true, JsonValueKind.False or JsonValueKind.Null => false,
             _ => throw new ApiError(400, "'stream' must be a boolean.", "stream"),
         };
-        bool usage = root.TryGetProperty("stream_options", out var so) && so.ValueKind == JsonValueKind.Object
-            && so.TryGetProperty("include_usage", out var iu) && iu.ValueKind == JsonValueKind.True;
+        if (root.TryGetProperty("stream_options", out var so) && so.ValueKind is not (JsonValueKind.Object or JsonValueKind.Null))
+            throw new ApiError(400, "'stream_options' must be an object.", "stream_options");
+        bool usage = so.ValueKind == JsonValueKind.Object && so.TryGetProperty("include_usage", out var iu) && iu.ValueKind == JsonValueKind.True;
         return new RequestSampling(temperature, topP, maxTokens, stop, seed, stream, usage);
     }
 

@@ -26,56 +26,39 @@ public sealed class ServedModel : IDisposable
     public int ContextLength => Model.Config.ContextLength;
 
     /// <summary>Loads <c>name=folder</c>, or a folder named by its last path component (a PPO run's <c>policy</c> folder by its run's).</summary>
-    public static ServedModel Load(string spec)
+    /// <param name="allowNonFinite">Serve weights holding NaN or infinity instead of refusing them on load.</param>
+    public static ServedModel Load(string spec, bool allowNonFinite = false)
     {
         int equals = spec.IndexOf('=');
         string path = equals > 0 ? spec[(equals + 1)..] : spec;
         string full = Path.GetFullPath(path).TrimEnd(Path.DirectorySeparatorChar);
         string name = equals > 0 ? spec[..equals]
             : Path.GetFileName(full) == PpoRun.PolicyFolder ? Path.GetFileName(Path.GetDirectoryName(full)!) : Path.GetFileName(full);
-        var (model, state) = Checkpoint.LoadModel(path);
+        var (model, state) = Checkpoint.LoadModel(path, allowNonFinite);
         return new ServedModel(name, path, model, GptTokenizer.Load(state.Tokenizer));
     }
 
     /// <summary>
-    /// Generates on a worker thread and hands out text as it grows: <paramref name="onText"/> gets each new piece
-    /// (never half a UTF-8 character). Cancelling (e.g. the client went away) stops generation at the next token.
+    /// Generates and hands out text as it grows: <paramref name="onText"/> gets each new piece (never half a UTF-8
+    /// character, never a stop sequence). Cancelling (e.g. the client went away) stops generation at the next token.
     /// </summary>
     public Generation Generate(int[] prompt, SamplingOptions options, Action<string>? onText, CancellationToken cancellation)
     {
-        var text = onText is null ? null : TextStream(onText);
-        return new TokenGenerator(Model).Generate([prompt], options, (_, token) => text?.Invoke(token), Decode, cancellation)[0];
+        var text = new AnswerText(Tokenizer, options.StopSequences, onText);
+        var generation = new TokenGenerator(Model).Generate([prompt], options, (_, token) => text.Add(token), Decode, cancellation)[0];
+        text.Finish();
+        return generation;
     }
 
     /// <summary>Decodes generated text without special tokens (for stop sequences).</summary>
     public string Decode(IEnumerable<int> ids) => Tokenizer.Decode(ids.Where(t => !Tokenizer.IsSpecial(t)));
 
-    /// <summary>
-    /// Turns tokens, one at a time, into pieces of text for <paramref name="onText"/>: special tokens are skipped and a
-    /// piece is held back while it ends in half a UTF-8 character.
-    /// </summary>
-    public Action<int> TextStream(Action<string> onText)
-    {
-        var produced = new List<int>();
-        string sent = "";
-        return token =>
-        {
-            if (Tokenizer.IsSpecial(token)) return;
-            produced.Add(token);
-            string text = Tokenizer.Decode(produced);
-            if (text.EndsWith('\uFFFD') || text.Length <= sent.Length) return; // wait for the rest of a character
-            onText(text[sent.Length..]);
-            sent = text;
-        };
-    }
-
-    /// <summary>The text of generated tokens without special tokens, with any stop sequence cut off.</summary>
+    /// <summary>The answer's text for generated tokens, cut at the first stop sequence (as streaming hands it out).</summary>
     public string Text(Generation generation, IReadOnlyList<string>? stops)
     {
-        string text = Tokenizer.Decode(generation.Tokens.Where(t => !Tokenizer.IsSpecial(t)));
-        foreach (string stop in stops ?? [])
-            if (text.EndsWith(stop, StringComparison.Ordinal)) return text[..^stop.Length];
-        return text;
+        var text = new AnswerText(Tokenizer, stops);
+        foreach (int token in generation.Tokens) text.Add(token);
+        return text.Finish();
     }
 
     public void Dispose() => Model.Dispose();

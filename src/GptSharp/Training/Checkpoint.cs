@@ -18,8 +18,9 @@ public sealed record TrainingState(int Step, string DataPosition, string RngStat
 /// <summary>
 /// A run's checkpoint folder, <c>RUN/checkpoint/</c>: <c>model.json</c> (the model's config record),
 /// <c>model.safetensors</c>, <c>optimizer.safetensors</c> and <c>state.json</c>. A new checkpoint is written whole into
-/// a temporary folder and swapped in by renames, so a kill at any moment leaves the last good one
-/// (<c>checkpoint</c>, or <c>checkpoint.old</c> during the swap) intact.
+/// <c>checkpoint.tmp</c> (its <c>state.json</c> last) and swapped in by renames, so a kill at any moment, even twice
+/// in a row, leaves the newest complete checkpoint in <c>checkpoint</c>, <c>checkpoint.old</c> or <c>checkpoint.tmp</c>
+/// (see <see cref="Find"/>).
 /// </summary>
 public static class Checkpoint
 {
@@ -37,34 +38,80 @@ public static class Checkpoint
 
     /// <summary>Writes any module with the config record it is built from (a GPT backbone's, a BERT's, ...).</summary>
     /// <param name="receiveForeignOptimizerState">For a ZeRO-1 root: fetches the moments other processes own (see <see cref="AdamW.Save"/>).</param>
+    /// <param name="reached">Test hook: called with the name of each step of the swap (to simulate a crash there).</param>
     public static void Save(string runDirectory, nn.Module model, object config, AdamW? optimizer, TrainingState state,
-        Func<int, (Tensor ExpAvg, Tensor ExpAvgSq)>? receiveForeignOptimizerState = null)
+        Func<int, (Tensor ExpAvg, Tensor ExpAvgSq)>? receiveForeignOptimizerState = null, Action<string>? reached = null)
     {
         string final = Path.Combine(runDirectory, Folder);
         string temp = Path.Combine(runDirectory, $"{Folder}.tmp");
         string old = Path.Combine(runDirectory, $"{Folder}.old");
-        if (Directory.Exists(temp)) Directory.Delete(temp, true);
+        Settle(runDirectory);
+        reached?.Invoke("settled");
         Directory.CreateDirectory(temp);
         AtomicFile.WriteAllText(Path.Combine(temp, "model.json"), JsonSerializer.Serialize(config, config.GetType(), Json));
         SafeTensors.Save(Path.Combine(temp, "model.safetensors"), model.state_dict(),
             new Dictionary<string, string> { ["format"] = "gptsharp", ["step"] = state.Step.ToString() });
         optimizer?.Save(Path.Combine(temp, "optimizer.safetensors"), receiveForeignOptimizerState);
-        AtomicFile.WriteAllText(Path.Combine(temp, "state.json"), JsonSerializer.Serialize(state, Json));
-        if (Directory.Exists(old)) Directory.Delete(old, true);
+        reached?.Invoke("written");
+        AtomicFile.WriteAllText(Path.Combine(temp, "state.json"), JsonSerializer.Serialize(state, Json)); // last: marks the folder complete
+        reached?.Invoke("complete");
         if (Directory.Exists(final)) Directory.Move(final, old);
+        reached?.Invoke("moved-aside");
         Directory.Move(temp, final);
-        if (Directory.Exists(old)) Directory.Delete(old, true);
+        reached?.Invoke("swapped");
+        Discard(old);
     }
 
-    /// <summary>The checkpoint folder to read: the current one, or the previous one if a swap was interrupted.</summary>
+    /// <summary>
+    /// The checkpoint folder to read: of <c>checkpoint</c>, <c>checkpoint.old</c> and <c>checkpoint.tmp</c>, the complete
+    /// one (its <c>state.json</c>, written last, is present and readable) with the most steps, so that a crash at any
+    /// point of a save, or two crashes in a row, still leaves the newest complete checkpoint found.
+    /// </summary>
     public static string? Find(string runDirectory)
     {
-        foreach (string name in new[] { Folder, $"{Folder}.old" })
+        string? best = null;
+        int bestStep = -1;
+        foreach (string name in new[] { Folder, $"{Folder}.old", $"{Folder}.tmp" })
         {
             string path = Path.Combine(runDirectory, name);
-            if (File.Exists(Path.Combine(path, "state.json"))) return path;
+            if (CompleteStep(path) is { } step && step > bestStep) (best, bestStep) = (path, step);
         }
-        return null;
+        return best;
+    }
+
+    static int? CompleteStep(string folder)
+    {
+        string state = Path.Combine(folder, "state.json");
+        if (!File.Exists(state) || !File.Exists(Path.Combine(folder, "model.json")) || !File.Exists(Path.Combine(folder, "model.safetensors"))) return null;
+        try { return JsonSerializer.Deserialize<TrainingState>(File.ReadAllText(state), Json)?.Step; }
+        catch (JsonException) { return null; }
+    }
+
+    /// <summary>
+    /// Leaves only <c>checkpoint</c> behind, holding the newest complete checkpoint (moved there from <c>.old</c> or
+    /// <c>.tmp</c> if an earlier save was interrupted), before a new save starts. Folders go by rename first, so that a
+    /// half-deleted folder can never look complete.
+    /// </summary>
+    static void Settle(string runDirectory)
+    {
+        string final = Path.Combine(runDirectory, Folder);
+        string? best = Find(runDirectory);
+        if (best is not null && best != final)
+        {
+            Discard(final);
+            Directory.Move(best, final);
+        }
+        foreach (string name in new[] { $"{Folder}.old", $"{Folder}.tmp" }) Discard(Path.Combine(runDirectory, name));
+        foreach (string trash in Directory.Exists(runDirectory) ? Directory.GetDirectories(runDirectory, $"{Folder}.trash-*") : [])
+            Directory.Delete(trash, true);
+    }
+
+    static void Discard(string folder)
+    {
+        if (!Directory.Exists(folder)) return;
+        string trash = Path.Combine(Path.GetDirectoryName(folder)!, $"{Folder}.trash-{Guid.NewGuid():N}");
+        Directory.Move(folder, trash);
+        Directory.Delete(trash, true);
     }
 
     public static string Require(string runDirectory) => Find(runDirectory)
@@ -97,12 +144,16 @@ public static class Checkpoint
     public static TrainingState ReadState(string runDirectory) => ReadJson<TrainingState>(Path.Combine(Require(runDirectory), "state.json"));
 
     /// <summary>Builds the model a run saved and loads its weights.</summary>
-    public static (Gpt Model, TrainingState State) LoadModel(string runDirectory)
+    /// <param name="allowNonFinite">Load weights holding NaN or infinity (to inspect a broken run) instead of refusing them.</param>
+    public static (Gpt Model, TrainingState State) LoadModel(string runDirectory, bool allowNonFinite = false)
     {
         string folder = Require(runDirectory);
-        var config = ReadJson<GptConfig>(Path.Combine(folder, "model.json"));
-        var model = new Gpt(config);
-        LoadWeights(model, Path.Combine(folder, "model.safetensors"));
+        string configPath = Path.Combine(folder, "model.json");
+        var config = ReadJson<GptConfig>(configPath);
+        Gpt model;
+        try { model = new Gpt(config); }
+        catch (ArgumentException e) { throw new InvalidDataException($"{configPath}: {e.Message.ReplaceLineEndings(" ")}", e); }
+        LoadWeights(model, Path.Combine(folder, "model.safetensors"), allowNonFinite);
         return (model, ReadJson<TrainingState>(Path.Combine(folder, "state.json")));
     }
 
@@ -110,7 +161,7 @@ public static class Checkpoint
     public static TrainingState Resume(string runDirectory, nn.Module model, object config, AdamW optimizer)
     {
         string folder = Require(runDirectory);
-        var saved = JsonSerializer.Deserialize(File.ReadAllText(Path.Combine(folder, "model.json")), config.GetType(), Json);
+        var saved = ReadJson(Path.Combine(folder, "model.json"), config.GetType());
         if (!Equals(saved, config))
             throw new InvalidOperationException($"{folder}/model.json describes a different model than the one being trained; resume with the same configuration.");
         LoadWeights(model, Path.Combine(folder, "model.safetensors"));
@@ -140,9 +191,9 @@ public static class Checkpoint
     public static string WeightsPath(string runDirectory) => Path.Combine(Require(runDirectory), "model.safetensors");
 
     /// <summary>Copies tensors from a safetensors file into the model; every parameter must be present with its shape.</summary>
-    public static void LoadWeights(nn.Module model, string path)
+    public static void LoadWeights(nn.Module model, string path, bool allowNonFinite = false)
     {
-        var (tensors, _) = SafeTensors.Load(path);
+        var (tensors, _) = SafeTensors.Load(path, allowNonFinite);
         try
         {
             using var noGrad = no_grad();
@@ -169,16 +220,22 @@ public static class Checkpoint
         }
     }
 
-    static T ReadJson<T>(string path)
+    static T ReadJson<T>(string path) => (T)ReadJson(path, typeof(T));
+
+    static object ReadJson(string path, Type type)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"Checkpoint file missing: '{path}'.", path);
         try
         {
-            return JsonSerializer.Deserialize<T>(File.ReadAllText(path), Json) ?? throw new InvalidDataException($"{path}: empty JSON.");
+            return JsonSerializer.Deserialize(File.ReadAllText(path), type, Json) ?? throw new InvalidDataException($"{path}: empty JSON (null).");
         }
         catch (JsonException e)
         {
-            throw new InvalidDataException($"{path}: invalid JSON at line {e.LineNumber + 1}: {e.Message}", e);
+            throw new InvalidDataException($"{path}: invalid JSON{(e.LineNumber is { } line ? $" at line {line + 1}" : "")}: {e.Message.ReplaceLineEndings(" ")}", e);
+        }
+        catch (Exception e) when (e is NotSupportedException or ArgumentException or InvalidOperationException or FormatException)
+        {
+            throw new InvalidDataException($"{path}: not a valid {type.Name}: {e.Message.ReplaceLineEndings(" ")}", e);
         }
     }
 }

@@ -142,7 +142,8 @@ public sealed class Trainer<TBatch>
             step++;
             lastLoss = lossSum / _config.GradAccumulation;
             if (!double.IsFinite(lastLoss))
-                throw new InvalidOperationException($"Training diverged at step {step}: loss is {lastLoss}. Lower --learning-rate or check the data; the last checkpoint is intact.");
+                throw new InvalidOperationException($"Training diverged at step {step}: loss is {lastLoss}. Lower --learning-rate or check the data; " +
+                    (Checkpoint.Find(_runDirectory) is null ? "no checkpoint was written before it." : "the last checkpoint is intact."));
 
             double tokensPerSecond = tokens / stepWatch.Elapsed.TotalSeconds; // training only, before any evaluation
             double? val = null;

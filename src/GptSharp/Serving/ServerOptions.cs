@@ -1,0 +1,54 @@
+using System.Net;
+using System.Net.Sockets;
+
+namespace GptSharp.Serving;
+
+/// <summary>Where and how the server listens.</summary>
+/// <param name="Host">An IP address or a host name that resolves; never silently every interface.</param>
+/// <param name="Port">0 picks a free port (see <see cref="GptServer.Address"/>).</param>
+/// <param name="ApiKey">When set, every /v1 request needs <c>Authorization: Bearer KEY</c>.</param>
+/// <param name="MaxBodyBytes">Larger request bodies are answered 413.</param>
+/// <param name="MaxConcurrent">Requests decoded together in one batch per model; more wait for the next batch.</param>
+/// <param name="MaxQueue">Requests that may wait for a batch per model; more are answered 429 with Retry-After.</param>
+/// <param name="AllowedHosts">Host header names served besides loopback names and <paramref name="Host"/> itself
+/// (guards a keyless local server against DNS rebinding); <c>*</c> allows any.</param>
+public sealed record ServerOptions(string Host = "127.0.0.1", int Port = 8000, string? ApiKey = null, long MaxBodyBytes = 1 << 20,
+    int MaxConcurrent = 4, int MaxQueue = 64, IReadOnlyList<string>? AllowedHosts = null)
+{
+    /// <summary>Checks every field; errors name the option and say what is expected.</summary>
+    public ServerOptions Validate()
+    {
+        if (Port is < 0 or > 65535) throw new ArgumentException($"--port {Port} is not a TCP port: expected 0 (any free port) to 65535.");
+        if (MaxConcurrent < 1) throw new ArgumentException($"--max-concurrent {MaxConcurrent}: expected at least 1 request per batch.");
+        if (MaxQueue < 0) throw new ArgumentException($"--max-queue {MaxQueue}: expected 0 or more waiting requests.");
+        if (MaxBodyBytes < 1) throw new ArgumentException($"The body limit {MaxBodyBytes} must be at least 1 byte.");
+        if (ApiKey is { Length: 0 }) throw new ArgumentException("--api-key is empty: give a key, or leave the option out.");
+        return this;
+    }
+
+    /// <summary>
+    /// The address to bind: <see cref="Host"/> parsed as an IP address, or resolved by DNS (IPv4 first). A name that
+    /// does not resolve is an error: a typo must never widen the server to every interface.
+    /// </summary>
+    public IPAddress BindAddress()
+    {
+        string host = Host.Trim();
+        if (host.StartsWith('[') && host.EndsWith(']')) host = host[1..^1];
+        if (host.Length == 0) throw new ArgumentException("--host is empty: give an address such as 127.0.0.1.");
+        if (IPAddress.TryParse(host, out var address) && LooksLikeAddress(host)) return address;
+        if (host.All(c => char.IsAsciiDigit(c) || c == '.'))
+            throw new ArgumentException($"--host '{Host}' is not a valid IP address (each of the four numbers is 0 to 255).");
+        if (host.Equals("localhost", StringComparison.OrdinalIgnoreCase)) return IPAddress.Loopback;
+        IPAddress[] resolved;
+        try { resolved = Dns.GetHostAddresses(host); }
+        catch (Exception e) when (e is SocketException or ArgumentException)
+        {
+            throw new ArgumentException($"--host '{Host}' is neither an IP address nor a host name that resolves ({e.Message}).", e);
+        }
+        return resolved.OrderBy(a => a.AddressFamily != AddressFamily.InterNetwork).FirstOrDefault()
+            ?? throw new ArgumentException($"--host '{Host}' resolves to no address.");
+    }
+
+    // IPAddress.TryParse also takes shorthand such as "1" or "127.1"; only full dotted quads or IPv6 are meant here.
+    static bool LooksLikeAddress(string host) => host.Contains(':') || host.Split('.').Length == 4;
+}
