@@ -20,7 +20,7 @@ public sealed record ServerOptions(string Host = "127.0.0.1", int Port = 8000, s
     {
         if (Port is < 0 or > 65535) throw new ArgumentException($"--port {Port} is not a TCP port: expected 0 (any free port) to 65535.");
         if (MaxConcurrent < 1) throw new ArgumentException($"--max-concurrent {MaxConcurrent}: expected at least 1 request per batch.");
-        if (MaxQueue < 0) throw new ArgumentException($"--max-queue {MaxQueue}: expected 0 or more waiting requests.");
+        if (MaxQueue < 1) throw new ArgumentException($"--max-queue {MaxQueue}: expected at least 1 waiting request.");
         if (MaxBodyBytes < 1) throw new ArgumentException($"The body limit {MaxBodyBytes} must be at least 1 byte.");
         if (ApiKey is { Length: 0 }) throw new ArgumentException("--api-key is empty: give a key, or leave the option out.");
         return this;
