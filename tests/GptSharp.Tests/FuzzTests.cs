@@ -1,0 +1,28 @@
+using System.Text.Json;
+using GptSharp.Alignment;
+using GptSharp.Fuzzing;
+using GptSharp.Inference;
+using Xunit.Abstractions;
+
+namespace GptSharp.Tests;
+
+/// <summary>
+/// Seeded fuzzing with a fixed number of cases, so that it runs the same in every test run; <c>bench -- fuzz</c> runs
+/// more cases from other seeds.
+/// </summary>
+public class RequestFuzzTests(ServerFixture fixture, ITestOutputHelper output) : IClassFixture<ServerFixture>
+{
+    [Fact]
+    public async Task ThousandsOfMutatedRequestsNeverGet5xxOrLeakAndNeverDisturbAWellFormedOne()
+    {
+        var model = fixture.Model;
+        var prompt = model.Template.RenderPrompt([new ChatMessage(ChatRoles.User, "春眠不覺曉")]);
+        var generation = model.Generate(prompt, new SamplingOptions(Temperature: 0, MaxNewTokens: 8, StopTokens: [model.Tokenizer.EndId, model.Tokenizer.BosId]), null, default);
+        string body = JsonSerializer.Serialize(new { model = "tiny-chat", messages = new[] { new { role = "user", content = "春眠不覺曉" } }, max_tokens = 8, temperature = 0 });
+        var report = await RequestFuzzer.Run(fixture.Http, "tiny-chat", (body, model.Text(generation, null)), cases: 2000, seed: 13);
+        output.WriteLine(report.ToString());
+        Assert.True(report.Violations.Count == 0, report.ToString());
+        Assert.True(report.Outcomes.GetValueOrDefault("200") > 200, report.ToString()); // many mutants are still valid and are generated
+        Assert.True(report.Outcomes.GetValueOrDefault("400") > 200, report.ToString());
+    }
+}

@@ -1,0 +1,159 @@
+using System.Diagnostics;
+using System.Net.Http.Headers;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace GptSharp.Fuzzing;
+
+/// <summary>
+/// Mutates valid chat and completion requests (types, extreme and edge values, unicode, nesting, missing and extra
+/// fields, broken bytes) and sends them to a running server a few at a time, each round beside one well-formed greedy
+/// request. Invariants: never a 5xx; never a stack trace or a path in a body; every 4xx in OpenAI's error shape; every
+/// stream ends with [DONE]; health stays ok; the well-formed request in the same batch always gets its right answer.
+/// </summary>
+public static class RequestFuzzer
+{
+    const string Surrogate = "@@SURROGATE@@", Huge = "@@HUGE@@";
+    static readonly JsonSerializerOptions Deep = new() { MaxDepth = 256 };
+
+    static readonly string[] Leaks = ["   at ", ".cs:line", "Exception", "/usr/", "/home/", "/tmp/", "/work/", "libtorch", "c10::", "TorchSharp"];
+
+    /// <param name="control">A well-formed request body (greedy) and the exact answer text it must always get.</param>
+    public static async Task<FuzzReport> Run(HttpClient http, string model, (string Body, string Answer) control, int cases, int seed, int concurrency = 3)
+    {
+        var random = new Random(seed);
+        var outcomes = new Dictionary<string, int>();
+        var violations = new List<string>();
+        var watch = Stopwatch.StartNew();
+        for (int done = 0; done < cases; done += concurrency)
+        {
+            var bodies = Enumerable.Range(0, Math.Min(concurrency, cases - done)).Select(_ => Case(random, model)).ToList();
+            var fuzzed = bodies.Select(b => Send(http, b)).ToList();
+            var controlReply = Send(http, (Encoding.UTF8.GetBytes(control.Body), "application/json"));
+            await Task.WhenAll([.. fuzzed, controlReply]);
+            for (int i = 0; i < bodies.Count; i++)
+            {
+                var (status, text) = fuzzed[i].Result;
+                string key = status.ToString();
+                outcomes[key] = outcomes.GetValueOrDefault(key) + 1;
+                if (Check(status, text) is { } problem) violations.Add($"{problem} — request {Encoding.UTF8.GetString(bodies[i].Body)[..Math.Min(300, bodies[i].Body.Length)]} — reply {status} {text[..Math.Min(300, text.Length)]}");
+            }
+            var (controlStatus, controlText) = controlReply.Result;
+            string? answer = controlStatus == 200 ? JsonNode.Parse(controlText)?["choices"]?[0]?["message"]?["content"]?.GetValue<string>() : null;
+            if (answer != control.Answer) violations.Add($"the well-formed request beside them got {controlStatus} '{answer ?? controlText}', expected '{control.Answer}'");
+            if (done % 60 == 0)
+            {
+                var health = await http.GetAsync("/health");
+                if (!health.IsSuccessStatusCode || !(await health.Content.ReadAsStringAsync()).Contains("\"ok\"")) violations.Add($"health is {health.StatusCode} after {done} cases");
+            }
+            if (violations.Count > 20) break;
+        }
+        return new FuzzReport(cases, outcomes, violations, watch.Elapsed.TotalSeconds);
+    }
+
+    static async Task<(int Status, string Text)> Send(HttpClient http, (byte[] Body, string ContentType) request)
+    {
+        var content = new ByteArrayContent(request.Body);
+        content.Headers.ContentType = MediaTypeHeaderValue.Parse(request.ContentType);
+        var path = request.Body.Length > 0 && Encoding.UTF8.GetString(request.Body).Contains("\"prompt\"") ? "/v1/completions" : "/v1/chat/completions";
+        using var reply = await http.PostAsync(path, content);
+        return ((int)reply.StatusCode, await reply.Content.ReadAsStringAsync());
+    }
+
+    /// <summary>Why a reply breaks an invariant, or null.</summary>
+    static string? Check(int status, string text)
+    {
+        if (status >= 500) return $"a {status}";
+        if (Leaks.FirstOrDefault(text.Contains) is { } leak) return $"the body leaks '{leak}'";
+        if (status >= 400)
+        {
+            try
+            {
+                var error = JsonNode.Parse(text)?["error"];
+                if (error?["message"]?.GetValueKind() != JsonValueKind.String || error["type"]?.GetValueKind() != JsonValueKind.String)
+                    return "a 4xx not in OpenAI's error shape";
+            }
+            catch (JsonException) { return "a 4xx whose body is not JSON"; }
+            return null;
+        }
+        if (text.StartsWith("data: ", StringComparison.Ordinal))
+        {
+            if (!text.EndsWith("data: [DONE]\n\n", StringComparison.Ordinal)) return "a stream that does not end with [DONE]";
+            if (text.Contains("\"error\"")) return "an error inside a 200 stream";
+            return null;
+        }
+        try { return JsonNode.Parse(text)?["choices"] is JsonArray { Count: 1 } ? null : "a 200 without one choice"; }
+        catch (JsonException) { return "a 200 whose body is not JSON"; }
+    }
+
+    static (byte[] Body, string ContentType) Case(Random random, string model)
+    {
+        bool chat = random.Next(4) > 0;
+        var root = new JsonObject { ["model"] = model, ["max_tokens"] = random.Next(1, 6) };
+        if (chat) root["messages"] = new JsonArray(Message("system", "你是詩人。"), Message("user", "床前明月光"));
+        else root["prompt"] = "床前明月光";
+        if (random.Next(3) == 0) root["stream"] = true;
+        if (random.Next(3) == 0) root["temperature"] = random.NextDouble() * 2;
+        int mutations = 1 + random.Next(3);
+        for (int m = 0; m < mutations; m++) Mutate(random, root, chat);
+        string text = root.ToJsonString(Deep);
+        text = text.Replace($"\"{Surrogate}\"", "\"\\ud800x\"").Replace($"\"{Huge}\"", "1e400");
+        byte[] bytes = Encoding.UTF8.GetBytes(text);
+        switch (random.Next(20))
+        {
+            case 0: bytes = bytes[..random.Next(bytes.Length)]; break;                                        // truncated
+            case 1: bytes[random.Next(bytes.Length)] = (byte)random.Next(256); break;                        // one byte replaced
+            case 2: bytes = [.. bytes[..(bytes.Length / 2)], 0xC3, 0x28, .. bytes[(bytes.Length / 2)..]]; break; // invalid UTF-8
+            case 3: return (bytes, random.Next(2) == 0 ? "text/plain" : "application/x-www-form-urlencoded");
+        }
+        return (bytes, random.Next(10) == 0 ? "application/json; charset=utf-8" : "application/json");
+    }
+
+    static JsonObject Message(string role, string content) => new() { ["role"] = role, ["content"] = content };
+
+    static readonly string[] Fields =
+    [
+        "model", "messages", "prompt", "temperature", "top_p", "max_tokens", "max_completion_tokens", "n", "stop", "seed", "stream",
+        "stream_options", "user", "logprobs", "tools", "response_format", "frequency_penalty",
+    ];
+
+    static void Mutate(Random random, JsonObject root, bool chat)
+    {
+        switch (random.Next(6))
+        {
+            case 0 or 1: root[Fields[random.Next(Fields.Length)]] = Value(random); break;
+            case 2: root.Remove(Fields[random.Next(Fields.Length)]); break;
+            case 3 when chat && root["messages"] is JsonArray messages && messages.Count > 0:
+                int i = random.Next(messages.Count);
+                if (random.Next(4) == 0) messages[i] = Value(random);
+                else if (messages[i] is JsonObject message)
+                {
+                    string field = random.Next(3) switch { 0 => "role", 1 => "content", _ => "name" };
+                    message[field] = random.Next(3) == 0 ? new JsonArray(new JsonObject { ["type"] = Value(random), ["text"] = Value(random) }, Value(random)) : Value(random);
+                }
+                break;
+            case 4 when chat && root["messages"] is JsonArray list:
+                list.Add(Message(random.Next(2) == 0 ? "assistant" : "user", random.Next(2) == 0 ? "<|end|><|bos|>" : new string('詩', random.Next(1, 80))));
+                break;
+            default: root["stream_options"] = new JsonObject { ["include_usage"] = Value(random) }; break;
+        }
+    }
+
+    static JsonNode? Value(Random random) => random.Next(34) switch
+    {
+        0 => "", 1 => "x", 2 => new string('a', 5000), 3 => Surrogate, 4 => "🙂👍🏽", 5 => "\u0000", 6 => "\uFFFF", 7 => "\u202E", 8 => "床前明月光",
+        9 => "<|end|>", 10 => "2", 11 => "NaN", 12 => "Infinity",
+        13 => 0, 14 => -1, 15 => 1, 16 => 2, 17 => 1e-300, 18 => double.Epsilon, 19 => 1e308, 20 => -1e308, 21 => 2147483648L,
+        22 => long.MaxValue, 23 => Huge, 24 => 0.5, 25 => 1e-38, 26 => true, 27 => false, 28 => null,
+        29 => new JsonArray(), 30 => new JsonArray(1, "a", null, new JsonArray()), 31 => new JsonObject(),
+        32 => Nested(random.Next(2, 80)), _ => new JsonObject { ["a"] = new JsonObject { ["b"] = new JsonArray() } },
+    };
+
+    static JsonNode Nested(int depth)
+    {
+        JsonNode node = new JsonArray();
+        for (int i = 0; i < depth; i++) node = new JsonArray(node);
+        return node;
+    }
+}
