@@ -1,7 +1,7 @@
 using GptSharp.Bench;
 using GptSharp.Interop;
 
-// Benchmarks print figures; they assert nothing. Usage: dotnet run -c Release --project bench/GptSharp.Bench -- [tokenizer|matmul|model|memory|breakdown|serve|dp|zero1|all]
+// Benchmarks print figures; they assert nothing. Usage: dotnet run -c Release --project bench/GptSharp.Bench -- [tokenizer|matmul|model|memory|breakdown|serve|dp|zero1|fuzz [cases] [seed]|all]
 string which = args.Length > 0 ? args[0] : "all";
 var runtime = TorchRuntime.Initialize();
 Console.WriteLine($"# GptSharp bench — {SystemReport.CpuModel()}, {Environment.ProcessorCount} cores, torch threads {runtime.Threads}, " +
@@ -16,8 +16,9 @@ var benches = new Dictionary<string, Action>
     ["serve"] = ServeBench.Run,
     ["dp"] = DataParallelBench.Run,
     ["zero1"] = DataParallelBench.RunZero1,
+    ["fuzz"] = FuzzBench.Run,
 };
-if (which == "all") foreach (var bench in benches.Values) bench();
+if (which == "all") foreach (var (name, bench) in benches) { if (name != "fuzz") bench(); }
 else if (benches.TryGetValue(which, out var bench)) bench();
 else { Console.Error.WriteLine($"unknown bench '{which}'; choose one of: all, {string.Join(", ", benches.Keys)}"); return 2; }
 return 0;

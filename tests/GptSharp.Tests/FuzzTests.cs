@@ -26,3 +26,17 @@ public class RequestFuzzTests(ServerFixture fixture, ITestOutputHelper output) :
         Assert.True(report.Outcomes.GetValueOrDefault("400") > 200, report.ToString());
     }
 }
+
+public class FileFuzzTests(ITestOutputHelper output)
+{
+    [Fact]
+    public void CorruptFilesFailWithOneLineNamingTheFile()
+    {
+        using var dir = new TempDirectory();
+        var report = FileFuzzer.Run(dir.Path, cases: 1500, seed: 29);
+        output.WriteLine(report.ToString());
+        Assert.True(report.Violations.Count == 0, report.ToString());
+        Assert.Contains(report.Outcomes, o => o.Key.EndsWith("loaded"));              // some damage is harmless, and loads
+        Assert.Contains(report.Outcomes, o => o.Key.EndsWith(nameof(InvalidDataException)));
+    }
+}

@@ -76,10 +76,12 @@ public static class ChatData
         int index = 0;
         foreach (var item in array.EnumerateArray())
         {
-            string role = item.ValueKind == JsonValueKind.Object && item.TryGetProperty("role", out var r) && r.ValueKind == JsonValueKind.String ? r.GetString()! : "";
+            string role = item.ValueKind == JsonValueKind.Object && item.TryGetProperty("role", out var r) && r.ValueKind == JsonValueKind.String
+                ? JsonText.Read(r, $"{path}:{line}: {field}[{index}].role") : "";
             if (!ChatRoles.All.Contains(role))
                 throw new InvalidDataException($"{path}:{line}: {field}[{index}].role is '{role}'; expected one of {string.Join(", ", ChatRoles.All)}.");
-            string content = item.TryGetProperty("content", out var c) && c.ValueKind == JsonValueKind.String ? c.GetString()! : "";
+            string content = item.TryGetProperty("content", out var c) && c.ValueKind == JsonValueKind.String
+                ? JsonText.Read(c, $"{path}:{line}: {field}[{index}].content") : "";
             if (content.Trim().Length == 0) throw new InvalidDataException($"{path}:{line}: {field}[{index}].content is missing or empty.");
             messages.Add(new ChatMessage(role, content));
             index++;
@@ -89,8 +91,9 @@ public static class ChatData
 
     static string Text(JsonElement root, string field, string path, int line)
     {
-        if (!root.TryGetProperty(field, out var value) || value.ValueKind != JsonValueKind.String || value.GetString()!.Trim().Length == 0)
+        if (!root.TryGetProperty(field, out var value) || value.ValueKind != JsonValueKind.String
+            || JsonText.Read(value, $"{path}:{line}: field '{field}'") is not { } text || text.Trim().Length == 0)
             throw new InvalidDataException($"{path}:{line}: field '{field}' must be a non-empty string.");
-        return value.GetString()!;
+        return text;
     }
 }

@@ -40,13 +40,14 @@ public sealed record EvalTask(string Name, string Description, IReadOnlyList<Eva
             try { root = JsonDocument.Parse(line).RootElement; }
             catch (JsonException e) { throw new InvalidDataException($"{Where()}: malformed JSON: {e.Message}", e); }
             if (root.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{Where()}: expected a JSON object.");
-            string context = root.TryGetProperty("context", out var c) && c.ValueKind == JsonValueKind.String ? c.GetString()! : "";
+            string context = root.TryGetProperty("context", out var c) && c.ValueKind == JsonValueKind.String ? JsonText.Read(c, $"{Where()}: field 'context'") : "";
             if (context.Length == 0) throw new InvalidDataException($"{Where()}: field 'context' is missing or empty.");
             if (!root.TryGetProperty("answer", out var answer)) throw new InvalidDataException($"{Where()}: field 'answer' is missing.");
             EvalItem item;
             if (root.TryGetProperty("choices", out var choices))
             {
-                if (choices.ValueKind != JsonValueKind.Array || choices.GetArrayLength() < 2 || choices.EnumerateArray().Any(x => x.ValueKind != JsonValueKind.String || x.GetString()!.Length == 0))
+                if (choices.ValueKind != JsonValueKind.Array || choices.GetArrayLength() < 2
+                    || choices.EnumerateArray().Any(x => x.ValueKind != JsonValueKind.String || JsonText.Read(x, $"{Where()}: field 'choices'").Length == 0))
                     throw new InvalidDataException($"{Where()}: field 'choices' must be an array of at least two non-empty strings.");
                 var list = choices.EnumerateArray().Select(x => x.GetString()!).ToList();
                 if (answer.ValueKind != JsonValueKind.Number || !answer.TryGetInt32(out int index) || index < 0 || index >= list.Count)
@@ -55,11 +56,11 @@ public sealed record EvalTask(string Name, string Description, IReadOnlyList<Eva
             }
             else
             {
-                if (answer.ValueKind != JsonValueKind.String || answer.GetString()!.Length == 0)
+                if (answer.ValueKind != JsonValueKind.String || JsonText.Read(answer, $"{Where()}: field 'answer'").Length == 0)
                     throw new InvalidDataException($"{Where()}: without 'choices', field 'answer' must be the expected text.");
                 item = new EvalItem(context, Expected: answer.GetString());
             }
-            string split = root.TryGetProperty("split", out var s) && s.ValueKind == JsonValueKind.String ? s.GetString()! : "test";
+            string split = root.TryGetProperty("split", out var s) && s.ValueKind == JsonValueKind.String ? JsonText.Read(s, $"{Where()}: field 'split'") : "test";
             (split switch
             {
                 "test" => items,

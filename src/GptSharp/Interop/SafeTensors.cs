@@ -146,6 +146,11 @@ public static class SafeTensors
                     throw new InvalidDataException($"{where} holds NaN or infinite values; the weights are broken (allow them explicitly to inspect such a file).");
             }
         }
+        catch (InvalidOperationException e)
+        {
+            foreach (var t in tensors.Values) t.Dispose();
+            throw new InvalidDataException($"{path}: the header is not valid text ({e.Message})", e);
+        }
         catch
         {
             foreach (var t in tensors.Values) t.Dispose();

@@ -56,7 +56,8 @@ public sealed record GptConfig
         if (Width % Heads != 0) throw new ArgumentException($"Width ({Width}) must be divisible by Heads ({Heads}).", nameof(Width));
         if (Heads % KvHeads != 0) throw new ArgumentException($"Heads ({Heads}) must be divisible by KvHeads ({KvHeads}).", nameof(KvHeads));
         if (Positions == PositionKind.Rotary && HeadDim % 2 != 0) throw new ArgumentException($"Rotary positions need an even head dimension; Width/Heads is {HeadDim}.", nameof(Positions));
-        if (MlpRatio <= 0) throw new ArgumentOutOfRangeException(nameof(MlpRatio), MlpRatio, "MlpRatio must be positive.");
+        if (!(MlpRatio is > 0 and <= 64)) throw new ArgumentOutOfRangeException(nameof(MlpRatio), MlpRatio, "MlpRatio must be in (0, 64].");
+        if (!(RotaryBase > 0) || !(NormEpsilon > 0)) throw new ArgumentOutOfRangeException(nameof(RotaryBase), "RotaryBase and NormEpsilon must be positive.");
         if (Dropout is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(Dropout), Dropout, "Dropout must be in [0, 1).");
         return this;
     }

@@ -114,8 +114,15 @@ public static class Checkpoint
         Directory.Delete(trash, true);
     }
 
-    public static string Require(string runDirectory) => Find(runDirectory)
-        ?? throw new FileNotFoundException($"No checkpoint in run folder '{runDirectory}' (expected {Folder}/state.json). Train first, or check --run-dir.");
+    /// <summary>The checkpoint folder to read, or an error that says what is missing or broken.</summary>
+    public static string Require(string runDirectory)
+    {
+        if (Find(runDirectory) is { } found) return found;
+        string state = Path.Combine(runDirectory, Folder, "state.json");
+        if (File.Exists(state)) ReadStateFile(state); // a state.json that does not parse: say what is wrong with it
+        throw new FileNotFoundException($"No complete checkpoint in run folder '{runDirectory}' (expected {Folder}/ with model.json, model.safetensors " +
+                                        "and state.json). Train first, or check --run-dir.");
+    }
 
     /// <summary>
     /// Where a run starts: with <paramref name="resume"/>, the saved step and data position; otherwise step 0, and an
@@ -125,8 +132,10 @@ public static class Checkpoint
     {
         if (resume)
         {
-            var saved = ReadState(runDirectory);
-            return (saved.Step, ShardBatchSource.Parse(saved.DataPosition));
+            string path = Path.Combine(Require(runDirectory), "state.json");
+            var saved = ReadStateFile(path);
+            try { return (saved.Step, ShardBatchSource.Parse(saved.DataPosition)); }
+            catch (FormatException e) { throw new InvalidDataException($"{path}: {e.Message}", e); }
         }
         if (Find(runDirectory) is not null)
             throw new InvalidOperationException($"Run folder '{runDirectory}' already has a checkpoint: resume it, or choose another run folder.");
@@ -141,7 +150,16 @@ public static class Checkpoint
     }
 
     /// <summary>The saved training state alone (to position the data before <see cref="Resume"/>).</summary>
-    public static TrainingState ReadState(string runDirectory) => ReadJson<TrainingState>(Path.Combine(Require(runDirectory), "state.json"));
+    public static TrainingState ReadState(string runDirectory) => ReadStateFile(Path.Combine(Require(runDirectory), "state.json"));
+
+    static TrainingState ReadStateFile(string path)
+    {
+        var state = ReadJson<TrainingState>(path);
+        string? missing = state.DataPosition is null ? "DataPosition" : state.RngState is null ? "RngState" : state.Tokenizer is null ? "Tokenizer" : null;
+        if (missing is not null) throw new InvalidDataException($"{path}: field '{missing}' is missing.");
+        if (state.Step < 0) throw new InvalidDataException($"{path}: Step {state.Step} is negative.");
+        return state;
+    }
 
     /// <summary>Builds the model a run saved and loads its weights.</summary>
     /// <param name="allowNonFinite">Load weights holding NaN or infinity (to inspect a broken run) instead of refusing them.</param>
@@ -153,8 +171,12 @@ public static class Checkpoint
         Gpt model;
         try { model = new Gpt(config); }
         catch (ArgumentException e) { throw new InvalidDataException($"{configPath}: {e.Message.ReplaceLineEndings(" ")}", e); }
+        catch (System.Runtime.InteropServices.ExternalException e)
+        {
+            throw new InvalidDataException($"{configPath}: the model it describes cannot be built here: {e.Message.Split('\n')[0]}", e);
+        }
         LoadWeights(model, Path.Combine(folder, "model.safetensors"), allowNonFinite);
-        return (model, ReadJson<TrainingState>(Path.Combine(folder, "state.json")));
+        return (model, ReadStateFile(Path.Combine(folder, "state.json")));
     }
 
     /// <summary>Restores model weights, optimiser state and RNG; returns the state to continue from.</summary>
@@ -166,10 +188,17 @@ public static class Checkpoint
             throw new InvalidOperationException($"{folder}/model.json describes a different model than the one being trained; resume with the same configuration.");
         LoadWeights(model, Path.Combine(folder, "model.safetensors"));
         optimizer.Load(Path.Combine(folder, "optimizer.safetensors"));
-        var state = ReadJson<TrainingState>(Path.Combine(folder, "state.json"));
+        string statePath = Path.Combine(folder, "state.json");
+        var state = ReadStateFile(statePath);
         if (state.RngState.Length > 0)
         {
-            using var rng = tensor(Convert.FromBase64String(state.RngState), ScalarType.Byte);
+            byte[] rngBytes;
+            try { rngBytes = Convert.FromBase64String(state.RngState); }
+            catch (FormatException) { throw new InvalidDataException($"{statePath}: RngState is not base64."); }
+            using var current = torch.get_rng_state();
+            if (rngBytes.Length != current.shape[0])
+                throw new InvalidDataException($"{statePath}: RngState holds {rngBytes.Length} bytes; torch's generator state is {current.shape[0]}.");
+            using var rng = tensor(rngBytes, ScalarType.Byte);
             torch.set_rng_state(rng);
         }
         return state;
