@@ -26,6 +26,7 @@ public sealed class GptServer : IAsyncDisposable
     readonly Dictionary<string, ServedModel> _models;
     readonly ServerOptions _options;
     readonly Dictionary<string, DecodeScheduler> _schedulers;
+    readonly HashSet<string> _allowedHosts;
 
     public GptServer(IReadOnlyList<ServedModel> models, ServerOptions options)
     {
@@ -63,8 +64,6 @@ public sealed class GptServer : IAsyncDisposable
         _app.MapPost("/v1/chat/completions", ChatCompletions);
         _app.MapPost("/v1/completions", Completions);
     }
-
-    readonly HashSet<string> _allowedHosts;
 
     /// <summary>True when the server listens beyond this machine without an API key (the CLI warns).</summary>
     public bool ExposedWithoutKey { get; }
