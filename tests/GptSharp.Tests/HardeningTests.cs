@@ -20,13 +20,6 @@ public class ServerHardeningTests(ServerFixture fixture) : IClassFixture<ServerF
 
     int[] Prompt(string question) => fixture.Model.Template.RenderPrompt([new ChatMessage(ChatRoles.User, question)]);
 
-    string Greedy(int[] prompt, int maxTokens)
-    {
-        var model = fixture.Model;
-        var generation = model.Generate(prompt, new SamplingOptions(Temperature: 0, MaxNewTokens: maxTokens, StopTokens: [model.Tokenizer.EndId, model.Tokenizer.BosId]), null, default);
-        return model.Text(generation, null);
-    }
-
     static async Task<(int Status, JsonElement Body)> Read(HttpResponseMessage reply)
     {
         string text = await reply.Content.ReadAsStringAsync();
@@ -55,7 +48,7 @@ public class ServerHardeningTests(ServerFixture fixture) : IClassFixture<ServerF
     public async Task AHostileSamplingValueNeitherFailsItselfNorItsBatch(string field, double value)
     {
         // Two requests in one batch (MaxConcurrent 2): the extreme one and a plain greedy one, streamed and whole.
-        string expected = Greedy(Prompt("床前明月光"), 10);
+        string expected = fixture.Greedy("床前明月光", 10);
         var hostile = new Dictionary<string, object> { ["model"] = "tiny-chat", ["messages"] = Ask, ["max_tokens"] = 10, [field] = value };
         var plain = new { model = "tiny-chat", messages = Ask, max_tokens = 10, temperature = 0 };
         var streamed = new { model = "tiny-chat", messages = Ask, max_tokens = 10, temperature = 0, stream = true };
@@ -110,7 +103,7 @@ public class ServerHardeningTests(ServerFixture fixture) : IClassFixture<ServerF
             fixture.Http.PostAsync("/v1/chat/completions", Json(shortRequest)));
         var (status, body) = await Read(replies[1]);
         Assert.Equal(200, status);
-        Assert.Equal(Greedy(Prompt("床前明月光"), 30), body.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString());
+        Assert.Equal(fixture.Greedy("床前明月光", 30), body.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString());
         Assert.Equal(200, (int)replies[0].StatusCode);
     }
 

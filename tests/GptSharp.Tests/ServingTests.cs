@@ -31,6 +31,14 @@ public sealed class ServerFixture : IAsyncLifetime
         Http.BaseAddress = new Uri(Server.Address);
     }
 
+    /// <summary>The served chat model's greedy answer to one user message, as the server's chat template stops it.</summary>
+    public string Greedy(string question, int maxTokens)
+    {
+        var prompt = Model.Template.RenderPrompt([new GptSharp.Alignment.ChatMessage(ChatRoles.User, question)]);
+        var generation = Model.Generate(prompt, new SamplingOptions(Temperature: 0, MaxNewTokens: maxTokens, StopTokens: [Model.Tokenizer.EndId, Model.Tokenizer.BosId]), null, default);
+        return Model.Text(generation, null);
+    }
+
     public OpenAIClient OpenAi(string key = "unused") => new(new ApiKeyCredential(key), new OpenAIClientOptions { Endpoint = new Uri(Server.Address + "/v1") });
 
     public async Task DisposeAsync()
@@ -47,21 +55,13 @@ public class ServingTests(ServerFixture fixture) : IClassFixture<ServerFixture>
 {
     const string Question = "《靜夜思》的作者是誰？";
 
-    string Greedy(string question, int maxTokens)
-    {
-        var model = fixture.Model;
-        var prompt = model.Template.RenderPrompt([new GptSharp.Alignment.ChatMessage(ChatRoles.User, question)]);
-        var generation = model.Generate(prompt, new SamplingOptions(Temperature: 0, MaxNewTokens: maxTokens, StopTokens: [model.Tokenizer.EndId, model.Tokenizer.BosId]), null, default);
-        return model.Text(generation, null);
-    }
-
     [Fact]
     public async Task TheOpenAiSdkChatsWholeAndStreamed()
     {
         var chat = fixture.OpenAi().GetChatClient("tiny-chat");
         var options = new ChatCompletionOptions { Temperature = 0, MaxOutputTokenCount = 12 };
         ChatCompletion completion = await chat.CompleteChatAsync([new UserChatMessage(Question)], options);
-        string expected = Greedy(Question, 12);
+        string expected = fixture.Greedy(Question, 12);
         Assert.Equal(expected, completion.Content[0].Text);
         Assert.Equal(fixture.Model.Template.RenderPrompt([new GptSharp.Alignment.ChatMessage(ChatRoles.User, Question)]).Length, completion.Usage.InputTokenCount);
         Assert.InRange(completion.Usage.OutputTokenCount, 1, 12);
