@@ -1,10 +1,10 @@
-using System.Text.Json;
-using GptSharp.Alignment;
 using GptSharp.Fuzzing;
+using GptSharp.Runs;
+using GptSharp.Tokenization;
+using System.Text.Json;
 using GptSharp.Inference;
 using GptSharp.Models;
 using GptSharp.Serving;
-using GptSharp.Training;
 
 namespace GptSharp.Bench;
 

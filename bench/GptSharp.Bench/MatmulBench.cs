@@ -1,4 +1,4 @@
-using GptSharp.Interop;
+using GptSharp.Runtime;
 using static TorchSharp.torch;
 
 namespace GptSharp.Bench;

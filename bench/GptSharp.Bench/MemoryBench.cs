@@ -1,5 +1,5 @@
+using GptSharp.Runtime;
 using System.Diagnostics;
-using GptSharp.Interop;
 using GptSharp.Models;
 using GptSharp.Training;
 using TorchSharp;

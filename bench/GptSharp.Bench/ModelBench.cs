@@ -1,6 +1,6 @@
+using GptSharp.Runtime;
 using System.Diagnostics;
 using GptSharp.Inference;
-using GptSharp.Interop;
 using GptSharp.Models;
 using GptSharp.Training;
 using TorchSharp;

@@ -1,5 +1,5 @@
+using GptSharp.Runtime;
 using GptSharp.Bench;
-using GptSharp.Interop;
 
 // Benchmarks print figures; they assert nothing. Usage: dotnet run -c Release --project bench/GptSharp.Bench -- [tokenizer|matmul|model|memory|breakdown|serve|dp|zero1|fuzz [cases] [seed]|all]
 string which = args.Length > 0 ? args[0] : "all";

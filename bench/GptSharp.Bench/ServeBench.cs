@@ -1,10 +1,10 @@
+using GptSharp.Runs;
 using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
 using GptSharp.Models;
 using GptSharp.Serving;
 using GptSharp.Tokenization;
-using GptSharp.Training;
 
 namespace GptSharp.Bench;
 

@@ -1,3 +1,4 @@
+using GptSharp.Models;
 using System.ComponentModel;
 using GptSharp.Training;
 using Spectre.Console.Cli;

@@ -1,7 +1,4 @@
-using GptSharp.Data;
-using GptSharp.Evaluation;
-using GptSharp.Inference;
-using GptSharp.Models;
+using GptSharp.Encoders;
 using GptSharp.Training;
 using TorchSharp;
 using static TorchSharp.torch;

@@ -1,6 +1,8 @@
+using GptSharp.Runs;
+using GptSharp.Runtime;
+using GptSharp.Tokenization;
 using System.Text;
 using GptSharp.Alignment;
-using GptSharp.Interop;
 using GptSharp.Models;
 using GptSharp.Training;
 using TorchSharp;

@@ -1,7 +1,6 @@
 using System.IO.Compression;
 using System.Text;
 using GptSharp.Data;
-using GptSharp.Tokenization;
 
 namespace GptSharp.Tests;
 

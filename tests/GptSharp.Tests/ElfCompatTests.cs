@@ -1,5 +1,5 @@
+using GptSharp.Runtime;
 using System.Reflection;
-using GptSharp.Interop;
 
 namespace GptSharp.Tests;
 

@@ -154,7 +154,7 @@ public class ReportCardTests
         File.WriteAllLines(Path.Combine(run, "pretrain", "metrics.jsonl"), Enumerable.Range(1, 5).Select(s => $$"""{"step":{{s}},"loss":{{6 - 0.2 * s}},"valLoss":{{(s == 5 ? "5.1" : "null")}}}"""));
         File.WriteAllLines(Path.Combine(run, "ppo", "ppo.jsonl"), Enumerable.Range(0, 4).Select(i => $$"""{"step":{{4 * i}},"iteration":{{i}},"meanScore":{{i}},"meanKl":0.5,"meanResponseLength":40}"""));
         var eval = new EvalReport("x", [new TaskScore("author", 0, 0.29, 0.24, 0.25, 100), new TaskScore("author", 4, 0.33, 0.26, 0.25, 100)], [new CorpusScore("tang", 2.6, 195, 6855)]);
-        File.WriteAllText(Path.Combine(run, "pretrain", EvalRun.FileName), System.Text.Json.JsonSerializer.Serialize(eval, GptSharp.Training.Checkpoint.Json));
+        File.WriteAllText(Path.Combine(run, "pretrain", EvalRun.FileName), System.Text.Json.JsonSerializer.Serialize(eval, GptSharp.Runs.Checkpoint.Json));
 
         string path = ReportCard.Write(run);
         string report = File.ReadAllText(path);

@@ -1,5 +1,5 @@
-using System.Text.Json;
 using GptSharp.Fuzzing;
+using System.Text.Json;
 using Xunit.Abstractions;
 
 namespace GptSharp.Tests;

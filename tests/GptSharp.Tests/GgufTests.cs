@@ -1,9 +1,8 @@
+using GptSharp.Runs;
 using System.Text;
-using GptSharp.Data;
 using GptSharp.Inference;
 using GptSharp.Interop;
 using GptSharp.Models;
-using GptSharp.Training;
 using LLama;
 using LLama.Common;
 using LLama.Native;

@@ -1,10 +1,9 @@
+using GptSharp.Tokenization;
 using System.Net;
 using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
-using GptSharp.Alignment;
 using GptSharp.Inference;
-using GptSharp.Models;
 using GptSharp.Serving;
 using TorchSharp;
 using static TorchSharp.torch;

@@ -1,7 +1,8 @@
+using GptSharp.Runs;
+using GptSharp.Runtime;
 using System.Text.Json;
 using GptSharp.Interop;
 using GptSharp.Models;
-using GptSharp.Training;
 using TorchSharp;
 using static TorchSharp.torch;
 

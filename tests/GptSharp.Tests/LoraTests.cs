@@ -1,5 +1,7 @@
+using GptSharp.Runs;
+using GptSharp.Runtime;
+using GptSharp.Tokenization;
 using GptSharp.Alignment;
-using GptSharp.Interop;
 using GptSharp.Models;
 using GptSharp.Training;
 using TorchSharp;

@@ -1,3 +1,5 @@
+using GptSharp.Runs;
+using GptSharp.Tokenization;
 using GptSharp.Alignment;
 using GptSharp.Models;
 using GptSharp.Training;

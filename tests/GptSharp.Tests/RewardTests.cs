@@ -1,5 +1,5 @@
+using GptSharp.Tokenization;
 using GptSharp.Alignment;
-using GptSharp.Models;
 using GptSharp.Training;
 using TorchSharp;
 using static TorchSharp.torch;

@@ -1,8 +1,8 @@
+using GptSharp.Tokenization;
 using System.ClientModel;
 using System.Net;
 using System.Text;
 using System.Text.Json;
-using GptSharp.Alignment;
 using GptSharp.Inference;
 using GptSharp.Serving;
 using Microsoft.Extensions.AI;
@@ -34,7 +34,7 @@ public sealed class ServerFixture : IAsyncLifetime
     /// <summary>The served chat model's greedy answer to one user message, as the server's chat template stops it.</summary>
     public string Greedy(string question, int maxTokens)
     {
-        var prompt = Model.Template.RenderPrompt([new GptSharp.Alignment.ChatMessage(ChatRoles.User, question)]);
+        var prompt = Model.Template.RenderPrompt([new GptSharp.Tokenization.ChatMessage(ChatRoles.User, question)]);
         var generation = Model.Generate(prompt, new SamplingOptions(Temperature: 0, MaxNewTokens: maxTokens, StopTokens: [Model.Tokenizer.EndId, Model.Tokenizer.BosId]), null, default);
         return Model.Text(generation, null);
     }
@@ -63,7 +63,7 @@ public class ServingTests(ServerFixture fixture) : IClassFixture<ServerFixture>
         ChatCompletion completion = await chat.CompleteChatAsync([new UserChatMessage(Question)], options);
         string expected = fixture.Greedy(Question, 12);
         Assert.Equal(expected, completion.Content[0].Text);
-        Assert.Equal(fixture.Model.Template.RenderPrompt([new GptSharp.Alignment.ChatMessage(ChatRoles.User, Question)]).Length, completion.Usage.InputTokenCount);
+        Assert.Equal(fixture.Model.Template.RenderPrompt([new GptSharp.Tokenization.ChatMessage(ChatRoles.User, Question)]).Length, completion.Usage.InputTokenCount);
         Assert.InRange(completion.Usage.OutputTokenCount, 1, 12);
         Assert.Equal(ChatFinishReason.Length, completion.FinishReason);
 

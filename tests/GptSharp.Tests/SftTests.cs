@@ -1,5 +1,6 @@
+using GptSharp.Runs;
+using GptSharp.Tokenization;
 using GptSharp.Alignment;
-using GptSharp.Models;
 using GptSharp.Training;
 using TorchSharp;
 

@@ -28,7 +28,7 @@ public sealed class TrainedTokenizerFixture : IDisposable
         TorchSharp.torch.manual_seed(0);
         var config = GptSharp.Models.GptConfig.Gpt2(Tokenizer.VocabSize, context, layers: 2, heads: 2, width: 32);
         using var model = new GptSharp.Models.Gpt(config);
-        GptSharp.Training.Checkpoint.Save(runDirectory, model, null, new GptSharp.Training.TrainingState(0, "0:0", "", Directory));
+        GptSharp.Runs.Checkpoint.Save(runDirectory, model, null, new GptSharp.Runs.TrainingState(0, "0:0", "", Directory));
         return config;
     }
 
@@ -44,7 +44,7 @@ public sealed class TrainedTokenizerFixture : IDisposable
     {
         TorchSharp.torch.manual_seed(seed);
         using var model = new GptSharp.Models.Gpt(config);
-        GptSharp.Training.Checkpoint.Save(runDirectory, model, null, new GptSharp.Training.TrainingState(0, "0:0", "", Directory));
+        GptSharp.Runs.Checkpoint.Save(runDirectory, model, null, new GptSharp.Runs.TrainingState(0, "0:0", "", Directory));
         return runDirectory;
     }
 

@@ -1,5 +1,6 @@
+using GptSharp.Runs;
+using GptSharp.Runtime;
 using GptSharp.Data;
-using GptSharp.Interop;
 using GptSharp.Models;
 using GptSharp.Training;
 using TorchSharp;
@@ -35,7 +36,7 @@ public class TrainingTests
         {
             var state = trainer.Resume();
             start = state.Step;
-            loader = new TokenBatchLoader(train, config.BatchSize, 16, config.Seed, ShardBatchSource.Parse(state.DataPosition));
+            loader = new TokenBatchLoader(train, config.BatchSize, 16, config.Seed, LoaderPosition.Parse(state.DataPosition));
             source = new ShardBatchSource(loader);
             trainer = new Trainer<TokenBatch>(model, config, runDir, "test", Pretraining.Objective(model, CPU), source,
                 Pretraining.ValidationLoss(model, val, 4, 16, 2, CPU)) { OnStep = m => losses.Add(m.Loss) };

@@ -34,7 +34,7 @@ public class WebChatTests(TrainedTokenizerFixture fixture) : IClassFixture<Train
 
         // A long answer, stopped while it streams: the page is ready again and the server stopped generating. Greedy,
         // so the premise holds every time: this model's greedy answer runs the full 1,000 tokens without a stop token.
-        var prompt = model.Template.RenderPrompt([new GptSharp.Alignment.ChatMessage("user", "寫一首詩")]);
+        var prompt = model.Template.RenderPrompt([new GptSharp.Tokenization.ChatMessage("user", "寫一首詩")]);
         var full = model.Generate(prompt, new GptSharp.Inference.SamplingOptions(Temperature: 0, MaxNewTokens: 1000,
             StopTokens: [model.Tokenizer.EndId, model.Tokenizer.BosId]), null, default);
         Assert.Equal(1000, full.Tokens.Length);

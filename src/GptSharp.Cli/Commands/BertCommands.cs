@@ -1,8 +1,8 @@
+using GptSharp.Encoders;
+using GptSharp.Runs;
+using GptSharp.Runtime;
 using System.ComponentModel;
 using GptSharp.Data;
-using GptSharp.Inference;
-using GptSharp.Interop;
-using GptSharp.Models;
 using GptSharp.Training;
 using Spectre.Console;
 using Spectre.Console.Cli;

@@ -1,5 +1,5 @@
+using GptSharp.Runtime;
 using System.ComponentModel;
-using GptSharp.Interop;
 using GptSharp.Serving;
 using Spectre.Console.Cli;
 

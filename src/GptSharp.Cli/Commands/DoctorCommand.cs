@@ -1,4 +1,4 @@
-using GptSharp.Interop;
+using GptSharp.Runtime;
 using Spectre.Console;
 using Spectre.Console.Cli;
 using TorchSharp;

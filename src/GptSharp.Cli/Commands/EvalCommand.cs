@@ -1,6 +1,6 @@
+using GptSharp.Runtime;
 using System.ComponentModel;
 using GptSharp.Evaluation;
-using GptSharp.Interop;
 using Spectre.Console;
 using Spectre.Console.Cli;
 

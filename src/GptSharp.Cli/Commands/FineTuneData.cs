@@ -1,3 +1,4 @@
+using GptSharp.Tokenization;
 using GptSharp.Alignment;
 using GptSharp.Data;
 

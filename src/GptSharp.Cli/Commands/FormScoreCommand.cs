@@ -1,8 +1,8 @@
+using GptSharp.Runs;
+using GptSharp.Runtime;
 using System.ComponentModel;
 using GptSharp.Alignment;
-using GptSharp.Interop;
 using GptSharp.Tokenization;
-using GptSharp.Training;
 using Spectre.Console;
 using Spectre.Console.Cli;
 

@@ -1,9 +1,8 @@
+using GptSharp.Runs;
+using GptSharp.Runtime;
 using System.ComponentModel;
-using GptSharp.Alignment;
 using GptSharp.Inference;
-using GptSharp.Interop;
 using GptSharp.Tokenization;
-using GptSharp.Training;
 using Spectre.Console.Cli;
 using TorchSharp;
 

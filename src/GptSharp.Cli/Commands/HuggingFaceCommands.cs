@@ -1,3 +1,4 @@
+using GptSharp.Runtime;
 using System.ComponentModel;
 using GptSharp.Interop;
 using Spectre.Console;

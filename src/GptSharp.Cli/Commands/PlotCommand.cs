@@ -1,5 +1,5 @@
+using GptSharp.Runs;
 using System.ComponentModel;
-using GptSharp.Training;
 using Spectre.Console;
 using Spectre.Console.Cli;
 

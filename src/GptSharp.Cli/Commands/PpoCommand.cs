@@ -1,6 +1,6 @@
+using GptSharp.Runtime;
 using System.ComponentModel;
 using GptSharp.Alignment;
-using GptSharp.Interop;
 using GptSharp.Training;
 using Spectre.Console;
 using Spectre.Console.Cli;

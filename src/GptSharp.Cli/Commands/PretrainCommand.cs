@@ -1,9 +1,9 @@
+using GptSharp.Runs;
+using GptSharp.Runtime;
 using System.ComponentModel;
 using System.Text.Json;
 using GptSharp.Data;
-using GptSharp.Interop;
 using GptSharp.Models;
-using GptSharp.Tokenization;
 using GptSharp.Training;
 using Spectre.Console;
 using Spectre.Console.Cli;

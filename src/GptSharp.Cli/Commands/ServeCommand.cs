@@ -1,6 +1,6 @@
+using GptSharp.Runtime;
 using System.ComponentModel;
 using System.Net;
-using GptSharp.Interop;
 using GptSharp.Serving;
 using Spectre.Console;
 using Spectre.Console.Cli;

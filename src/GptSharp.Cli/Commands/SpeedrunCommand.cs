@@ -1,3 +1,5 @@
+using GptSharp.Runs;
+using GptSharp.Runtime;
 using System.ComponentModel;
 using System.Text.Json;
 using GptSharp.Alignment;

@@ -1,3 +1,4 @@
+using GptSharp.Tokenization;
 using GptSharp.Data;
 
 namespace GptSharp.Alignment;

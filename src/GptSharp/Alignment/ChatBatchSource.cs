@@ -1,3 +1,4 @@
+using GptSharp.Tokenization;
 using GptSharp.Data;
 using GptSharp.Training;
 
@@ -34,7 +35,7 @@ public sealed class ChatBatchSource : IBatchSource<TokenBatch>
     /// <summary>Conversations longer than T + 1 tokens, whose end is cut off.</summary>
     public int Truncated { get; }
 
-    public string Position => ShardBatchSource.Format(_position);
+    public string Position => _position.Format();
 
     public TokenBatch Next()
     {

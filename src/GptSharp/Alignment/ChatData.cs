@@ -1,3 +1,5 @@
+using GptSharp.Runtime;
+using GptSharp.Tokenization;
 using System.Text.Json;
 
 namespace GptSharp.Alignment;

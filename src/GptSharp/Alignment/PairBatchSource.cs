@@ -1,3 +1,4 @@
+using GptSharp.Tokenization;
 using GptSharp.Data;
 using GptSharp.Training;
 
@@ -23,7 +24,7 @@ public sealed class PairBatchSource<TBatch>(
         : throw new InvalidDataException($"{pairs.Count} preference pairs are fewer than one batch of {batchSize}.");
     readonly EpochOrder _order = EpochOrder.Seeded(pairs.Count, seed);
 
-    public string Position => ShardBatchSource.Format(_position);
+    public string Position => _position.Format();
 
     public TBatch Next()
     {

@@ -1,3 +1,4 @@
+using GptSharp.Data;
 using GptSharp.Inference;
 using GptSharp.Models;
 using GptSharp.Tokenization;
@@ -100,7 +101,7 @@ public sealed class PpoExperience : IBatchSource<PpoBatch>, IDisposable
     {
         var parts = position.Split(';');
         if (!int.TryParse(parts[0], out int iteration)) throw new InvalidDataException($"PPO position '{position}': expected 'iteration' or 'iteration;epoch:cursor'.");
-        return (iteration, parts.Length > 1 ? ShardBatchSource.Parse(parts[1]) : default);
+        return (iteration, parts.Length > 1 ? LoaderPosition.Parse(parts[1]) : default);
     }
 
     /// <summary>Statistics of every rollout so far.</summary>
@@ -109,7 +110,7 @@ public sealed class PpoExperience : IBatchSource<PpoBatch>, IDisposable
     /// The next rollout's iteration (and the ptx loader's position). Checkpoints fall on rollout boundaries (see
     /// <see cref="PpoConfig.StepsPerRollout"/>), where this resumes exactly; a run stopped mid-rollout resumes at the next one.
     /// </summary>
-    public string Position => _ptx is null ? _iteration.ToString() : $"{_iteration};{ShardBatchSource.Format(_ptx.Position)}";
+    public string Position => _ptx is null ? _iteration.ToString() : $"{_iteration};{_ptx.Position.Format()}";
 
     public PpoBatch Next()
     {

@@ -1,3 +1,4 @@
+using GptSharp.Runs;
 using GptSharp.Models;
 using GptSharp.Tokenization;
 using GptSharp.Training;

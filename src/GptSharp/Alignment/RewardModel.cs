@@ -1,5 +1,5 @@
+using GptSharp.Runs;
 using GptSharp.Models;
-using GptSharp.Training;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;

@@ -1,5 +1,6 @@
+using GptSharp.Runs;
+using GptSharp.Runtime;
 using System.Text.Json;
-using GptSharp.Data;
 using GptSharp.Models;
 using GptSharp.Tokenization;
 using GptSharp.Training;

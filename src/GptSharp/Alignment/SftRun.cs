@@ -1,3 +1,4 @@
+using GptSharp.Runs;
 using System.Text.Json;
 using GptSharp.Data;
 using GptSharp.Models;

@@ -1,7 +1,19 @@
 namespace GptSharp.Data;
 
 /// <summary>Where a <see cref="TokenBatchLoader"/> is: the epoch and the next window within that epoch's order.</summary>
-public readonly record struct LoaderPosition(long Epoch, long Cursor);
+public readonly record struct LoaderPosition(long Epoch, long Cursor)
+{
+    /// <summary>"epoch:cursor", the form a checkpoint's <c>state.json</c> keeps.</summary>
+    public string Format() => $"{Epoch}:{Cursor}";
+
+    public static LoaderPosition Parse(string text)
+    {
+        var parts = text.Split(':');
+        if (parts.Length != 2 || !long.TryParse(parts[0], out long epoch) || !long.TryParse(parts[1], out long cursor))
+            throw new FormatException($"Data position '{text}' is not 'epoch:cursor'.");
+        return new LoaderPosition(epoch, cursor);
+    }
+}
 
 /// <summary>One (B, T) batch: inputs and their next-token targets, row-major, as <c>long</c> for torch.</summary>
 public sealed record TokenBatch(long[] Inputs, long[] Targets, int BatchSize, int SequenceLength, LoaderPosition Next);

@@ -1,3 +1,4 @@
+using GptSharp.Runtime;
 using System.Buffers.Binary;
 using System.IO.MemoryMappedFiles;
 

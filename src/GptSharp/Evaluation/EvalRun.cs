@@ -1,7 +1,8 @@
+using GptSharp.Runs;
+using GptSharp.Runtime;
 using System.Text.Json;
 using GptSharp.Data;
 using GptSharp.Tokenization;
-using GptSharp.Training;
 
 namespace GptSharp.Evaluation;
 

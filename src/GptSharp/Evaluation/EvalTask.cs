@@ -1,3 +1,4 @@
+using GptSharp.Runtime;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 

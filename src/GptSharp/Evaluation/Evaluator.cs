@@ -1,4 +1,3 @@
-using GptSharp.Inference;
 using GptSharp.Models;
 using GptSharp.Tokenization;
 using TorchSharp;

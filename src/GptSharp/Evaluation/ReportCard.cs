@@ -1,8 +1,8 @@
+using GptSharp.Runs;
+using GptSharp.Runtime;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using GptSharp.Interop;
-using GptSharp.Training;
 using ScottPlot;
 
 namespace GptSharp.Evaluation;

@@ -1,4 +1,4 @@
-using GptSharp.Interop;
+using GptSharp.Runtime;
 using GptSharp.Models;
 using TorchSharp;
 using static TorchSharp.torch;

@@ -1,7 +1,6 @@
-using GptSharp.Alignment;
+using GptSharp.Runs;
 using GptSharp.Models;
 using GptSharp.Tokenization;
-using GptSharp.Training;
 using static TorchSharp.torch;
 
 namespace GptSharp.Interop;

@@ -1,3 +1,4 @@
+using GptSharp.Runtime;
 using System.Text;
 
 namespace GptSharp.Interop;

@@ -1,8 +1,9 @@
+using GptSharp.Runs;
+using GptSharp.Runtime;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using GptSharp.Models;
 using GptSharp.Tokenization;
-using GptSharp.Training;
 using TorchSharp;
 using static TorchSharp.torch;
 

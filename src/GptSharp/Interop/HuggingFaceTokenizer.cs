@@ -1,3 +1,4 @@
+using GptSharp.Runtime;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using GptSharp.Tokenization;
@@ -30,7 +31,7 @@ public static class HuggingFaceTokenizer
         config["model_max_length"] = contextLength;
         config["add_bos_token"] = false;
         config["clean_up_tokenization_spaces"] = false;
-        config["chat_template"] = Alignment.ChatTemplate.Jinja;
+        config["chat_template"] = Tokenization.ChatTemplate.Jinja;
         AtomicFile.WriteAllText(Path.Combine(directory, "tokenizer_config.json"), config.ToJsonString(options));
     }
 

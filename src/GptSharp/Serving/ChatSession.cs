@@ -1,4 +1,4 @@
-using GptSharp.Alignment;
+using GptSharp.Tokenization;
 using GptSharp.Inference;
 
 namespace GptSharp.Serving;

@@ -1,5 +1,5 @@
+using GptSharp.Tokenization;
 using System.Text.Json;
-using GptSharp.Alignment;
 
 namespace GptSharp.Serving;
 

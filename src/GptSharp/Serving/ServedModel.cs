@@ -1,8 +1,8 @@
+using GptSharp.Runs;
 using GptSharp.Alignment;
 using GptSharp.Inference;
 using GptSharp.Models;
 using GptSharp.Tokenization;
-using GptSharp.Training;
 
 namespace GptSharp.Serving;
 

@@ -1,4 +1,5 @@
-using GptSharp.Interop;
+using GptSharp.Runs;
+using GptSharp.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -10,7 +11,7 @@ namespace GptSharp.Training;
 /// state (step, first and second moments per parameter) is saved in a checkpoint as safetensors and restored exactly,
 /// and can be sharded across data-parallel processes (ZeRO-1, <see cref="Shard"/>).
 /// </summary>
-public sealed class AdamW : IDisposable
+public sealed class AdamW : IOptimizerState, IDisposable
 {
     readonly (string Name, Parameter Parameter)[] _parameters;
     readonly Tensor?[] _exp_avg, _exp_avg_sq; // null where another process owns the parameter (ZeRO-1)

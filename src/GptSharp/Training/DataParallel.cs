@@ -1,4 +1,4 @@
-using GptSharp.Interop;
+using GptSharp.Runtime;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 

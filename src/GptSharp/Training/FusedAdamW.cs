@@ -60,7 +60,7 @@ static class FusedAdamW
         return partial.Sum();
     }
 
-    static nint Address(Tensor t) => Interop.TensorMemory.Address(t);
+    static nint Address(Tensor t) => Runtime.TensorMemory.Address(t);
 
     static unsafe void UpdateRange(float* p, float* g, float* m, float* v, int count, Coefficients c)
     {

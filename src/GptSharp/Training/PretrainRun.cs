@@ -1,6 +1,6 @@
+using GptSharp.Runs;
 using System.Text.Json;
 using GptSharp.Data;
-using GptSharp.Interop;
 using GptSharp.Models;
 using TorchSharp;
 

@@ -9,17 +9,7 @@ namespace GptSharp.Training;
 public sealed class ShardBatchSource(TokenBatchLoader loader) : IBatchSource<TokenBatch>
 {
     public TokenBatch Next() => loader.Next();
-    public string Position => Format(loader.Position);
-
-    public static string Format(LoaderPosition position) => $"{position.Epoch}:{position.Cursor}";
-
-    public static LoaderPosition Parse(string text)
-    {
-        var parts = text.Split(':');
-        if (parts.Length != 2 || !long.TryParse(parts[0], out long epoch) || !long.TryParse(parts[1], out long cursor))
-            throw new FormatException($"Data position '{text}' is not 'epoch:cursor'.");
-        return new LoaderPosition(epoch, cursor);
-    }
+    public string Position => loader.Position.Format();
 }
 
 /// <summary>

@@ -1,5 +1,6 @@
+using GptSharp.Runs;
+using GptSharp.Runtime;
 using System.Diagnostics;
-using GptSharp.Interop;
 using GptSharp.Models;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -46,7 +47,7 @@ public sealed class Trainer<TBatch>
     }
 
     /// <summary>For any module: <paramref name="modelConfig"/> is the config record saved with its checkpoint (a reward
-    /// model's or actor-critic's is its GPT backbone's; a BERT's is its <see cref="BertConfig"/>).</summary>
+    /// model's or actor-critic's is its GPT backbone's; a BERT's is its <c>BertConfig</c>).</summary>
     public Trainer(nn.Module model, object modelConfig, TrainingConfig config, string runDirectory, string tokenizer,
         Func<TBatch, ObjectiveOutput> objective, IBatchSource<TBatch> batches, Func<double>? evaluate = null)
     {

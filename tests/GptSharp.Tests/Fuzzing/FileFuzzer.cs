@@ -1,12 +1,13 @@
+using GptSharp.Runs;
+using GptSharp.Runtime;
+using GptSharp.Tokenization;
 using System.Diagnostics;
 using System.Text;
 using System.Text.Json.Nodes;
 using GptSharp.Alignment;
 using GptSharp.Data;
 using GptSharp.Evaluation;
-using GptSharp.Interop;
 using GptSharp.Models;
-using GptSharp.Training;
 using TorchSharp;
 
 namespace GptSharp.Fuzzing;

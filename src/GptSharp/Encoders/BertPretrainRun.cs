@@ -1,9 +1,10 @@
+using GptSharp.Runs;
+using GptSharp.Training;
 using GptSharp.Data;
-using GptSharp.Models;
 using GptSharp.Tokenization;
 using TorchSharp;
 
-namespace GptSharp.Training;
+namespace GptSharp.Encoders;
 
 /// <summary>What a BERT pretraining run reports: the trainer's result and the held-out masked-token loss and accuracy.</summary>
 public sealed record BertPretrainReport(TrainingResult Training, MaskedLmScore HeldOut, int TrainExamples, int HeldOutExamples);

@@ -1,11 +1,12 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
-using GptSharp.Interop;
+using GptSharp.Data;
+using GptSharp.Runtime;
 using GptSharp.Models;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace GptSharp.Training;
+namespace GptSharp.Runs;
 
 /// <summary>Where training stands, saved with the weights so that a run resumes exactly.</summary>
 /// <param name="Step">Optimiser steps done.</param>
@@ -14,6 +15,14 @@ namespace GptSharp.Training;
 /// <param name="Tokenizer">The tokenizer the model was trained with (folder or built-in name).</param>
 /// <param name="LastValLoss">The latest validation loss, if one was measured.</param>
 public sealed record TrainingState(int Step, string DataPosition, string RngState, string Tokenizer, double? LastValLoss = null);
+
+/// <summary>An optimiser whose state a checkpoint saves and restores.</summary>
+public interface IOptimizerState
+{
+    /// <param name="receiveForeign">For a ZeRO-1 root: fetches, by parameter index, the moments other processes own.</param>
+    void Save(string path, Func<int, (Tensor ExpAvg, Tensor ExpAvgSq)>? receiveForeign = null);
+    void Load(string path);
+}
 
 /// <summary>
 /// A run's checkpoint folder, <c>RUN/checkpoint/</c>: <c>model.json</c> (the model's config record),
@@ -33,13 +42,13 @@ public static class Checkpoint
     };
 
     /// <summary>Writes a GPT's weights, optimiser and state for <paramref name="runDirectory"/>.</summary>
-    public static void Save(string runDirectory, Gpt model, AdamW? optimizer, TrainingState state) =>
+    public static void Save(string runDirectory, Gpt model, IOptimizerState? optimizer, TrainingState state) =>
         Save(runDirectory, model, model.Config, optimizer, state);
 
     /// <summary>Writes any module with the config record it is built from (a GPT backbone's, a BERT's, ...).</summary>
-    /// <param name="receiveForeignOptimizerState">For a ZeRO-1 root: fetches the moments other processes own (see <see cref="AdamW.Save"/>).</param>
+    /// <param name="receiveForeignOptimizerState">For a ZeRO-1 root: fetches the moments other processes own (see <see cref="IOptimizerState.Save"/>).</param>
     /// <param name="reached">Test hook: called with the name of each step of the swap (to simulate a crash there).</param>
-    public static void Save(string runDirectory, nn.Module model, object config, AdamW? optimizer, TrainingState state,
+    public static void Save(string runDirectory, nn.Module model, object config, IOptimizerState? optimizer, TrainingState state,
         Func<int, (Tensor ExpAvg, Tensor ExpAvgSq)>? receiveForeignOptimizerState = null, Action<string>? reached = null)
     {
         string final = Path.Combine(runDirectory, Folder);
@@ -128,13 +137,13 @@ public static class Checkpoint
     /// Where a run starts: with <paramref name="resume"/>, the saved step and data position; otherwise step 0, and an
     /// error if the folder already holds a checkpoint (so a finished run is never overwritten by accident).
     /// </summary>
-    public static (int Step, Data.LoaderPosition Position) StartingPoint(string runDirectory, bool resume)
+    public static (int Step, LoaderPosition Position) StartingPoint(string runDirectory, bool resume)
     {
         if (resume)
         {
             string path = Path.Combine(Require(runDirectory), "state.json");
             var saved = ReadStateFile(path);
-            try { return (saved.Step, ShardBatchSource.Parse(saved.DataPosition)); }
+            try { return (saved.Step, LoaderPosition.Parse(saved.DataPosition)); }
             catch (FormatException e) { throw new InvalidDataException($"{path}: {e.Message}", e); }
         }
         if (Find(runDirectory) is not null)
@@ -180,7 +189,7 @@ public static class Checkpoint
     }
 
     /// <summary>Restores model weights, optimiser state and RNG; returns the state to continue from.</summary>
-    public static TrainingState Resume(string runDirectory, nn.Module model, object config, AdamW optimizer)
+    public static TrainingState Resume(string runDirectory, nn.Module model, object config, IOptimizerState optimizer)
     {
         string folder = Require(runDirectory);
         var saved = ReadJson(Path.Combine(folder, "model.json"), config.GetType());
@@ -213,7 +222,7 @@ public static class Checkpoint
     /// <summary>The GptConfig a run saved.</summary>
     public static GptConfig ReadConfig(string runDirectory) => ReadConfig<GptConfig>(runDirectory);
 
-    /// <summary>The model config record a run saved (a <see cref="GptConfig"/>, a <see cref="BertConfig"/>, ...).</summary>
+    /// <summary>The model config record a run saved (a <see cref="GptConfig"/>, a <c>BertConfig</c>, ...).</summary>
     public static T ReadConfig<T>(string runDirectory) => ReadJson<T>(Path.Combine(Require(runDirectory), "model.json"));
 
     /// <summary>The weights file of a run's checkpoint.</summary>

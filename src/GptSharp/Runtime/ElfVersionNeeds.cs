@@ -11,7 +11,7 @@ using System.IO;
 using System.Linq;
 using System.Text;
 
-namespace GptSharp.Interop
+namespace GptSharp.Runtime
 {
     /// <summary>One <c>Vernaux</c> entry of an ELF <c>.gnu.version_r</c> section: a version that a needed library must define.</summary>
     public sealed class ElfVersionNeed
@@ -242,7 +242,7 @@ namespace GptSharp.Interop
 #if !GPTSHARP_LIBRARY
 namespace GptSharp.Build
 {
-    using GptSharp.Interop;
+    using GptSharp.Runtime;
     using Microsoft.Build.Framework;
     using Microsoft.Build.Utilities;
 

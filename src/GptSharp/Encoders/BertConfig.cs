@@ -1,4 +1,5 @@
-namespace GptSharp.Models;
+using GptSharp.Models;
+namespace GptSharp.Encoders;
 
 /// <summary>
 /// Shape of a BERT encoder: token + position + segment embeddings, post-norm Transformer layers with bidirectional

@@ -1,7 +1,8 @@
+using GptSharp.Runtime;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 
-namespace GptSharp.Training;
+namespace GptSharp.Runs;
 
 /// <summary>
 /// Appends one JSON object per line to <c>metrics.jsonl</c>, flushed at once so a crash loses nothing logged.

@@ -1,6 +1,6 @@
 using GptSharp.Tokenization;
 
-namespace GptSharp.Data;
+namespace GptSharp.Encoders;
 
 /// <summary>One encoder input: <c>&lt;|bos|&gt;</c> (BERT's [CLS]) + tokens + <c>&lt;|eos|&gt;</c> ([SEP]), with each token's word id (−1 for the specials).</summary>
 public sealed record EncoderExample(int[] Tokens, int[] WordIds);

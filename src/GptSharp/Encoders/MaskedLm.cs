@@ -1,9 +1,9 @@
+using GptSharp.Training;
 using GptSharp.Data;
-using GptSharp.Models;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace GptSharp.Training;
+namespace GptSharp.Encoders;
 
 /// <summary>A padded encoder batch: inputs (B, T), targets (B, T; −1 = no loss) and key mask (B, T; true = real token).</summary>
 public sealed record EncoderBatch(long[] Inputs, long[] Targets, bool[] KeyMask, int BatchSize, int SequenceLength, LoaderPosition Next);
@@ -28,7 +28,7 @@ public sealed class MlmBatchSource : IBatchSource<EncoderBatch>
         _order = EpochOrder.Seeded(examples.Count, seed);
     }
 
-    public string Position => ShardBatchSource.Format(_position);
+    public string Position => _position.Format();
 
     public EncoderBatch Next()
     {

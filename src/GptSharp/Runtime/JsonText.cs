@@ -1,6 +1,6 @@
 using System.Text.Json;
 
-namespace GptSharp;
+namespace GptSharp.Runtime;
 
 /// <summary>Reads JSON strings from data files, where a lone UTF-16 surrogate (valid JSON, invalid text) must be a data error naming the place.</summary>
 static class JsonText

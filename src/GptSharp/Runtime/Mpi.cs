@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
 
-namespace GptSharp.Interop;
+namespace GptSharp.Runtime;
 
 /// <summary>
 /// Open MPI through a thin P/Invoke layer over <c>libmpi.so.40</c> (Debian's <c>openmpi-bin</c>): the process's rank and

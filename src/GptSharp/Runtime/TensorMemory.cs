@@ -1,7 +1,7 @@
 using System.Runtime.InteropServices;
 using static TorchSharp.torch;
 
-namespace GptSharp.Interop;
+namespace GptSharp.Runtime;
 
 /// <summary>The address of a contiguous CPU tensor's storage, for code that works on it in place (SIMD, MPI).</summary>
 static class TensorMemory

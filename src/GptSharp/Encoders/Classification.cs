@@ -2,7 +2,7 @@ using GptSharp.Tokenization;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace GptSharp.Evaluation;
+namespace GptSharp.Encoders;
 
 /// <summary>Accuracy and the positive label's precision, recall and F1 of a set of predictions.</summary>
 public sealed record ClassificationScore(double Accuracy, double Precision, double Recall, double F1, int Count)

@@ -1,7 +1,7 @@
 using System.Runtime.InteropServices;
 using TorchSharp;
 
-namespace GptSharp.Interop;
+namespace GptSharp.Runtime;
 
 /// <summary>What <see cref="TorchRuntime.Initialize"/> set up.</summary>
 public sealed record RuntimeSettings(int Threads, bool MallocTuned, string Device);

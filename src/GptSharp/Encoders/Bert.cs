@@ -1,9 +1,10 @@
+using GptSharp.Models;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 using static TorchSharp.torch.nn;
 
-namespace GptSharp.Models;
+namespace GptSharp.Encoders;
 
 /// <summary>
 /// BERT's encoder: embeddings (token + position + segment, then LayerNorm and dropout) and post-norm layers built from

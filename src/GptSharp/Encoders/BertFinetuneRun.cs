@@ -1,11 +1,11 @@
+using GptSharp.Runs;
+using GptSharp.Training;
 using GptSharp.Data;
-using GptSharp.Evaluation;
-using GptSharp.Models;
 using GptSharp.Tokenization;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace GptSharp.Training;
+namespace GptSharp.Encoders;
 
 /// <summary>A classifier's saved shape: the encoder's config and the label names, in id order.</summary>
 public sealed record BertClassifierConfig(BertConfig Bert, IReadOnlyList<string> Labels)
@@ -71,7 +71,7 @@ public sealed class ClassBatchSource : IBatchSource<ClassBatch>
         _order = EpochOrder.Seeded(rows.Count, seed);
     }
 
-    public string Position => ShardBatchSource.Format(_position);
+    public string Position => _position.Format();
 
     public ClassBatch Next()
     {

@@ -1,6 +1,5 @@
-using GptSharp.Tokenization;
 
-namespace GptSharp.Alignment;
+namespace GptSharp.Tokenization;
 
 /// <summary>Who speaks a chat message.</summary>
 public static class ChatRoles

@@ -1,4 +1,4 @@
-namespace GptSharp;
+namespace GptSharp.Runtime;
 
 /// <summary>
 /// Writes files so that a crash at any moment leaves either the old file or the complete new one: the bytes go to a

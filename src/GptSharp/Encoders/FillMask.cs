@@ -1,9 +1,8 @@
-using GptSharp.Models;
 using GptSharp.Tokenization;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace GptSharp.Inference;
+namespace GptSharp.Encoders;
 
 /// <summary>One candidate for a masked position.</summary>
 public sealed record Filler(string Text, int TokenId, double Probability);

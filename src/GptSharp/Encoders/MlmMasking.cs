@@ -1,4 +1,4 @@
-namespace GptSharp.Data;
+namespace GptSharp.Encoders;
 
 /// <summary>
 /// BERT's masking: each maskable token (or, with <see cref="WholeWord"/>, each word — every token of it together) is

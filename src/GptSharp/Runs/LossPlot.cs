@@ -1,6 +1,7 @@
+using GptSharp.Runtime;
 using ScottPlot;
 
-namespace GptSharp.Training;
+namespace GptSharp.Runs;
 
 /// <summary>Draws a run's training and validation loss from its metrics.jsonl as a PNG.</summary>
 public static class LossPlot

@@ -2,7 +2,7 @@ using System.Diagnostics;
 using System.Runtime.Intrinsics.X86;
 using TorchSharp;
 
-namespace GptSharp.Interop;
+namespace GptSharp.Runtime;
 
 /// <summary>State of the libstdc++ compatibility fix for TorchSharp's native library.</summary>
 /// <param name="NativePath">The libLibTorchSharp file beside the program, or null where there is none.</param>

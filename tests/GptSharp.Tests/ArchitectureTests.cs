@@ -1,0 +1,115 @@
+using Mono.Cecil;
+using Mono.Cecil.Cil;
+using Xunit.Abstractions;
+
+namespace GptSharp.Tests;
+
+/// <summary>
+/// The library's parts depend on each other in one direction only:
+/// runtime ← tokenization, data, models ← runs ← training, inference ← alignment, evaluation, encoders ← serving, interop.
+/// Read from the compiled assembly (every type, member signature, attribute and IL operand), so a reference hidden in a
+/// method body counts too.
+/// </summary>
+public class ArchitectureTests(ITestOutputHelper output)
+{
+    /// <summary>Each part's tier: a part may use parts of lower tiers only, never one of its own tier or above.</summary>
+    static readonly Dictionary<string, int> Tiers = new()
+    {
+        ["Runtime"] = 0, ["Build"] = 0,
+        ["Tokenization"] = 1, ["Data"] = 1, ["Models"] = 1,
+        ["Runs"] = 2,
+        ["Training"] = 3, ["Inference"] = 3,
+        ["Alignment"] = 4, ["Encoders"] = 4,
+        ["Evaluation"] = 5,
+        ["Serving"] = 6, ["Interop"] = 6,
+    };
+
+    // Tokenization, data and models share a tier but data reads tokenizers, and BERT-style encoders build on data.
+    static readonly HashSet<(string From, string To)> SameTierAllowed = [("Data", "Tokenization"), ("Models", "Tokenization")];
+
+    [Fact]
+    public void PartsDependOnlyDownward()
+    {
+        var edges = ReferenceEdges();
+        foreach (var edge in edges.OrderBy(e => e.Key.From).ThenBy(e => e.Key.To)) output.WriteLine($"{edge.Key.From} -> {edge.Key.To} ({edge.Value})");
+        var unknown = edges.Keys.SelectMany(e => new[] { e.From, e.To }).Distinct().Where(p => !Tiers.ContainsKey(p)).ToList();
+        Assert.True(unknown.Count == 0, $"Parts without a tier (add them to {nameof(Tiers)}): {string.Join(", ", unknown)}");
+        var wrong = edges.Where(e => Tiers[e.Key.From] <= Tiers[e.Key.To] && !SameTierAllowed.Contains(e.Key))
+            .Select(e => $"{e.Key.From} -> {e.Key.To} (e.g. {e.Value})").ToList();
+        Assert.True(wrong.Count == 0, "References against the direction of the parts:\n" + string.Join("\n", wrong));
+    }
+
+    [Fact]
+    public void TheCheckSeesReferencesInMethodBodies()
+    {
+        // This test class's own body uses Mono.Cecil and xunit types; the reader must find them.
+        var module = ModuleDefinition.ReadModule(typeof(ArchitectureTests).Assembly.Location);
+        var type = module.GetType(typeof(ArchitectureTests).FullName);
+        var referenced = References(type).SelectMany(Expand).Select(r => r.Namespace).ToHashSet();
+        Assert.Contains("Mono.Cecil", referenced);
+        Assert.Contains("Xunit", referenced);
+    }
+
+    /// <summary>(from part, to part) → one example "Type uses Type".</summary>
+    static Dictionary<(string From, string To), string> ReferenceEdges()
+    {
+        using var module = ModuleDefinition.ReadModule(typeof(Models.Gpt).Assembly.Location);
+        var edges = new Dictionary<(string, string), string>();
+        foreach (var type in module.GetTypes())
+        {
+            string? from = Part(type);
+            if (from is null) continue;
+            foreach (var reference in References(type).SelectMany(Expand))
+                if (Part(reference) is { } to && to != from) edges.TryAdd((from, to), $"{type.FullName} uses {reference.FullName}");
+        }
+        return edges;
+    }
+
+    /// <summary>GptSharp.X.… → X; compiler-generated types count as their declaring type's part.</summary>
+    static string? Part(TypeReference type)
+    {
+        while (type.DeclaringType is not null) type = type.DeclaringType;
+        var parts = type.Namespace.Split('.');
+        return parts.Length >= 2 && parts[0] == "GptSharp" ? parts[1] : null;
+    }
+
+    static IEnumerable<TypeReference> References(TypeDefinition type)
+    {
+        if (type.BaseType is not null) yield return type.BaseType;
+        foreach (var i in type.Interfaces) yield return i.InterfaceType;
+        foreach (var a in type.CustomAttributes) yield return a.AttributeType;
+        foreach (var field in type.Fields) yield return field.FieldType;
+        foreach (var property in type.Properties) yield return property.PropertyType;
+        foreach (var method in type.Methods)
+        {
+            yield return method.ReturnType;
+            foreach (var p in method.Parameters) yield return p.ParameterType;
+            if (!method.HasBody) continue;
+            foreach (var v in method.Body.Variables) yield return v.VariableType;
+            foreach (var instruction in method.Body.Instructions)
+            {
+                switch (instruction.Operand)
+                {
+                    case TypeReference t: yield return t; break;
+                    case MethodReference m:
+                        yield return m.DeclaringType;
+                        yield return m.ReturnType;
+                        foreach (var p in m.Parameters) yield return p.ParameterType;
+                        if (m is GenericInstanceMethod g) foreach (var a in g.GenericArguments) yield return a;
+                        break;
+                    case FieldReference f: yield return f.DeclaringType; yield return f.FieldType; break;
+                }
+            }
+        }
+    }
+
+    /// <summary>A type and the types it is made of: List&lt;Gpt&gt; → List, Gpt; Gpt[] → Gpt.</summary>
+    static IEnumerable<TypeReference> Expand(TypeReference type)
+    {
+        yield return type;
+        if (type is GenericInstanceType generic)
+            foreach (var argument in generic.GenericArguments.SelectMany(Expand)) yield return argument;
+        if (type is TypeSpecification specification)
+            foreach (var element in Expand(specification.ElementType)) yield return element;
+    }
+}
