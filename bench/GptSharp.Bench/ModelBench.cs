@@ -80,7 +80,7 @@ static class ModelBench
             watch.Restart();
             for (int i = 0; i < 3; i++) model.forward(inputs).Dispose();
             prefill = 3.0 * b * t / watch.Elapsed.TotalSeconds;
-            var generator = new TokenGenerator(model);
+            var generator = new TokenDecoder(model);
             int newTokens = Math.Min(64, config.ContextLength - 8);
             generator.Generate([[1, 2, 3, 4, 5, 6, 7, 8]], new SamplingOptions(Temperature: 0, MaxNewTokens: 8));
             watch.Restart();

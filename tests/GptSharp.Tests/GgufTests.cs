@@ -57,7 +57,7 @@ public class GgufTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedT
         {
             model.eval();
             ourLogits = Logits(model, ours);
-            ourGreedy = new TokenGenerator(model).Generate([ours], new SamplingOptions(Temperature: 0, MaxNewTokens: 16))[0].Tokens;
+            ourGreedy = new TokenDecoder(model).Generate([ours], new SamplingOptions(Temperature: 0, MaxNewTokens: 16))[0].Tokens;
         }
         Assert.Equal(16, ourGreedy.Length);
 

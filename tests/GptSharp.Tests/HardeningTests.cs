@@ -37,8 +37,8 @@ public class ServerHardeningTests(ServerFixture fixture) : IClassFixture<ServerF
         var logits = tensor(new float[] { 1f, 3f, 2.9999f, -50f, 3f - 1e-6f });
         var options = new SamplingOptions(Temperature: temperature, TopP: topP, TopK: 0);
         for (int seed = 0; seed < 5; seed++)
-            Assert.Equal(1, TokenGenerator.Sample(logits, [], options, new torch.Generator((ulong)seed)));
-        Assert.Throws<InvalidOperationException>(() => TokenGenerator.Sample(tensor(new[] { 1f, float.NaN }), [], options, null));
+            Assert.Equal(1, Sampler.Sample(logits, [], options, new torch.Generator((ulong)seed)));
+        Assert.Throws<InvalidOperationException>(() => Sampler.Sample(tensor(new[] { 1f, float.NaN }), [], options, null));
     }
 
     [Theory]
@@ -73,10 +73,10 @@ public class ServerHardeningTests(ServerFixture fixture) : IClassFixture<ServerF
         var greedy = new SamplingOptions(Temperature: 0, MaxNewTokens: 30);
         int[] shortPrompt = Prompt("春眠不覺曉");
         int[] longPrompt = [.. Enumerable.Range(0, context - 7).Select(i => 300 + i % 500)];
-        var alone = new TokenGenerator(model).Generate([shortPrompt], greedy)[0];
+        var alone = new TokenDecoder(model).Generate([shortPrompt], greedy)[0];
         Assert.Equal(30, alone.Tokens.Length);
 
-        var results = BatchGenerator.Generate(model, [
+        var results = new TokenDecoder(model).Generate([
             new BatchRow(longPrompt, greedy), new BatchRow(shortPrompt, greedy), new BatchRow(longPrompt, greedy),
             new BatchRow(shortPrompt, greedy, OnToken: _ => throw new InvalidOperationException("a failing client callback")),
         ]);

@@ -81,7 +81,7 @@ public class ModelTests
         using var scope = NewDisposeScope();
         var model = NewModel(Small(llama, parallel), seed: 3);
         int[] prompt = [5, 17, 42];
-        var cached = new TokenGenerator(model).Generate([prompt], new SamplingOptions(Temperature: 0, MaxNewTokens: 20))[0].Tokens;
+        var cached = new TokenDecoder(model).Generate([prompt], new SamplingOptions(Temperature: 0, MaxNewTokens: 20))[0].Tokens;
 
         var context = prompt.ToList();
         var recomputed = new List<int>();
@@ -101,7 +101,7 @@ public class ModelTests
     {
         using var scope = NewDisposeScope();
         var model = NewModel(Small(false));
-        var generator = new TokenGenerator(model);
+        var generator = new TokenDecoder(model);
         var options = new SamplingOptions(Temperature: 1.0, TopK: 20, TopP: 0.9, RepetitionPenalty: 1.1, MaxNewTokens: 15, Seed: 11);
         var a = generator.Generate([[1, 2, 3]], options)[0].Tokens;
         var b = generator.Generate([[1, 2, 3]], options)[0].Tokens;
@@ -114,7 +114,7 @@ public class ModelTests
     public void TopKOfOneIsGreedyAndStopTokensStop()
     {
         using var scope = NewDisposeScope();
-        var generator = new TokenGenerator(NewModel(Small(true)));
+        var generator = new TokenDecoder(NewModel(Small(true)));
         var greedy = generator.Generate([[7, 8]], new SamplingOptions(Temperature: 0, MaxNewTokens: 10))[0];
         var topOne = generator.Generate([[7, 8]], new SamplingOptions(Temperature: 1.5, TopK: 1, MaxNewTokens: 10))[0];
         Assert.Equal(greedy.Tokens, topOne.Tokens);
@@ -129,7 +129,7 @@ public class ModelTests
     {
         using var scope = NewDisposeScope();
         var model = NewModel(Small(llama, parallel), seed: 5);
-        var generator = new TokenGenerator(model);
+        var generator = new TokenDecoder(model);
         int[][] prompts = [[1], [4, 5, 6, 7, 8, 9, 10], [20, 21, 22]];
         var greedy = new SamplingOptions(Temperature: 0, MaxNewTokens: 12);
         var sampled = new SamplingOptions(Temperature: 1.0, TopK: 10, MaxNewTokens: 12, Seed: 9);
@@ -139,7 +139,7 @@ public class ModelTests
         };
         var streamed = new List<int>();
         rows[0] = rows[0] with { OnToken = streamed.Add };
-        var batch = BatchGenerator.Generate(model, rows);
+        var batch = new TokenDecoder(model).Generate(rows);
         Assert.Equal(generator.Generate([prompts[0]], greedy)[0].Tokens, batch[0].Generation.Tokens);
         Assert.Equal(generator.Generate([prompts[1]], greedy with { MaxNewTokens = 5 })[0].Tokens, batch[1].Generation.Tokens);
         Assert.Equal(generator.Generate([prompts[2]], sampled)[0].Tokens, batch[2].Generation.Tokens); // same seed, same draws
@@ -148,18 +148,18 @@ public class ModelTests
 
         // A cancelled row stops; the others are unaffected.
         using var cancel = new CancellationTokenSource();
-        var withCancel = BatchGenerator.Generate(model, [new BatchRow(prompts[0], greedy, OnToken: _ => cancel.Cancel(), Cancellation: cancel.Token), new BatchRow(prompts[2], greedy)]);
+        var withCancel = new TokenDecoder(model).Generate([new BatchRow(prompts[0], greedy, OnToken: _ => cancel.Cancel(), Cancellation: cancel.Token), new BatchRow(prompts[2], greedy)]);
         Assert.True(withCancel[0].Cancelled);
         Assert.Single(withCancel[0].Generation.Tokens);
         Assert.Equal(generator.Generate([prompts[2]], greedy)[0].Tokens, withCancel[1].Generation.Tokens);
-        Assert.Throws<ArgumentException>(() => BatchGenerator.Generate(model, [new BatchRow(new int[32], greedy)]));
+        Assert.Throws<ArgumentException>(() => new TokenDecoder(model).Generate([new BatchRow(new int[33], greedy)]));
     }
 
     [Fact]
     public void BatchedPromptsOfDifferentLengthsMatchSingleRuns()
     {
         using var scope = NewDisposeScope();
-        var generator = new TokenGenerator(NewModel(Small(false)));
+        var generator = new TokenDecoder(NewModel(Small(false)));
         var options = new SamplingOptions(Temperature: 0, MaxNewTokens: 6);
         var batch = generator.Generate([[1], [4, 5, 6, 7, 8]], options);
         Assert.Equal(generator.Generate([[1]], options)[0].Tokens, batch[0].Tokens);
@@ -170,7 +170,7 @@ public class ModelTests
     public void TooLongPromptsAreAClearErrorOrTruncatedOnRequest()
     {
         using var scope = NewDisposeScope();
-        var generator = new TokenGenerator(NewModel(Small(false)));
+        var generator = new TokenDecoder(NewModel(Small(false)));
         int[] longPrompt = [.. Enumerable.Range(0, 40).Select(i => i % 97)];
         var error = Assert.Throws<ArgumentException>(() => generator.Generate([longPrompt], new SamplingOptions()));
         Assert.Contains("context length is 32", error.Message);

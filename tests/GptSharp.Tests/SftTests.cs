@@ -41,7 +41,7 @@ public class SftTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedTo
         using (tuned)
         {
             var prompt = new ChatTemplate(tokenizer).RenderPrompt([new ChatMessage("user", "《春曉》的作者是誰？")]);
-            var answer = new GptSharp.Inference.TokenGenerator(tuned).Generate([prompt],
+            var answer = new GptSharp.Inference.TokenDecoder(tuned).Generate([prompt],
                 new GptSharp.Inference.SamplingOptions(Temperature: 0, MaxNewTokens: 10, StopTokens: [tokenizer.EndId]))[0];
             Assert.Equal("孟浩然。", tokenizer.Decode(answer.Tokens.Where(t => !tokenizer.IsSpecial(t))));
         }

@@ -44,13 +44,13 @@ sealed class GenerateCommand : Command<GenerateSettings>
             : [tokenizer.BosId, .. tokenizer.Encode(s.Prompt)];
         var options = new SamplingOptions(s.Temperature, s.TopK, s.TopP, s.RepetitionPenalty, s.MaxTokens, s.Seed,
             StopTokens: [tokenizer.BosId, tokenizer.EosId, tokenizer.EndId], TruncatePrompt: s.Truncate);
-        var generator = new TokenGenerator(model);
+        var generator = new TokenDecoder(model);
         for (int sample = 0; sample < s.Samples; sample++)
         {
             if (s.Samples > 1) Console.WriteLine($"--- sample {sample + 1} (seed {s.Seed + sample})");
             if (!s.Chat) Console.Write(s.Prompt);
             var pending = new List<int>(); // bytes of a character split across tokens wait for the rest
-            var result = generator.Generate([prompt], options with { Seed = s.Seed + sample }, (_, token) =>
+            var result = generator.Generate(prompt, options with { Seed = s.Seed + sample }, token =>
             {
                 if (tokenizer.IsSpecial(token)) return;
                 pending.Add(token);
@@ -58,7 +58,7 @@ sealed class GenerateCommand : Command<GenerateSettings>
                 if (text.EndsWith('\uFFFD') && pending.Count < 4) return;
                 Console.Write(text);
                 pending.Clear();
-            }, cancellation: cancellation)[0];
+            }, cancellation: cancellation);
             if (pending.Count > 0) Console.Write(tokenizer.Decode(pending));
             Console.WriteLine();
             if (!s.Quiet) Console.Error.WriteLine($"[{result.Tokens.Length} tokens, finished: {result.Finish}]");

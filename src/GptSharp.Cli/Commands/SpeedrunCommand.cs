@@ -117,7 +117,7 @@ sealed class SpeedrunCommand : Command<SpeedrunSettings>
         using (model)
         {
             var tokenizer = GptTokenizer.Load(state.Tokenizer);
-            var generator = new TokenGenerator(model);
+            var generator = new TokenDecoder(model);
             AnsiConsole.MarkupLine("[bold]Samples from the pretrained model[/] (temperature 0.8, top-k 50):");
             foreach (string prompt in SamplePrompts)
             {
@@ -234,7 +234,7 @@ sealed class SpeedrunCommand : Command<SpeedrunSettings>
         {
             var tokenizer = GptTokenizer.Load(chatState.Tokenizer);
             var template = new ChatTemplate(tokenizer);
-            var generator = new TokenGenerator(chatModel);
+            var generator = new TokenDecoder(chatModel);
             AnsiConsole.MarkupLine("[bold]Chats with the RLHF (PPO) model[/] (temperature 0.7):");
             foreach (string question in SampleQuestions)
             {

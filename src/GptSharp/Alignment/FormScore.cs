@@ -51,14 +51,14 @@ public static class FormScore
     public static FormScoreReport Measure(Gpt model, GptTokenizer tokenizer, IReadOnlyList<string> prompts, double temperature = 0.7, long seed = 1)
     {
         var template = new ChatTemplate(tokenizer);
-        var generator = new TokenGenerator(model);
+        var rendered = prompts.Select(p => template.RenderPrompt([new ChatMessage(ChatRoles.User, p)])).ToList();
+        var options = new SamplingOptions(Temperature: temperature, TopK: 50, MaxNewTokens: 80, Seed: seed, StopTokens: [tokenizer.EndId, tokenizer.BosId]);
+        var answers = new TokenDecoder(model).Generate(rendered, options);   // prompt i samples with seed + i
         int regular = 0;
         var examples = new List<(string, string)>();
         for (int i = 0; i < prompts.Count; i++)
         {
-            var answer = generator.Generate([template.RenderPrompt([new ChatMessage(ChatRoles.User, prompts[i])])],
-                new SamplingOptions(Temperature: temperature, TopK: 50, MaxNewTokens: 80, Seed: seed + i, StopTokens: [tokenizer.EndId, tokenizer.BosId]))[0];
-            string poem = tokenizer.Decode(answer.Tokens.Where(t => !tokenizer.IsSpecial(t)));
+            string poem = tokenizer.Decode(answers[i].Tokens.Where(t => !tokenizer.IsSpecial(t)));
             if (BuiltInDatasets.IsRegularQuatrainOrRegulated(poem.Split('\n'))) regular++;
             if (examples.Count < 3) examples.Add((prompts[i], poem));
         }

@@ -126,7 +126,7 @@ public sealed class PpoExperience : IBatchSource<PpoBatch>, IDisposable
         var random = new Random((int)((_seed * 31 + _iteration) & 0x7fffffff));
         var prompts = Enumerable.Range(0, _config.RolloutPrompts).Select(_ => _prompts[random.Next(_prompts.Count)]).ToList();
         var rendered = prompts.Select(p => template.RenderPrompt([new ChatMessage(ChatRoles.User, p)])).ToList();
-        var generator = new TokenGenerator(_model.Actor);
+        var generator = new TokenDecoder(_model.Actor);
         int context = _model.Actor.Config.ContextLength;
         var responses = generator.Generate(rendered, new SamplingOptions(Temperature: _config.Temperature, TopK: 0, TopP: 1.0,
             MaxNewTokens: Math.Min(_config.MaxNewTokens, context - rendered.Max(r => r.Length)), Seed: _seed * 1000 + _iteration * _config.RolloutPrompts,

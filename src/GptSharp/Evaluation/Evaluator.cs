@@ -1,3 +1,4 @@
+using GptSharp.Inference;
 using GptSharp.Models;
 using GptSharp.Tokenization;
 using TorchSharp;
@@ -15,9 +16,11 @@ public sealed record TaskScore(string Task, int Shots, double Accuracy, double N
 /// then the query, scored without any training. The model is a function from tokens (B, T) to logits (B, T, V), so
 /// tests can score hand-made logits.
 /// </summary>
-public sealed class Evaluator(Func<Tensor, Tensor> logitsOf, GptTokenizer tokenizer, int contextLength)
+public sealed class Evaluator(Func<Tensor, Tensor> logitsOf, GptTokenizer tokenizer, int contextLength, TokenDecoder? decoder = null)
 {
-    public Evaluator(Gpt model, GptTokenizer tokenizer) : this(model.forward, tokenizer, model.Config.ContextLength) { }
+    public Evaluator(Gpt model, GptTokenizer tokenizer) : this(model.forward, tokenizer, model.Config.ContextLength, new TokenDecoder(model)) { }
+
+    readonly TokenDecoder _decoder = decoder ?? new TokenDecoder(logitsOf, contextLength, tokenizer.VocabSize);
 
     /// <summary>
     /// The prompt for item <paramref name="index"/> with <paramref name="shots"/> examples drawn from the pool (fixed per
@@ -64,17 +67,19 @@ public sealed class Evaluator(Func<Tensor, Tensor> logitsOf, GptTokenizer tokeni
     public TaskScore Score(EvalTask task, int shots, long seed = 0, int maxNewTokens = 24)
     {
         int correct = 0, correctNormalized = 0;
+        var generative = Enumerable.Range(0, task.Items.Count).Where(i => !task.Items[i].IsMultipleChoice).ToList();
+        var answers = Answers([.. generative.Select(i => Prompt(task, i, shots, seed))], maxNewTokens, task.Separator);
+        var answerOf = generative.Zip(answers).ToDictionary(x => x.First, x => x.Second);
         for (int i = 0; i < task.Items.Count; i++)
         {
             var item = task.Items[i];
-            string prompt = Prompt(task, i, shots, seed);
             if (item.IsMultipleChoice)
             {
-                var (sums, tokens) = ChoiceLogLikelihoods(prompt, item.Choices!);
+                var (sums, tokens) = ChoiceLogLikelihoods(Prompt(task, i, shots, seed), item.Choices!);
                 if (ArgMax(sums) == item.Answer) correct++;
                 if (ArgMax([.. sums.Select((s, c) => s / tokens[c])]) == item.Answer) correctNormalized++;
             }
-            else if (Normalise(Generate(prompt, maxNewTokens, task.Separator)) == Normalise(item.Expected!))
+            else if (Normalise(answerOf[i]) == Normalise(item.Expected!))
             {
                 correct++;
                 correctNormalized++;
@@ -84,25 +89,24 @@ public sealed class Evaluator(Func<Tensor, Tensor> logitsOf, GptTokenizer tokeni
         return new TaskScore(task.Name, shots, correct / (double)n, correctNormalized / (double)n, task.Chance, task.Items.Count);
     }
 
-    string Generate(string prompt, int maxNewTokens, string separator)
+    /// <summary>
+    /// Greedy answers to the generative items' prompts, in one batch through the decoder: each ends at a special token,
+    /// a newline or the task's separator, and is its first line. A prompt too long for the context keeps its end, with
+    /// room for <paramref name="maxNewTokens"/>.
+    /// </summary>
+    public List<string> Answers(IReadOnlyList<string> prompts, int maxNewTokens, string separator)
     {
-        var tokens = new List<int> { tokenizer.BosId };
-        tokens.AddRange(tokenizer.Encode(prompt));
-        var produced = new List<int>();
-        for (int step = 0; step < maxNewTokens; step++)
-        {
-            using var scope = NewDisposeScope();
-            using var noGrad = no_grad();
-            var window = tokens.TakeLast(contextLength).Select(x => (long)x).ToArray();
-            int next = (int)logitsOf(tensor(window, [1, window.Length]))[0, -1].argmax().item<long>();
-            if (tokenizer.IsSpecial(next)) break;
-            tokens.Add(next);
-            produced.Add(next);
-            string text = tokenizer.Decode(produced);
-            if (text.Contains('\n') || (separator.Length > 0 && text.Contains(separator))) break;
-        }
-        return tokenizer.Decode(produced).Split('\n')[0];
+        if (prompts.Count == 0) return [];
+        int room = Math.Max(1, contextLength - maxNewTokens);
+        var rows = prompts.Select(p => (int[])[tokenizer.BosId, .. tokenizer.Encode(p)]).Select(ids => ids.Length > room ? ids[^room..] : ids).ToList();
+        int[] specials = [.. Enumerable.Range(0, tokenizer.VocabSize).Where(tokenizer.IsSpecial)];
+        var options = new SamplingOptions(Temperature: 0, MaxNewTokens: maxNewTokens, StopTokens: specials,
+            StopSequences: separator.Length > 0 ? ["\n", separator] : ["\n"]);
+        var answers = _decoder.Generate(rows, options, Text);
+        return [.. answers.Select(g => Text(g.Tokens).Split('\n')[0])];
     }
+
+    string Text(IEnumerable<int> ids) => tokenizer.Decode(ids.Where(t => !tokenizer.IsSpecial(t)));
 
     /// <summary>Exact-match normalisation: trimmed, lower case, without punctuation and extra spaces.</summary>
     public static string Normalise(string text) =>

@@ -5,7 +5,7 @@ namespace GptSharp.Serving;
 
 /// <summary>
 /// Batches the requests for one model: a single worker takes every waiting request (up to the batch size) and
-/// generates them together with <see cref="BatchGenerator"/>, one forward per step for the whole batch; requests that
+/// generates them together with <see cref="TokenDecoder"/>, one forward per step for the whole batch; requests that
 /// arrive meanwhile form the next batch. A request whose client left is dropped before its batch starts, or stops
 /// inside it at the next token. A row that fails fails alone: its request gets the error, the others their answers.
 /// </summary>
@@ -73,7 +73,7 @@ public sealed class DecodeScheduler : IAsyncDisposable
                 Interlocked.Decrement(ref _waiting);
                 var empty = new Generation(pending.Row.Prompt, [], FinishReason.Length);
                 if (pending.Row.Cancellation.IsCancellationRequested) pending.Done.SetResult(new BatchResult(empty, true));
-                else if (BatchGenerator.Problem(_model.Model.Config, pending.Row) is { } problem)
+                else if (_model.Decoder.Problem(pending.Row) is { } problem)
                     pending.Done.SetResult(new BatchResult(empty, false, new ArgumentException(problem)));
                 else batch.Add(pending);
             }
@@ -82,7 +82,7 @@ public sealed class DecodeScheduler : IAsyncDisposable
             LargestBatch = Math.Max(LargestBatch, batch.Count);
             try
             {
-                var results = BatchGenerator.Generate(_model.Model, [.. batch.Select(p => p.Row)]);
+                var results = _model.Decoder.Generate([.. batch.Select(p => p.Row)]);
                 for (int i = 0; i < batch.Count; i++) batch[i].Done.SetResult(results[i]);
             }
             catch (Exception e)

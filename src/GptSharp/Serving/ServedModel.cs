@@ -13,6 +13,7 @@ public sealed class ServedModel : IDisposable
     {
         (Name, RunDirectory, Model, Tokenizer) = (name, runDirectory, model, tokenizer);
         Template = new ChatTemplate(tokenizer);
+        Decoder = new TokenDecoder(model);
         Created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         model.eval();
     }
@@ -20,6 +21,8 @@ public sealed class ServedModel : IDisposable
     public string Name { get; }
     public string RunDirectory { get; }
     public Gpt Model { get; }
+    /// <summary>The decoding engine over <see cref="Model"/>.</summary>
+    public TokenDecoder Decoder { get; }
     public GptTokenizer Tokenizer { get; }
     public ChatTemplate Template { get; }
     public long Created { get; }
@@ -45,7 +48,7 @@ public sealed class ServedModel : IDisposable
     public Generation Generate(int[] prompt, SamplingOptions options, Action<string>? onText, CancellationToken cancellation)
     {
         var text = new AnswerText(Tokenizer, options.StopSequences, onText);
-        var generation = new TokenGenerator(Model).Generate([prompt], options, (_, token) => text.Add(token), Decode, cancellation)[0];
+        var generation = Decoder.Generate(prompt, options, text.Add, Decode, cancellation);
         text.Finish();
         return generation;
     }

@@ -1,0 +1,43 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace GptSharp.Inference;
+
+/// <summary>How the next token is drawn from a row of logits.</summary>
+public static class Sampler
+{
+    /// <summary>
+    /// Chooses a token from (Vocab) logits. Safe for every valid option: the arithmetic runs in float64 on logits shifted
+    /// so that the largest is 0, so a temperature of 1e-300 is greedy instead of inf/inf, and top-p always keeps the most
+    /// likely token. Non-finite logits (a broken model) are an error, never a NaN draw.
+    /// </summary>
+    public static int Sample(Tensor logits, IReadOnlyCollection<int> context, SamplingOptions options, torch.Generator? generator)
+    {
+        using var scope = NewDisposeScope();
+        logits = logits.to(ScalarType.Float64).clone();
+        if (!logits.isfinite().all().item<bool>())
+            throw new InvalidOperationException("The model produced non-finite logits (NaN or infinity); its weights are broken.");
+        if (options.RepetitionPenalty != 1.0 && context.Count > 0)
+        {
+            var seen = tensor(context.Distinct().Select(t => (long)t).ToArray(), device: logits.device);
+            var values = logits.index_select(0, seen);
+            logits.index_copy_(0, seen, where(values > 0, values / options.RepetitionPenalty, values * options.RepetitionPenalty));
+        }
+        if (options.Temperature == 0) return (int)logits.argmax().item<long>();
+        logits = (logits - logits.max()) / options.Temperature;   // <= 0 everywhere, 0 at the top: -inf at worst, never NaN
+        if (options.TopK > 0 && options.TopK < logits.shape[0])
+        {
+            var kth = logits.topk(options.TopK).values[-1];
+            logits = logits.masked_fill(logits < kth, double.NegativeInfinity);
+        }
+        if (options.TopP < 1.0)
+        {
+            var (sorted, order) = logits.sort(descending: true);
+            var probabilities = sorted.softmax(0);
+            var drop = (probabilities.cumsum(0) - probabilities) >= options.TopP; // keep tokens until the mass before them reaches p
+            drop[0] = false;                                                        // and always the most likely one
+            logits = logits.index_put_(tensor(double.NegativeInfinity, ScalarType.Float64, device: logits.device), order.masked_select(drop));
+        }
+        return (int)multinomial(logits.softmax(0), 1, generator: generator).item<long>();
+    }
+}

@@ -1,0 +1,258 @@
+using GptSharp.Models;
+using GptSharp.Runtime;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace GptSharp.Inference;
+
+/// <summary>One sequence of a batched generation: its prompt, sampling, token callback and cancellation.</summary>
+public sealed record BatchRow(int[] Prompt, SamplingOptions Options, Action<int>? OnToken = null, CancellationToken Cancellation = default,
+    Func<IEnumerable<int>, string>? Decode = null);
+
+/// <summary>What one row of a batch produced: its tokens, whether its client cancelled, and the error that ended it alone.</summary>
+public sealed record BatchResult(Generation Generation, bool Cancelled, Exception? Error = null);
+
+/// <summary>
+/// The one decoding engine: chat, generate, serving, evaluation and PPO rollouts all go through it. Prompts are
+/// left-padded to one length (padding is never attended to; positions count from each row's first token), prefilled in
+/// one pass, then every step decodes one token for every live row in a single forward — the weights are read once per
+/// step for the whole batch, which is what makes batching pay when decoding is bound by memory bandwidth. A single
+/// prompt is a batch of one. Each row keeps its own sampler, stop rules, cancellation and errors: a row whose sampling
+/// or callback throws ends with that error and the others go on. When the cache is full, the rows that still have room
+/// move into a smaller cache without their shared padding, so a long prompt never cuts a short one's answer.
+/// </summary>
+public sealed class TokenDecoder
+{
+    readonly Func<int, int[], DecodeSession> _start;
+
+    /// <summary>Decodes a GPT with its KV cache.</summary>
+    public TokenDecoder(Gpt model)
+    {
+        ContextLength = model.Config.ContextLength;
+        VocabSize = model.Config.VocabSize;
+        _start = (rows, padding) => new CachedSession(model, rows, padding);
+    }
+
+    /// <summary>
+    /// Decodes any function from tokens (B, T) to logits (B, T, V) by running it over the whole sequence at every step
+    /// (no cache): for hand-made logits in tests and for models without a KV cache.
+    /// </summary>
+    public TokenDecoder(Func<Tensor, Tensor> logitsOf, int contextLength, int vocabSize)
+    {
+        ContextLength = contextLength;
+        VocabSize = vocabSize;
+        _start = (rows, padding) => new RecomputeSession(logitsOf, padding);
+    }
+
+    public int ContextLength { get; }
+    public int VocabSize { get; }
+
+    /// <summary>
+    /// The prompt a row is decoded from: itself, or with <see cref="SamplingOptions.TruncatePrompt"/> its last
+    /// context-length tokens. A prompt may fill the context; it then gets one token.
+    /// </summary>
+    public int[] PromptOf(BatchRow row) =>
+        row.Options.TruncatePrompt && row.Prompt.Length > ContextLength ? row.Prompt[^ContextLength..] : row.Prompt;
+
+    /// <summary>Why <paramref name="row"/> cannot be generated, or null when it can.</summary>
+    public string? Problem(BatchRow row)
+    {
+        try { Check(row); }
+        catch (ArgumentException e) { return e.Message.Split(" (Parameter")[0]; }
+        return null;
+    }
+
+    /// <summary>Throws when <paramref name="row"/> cannot be generated: invalid options, an empty or too long prompt, or
+    /// a token outside the vocabulary (<see cref="ArgumentOutOfRangeException"/>).</summary>
+    public void Check(BatchRow row)
+    {
+        row.Options.Validate();
+        int[] prompt = PromptOf(row);
+        if (prompt.Length == 0) throw new ArgumentException("The prompt is empty: give at least one token (e.g. <|bos|>).", nameof(row));
+        if (prompt.Length > ContextLength)
+            throw new ArgumentException($"The prompt has {prompt.Length} tokens but the context length is {ContextLength}. " +
+                                        $"Shorten it or allow truncation (keeps the last {ContextLength}).", nameof(row));
+        foreach (int id in prompt)
+            if ((uint)id >= (uint)VocabSize) throw new ArgumentOutOfRangeException(nameof(row), id, $"Token id {id} is outside the vocabulary [0, {VocabSize}).");
+    }
+
+    /// <summary>Generates one prompt (a batch of one); its error, if any, is thrown.</summary>
+    public Generation Generate(int[] prompt, SamplingOptions options, Action<int>? onToken = null,
+        Func<IEnumerable<int>, string>? decode = null, CancellationToken cancellation = default)
+    {
+        var result = Generate([new BatchRow(prompt, options, onToken, cancellation, decode)])[0];
+        if (result.Error is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(result.Error);
+        cancellation.ThrowIfCancellationRequested();
+        return result.Generation;
+    }
+
+    /// <summary>Generates several prompts in one batch with the same options; prompt i samples with seed
+    /// <c>options.Seed + i</c>. The first row error, if any, is thrown.</summary>
+    public IReadOnlyList<Generation> Generate(IReadOnlyList<int[]> prompts, SamplingOptions options, Func<IEnumerable<int>, string>? decode = null)
+    {
+        var results = Generate([.. prompts.Select((p, i) => new BatchRow(p, options with { Seed = options.Seed + i }, Decode: decode))]);
+        foreach (var result in results)
+            if (result.Error is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(result.Error);
+        return [.. results.Select(r => r.Generation)];
+    }
+
+    /// <summary>Results in row order; a cancelled row's result holds the tokens it got before it was cancelled. A row
+    /// that cannot be generated at all (see <see cref="Check"/>) is an <see cref="ArgumentException"/> for the call.</summary>
+    public IReadOnlyList<BatchResult> Generate(IReadOnlyList<BatchRow> rows)
+    {
+        if (rows.Count == 0) return [];
+        foreach (var row in rows) Check(row);
+        int[][] prompts = [.. rows.Select(PromptOf)];
+        int b = rows.Count, longest = prompts.Max(p => p.Length);
+        int[] padding = [.. prompts.Select(p => longest - p.Length)];
+        var inputs = new long[b * longest];
+        for (int i = 0; i < b; i++)
+            for (int j = 0; j < prompts[i].Length; j++) inputs[i * longest + padding[i] + j] = prompts[i][j];
+
+        var session = _start(b, padding);
+        try
+        {
+            using var noGrad = no_grad();
+            var device = session.Device;
+            var generators = rows.Select(r => new torch.Generator((ulong)r.Options.Seed, device)).ToArray();
+            var contexts = prompts.Select(p => new List<int>(p)).ToArray();
+            var produced = rows.Select(_ => new List<int>()).ToArray();
+            var finish = new FinishReason[b];
+            var active = new bool[b];
+            var cancelled = new bool[b];
+            var errors = new Exception?[b];
+            Array.Fill(active, true);
+            int[] live = [.. Enumerable.Range(0, b)];   // session row → batch row
+            var next = new long[b];
+            int steps = 0;
+
+            using (var scope = NewDisposeScope())
+            {
+                var logits = session.Feed(tensor(inputs, [b, longest], device: device)).select(1, -1);   // (live, V)
+                while (true)
+                {
+                    for (int k = 0; k < live.Length; k++)
+                    {
+                        int i = live[k];
+                        if (!active[i]) continue;
+                        if (rows[i].Cancellation.IsCancellationRequested) { active[i] = false; cancelled[i] = true; continue; }
+                        try
+                        {
+                            int token = Sampler.Sample(logits[k], contexts[i], rows[i].Options, generators[i]);
+                            next[k] = token;
+                            produced[i].Add(token);
+                            contexts[i].Add(token);
+                            rows[i].OnToken?.Invoke(token);
+                            if (rows[i].Options.StopTokens?.Contains(token) == true) { finish[i] = FinishReason.Stop; active[i] = false; }
+                            else if (rows[i].Decode is { } decode && rows[i].Options.StopSequences is { Count: > 0 } stops
+                                     && StopText.Find(decode(produced[i]), stops) >= 0) { finish[i] = FinishReason.Stop; active[i] = false; }
+                            else if (produced[i].Count >= rows[i].Options.MaxNewTokens) { finish[i] = FinishReason.Length; active[i] = false; }
+                        }
+                        catch (Exception e)
+                        {
+                            errors[i] = e;
+                            active[i] = false;
+                        }
+                    }
+                    if (!live.Any(i => active[i])) break;
+                    if (session.Length >= ContextLength)
+                    {
+                        // A row without padding fills the context; the others move on without the padding they share.
+                        int[] keep = [.. Enumerable.Range(0, live.Length).Where(k => active[live[k]] && session.LeftPadding[k] > 0)];
+                        foreach (int k in Enumerable.Range(0, live.Length).Where(k => active[live[k]] && session.LeftPadding[k] == 0))
+                        { finish[live[k]] = FinishReason.ContextFull; active[live[k]] = false; }
+                        if (keep.Length == 0) break;
+                        session.Keep(keep);
+                        live = [.. keep.Select(k => live[k])];
+                        next = [.. keep.Select(k => next[k])];
+                    }
+                    if (++steps % 32 == 0) TorchRuntime.ReleaseStepGarbage();
+                    using var step = NewDisposeScope();
+                    logits = session.Feed(tensor(next, [live.Length, 1], device: device)).select(1, 0).MoveToOuterDisposeScope();
+                }
+            }
+            return [.. rows.Select((r, i) => new BatchResult(new Generation(prompts[i], [.. produced[i]], finish[i]), cancelled[i], errors[i]))];
+        }
+        finally
+        {
+            session.Dispose();
+        }
+    }
+
+    /// <summary>A batch being decoded: feeds new tokens (B, t) of its live rows and returns their logits (B, t, V).</summary>
+    abstract class DecodeSession : IDisposable
+    {
+        public abstract Device Device { get; }
+        /// <summary>Positions used so far, padding included.</summary>
+        public abstract int Length { get; }
+        public abstract IReadOnlyList<int> LeftPadding { get; }
+        public abstract Tensor Feed(Tensor tokens);
+        /// <summary>Keeps only these rows, dropping the left padding they all share.</summary>
+        public abstract void Keep(int[] rows);
+        public abstract void Dispose();
+    }
+
+    sealed class CachedSession : DecodeSession
+    {
+        readonly Gpt _model;
+        readonly bool _wasTraining;
+        KvCache _cache;
+
+        public CachedSession(Gpt model, int rows, int[] padding)
+        {
+            _model = model;
+            _wasTraining = model.training;
+            model.eval();
+            Device = model.parameters().First().device;
+            _cache = new KvCache(model.Config, rows, Device, leftPadding: padding);
+        }
+
+        public override Device Device { get; }
+        public override int Length => _cache.Length;
+        public override IReadOnlyList<int> LeftPadding => _cache.LeftPadding;
+        public override Tensor Feed(Tensor tokens) => _model.Forward(tokens, _cache);
+
+        public override void Keep(int[] rows)
+        {
+            var compacted = _cache.Compact(rows, rows.Min(k => _cache.LeftPadding[k]));
+            _cache.Dispose();
+            _cache = compacted;
+        }
+
+        public override void Dispose()
+        {
+            _cache.Dispose();
+            _model.train(_wasTraining);
+        }
+    }
+
+    /// <summary>Keeps the tokens (with their left padding) and runs the function over all of them at every step.</summary>
+    sealed class RecomputeSession(Func<Tensor, Tensor> logitsOf, int[] padding) : DecodeSession
+    {
+        int[] _padding = padding;
+        Tensor? _tokens;   // (B, L)
+
+        public override Device Device => CPU;
+        public override int Length => (int)(_tokens?.shape[1] ?? 0);
+        public override IReadOnlyList<int> LeftPadding => _padding;
+
+        public override Tensor Feed(Tensor tokens)
+        {
+            var all = _tokens is null ? tokens.clone() : cat([_tokens, tokens], 1);
+            _tokens?.Dispose();
+            _tokens = all.DetachFromDisposeScope();
+            return logitsOf(_tokens).narrow(1, _tokens.shape[1] - tokens.shape[1], tokens.shape[1]);
+        }
+
+        public override void Keep(int[] rows)
+        {
+            int drop = rows.Min(k => _padding[k]);
+            var kept = _tokens!.index_select(0, tensor(rows.Select(r => (long)r).ToArray())).narrow(1, drop, _tokens.shape[1] - drop);
+            _tokens.Dispose();
+            _tokens = kept.DetachFromDisposeScope();
+            _padding = [.. rows.Select(k => _padding[k] - drop)];
+        }
+
+        public override void Dispose() => _tokens?.Dispose();
+    }
+}
