@@ -45,6 +45,9 @@ public class SftTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedTo
                 new GptSharp.Inference.SamplingOptions(Temperature: 0, MaxNewTokens: 10, StopTokens: [tokenizer.EndId]))[0];
             Assert.Equal("孟浩然。", tokenizer.Decode(answer.Tokens.Where(t => !tokenizer.IsSpecial(t))));
         }
-        Assert.Equal(fixture.Directory, state.Tokenizer);
+        // The run keeps its own copy of the tokenizer, so the folder stands alone.
+        Assert.Equal(Path.GetFullPath(Path.Combine(dir.File("sft"), RunFolder.TokenizerFolder)), state.Tokenizer);
+        foreach (string file in Directory.GetFiles(fixture.Directory))
+            Assert.Equal(File.ReadAllBytes(file), File.ReadAllBytes(Path.Combine(state.Tokenizer, Path.GetFileName(file))));
     }
 }

@@ -33,8 +33,6 @@ public static class DpoRun
         using var _r = reference;
         if (lora is not null) Lora.Attach(policy, lora);
         var torchDevice = torch.device(device);
-        policy.to(torchDevice);
-        reference.to(torchDevice);
         reference.eval();
         foreach (var parameter in reference.parameters()) parameter.requires_grad = false;
 
@@ -46,28 +44,22 @@ public static class DpoRun
         var trainPairs = train.Select(p => RewardRun.Render(template, p)).ToList();
         var heldBatches = heldOut.Select(p => RewardRun.Render(template, p)).Chunk(training.BatchSize).Select(rows => Pack(rows)).ToList();
 
-        var (start, position) = Checkpoint.StartingPoint(runDirectory, resume);
-
-        torch.manual_seed(training.Seed);
-        var source = new PairBatchSource<TokenBatch>(trainPairs, training.BatchSize, training.Seed, Pack, position);
-        var trainer = new Trainer<TokenBatch>(policy, training, runDirectory, sft.Tokenizer,
-            batch => { var (loss, _) = Loss(policy, reference, batch, beta, torchDevice); return new ObjectiveOutput(loss, batch.BatchSize / 2); },
-            source, () => Evaluate(policy, reference, heldBatches.Take(training.EvalBatches).ToList(), beta, torchDevice).Loss) { OnStep = onStep };
-        if (resume) trainer.Resume();
-        else
+        var outcome = TrainingRun.Execute(new RunSetup(runDirectory, training, resume, sft.Tokenizer, "DPO", device), run =>
         {
-            Checkpoint.WriteRunConfig(runDirectory, new
-            {
-                objective = "dpo", beta, from = Path.GetFullPath(fromRun), model = policy.Config, training, tokenizer = sft.Tokenizer,
-                trainPairs = train.Count, heldOutPairs = heldOut.Count,
-            });
-        }
-        onStart?.Invoke(start);
-        var result = trainer.Run(start, cancellation: cancellation);
-        LossPlot.Write(runDirectory, "DPO");
+            policy.to(run.Device);
+            reference.to(run.Device);
+            var source = new PairBatchSource<TokenBatch>(trainPairs, training.BatchSize, training.Seed, Pack, run.Position, run.Rank, run.Processes);
+            return new RunObjective<TokenBatch>(policy, policy.Config,
+                batch => { var (loss, _) = Loss(policy, reference, batch, beta, run.Device); return new ObjectiveOutput(loss, batch.BatchSize / 2); },
+                source, () => Evaluate(policy, reference, heldBatches.Take(training.EvalBatches).ToList(), beta, run.Device).Loss, new
+                {
+                    objective = "dpo", beta, from = RunFolder.Reference(runDirectory, fromRun), model = policy.Config, training, tokenizer = run.Tokenizer,
+                    trainPairs = train.Count, heldOutPairs = heldOut.Count,
+                });
+        }, (start, _) => onStart?.Invoke(start), onStep, cancellation);
         policy.eval();
         var (heldLoss, accuracy) = Evaluate(policy, reference, heldBatches, beta, torchDevice);
-        return new DpoReport(result, train.Count, heldOut.Count, heldLoss, accuracy);
+        return new DpoReport(outcome.Training, train.Count, heldOut.Count, heldLoss, accuracy);
     }
 
     /// <summary>

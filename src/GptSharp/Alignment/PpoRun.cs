@@ -56,44 +56,47 @@ public static class PpoRun
         foreach (var p in reference.parameters().Concat(reward.parameters())) p.requires_grad = false;
 
         var tokenizer = GptTokenizer.Load(sft.Tokenizer);
-        int startStep = 0;
-        (int Iteration, Data.LoaderPosition Ptx) position = default;
-        if (resume)
+        Data.MappedTokenShard? ptxShard = null;
+        PpoExperience? experience = null;
+        try
         {
-            var saved = Checkpoint.ReadState(runDirectory);
-            startStep = saved.Step;
-            position = PpoExperience.ParsePosition(saved.DataPosition);
-        }
-        else
-        {
-            if (Checkpoint.Find(runDirectory) is not null)
-                throw new InvalidOperationException($"Run folder '{runDirectory}' already has a checkpoint: resume it, or choose another run folder.");
-            Checkpoint.WriteRunConfig(runDirectory, new { objective = "ppo", scorer = programReward is null ? "reward model" : "program", sft = Path.GetFullPath(sftRun), reward = Path.GetFullPath(rewardRun), ppo, training, lora, tokenizer = sft.Tokenizer, prompts = prompts.Count, ptxData });
-        }
-        torch.manual_seed(training.Seed);
-        using var ptxShard = ptxData is null ? null : new Data.MappedTokenShard(Path.Combine(ptxData, Data.ShardSummary.TrainFile));
-        var ptxLoader = ptxShard is null ? null : new Data.TokenBatchLoader(ptxShard, ppo.MiniBatch, actor.Config.ContextLength, training.Seed, position.Ptx);
-        using var experience = new PpoExperience(model, reference, programReward?.Invoke(tokenizer) ?? reward.Score, tokenizer, prompts, ppo, torchDevice, training.Seed,
-            position.Iteration, ptxLoader);
-        string rolloutLog = Path.Combine(runDirectory, RolloutFile);
-        int seen = 0;
-        var trainer = new Trainer<PpoBatch>(model, actor.Config, training, runDirectory, sft.Tokenizer, PpoExperience.Objective(model, ppo), experience)
-        {
-            OnStep = m =>
+            string rolloutLog = Path.Combine(runDirectory, RolloutFile);
+            int seen = 0;
+            void Log(StepMetrics m)
             {
-                for (; seen < experience.Rollouts.Count; seen++)
+                for (; seen < experience!.Rollouts.Count; seen++)
                 {
                     var r = experience.Rollouts[seen];
                     File.AppendAllText(rolloutLog, System.Text.Json.JsonSerializer.Serialize(new
                         { step = m.Step, iteration = r.Iteration, meanScore = r.MeanScore, meanKl = r.MeanKl, meanResponseLength = r.MeanResponseLength }) + "\n");
-                    onRollout?.Invoke(experience.Rollouts[seen]);
+                    onRollout?.Invoke(r);
                 }
                 onStep?.Invoke(m);
-            },
-        };
-        if (resume) trainer.Resume();
-        var result = trainer.Run(startStep, untilStep, cancellation);
-        Checkpoint.Save(Path.Combine(runDirectory, PolicyFolder), actor, null, new TrainingState(result.StepsDone, "0:0", "", sft.Tokenizer));
-        return new PpoReport(result, experience.Rollouts);
+            }
+            // Rollouts differ per process and the experience is not sharded: PPO trains in one process.
+            var setup = new RunSetup(runDirectory, training, resume, sft.Tokenizer, "PPO", device, DataParallel: false, Command: "ppo");
+            var outcome = TrainingRun.Execute(setup, run =>
+            {
+                var position = run.DataPosition is null ? default : PpoExperience.ParsePosition(run.DataPosition);
+                ptxShard = ptxData is null ? null : new Data.MappedTokenShard(Path.Combine(ptxData, Data.ShardSummary.TrainFile));
+                var ptxLoader = ptxShard is null ? null : new Data.TokenBatchLoader(ptxShard, ppo.MiniBatch, actor.Config.ContextLength, training.Seed, position.Ptx);
+                experience = new PpoExperience(model, reference, programReward?.Invoke(tokenizer) ?? reward.Score, tokenizer, prompts, ppo, run.Device, training.Seed,
+                    position.Iteration, ptxLoader);
+                return new RunObjective<PpoBatch>(model, actor.Config, PpoExperience.Objective(model, ppo), experience, null, new
+                {
+                    objective = "ppo", scorer = programReward is null ? "reward model" : "program", sft = RunFolder.Reference(runDirectory, sftRun),
+                    reward = RunFolder.Reference(runDirectory, rewardRun), ppo, training, lora, tokenizer = run.Tokenizer, prompts = prompts.Count,
+                    ptxData = ptxData is null ? null : RunFolder.Reference(runDirectory, ptxData),
+                });
+            }, onStep: Log, cancellation: cancellation, untilStep: untilStep);
+            string policy = Path.Combine(runDirectory, PolicyFolder);
+            Checkpoint.Save(policy, actor, null, new TrainingState(outcome.Training.StepsDone, "0:0", "", RunFolder.KeepTokenizer(policy, sft.Tokenizer)));
+            return new PpoReport(outcome.Training, experience!.Rollouts);
+        }
+        finally
+        {
+            experience?.Dispose();
+            ptxShard?.Dispose();
+        }
     }
 }

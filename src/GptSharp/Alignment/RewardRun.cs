@@ -30,40 +30,29 @@ public static class RewardRun
         var template = new ChatTemplate(tokenizer);
         var trainPairs = train.Select(p => Render(template, p)).ToList();
         var heldPairs = heldOut.Select(p => Render(template, p)).ToList();
-        var torchDevice = torch.device(device);
-
-        torch.manual_seed(training.Seed);
-        using var model = new RewardModel(config);
-        Checkpoint.LoadWeights(model.Backbone, Checkpoint.WeightsPath(fromRun));
-        if (lora is not null) Lora.Attach(model.Backbone, lora); // adapters on the backbone; the scalar head trains whole
-        model.to(torchDevice);
-
-        var (start, position) = Checkpoint.StartingPoint(runDirectory, resume);
-
-        using var world = DataParallel.Join(training.BatchSize, training.ShardOptimizerState);
-        var source = new PairBatchSource<PairBatch>(trainPairs, training.BatchSize, training.Seed,
-            rows => PairBatchSource.Pack(rows, config.ContextLength, tokenizer.PadId), position, world?.Rank ?? 0, world?.Size ?? 1);
-        var validation = heldPairs.Chunk(training.BatchSize).Select(rows => PairBatchSource.Pack(rows, config.ContextLength, tokenizer.PadId)).ToList();
-        var trainer = new Trainer<PairBatch>(model, config, training, runDirectory, tokenizerReference, Objective(model, torchDevice), source,
-            () => Evaluate(model, validation.Take(training.EvalBatches).ToList(), torchDevice).Loss) // all of it at the end
-            { OnStep = onStep, Parallel = world is null ? null : new DataParallel(world) { ShardOptimizerState = training.ShardOptimizerState } };
-        bool root = world?.IsRoot ?? true;
-        if (resume) trainer.Resume();
-        else if (root)
+        RewardModel? built = null;
+        List<PairBatch> validation = [];
+        var outcome = TrainingRun.Execute(new RunSetup(runDirectory, training, resume, tokenizerReference, "Reward model (pairwise loss)", device), run =>
         {
-            Checkpoint.WriteRunConfig(runDirectory, new
-            {
-                objective = "reward", from = Path.GetFullPath(fromRun), model = config, training, lora, tokenizer = tokenizerReference,
-                trainPairs = train.Count, heldOutPairs = heldOut.Count,
-            });
-        }
-        onStart?.Invoke(start);
-        var result = trainer.Run(start, cancellation: cancellation);
-        if (root) LossPlot.Write(runDirectory, "Reward model (pairwise loss)");
+            var model = built = new RewardModel(config);   // the fresh scalar head drawn from the run's seed
+            Checkpoint.LoadWeights(model.Backbone, Checkpoint.WeightsPath(fromRun));
+            if (lora is not null) Lora.Attach(model.Backbone, lora); // adapters on the backbone; the scalar head trains whole
+            model.to(run.Device);
+            var source = new PairBatchSource<PairBatch>(trainPairs, training.BatchSize, training.Seed,
+                rows => PairBatchSource.Pack(rows, config.ContextLength, tokenizer.PadId), run.Position, run.Rank, run.Processes);
+            validation = heldPairs.Chunk(training.BatchSize).Select(rows => PairBatchSource.Pack(rows, config.ContextLength, tokenizer.PadId)).ToList();
+            return new RunObjective<PairBatch>(model, config, Objective(model, run.Device), source,
+                () => Evaluate(model, validation.Take(training.EvalBatches).ToList(), run.Device).Loss, new   // all of it at the end
+                {
+                    objective = "reward", from = RunFolder.Reference(runDirectory, fromRun), model = config, training, lora, tokenizer = run.Tokenizer,
+                    trainPairs = train.Count, heldOutPairs = heldOut.Count,
+                });
+        }, (start, _) => onStart?.Invoke(start), onStep, cancellation);
+        using var model = built!;
         model.eval();
-        var (accuracy, loss) = Evaluate(model, validation, torchDevice);
-        if (root) AtomicFile.WriteAllText(Path.Combine(runDirectory, "accuracy.json"), JsonSerializer.Serialize(new { heldOutAccuracy = accuracy, heldOutLoss = loss, heldOutPairs = heldOut.Count }));
-        return new RewardReport(result, train.Count, heldOut.Count, accuracy, loss);
+        var (accuracy, loss) = Evaluate(model, validation, torch.device(device));
+        if (outcome.IsRoot) AtomicFile.WriteAllText(Path.Combine(runDirectory, "accuracy.json"), JsonSerializer.Serialize(new { heldOutAccuracy = accuracy, heldOutLoss = loss, heldOutPairs = heldOut.Count }));
+        return new RewardReport(outcome.Training, train.Count, heldOut.Count, accuracy, loss);
     }
 
     /// <summary>The chosen and rejected answers as full conversations (prompt + assistant answer).</summary>

@@ -32,8 +32,6 @@ public static class SftRun
         var (model, pretrained) = Checkpoint.LoadModel(fromRun);
         using var _ = model;
         long trainable = lora is null ? model.ParameterCount : Lora.Attach(model, lora);
-        var torchDevice = torch.device(device);
-        model.to(torchDevice);
         var tokenizer = GptTokenizer.Load(pretrained.Tokenizer);
         var template = new ChatTemplate(tokenizer);
         int t = model.Config.ContextLength;
@@ -41,29 +39,21 @@ public static class SftRun
         var heldChats = Trainable(heldOut.Select(template.Render).ToList(), t, "held-out");
         int dropped = train.Count - trainChats.Count + heldOut.Count - heldChats.Count;
 
-        var (start, position) = Checkpoint.StartingPoint(runDirectory, resume);
-
-        torch.manual_seed(training.Seed);
-        using var world = DataParallel.Join(training.BatchSize, training.ShardOptimizerState);
-        var source = new ChatBatchSource(trainChats, training.BatchSize, t, tokenizer.PadId, training.Seed, position, world?.Rank ?? 0, world?.Size ?? 1);
-        var validation = heldChats.Chunk(training.BatchSize).Take(training.EvalBatches)
-            .Select(rows => ChatBatchSource.Pack(rows, t, tokenizer.PadId)).ToList();
-        var trainer = new Trainer<TokenBatch>(model, training, runDirectory, pretrained.Tokenizer, Pretraining.Objective(model, torchDevice), source,
-            Pretraining.ValidationLoss(model, validation, torchDevice)) { OnStep = onStep, Parallel = world is null ? null : new DataParallel(world) { ShardOptimizerState = training.ShardOptimizerState } };
-        bool root = world?.IsRoot ?? true;
-        if (resume) trainer.Resume();
-        else if (root)
+        ChatBatchSource? source = null;
+        var outcome = TrainingRun.Execute(new RunSetup(runDirectory, training, resume, pretrained.Tokenizer, "Supervised fine-tuning (assistant tokens)", device), run =>
         {
-            Checkpoint.WriteRunConfig(runDirectory, new
-            {
-                objective = "sft", from = Path.GetFullPath(fromRun), model = model.Config, training, lora, tokenizer = pretrained.Tokenizer,
-                trainConversations = trainChats.Count, heldOutConversations = heldChats.Count, truncated = source.Truncated, dropped,
-            });
-        }
-        onStart?.Invoke(model, start);
-        var result = trainer.Run(start, cancellation: cancellation);
-        if (root) LossPlot.Write(runDirectory, "Supervised fine-tuning (assistant tokens)");
-        return new SftReport(result, trainChats.Count, heldChats.Count, source.Truncated, trainable, dropped);
+            model.to(run.Device);
+            source = new ChatBatchSource(trainChats, training.BatchSize, t, tokenizer.PadId, training.Seed, run.Position, run.Rank, run.Processes);
+            var validation = heldChats.Chunk(training.BatchSize).Take(training.EvalBatches)
+                .Select(rows => ChatBatchSource.Pack(rows, t, tokenizer.PadId)).ToList();
+            return new RunObjective<TokenBatch>(model, model.Config, Pretraining.Objective(model, run.Device), source,
+                Pretraining.ValidationLoss(model, validation, run.Device), new
+                {
+                    objective = "sft", from = RunFolder.Reference(runDirectory, fromRun), model = model.Config, training, lora, tokenizer = run.Tokenizer,
+                    trainConversations = trainChats.Count, heldOutConversations = heldChats.Count, truncated = source.Truncated, dropped,
+                });
+        }, (start, _) => onStart?.Invoke(model, start), onStep, cancellation);
+        return new SftReport(outcome.Training, trainChats.Count, heldChats.Count, source!.Truncated, trainable, dropped);
     }
 
     /// <summary>The conversations with at least one assistant token within the context; none at all is an error that says why.</summary>

@@ -60,14 +60,16 @@ public sealed record ClassBatch(long[] Inputs, bool[] KeyMask, long[] Labels, in
 public sealed class ClassBatchSource : IBatchSource<ClassBatch>
 {
     readonly IReadOnlyList<(EncoderExample Example, int Label)> _rows;
-    readonly int _batchSize, _padId;
+    readonly int _batchSize, _padId, _rank, _processes;
     readonly EpochOrder _order;
     LoaderPosition _position;
 
-    public ClassBatchSource(IReadOnlyList<(EncoderExample, int)> rows, int batchSize, int padId, long seed, LoaderPosition position = default)
+    /// <param name="rank">Of <paramref name="processes"/> data-parallel processes, this one takes every processes-th row of each batch.</param>
+    public ClassBatchSource(IReadOnlyList<(EncoderExample, int)> rows, int batchSize, int padId, long seed, LoaderPosition position = default,
+        int rank = 0, int processes = 1)
     {
         if (rows.Count < batchSize) throw new InvalidDataException($"{rows.Count} examples are fewer than one batch of {batchSize}.");
-        (_rows, _batchSize, _padId, _position) = (rows, batchSize, padId, position);
+        (_rows, _batchSize, _padId, _position, _rank, _processes) = (rows, batchSize, padId, position, rank, processes);
         _order = EpochOrder.Seeded(rows.Count, seed);
     }
 
@@ -75,7 +77,7 @@ public sealed class ClassBatchSource : IBatchSource<ClassBatch>
 
     public ClassBatch Next()
     {
-        var rows = _order.NextBatch(ref _position, _batchSize).Select(i => _rows[i]).ToList();
+        var rows = _order.NextBatch(ref _position, _batchSize, _rank, _processes).Select(i => _rows[i]).ToList();
         return Pack(rows, _padId, _position);
     }
 
@@ -104,27 +106,27 @@ public static class BertFinetuneRun
         using var _ = pretrained;
         string tokenizerName = Checkpoint.ReadState(fromRun).Tokenizer;
         var config = new BertClassifierConfig(pretrained.Config, data.Labels);
-        torch.manual_seed(training.Seed);
-        using var model = new BertForClassification(config.Bert, data.Labels.Count);
-        model.Encoder.load_state_dict(pretrained.Encoder.state_dict());
-        var torchDevice = torch.device(device);
-        model.to(torchDevice);
         var train = Encode(data.Train, tokenizer, config.Bert.ContextLength);
         var heldOut = Encode(data.HeldOut, tokenizer, config.Bert.ContextLength);
-
-        var (start, position) = Checkpoint.StartingPoint(runDirectory, resume);
-        var source = new ClassBatchSource(train, training.BatchSize, tokenizer.PadId, training.Seed, position);
-        var validation = heldOut.Chunk(training.BatchSize).Select(rows => ClassBatchSource.Pack(rows, tokenizer.PadId)).ToList();
-        var trainer = new Trainer<ClassBatch>(model, config, training, runDirectory, tokenizerName, Objective(model, torchDevice), source,
-            () => Predict(model, validation.Take(training.EvalBatches), torchDevice).Loss) { OnStep = onStep };
-        if (resume) trainer.Resume();
-        else Checkpoint.WriteRunConfig(runDirectory, new
+        var torchDevice = torch.device(device);
+        BertForClassification? built = null;
+        List<ClassBatch> validation = [];
+        var outcome = TrainingRun.Execute(new RunSetup(runDirectory, training, resume, tokenizerName, "BERT fine-tuning (classification)", device), run =>
         {
-            objective = "classification", from = Path.GetFullPath(fromRun), model = config, training, tokenizer = tokenizerName,
-            trainExamples = train.Count, heldOutExamples = heldOut.Count,
-        });
-        var result = trainer.Run(start, cancellation: cancellation);
-        LossPlot.Write(runDirectory, "BERT fine-tuning (classification)");
+            var model = built = new BertForClassification(config.Bert, data.Labels.Count);   // fresh pooler and classifier from the run's seed
+            model.Encoder.load_state_dict(pretrained.Encoder.state_dict());
+            model.to(run.Device);
+            var source = new ClassBatchSource(train, training.BatchSize, tokenizer.PadId, training.Seed, run.Position, run.Rank, run.Processes);
+            validation = heldOut.Chunk(training.BatchSize).Select(rows => ClassBatchSource.Pack(rows, tokenizer.PadId)).ToList();
+            return new RunObjective<ClassBatch>(model, config, Objective(model, run.Device), source,
+                () => Predict(model, validation.Take(training.EvalBatches), run.Device).Loss, new
+                {
+                    objective = "classification", from = RunFolder.Reference(runDirectory, fromRun), model = config, training, tokenizer = run.Tokenizer,
+                    trainExamples = train.Count, heldOutExamples = heldOut.Count,
+                });
+        }, onStep: onStep, cancellation: cancellation);
+        var result = outcome.Training;
+        using var model = built!;
 
         model.eval();
         int positive = data.PositiveLabel;

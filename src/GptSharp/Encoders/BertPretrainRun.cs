@@ -28,29 +28,27 @@ public static class BertPretrainRun
         var (train, heldOut) = Examples(corpora, tokenizer, config.ContextLength, training.Seed, maxDocuments, heldOutFraction);
         if (heldOut.Count == 0) throw new InvalidDataException($"No held-out examples: give more documents, or a larger held-out share than {heldOutFraction:P1}.");
         var masker = new MlmMasker(tokenizer.VocabSize, tokenizer.MaskId, tokenizer.Spec.SpecialTokens.Values, masking);
-        var torchDevice = torch.device(device);
-        torch.manual_seed(training.Seed);
-        using var model = new BertForMaskedLm(config);
-        model.to(torchDevice);
-
-        var (start, position) = Checkpoint.StartingPoint(runDirectory, resume);
-        var source = new MlmBatchSource(train, masker, training.BatchSize, tokenizer.PadId, training.Seed, position);
-        var validationRandom = new Random((int)(training.Seed & 0x7fffffff));
-        var validation = heldOut.Chunk(training.BatchSize).Take(training.EvalBatches)
-            .Select(rows => MlmBatchSource.Pack(rows, masker, tokenizer.PadId, validationRandom)).ToList();
-        var trainer = new Trainer<EncoderBatch>(model, config, training, runDirectory, tokenizerName, MaskedLm.Objective(model, torchDevice), source,
-            () => MaskedLm.Evaluate(model, validation, torchDevice).Loss) { OnStep = onStep };
-        if (resume) trainer.Resume();
-        else Checkpoint.WriteRunConfig(runDirectory, new
+        BertForMaskedLm? built = null;
+        List<EncoderBatch> validation = [];
+        var outcome = TrainingRun.Execute(new RunSetup(runDirectory, training, resume, tokenizerName, "BERT masked-LM pretraining", device), run =>
         {
-            objective = "masked-lm", model = config, training, masking, corpora, tokenizer = tokenizerName,
-            trainExamples = train.Count, heldOutExamples = heldOut.Count,
-        });
-        var result = trainer.Run(start, untilStep, cancellation);
-        model.eval();
-        var score = MaskedLm.Evaluate(model, validation, torchDevice);
-        LossPlot.Write(runDirectory, "BERT masked-LM pretraining");
-        return new BertPretrainReport(result, score, train.Count, heldOut.Count);
+            var model = built = new BertForMaskedLm(config);
+            model.to(run.Device);
+            var source = new MlmBatchSource(train, masker, training.BatchSize, tokenizer.PadId, training.Seed, run.Position, run.Rank, run.Processes);
+            var validationRandom = new Random((int)(training.Seed & 0x7fffffff));
+            validation = heldOut.Chunk(training.BatchSize).Take(training.EvalBatches)
+                .Select(rows => MlmBatchSource.Pack(rows, masker, tokenizer.PadId, validationRandom)).ToList();
+            return new RunObjective<EncoderBatch>(model, config, MaskedLm.Objective(model, run.Device), source,
+                () => MaskedLm.Evaluate(model, validation, run.Device).Loss, new
+                {
+                    objective = "masked-lm", model = config, training, masking, corpora, tokenizer = run.Tokenizer,
+                    trainExamples = train.Count, heldOutExamples = heldOut.Count,
+                });
+        }, onStep: onStep, cancellation: cancellation, untilStep: untilStep);
+        using var trained = built!;
+        trained.eval();
+        var score = MaskedLm.Evaluate(trained, validation, torch.device(device));
+        return new BertPretrainReport(outcome.Training, score, train.Count, heldOut.Count);
     }
 
     /// <summary>Examples from each document of the corpora; a document goes wholly to train or held-out (fixed per seed).</summary>

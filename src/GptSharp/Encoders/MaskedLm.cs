@@ -16,15 +16,18 @@ public sealed class MlmBatchSource : IBatchSource<EncoderBatch>
 {
     readonly IReadOnlyList<EncoderExample> _examples;
     readonly MlmMasker _masker;
-    readonly int _batchSize, _padId;
+    readonly int _batchSize, _padId, _rank, _processes;
     readonly long _seed;
     readonly EpochOrder _order;
     LoaderPosition _position;
 
-    public MlmBatchSource(IReadOnlyList<EncoderExample> examples, MlmMasker masker, int batchSize, int padId, long seed, LoaderPosition position = default)
+    /// <param name="rank">Of <paramref name="processes"/> data-parallel processes, this one takes every processes-th example
+    /// of each (global) batch, masked exactly as one process would mask it.</param>
+    public MlmBatchSource(IReadOnlyList<EncoderExample> examples, MlmMasker masker, int batchSize, int padId, long seed, LoaderPosition position = default,
+        int rank = 0, int processes = 1)
     {
         if (examples.Count < batchSize) throw new InvalidDataException($"{examples.Count} examples are fewer than one batch of {batchSize}.");
-        (_examples, _masker, _batchSize, _padId, _seed, _position) = (examples, masker, batchSize, padId, seed, position);
+        (_examples, _masker, _batchSize, _padId, _seed, _position, _rank, _processes) = (examples, masker, batchSize, padId, seed, position, rank, processes);
         _order = EpochOrder.Seeded(examples.Count, seed);
     }
 
@@ -36,17 +39,19 @@ public sealed class MlmBatchSource : IBatchSource<EncoderBatch>
         // Masks drawn from the batch's own position, so a resumed run masks exactly as an uninterrupted one.
         long epoch = _position.Epoch, start = _position.Cursor - _batchSize;
         var random = new Random((int)((_seed * 1_000_003 + epoch * 7919 + start * 104_729) & 0x7fffffff));
-        var rows = indices.Select(i => _examples[i]).ToList();
-        return Pack(rows, _masker, _padId, random, _position);
+        var masked = indices.Select(i => _examples[i]).Select(r => _masker.Mask(r.Tokens, r.WordIds, random)).Where((_, i) => i % _processes == _rank).ToList();
+        return Pack(masked, _padId, _position);
     }
 
     /// <summary>Masks and pads examples into one batch (fixed <paramref name="random"/> → fixed masks, as for validation).</summary>
     public static EncoderBatch Pack(IReadOnlyList<EncoderExample> rows, MlmMasker masker, int padId, Random random, LoaderPosition next = default)
+        => Pack([.. rows.Select(r => masker.Mask(r.Tokens, r.WordIds, random))], padId, next);
+
+    static EncoderBatch Pack(IReadOnlyList<(long[] Inputs, long[] Targets)> masked, int padId, LoaderPosition next)
     {
-        var masked = rows.Select(r => masker.Mask(r.Tokens, r.WordIds, random)).ToList();
         var (inputs, keyMask, t) = EncoderExamples.Pad([.. masked.Select(m => m.Inputs)], padId);
         var (targets, _, _) = EncoderExamples.Pad([.. masked.Select(m => m.Targets)], -1); // padding is never a target
-        return new EncoderBatch(inputs, targets, keyMask, rows.Count, t, next);
+        return new EncoderBatch(inputs, targets, keyMask, masked.Count, t, next);
     }
 }
 

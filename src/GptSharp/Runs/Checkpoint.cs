@@ -139,16 +139,23 @@ public static class Checkpoint
     /// </summary>
     public static (int Step, LoaderPosition Position) StartingPoint(string runDirectory, bool resume)
     {
+        var (step, position) = Start(runDirectory, resume);
+        if (position is null) return (step, default);
+        try { return (step, LoaderPosition.Parse(position)); }
+        catch (FormatException e) { throw new InvalidDataException($"{Path.Combine(Require(runDirectory), "state.json")}: {e.Message}", e); }
+    }
+
+    /// <summary>As <see cref="StartingPoint"/>, with the data position as the batch source saved it (null for a fresh run).</summary>
+    public static (int Step, string? DataPosition) Start(string runDirectory, bool resume)
+    {
         if (resume)
         {
-            string path = Path.Combine(Require(runDirectory), "state.json");
-            var saved = ReadStateFile(path);
-            try { return (saved.Step, LoaderPosition.Parse(saved.DataPosition)); }
-            catch (FormatException e) { throw new InvalidDataException($"{path}: {e.Message}", e); }
+            var saved = ReadStateFile(Path.Combine(Require(runDirectory), "state.json"));
+            return (saved.Step, saved.DataPosition);
         }
         if (Find(runDirectory) is not null)
             throw new InvalidOperationException($"Run folder '{runDirectory}' already has a checkpoint: resume it, or choose another run folder.");
-        return (0, default);
+        return (0, null);
     }
 
     /// <summary>Writes a fresh run's <c>config.json</c> (what was trained, from what, on what).</summary>
@@ -167,7 +174,8 @@ public static class Checkpoint
         string? missing = state.DataPosition is null ? "DataPosition" : state.RngState is null ? "RngState" : state.Tokenizer is null ? "Tokenizer" : null;
         if (missing is not null) throw new InvalidDataException($"{path}: field '{missing}' is missing.");
         if (state.Step < 0) throw new InvalidDataException($"{path}: Step {state.Step} is negative.");
-        return state;
+        string runDirectory = Path.GetDirectoryName(Path.GetDirectoryName(Path.GetFullPath(path)))!;
+        return state with { Tokenizer = RunFolder.ResolveTokenizer(runDirectory, state.Tokenizer!) };
     }
 
     /// <summary>Builds the model a run saved and loads its weights.</summary>

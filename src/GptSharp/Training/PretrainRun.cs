@@ -1,14 +1,14 @@
-using GptSharp.Runs;
-using System.Text.Json;
 using GptSharp.Data;
 using GptSharp.Models;
+using GptSharp.Runs;
 using TorchSharp;
 
 namespace GptSharp.Training;
 
 /// <summary>
-/// A whole pretraining run over prepared shards: model from a config, data loader, trainer, fresh start or resume,
-/// <c>config.json</c>, checkpoints, metrics and the loss plot. The CLI's <c>pretrain</c> and the speedrun both use it.
+/// A whole pretraining run over prepared shards, on the run scaffold: a model from a config, the shard loader (each MPI
+/// process takes every N-th window of the global batch) and the next-token loss. The CLI's <c>pretrain</c> and the
+/// speedrun both use it.
 /// </summary>
 public static class PretrainRun
 {
@@ -18,36 +18,27 @@ public static class PretrainRun
         string device = "cpu", Action<Gpt, int, AdamW>? onStart = null, Action<StepMetrics>? onStep = null, CancellationToken cancellation = default)
     {
         config.Validate();
-        training.Validate();
         var data = ShardSummary.Load(dataDirectory);
         if (data.VocabSize != config.VocabSize)
             throw new InvalidDataException($"{dataDirectory}: the data's vocab size is {data.VocabSize}, the model's {config.VocabSize}.");
-        var torchDevice = torch.device(device);
-        torch.manual_seed(training.Seed);
-        using var model = new Gpt(config);
-        model.to(torchDevice);
         using var train = new MappedTokenShard(Path.Combine(dataDirectory, ShardSummary.TrainFile));
         using var val = new MappedTokenShard(Path.Combine(dataDirectory, ShardSummary.ValFile));
-
-        var (start, position) = Checkpoint.StartingPoint(runDirectory, resume);
-
-        // Under mpirun with N processes: each takes every N-th window of the global batch and gradients are averaged,
-        // so the run matches a single process with the same --batch-size.
-        using var world = DataParallel.Join(training.BatchSize, training.ShardOptimizerState);
-        int perProcess = training.BatchSize / (world?.Size ?? 1);
-        var loader = new TokenBatchLoader(train, perProcess, config.ContextLength, training.Seed, position, world?.Rank ?? 0, world?.Size ?? 1);
-        var trainer = new Trainer<TokenBatch>(model, training, runDirectory, data.Tokenizer, Pretraining.Objective(model, torchDevice),
-            new ShardBatchSource(loader), Pretraining.ValidationLoss(model, val, training.BatchSize, config.ContextLength, training.EvalBatches, torchDevice))
+        Gpt? model = null;
+        try
         {
-            OnStep = onStep,
-            Parallel = world is null ? null : new DataParallel(world) { ShardOptimizerState = training.ShardOptimizerState },
-        };
-        bool root = world?.IsRoot ?? true;
-        if (resume) trainer.Resume();
-        else if (root) Checkpoint.WriteRunConfig(runDirectory, new { objective = "pretrain", model = config, training, processes = world?.Size ?? 1, data = Path.GetFullPath(dataDirectory), tokenizer = data.Tokenizer });
-        onStart?.Invoke(model, start, trainer.Optimizer);
-        var result = trainer.Run(start, cancellation: cancellation);
-        if (root) LossPlot.Write(runDirectory, "Pretraining");
-        return result;
+            return TrainingRun.Execute(new RunSetup(runDirectory, training, resume, data.Tokenizer, "Pretraining", device), run =>
+            {
+                model = new Gpt(config);
+                model.to(run.Device);
+                var loader = new TokenBatchLoader(train, training.BatchSize / run.Processes, config.ContextLength, training.Seed, run.Position, run.Rank, run.Processes);
+                return new RunObjective<TokenBatch>(model, config, Pretraining.Objective(model, run.Device), new ShardBatchSource(loader),
+                    Pretraining.ValidationLoss(model, val, training.BatchSize, config.ContextLength, training.EvalBatches, run.Device),
+                    new { objective = "pretrain", model = config, training, processes = run.Processes, data = RunFolder.Reference(runDirectory, dataDirectory), tokenizer = run.Tokenizer });
+            }, (start, optimizer) => onStart?.Invoke(model!, start, optimizer), onStep, cancellation).Training;
+        }
+        finally
+        {
+            model?.Dispose();
+        }
     }
 }
