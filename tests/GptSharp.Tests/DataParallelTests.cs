@@ -67,6 +67,56 @@ public class DataParallelTests(TrainedTokenizerFixture fixture) : IClassFixture<
         Assert.True(Directory.Exists(Path.Combine(dir.File("two"), "checkpoint")));
     }
 
+    /// <summary>Each objective family beyond pretraining: conversations (SFT), pairs (DPO; reward shares its batches) and
+    /// BERT's masked LM — two processes give the losses of one with the same global batch.</summary>
+    [Theory]
+    [InlineData("sft")]
+    [InlineData("dpo")]
+    [InlineData("bert")]
+    public void EveryObjectiveFamilyTrainsDataParallelAsOneProcess(string family)
+    {
+        using var dir = new TempDirectory();
+        fixture.SaveInitialRun(dir.File("init"), context: 32);
+        string[] schedule = ["--steps", "6", "--batch-size", "8", "--warmup", "1", "--eval-every", "3", "--threads", "1", "--quiet"];
+        string[] command = family switch
+        {
+            "sft" => ["sft", "--from", dir.File("init"), "--lr", "3e-3", .. schedule],
+            "dpo" => ["dpo", "--from", dir.File("init"), "--lr", "3e-3", .. schedule],
+            _ => ["bert", "pretrain", "--tokenizer", fixture.Directory, "--corpus", "tang", "--max-documents", "300", "--context", "32", "--held-out", "0.1", "--dropout", "0", .. schedule],   // dropout draws differ per process
+        };
+        var (one, two) = OneAndTwoProcesses(dir, command);
+        Assert.Equal([3, 6], one.Select(x => x.Step));
+        Assert.Equal(one.Select(x => x.Step), two.Select(x => x.Step));
+        Assert.All(one.Zip(two), pair => Assert.Equal(pair.First.Loss, pair.Second.Loss, 3));
+        Assert.NotEqual(one[0].Loss, one[1].Loss, 3);   // it trained: a loop that stood still would match trivially
+    }
+
+    [Fact]
+    public void PpoUnderMpirunRefusesInOneLineAndWritesNothing()
+    {
+        using var dir = new TempDirectory();
+        var config = fixture.SaveInitialRun(dir.File("sft"), context: 32);
+        using (var reward = new GptSharp.Alignment.RewardModel(config))
+            GptSharp.Runs.Checkpoint.Save(dir.File("reward"), reward, config, null, new GptSharp.Runs.TrainingState(0, "0:0", "", fixture.Directory));
+        var run = Run("/usr/bin/mpirun", ["--allow-run-as-root", "--oversubscribe", "-np", "2", "dotnet", Cli(), "ppo", "--sft", dir.File("sft"),
+            "--reward", dir.File("reward"), "--run-dir", dir.File("ppo"), "--steps", "4", "--threads", "1", "--quiet"]);
+        Assert.NotEqual(0, run.Code);
+        Assert.Contains("ppo does not train data-parallel: run it as one process, without mpirun.", run.Output);
+        Assert.False(Directory.Exists(dir.File("ppo")) && Directory.EnumerateFileSystemEntries(dir.File("ppo")).Any(), "a refused run wrote files");
+    }
+
+    static (List<(int Step, double Loss)> One, List<(int Step, double Loss)> Two) OneAndTwoProcesses(TempDirectory dir, string[] command)
+    {
+        string mpirun = "/usr/bin/mpirun";
+        Assert.True(File.Exists(mpirun), $"{mpirun} is missing: install Open MPI (apt-get install openmpi-bin), as .ci/run does.");
+        var single = Run("dotnet", [Cli(), .. command, "--run-dir", dir.File("one")]);
+        Assert.True(single.Code == 0, single.Output);
+        var parallel = Run(mpirun, ["--allow-run-as-root", "--oversubscribe", "-np", "2", "dotnet", Cli(), .. command, "--run-dir", dir.File("two")]);
+        Assert.True(parallel.Code == 0, parallel.Output);
+        Assert.DoesNotContain("diverged", parallel.Output);
+        return (Losses(dir.File("one")), Losses(dir.File("two")));
+    }
+
     [Fact]
     public void ShardedOptimizerStateTrainsAndResumesBitForBitLikeTheReplicatedOne()
     {

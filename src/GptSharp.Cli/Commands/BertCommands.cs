@@ -51,7 +51,10 @@ sealed class BertPretrainSettings : BertTrainingSettings
     public string Corpus { get; init; } = "tang";
     [CommandOption("--tokenizer")] [Description("Tokenizer folder (from `tokenizer train`), gpt2 or cl100k_base.")]
     public string Tokenizer { get; init; } = "runs/tokenizer";
-    [CommandOption("--context")] public int? ContextLength { get; init; }
+    [CommandOption("--context")] [Description("Context length in tokens (default: the preset's).")]
+    public int? ContextLength { get; init; }
+    [CommandOption("--dropout")] [Description("Dropout rate (default: the preset's, 0.1 as in BERT).")]
+    public double? Dropout { get; init; }
     [CommandOption("--whole-word")] [Description("Mask whole words (one Chinese character, or an English word with all its tokens).")]
     public bool WholeWord { get; init; }
     [CommandOption("--mask-probability")] public double MaskProbability { get; init; } = 0.15;
@@ -68,7 +71,7 @@ sealed class BertPretrainCommand : Command<BertPretrainSettings>
     {
         var runtime = TorchRuntime.Initialize(s.Threads, s.Device);
         var preset = BertConfig.Preset(s.Preset, 8);
-        var config = preset with { ContextLength = s.ContextLength ?? preset.ContextLength };
+        var config = preset with { ContextLength = s.ContextLength ?? preset.ContextLength, Dropout = s.Dropout ?? preset.Dropout };
         var training = s.Training();
         var masking = new MaskingConfig { Probability = s.MaskProbability, WholeWord = s.WholeWord }.Validate();
         BertPretrainReport report = null!;

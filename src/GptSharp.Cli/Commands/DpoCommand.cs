@@ -17,10 +17,6 @@ sealed class DpoSettings : FineTuneSettings
     [CommandOption("--batch-size")] public int BatchSize { get; init; } = 8;
     [CommandOption("--lr")] public double LearningRate { get; init; } = 5e-5;
     [CommandOption("--warmup")] public int WarmupSteps { get; init; } = 10;
-
-    public override ValidationResult Validate() => Zero1
-        ? ValidationResult.Error("--zero1: dpo runs in one process; data parallelism (and ZeRO-1) covers pretrain, sft and reward.")
-        : base.Validate();
 }
 
 /// <summary><c>gptsharp dpo</c>: Direct Preference Optimization of an SFT run on preference pairs.</summary>

@@ -121,8 +121,12 @@ public sealed class Trainer<TBatch>
                 {
                     using var microScope = NewDisposeScope();
                     var output = _objective(_batches.Next());
-                    (output.Loss / _config.GradAccumulation).backward();
-                    lossSum += output.Loss.item<float>();
+                    var loss = output.Loss;
+                    // Each process's loss is a mean over its own tokens; weighted by its share of them, the averaged
+                    // gradients are those of the mean over the whole global batch, as one process would compute it.
+                    if (Parallel is not null) loss = loss * (output.Tokens / Math.Max(1e-9, Parallel.Average(output.Tokens)));
+                    (loss / _config.GradAccumulation).backward();
+                    lossSum += loss.item<float>();
                     tokens += output.Tokens;
                 }
                 bool sharded = Parallel is { ShardOptimizerState: true };

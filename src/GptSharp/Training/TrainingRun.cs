@@ -51,13 +51,16 @@ public static class TrainingRun
         if (world is not null && !setup.DataParallel)
             throw new NotSupportedException($"{setup.Command} does not train data-parallel: run it as one process, without mpirun.");
         torch.manual_seed(training.Seed);
-        string tokenizer = Directory.Exists(setup.Tokenizer) ? RunFolder.TokenizerFolder : setup.Tokenizer;
+        // A resumed run reads its own copy: the folder it was first copied from may be gone, or the run may have moved.
+        string ownCopy = Path.Combine(setup.Directory, RunFolder.TokenizerFolder);
+        string source = setup.Resume && Directory.Exists(ownCopy) ? ownCopy : setup.Tokenizer;
+        string tokenizer = Directory.Exists(source) ? RunFolder.TokenizerFolder : source;
         var context = new RunContext(start, position, world?.Rank ?? 0, world?.Size ?? 1, torch.device(setup.Device), tokenizer);
         var objective = build(context);
         if (context.IsRoot)
         {
             Directory.CreateDirectory(setup.Directory);
-            RunFolder.KeepTokenizer(setup.Directory, setup.Tokenizer);
+            RunFolder.KeepTokenizer(setup.Directory, source);
         }
         var trainer = new Trainer<TBatch>(objective.Model, objective.ModelConfig, training, setup.Directory, tokenizer,
             objective.Loss, objective.Batches, objective.Evaluate)
