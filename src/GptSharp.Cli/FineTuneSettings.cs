@@ -1,41 +1,32 @@
-using GptSharp.Models;
 using System.ComponentModel;
+using GptSharp.Models;
 using GptSharp.Training;
 using Spectre.Console.Cli;
 
 namespace GptSharp.Cli;
 
 /// <summary>Options shared by the commands that fine-tune a run on conversations or preference pairs (sft, reward, dpo).</summary>
-public class FineTuneSettings : CommonSettings
+public abstract class FineTuneSettings : TrainingSettings
 {
     [CommandOption("--data")] [Description("`builtin` (tasks from the embedded corpora) or a .jsonl file.")]
     public string Data { get; init; } = "builtin";
     [CommandOption("--val")] [Description("Held-out .jsonl (default with a file: 5% of it, chosen by seed).")]
     public string? Val { get; init; }
-    [CommandOption("--resume")] public bool Resume { get; init; }
-    [CommandOption("--device")] public string Device { get; init; } = "cpu";
-    [CommandOption("--eval-every")] public int EvalEvery { get; init; } = 100;
-    [CommandOption("--seed")] public long Seed { get; init; } = 1337;
-    [CommandOption("--time-limit")] public double TimeLimit { get; init; }
-    [CommandOption("--zero1")] [Description("Under mpirun: each process keeps the optimiser state of its share of the weights only (ZeRO-1).")]
-    public bool Zero1 { get; init; }
+    [CommandOption("--resume")] [Description("Continue from the run folder's checkpoint.")]
+    public bool Resume { get; init; }
+    [CommandOption("--device")] [Description("cpu, cuda, cuda:N or auto.")]
+    public string Device { get; init; } = "cpu";
     [CommandOption("--lora-rank")] [Description("Train LoRA adapters of this rank instead of every weight (0: full fine-tuning).")]
     public int LoraRank { get; init; }
     [CommandOption("--lora-alpha")] [Description("LoRA scale numerator (scale = alpha / rank).")]
-    public double LoraAlpha { get; init; } = 16;
-    [CommandOption("--lora-targets")] [Description("Layers that get adapters: c_attn, c_proj, c_fc, gate_proj, up_proj, down_proj.")]
-    public string LoraTargets { get; init; } = "c_attn,c_proj,c_fc,gate_proj,up_proj,down_proj";
+    public double? Alpha { get; init; }
+    [CommandOption("--lora-targets")] [Description("Layers that get adapters, comma-separated, of c_attn, c_proj, c_fc, gate_proj, up_proj, down_proj.")]
+    public string? Targets { get; init; }
+
+    public override IEnumerable<object> Defaults => [.. base.Defaults, new LoraConfig()];
 
     /// <summary>The LoRA settings, or null for full fine-tuning.</summary>
-    public GptSharp.Models.LoraConfig? Lora() => LoraRank > 0 ? new GptSharp.Models.LoraConfig(LoraRank, LoraAlpha, LoraTargets).Validate() : null;
-
-    /// <summary>The training configuration from these options and the command's own step, batch and rate settings.</summary>
-    public TrainingConfig Training(int steps, int batchSize, double learningRate, int warmupSteps, double weightDecay) => new()
-    {
-        Steps = steps, BatchSize = batchSize, LearningRate = learningRate, WarmupSteps = warmupSteps, EvalEvery = EvalEvery,
-        CheckpointEvery = Math.Max(EvalEvery, 100), Seed = Seed, TimeLimitSeconds = TimeLimit, WeightDecay = weightDecay,
-        ShardOptimizerState = Zero1,
-    };
+    public LoraConfig? Lora() => LoraRank > 0 ? OptionDefaults.Apply(this, new LoraConfig() with { Rank = LoraRank }).Validate() : null;
 
     /// <summary>Reports each step to the progress display, and held-out losses as plain lines with --quiet.</summary>
     public Action<StepMetrics> StepReporter(Action<double, string?> progress) => m =>

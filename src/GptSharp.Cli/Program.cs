@@ -7,6 +7,7 @@ var app = new CommandApp();
 app.Configure(config =>
 {
     config.SetApplicationName("gptsharp");
+    config.SetHelpProvider(new DefaultsHelpProvider(config.Settings));
     config.SetExceptionHandler((exception, _) => ErrorReport.Print(exception));
     config.AddCommand<SpeedrunCommand>("speedrun").WithDescription("The main job on the embedded data, stage by stage; reruns skip finished stages.")
         .WithExample("speedrun", "--run-dir", "runs/speedrun");

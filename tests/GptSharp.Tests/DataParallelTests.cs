@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text.Json;
 using GptSharp.Data;
 using GptSharp.Models;
@@ -14,29 +13,9 @@ namespace GptSharp.Tests;
 /// </summary>
 public class DataParallelTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedTokenizerFixture>
 {
-    static string Cli()
-    {
-        // The test runs from tests/GptSharp.Tests/bin/<Configuration>/net10.0; the CLI is built beside it by the same solution build.
-        var here = new DirectoryInfo(AppContext.BaseDirectory);
-        string configuration = here.Parent!.Name;
-        var root = here;
-        while (root is not null && !File.Exists(Path.Combine(root.FullName, "GptSharp.slnx"))) root = root.Parent;
-        Assert.NotNull(root);
-        string cli = Path.Combine(root!.FullName, "src", "GptSharp.Cli", "bin", configuration, "net10.0", "GptSharp.Cli.dll");
-        Assert.True(File.Exists(cli), $"{cli} is missing: build the solution (dotnet test GptSharp.slnx builds it).");
-        return cli;
-    }
+    static string Cli() => CliProcess.Dll;
 
-    static (int Code, string Output) Run(string file, params string[] args)
-    {
-        var start = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (string a in args) start.ArgumentList.Add(a);
-        using var process = Process.Start(start)!;
-        var stderr = process.StandardError.ReadToEndAsync();
-        string stdout = process.StandardOutput.ReadToEnd();
-        Assert.True(process.WaitForExit(300_000), "the run did not finish in 5 minutes");
-        return (process.ExitCode, stdout + stderr.Result);
-    }
+    static (int Code, string Output) Run(string file, params string[] args) => CliProcess.Run(file, args);
 
     static List<(int Step, double Loss)> Losses(string run) => [.. File.ReadLines(Path.Combine(run, "metrics.jsonl"))
         .Select(l => JsonDocument.Parse(l).RootElement).Select(e => (e.GetProperty("step").GetInt32(), e.GetProperty("loss").GetDouble()))];

@@ -1,3 +1,4 @@
+using GptSharp.Speedrun;
 using GptSharp.Evaluation;
 using TorchSharp;
 using static TorchSharp.torch;

@@ -10,7 +10,7 @@ using Spectre.Console.Cli;
 namespace GptSharp.Cli.Commands;
 
 /// <summary>Training options the BERT trainers share.</summary>
-class BertTrainingSettings : CommonSettings
+abstract class BertTrainingSettings : TrainingSettings
 {
     [CommandOption("-r|--run-dir")] [Description("Folder for checkpoints, metrics.jsonl and loss.png.")]
     public string RunDir { get; init; } = "runs/bert";
@@ -18,22 +18,7 @@ class BertTrainingSettings : CommonSettings
     public bool Resume { get; init; }
     [CommandOption("--device")] [Description("cpu, cuda, cuda:N or auto.")]
     public string Device { get; init; } = "cpu";
-    [CommandOption("--steps")] public int Steps { get; init; } = 1000;
-    [CommandOption("--batch-size")] public int BatchSize { get; init; } = 32;
-    [CommandOption("--lr")] public double LearningRate { get; init; } = 1e-3;
-    [CommandOption("--warmup")] public int Warmup { get; init; } = 50;
-    [CommandOption("--eval-every")] public int EvalEvery { get; init; } = 200;
-    [CommandOption("--eval-batches")] public int EvalBatches { get; init; } = 20;
-    [CommandOption("--seed")] public long Seed { get; init; } = 1337;
-    [CommandOption("--time-limit")] [Description("Stop (with a checkpoint) after this many seconds.")]
-    public double TimeLimit { get; init; }
-
-    public TrainingConfig Training() => new TrainingConfig
-    {
-        Steps = Steps, BatchSize = BatchSize, LearningRate = LearningRate, WarmupSteps = Math.Min(Warmup, Steps - 1), WeightDecay = 0.01,
-        Beta2 = 0.999, EvalEvery = EvalEvery, EvalBatches = EvalBatches, CheckpointEvery = Math.Max(100, Steps / 4), Seed = Seed,
-        TimeLimitSeconds = TimeLimit,
-    }.Validate();
+    protected override TrainingConfig StageDefaults => BertPretrainRun.Defaults;
 
     public void Report(Action<double, string?> progress, StepMetrics m)
     {
@@ -57,7 +42,7 @@ sealed class BertPretrainSettings : BertTrainingSettings
     public double? Dropout { get; init; }
     [CommandOption("--whole-word")] [Description("Mask whole words (one Chinese character, or an English word with all its tokens).")]
     public bool WholeWord { get; init; }
-    [CommandOption("--mask-probability")] public double MaskProbability { get; init; } = 0.15;
+    [CommandOption("--mask-probability")] [Description("Share of tokens chosen for prediction (of them 80% masked, 10% random, 10% kept).")] public double MaskProbability { get; init; } = 0.15;
     [CommandOption("--max-documents")] [Description("Read at most this many documents per corpus.")]
     public int MaxDocuments { get; init; } = int.MaxValue;
     [CommandOption("--held-out")] [Description("Share of documents held out for the masked-token loss and accuracy.")]
@@ -72,7 +57,7 @@ sealed class BertPretrainCommand : Command<BertPretrainSettings>
         var runtime = TorchRuntime.Initialize(s.Threads, s.Device);
         var preset = BertConfig.Preset(s.Preset, 8);
         var config = preset with { ContextLength = s.ContextLength ?? preset.ContextLength, Dropout = s.Dropout ?? preset.Dropout };
-        var training = s.Training();
+        var training = s.Training().Validate();
         var masking = new MaskingConfig { Probability = s.MaskProbability, WholeWord = s.WholeWord }.Validate();
         BertPretrainReport report = null!;
         ProgressDisplay.Run("bert pretrain", training.Steps, "steps", s.Quiet, (Action<double, string?> progress) =>
@@ -91,7 +76,8 @@ sealed class BertFillMaskSettings : CommonSettings
     public string RunDir { get; init; } = "runs/bert";
     [CommandOption("--text")] [Description("Text with one or more <|mask|>.")]
     public string Text { get; init; } = "";
-    [CommandOption("--top-k")] public int TopK { get; init; } = 5;
+    [CommandOption("--top-k")] [Description("Fillers shown per mask.")]
+    public int TopK { get; init; } = 5;
 }
 
 /// <summary><c>gptsharp bert fill-mask</c>: the top-k fillers, with probabilities, for each mask in a text.</summary>
@@ -128,7 +114,7 @@ sealed class BertFinetuneCommand : Command<BertFinetuneSettings>
     public override int Execute(CommandContext context, BertFinetuneSettings s, CancellationToken cancellation)
     {
         var runtime = TorchRuntime.Initialize(s.Threads, s.Device);
-        var data = LabeledData.Load(s.Data, s.Labels?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries), s.Seed);
+        var data = LabeledData.Load(s.Data, s.Labels?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries), s.RunSeed);
         var training = s.Training();
         BertFinetuneReport report = null!;
         ProgressDisplay.Run("bert finetune", training.Steps, "steps", s.Quiet, (Action<double, string?> progress) =>
@@ -147,7 +133,7 @@ sealed class BertClassifySettings : CommonSettings
 {
     [CommandOption("-r|--run-dir")] [Description("A `bert finetune` run.")]
     public string RunDir { get; init; } = "runs/bert-spam";
-    [CommandOption("--text")] public string Text { get; init; } = "";
+    [CommandOption("--text")] [Description("Text to classify.")] public string Text { get; init; } = "";
 }
 
 /// <summary><c>gptsharp bert classify</c>: label probabilities for a text.</summary>

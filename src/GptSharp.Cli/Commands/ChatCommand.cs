@@ -9,9 +9,9 @@ sealed class ChatSettings : CommonSettings
 {
     [CommandOption("-r|--run-dir")] [Description("An SFT, PPO (its policy folder) or DPO run.")]
     public string RunDir { get; init; } = "runs/speedrun/sft";
-    [CommandOption("--temperature")] public double Temperature { get; init; } = 0.7;
-    [CommandOption("--max-tokens")] public int MaxTokens { get; init; } = 128;
-    [CommandOption("--system")] [Description("System prompt.")]
+    [CommandOption("--temperature")] [Description("Sampling temperature (0: greedy); /temp changes it in the chat.")] public double Temperature { get; init; } = 0.7;
+    [CommandOption("--max-tokens")] [Description("Longest answer, in tokens.")] public int MaxTokens { get; init; } = 128;
+    [CommandOption("--system")] [Description("System prompt (default: none).")]
     public string? System { get; init; }
 }
 

@@ -20,7 +20,7 @@ sealed class DataPrepareSettings : CommonSettings
     [Description("Share of documents held out for validation.")]
     public double ValFraction { get; init; } = 0.02;
 
-    [CommandOption("--seed")]
+    [CommandOption("--seed")] [Description("Chooses which documents are held out.")]
     public long Seed { get; init; } = 1337;
 
     [CommandOption("--max-documents")]

@@ -1,3 +1,4 @@
+using GptSharp.Training;
 using GptSharp.Runtime;
 using System.ComponentModel;
 using GptSharp.Alignment;
@@ -10,13 +11,11 @@ sealed class DpoSettings : FineTuneSettings
 {
     [CommandOption("--from")] [Description("The SFT run: the policy starts from it and it is the frozen reference.")]
     public string From { get; init; } = "runs/sft";
-    [CommandOption("-r|--run-dir")] public string RunDir { get; init; } = "runs/dpo";
+    [CommandOption("-r|--run-dir")] [Description("Folder for the DPO run.")]
+    public string RunDir { get; init; } = "runs/dpo";
     [CommandOption("--beta")] [Description("Strength of the pull toward the reference (DPO's β).")]
-    public double Beta { get; init; } = 0.5;
-    [CommandOption("--steps")] public int Steps { get; init; } = 200;
-    [CommandOption("--batch-size")] public int BatchSize { get; init; } = 8;
-    [CommandOption("--lr")] public double LearningRate { get; init; } = 5e-5;
-    [CommandOption("--warmup")] public int WarmupSteps { get; init; } = 10;
+    public double Beta { get; init; } = DpoRun.DefaultBeta;
+    protected override TrainingConfig StageDefaults => DpoRun.Defaults;
 }
 
 /// <summary><c>gptsharp dpo</c>: Direct Preference Optimization of an SFT run on preference pairs.</summary>
@@ -25,8 +24,8 @@ sealed class DpoCommand : Command<DpoSettings>
     public override int Execute(CommandContext context, DpoSettings s, CancellationToken cancellation)
     {
         var runtime = TorchRuntime.Initialize(s.Threads, s.Device);
-        var (train, heldOut) = FineTuneData.Preferences(s.Data, s.Val, s.Seed, "dpo");
-        var training = s.Training(s.Steps, s.BatchSize, s.LearningRate, s.WarmupSteps, weightDecay: 0.0);
+        var (train, heldOut) = FineTuneData.Preferences(s.Data, s.Val, s.RunSeed, "dpo");
+        var training = s.Training();
         DpoReport report = null!;
         ProgressDisplay.Run("dpo", training.Steps, "steps", s.Quiet, (Action<double, string?> progress) =>
         {

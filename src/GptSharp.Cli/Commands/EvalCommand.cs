@@ -18,7 +18,7 @@ sealed class EvalSettings : CommonSettings
     public int Items { get; init; } = 200;
     [CommandOption("--corpora")] [Description("Embedded corpora to score in bits per byte on their held-out documents; empty for none.")]
     public string Corpora { get; init; } = string.Join(",", GptSharp.Data.Corpus.EmbeddedNames);
-    [CommandOption("--seed")] public long Seed { get; init; }
+    [CommandOption("--seed")] [Description("Chooses the few-shot examples of each item.")] public long Seed { get; init; }
 }
 
 /// <summary><c>gptsharp eval</c>: zero- and few-shot accuracy per task per k, and bits per byte per corpus.</summary>

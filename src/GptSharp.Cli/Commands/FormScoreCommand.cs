@@ -14,8 +14,8 @@ sealed class FormScoreSettings : CommonSettings
     public string RunDir { get; init; } = "runs/sft";
     [CommandOption("--prompts")] [Description("How many fixed held-out titles to ask for.")]
     public int Prompts { get; init; } = 200;
-    [CommandOption("--temperature")] public double Temperature { get; init; } = 0.7;
-    [CommandOption("--seed")] public long Seed { get; init; } = 1;
+    [CommandOption("--temperature")] [Description("Sampling temperature of the poems.")] public double Temperature { get; init; } = 0.7;
+    [CommandOption("--seed")] [Description("Prompt i samples with seed + i, the same for every run compared.")] public long Seed { get; init; } = 1;
 }
 
 /// <summary><c>gptsharp form-score</c>: the share of sampled poems with a regular form, over fixed prompts and seeds.</summary>

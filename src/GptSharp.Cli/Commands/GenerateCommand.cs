@@ -14,17 +14,17 @@ sealed class GenerateSettings : CommonSettings
     public string RunDir { get; init; } = "runs/pretrain";
     [CommandOption("-p|--prompt")] [Description("Text to continue (after <|bos|>). Empty: start a new document.")]
     public string Prompt { get; init; } = "";
-    [CommandOption("--max-tokens")] public int MaxTokens { get; init; } = 64;
+    [CommandOption("--max-tokens")] [Description("Tokens to generate at most.")] public int MaxTokens { get; init; } = 64;
     [CommandOption("--temperature")] [Description("0 for greedy.")] public double Temperature { get; init; } = 0.8;
-    [CommandOption("--top-k")] public int TopK { get; init; } = 50;
-    [CommandOption("--top-p")] public double TopP { get; init; } = 0.95;
-    [CommandOption("--repetition-penalty")] public double RepetitionPenalty { get; init; } = 1.0;
-    [CommandOption("--seed")] public long Seed { get; init; } = 1337;
+    [CommandOption("--top-k")] [Description("Sample among the k most likely tokens (0: all).")] public int TopK { get; init; } = 50;
+    [CommandOption("--top-p")] [Description("Sample among the most likely tokens whose probability sums to p (1: all).")] public double TopP { get; init; } = 0.95;
+    [CommandOption("--repetition-penalty")] [Description("Divides the logits of tokens already in the context (1: off).")] public double RepetitionPenalty { get; init; } = 1.0;
+    [CommandOption("--seed")] [Description("Seeds the sampler: the same prompt and seed give the same text.")] public long Seed { get; init; } = 1337;
     [CommandOption("-n|--samples")] [Description("How many continuations (seeds seed, seed+1, ...).")]
     public int Samples { get; init; } = 1;
     [CommandOption("--truncate")] [Description("Keep the end of a prompt longer than the context instead of failing.")]
     public bool Truncate { get; init; }
-    [CommandOption("--device")] public string Device { get; init; } = "cpu";
+    [CommandOption("--device")] [Description("cpu, cuda, cuda:N or auto.")] public string Device { get; init; } = "cpu";
     [CommandOption("--chat")] [Description("Treat the prompt as a user message in the chat template (for SFT/RLHF runs); stops at <|end|>.")]
     public bool Chat { get; init; }
 }

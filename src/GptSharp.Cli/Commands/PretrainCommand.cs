@@ -11,7 +11,7 @@ using TorchSharp;
 
 namespace GptSharp.Cli.Commands;
 
-sealed class PretrainSettings : CommonSettings
+sealed class PretrainSettings : TrainingSettings
 {
     [CommandOption("--preset")] [Description("tiny, tiny-llama, small, small-llama or gpt2-124m.")]
     public string Preset { get; init; } = "tiny";
@@ -23,39 +23,35 @@ sealed class PretrainSettings : CommonSettings
     public bool Resume { get; init; }
     [CommandOption("--device")] [Description("cpu, cuda, cuda:N or auto.")]
     public string Device { get; init; } = "cpu";
+    protected override TrainingConfig StageDefaults => PretrainRun.Defaults;
 
-    // Training overrides.
-    [CommandOption("--steps")] public int? Steps { get; init; }
-    [CommandOption("--batch-size")] public int? BatchSize { get; init; }
-    [CommandOption("--grad-accum")] public int? GradAccumulation { get; init; }
-    [CommandOption("--lr")] public double? LearningRate { get; init; }
-    [CommandOption("--min-lr-ratio")] public double? MinLrRatio { get; init; }
-    [CommandOption("--warmup")] public int? WarmupSteps { get; init; }
-    [CommandOption("--weight-decay")] public double? WeightDecay { get; init; }
-    [CommandOption("--grad-clip")] public double? GradClip { get; init; }
-    [CommandOption("--eval-every")] public int? EvalEvery { get; init; }
-    [CommandOption("--eval-batches")] public int? EvalBatches { get; init; }
-    [CommandOption("--checkpoint-every")] public int? CheckpointEvery { get; init; }
-    [CommandOption("--seed")] public long? Seed { get; init; }
-    [CommandOption("--time-limit")] [Description("Stop (with a checkpoint) after this many seconds.")]
-    public double? TimeLimit { get; init; }
-    [CommandOption("--zero1")] [Description("Under mpirun: each process keeps the optimiser state of its share of the weights only (ZeRO-1).")]
-    public bool Zero1 { get; init; }
-
-    // Model overrides.
-    [CommandOption("--context")] public int? ContextLength { get; init; }
-    [CommandOption("--layers")] public int? Layers { get; init; }
-    [CommandOption("--heads")] public int? Heads { get; init; }
-    [CommandOption("--kv-heads")] public int? KvHeads { get; init; }
-    [CommandOption("--width")] public int? Width { get; init; }
-    [CommandOption("--mlp-ratio")] public double? MlpRatio { get; init; }
-    [CommandOption("--dropout")] public double? Dropout { get; init; }
-    [CommandOption("--norm")] [Description("LayerNorm or RmsNorm.")] public NormKind? Norm { get; init; }
-    [CommandOption("--positions")] [Description("Learned or Rotary.")] public PositionKind? Positions { get; init; }
-    [CommandOption("--activation")] [Description("GeluTanh or SwiGlu.")] public ActivationKind? Activation { get; init; }
-    [CommandOption("--bias")] public bool? Bias { get; init; }
-    [CommandOption("--tied-embeddings")] public bool? TiedEmbeddings { get; init; }
-    [CommandOption("--parallel-block")] public bool? ParallelBlock { get; init; }
+    // Model overrides: named as GptConfig's properties, applied over the preset.
+    [CommandOption("--context")] [Description("Context length in tokens (default: the preset's).")]
+    public int? ContextLength { get; init; }
+    [CommandOption("--layers")] [Description("Transformer blocks (default: the preset's).")]
+    public int? Layers { get; init; }
+    [CommandOption("--heads")] [Description("Attention heads (default: the preset's).")]
+    public int? Heads { get; init; }
+    [CommandOption("--kv-heads")] [Description("Key/value heads for grouped-query attention (default: the preset's, or --heads).")]
+    public int? KvHeads { get; init; }
+    [CommandOption("--width")] [Description("Embedding width (default: the preset's).")]
+    public int? Width { get; init; }
+    [CommandOption("--mlp-ratio")] [Description("MLP hidden width ÷ width (default: the preset's).")]
+    public double? MlpRatio { get; init; }
+    [CommandOption("--dropout")] [Description("Dropout rate (default: the preset's).")]
+    public double? Dropout { get; init; }
+    [CommandOption("--norm")] [Description("LayerNorm or RmsNorm (default: the preset's).")]
+    public NormKind? Norm { get; init; }
+    [CommandOption("--positions")] [Description("Learned or Rotary (default: the preset's).")]
+    public PositionKind? Positions { get; init; }
+    [CommandOption("--activation")] [Description("GeluTanh or SwiGlu (default: the preset's).")]
+    public ActivationKind? Activation { get; init; }
+    [CommandOption("--bias")] [Description("Biases in linear layers and norms (default: the preset's).")]
+    public bool? Bias { get; init; }
+    [CommandOption("--tied-embeddings")] [Description("Share the token embedding with the output head (default: the preset's).")]
+    public bool? TiedEmbeddings { get; init; }
+    [CommandOption("--parallel-block")] [Description("Attention and MLP side by side, as PaLM (default: the preset's).")]
+    public bool? ParallelBlock { get; init; }
 }
 
 /// <summary><c>gptsharp pretrain</c>: next-token training on prepared shards.</summary>
@@ -65,23 +61,9 @@ sealed class PretrainCommand : Command<PretrainSettings>
     {
         var runtime = TorchRuntime.Initialize(s.Threads, s.Device);
         var preset = GptConfig.Preset(s.Preset, ShardSummary.Load(s.Data).VocabSize);
-        var config = (preset with
-        {
-            ContextLength = s.ContextLength ?? preset.ContextLength, Layers = s.Layers ?? preset.Layers, Heads = s.Heads ?? preset.Heads,
-            KvHeads = s.KvHeads ?? (s.Heads is int h && preset.KvHeads == preset.Heads ? h : preset.KvHeads), Width = s.Width ?? preset.Width,
-            MlpRatio = s.MlpRatio ?? preset.MlpRatio, Dropout = s.Dropout ?? preset.Dropout, Norm = s.Norm ?? preset.Norm,
-            Positions = s.Positions ?? preset.Positions, Activation = s.Activation ?? preset.Activation, Bias = s.Bias ?? preset.Bias,
-            TiedEmbeddings = s.TiedEmbeddings ?? preset.TiedEmbeddings, ParallelBlock = s.ParallelBlock ?? preset.ParallelBlock,
-        }).Validate();
-        var defaults = new TrainingConfig();
-        var training = new TrainingConfig
-        {
-            Steps = s.Steps ?? defaults.Steps, BatchSize = s.BatchSize ?? defaults.BatchSize, GradAccumulation = s.GradAccumulation ?? defaults.GradAccumulation,
-            LearningRate = s.LearningRate ?? defaults.LearningRate, MinLrRatio = s.MinLrRatio ?? defaults.MinLrRatio, WarmupSteps = s.WarmupSteps ?? defaults.WarmupSteps,
-            WeightDecay = s.WeightDecay ?? defaults.WeightDecay, GradClip = s.GradClip ?? defaults.GradClip, EvalEvery = s.EvalEvery ?? defaults.EvalEvery,
-            EvalBatches = s.EvalBatches ?? defaults.EvalBatches, CheckpointEvery = s.CheckpointEvery ?? defaults.CheckpointEvery, Seed = s.Seed ?? defaults.Seed,
-            TimeLimitSeconds = s.TimeLimit ?? defaults.TimeLimitSeconds, ShardOptimizerState = s.Zero1,
-        }.Validate();
+        // Fewer heads keep multi-head attention unless the preset groups its keys and values.
+        var config = OptionDefaults.Apply(s, preset with { KvHeads = s.Heads is int h && preset.KvHeads == preset.Heads ? h : preset.KvHeads }).Validate();
+        var training = s.Training().Validate();
 
         TrainingResult result = null!;
         ProgressDisplay.Run("pretrain", training.Steps, "steps", s.Quiet, (Action<double, string?> report) =>

@@ -1,3 +1,4 @@
+using GptSharp.Speedrun;
 using System.ComponentModel;
 using GptSharp.Evaluation;
 using Spectre.Console;

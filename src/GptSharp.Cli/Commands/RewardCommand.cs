@@ -1,3 +1,4 @@
+using GptSharp.Training;
 using GptSharp.Runtime;
 using System.ComponentModel;
 using GptSharp.Alignment;
@@ -10,11 +11,9 @@ sealed class RewardSettings : FineTuneSettings
 {
     [CommandOption("--from")] [Description("The run (usually SFT) whose weights start the reward model's backbone.")]
     public string From { get; init; } = "runs/sft";
-    [CommandOption("-r|--run-dir")] public string RunDir { get; init; } = "runs/reward";
-    [CommandOption("--steps")] public int Steps { get; init; } = 300;
-    [CommandOption("--batch-size")] public int BatchSize { get; init; } = 16;
-    [CommandOption("--lr")] public double LearningRate { get; init; } = 5e-4;
-    [CommandOption("--warmup")] public int WarmupSteps { get; init; } = 20;
+    [CommandOption("-r|--run-dir")] [Description("Folder for the reward model's run.")]
+    public string RunDir { get; init; } = "runs/reward";
+    protected override TrainingConfig StageDefaults => RewardRun.Defaults;
 }
 
 /// <summary><c>gptsharp reward</c>: train a reward model on preference pairs and report held-out pairwise accuracy.</summary>
@@ -23,8 +22,8 @@ sealed class RewardCommand : Command<RewardSettings>
     public override int Execute(CommandContext context, RewardSettings s, CancellationToken cancellation)
     {
         var runtime = TorchRuntime.Initialize(s.Threads, s.Device);
-        var (train, heldOut) = FineTuneData.Preferences(s.Data, s.Val, s.Seed, "reward");
-        var training = s.Training(s.Steps, s.BatchSize, s.LearningRate, s.WarmupSteps, weightDecay: 0.0);
+        var (train, heldOut) = FineTuneData.Preferences(s.Data, s.Val, s.RunSeed, "reward");
+        var training = s.Training();
         RewardReport report = null!;
         ProgressDisplay.Run("reward", training.Steps, "steps", s.Quiet, (Action<double, string?> progress) =>
         {

@@ -15,13 +15,13 @@ sealed class ServeSettings : CommonSettings
     public string Host { get; init; } = "127.0.0.1";
     [CommandOption("--port")] [Description("TCP port, 1 to 65535 (0: any free port).")]
     public int Port { get; init; } = 8000;
-    [CommandOption("--api-key")] [Description("Require Authorization: Bearer KEY on /v1 requests.")]
+    [CommandOption("--api-key")] [Description("Require Authorization: Bearer KEY on /v1 requests (default: none, no key required).")]
     public string? ApiKey { get; init; }
     [CommandOption("--max-concurrent")] [Description("Requests decoded together in one batch; further requests wait for the next.")]
     public int MaxConcurrent { get; init; } = 4;
     [CommandOption("--max-queue")] [Description("Requests that may wait per model; more are answered 429 with Retry-After.")]
     public int MaxQueue { get; init; } = 64;
-    [CommandOption("--allowed-hosts")] [Description("Host header names to serve besides localhost and --host, comma-separated (* for any). Guards against DNS rebinding.")]
+    [CommandOption("--allowed-hosts")] [Description("Host header names to serve besides localhost and --host, comma-separated (* for any). Guards against DNS rebinding (default: localhost and --host only).")]
     public string? AllowedHosts { get; init; }
     [CommandOption("--allow-nonfinite")] [Description("Load weights that hold NaN or infinity instead of refusing them.")]
     public bool AllowNonFinite { get; init; }

@@ -11,11 +11,9 @@ sealed class SftSettings : FineTuneSettings
 {
     [CommandOption("--from")] [Description("The pretrained run folder whose checkpoint starts the model.")]
     public string From { get; init; } = "runs/pretrain";
-    [CommandOption("-r|--run-dir")] public string RunDir { get; init; } = "runs/sft";
-    [CommandOption("--steps")] public int Steps { get; init; } = 500;
-    [CommandOption("--batch-size")] public int BatchSize { get; init; } = 16;
-    [CommandOption("--lr")] public double LearningRate { get; init; } = 1e-3;
-    [CommandOption("--warmup")] public int WarmupSteps { get; init; } = 20;
+    [CommandOption("-r|--run-dir")] [Description("Folder for the fine-tuned run.")]
+    public string RunDir { get; init; } = "runs/sft";
+    protected override TrainingConfig StageDefaults => SftRun.Defaults;
 }
 
 /// <summary><c>gptsharp sft</c>: supervised fine-tuning of a pretrained run on conversations.</summary>
@@ -24,8 +22,8 @@ sealed class SftCommand : Command<SftSettings>
     public override int Execute(CommandContext context, SftSettings s, CancellationToken cancellation)
     {
         var runtime = TorchRuntime.Initialize(s.Threads, s.Device);
-        var (train, heldOut) = FineTuneData.Conversations(s.Data, s.Val, s.Seed);
-        var training = s.Training(s.Steps, s.BatchSize, s.LearningRate, s.WarmupSteps, weightDecay: new TrainingConfig().WeightDecay);
+        var (train, heldOut) = FineTuneData.Conversations(s.Data, s.Val, s.RunSeed);
+        var training = s.Training();
         SftReport report = null!;
         ProgressDisplay.Run("sft", training.Steps, "steps", s.Quiet, (Action<double, string?> progress) =>
         {

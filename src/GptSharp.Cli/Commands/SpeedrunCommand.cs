@@ -5,6 +5,7 @@ using System.Text.Json;
 using GptSharp.Alignment;
 using GptSharp.Data;
 using GptSharp.Evaluation;
+using GptSharp.Speedrun;
 using GptSharp.Inference;
 using GptSharp.Models;
 using GptSharp.Training;
@@ -15,181 +16,160 @@ using Spectre.Console.Cli;
 
 namespace GptSharp.Cli.Commands;
 
-sealed class SpeedrunSettings : CommonSettings
+sealed class SpeedrunSettings : CommonSettings, ILibraryDefaults
 {
-    [CommandOption("-r|--run-dir")]
-    [Description("Folder for every stage's output.")]
+    [CommandOption("-r|--run-dir")] [Description("Folder for every stage's output.")]
     public string RunDir { get; init; } = "runs/speedrun";
-
-    [CommandOption("--vocab-size")]
-    public int VocabSize { get; init; } = 8192;
-
-    [CommandOption("--preset")]
-    [Description("Model preset for pretraining (tiny on a laptop; small or gpt2-124m with time or a GPU).")]
-    public string Preset { get; init; } = "tiny";
-
-    [CommandOption("--pretrain-steps")]
-    public int PretrainSteps { get; init; } = 1500;
-
-    [CommandOption("--sft-steps")]
-    public int SftSteps { get; init; } = 400;
-
-    [CommandOption("--reward-steps")]
-    public int RewardSteps { get; init; } = 800;
-
-    [CommandOption("--ppo-steps")]
-    public int PpoSteps { get; init; } = 200;
-
-    [CommandOption("--dpo-steps")]
-    public int DpoSteps { get; init; } = 200;
-
-    [CommandOption("--score-prompts")]
-    [Description("Held-out titles for the verifiable form score of the base, SFT, PPO and DPO models.")]
-    public int ScorePrompts { get; init; } = 200;
-
-    [CommandOption("--eval-items")]
-    [Description("Held-out items per evaluation task.")]
-    public int EvalItems { get; init; } = 100;
-
-    [CommandOption("--device")]
+    [CommandOption("--vocab-size")] [Description("Tokenizer vocabulary (BPE merges + bytes + special tokens).")]
+    public int? VocabSize { get; init; }
+    [CommandOption("--preset")] [Description("Model preset for pretraining (tiny on a laptop; small or gpt2-124m with time or a GPU).")]
+    public string? Preset { get; init; }
+    [CommandOption("--pretrain-steps")] [Description("Pretraining steps.")]
+    public int? PretrainSteps { get; init; }
+    [CommandOption("--sft-steps")] [Description("Supervised fine-tuning steps.")]
+    public int? SftSteps { get; init; }
+    [CommandOption("--reward-steps")] [Description("Reward-model steps.")]
+    public int? RewardSteps { get; init; }
+    [CommandOption("--ppo-steps")] [Description("PPO steps (4 per rollout of 16 prompts).")]
+    public int? PpoSteps { get; init; }
+    [CommandOption("--dpo-steps")] [Description("DPO steps.")]
+    public int? DpoSteps { get; init; }
+    [CommandOption("--score-prompts")] [Description("Held-out titles for the verifiable form score of the base, SFT, PPO and DPO models.")]
+    public int? ScorePrompts { get; init; }
+    [CommandOption("--eval-items")] [Description("Held-out items per evaluation task.")]
+    public int? EvalItems { get; init; }
+    [CommandOption("--device")] [Description("cpu, cuda, cuda:N or auto.")]
     public string Device { get; init; } = "cpu";
-
-    [CommandOption("--from")]
-    [Description("Rerun from this stage on (tokenizer, data, pretrain, sft, reward, ppo, dpo, score, eval, export), discarding its done-marker and those after it.")]
+    [CommandOption("--from")] [Description("Rerun from this stage on (tokenizer, data, pretrain, sft, reward, ppo, dpo, score, eval, export), discarding its done-marker and those after it (default: resume after the last finished stage).")]
     public string? From { get; init; }
+    [CommandOption("--stop-after")] [Description("Stop after this stage (same names as --from; default: run every stage).")]
+    public string? StopAfter { get; init; }
+
+    public IEnumerable<object> Defaults => [new SpeedrunOptions()];
 }
 
 /// <summary>
-/// <c>gptsharp speedrun</c>: the main job, stage by stage on the embedded data. Each stage writes <c>done.json</c> into
-/// its folder when it finishes; a rerun skips finished stages.
+/// <c>gptsharp speedrun</c>: the main job, stage by stage on the embedded data, as <see cref="SpeedrunPlan"/> lays it
+/// out. Each stage writes <c>done.json</c> into its folder when it finishes; a rerun skips finished stages.
 /// </summary>
 sealed class SpeedrunCommand : Command<SpeedrunSettings>
 {
-    static readonly string[] Stages = ["tokenizer", "data", "pretrain", "sft", "reward", "ppo", "dpo", "score", "eval", "export"];
     static readonly string[] SampleQuestions = ["《靜夜思》的作者是誰？", "寫一首詩，題為《春曉》。", "請接下句：白日依山盡，"];
     static readonly string[] SamplePrompts = ["床前明月光", "白日依山盡", "春眠不覺曉"];
 
     public override int Execute(CommandContext context, SpeedrunSettings settings, CancellationToken cancellation)
     {
         var runtime = TorchRuntime.Initialize(settings.Threads, settings.Device);
+        var plan = new SpeedrunPlan(settings.RunDir, OptionDefaults.Apply(settings, new SpeedrunOptions()));
+        string[] stages = [.. plan.Stages.Select(s => s.Name)];
+        int Stage(string option, string name) => Array.IndexOf(stages, name) is >= 0 and var i ? i
+            : throw new ArgumentException($"{option} {name}: unknown stage; stages are {string.Join(", ", stages)}.");
+        int last = settings.StopAfter is null ? stages.Length - 1 : Stage("--stop-after", settings.StopAfter);
         if (settings.From is not null)
-        {
-            int from = Array.IndexOf(Stages, settings.From);
-            if (from < 0) throw new ArgumentException($"--from {settings.From}: unknown stage; stages are {string.Join(", ", Stages)}.");
-            foreach (string stage in Stages[from..]) File.Delete(DoneMarker(settings, stage));
-        }
+            foreach (string stage in stages[Stage("--from", settings.From)..]) File.Delete(DoneMarker(settings, stage));
+        plan.Save();
+        bool Go(string stage) => Array.IndexOf(stages, stage) <= last;
 
-        string tokenizerDir = Path.Combine(settings.RunDir, "tokenizer");
         RunStage(settings, "tokenizer", () =>
         {
             // Chinese poetry and English prose, so one vocabulary serves every later stage.
-            var texts = new[] { "tang", "songci", "sotu", "brown", "moby-dick" }.SelectMany(Corpus.Read).Select(d => d.Text).ToList();
-            var options = new BpeTrainingOptions(settings.VocabSize);
+            var texts = SpeedrunPlan.TokenizerCorpora.SelectMany(Corpus.Read).Select(d => d.Text).ToList();
+            var options = plan.TokenizerTraining;
             var result = ProgressDisplay.Run("tokenizer", options.VocabSize - 256 - SpecialTokens.All.Count, "merges", settings.Quiet,
                 report => BpeTrainer.Train(texts, options, (done, _) => { if (done % 64 == 0) report(done); }));
-            var spec = GptTokenizer.Save(result, "speedrun", tokenizerDir);
+            var spec = GptTokenizer.Save(result, "speedrun", plan.Tokenizer);
             return new { spec.VocabSize, result.MergeCount, inputMegabytes = result.InputBytes / 1e6, seconds = result.Elapsed.TotalSeconds };
         });
 
-        RunStage(settings, "data", () =>
+        if (Go("data")) RunStage(settings, "data", () =>
         {
-            var tokenizer = GptTokenizer.Load(tokenizerDir);
+            var tokenizer = GptTokenizer.Load(plan.Tokenizer);
             var summary = ProgressDisplay.Run("data", double.NaN, "docs", settings.Quiet,
-                report => ShardBuilder.Build(tokenizer, Path.GetFullPath(tokenizerDir), new ShardOptions(["tang"]), Path.Combine(settings.RunDir, "data"), n => report(n)));
+                report => ShardBuilder.Build(tokenizer, Path.GetFullPath(plan.Tokenizer), plan.Shards, plan.Data, n => report(n)));
             return summary;
         });
 
-        string pretrainDir = Path.Combine(settings.RunDir, "pretrain");
-        RunStage(settings, "pretrain", () =>
+        if (Go("pretrain")) RunStage(settings, "pretrain", () =>
         {
-            var data = ShardSummary.Load(Path.Combine(settings.RunDir, "data"));
-            var config = GptConfig.Preset(settings.Preset, data.VocabSize);
-            var training = new TrainingConfig { Steps = settings.PretrainSteps, WarmupSteps = Math.Min(100, settings.PretrainSteps / 10), EvalEvery = 250, CheckpointEvery = 250 };
+            var config = plan.Model(ShardSummary.Load(plan.Data).VocabSize);
+            var training = plan.PretrainTraining;
             // A killed pretrain stage resumes from its last checkpoint.
-            bool resume = Checkpoint.Find(pretrainDir) is not null;
+            bool resume = Checkpoint.Find(plan.Pretrain) is not null;
             var result = ProgressDisplay.Run("pretrain", training.Steps, "steps", settings.Quiet, report =>
-                PretrainRun.Execute(config, training, Path.Combine(settings.RunDir, "data"), pretrainDir, resume, runtime.Device,
+                PretrainRun.Execute(config, training, plan.Data, plan.Pretrain, resume, runtime.Device,
                     onStart: (_, start, _) => report(start), onStep: m => report(m.Step)));
-            return new { settings.Preset, result.StepsDone, result.FinalLoss, result.FinalValLoss, result.Seconds };
+            return new { plan.Options.Preset, result.StepsDone, result.FinalLoss, result.FinalValLoss, result.Seconds };
         });
 
-        var (model, state) = Checkpoint.LoadModel(pretrainDir);
-        using (model)
+        if (Go("pretrain"))
         {
-            var tokenizer = GptTokenizer.Load(state.Tokenizer);
-            var generator = new TokenDecoder(model);
-            AnsiConsole.MarkupLine("[bold]Samples from the pretrained model[/] (temperature 0.8, top-k 50):");
-            foreach (string prompt in SamplePrompts)
+            var (model, state) = Checkpoint.LoadModel(plan.Pretrain);
+            using (model)
             {
-                var tokens = generator.Generate([[tokenizer.BosId, .. tokenizer.Encode(prompt)]],
-                    new SamplingOptions(Temperature: 0.8, TopK: 50, MaxNewTokens: 48, StopTokens: [tokenizer.BosId, tokenizer.EosId]))[0].Tokens;
-                AnsiConsole.WriteLine(prompt + tokenizer.Decode(tokens.Where(t => !tokenizer.IsSpecial(t))));
+                var tokenizer = GptTokenizer.Load(state.Tokenizer);
+                AnsiConsole.MarkupLine("[bold]Samples from the pretrained model[/] (temperature 0.8, top-k 50):");
+                var samples = new TokenDecoder(model).Generate([.. SamplePrompts.Select(p => (int[])[tokenizer.BosId, .. tokenizer.Encode(p)])],
+                    new SamplingOptions(Temperature: 0.8, TopK: 50, MaxNewTokens: 48, StopTokens: [tokenizer.BosId, tokenizer.EosId]));
+                for (int i = 0; i < SamplePrompts.Length; i++)
+                    AnsiConsole.WriteLine(SamplePrompts[i] + tokenizer.Decode(samples[i].Tokens.Where(t => !tokenizer.IsSpecial(t))));
             }
         }
 
-        string sftDir = Path.Combine(settings.RunDir, "sft");
-        RunStage(settings, "sft", () =>
+        if (Go("sft")) RunStage(settings, "sft", () =>
         {
             var data = BuiltInDatasets.Build();
-            var training = new TrainingConfig { Steps = settings.SftSteps, LearningRate = 1e-3, WarmupSteps = 20, EvalEvery = 100, CheckpointEvery = 100 };
-            bool resume = Checkpoint.Find(sftDir) is not null;
+            var training = plan.SftTraining;
+            bool resume = Checkpoint.Find(plan.Sft) is not null;
             var report = ProgressDisplay.Run("sft", training.Steps, "steps", settings.Quiet, progress =>
-                SftRun.Execute(pretrainDir, data.TrainChats, data.HeldOutChats, training, sftDir, resume, runtime.Device,
+                SftRun.Execute(plan.Pretrain, data.TrainChats, data.HeldOutChats, training, plan.Sft, resume, runtime.Device,
                     onStart: (_, start) => progress(start), onStep: m => progress(m.Step)));
             return new { report.TrainConversations, report.HeldOutConversations, report.Training.FinalLoss, report.Training.FinalValLoss, report.Training.Seconds };
         });
 
-        string rewardDir = Path.Combine(settings.RunDir, "reward");
-        RunStage(settings, "reward", () =>
+        if (Go("reward")) RunStage(settings, "reward", () =>
         {
             var data = BuiltInDatasets.Build();
-            var training = new TrainingConfig { Steps = settings.RewardSteps, LearningRate = 1e-3, WarmupSteps = 20, WeightDecay = 0, EvalEvery = 200, CheckpointEvery = 200 };
-            bool resume = Checkpoint.Find(rewardDir) is not null;
+            var training = plan.RewardTraining;
+            bool resume = Checkpoint.Find(plan.Reward) is not null;
             var report = ProgressDisplay.Run("reward", training.Steps, "steps", settings.Quiet, progress =>
-                RewardRun.Execute(sftDir, data.TrainPairs, data.HeldOutPairs, training, rewardDir, resume, runtime.Device,
+                RewardRun.Execute(plan.Sft, data.TrainPairs, data.HeldOutPairs, training, plan.Reward, resume, runtime.Device,
                     onStart: start => progress(start), onStep: m => progress(m.Step)));
             AnsiConsole.MarkupLine($"reward model: held-out pairwise accuracy {100 * report.HeldOutAccuracy:F1}% over {report.HeldOutPairs:N0} pairs");
             return new { report.TrainPairs, report.HeldOutPairs, report.HeldOutAccuracy, report.HeldOutLoss, report.Training.Seconds };
         });
 
-        string ppoDir = Path.Combine(settings.RunDir, "ppo");
-        RunStage(settings, "ppo", () =>
+        if (Go("ppo")) RunStage(settings, "ppo", () =>
         {
             // RLHF against the learned reward model, on the built-in poem prompts.
-            var prompts = BuiltInDatasets.Build().TrainChats.Select(c => c[0].Content).Where(q => q.StartsWith("寫一首詩", StringComparison.Ordinal)).ToList();
-            // A firmer KL leash and a smaller step than the command's defaults: measured, the speedrun's reward model
-            // is exploited (KL 14, form score 73% → 28%) at KL 0.05 and lr 2e-5.
-            var ppo = new PpoConfig { MaxNewTokens = 64, KlCoefficient = 0.1 };
-            var training = new TrainingConfig { Steps = settings.PpoSteps, BatchSize = ppo.MiniBatch, LearningRate = 1e-5, WarmupSteps = 0, MinLrRatio = 1, WeightDecay = 0, EvalEvery = settings.PpoSteps, CheckpointEvery = 48 };
-            bool resume = Checkpoint.Find(ppoDir) is not null;
+            var training = plan.PpoTraining;
+            bool resume = Checkpoint.Find(plan.Ppo) is not null;
             var report = ProgressDisplay.Run("ppo", training.Steps, "steps", settings.Quiet, progress =>
-                PpoRun.Execute(sftDir, rewardDir, prompts, ppo, training, ppoDir, runtime.Device, onStep: m => progress(m.Step), resume: resume));
+                PpoRun.Execute(plan.Sft, plan.Reward, PpoRun.PoemPrompts(), plan.PpoSettings, training, plan.Ppo, runtime.Device, onStep: m => progress(m.Step), resume: resume));
             var rollouts = report.Rollouts;
-            double first = rollouts.Take(3).Average(r => r.MeanScore), last = rollouts.TakeLast(3).Average(r => r.MeanScore);
-            AnsiConsole.MarkupLine($"ppo: mean reward {first:F2} → {last:F2} over {rollouts.Count} rollouts, final KL {rollouts[^1].MeanKl:F2}");
-            return new { rollouts = rollouts.Count, firstReward = first, lastReward = last, finalKl = rollouts[^1].MeanKl, report.Training.Seconds };
+            double first = rollouts.Take(3).Average(r => r.MeanScore), final = rollouts.TakeLast(3).Average(r => r.MeanScore);
+            AnsiConsole.MarkupLine($"ppo: mean reward {first:F2} → {final:F2} over {rollouts.Count} rollouts, final KL {rollouts[^1].MeanKl:F2}");
+            return new { rollouts = rollouts.Count, firstReward = first, lastReward = final, finalKl = rollouts[^1].MeanKl, report.Training.Seconds };
         });
 
-        RunStage(settings, "dpo", () =>
+        if (Go("dpo")) RunStage(settings, "dpo", () =>
         {
             var data = BuiltInDatasets.Build();
-            var training = new TrainingConfig { Steps = settings.DpoSteps, BatchSize = 8, LearningRate = 5e-5, WarmupSteps = 10, WeightDecay = 0, EvalEvery = 100, CheckpointEvery = 100 };
-            string dpoDir = Path.Combine(settings.RunDir, "dpo");
-            bool resume = Checkpoint.Find(dpoDir) is not null;
+            var training = plan.DpoTraining;
+            bool resume = Checkpoint.Find(plan.Dpo) is not null;
             var report = ProgressDisplay.Run("dpo", training.Steps, "steps", settings.Quiet, progress =>
-                DpoRun.Execute(sftDir, data.TrainPairs, data.HeldOutPairs, training, dpoDir, resume, beta: 0.5, runtime.Device,
+                DpoRun.Execute(plan.Sft, data.TrainPairs, data.HeldOutPairs, training, plan.Dpo, resume, plan.DpoBeta, runtime.Device,
                     onStart: start => progress(start), onStep: m => progress(m.Step)));
             AnsiConsole.MarkupLine($"dpo: held-out loss {report.HeldOutLoss:F3}, chosen preferred on {100 * report.HeldOutPreferenceAccuracy:F1}% of held-out pairs");
             return new { report.TrainPairs, report.HeldOutPairs, report.HeldOutLoss, report.HeldOutPreferenceAccuracy, report.Training.Seconds };
         });
 
-        RunStage(settings, "score", () =>
+        if (Go("score")) RunStage(settings, "score", () =>
         {
             // The verifiable task: the share of regular poems over fixed held-out titles, same seeds for every model.
-            var prompts = FormScore.Prompts(settings.ScorePrompts);
+            var prompts = FormScore.Prompts(plan.Options.ScorePrompts);
             var table = new Table().AddColumns("model", "regular poems", "share");
             var shares = new Dictionary<string, double>();
-            foreach (var (name, dir) in new[] { ("base", pretrainDir), ("sft", sftDir), ("ppo", Path.Combine(ppoDir, PpoRun.PolicyFolder)), ("dpo", Path.Combine(settings.RunDir, "dpo")) })
+            foreach (var (name, dir) in new[] { ("base", plan.Pretrain), ("sft", plan.Sft), ("ppo", plan.Policy), ("dpo", plan.Dpo) })
             {
                 var (policy, policyState) = Checkpoint.LoadModel(dir);
                 using (policy)
@@ -203,45 +183,49 @@ sealed class SpeedrunCommand : Command<SpeedrunSettings>
             return shares;
         });
 
-        RunStage(settings, "eval", () =>
+        if (Go("eval")) RunStage(settings, "eval", () =>
         {
             // GPT-2/GPT-3: the same tasks zero- and few-shot, for the base, SFT and RLHF models alike.
             var results = new Dictionary<string, object>();
-            foreach (var (name, dir) in new[] { ("base", pretrainDir), ("sft", sftDir), ("ppo", Path.Combine(ppoDir, PpoRun.PolicyFolder)) })
+            foreach (var (name, dir) in new[] { ("base", plan.Pretrain), ("sft", plan.Sft), ("ppo", plan.Policy) })
             {
                 var report = ProgressDisplay.Run($"eval {name}", BuiltInTasks.Names.Count * 4, "scores", settings.Quiet, (Action<double> progress) =>
                 {
                     int done = 0;
-                    return EvalRun.Execute(dir, BuiltInTasks.Names, [0, 1, 2, 4], Corpus.EmbeddedNames, settings.EvalItems, onScore: _ => progress(++done));
+                    return EvalRun.Execute(dir, BuiltInTasks.Names, [0, 1, 2, 4], Corpus.EmbeddedNames, plan.Options.EvalItems, onScore: _ => progress(++done));
                 });
                 foreach (var score in report.Tasks.Where(t => t.Shots is 0 or 4)) results[$"{name} {score.Task} {score.Shots}-shot"] = Math.Round(score.Accuracy, 3);
             }
             return results;
         });
-        RunStage(settings, "export", () =>
+
+        if (Go("export")) RunStage(settings, "export", () =>
         {
             // The RLHF model for other runtimes: one GGUF file (llama.cpp, LLamaSharp, Ollama) and a transformers folder.
-            string exportDir = Path.Combine(settings.RunDir, "export"), policy = Path.Combine(ppoDir, PpoRun.PolicyFolder);
-            string gguf = Path.Combine(exportDir, "chat.gguf");
-            Gguf.Export(policy, gguf, GgmlType.F16);
-            HuggingFace.Export(policy, Path.Combine(exportDir, "hf"));
+            string gguf = Path.Combine(plan.Export, "chat.gguf");
+            Gguf.Export(plan.Policy, gguf, GgmlType.F16);
+            HuggingFace.Export(plan.Policy, Path.Combine(plan.Export, "hf"));
             return new { ggufMegabytes = Math.Round(new FileInfo(gguf).Length / 1e6, 1) };
         });
         AnsiConsole.MarkupLine($"Report card: {Markup.Escape(ReportCard.Write(settings.RunDir))}");
+        if (last < stages.Length - 1)
+        {
+            AnsiConsole.MarkupLine($"[green]speedrun stopped after {stages[last]}[/]: {Markup.Escape(Path.GetFullPath(settings.RunDir))}");
+            return 0;
+        }
 
-        var (chatModel, chatState) = Checkpoint.LoadModel(Path.Combine(ppoDir, PpoRun.PolicyFolder));
+        var (chatModel, chatState) = Checkpoint.LoadModel(plan.Policy);
         using (chatModel)
         {
             var tokenizer = GptTokenizer.Load(chatState.Tokenizer);
             var template = new ChatTemplate(tokenizer);
-            var generator = new TokenDecoder(chatModel);
             AnsiConsole.MarkupLine("[bold]Chats with the RLHF (PPO) model[/] (temperature 0.7):");
-            foreach (string question in SampleQuestions)
+            var answers = new TokenDecoder(chatModel).Generate([.. SampleQuestions.Select(q => template.RenderPrompt([new ChatMessage(ChatRoles.User, q)]))],
+                new SamplingOptions(Temperature: 0.7, TopK: 50, MaxNewTokens: 64, StopTokens: [tokenizer.EndId, tokenizer.BosId]));
+            for (int i = 0; i < SampleQuestions.Length; i++)
             {
-                var answer = generator.Generate([template.RenderPrompt([new ChatMessage(ChatRoles.User, question)])],
-                    new SamplingOptions(Temperature: 0.7, TopK: 50, MaxNewTokens: 64, StopTokens: [tokenizer.EndId, tokenizer.BosId]))[0].Tokens;
-                AnsiConsole.WriteLine($"user: {question}");
-                AnsiConsole.WriteLine($"assistant: {tokenizer.Decode(answer.Where(t => !tokenizer.IsSpecial(t)))}");
+                AnsiConsole.WriteLine($"user: {SampleQuestions[i]}");
+                AnsiConsole.WriteLine($"assistant: {tokenizer.Decode(answers[i].Tokens.Where(t => !tokenizer.IsSpecial(t)))}");
             }
         }
 

@@ -20,8 +20,15 @@ public sealed record DpoReport(TrainingResult Training, int TrainPairs, int Held
 /// </summary>
 public static class DpoRun
 {
+    /// <summary>The optimiser settings <c>dpo</c> uses unless told otherwise.</summary>
+    public static TrainingConfig Defaults { get; } = new()
+        { Steps = 200, BatchSize = 8, LearningRate = 5e-5, WarmupSteps = 10, WeightDecay = 0, EvalEvery = 100, CheckpointEvery = 100 };
+
+    /// <summary>DPO's β unless told otherwise: the strength of the pull toward the reference.</summary>
+    public const double DefaultBeta = 0.5;
+
     public static DpoReport Execute(string fromRun, IReadOnlyList<PreferencePair> train, IReadOnlyList<PreferencePair> heldOut,
-        TrainingConfig training, string runDirectory, bool resume, double beta = 0.1, string device = "cpu",
+        TrainingConfig training, string runDirectory, bool resume, double beta = DefaultBeta, string device = "cpu",
         Action<int>? onStart = null, Action<StepMetrics>? onStep = null, CancellationToken cancellation = default, LoraConfig? lora = null)
     {
         training.Validate();

@@ -17,11 +17,11 @@ public sealed record PpoConfig
     public int Epochs { get; init; } = 2;
     /// <summary>Responses per optimisation minibatch.</summary>
     public int MiniBatch { get; init; } = 8;
-    public int MaxNewTokens { get; init; } = 48;
+    public int MaxNewTokens { get; init; } = 64;
     /// <summary>Sampling temperature of the rollouts; log-probabilities (policy and reference) are taken at the same
     /// temperature, so the policy is optimised as it will be sampled.</summary>
     public double Temperature { get; init; } = 0.7;
-    public double KlCoefficient { get; init; } = 0.05;
+    public double KlCoefficient { get; init; } = 0.1;
     public KlEstimator RewardKl { get; init; } = KlEstimator.K1;
     public double Gamma { get; init; } = 1.0;
     public double Lambda { get; init; } = 0.95;

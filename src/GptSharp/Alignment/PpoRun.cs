@@ -17,7 +17,19 @@ public sealed record PpoReport(TrainingResult Training, IReadOnlyList<RolloutSta
 /// </summary>
 public static class PpoRun
 {
+    /// <summary>
+    /// The optimiser settings <c>ppo</c> uses unless told otherwise: a constant small rate, no weight decay, checkpoints on
+    /// rollout boundaries. Measured on the speedrun, a looser setting (KL 0.05, lr 2e-5) let the policy exploit the
+    /// reward model (KL 14, form score 73% → 28%).
+    /// </summary>
+    public static TrainingConfig Defaults { get; } = new()
+        { Steps = 200, BatchSize = new PpoConfig().MiniBatch, LearningRate = 1e-5, WarmupSteps = 0, MinLrRatio = 1, WeightDecay = 0, EvalEvery = 200, CheckpointEvery = 48 };
+
     public const string PolicyFolder = "policy";
+
+    /// <summary>The built-in prompts PPO trains on: the poem requests of the built-in SFT data.</summary>
+    public static List<string> PoemPrompts(long seed = 1337) =>
+        [.. BuiltInDatasets.Build(seed).TrainChats.Select(c => c[0].Content).Where(q => q.StartsWith("寫一首詩", StringComparison.Ordinal))];
     public const string RolloutFile = "ppo.jsonl";
 
     /// <param name="programReward">When given, scores rollouts instead of the reward model (which still starts the critic).</param>

@@ -18,6 +18,10 @@ public sealed record RewardReport(TrainingResult Training, int TrainPairs, int H
 /// </summary>
 public static class RewardRun
 {
+    /// <summary>The optimiser settings <c>reward</c> uses unless told otherwise (held-out accuracy 92% on the speedrun's pairs).</summary>
+    public static TrainingConfig Defaults { get; } = new()
+        { Steps = 800, LearningRate = 1e-3, WarmupSteps = 20, WeightDecay = 0, EvalEvery = 200, CheckpointEvery = 200 };
+
     public static RewardReport Execute(string fromRun, IReadOnlyList<PreferencePair> train, IReadOnlyList<PreferencePair> heldOut,
         TrainingConfig training, string runDirectory, bool resume, string device = "cpu",
         Action<int>? onStart = null, Action<StepMetrics>? onStep = null, CancellationToken cancellation = default, LoraConfig? lora = null)

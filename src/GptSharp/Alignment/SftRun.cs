@@ -20,6 +20,9 @@ public sealed record SftReport(TrainingResult Training, int TrainConversations, 
 /// </summary>
 public static class SftRun
 {
+    /// <summary>The optimiser settings <c>sft</c> uses unless told otherwise: a smaller rate than pretraining, few steps.</summary>
+    public static TrainingConfig Defaults { get; } = new() { Steps = 400, LearningRate = 1e-3, WarmupSteps = 20, EvalEvery = 100, CheckpointEvery = 100 };
+
     /// <param name="fromRun">The pretrained run whose checkpoint initialises the model.</param>
     /// <param name="train">Training conversations.</param>
     /// <param name="heldOut">Held-out conversations for the validation loss.</param>

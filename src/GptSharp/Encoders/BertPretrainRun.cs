@@ -15,6 +15,9 @@ public sealed record BertPretrainReport(TrainingResult Training, MaskedLmScore H
 /// </summary>
 public static class BertPretrainRun
 {
+    /// <summary>The optimiser settings <c>bert pretrain</c> and <c>bert finetune</c> use unless told otherwise (BERT's Adam β₂ 0.999, weight decay 0.01).</summary>
+    public static TrainingConfig Defaults { get; } = new()
+        { Steps = 1000, BatchSize = 32, LearningRate = 1e-3, WarmupSteps = 50, WeightDecay = 0.01, Beta2 = 0.999, EvalEvery = 200, CheckpointEvery = 250 };
 
     /// <param name="untilStep">Stop there (with a checkpoint) on the full run's schedule; resume later.</param>
     public static BertPretrainReport Execute(BertConfig config, TrainingConfig training, MaskingConfig masking, IReadOnlyList<string> corpora,

@@ -12,6 +12,9 @@ namespace GptSharp.Training;
 /// </summary>
 public static class PretrainRun
 {
+    /// <summary>The optimiser settings <c>pretrain</c> uses unless told otherwise.</summary>
+    public static TrainingConfig Defaults { get; } = new();
+
     /// <summary>Trains into <paramref name="runDirectory"/>; with <paramref name="resume"/> continues its checkpoint.</summary>
     /// <param name="onStart">Receives the model, the step training starts from and the optimiser (sharded or not), before the first step.</param>
     public static TrainingResult Execute(GptConfig config, TrainingConfig training, string dataDirectory, string runDirectory, bool resume,

@@ -1,3 +1,4 @@
+using GptSharp.Evaluation;
 using GptSharp.Runs;
 using GptSharp.Runtime;
 using System.Text;
@@ -5,7 +6,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using ScottPlot;
 
-namespace GptSharp.Evaluation;
+namespace GptSharp.Speedrun;
 
 /// <summary>
 /// The speedrun's report card: <c>report.md</c> with PNG plots — every stage's loss curve, k-shot accuracy against k
@@ -15,21 +16,6 @@ namespace GptSharp.Evaluation;
 public static class ReportCard
 {
     public const string FileName = "report.md";
-
-    /// <summary>The stages a speedrun folder may hold, in order, with the command that reproduces each.</summary>
-    public static readonly IReadOnlyList<(string Stage, string Command)> Stages =
-    [
-        ("tokenizer", "gptsharp tokenizer train --corpus tang,songci,sotu,brown,moby-dick --vocab-size 8192 --out RUN/tokenizer"),
-        ("data", "gptsharp data prepare --corpus tang --tokenizer RUN/tokenizer --out RUN/data"),
-        ("pretrain", "gptsharp pretrain --preset tiny --data RUN/data --run-dir RUN/pretrain --steps 1500"),
-        ("sft", "gptsharp sft --from RUN/pretrain --data builtin --run-dir RUN/sft --steps 400 --lr 1e-3"),
-        ("reward", "gptsharp reward --from RUN/sft --data builtin --run-dir RUN/reward --steps 800 --lr 1e-3"),
-        ("ppo", "gptsharp ppo --sft RUN/sft --reward RUN/reward --run-dir RUN/ppo --steps 200 --kl 0.1 --lr 1e-5"),
-        ("dpo", "gptsharp dpo --from RUN/sft --data builtin --run-dir RUN/dpo --steps 200"),
-        ("score", "gptsharp form-score --run-dir RUN/pretrain,RUN/sft,RUN/ppo/policy,RUN/dpo --prompts 200"),
-        ("eval", "gptsharp eval --run-dir RUN/pretrain,RUN/sft,RUN/ppo/policy --shots 0,1,2,4 --items 100"),
-        ("export", "gptsharp export gguf --run-dir RUN/ppo/policy --out RUN/export/chat.gguf; gptsharp export hf --run-dir RUN/ppo/policy --out RUN/export/hf"),
-    ];
 
     /// <summary>Writes <c>report.md</c> and its plots into <paramref name="runDirectory"/>; returns the report's path.</summary>
     public static string Write(string runDirectory)
@@ -44,7 +30,7 @@ public static class ReportCard
         // Stages: wall time and outputs, with the command that reproduces each (RUN = this folder).
         md.AppendLine("## Stages").AppendLine().AppendLine("| stage | seconds | metrics | command |").AppendLine("|---|---|---|---|");
         double total = 0;
-        foreach (var (stage, command) in Stages)
+        foreach (var (stage, _, command) in SpeedrunPlan.Load(runDirectory).Stages)
         {
             string marker = Path.Combine(runDirectory, stage, "done.json");
             if (!File.Exists(marker)) continue;

@@ -1,0 +1,136 @@
+using System.Globalization;
+using System.Text.Json;
+using GptSharp.Alignment;
+using GptSharp.Data;
+using GptSharp.Models;
+using GptSharp.Runs;
+using GptSharp.Runtime;
+using GptSharp.Tokenization;
+using GptSharp.Training;
+
+namespace GptSharp.Speedrun;
+
+/// <summary>What a speedrun may change: vocabulary, model preset and each stage's length. Everything else is the
+/// stages' library defaults.</summary>
+public sealed record SpeedrunOptions
+{
+    public int VocabSize { get; init; } = 8192;
+    public string Preset { get; init; } = "tiny";
+    public int PretrainSteps { get; init; } = 1500;
+    public int SftSteps { get; init; } = SftRun.Defaults.Steps;
+    public int RewardSteps { get; init; } = RewardRun.Defaults.Steps;
+    public int PpoSteps { get; init; } = PpoRun.Defaults.Steps;
+    public int DpoSteps { get; init; } = DpoRun.Defaults.Steps;
+    /// <summary>Held-out titles for the verifiable form score.</summary>
+    public int ScorePrompts { get; init; } = 200;
+    /// <summary>Held-out items per evaluation task.</summary>
+    public int EvalItems { get; init; } = 100;
+}
+
+/// <summary>One stage of the speedrun and the command that reproduces it alone (RUN stands for the speedrun's folder).</summary>
+public sealed record PlannedStage(string Name, string Folder, string Command);
+
+/// <summary>
+/// The speedrun as data: each stage's folder and settings. The <c>speedrun</c> command runs the stages from it and the
+/// report card prints its commands, so a reported command trains exactly what the stage trained (same <c>config.json</c>).
+/// </summary>
+public sealed class SpeedrunPlan
+{
+    public const string FileName = "plan.json";
+    public static readonly string[] TokenizerCorpora = ["tang", "songci", "sotu", "brown", "moby-dick"];
+    public static readonly string[] PretrainCorpora = ["tang"];
+
+    public SpeedrunPlan(string runDirectory, SpeedrunOptions? options = null)
+    {
+        RunDirectory = runDirectory;
+        Options = options ?? new SpeedrunOptions();
+    }
+
+    public string RunDirectory { get; }
+    public SpeedrunOptions Options { get; }
+
+    public string Folder(string stage) => Path.Combine(RunDirectory, stage);
+    public string Tokenizer => Folder("tokenizer");
+    public string Data => Folder("data");
+    public string Pretrain => Folder("pretrain");
+    public string Sft => Folder("sft");
+    public string Reward => Folder("reward");
+    public string Ppo => Folder("ppo");
+    public string Policy => Path.Combine(Ppo, PpoRun.PolicyFolder);
+    public string Dpo => Folder("dpo");
+    public string Export => Folder("export");
+
+    public BpeTrainingOptions TokenizerTraining => new(Options.VocabSize);
+    public ShardOptions Shards => new(PretrainCorpora);
+    public GptConfig Model(int vocabSize) => GptConfig.Preset(Options.Preset, vocabSize);
+
+    /// <summary>Pretraining: warmup, evaluation and checkpoints scaled to the short run.</summary>
+    public TrainingConfig PretrainTraining => PretrainRun.Defaults with
+    {
+        Steps = Options.PretrainSteps, WarmupSteps = Math.Min(100, Options.PretrainSteps / 10), EvalEvery = 250, CheckpointEvery = 250,
+    };
+    public TrainingConfig SftTraining => SftRun.Defaults with { Steps = Options.SftSteps };
+    public TrainingConfig RewardTraining => RewardRun.Defaults with { Steps = Options.RewardSteps };
+    public PpoConfig PpoSettings => new();
+    public TrainingConfig PpoTraining => PpoRun.Defaults with { Steps = Options.PpoSteps, BatchSize = PpoSettings.MiniBatch };
+    public TrainingConfig DpoTraining => DpoRun.Defaults with { Steps = Options.DpoSteps };
+    public double DpoBeta => DpoRun.DefaultBeta;
+
+    /// <summary>Every stage in order with the command that reproduces it; RUN stands for the speedrun's folder.</summary>
+    public IReadOnlyList<PlannedStage> Stages =>
+    [
+        new("tokenizer", "tokenizer", $"gptsharp tokenizer train --corpus {string.Join(',', TokenizerCorpora)} --vocab-size {Options.VocabSize} --out RUN/tokenizer"),
+        new("data", "data", $"gptsharp data prepare --corpus {string.Join(',', PretrainCorpora)} --tokenizer RUN/tokenizer --out RUN/data"),
+        new("pretrain", "pretrain", $"gptsharp pretrain --preset {Options.Preset} --data RUN/data --run-dir RUN/pretrain{Flags(PretrainTraining, PretrainRun.Defaults)}"),
+        new("sft", "sft", $"gptsharp sft --from RUN/pretrain --data builtin --run-dir RUN/sft{Flags(SftTraining, SftRun.Defaults)}"),
+        new("reward", "reward", $"gptsharp reward --from RUN/sft --data builtin --run-dir RUN/reward{Flags(RewardTraining, RewardRun.Defaults)}"),
+        new("ppo", "ppo", $"gptsharp ppo --sft RUN/sft --reward RUN/reward --run-dir RUN/ppo{Flags(PpoTraining, PpoRun.Defaults)}"),
+        new("dpo", "dpo", $"gptsharp dpo --from RUN/sft --data builtin --run-dir RUN/dpo{Flags(DpoTraining, DpoRun.Defaults)}"),
+        new("score", "score", $"gptsharp form-score --run-dir RUN/pretrain,RUN/sft,RUN/ppo/policy,RUN/dpo --prompts {Options.ScorePrompts}"),
+        new("eval", "eval", $"gptsharp eval --run-dir RUN/pretrain,RUN/sft,RUN/ppo/policy --shots 0,1,2,4 --items {Options.EvalItems}"),
+        new("export", "export", "gptsharp export gguf --run-dir RUN/ppo/policy --out RUN/export/chat.gguf; gptsharp export hf --run-dir RUN/ppo/policy --out RUN/export/hf"),
+    ];
+
+    /// <summary>The command-line options that turn a stage's defaults into <paramref name="training"/>.</summary>
+    static string Flags(TrainingConfig training, TrainingConfig defaults)
+    {
+        var flags = new List<string>();
+        foreach (var property in typeof(TrainingConfig).GetProperties())
+        {
+            object? value = property.GetValue(training), standard = property.GetValue(defaults);
+            if (Equals(value, standard)) continue;
+            if (!OptionNames.TryGetValue(property.Name, out string? option))
+                throw new InvalidOperationException($"The speedrun sets {property.Name}, which no command-line option can: add one, or keep the stage's default.");
+            flags.Add($" {option} {Convert.ToString(value, CultureInfo.InvariantCulture)}");
+        }
+        return string.Concat(flags);
+    }
+
+    /// <summary>The training commands' option for each <see cref="TrainingConfig"/> property.</summary>
+    static readonly Dictionary<string, string> OptionNames = new()
+    {
+        [nameof(TrainingConfig.Steps)] = "--steps", [nameof(TrainingConfig.BatchSize)] = "--batch-size",
+        [nameof(TrainingConfig.GradAccumulation)] = "--grad-accum", [nameof(TrainingConfig.LearningRate)] = "--lr",
+        [nameof(TrainingConfig.MinLrRatio)] = "--min-lr-ratio", [nameof(TrainingConfig.WarmupSteps)] = "--warmup",
+        [nameof(TrainingConfig.WeightDecay)] = "--weight-decay", [nameof(TrainingConfig.GradClip)] = "--grad-clip",
+        [nameof(TrainingConfig.EvalEvery)] = "--eval-every", [nameof(TrainingConfig.EvalBatches)] = "--eval-batches",
+        [nameof(TrainingConfig.CheckpointEvery)] = "--checkpoint-every", [nameof(TrainingConfig.Seed)] = "--seed",
+        [nameof(TrainingConfig.TimeLimitSeconds)] = "--time-limit",
+    };
+
+    /// <summary>Records the options in <c>RUN/plan.json</c>, for the report card and for reruns.</summary>
+    public void Save()
+    {
+        Directory.CreateDirectory(RunDirectory);
+        AtomicFile.WriteAllText(Path.Combine(RunDirectory, FileName), JsonSerializer.Serialize(Options, Checkpoint.Json));
+    }
+
+    /// <summary>The plan a speedrun folder recorded (the default plan for a folder from before plans were recorded).</summary>
+    public static SpeedrunPlan Load(string runDirectory)
+    {
+        string path = Path.Combine(runDirectory, FileName);
+        if (!File.Exists(path)) return new SpeedrunPlan(runDirectory);
+        try { return new SpeedrunPlan(runDirectory, JsonSerializer.Deserialize<SpeedrunOptions>(File.ReadAllText(path), Checkpoint.Json)); }
+        catch (JsonException e) { throw new InvalidDataException($"{path}: invalid JSON: {e.Message}", e); }
+    }
+}

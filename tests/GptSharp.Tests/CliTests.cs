@@ -1,0 +1,74 @@
+using System.ComponentModel;
+using System.Reflection;
+using System.Text.Json;
+using GptSharp.Cli;
+using GptSharp.Speedrun;
+using Spectre.Console.Cli;
+
+namespace GptSharp.Tests;
+
+/// <summary>The command line as a user meets it: every option explained with its default, defaults read from the
+/// library, and the report card's commands reproducing the speedrun's stages.</summary>
+public class CliTests
+{
+    static IEnumerable<Type> SettingsTypes => typeof(CommonSettings).Assembly.GetTypes()
+        .Where(t => typeof(CommandSettings).IsAssignableFrom(t) && !t.IsAbstract);
+
+    [Fact]
+    public void EveryOptionHasADescriptionAndADefaultInHelp()
+    {
+        var problems = new List<string>();
+        foreach (var type in SettingsTypes)
+            foreach (var property in type.GetProperties())
+            {
+                if (property.GetCustomAttribute<CommandOptionAttribute>() is not { } option) continue;
+                string name = $"{type.Name} {string.Join('|', option.LongNames)}";
+                string? description = property.GetCustomAttribute<DescriptionAttribute>()?.Description;
+                if (string.IsNullOrWhiteSpace(description)) { problems.Add($"{name}: no description"); continue; }
+                if (description.Contains('\n')) problems.Add($"{name}: description is more than one line");
+                bool flag = property.PropertyType == typeof(bool);
+                bool hasDefault = flag || OptionDefaults.Of(type, property) is not null || description.Contains("default", StringComparison.OrdinalIgnoreCase);
+                if (!hasDefault) problems.Add($"{name}: no default shown (give an initial value, a library default, or say in the description what happens when unset)");
+            }
+        Assert.True(problems.Count == 0, string.Join("\n", problems));
+    }
+
+    [Fact]
+    public void TrainingDefaultsComeFromTheLibraryStage()
+    {
+        // sft's defaults are SftRun's; a given option replaces exactly its field.
+        var settings = new GptSharp.Cli.Commands.SftSettings { LearningRate = 0.5, Zero1 = true };
+        var training = settings.Training();
+        Assert.Equal(Alignment.SftRun.Defaults with { LearningRate = 0.5, ShardOptimizerState = true }, training);
+        var ppo = new GptSharp.Cli.Commands.PpoSettings();
+        Assert.Equal(new Alignment.PpoConfig().MaxNewTokens, OptionDefaults.Of(typeof(GptSharp.Cli.Commands.PpoSettings),
+            typeof(GptSharp.Cli.Commands.PpoSettings).GetProperty(nameof(Alignment.PpoConfig.MaxNewTokens))!));
+        Assert.Equal(Alignment.PpoRun.Defaults, ppo.Training());
+    }
+
+    [Fact]
+    public void ReportedCommandsReproduceTheSpeedrunStagesConfigs()
+    {
+        using var dir = new TempDirectory();
+        string run = dir.File("speedrun");
+        var speedrun = Cli("speedrun", "--run-dir", run, "--vocab-size", "400", "--pretrain-steps", "3", "--sft-steps", "2", "--reward-steps", "2",
+            "--ppo-steps", "4", "--dpo-steps", "2", "--stop-after", "dpo", "--threads", "1", "--quiet");
+        Assert.True(speedrun.Code == 0, speedrun.Output);
+        string report = File.ReadAllText(Path.Combine(run, ReportCard.FileName));
+        var plan = SpeedrunPlan.Load(run);
+        Assert.Equal(3, plan.Options.PretrainSteps);
+        foreach (string stage in new[] { "pretrain", "sft", "reward", "ppo", "dpo" })
+        {
+            string command = plan.Stages.Single(s => s.Name == stage).Command;
+            Assert.Contains($"`{command}`", report);
+            // The same command into a sibling folder: relative references make the two config.json files comparable.
+            string again = command.Replace($"--run-dir RUN/{stage}", $"--run-dir RUN/{stage}-again").Replace("RUN", run);
+            string[] args = [.. again.Split(' ').Skip(1), "--threads", "1", "--quiet"];
+            var result = Cli(args);
+            Assert.True(result.Code == 0, $"{again}\n{result.Output}");
+            Assert.Equal(File.ReadAllText(Path.Combine(run, stage, "config.json")), File.ReadAllText(Path.Combine(run, $"{stage}-again", "config.json")));
+        }
+    }
+
+    static (int Code, string Output) Cli(params string[] args) => CliProcess.Cli(args);
+}
