@@ -36,8 +36,18 @@ app.Configure(config =>
         .WithExample("sft", "--from", "runs/tiny", "--data", "builtin", "--run-dir", "runs/tiny-sft");
     config.AddCommand<RewardCommand>("reward").WithDescription("Train a reward model (GPT + scalar head, Bradley-Terry loss) on preference pairs; reports held-out pairwise accuracy.")
         .WithExample("reward", "--from", "runs/tiny-sft", "--data", "builtin", "--run-dir", "runs/tiny-reward");
+    config.AddBranch("feedback", feedback =>
+    {
+        feedback.SetDescription("Human feedback on a policy's own answers: collect comparisons with a program labeler, check a reward model against it.");
+        feedback.AddCommand<FeedbackCollectCommand>("collect").WithDescription("Sample K answers per prompt, rank them with the task's program (optional label noise), write every pair ranked apart as preference JSONL.")
+            .WithExample("feedback", "collect", "--run-dir", "runs/tiny-sft", "--task", "form", "--out", "runs/feedback.jsonl");
+        feedback.AddCommand<FeedbackAgreementCommand>("agreement").WithDescription("Share of fresh answer pairs a reward model orders as the form program does.")
+            .WithExample("feedback", "agreement", "--reward", "runs/tiny-reward", "--run-dir", "runs/tiny-sft");
+    });
     config.AddCommand<PpoCommand>("ppo").WithDescription("RLHF with PPO: actor from an SFT run, critic from a reward model, KL penalty to the frozen SFT reference.")
         .WithExample("ppo", "--sft", "runs/tiny-sft", "--reward", "runs/tiny-reward", "--run-dir", "runs/tiny-ppo");
+    config.AddCommand<GrpoCommand>("grpo").WithDescription("RL with verifiable rewards (GRPO, Dr. GRPO, DAPO): G answers per prompt, group-relative advantages, no critic.")
+        .WithExample("grpo", "--from", "runs/tiny-sft", "--task", "form", "--run-dir", "runs/tiny-grpo");
     config.AddCommand<DpoCommand>("dpo").WithDescription("Direct Preference Optimization of an SFT run on preference pairs (frozen SFT reference).")
         .WithExample("dpo", "--from", "runs/tiny-sft", "--data", "builtin", "--run-dir", "runs/tiny-dpo");
     config.AddCommand<ServeCommand>("serve").WithDescription("Serve runs over an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models) with a web chat at /.")

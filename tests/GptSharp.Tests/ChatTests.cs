@@ -103,19 +103,13 @@ public class ChatTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedT
 public class FormRewardTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedTokenizerFixture>
 {
     [Fact]
-    public void FormRewardScoresOnlyTheAnswerAfterTheLastAssistantToken()
+    public void FormRewardIsOneOnlyForARegularPoem()
     {
         var tokenizer = fixture.Tokenizer;
-        var template = new ChatTemplate(tokenizer);
-        int[] Row(string answer) => [.. template.RenderPrompt([new ChatMessage("user", "寫一首詩")]), .. tokenizer.Encode(answer), tokenizer.EndId];
-        int[] good = Row("床前明月光，疑是地上霜。\n舉頭望明月，低頭思故鄉。");
-        int[] bad = Row("床前明月光，疑是地上霜。\n舉頭望明月，低頭思故鄉鄉。");
-        int t = Math.Max(good.Length, bad.Length);
-        long[] Pad(int[] row) => [.. row.Select(x => (long)x), .. Enumerable.Repeat((long)tokenizer.PadId, t - row.Length)];
-        using var scope = TorchSharp.torch.NewDisposeScope();
-        var sequences = TorchSharp.torch.tensor([.. Pad(good), .. Pad(bad)], [2, t]);
-        var last = TorchSharp.torch.tensor(new long[] { good.Length - 1, bad.Length - 1 });
-        var scores = FormScore.Reward(tokenizer)(sequences, last).data<float>().ToArray();
-        Assert.Equal(new[] { 1f, 0f }, scores);
+        string good = "床前明月光，疑是地上霜。\n舉頭望明月，低頭思故鄉。";
+        string bad = "床前明月光，疑是地上霜。\n舉頭望明月，低頭思故鄉鄉。";
+        Completion Answer(string text) => new("寫一首詩", text, [], [.. tokenizer.Encode(text), tokenizer.EndId], Truncated: false);
+        var scores = Rewards.Form([Answer(good), Answer(bad)]);
+        Assert.Equal(new[] { 1.0, 0.0 }, scores);
     }
 }

@@ -22,18 +22,10 @@ public class PpoTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedTo
         Checkpoint.LoadWeights(reference, SaveAndPath(dir, actor));
         using var critic = new RewardModel(config);
         using var model = new ActorCritic(actor, critic);
-        int promptLength = new ChatTemplate(tokenizer).RenderPrompt([new ChatMessage("user", "寫一個字")]).Length;
-        // A program as the reward: the share of response tokens from the lower half of the vocabulary (about 0.5 at random).
-        Tensor Score(Tensor sequences, Tensor last)
-        {
-            var position = arange(sequences.shape[1]).unsqueeze(0);
-            var inResponse = (position >= promptLength) & (position <= last.unsqueeze(1));
-            var low = (sequences < tokenizer.VocabSize / 2) & inResponse;
-            return low.sum(1).to(ScalarType.Float32) / inResponse.sum(1).clamp_min(1).to(ScalarType.Float32);
-        }
+        var score = LowHalfShare(tokenizer);
 
         var ppo = new PpoConfig { RolloutPrompts = 16, Epochs = 2, MiniBatch = 8, MaxNewTokens = 8, KlCoefficient = 0.01 };
-        using var experience = new PpoExperience(model, reference, Score, tokenizer, ["寫一個字"], ppo, CPU, seed: 3);
+        using var experience = new PpoExperience(model, reference, score, tokenizer, ["寫一個字"], ppo, CPU, seed: 3);
         var training = new TrainingConfig { Steps = 160, BatchSize = 8, LearningRate = 1e-2, WarmupSteps = 2, WeightDecay = 0, EvalEvery = 1000, CheckpointEvery = 1000 };
         var trainer = new Trainer<PpoBatch>(model, config, training, dir.File("ppo"), fixture.Directory, PpoExperience.Objective(model, ppo), experience);
         trainer.Run();
@@ -54,19 +46,16 @@ public class PpoTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedTo
         torch.manual_seed(1);
         using (var rewardModel = new RewardModel(config))
             Checkpoint.Save(dir.File("reward"), rewardModel, config, null, new TrainingState(0, "0:0", "", fixture.Directory));
-        // Program reward: the share of response tokens from the lower half of the vocabulary.
-        Func<Tensor, Tensor, Tensor> Reward(GptSharp.Tokenization.GptTokenizer t) => (sequences, last) =>
-            (sequences < t.VocabSize / 2).to(ScalarType.Float32).mean([1]);
         var ppo = new PpoConfig { RolloutPrompts = 8, Epochs = 2, MiniBatch = 4, MaxNewTokens = 6 };
         var training = new TrainingConfig { Steps = 16, BatchSize = 4, LearningRate = 1e-3, WarmupSteps = 0, MinLrRatio = 1, WeightDecay = 0, EvalEvery = 1000, CheckpointEvery = 1000 };
         string[] prompts = ["寫一首詩", "寫一個字", "春曉"];
 
         var straight = new List<double>();
-        var whole = PpoRun.Execute(dir.File("sft"), dir.File("reward"), prompts, ppo, training, dir.File("straight"), programReward: Reward, onStep: m => straight.Add(m.Loss));
+        var whole = PpoRun.Execute(dir.File("sft"), dir.File("reward"), prompts, ppo, training, dir.File("straight"), program: LowHalfShare(tokenizer), onStep: m => straight.Add(m.Loss));
         var halves = new List<double>();
-        var first = PpoRun.Execute(dir.File("sft"), dir.File("reward"), prompts, ppo, training, dir.File("halves"), programReward: Reward, onStep: m => halves.Add(m.Loss), untilStep: 8);
+        var first = PpoRun.Execute(dir.File("sft"), dir.File("reward"), prompts, ppo, training, dir.File("halves"), program: LowHalfShare(tokenizer), onStep: m => halves.Add(m.Loss), untilStep: 8);
         Assert.Equal("2", Checkpoint.ReadState(dir.File("halves")).DataPosition); // 4 steps per rollout: the next is the third
-        var second = PpoRun.Execute(dir.File("sft"), dir.File("reward"), prompts, ppo, training, dir.File("halves"), programReward: Reward, onStep: m => halves.Add(m.Loss), resume: true);
+        var second = PpoRun.Execute(dir.File("sft"), dir.File("reward"), prompts, ppo, training, dir.File("halves"), program: LowHalfShare(tokenizer), onStep: m => halves.Add(m.Loss), resume: true);
         Assert.Equal(straight, halves);
         Assert.Equal(whole.Rollouts.Select(r => r.MeanScore), first.Rollouts.Concat(second.Rollouts).Select(r => r.MeanScore));
     }
@@ -93,6 +82,10 @@ public class PpoTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedTo
         double lm = Gpt.Loss(model.Actor.forward(inputs), targets).item<float>();
         Assert.Equal(without + 0.5 * lm, with, 4);
     }
+
+    /// <summary>A program reward: the share of an answer's tokens from the lower half of the vocabulary (about 0.5 at random).</summary>
+    internal static RewardFunction LowHalfShare(GptTokenizer tokenizer) => Rewards.FromProgram(c =>
+        c.AnswerTokens.Length == 0 ? 0 : c.AnswerTokens.Count(t => t < tokenizer.VocabSize / 2) / (double)c.AnswerTokens.Length);
 
     static string SaveAndPath(TempDirectory dir, Gpt model)
     {

@@ -21,6 +21,8 @@ sealed class PpoSettings : TrainingSettings
     public bool Resume { get; init; }
     [CommandOption("--scorer")] [Description("`reward-model`, or `form`: 1 for a regular poem, else 0 (a program, not a learned reward).")]
     public string Scorer { get; init; } = "reward-model";
+    [CommandOption("--select-every")] [Description("Measure the held-out gold (form) score every this many rollouts and keep the best policy (0: keep the last).")]
+    public int SelectEvery { get; init; } = 5;
     [CommandOption("--ptx-data")] [Description("Token shards (from `data prepare`) for the ptx loss (default: none, no ptx loss).")]
     public string? PtxData { get; init; }
     [CommandOption("--lora-rank")] [Description("Train LoRA adapters of this rank on the actor and the critic's backbone (0: full).")]
@@ -31,6 +33,10 @@ sealed class PpoSettings : TrainingSettings
     // PPO's own settings, named as PpoConfig's properties.
     [CommandOption("--kl")] [Description("KL penalty coefficient against the reference.")]
     public double? KlCoefficient { get; init; }
+    [CommandOption("--kl-target")] [Description("Adaptive KL: scale the coefficient after each rollout towards this mean KL per answer (default: fixed).")]
+    public double? KlTarget { get; init; }
+    [CommandOption("--normalize-rewards")] [Description("Normalise scores by their running mean and standard deviation.")]
+    public bool? NormalizeRewards { get; init; }
     [CommandOption("--kl-estimator")] [Description("K1 or K3.")]
     public KlEstimator? RewardKl { get; init; }
     [CommandOption("--rollout")] [Description("Prompts sampled per rollout (one answer each).")]
@@ -60,9 +66,11 @@ sealed class PpoCommand : Command<PpoSettings>
     public override int Execute(CommandContext context, PpoSettings s, CancellationToken cancellation)
     {
         var runtime = TorchRuntime.Initialize(s.Threads, s.Device);
-        var prompts = PpoRun.PoemPrompts(s.RunSeed);
+        var task = RlTasks.Form(s.RunSeed);
+        var prompts = task.Prompts;
         var ppo = OptionDefaults.Apply(s, new PpoConfig());
         var training = s.Training() with { BatchSize = ppo.MiniBatch };
+        var tokenizer = GptSharp.Tokenization.GptTokenizer.Load(GptSharp.Runs.Checkpoint.ReadState(s.Sft).Tokenizer);
         PpoReport report = null!;
         ProgressDisplay.Run("ppo", training.Steps, "steps", s.Quiet, (Action<double, string?> progress) =>
         {
@@ -71,15 +79,17 @@ sealed class PpoCommand : Command<PpoSettings>
                 onRollout: r =>
                 {
                     last = r;
-                    if (s.Quiet) Console.WriteLine($"rollout {r.Iteration}: reward {r.MeanScore:F3}, KL {r.MeanKl:F3}, length {r.MeanResponseLength:F1}");
+                    if (s.Quiet) Console.WriteLine($"rollout {r.Iteration}: reward {r.MeanScore:F3}{(r.MeanGold is double g ? $", gold {g:F3}" : "")}, KL {r.MeanKl:F3} (β {r.KlCoefficient:G3}), length {r.MeanResponseLength:F1}");
                 },
                 onStep: m => progress(m.Step, last is null ? null : $"reward {last.MeanScore:F3} KL {last.MeanKl:F3}"),
-                programReward: s.Scorer switch
+                program: s.Scorer switch
                 {
                     "reward-model" => null,
-                    "form" => FormScore.Reward,
+                    "form" => task.Program,
                     _ => throw new ArgumentException($"--scorer {s.Scorer}: expected reward-model or form."),
                 },
+                gold: task.Program,
+                selection: s.SelectEvery > 0 ? new PolicySelection(p => task.HeldOutGold!(p, tokenizer), s.SelectEvery) : null,
                 cancellation: cancellation, resume: s.Resume, ptxData: s.PtxData,
                 lora: s.LoraRank > 0 ? OptionDefaults.Apply(s, new GptSharp.Models.LoraConfig() with { Rank = s.LoraRank }).Validate() : null);
             return report;
@@ -87,6 +97,7 @@ sealed class PpoCommand : Command<PpoSettings>
         var first = report.Rollouts.Take(3).Average(r => r.MeanScore);
         var final = report.Rollouts.TakeLast(3).Average(r => r.MeanScore);
         AnsiConsole.MarkupLine($"PPO: {report.Rollouts.Count} rollouts, mean reward {first:F3} → {final:F3} (first/last 3), final KL {report.Rollouts[^1].MeanKl:F3}. " +
+                               (report.Kept is { } kept ? $"Kept the policy of step {kept.Step} (held-out gold {kept.Score:F3}). " : "") +
                                $"Policy in {Markup.Escape(Path.Combine(s.RunDir, PpoRun.PolicyFolder))}.");
         return 0;
     }

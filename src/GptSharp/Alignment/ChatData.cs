@@ -5,7 +5,9 @@ using System.Text.Json;
 namespace GptSharp.Alignment;
 
 /// <summary>A preference pair: the same prompt, a better answer and a worse one.</summary>
-public sealed record PreferencePair(IReadOnlyList<ChatMessage> Prompt, string Chosen, string Rejected);
+/// <param name="Group">Pairs ranked from the answers to one prompt share a group and train in one batch (InstructGPT:
+/// the K·(K−1)/2 comparisons of a prompt are correlated, so they count as one example); null: a group of its own.</param>
+public sealed record PreferencePair(IReadOnlyList<ChatMessage> Prompt, string Chosen, string Rejected, string? Group = null);
 
 /// <summary>
 /// Reads conversations (<c>{"messages":[{"role":..,"content":..}]}</c>) and preference pairs
@@ -30,20 +32,30 @@ public static class ChatData
         foreach (var (root, line) in ReadObjects(path))
         {
             var prompt = Messages(root, "prompt", path, line);
-            yield return new PreferencePair(prompt, Text(root, "chosen", path, line), Text(root, "rejected", path, line));
+            string? group = null;
+            if (root.TryGetProperty("group", out var g))
+                group = g.ValueKind == JsonValueKind.String ? g.GetString() : throw new InvalidDataException($"{path}:{line}: field 'group' must be a string.");
+            string chosen = Text(root, "chosen", path, line), rejected = Text(root, "rejected", path, line);
+            if (chosen == rejected) throw new InvalidDataException($"{path}:{line}: 'chosen' and 'rejected' are the same answer: the pair teaches nothing.");
+            yield return new PreferencePair(prompt, chosen, rejected, group);
         }
     }
 
     public static void WriteConversations(string path, IEnumerable<IReadOnlyList<ChatMessage>> conversations) =>
-        AtomicFile.WriteAllText(path, string.Concat(conversations.Select(c => JsonSerializer.Serialize(new { messages = c.Select(m => new { role = m.Role, content = m.Content }) }, Options) + "\n")));
+        AtomicFile.WriteAllText(path, string.Concat(conversations.Select(c => JsonSerializer.Serialize(new { messages = c.Select(m => new { role = m.Role, content = m.Content }) }, JsonOptions) + "\n")));
 
     public static void WritePreferences(string path, IEnumerable<PreferencePair> pairs) =>
         AtomicFile.WriteAllText(path, string.Concat(pairs.Select(p => JsonSerializer.Serialize(new
         {
-            prompt = p.Prompt.Select(m => new { role = m.Role, content = m.Content }), chosen = p.Chosen, rejected = p.Rejected,
-        }, Options) + "\n")));
+            prompt = p.Prompt.Select(m => new { role = m.Role, content = m.Content }), chosen = p.Chosen, rejected = p.Rejected, group = p.Group,
+        }, JsonOptions) + "\n")));
 
-    static readonly JsonSerializerOptions Options = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+    /// <summary>How GptSharp writes JSON lines: text as it is (Chinese stays readable), null fields left out.</summary>
+    public static readonly JsonSerializerOptions JsonOptions = new()
+    {
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+        DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull,
+    };
 
     static IEnumerable<(JsonElement Root, int Line)> ReadObjects(string path)
     {

@@ -55,7 +55,8 @@ public static class DpoRun
         {
             policy.to(run.Device);
             reference.to(run.Device);
-            var source = new PairBatchSource<TokenBatch>(trainPairs, training.BatchSize, training.Seed, Pack, run.Position, run.Rank, run.Processes);
+            var source = new PairBatchSource<TokenBatch>(trainPairs, training.BatchSize, training.Seed, Pack, run.Position, run.Rank, run.Processes,
+                PairBatchSource<TokenBatch>.Groups(train));
             return new RunObjective<TokenBatch>(policy, policy.Config,
                 batch => { var (loss, _) = Loss(policy, reference, batch, beta, run.Device); return new ObjectiveOutput(loss, batch.BatchSize / 2); },
                 source, () => Evaluate(policy, reference, heldBatches.Take(training.EvalBatches).ToList(), beta, run.Device).Loss, new

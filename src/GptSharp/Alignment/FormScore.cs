@@ -24,28 +24,12 @@ public static class FormScore
     public static IReadOnlyList<string> Prompts(int count, long seed = 1337) =>
         [.. BuiltInDatasets.Build(seed).HeldOutChats.Select(c => c[0].Content).Where(q => q.StartsWith("寫一首詩", StringComparison.Ordinal)).Take(count)];
 
-    /// <summary>
-    /// The form check as a PPO reward: for each sequence (B, T) ending at <c>last</c> (B), 1 if the answer after the
-    /// final <c>&lt;|assistant|&gt;</c> is a regular poem, else 0 — a verifiable reward that cannot be gamed by length.
-    /// </summary>
-    public static Func<Tensor, Tensor, Tensor> Reward(GptTokenizer tokenizer)
+    /// <summary>Held-out titles from the other end of the list, disjoint from <see cref="Prompts"/> while both are
+    /// shorter than half of it: for choosing a model without touching the prompts it is scored on.</summary>
+    public static IReadOnlyList<string> SelectionPrompts(int count, long seed = 1337)
     {
-        int assistant = tokenizer.SpecialId(SpecialTokens.Assistant);
-        return (sequences, last) =>
-        {
-            var rows = sequences.cpu().data<long>().ToArray();
-            var ends = last.cpu().data<long>().ToArray();
-            int t = (int)sequences.shape[1];
-            var scores = new float[ends.Length];
-            for (int b = 0; b < ends.Length; b++)
-            {
-                var row = rows.AsSpan(b * t, (int)ends[b] + 1);
-                int start = row.LastIndexOf((long)assistant) + 1;
-                var answer = row[start..].ToArray().Select(id => (int)id).Where(id => !tokenizer.IsSpecial(id));
-                scores[b] = BuiltInDatasets.IsRegularQuatrainOrRegulated(tokenizer.Decode(answer).Split('\n')) ? 1f : 0f;
-            }
-            return tensor(scores, device: sequences.device);
-        };
+        var all = BuiltInDatasets.Build(seed).HeldOutChats.Select(c => c[0].Content).Where(q => q.StartsWith("寫一首詩", StringComparison.Ordinal)).ToList();
+        return [.. Enumerable.Reverse(all).Take(Math.Min(count, all.Count / 2))];
     }
 
     public static FormScoreReport Measure(Gpt model, GptTokenizer tokenizer, IReadOnlyList<string> prompts, double temperature = 0.7, long seed = 1)

@@ -11,25 +11,52 @@ namespace GptSharp.Alignment;
 public sealed record PairBatch(long[] Tokens, long[] LastIndex, int Pairs, int SequenceLength);
 
 /// <summary>
-/// Serves preference pairs B at a time in a per-epoch shuffled order, packed by <paramref name="pack"/> (the reward
-/// model and DPO pack them differently); the position is "epoch:cursor". Under data parallelism each process takes
-/// every processes-th pair of a batch.
+/// Serves preference pairs B at a time in a per-epoch shuffled order, packed by a function (the reward
+/// model and DPO pack them differently); the position is "epoch:cursor". Pairs that share a group (the comparisons of
+/// one prompt's answers) are served together: a batch is then B groups. Under data parallelism each process takes
+/// every processes-th group of a batch.
 /// </summary>
-public sealed class PairBatchSource<TBatch>(
-    IReadOnlyList<(RenderedChat Chosen, RenderedChat Rejected)> pairs, int batchSize, long seed,
-    Func<IReadOnlyList<(RenderedChat Chosen, RenderedChat Rejected)>, TBatch> pack, LoaderPosition position = default,
-    int rank = 0, int processes = 1) : IBatchSource<TBatch>
+public sealed class PairBatchSource<TBatch> : IBatchSource<TBatch>
 {
-    LoaderPosition _position = pairs.Count >= batchSize ? position
-        : throw new InvalidDataException($"{pairs.Count} preference pairs are fewer than one batch of {batchSize}.");
-    readonly EpochOrder _order = EpochOrder.Seeded(pairs.Count, seed);
+    readonly IReadOnlyList<(RenderedChat Chosen, RenderedChat Rejected)> _pairs;
+    readonly int[][] _groups;
+    readonly int _batchSize, _rank, _processes;
+    readonly Func<IReadOnlyList<(RenderedChat Chosen, RenderedChat Rejected)>, TBatch> _pack;
+    readonly EpochOrder _order;
+    LoaderPosition _position;
+
+    /// <param name="groups">The pairs' indices by group (null: each pair alone).</param>
+    public PairBatchSource(IReadOnlyList<(RenderedChat Chosen, RenderedChat Rejected)> pairs, int batchSize, long seed,
+        Func<IReadOnlyList<(RenderedChat Chosen, RenderedChat Rejected)>, TBatch> pack, LoaderPosition position = default,
+        int rank = 0, int processes = 1, IReadOnlyList<int[]>? groups = null)
+    {
+        _groups = groups is null ? [.. Enumerable.Range(0, pairs.Count).Select(i => new[] { i })] : [.. groups];
+        if (_groups.Length < batchSize)
+            throw new InvalidDataException(groups is null ? $"{pairs.Count} preference pairs are fewer than one batch of {batchSize}."
+                : $"{_groups.Length} groups of preference pairs are fewer than one batch of {batchSize} groups.");
+        (_pairs, _batchSize, _pack, _position, _rank, _processes) = (pairs, batchSize, pack, position, rank, processes);
+        _order = EpochOrder.Seeded(_groups.Length, seed);
+    }
 
     public string Position => _position.Format();
 
-    public TBatch Next()
+    public TBatch Next() =>
+        _pack([.. _order.NextBatch(ref _position, _batchSize, _rank, _processes).SelectMany(g => _groups[g]).Select(i => _pairs[i])]);
+
+    /// <summary>The groups of <paramref name="pairs"/>: pairs with the same non-null <see cref="PreferencePair.Group"/>
+    /// together (in first-seen order), each other pair alone; null when no pair has a group.</summary>
+    public static IReadOnlyList<int[]>? Groups(IReadOnlyList<PreferencePair> pairs)
     {
-        var rows = _order.NextBatch(ref _position, batchSize, rank, processes).Select(i => pairs[i]).ToList();
-        return pack(rows);
+        if (pairs.All(p => p.Group is null)) return null;
+        var byName = new Dictionary<string, List<int>>(StringComparer.Ordinal);
+        var groups = new List<List<int>>();
+        for (int i = 0; i < pairs.Count; i++)
+        {
+            if (pairs[i].Group is not { } name) { groups.Add([i]); continue; }
+            if (!byName.TryGetValue(name, out var members)) groups.Add(byName[name] = members = []);
+            members.Add(i);
+        }
+        return [.. groups.Select(g => g.ToArray())];
     }
 }
 

@@ -21,7 +21,16 @@ public sealed record PpoConfig
     /// <summary>Sampling temperature of the rollouts; log-probabilities (policy and reference) are taken at the same
     /// temperature, so the policy is optimised as it will be sampled.</summary>
     public double Temperature { get; init; } = 0.7;
+    /// <summary>β of the KL penalty; with <see cref="KlTarget"/> set, its starting value.</summary>
     public double KlCoefficient { get; init; } = 0.1;
+    /// <summary>Adaptive KL (Ziegler et al. 2019): after each rollout β is scaled towards keeping the mean KL per answer
+    /// at this target (null: β stays fixed).</summary>
+    public double? KlTarget { get; init; }
+    /// <summary>The adaptive controller's horizon: β changes by at most ±20% × answers / horizon per rollout.</summary>
+    public int KlHorizon { get; init; } = 10000;
+    /// <summary>Normalise scores by the running mean and standard deviation of every score so far, so the KL penalty
+    /// weighs the same against a reward on any scale.</summary>
+    public bool NormalizeRewards { get; init; }
     public KlEstimator RewardKl { get; init; } = KlEstimator.K1;
     public double Gamma { get; init; } = 1.0;
     public double Lambda { get; init; } = 0.95;
@@ -63,7 +72,55 @@ public sealed record PpoBatch(Tensor Sequences, Tensor Positions, Tensor Tokens,
     Tensor OldLogProbabilities, Tensor OldValues, Tensor Advantages, Tensor Returns, Tensor? PtxInputs = null, Tensor? PtxTargets = null);
 
 /// <summary>What one rollout looked like.</summary>
-public sealed record RolloutStats(int Iteration, double MeanScore, double MeanKl, double MeanResponseLength);
+/// <param name="MeanScore">The scorer's mean, before normalisation.</param>
+/// <param name="MeanGold">The gold program's mean score of the same answers, when one is given.</param>
+/// <param name="KlCoefficient">β used for this rollout's rewards.</param>
+public sealed record RolloutStats(int Iteration, double MeanScore, double MeanKl, double MeanResponseLength, double? MeanGold = null, double KlCoefficient = 0);
+
+/// <summary>The adaptive KL controller of Ziegler et al. (2019): β ← β·(1 + clip(KL/target − 1, ±0.2)·n/horizon).</summary>
+public sealed class AdaptiveKl(double initial, double target, int horizon)
+{
+    public double Value { get; private set; } = initial;
+
+    /// <summary>Updates β from the mean KL per answer of a rollout of <paramref name="answers"/> answers.</summary>
+    public void Update(double meanKl, int answers)
+    {
+        double error = Math.Clamp(meanKl / target - 1, -0.2, 0.2);
+        Value *= 1 + error * answers / horizon;
+    }
+
+    internal void Restore(double value) => Value = value;
+}
+
+/// <summary>Running mean and standard deviation (Welford) of every value seen.</summary>
+public sealed class RunningMoments
+{
+    public long Count { get; private set; }
+    public double Mean { get; private set; }
+    double _m2;
+    public double Std => Count < 2 ? 1 : Math.Sqrt(_m2 / (Count - 1));
+
+    public void Update(IEnumerable<double> values)
+    {
+        foreach (double x in values)
+        {
+            Count++;
+            double delta = x - Mean;
+            Mean += delta / Count;
+            _m2 += delta * (x - Mean);
+        }
+    }
+
+    public string Format() => FormattableString.Invariant($"{Count},{Mean:R},{_m2:R}");
+
+    public static RunningMoments Parse(string text)
+    {
+        var parts = text.Split(',');
+        if (parts.Length != 3) throw new InvalidDataException($"Running moments '{text}': expected 'count,mean,m2'.");
+        var inv = System.Globalization.CultureInfo.InvariantCulture;
+        return new RunningMoments { Count = long.Parse(parts[0], inv), Mean = double.Parse(parts[1], inv), _m2 = double.Parse(parts[2], inv) };
+    }
+}
 
 /// <summary>
 /// Produces PPO experience for the shared trainer: when its buffer is empty it samples responses to a rollout's prompts
@@ -75,7 +132,8 @@ public sealed class PpoExperience : IBatchSource<PpoBatch>, IDisposable
 {
     readonly ActorCritic _model;
     readonly Gpt _reference;
-    readonly Func<Tensor, Tensor, Tensor> _score;
+    readonly RewardFunction _score;
+    readonly RewardFunction? _gold;
     readonly GptTokenizer _tokenizer;
     readonly IReadOnlyList<string> _prompts;
     readonly PpoConfig _config;
@@ -84,93 +142,113 @@ public sealed class PpoExperience : IBatchSource<PpoBatch>, IDisposable
     readonly Queue<PpoBatch> _queue = new();
     readonly List<Tensor> _owned = [];
     readonly Data.TokenBatchLoader? _ptx;
+    readonly AdaptiveKl? _kl;
+    readonly RunningMoments _moments;
     int _iteration;
 
-    /// <param name="score">Scores whole sequences (B, T) at their last token index (B) → (B): a reward model's
-    /// <see cref="RewardModel.Score"/>, or a program that checks the answer.</param>
-    public PpoExperience(ActorCritic model, Gpt reference, Func<Tensor, Tensor, Tensor> score, GptTokenizer tokenizer, IReadOnlyList<string> prompts,
-        PpoConfig config, Device device, long seed, int iteration = 0, Data.TokenBatchLoader? ptx = null)
+    /// <param name="score">Scores the sampled answers: a reward model (<see cref="Rewards.FromModel"/>) or a program.</param>
+    /// <param name="gold">A program logged beside the score in every rollout (e.g. the form check against a learned reward).</param>
+    /// <param name="position">Where a resumed run continues: a saved <see cref="Position"/> (null: the start).</param>
+    public PpoExperience(ActorCritic model, Gpt reference, RewardFunction score, GptTokenizer tokenizer, IReadOnlyList<string> prompts,
+        PpoConfig config, Device device, long seed, string? position = null, Data.TokenBatchLoader? ptx = null, RewardFunction? gold = null)
     {
         if (prompts.Count == 0) throw new ArgumentException("PPO needs at least one prompt.", nameof(prompts));
         if (config.PtxCoefficient > 0 && ptx is null) throw new ArgumentException("A ptx coefficient needs pretraining batches.", nameof(ptx));
-        (_model, _reference, _score, _tokenizer, _prompts, _config, _device, _seed, _iteration, _ptx) = (model, reference, score, tokenizer, prompts, config, device, seed, iteration, ptx);
+        if (config.KlTarget is <= 0) throw new ArgumentOutOfRangeException(nameof(config), config.KlTarget, "The KL target must be > 0.");
+        (_model, _reference, _score, _gold, _tokenizer, _prompts, _config, _device, _seed, _ptx) = (model, reference, score, gold, tokenizer, prompts, config, device, seed, ptx);
+        var saved = ParsePosition(position ?? "0");
+        _iteration = saved.Iteration;
+        _kl = config.KlTarget is double target ? new AdaptiveKl(config.KlCoefficient, target, config.KlHorizon) : null;
+        if (saved.Kl is double beta) _kl?.Restore(beta);
+        _moments = saved.Moments ?? new RunningMoments();
     }
 
-    /// <summary>Parses <see cref="Position"/>: the next rollout's iteration and, with ptx, the pretraining loader's position.</summary>
-    public static (int Iteration, Data.LoaderPosition Ptx) ParsePosition(string position)
+    /// <summary>The parts of <see cref="Position"/>: the next rollout, the ptx loader's position, β and the score moments.</summary>
+    public sealed record SavedPosition(int Iteration, Data.LoaderPosition Ptx, double? Kl, RunningMoments? Moments);
+
+    /// <summary>Parses <see cref="Position"/>: <c>iteration</c>, then optional <c>;ptx=epoch:cursor</c>, <c>;kl=β</c>,
+    /// <c>;scores=count,mean,m2</c> (older runs wrote the ptx position bare).</summary>
+    public static SavedPosition ParsePosition(string position)
     {
         var parts = position.Split(';');
-        if (!int.TryParse(parts[0], out int iteration)) throw new InvalidDataException($"PPO position '{position}': expected 'iteration' or 'iteration;epoch:cursor'.");
-        return (iteration, parts.Length > 1 ? LoaderPosition.Parse(parts[1]) : default);
+        if (!int.TryParse(parts[0], out int iteration)) throw new InvalidDataException($"PPO position '{position}': expected 'iteration' then ';key=value' parts.");
+        LoaderPosition ptx = default;
+        double? kl = null;
+        RunningMoments? moments = null;
+        foreach (string part in parts.Skip(1))
+        {
+            int eq = part.IndexOf('=');
+            string key = eq < 0 ? "ptx" : part[..eq], value = eq < 0 ? part : part[(eq + 1)..];
+            switch (key)
+            {
+                case "ptx": ptx = LoaderPosition.Parse(value); break;
+                case "kl": kl = double.Parse(value, System.Globalization.CultureInfo.InvariantCulture); break;
+                case "scores": moments = RunningMoments.Parse(value); break;
+                default: throw new InvalidDataException($"PPO position '{position}': unknown part '{key}'.");
+            }
+        }
+        return new SavedPosition(iteration, ptx, kl, moments);
     }
 
     /// <summary>Statistics of every rollout so far.</summary>
     public List<RolloutStats> Rollouts { get; } = [];
+    /// <summary>β for the next rollout.</summary>
+    public double KlCoefficient => _kl?.Value ?? _config.KlCoefficient;
+
     /// <summary>
-    /// The next rollout's iteration (and the ptx loader's position). Checkpoints fall on rollout boundaries (see
-    /// <see cref="PpoConfig.StepsPerRollout"/>), where this resumes exactly; a run stopped mid-rollout resumes at the next one.
+    /// The next rollout's iteration, and what else a resume needs (the ptx loader's position, adaptive β, the running
+    /// score moments). Checkpoints fall on rollout boundaries (see <see cref="PpoConfig.StepsPerRollout"/>), where this
+    /// resumes exactly; a run stopped mid-rollout resumes at the next one.
     /// </summary>
-    public string Position => _ptx is null ? _iteration.ToString() : $"{_iteration};{_ptx.Position.Format()}";
+    public string Position
+    {
+        get
+        {
+            var text = new System.Text.StringBuilder(_iteration.ToString());
+            if (_ptx is not null) text.Append(";ptx=").Append(_ptx.Position.Format());
+            if (_kl is not null) text.Append(";kl=").Append(_kl.Value.ToString("R", System.Globalization.CultureInfo.InvariantCulture));
+            if (_config.NormalizeRewards) text.Append(";scores=").Append(_moments.Format());
+            return text.ToString();
+        }
+    }
 
     public PpoBatch Next()
     {
-        if (_queue.Count == 0) Rollout();
+        if (_queue.Count == 0) RolloutOnce();
         return _queue.Dequeue();
     }
 
-    void Rollout()
+    void RolloutOnce()
     {
         foreach (var old in _owned) old.Dispose();
         _owned.Clear();
-        var template = new ChatTemplate(_tokenizer);
         var random = new Random((int)((_seed * 31 + _iteration) & 0x7fffffff));
         var prompts = Enumerable.Range(0, _config.RolloutPrompts).Select(_ => _prompts[random.Next(_prompts.Count)]).ToList();
-        var rendered = prompts.Select(p => template.RenderPrompt([new ChatMessage(ChatRoles.User, p)])).ToList();
-        var generator = new TokenDecoder(_model.Actor);
-        int context = _model.Actor.Config.ContextLength;
-        var responses = generator.Generate(rendered, new SamplingOptions(Temperature: _config.Temperature, TopK: 0, TopP: 1.0,
-            MaxNewTokens: Math.Min(_config.MaxNewTokens, context - rendered.Max(r => r.Length)), Seed: _seed * 1000 + _iteration * _config.RolloutPrompts,
-            StopTokens: [_tokenizer.EndId, _tokenizer.BosId])).Select(g => g.Tokens).ToList();
-
-        int b = rendered.Count, r = Math.Max(1, responses.Max(x => x.Length)), t = rendered.Zip(responses, (p, x) => p.Length + x.Length).Max();
-        var sequences = new long[b * t];
-        var positions = new long[b * r];
-        var tokens = new long[b * r];
-        var mask = new float[b * r];
-        var last = new long[b];
-        Array.Fill(sequences, _tokenizer.PadId);
-        for (int row = 0; row < b; row++)
-        {
-            int[] full = [.. rendered[row], .. responses[row]];
-            for (int j = 0; j < full.Length; j++) sequences[row * t + j] = full[j];
-            for (int k = 0; k < r; k++)
-            {
-                bool real = k < responses[row].Length;
-                positions[row * r + k] = real ? rendered[row].Length - 1 + k : 0;
-                tokens[row * r + k] = real ? responses[row][k] : 0;
-                mask[row * r + k] = real ? 1 : 0;
-            }
-            last[row] = full.Length - 1;
-        }
 
         using var noGrad = no_grad();
         _model.eval();
-        var seq = tensor(sequences, [b, t], device: _device);
-        var pos = tensor(positions, [b, r], device: _device);
-        var tok = tensor(tokens, [b, r], device: _device);
-        var m = tensor(mask, [b, r], device: _device);
+        using var rollout = Rollout.Sample(_model.Actor, _tokenizer, prompts, _config.Temperature, _config.MaxNewTokens,
+            _seed * 1000 + _iteration * _config.RolloutPrompts);
+        var (seq, pos, tok, m) = (rollout.Sequences, rollout.Positions, rollout.Tokens, rollout.Mask);
+        int b = rollout.Rows;
+        var rawScores = _score(rollout.Completions);
+        double[]? gold = _gold?.Invoke(rollout.Completions);
+        _moments.Update(rawScores);
+        var scoreValues = _config.NormalizeRewards ? rawScores.Select(x => (x - _moments.Mean) / Math.Max(_moments.Std, 1e-6)) : rawScores;
+        var scores = tensor(scoreValues.Select(x => (float)x).ToArray(), device: _device);
         var oldLogp = ResponseLogProbabilities(_model.Actor, seq, pos, tok, _config.Temperature);
         var refLogp = ResponseLogProbabilities(_reference, seq, pos, tok, _config.Temperature);
         var values = _model.Critic.forward(seq).gather(1, pos) * m;
-        var scores = _score(seq, tensor(last, device: _device)).to(ScalarType.Float32);
         var kl = PpoMath.Kl(oldLogp, refLogp, _config.RewardKl) * m;
-        var rewards = PpoMath.TokenRewards(kl, scores, m, _config.KlCoefficient);
+        double beta = KlCoefficient;
+        var rewards = PpoMath.TokenRewards(kl, scores, m, beta);
         var (advantages, returns) = PpoMath.Gae(rewards, values, m, _config.Gamma, _config.Lambda);
         if (_config.WhitenAdvantages) advantages = PpoMath.Whiten(advantages, m);
         _model.train();
 
-        Rollouts.Add(new RolloutStats(_iteration, scores.mean().item<float>(),
-            (kl.sum() / b).item<float>(), m.sum().item<float>() / b));
+        double meanKl = (kl.sum() / b).item<float>();
+        Rollouts.Add(new RolloutStats(_iteration, rawScores.Average(), meanKl, m.sum().item<float>() / b, gold?.Average(), beta));
+        _kl?.Update(meanKl, b);
         _iteration++;
 
         var order = Enumerable.Range(0, b).ToArray();

@@ -7,8 +7,8 @@ using static TorchSharp.torch;
 
 namespace GptSharp.Alignment;
 
-/// <summary>What a PPO run did, rollout by rollout.</summary>
-public sealed record PpoReport(TrainingResult Training, IReadOnlyList<RolloutStats> Rollouts);
+/// <summary>What a PPO run did, rollout by rollout, and which policy it kept.</summary>
+public sealed record PpoReport(TrainingResult Training, IReadOnlyList<RolloutStats> Rollouts, IReadOnlyList<GoldCheck> GoldChecks, GoldCheck? Kept);
 
 /// <summary>
 /// RLHF with PPO: the actor starts from the SFT run, the critic from the reward model, the reference (SFT) and the
@@ -32,14 +32,16 @@ public static class PpoRun
         [.. BuiltInDatasets.Build(seed).TrainChats.Select(c => c[0].Content).Where(q => q.StartsWith("寫一首詩", StringComparison.Ordinal))];
     public const string RolloutFile = "ppo.jsonl";
 
-    /// <param name="programReward">When given, scores rollouts instead of the reward model (which still starts the critic).</param>
+    /// <param name="program">When given, scores rollouts instead of the reward model (which still starts the critic).</param>
+    /// <param name="gold">A program logged beside the score in every rollout: how the proxy reward compares with the truth.</param>
+    /// <param name="selection">Measure a held-out gold score every few rollouts and keep the best policy in <c>RUN/policy</c>.</param>
     /// <param name="resume">Continue the run folder's checkpoint (at the rollout after the one it saved).</param>
     /// <param name="ptxData">Token shards (from <c>data prepare</c>) for the pretraining-mix loss, needed when <see cref="PpoConfig.PtxCoefficient"/> &gt; 0.</param>
     /// <param name="untilStep">Stop there (with a checkpoint) on the full run's schedule.</param>
     public static PpoReport Execute(string sftRun, string rewardRun, IReadOnlyList<string> prompts, PpoConfig ppo, TrainingConfig training,
         string runDirectory, string device = "cpu", Action<RolloutStats>? onRollout = null, Action<StepMetrics>? onStep = null,
-        Func<GptTokenizer, Func<Tensor, Tensor, Tensor>>? programReward = null, CancellationToken cancellation = default,
-        bool resume = false, string? ptxData = null, int? untilStep = null, LoraConfig? lora = null)
+        RewardFunction? program = null, CancellationToken cancellation = default,
+        bool resume = false, string? ptxData = null, int? untilStep = null, LoraConfig? lora = null, RewardFunction? gold = null, PolicySelection? selection = null)
     {
         // Checkpoints on rollout boundaries, where a resume continues exactly.
         int perRollout = ppo.StepsPerRollout;
@@ -51,7 +53,7 @@ public static class PpoRun
         var (reference, _) = Checkpoint.LoadModel(sftRun);
         using var reward = RewardModel.Load(rewardRun);
         using var critic = RewardModel.Load(rewardRun); // the critic starts as a copy of the reward model
-        if (programReward is not null) critic.ZeroHead(); // its backbone still helps; its scale is not the program's
+        if (program is not null) critic.ZeroHead(); // its backbone still helps; its scale is not the program's
         if (lora is not null)
         {
             // Adapters on the actor and on the critic's backbone (the value head trains whole), as ColossalChat does.
@@ -68,6 +70,9 @@ public static class PpoRun
         foreach (var p in reference.parameters().Concat(reward.parameters())) p.requires_grad = false;
 
         var tokenizer = GptTokenizer.Load(sft.Tokenizer);
+        string policyFolder = Path.Combine(runDirectory, PolicyFolder);
+        if (!resume && Checkpoint.Find(runDirectory) is null && Directory.Exists(policyFolder)) Directory.Delete(policyFolder, recursive: true); // a stale policy of an unfinished run
+        var keeper = selection is null ? null : new BestPolicy(policyFolder, sft.Tokenizer, selection.HeldOutGold, selection.Tolerance);
         Data.MappedTokenShard? ptxShard = null;
         PpoExperience? experience = null;
         try
@@ -80,30 +85,33 @@ public static class PpoRun
                 {
                     var r = experience.Rollouts[seen];
                     File.AppendAllText(rolloutLog, System.Text.Json.JsonSerializer.Serialize(new
-                        { step = m.Step, iteration = r.Iteration, meanScore = r.MeanScore, meanKl = r.MeanKl, meanResponseLength = r.MeanResponseLength }) + "\n");
+                        { step = m.Step, iteration = r.Iteration, meanScore = r.MeanScore, meanGold = r.MeanGold, meanKl = r.MeanKl, klCoefficient = r.KlCoefficient,
+                          meanResponseLength = r.MeanResponseLength }) + "\n");
                     onRollout?.Invoke(r);
                 }
+                if (keeper is not null && m.Step % (perRollout * selection!.EveryRollouts) == 0) keeper.Consider(m.Step, actor);
                 onStep?.Invoke(m);
             }
             // Rollouts differ per process and the experience is not sharded: PPO trains in one process.
             var setup = new RunSetup(runDirectory, training, resume, sft.Tokenizer, "PPO", device, DataParallel: false, Command: "ppo");
             var outcome = TrainingRun.Execute(setup, run =>
             {
-                var position = run.DataPosition is null ? default : PpoExperience.ParsePosition(run.DataPosition);
+                var position = PpoExperience.ParsePosition(run.DataPosition ?? "0");
                 ptxShard = ptxData is null ? null : new Data.MappedTokenShard(Path.Combine(ptxData, Data.ShardSummary.TrainFile));
                 var ptxLoader = ptxShard is null ? null : new Data.TokenBatchLoader(ptxShard, ppo.MiniBatch, actor.Config.ContextLength, training.Seed, position.Ptx);
-                experience = new PpoExperience(model, reference, programReward?.Invoke(tokenizer) ?? reward.Score, tokenizer, prompts, ppo, run.Device, training.Seed,
-                    position.Iteration, ptxLoader);
+                experience = new PpoExperience(model, reference, program ?? Rewards.FromModel(reward, tokenizer), tokenizer, prompts, ppo, run.Device, training.Seed,
+                    run.DataPosition, ptxLoader, gold);
                 return new RunObjective<PpoBatch>(model, actor.Config, PpoExperience.Objective(model, ppo), experience, null, new
                 {
-                    objective = "ppo", scorer = programReward is null ? "reward model" : "program", sft = RunFolder.Reference(runDirectory, sftRun),
+                    objective = "ppo", scorer = program is null ? "reward model" : "program", sft = RunFolder.Reference(runDirectory, sftRun),
                     reward = RunFolder.Reference(runDirectory, rewardRun), ppo, training, lora, tokenizer = run.Tokenizer, prompts = prompts.Count,
                     ptxData = ptxData is null ? null : RunFolder.Reference(runDirectory, ptxData),
                 });
             }, onStep: Log, cancellation: cancellation, untilStep: untilStep);
-            string policy = Path.Combine(runDirectory, PolicyFolder);
-            Checkpoint.Save(policy, actor, null, new TrainingState(outcome.Training.StepsDone, "0:0", "", RunFolder.KeepTokenizer(policy, sft.Tokenizer)));
-            return new PpoReport(outcome.Training, experience!.Rollouts);
+            int finalStep = Checkpoint.ReadState(runDirectory).Step;
+            if (keeper is null) Checkpoint.Save(policyFolder, actor, null, new TrainingState(finalStep, "0:0", "", RunFolder.KeepTokenizer(policyFolder, sft.Tokenizer)));
+            else if (keeper.History.LastOrDefault()?.Step != finalStep) keeper.Consider(finalStep, actor);
+            return new PpoReport(outcome.Training, experience!.Rollouts, keeper?.History ?? [], keeper?.Kept);
         }
         finally
         {

@@ -43,13 +43,13 @@ public static class RewardRun
             if (lora is not null) Lora.Attach(model.Backbone, lora); // adapters on the backbone; the scalar head trains whole
             model.to(run.Device);
             var source = new PairBatchSource<PairBatch>(trainPairs, training.BatchSize, training.Seed,
-                rows => PairBatchSource.Pack(rows, config.ContextLength, tokenizer.PadId), run.Position, run.Rank, run.Processes);
+                rows => PairBatchSource.Pack(rows, config.ContextLength, tokenizer.PadId), run.Position, run.Rank, run.Processes, PairBatchSource<PairBatch>.Groups(train));
             validation = heldPairs.Chunk(training.BatchSize).Select(rows => PairBatchSource.Pack(rows, config.ContextLength, tokenizer.PadId)).ToList();
             return new RunObjective<PairBatch>(model, config, Objective(model, run.Device), source,
                 () => Evaluate(model, validation.Take(training.EvalBatches).ToList(), run.Device).Loss, new   // all of it at the end
                 {
                     objective = "reward", from = RunFolder.Reference(runDirectory, fromRun), model = config, training, lora, tokenizer = run.Tokenizer,
-                    trainPairs = train.Count, heldOutPairs = heldOut.Count,
+                    trainPairs = train.Count, heldOutPairs = heldOut.Count, groups = PairBatchSource<PairBatch>.Groups(train)?.Count,
                 });
         }, (start, _) => onStart?.Invoke(start), onStep, cancellation);
         using var model = built!;

@@ -1,0 +1,107 @@
+using System.ComponentModel;
+using GptSharp.Alignment;
+using GptSharp.Runtime;
+using GptSharp.Tokenization;
+using GptSharp.Training;
+using Spectre.Console;
+using Spectre.Console.Cli;
+
+namespace GptSharp.Cli.Commands;
+
+sealed class GrpoSettings : TrainingSettings
+{
+    [CommandOption("--from")] [Description("The SFT run the policy starts from (and the reference when --beta > 0).")]
+    public string From { get; init; } = "runs/sft";
+    [CommandOption("--task")] [Description("`form` (built-in: write a poem for a title; 1 for a regular form), `builtin` (every built-in task with its check), or a JSONL file of {\"prompt\", \"answer\"} lines: 1 when the answer gives the expected one.")]
+    public string Task { get; init; } = "form";
+    [CommandOption("--reward-model")] [Description("Train against this reward-model run instead of the task's program (the program is still logged as the gold score).")]
+    public string? RewardModel { get; init; }
+    [CommandOption("-r|--run-dir")] [Description("Folder for the GRPO run; the policy goes to its policy/ folder.")]
+    public string RunDir { get; init; } = "runs/grpo";
+    [CommandOption("--device")] [Description("cpu, cuda, cuda:N or auto.")]
+    public string Device { get; init; } = "cpu";
+    [CommandOption("--resume")] [Description("Continue the run folder's checkpoint (from the rollout after the one it saved).")]
+    public bool Resume { get; init; }
+    [CommandOption("--select-every")] [Description("Measure the held-out gold score every this many rollouts and keep the best policy (0: keep the last; built-in tasks only).")]
+    public int SelectEvery { get; init; } = 5;
+    [CommandOption("--lora-rank")] [Description("Train LoRA adapters of this rank (0: full).")]
+    public int LoraRank { get; init; }
+
+    // GRPO's own settings, named as GrpoConfig's properties.
+    [CommandOption("--group")] [Description("Answers per prompt (G).")]
+    public int? GroupSize { get; init; }
+    [CommandOption("--rollout")] [Description("Prompts per rollout.")]
+    public int? PromptsPerRollout { get; init; }
+    [CommandOption("--minibatch")] [Description("Answers per optimisation minibatch.")]
+    public int? MiniBatch { get; init; }
+    [CommandOption("--epochs")] [Description("Passes over each rollout's answers.")]
+    public int? Epochs { get; init; }
+    [CommandOption("--max-tokens")] [Description("Longest answer, in tokens.")]
+    public int? MaxNewTokens { get; init; }
+    [CommandOption("--temperature")] [Description("Sampling temperature (log-probabilities are taken at it too).")]
+    public double? Temperature { get; init; }
+    [CommandOption("--loss")] [Description("grpo, dr_grpo (no std or length normalisation) or dapo (token-level mean, clip-higher).")]
+    public string Loss { get; init; } = "grpo";
+    [CommandOption("--clip")] [Description("Ratio clip ε.")]
+    public double? Clip { get; init; }
+    [CommandOption("--clip-high")] [Description("DAPO's upper clip ε_high.")]
+    public double? ClipHigh { get; init; }
+    [CommandOption("--beta")] [Description("KL penalty to the starting model (0: none, no reference kept).")]
+    public double? Beta { get; init; }
+    [CommandOption("--keep-truncated")] [Description("Learn from answers cut by the length limit too (default: masked out).")]
+    public bool KeepTruncated { get; init; }
+
+    protected override TrainingConfig StageDefaults => GrpoRun.Defaults;
+    public override ValidationResult Validate() => BatchSize is not null
+        ? ValidationResult.Error("--batch-size: GRPO's optimisation batch is --minibatch.") : base.Validate();
+    public override IEnumerable<object> Defaults => [.. base.Defaults, new GrpoConfig()];
+
+    public GrpoConfig Grpo() => OptionDefaults.Apply(this, new GrpoConfig()) with
+    {
+        Loss = Loss switch
+        {
+            "grpo" => GrpoLoss.Grpo, "dr_grpo" => GrpoLoss.DrGrpo, "dapo" => GrpoLoss.Dapo,
+            _ => throw new ArgumentException($"--loss {Loss}: expected grpo, dr_grpo or dapo."),
+        },
+        MaskTruncated = !KeepTruncated,
+    };
+}
+
+/// <summary><c>gptsharp grpo</c>: RL with verifiable rewards by group-relative policy optimisation.</summary>
+sealed class GrpoCommand : Command<GrpoSettings>
+{
+    public override int Execute(CommandContext context, GrpoSettings s, CancellationToken cancellation)
+    {
+        var runtime = TorchRuntime.Initialize(s.Threads, s.Device);
+        var grpo = s.Grpo().Validate();
+        var task = RlTasks.Named(s.Task, s.RunSeed);
+        var training = s.Training() with { BatchSize = grpo.MiniBatch };
+        GptSharp.Alignment.RewardModel? rewardModel = s.RewardModel is null ? null : GptSharp.Alignment.RewardModel.Load(s.RewardModel);
+        using var _ = rewardModel;
+        var tokenizer = GptTokenizer.Load(GptSharp.Runs.Checkpoint.ReadState(s.From).Tokenizer);
+        RewardFunction reward = rewardModel is null ? task.Program : Rewards.FromModel(rewardModel, tokenizer);
+        var selection = task.HeldOutGold is { } heldOut && s.SelectEvery > 0 ? new PolicySelection(p => heldOut(p, tokenizer), s.SelectEvery) : null;
+        GrpoReport report = null!;
+        ProgressDisplay.Run("grpo", training.Steps, "steps", s.Quiet, (Action<double, string?> progress) =>
+        {
+            GrpoRolloutStats? last = null;
+            report = GrpoRun.Execute(s.From, task.Prompts, reward, grpo, training, s.RunDir, runtime.Device,
+                gold: rewardModel is null ? null : task.Program, selection: selection,
+                onRollout: r =>
+                {
+                    last = r;
+                    if (s.Quiet) Console.WriteLine($"rollout {r.Iteration}: reward {r.MeanReward:F3}{(r.MeanGold is double g ? $", gold {g:F3}" : "")}, length {r.MeanResponseLength:F1}, groups that teach {r.SolvedGroups:P0}");
+                },
+                onStep: m => progress(m.Step, last is null ? null : $"reward {last.MeanReward:F3}"),
+                cancellation: cancellation, resume: s.Resume,
+                lora: s.LoraRank > 0 ? new GptSharp.Models.LoraConfig { Rank = s.LoraRank }.Validate() : null,
+                rewardDescription: s.RewardModel is null ? task.Name : new { task = task.Name, rewardModel = GptSharp.Runs.RunFolder.Reference(s.RunDir, s.RewardModel) });
+            return report;
+        });
+        double first = report.Rollouts.Take(3).Average(r => r.MeanReward), final = report.Rollouts.TakeLast(3).Average(r => r.MeanReward);
+        AnsiConsole.MarkupLine($"GRPO: {report.Rollouts.Count} rollouts, mean reward {first:F3} → {final:F3} (first/last 3)." +
+            (report.Kept is { } kept ? $" Kept the policy of step {kept.Step} (held-out gold {kept.Score:F3})." : "") +
+            $" Policy in {Markup.Escape(Path.Combine(s.RunDir, GrpoRun.PolicyFolder))}.");
+        return 0;
+    }
+}

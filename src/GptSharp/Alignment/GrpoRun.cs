@@ -1,0 +1,99 @@
+using GptSharp.Models;
+using GptSharp.Runs;
+using GptSharp.Tokenization;
+using GptSharp.Training;
+using TorchSharp;
+
+namespace GptSharp.Alignment;
+
+/// <summary>What a GRPO run did, rollout by rollout, and which policy it kept.</summary>
+public sealed record GrpoReport(TrainingResult Training, IReadOnlyList<GrpoRolloutStats> Rollouts, IReadOnlyList<GoldCheck> GoldChecks, GoldCheck? Kept);
+
+/// <summary>How RL keeps its policy: measure a held-out gold score every <paramref name="EveryRollouts"/> rollouts
+/// and keep the latest within <paramref name="Tolerance"/> of the best (see <see cref="BestPolicy"/>).</summary>
+public sealed record PolicySelection(Func<Gpt, double> HeldOutGold, int EveryRollouts = 5, double Tolerance = 0.04);
+
+/// <summary>
+/// RL with verifiable rewards by GRPO: the policy starts from an SFT run, answers each prompt G times, and learns from
+/// how each answer scored against its group; no critic, and no reference unless β &gt; 0. Writes per-rollout statistics
+/// to <c>grpo.jsonl</c> and the policy to <c>RUN/policy</c> (the best by held-out gold when a selection is given, else the last).
+/// </summary>
+public static class GrpoRun
+{
+    /// <summary>The optimiser settings <c>grpo</c> uses unless told otherwise: constant rate, no decay, checkpoints on rollout boundaries.</summary>
+    public static TrainingConfig Defaults { get; } = new()
+        { Steps = 100, BatchSize = new GrpoConfig().MiniBatch, LearningRate = 2e-5, WarmupSteps = 0, MinLrRatio = 1, WeightDecay = 0, EvalEvery = 100, CheckpointEvery = 20 };
+
+    public const string PolicyFolder = "policy";
+    public const string RolloutFile = "grpo.jsonl";
+
+    /// <param name="gold">A program logged beside the reward in every rollout (e.g. the form check when the reward is learned).</param>
+    /// <param name="untilStep">Stop there (with a checkpoint) on the full run's schedule.</param>
+    public static GrpoReport Execute(string fromRun, IReadOnlyList<string> prompts, RewardFunction reward, GrpoConfig grpo, TrainingConfig training,
+        string runDirectory, string device = "cpu", RewardFunction? gold = null, PolicySelection? selection = null,
+        Action<GrpoRolloutStats>? onRollout = null, Action<StepMetrics>? onStep = null, CancellationToken cancellation = default,
+        bool resume = false, int? untilStep = null, LoraConfig? lora = null, object? rewardDescription = null)
+    {
+        grpo.Validate();
+        int perRollout = grpo.StepsPerRollout;
+        training = training with { CheckpointEvery = Math.Max(1, (int)Math.Round(training.CheckpointEvery / (double)perRollout)) * perRollout };
+        training.Validate();
+        var (policy, start) = Checkpoint.LoadModel(fromRun);
+        using var _p = policy;
+        Gpt? reference = grpo.Beta > 0 ? Checkpoint.LoadModel(fromRun).Model : null;
+        using var _r = reference;
+        if (lora is not null) Lora.Attach(policy, lora);
+        var tokenizer = GptTokenizer.Load(start.Tokenizer);
+        var torchDevice = torch.device(device);
+        policy.to(torchDevice);
+        if (reference is not null)
+        {
+            reference.to(torchDevice);
+            reference.eval();
+            foreach (var p in reference.parameters()) p.requires_grad = false;
+        }
+
+        string policyFolder = Path.Combine(runDirectory, PolicyFolder);
+        if (!resume && Checkpoint.Find(runDirectory) is null && Directory.Exists(policyFolder)) Directory.Delete(policyFolder, recursive: true); // a stale policy of an unfinished run
+        var keeper = selection is null ? null : new BestPolicy(policyFolder, start.Tokenizer, selection.HeldOutGold, selection.Tolerance);
+        GrpoExperience? experience = null;
+        try
+        {
+            string rolloutLog = Path.Combine(runDirectory, RolloutFile);
+            int seen = 0;
+            void Log(StepMetrics m)
+            {
+                for (; seen < experience!.Rollouts.Count; seen++)
+                {
+                    var r = experience.Rollouts[seen];
+                    File.AppendAllText(rolloutLog, System.Text.Json.JsonSerializer.Serialize(new
+                        { step = m.Step, iteration = r.Iteration, meanReward = r.MeanReward, meanGold = r.MeanGold, meanResponseLength = r.MeanResponseLength,
+                          solvedGroups = r.SolvedGroups, truncated = r.Truncated }) + "\n");
+                    onRollout?.Invoke(r);
+                }
+                if (keeper is not null && m.Step % (perRollout * selection!.EveryRollouts) == 0) keeper.Consider(m.Step, policy);
+                onStep?.Invoke(m);
+            }
+            var setup = new RunSetup(runDirectory, training, resume, start.Tokenizer, "GRPO", device, DataParallel: false, Command: "grpo");
+            var outcome = TrainingRun.Execute(setup, run =>
+            {
+                int iteration = run.DataPosition is null ? 0 : int.TryParse(run.DataPosition, out int i) ? i
+                    : throw new InvalidDataException($"GRPO position '{run.DataPosition}': expected the next rollout's number.");
+                experience = new GrpoExperience(policy, reference, reward, tokenizer, prompts, grpo, training.Seed, iteration, gold);
+                return new RunObjective<GrpoBatch>(policy, policy.Config, GrpoExperience.Objective(policy, grpo), experience, null, new
+                {
+                    objective = "grpo", from = RunFolder.Reference(runDirectory, fromRun), reward = rewardDescription ?? "program", grpo, training, lora,
+                    tokenizer = run.Tokenizer, prompts = prompts.Count,
+                });
+            }, onStep: Log, cancellation: cancellation, untilStep: untilStep);
+            int finalStep = Checkpoint.ReadState(runDirectory).Step;
+            if (keeper is null) Checkpoint.Save(policyFolder, policy, null, new TrainingState(finalStep, "0:0", "", RunFolder.KeepTokenizer(policyFolder, start.Tokenizer)));
+            else if (keeper.History.LastOrDefault()?.Step != finalStep) keeper.Consider(finalStep, policy);
+            return new GrpoReport(outcome.Training, experience!.Rollouts, keeper?.History ?? [], keeper?.Kept);
+        }
+        finally
+        {
+            experience?.Dispose();
+        }
+    }
+}

@@ -1,0 +1,91 @@
+using GptSharp.Tokenization;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace GptSharp.Alignment;
+
+/// <summary>One sampled answer to score: the user's prompt, the answer's text and tokens (the closing
+/// <c>&lt;|end|&gt;</c> included when the model stopped), and whether the length limit cut it.</summary>
+public sealed record Completion(string Prompt, string Answer, int[] PromptTokens, int[] AnswerTokens, bool Truncated);
+
+/// <summary>Scores a batch of completions, one number each (higher is better).</summary>
+public delegate double[] RewardFunction(IReadOnlyList<Completion> completions);
+
+/// <summary>Thrown when a reward program fails: names the prompt it failed on.</summary>
+public sealed class RewardProgramException(string prompt, Exception inner)
+    : Exception($"The reward program failed on the prompt \"{prompt}\": {inner.Message}", inner)
+{
+    public string Prompt { get; } = prompt;
+}
+
+/// <summary>
+/// Where RL rewards come from: a program that checks an answer (the poem form, an expected answer, a user's own C#
+/// function) or a learned reward model. Programs are the gold standard a learned reward is measured against.
+/// </summary>
+public static class Rewards
+{
+    /// <summary>A reward from a C# function of one completion; an exception names the prompt it failed on.</summary>
+    public static RewardFunction FromProgram(Func<Completion, double> program) => completions =>
+    {
+        var scores = new double[completions.Count];
+        for (int i = 0; i < scores.Length; i++)
+        {
+            double score;
+            try { score = program(completions[i]); }
+            catch (Exception e) { throw new RewardProgramException(completions[i].Prompt, e); }
+            if (!double.IsFinite(score)) throw new RewardProgramException(completions[i].Prompt, new ArithmeticException($"it returned {score}"));
+            scores[i] = score;
+        }
+        return scores;
+    };
+
+    /// <summary>1 for a regular quatrain or regulated verse (see <see cref="BuiltInDatasets.IsRegularQuatrainOrRegulated"/>), else 0.</summary>
+    public static RewardFunction Form { get; } = FromProgram(c => BuiltInDatasets.IsRegularQuatrainOrRegulated(c.Answer.Split('\n')) ? 1 : 0);
+
+    /// <summary>
+    /// 1 when the answer gives the prompt's expected answer, else 0: equal after trimming spaces and final punctuation,
+    /// or ending with it after a space, colon or 「：」 ("The answer is 42."). A prompt without an expected answer is an error.
+    /// </summary>
+    public static RewardFunction ExpectedAnswers(IReadOnlyDictionary<string, string> expected) => FromProgram(c =>
+    {
+        if (!expected.TryGetValue(c.Prompt, out string? answer)) throw new KeyNotFoundException("no expected answer is given for it");
+        return GivesAnswer(c.Answer, answer) ? 1 : 0;
+    });
+
+    /// <summary>Whether <paramref name="text"/> gives <paramref name="answer"/> (see <see cref="ExpectedAnswers"/>).</summary>
+    public static bool GivesAnswer(string text, string answer)
+    {
+        string said = Normalise(text), wanted = Normalise(answer);
+        if (wanted.Length == 0) return said.Length == 0;
+        if (said == wanted) return true;
+        return said.EndsWith(wanted, StringComparison.Ordinal) && said[^(wanted.Length + 1)] is ' ' or ':' or '：' or '=' or '\n';
+    }
+
+    static string Normalise(string text) => text.Trim().TrimEnd('.', '。', '!', '！', ' ').Trim();
+
+    /// <summary>A learned reward model's score of each completion (its head at the answer's last token).</summary>
+    public static RewardFunction FromModel(RewardModel model, GptTokenizer tokenizer) => completions =>
+    {
+        if (completions.Count == 0) return [];
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var rows = completions.Select(c => (int[])[.. c.PromptTokens, .. c.AnswerTokens]).ToList();
+        int t = rows.Max(r => r.Length);
+        var tokens = new long[rows.Count * t];
+        Array.Fill(tokens, (long)tokenizer.PadId);
+        var last = new long[rows.Count];
+        for (int i = 0; i < rows.Count; i++)
+        {
+            for (int j = 0; j < rows[i].Length; j++) tokens[i * t + j] = rows[i][j];
+            last[i] = rows[i].Length - 1;
+        }
+        var device = model.parameters().First().device;
+        var scores = model.Score(tensor(tokens, [rows.Count, t], device: device), tensor(last, device: device));
+        return [.. scores.to(ScalarType.Float64).cpu().data<double>()];
+    };
+
+    /// <summary>Completions of rendered chat prompts: the user's text of each prompt and the decoded answer.</summary>
+    public static List<Completion> Describe(GptTokenizer tokenizer, IReadOnlyList<string> prompts, IReadOnlyList<int[]> promptTokens,
+        IReadOnlyList<int[]> answers, IReadOnlyList<bool> truncated) =>
+        [.. prompts.Select((p, i) => new Completion(p, tokenizer.Decode(answers[i].Where(id => !tokenizer.IsSpecial(id))), promptTokens[i], answers[i], truncated[i]))];
+}

@@ -1,0 +1,88 @@
+using System.Text.Json;
+using GptSharp.Models;
+using GptSharp.Tokenization;
+
+namespace GptSharp.Alignment;
+
+/// <summary>
+/// What RL trains on: prompts, the program that scores an answer, and (optionally) held-out prompts on which the same
+/// program measures the policy while it trains, to keep the best one.
+/// </summary>
+/// <param name="HeldOutGold">The program's score of a policy on held-out prompts (null: no selection).</param>
+public sealed record RlTask(string Name, IReadOnlyList<string> Prompts, RewardFunction Program, Func<Gpt, GptTokenizer, double>? HeldOutGold);
+
+/// <summary>The built-in RL tasks and a user's own from a file.</summary>
+public static class RlTasks
+{
+    /// <summary>Held-out titles used to pick the best policy during RL; disjoint from the form score's prompts (they
+    /// come from the other end of the held-out list).</summary>
+    public const int SelectionPrompts = 128;
+
+    /// <summary>Write a poem for a title; 1 when it has a regular form. Trains on the built-in training titles.</summary>
+    public static RlTask Form(long seed = 1337) => new("form", PpoRun.PoemPrompts(seed), Rewards.Form,
+        (policy, tokenizer) => FormScore.Measure(policy, tokenizer, FormScore.SelectionPrompts(SelectionPrompts)).Share);
+
+    /// <summary>
+    /// Every built-in task with its check: a poem for a title (regular form), the author of a poem, the next half-line,
+    /// the president of a year's address (the expected answer). Prompts are the built-in training questions.
+    /// </summary>
+    public static RlTask BuiltIn(long seed = 1337)
+    {
+        var data = BuiltInDatasets.Build(seed);
+        var expected = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var chat in data.TrainChats)
+            if (!IsPoemRequest(chat[0].Content)) expected[chat[0].Content] = chat[1].Content;
+        var answers = Rewards.ExpectedAnswers(expected);
+        RewardFunction program = completions =>
+        {
+            var scores = new double[completions.Count];
+            var poems = Enumerable.Range(0, completions.Count).Where(i => IsPoemRequest(completions[i].Prompt)).ToList();
+            var others = Enumerable.Range(0, completions.Count).Where(i => !IsPoemRequest(completions[i].Prompt)).ToList();
+            var poemScores = Rewards.Form([.. poems.Select(i => completions[i])]);
+            var otherScores = answers([.. others.Select(i => completions[i])]);
+            for (int j = 0; j < poems.Count; j++) scores[poems[j]] = poemScores[j];
+            for (int j = 0; j < others.Count; j++) scores[others[j]] = otherScores[j];
+            return scores;
+        };
+        return new RlTask("builtin", [.. data.TrainChats.Select(c => c[0].Content).Distinct()], program, null);
+    }
+
+    static bool IsPoemRequest(string prompt) => prompt.StartsWith("寫一首詩", StringComparison.Ordinal);
+
+    /// <summary>A task by name: <c>form</c>, <c>builtin</c>, or a JSONL file (see <see cref="FromFile"/>).</summary>
+    public static RlTask Named(string name, long seed = 1337) => name switch
+    {
+        "form" => Form(seed),
+        "builtin" => BuiltIn(seed),
+        _ => FromFile(name),
+    };
+
+    /// <summary>
+    /// A user's task from JSONL: one object per line with <c>prompt</c> and <c>answer</c> (strings); the reward is 1
+    /// when the model's answer gives the expected one (see <see cref="Rewards.GivesAnswer"/>). Errors name the file,
+    /// the line and the field.
+    /// </summary>
+    public static RlTask FromFile(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"{path}: no such task file (JSONL with \"prompt\" and \"answer\" on each line).", path);
+        var expected = new Dictionary<string, string>(StringComparer.Ordinal);
+        int number = 0;
+        foreach (string line in File.ReadLines(path))
+        {
+            number++;
+            if (string.IsNullOrWhiteSpace(line)) continue;
+            JsonElement item;
+            try { item = JsonDocument.Parse(line).RootElement; }
+            catch (JsonException e) { throw new InvalidDataException($"{path}:{number}: invalid JSON: {e.Message}", e); }
+            string Field(string name) => item.ValueKind == JsonValueKind.Object && item.TryGetProperty(name, out var value) && value.ValueKind == JsonValueKind.String
+                ? value.GetString()! : throw new InvalidDataException($"{path}:{number}: expected a string field \"{name}\".");
+            string prompt = Field("prompt"), answer = Field("answer");
+            if (prompt.Length == 0) throw new InvalidDataException($"{path}:{number}: \"prompt\" is empty.");
+            if (expected.TryGetValue(prompt, out string? earlier) && earlier != answer)
+                throw new InvalidDataException($"{path}:{number}: the prompt appears earlier with another answer (\"{earlier}\").");
+            expected[prompt] = answer;
+        }
+        if (expected.Count == 0) throw new InvalidDataException($"{path}: no prompts.");
+        return new RlTask(Path.GetFileNameWithoutExtension(path), [.. expected.Keys], Rewards.ExpectedAnswers(expected), null);
+    }
+}

@@ -1,0 +1,87 @@
+using GptSharp.Inference;
+using GptSharp.Models;
+using GptSharp.Tokenization;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace GptSharp.Alignment;
+
+/// <summary>
+/// Answers sampled from a policy, laid out for its forward pass: <c>Sequences</c> (B, T) are prompt + answer padded on
+/// the right; over each answer (B, R), <c>Positions</c> index the logits that predict its tokens, <c>Tokens</c> are the
+/// tokens and <c>Mask</c> is 1 on the tokens that count (answer tokens of rows that are kept).
+/// </summary>
+public sealed class Rollout : IDisposable
+{
+    Rollout(List<Completion> completions, Tensor sequences, Tensor positions, Tensor tokens, Tensor mask)
+        => (Completions, Sequences, Positions, Tokens, Mask) = (completions, sequences, positions, tokens, mask);
+
+    public IReadOnlyList<Completion> Completions { get; }
+    public Tensor Sequences { get; }
+    public Tensor Positions { get; }
+    public Tensor Tokens { get; }
+    public Tensor Mask { get; }
+    public int Rows => Completions.Count;
+
+    /// <summary>Samples one answer per prompt (a user message each, rendered with the chat template) in one batch;
+    /// prompt i samples with seed <paramref name="seed"/> + i. Answers end at <c>&lt;|end|&gt;</c> or the length limit.</summary>
+    /// <param name="keepTruncated">When false, answers cut by the length limit get mask 0: they are scored but not learned from.</param>
+    public static Rollout Sample(Gpt policy, GptTokenizer tokenizer, IReadOnlyList<string> prompts, double temperature, int maxNewTokens, long seed,
+        bool keepTruncated = true)
+    {
+        var template = new ChatTemplate(tokenizer);
+        var rendered = prompts.Select(p => template.RenderPrompt([new ChatMessage(ChatRoles.User, p)])).ToList();
+        int room = policy.Config.ContextLength - rendered.Max(r => r.Length);
+        if (room < 1) throw new ArgumentException($"A prompt fills the model's context of {policy.Config.ContextLength} tokens: no room for an answer.", nameof(prompts));
+        var answers = new TokenDecoder(policy).Generate(rendered, new SamplingOptions(Temperature: temperature, TopK: 0, TopP: 1.0,
+            MaxNewTokens: Math.Min(maxNewTokens, room), Seed: seed, StopTokens: [tokenizer.EndId, tokenizer.BosId]));
+        var truncated = answers.Select(a => a.Finish != FinishReason.Stop).ToList();
+        var completions = Rewards.Describe(tokenizer, prompts, rendered, [.. answers.Select(a => a.Tokens)], truncated);
+        return Layout(completions, tokenizer.PadId, parameterDevice(policy), keepTruncated);
+    }
+
+    /// <summary>Lays out completions (prompt and answer tokens) as tensors on <paramref name="device"/>.</summary>
+    public static Rollout Layout(List<Completion> completions, int padId, Device device, bool keepTruncated = true)
+    {
+        int b = completions.Count;
+        int r = Math.Max(1, completions.Max(c => c.AnswerTokens.Length));
+        int t = completions.Max(c => c.PromptTokens.Length + c.AnswerTokens.Length);
+        var sequences = new long[b * t];
+        var positions = new long[b * r];
+        var tokens = new long[b * r];
+        var mask = new float[b * r];
+        Array.Fill(sequences, padId);
+        for (int row = 0; row < b; row++)
+        {
+            var (prompt, answer) = (completions[row].PromptTokens, completions[row].AnswerTokens);
+            for (int j = 0; j < prompt.Length; j++) sequences[row * t + j] = prompt[j];
+            for (int j = 0; j < answer.Length; j++) sequences[row * t + prompt.Length + j] = answer[j];
+            bool learn = keepTruncated || !completions[row].Truncated;
+            for (int k = 0; k < answer.Length; k++)
+            {
+                positions[row * r + k] = prompt.Length - 1 + k;
+                tokens[row * r + k] = answer[k];
+                mask[row * r + k] = learn ? 1 : 0;
+            }
+        }
+        return new Rollout(completions, tensor(sequences, [b, t], device: device), tensor(positions, [b, r], device: device),
+            tensor(tokens, [b, r], device: device), tensor(mask, [b, r], device: device));
+    }
+
+    /// <summary>The rows in <paramref name="index"/> (a minibatch), as tensors outside any dispose scope.</summary>
+    public (Tensor Sequences, Tensor Positions, Tensor Tokens, Tensor Mask) Select(Tensor index) =>
+        (Sequences.index_select(0, index), Positions.index_select(0, index), Tokens.index_select(0, index), Mask.index_select(0, index));
+
+    /// <summary>Mean answer length in tokens.</summary>
+    public double MeanLength => Completions.Average(c => c.AnswerTokens.Length);
+
+    static Device parameterDevice(Gpt model) => model.parameters().First().device;
+
+    public void Dispose()
+    {
+        Sequences.Dispose();
+        Positions.Dispose();
+        Tokens.Dispose();
+        Mask.Dispose();
+    }
+}
