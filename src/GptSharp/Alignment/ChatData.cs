@@ -29,6 +29,8 @@ public static class ChatData
 
     public static IEnumerable<PreferencePair> ReadPreferences(string path)
     {
+        // A group holds the comparisons of one prompt's answers: a second prompt in it means the file was assembled wrongly.
+        var groupPrompts = new Dictionary<string, (string Prompt, int Line)>(StringComparer.Ordinal);
         foreach (var (root, line) in ReadObjects(path))
         {
             var prompt = Messages(root, "prompt", path, line);
@@ -37,6 +39,13 @@ public static class ChatData
                 group = g.ValueKind == JsonValueKind.String ? g.GetString() : throw new InvalidDataException($"{path}:{line}: field 'group' must be a string.");
             string chosen = Text(root, "chosen", path, line), rejected = Text(root, "rejected", path, line);
             if (chosen == rejected) throw new InvalidDataException($"{path}:{line}: 'chosen' and 'rejected' are the same answer: the pair teaches nothing.");
+            if (group is not null)
+            {
+                string promptText = string.Join("\u0000", prompt.Select(m => m.Role + "\u0001" + m.Content));
+                if (!groupPrompts.TryGetValue(group, out var first)) groupPrompts[group] = (promptText, line);
+                else if (first.Prompt != promptText)
+                    throw new InvalidDataException($"{path}:{line}: group '{group}' holds the answers to the prompt of line {first.Line}, but this pair's prompt differs.");
+            }
             yield return new PreferencePair(prompt, chosen, rejected, group);
         }
     }

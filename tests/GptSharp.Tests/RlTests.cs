@@ -1,0 +1,307 @@
+using GptSharp.Alignment;
+using GptSharp.Models;
+using GptSharp.Runs;
+using GptSharp.Tokenization;
+using GptSharp.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace GptSharp.Tests;
+
+/// <summary>The arithmetic of RL: group advantages, GRPO's three losses, the adaptive KL controller, running moments.</summary>
+public class RlMathTests
+{
+    [Fact]
+    public void GroupAdvantagesAreRelativeToTheirOwnGroup()
+    {
+        double[] rewards = [1, 0, 0, 1, 1, 1, 1, 1, 0, 0, 0, 3];
+        var scaled = GrpoMath.GroupAdvantages(rewards, groupSize: 4, scaleByStd: true);
+        // Group 1: mean 0.5, sample std sqrt(4·0.25/3) = 0.57735; group 2 all alike: 0; group 3: mean 0.75, std 1.5.
+        double std1 = Math.Sqrt(1.0 / 3);
+        double[] expected = [0.5 / (std1 + 1e-4), -0.5 / (std1 + 1e-4), -0.5 / (std1 + 1e-4), 0.5 / (std1 + 1e-4), 0, 0, 0, 0,
+            -0.75 / (1.5 + 1e-4), -0.75 / (1.5 + 1e-4), -0.75 / (1.5 + 1e-4), 2.25 / (1.5 + 1e-4)];
+        for (int i = 0; i < expected.Length; i++) Assert.Equal(expected[i], scaled[i], 9);
+        var centred = GrpoMath.GroupAdvantages(rewards, groupSize: 4, scaleByStd: false);
+        Assert.Equal([0.5, -0.5, -0.5, 0.5, 0, 0, 0, 0, -0.75, -0.75, -0.75, 2.25], centred);
+        Assert.Throws<ArgumentException>(() => GrpoMath.GroupAdvantages([1, 2, 3], 2, true));
+        Assert.Throws<ArgumentOutOfRangeException>(() => GrpoMath.GroupAdvantages([1, 2], 1, true));
+    }
+
+    [Fact]
+    public void EachGrpoLossReducesTheClippedSurrogateAsItsPaperSays()
+    {
+        // Two answers: the first 2 tokens long (third masked), the second 3. Ratios e^(logp − old):
+        // row 0: 1.5, 0.5 (A = +1); row 1: 1.1, 1.25, 0.7 (A = −2).
+        using var scope = NewDisposeScope();
+        var old = zeros(2, 3);
+        var logp = tensor(new[] { (float)Math.Log(1.5), (float)Math.Log(0.5), 0f, (float)Math.Log(1.1), (float)Math.Log(1.25), (float)Math.Log(0.7) }, [2, 3]);
+        var mask = tensor(new[] { 1f, 1f, 0f, 1f, 1f, 1f }, [2, 3]);
+        var advantages = tensor(new[] { 1f, -2f });
+        // Token loss −min(ρA, clip(ρ)A). Symmetric clip 0.2:
+        //   row 0: ρ=1.5 → −min(1.5, 1.2) = −1.2; ρ=0.5 → −min(0.5, 0.8) = −0.5
+        //   row 1: ρ=1.1 → −min(−2.2, −2.2) = 2.2; ρ=1.25 → −min(−2.5, −2.4) = 2.5; ρ=0.7 → −min(−1.4, −1.6) = 1.6
+        double grpo = ((-1.2 - 0.5) / 2 + (2.2 + 2.5 + 1.6) / 3) / 2;
+        double drGrpo = (-1.2 - 0.5 + 2.2 + 2.5 + 1.6) / (2 * 8.0);
+        // DAPO clips high at 0.28: row 0 ρ=1.5 → −min(1.5, 1.28) = −1.28; row 1 unchanged (ρ=1.25 < 1.28 → 2.5).
+        double dapo = (-1.28 - 0.5 + 2.2 + 2.5 + 1.6) / 5;
+        Assert.Equal(grpo, GrpoMath.Loss(GrpoLoss.Grpo, logp, old, advantages, mask, 0.2, 0.2, 8).item<float>(), 5);
+        Assert.Equal(drGrpo, GrpoMath.Loss(GrpoLoss.DrGrpo, logp, old, advantages, mask, 0.2, 0.2, 8).item<float>(), 5);
+        Assert.Equal(dapo, GrpoMath.Loss(GrpoLoss.Dapo, logp, old, advantages, mask, 0.2, 0.28, 8).item<float>(), 5);
+
+        // β·k3 to the reference: with reference = old (log-ratio to reference −log ρ), k3 = 1/ρ + log ρ − 1 per token.
+        double K3(double rho) => 1 / rho - 1 + Math.Log(rho);
+        double withKl = ((-1.2 - 0.5 + 0.1 * (K3(1.5) + K3(0.5))) / 2 + (2.2 + 2.5 + 1.6 + 0.1 * (K3(1.1) + K3(1.25) + K3(0.7))) / 3) / 2;
+        Assert.Equal(withKl, GrpoMath.Loss(GrpoLoss.Grpo, logp, old, advantages, mask, 0.2, 0.2, 8, old, beta: 0.1).item<float>(), 5);
+    }
+
+    [Fact]
+    public void AdaptiveKlMovesTheCoefficientTowardTheTarget()
+    {
+        var kl = new AdaptiveKl(initial: 0.1, target: 6, horizon: 10000);
+        kl.Update(meanKl: 6.6, answers: 100);   // 10% over: β·(1 + 0.1·100/10000)
+        Assert.Equal(0.1 * 1.001, kl.Value, 12);
+        kl.Update(meanKl: 60, answers: 100);    // far over: the error is clipped at +0.2
+        Assert.Equal(0.1 * 1.001 * 1.002, kl.Value, 12);
+        kl.Update(meanKl: 0, answers: 5000);    // far under: clipped at −0.2
+        Assert.Equal(0.1 * 1.001 * 1.002 * 0.9, kl.Value, 12);
+        kl.Update(meanKl: 6, answers: 5000);    // on target: unchanged
+        Assert.Equal(0.1 * 1.001 * 1.002 * 0.9, kl.Value, 12);
+    }
+
+    [Fact]
+    public void RunningMomentsMatchTheBatchStatisticsAndSurviveARoundTrip()
+    {
+        var moments = new RunningMoments();
+        moments.Update([1, 2, 3]);
+        moments.Update([4, 5]);
+        Assert.Equal(5, moments.Count);
+        Assert.Equal(3, moments.Mean, 12);
+        Assert.Equal(Math.Sqrt(2.5), moments.Std, 12);
+        var back = RunningMoments.Parse(moments.Format());
+        Assert.Equal((moments.Count, moments.Mean, moments.Std), (back.Count, back.Mean, back.Std));
+        Assert.Throws<InvalidDataException>(() => RunningMoments.Parse("1,2"));
+    }
+}
+
+/// <summary>Rewards from programs and expected answers, and the tasks a user brings.</summary>
+public class RewardProgramTests
+{
+    static Completion Answer(string prompt, string answer) => new(prompt, answer, [], [], false);
+
+    [Theory]
+    [InlineData("42", "42", true)]
+    [InlineData(" 42。", "42", true)]
+    [InlineData("The answer is 42.", "42", true)]
+    [InlineData("答案：42", "42", true)]
+    [InlineData("142", "42", false)]
+    [InlineData("42 apples", "42", false)]
+    [InlineData("李白。", "李白", true)]
+    [InlineData("杜甫", "李白", false)]
+    public void GivesAnswerAcceptsTheAnswerAloneOrAfterASeparator(string text, string answer, bool expected) =>
+        Assert.Equal(expected, Rewards.GivesAnswer(text, answer));
+
+    [Fact]
+    public void AProgramThatThrowsNamesThePrompt()
+    {
+        var program = Rewards.FromProgram(c => c.Answer.Length > 3 ? throw new FormatException("cannot parse") : 1);
+        var e = Assert.Throws<RewardProgramException>(() => program([Answer("fine", "ok"), Answer("What is 2+2?", "four!")]));
+        Assert.Equal("What is 2+2?", e.Prompt);
+        Assert.Contains("What is 2+2?", e.Message);
+        Assert.Contains("cannot parse", e.Message);
+        var nan = Rewards.FromProgram(_ => double.NaN);
+        Assert.Contains("NaN", Assert.Throws<RewardProgramException>(() => nan([Answer("p", "a")])).Message);
+    }
+
+    [Fact]
+    public void ExpectedAnswersScoreAndRefuseAnUnknownPrompt()
+    {
+        var reward = Rewards.ExpectedAnswers(new Dictionary<string, string> { ["2+3="] = "5", ["7×6="] = "42" });
+        Assert.Equal([1.0, 0.0, 1.0], reward([Answer("2+3=", "5"), Answer("7×6=", "41"), Answer("7×6=", "= 42")]));
+        Assert.Contains("9-1=", Assert.Throws<RewardProgramException>(() => reward([Answer("9-1=", "8")])).Message);
+    }
+
+    [Fact]
+    public void ATaskFileIsReadWithErrorsThatNameTheLineAndField()
+    {
+        using var dir = new TempDirectory();
+        string good = dir.File("task.jsonl");
+        File.WriteAllText(good, "{\"prompt\":\"2+3=\",\"answer\":\"5\"}\n\n{\"prompt\":\"4+4=\",\"answer\":\"8\"}\n");
+        var task = RlTasks.FromFile(good);
+        Assert.Equal(["2+3=", "4+4="], task.Prompts);
+        Assert.Equal([1.0, 0.0], task.Program([Answer("2+3=", "5"), Answer("4+4=", "9")]));
+
+        string Error(string text)
+        {
+            string path = dir.File($"bad{text.GetHashCode():x}.jsonl");
+            File.WriteAllText(path, text);
+            return Assert.Throws<InvalidDataException>(() => RlTasks.FromFile(path)).Message;
+        }
+        Assert.Contains(":2: expected a string field \"answer\"", Error("{\"prompt\":\"a\",\"answer\":\"1\"}\n{\"prompt\":\"b\"}\n"));
+        Assert.Contains(":1: invalid JSON", Error("{prompt: a}\n"));
+        Assert.Contains(":2: the prompt appears earlier with another answer", Error("{\"prompt\":\"a\",\"answer\":\"1\"}\n{\"prompt\":\"a\",\"answer\":\"2\"}\n"));
+        Assert.Contains(":1: \"prompt\" is empty", Error("{\"prompt\":\"\",\"answer\":\"1\"}\n"));
+        Assert.Contains("no prompts", Error("\n"));
+        Assert.Throws<FileNotFoundException>(() => RlTasks.FromFile(dir.File("missing.jsonl")));
+    }
+}
+
+/// <summary>RL runs on a tiny model: GRPO learns, resumes exactly, survives a failing reward; feedback collection
+/// resumes after a crash; the best policy is kept.</summary>
+public class RlRunTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedTokenizerFixture>
+{
+    static readonly string[] Prompts = ["寫一首詩", "寫一個字", "春曉", "靜夜思"];
+
+    /// <summary>A gold program the reward correlates with: 1 when most of the answer's tokens are from the lower half.</summary>
+    RewardFunction MostlyLow() => Rewards.FromProgram(c =>
+        c.AnswerTokens.Count(t => t < fixture.Tokenizer.VocabSize / 2) * 2 > c.AnswerTokens.Length ? 1 : 0);
+
+    static GrpoConfig TinyGrpo => new() { PromptsPerRollout = 4, GroupSize = 4, MiniBatch = 8, MaxNewTokens = 8, MaskTruncated = false };
+
+    [Fact]
+    public void GrpoRaisesTheRewardAndTheGoldScoreOfATinyModel()
+    {
+        using var dir = new TempDirectory();
+        fixture.SaveInitialRun(dir.File("sft"), context: 32);
+        var training = GrpoRun.Defaults with { Steps = 60, BatchSize = 8, LearningRate = 1e-2, CheckpointEvery = 1000 };
+        var report = GrpoRun.Execute(dir.File("sft"), Prompts, PpoTests.LowHalfShare(fixture.Tokenizer), TinyGrpo, training, dir.File("grpo"), gold: MostlyLow());
+
+        var rewards = report.Rollouts.Select(r => r.MeanReward).ToList();
+        Assert.Equal(30, rewards.Count); // 16 answers per rollout, 2 minibatches of 8
+        Assert.True(rewards.TakeLast(5).Average() > rewards.Take(5).Average() + 0.2, $"reward did not rise: {string.Join(", ", rewards.Select(r => r.ToString("F2")))}");
+        var gold = report.Rollouts.Select(r => r.MeanGold!.Value).ToList();
+        Assert.True(gold.TakeLast(5).Average() > gold.Take(5).Average() + 0.2, $"gold did not rise: {string.Join(", ", gold.Select(r => r.ToString("F2")))}");
+        Assert.Equal(30, File.ReadLines(Path.Combine(dir.File("grpo"), GrpoRun.RolloutFile)).Count());
+        Assert.True(File.Exists(Checkpoint.WeightsPath(Path.Combine(dir.File("grpo"), GrpoRun.PolicyFolder))));
+    }
+
+    [Fact]
+    public void GrpoResumesExactlyAndSurvivesARewardProgramThatThrows()
+    {
+        using var dir = new TempDirectory();
+        fixture.SaveInitialRun(dir.File("sft"), context: 32);
+        var config = TinyGrpo with { Loss = GrpoLoss.Dapo, Beta = 0.05, Epochs = 2 };
+        var training = GrpoRun.Defaults with { Steps = 16, BatchSize = 8, LearningRate = 1e-3, CheckpointEvery = 4 }; // 4 steps per rollout
+        var reward = PpoTests.LowHalfShare(fixture.Tokenizer);
+
+        var straight = new List<double>();
+        GrpoRun.Execute(dir.File("sft"), Prompts, reward, config, training, dir.File("straight"), onStep: m => straight.Add(m.Loss));
+
+        // The third rollout's reward fails: the step fails naming the prompt; the run resumes from its checkpoint.
+        int calls = 0;
+        RewardFunction flaky = completions => ++calls == 3
+            ? Rewards.FromProgram(c => throw new InvalidOperationException("the checker crashed"))(completions)
+            : reward(completions);
+        var halves = new List<double>();
+        var e = Assert.ThrowsAny<Exception>(() => GrpoRun.Execute(dir.File("sft"), Prompts, flaky, config, training, dir.File("halves"), onStep: m => halves.Add(m.Loss)));
+        var failure = e as RewardProgramException ?? e.InnerException as RewardProgramException;
+        Assert.NotNull(failure);
+        Assert.Contains(failure.Prompt, Prompts);
+        Assert.Equal(8, Checkpoint.ReadState(dir.File("halves")).Step);
+        Assert.Equal("2", Checkpoint.ReadState(dir.File("halves")).DataPosition);
+        GrpoRun.Execute(dir.File("sft"), Prompts, reward, config, training, dir.File("halves"), onStep: m => halves.Add(m.Loss), resume: true);
+        Assert.Equal(straight, halves);
+    }
+
+    [Fact]
+    public void AnswersCutByTheLengthLimitAreScoredButMaskedFromLearning()
+    {
+        var tokenizer = fixture.Tokenizer;
+        var completions = new List<Completion>
+        {
+            new("a", "x", [1, 2, 3], [7, 8, tokenizer.EndId], Truncated: false),
+            new("b", "y", [1, 2], [9, 9, 9, 9], Truncated: true),
+        };
+        using var masked = Rollout.Layout(completions, tokenizer.PadId, CPU, keepTruncated: false);
+        Assert.Equal([1f, 1f, 1f, 0f, 0f, 0f, 0f, 0f], masked.Mask.data<float>().ToArray());
+        Assert.Equal([2L, 3, 4, 0, 1, 2, 3, 4], masked.Positions.data<long>().ToArray()); // the logit before each answer token; row 0's 4th slot is padding
+        using var kept = Rollout.Layout(completions, tokenizer.PadId, CPU, keepTruncated: true);
+        Assert.Equal([1f, 1f, 1f, 0f, 1f, 1f, 1f, 1f], kept.Mask.data<float>().ToArray());
+    }
+
+    [Fact]
+    public void BestPolicyKeepsTheLatestWithinToleranceOfTheBestAndRemembersIt()
+    {
+        using var dir = new TempDirectory();
+        var config = fixture.SaveInitialRun(dir.File("sft"), context: 16);
+        var (model, _) = Checkpoint.LoadModel(dir.File("sft"));
+        using var _m = model;
+        var scores = new Queue<double>([0.50, 0.70, 0.68, 0.50]);
+        var keeper = new BestPolicy(dir.File("policy"), fixture.Directory, _ => scores.Dequeue(), tolerance: 0.04);
+        foreach (int step in new[] { 10, 20, 30, 40 }) keeper.Consider(step, model);
+        Assert.Equal(new GoldCheck(30, 0.68), keeper.Kept);
+        Assert.Equal(30, Checkpoint.ReadState(dir.File("policy")).Step);
+        var reread = new BestPolicy(dir.File("policy"), fixture.Directory, _ => 0);
+        Assert.Equal(keeper.Kept, reread.Kept);
+        Assert.Equal([10, 20, 30, 40], reread.History.Select(h => h.Step));
+    }
+
+    [Fact]
+    public void FeedbackCollectionResumesAfterACrashWithTheSameComparisons()
+    {
+        using var dir = new TempDirectory();
+        fixture.SaveInitialRun(dir.File("sft"), context: 32);
+        var (policy, _) = Checkpoint.LoadModel(dir.File("sft"));
+        using var _p = policy;
+        var tokenizer = fixture.Tokenizer;
+        var labeler = Rewards.FromProgram(c => c.Answer.Length); // longer is better: few ties, easy to check
+        var options = new FeedbackOptions(AnswersPerPrompt: 3, Temperature: 1.0, MaxNewTokens: 6, PromptsPerBatch: 2, Seed: 5);
+        string[] prompts = ["寫一首詩", "寫一個字", "春曉", "靜夜思", "登高", "江雪"];
+
+        string straight = dir.File("straight.jsonl");
+        var report = Feedback.Collect(policy, tokenizer, prompts, labeler, options, straight, "sft");
+        Assert.Equal(6, report.Prompts);
+        var pairs = ChatData.ReadPreferences(straight).ToList();
+        Assert.Equal(report.Pairs, pairs.Count);
+        Assert.InRange(pairs.Count, 6, 18); // at most K(K−1)/2 = 3 per prompt
+        foreach (var group in pairs.GroupBy(p => p.Group))
+        {
+            Assert.InRange(group.Count(), 1, 3);
+            Assert.Single(group.Select(p => p.Prompt[0].Content).Distinct());
+        }
+        Assert.All(pairs, p => Assert.True(p.Chosen.Length > p.Rejected.Length));
+        var groups = PairBatchSource<int>.Groups(pairs)!;
+        Assert.Equal(pairs.Select(p => p.Group).Distinct().Count(), groups.Count);
+
+        // A crash after four prompts, mid-append of the next batch: one whole line of prompt 4, then half a line.
+        string crashed = dir.File("crashed.jsonl");
+        Feedback.Collect(policy, tokenizer, prompts[..4], labeler, options, crashed, "sft");
+        string nextLine = File.ReadLines(straight).First(l => l.Contains("\"prompt-4\""));
+        File.AppendAllText(crashed, nextLine + "\n" + nextLine[..(nextLine.Length / 2)]);
+        var resumed = Feedback.Collect(policy, tokenizer, prompts, labeler, options, crashed, "sft");
+        Assert.True(resumed.Resumed);
+        Assert.Equal(File.ReadAllText(straight), File.ReadAllText(crashed));
+        Assert.Equal(report.Pairs, resumed.Pairs);
+
+        Assert.Contains("3 answers per prompt", Assert.Throws<InvalidDataException>(() =>
+            Feedback.Collect(policy, tokenizer, prompts, labeler, options with { AnswersPerPrompt = 4 }, crashed, "sft")).Message);
+        File.Copy(straight, dir.File("orphan.jsonl"));
+        Assert.Throws<IOException>(() => Feedback.Collect(policy, tokenizer, prompts, labeler, options, dir.File("orphan.jsonl"), "sft"));
+    }
+
+    [Fact]
+    public void PairsOfOneGroupTrainInOneBatchAndAGroupHoldsOnePrompt()
+    {
+        using var dir = new TempDirectory();
+        string path = dir.File("pairs.jsonl");
+        string Line(string prompt, string chosen, string group) =>
+            $"{{\"prompt\":[{{\"role\":\"user\",\"content\":\"{prompt}\"}}],\"chosen\":\"{chosen}\",\"rejected\":\"{chosen}x\",\"group\":\"{group}\"}}\n";
+        File.WriteAllText(path, Line("p1", "a", "g1") + Line("p1", "b", "g1") + Line("p1", "c", "g1") + Line("p2", "d", "g2")
+            + Line("p3", "e", "g3") + Line("p3", "f", "g3") + "{\"prompt\":[{\"role\":\"user\",\"content\":\"p4\"}],\"chosen\":\"g\",\"rejected\":\"h\"}\n");
+        var pairs = ChatData.ReadPreferences(path).ToList();
+        var groups = PairBatchSource<int>.Groups(pairs)!;
+        Assert.Equal([[0, 1, 2], [3], [4, 5], [6]], groups.Select(g => g.ToList()));
+
+        var chats = pairs.Select((p, i) => (new RenderedChat([i], []), new RenderedChat([i], []))).ToList();
+        var source = new PairBatchSource<List<int>>(chats, batchSize: 2, seed: 3, batch => [.. batch.Select(b => b.Item1.Tokens[0])], groups: groups);
+        for (int n = 0; n < 6; n++)
+        {
+            var batch = source.Next();
+            var whole = groups.Where(g => g.Any(batch.Contains)).ToList();
+            Assert.Equal(2, whole.Count);
+            Assert.Equal(whole.SelectMany(g => g).Order(), batch.Order());
+        }
+
+        File.AppendAllText(path, Line("p9", "z", "g1"));
+        Assert.Contains(":8: group 'g1' holds the answers to the prompt of line 1", Assert.Throws<InvalidDataException>(() => ChatData.ReadPreferences(path).ToList()).Message);
+    }
+}
