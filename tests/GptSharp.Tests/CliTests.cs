@@ -52,21 +52,22 @@ public class CliTests
         using var dir = new TempDirectory();
         string run = dir.File("speedrun");
         var speedrun = Cli("speedrun", "--run-dir", run, "--vocab-size", "400", "--pretrain-steps", "3", "--sft-steps", "2", "--reward-steps", "2",
-            "--ppo-steps", "4", "--dpo-steps", "2", "--stop-after", "dpo", "--threads", "1", "--quiet");
+            "--feedback-prompts", "40", "--ppo-steps", "4", "--grpo-steps", "2", "--dpo-steps", "2", "--stop-after", "dpo", "--threads", "1", "--quiet");
         Assert.True(speedrun.Code == 0, speedrun.Output);
         string report = File.ReadAllText(Path.Combine(run, ReportCard.FileName));
         var plan = SpeedrunPlan.Load(run);
         Assert.Equal(3, plan.Options.PretrainSteps);
-        foreach (string stage in new[] { "pretrain", "sft", "reward", "ppo", "dpo" })
+        foreach (string stage in new[] { "pretrain", "sft", "feedback", "reward", "ppo", "grpo", "dpo" })
         {
             string command = plan.Stages.Single(s => s.Name == stage).Command;
             Assert.Contains($"`{command}`", report);
             // The same command into a sibling folder: relative references make the two config.json files comparable.
-            string again = command.Replace($"--run-dir RUN/{stage}", $"--run-dir RUN/{stage}-again").Replace("RUN", run);
+            string again = command.Replace($"--run-dir RUN/{stage}", $"--run-dir RUN/{stage}-again").Replace($"--out RUN/{stage}/", $"--out RUN/{stage}-again/").Replace("RUN", run);
             string[] args = [.. again.Split(' ').Skip(1), "--threads", "1", "--quiet"];
             var result = Cli(args);
             Assert.True(result.Code == 0, $"{again}\n{result.Output}");
-            Assert.Equal(File.ReadAllText(Path.Combine(run, stage, "config.json")), File.ReadAllText(Path.Combine(run, $"{stage}-again", "config.json")));
+            string output = stage == "feedback" ? "pairs.jsonl" : "config.json"; // feedback is data, not a run: the same comparisons
+            Assert.Equal(File.ReadAllText(Path.Combine(run, stage, output)), File.ReadAllText(Path.Combine(run, $"{stage}-again", output)));
         }
     }
 

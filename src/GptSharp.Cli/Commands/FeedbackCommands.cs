@@ -12,7 +12,7 @@ sealed class FeedbackCollectSettings : CommonSettings, ILibraryDefaults
 {
     [CommandOption("-r|--run-dir")] [Description("The policy whose answers are compared (usually the SFT run).")]
     public string RunDir { get; init; } = "runs/sft";
-    [CommandOption("--task")] [Description("Prompts and labeler: `form`, `builtin` (every built-in task with its check) or a JSONL file of {\"prompt\", \"answer\"}.")]
+    [CommandOption("--task")] [Description("Prompts and labeler: `form` (graded form check), `builtin` (every built-in task with its check) or a JSONL file of {\"prompt\", \"answer\"}.")]
     public string Task { get; init; } = "form";
     [CommandOption("--out")] [Description("Preference JSONL to write (continued where it stopped when its progress record is beside it).")]
     public string Out { get; init; } = "runs/feedback.jsonl";
@@ -40,16 +40,14 @@ sealed class FeedbackCollectCommand : Command<FeedbackCollectSettings>
         TorchRuntime.Initialize(s.Threads);
         var options = OptionDefaults.Apply(s, new FeedbackOptions()).Validate();
         var task = RlTasks.Named(s.Task);
-        var prompts = task.Prompts.ToList();
-        new Random((int)(options.Seed & 0x7fffffff)).Shuffle(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(prompts));
-        if (s.Prompts > 0) prompts = prompts.Take(s.Prompts).ToList();
+        var prompts = Feedback.ChoosePrompts(task.Prompts, s.Prompts, options.Seed);
         var (policy, state) = Checkpoint.LoadModel(s.RunDir);
         using var _ = policy;
         var tokenizer = GptTokenizer.Load(state.Tokenizer);
         var report = ProgressDisplay.Run("feedback", prompts.Count, "prompts", s.Quiet, progress =>
-            Feedback.Collect(policy, tokenizer, prompts, task.Program, options, s.Out, Path.GetFullPath(s.RunDir), n => progress(n)));
+            Feedback.Collect(policy, tokenizer, prompts, task.Labeler, options, s.Out, Path.GetFullPath(s.RunDir), n => progress(n)));
         AnsiConsole.MarkupLine($"{(report.Resumed ? "Continued: " : "")}{report.Pairs:N0} comparisons from {report.Prompts:N0} prompts × {options.AnswersPerPrompt} answers " +
-            $"(mean gold score {report.MeanScore:F3}; {report.Ties:N0} prompts all alike; {report.Flipped:N0} flipped by noise) in {Markup.Escape(s.Out)}.");
+            $"(mean label {report.MeanScore:F3}; {report.Ties:N0} prompts all alike; {report.Flipped:N0} flipped by noise) in {Markup.Escape(s.Out)}.");
         return 0;
     }
 }

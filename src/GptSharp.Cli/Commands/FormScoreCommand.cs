@@ -16,6 +16,17 @@ sealed class FormScoreSettings : CommonSettings
     public int Prompts { get; init; } = 200;
     [CommandOption("--temperature")] [Description("Sampling temperature of the poems.")] public double Temperature { get; init; } = 0.7;
     [CommandOption("--seed")] [Description("Prompt i samples with seed + i, the same for every run compared.")] public long Seed { get; init; } = 1;
+    [CommandOption("--best-of")] [Description("Also score best-of-N: N poems per title, the --reward model keeps one (1: off).")]
+    public int BestOf { get; init; } = 1;
+    [CommandOption("--reward")] [Description("Reward-model run that chooses among --best-of poems.")]
+    public string? Reward { get; init; }
+
+    public override Spectre.Console.ValidationResult Validate()
+    {
+        if (BestOf < 1) return Spectre.Console.ValidationResult.Error($"--best-of {BestOf}: N must be >= 1.");
+        if (BestOf > 1 && Reward is null) return Spectre.Console.ValidationResult.Error("--best-of needs --reward RUN: the reward model that chooses.");
+        return base.Validate();
+    }
 }
 
 /// <summary><c>gptsharp form-score</c>: the share of sampled poems with a regular form, over fixed prompts and seeds.</summary>
@@ -25,16 +36,26 @@ sealed class FormScoreCommand : Command<FormScoreSettings>
     {
         TorchRuntime.Initialize(s.Threads);
         var prompts = FormScore.Prompts(s.Prompts);
-        var table = new Table().AddColumns("run", "regular poems", "share", "example");
+        var table = new Table().AddColumns("run", "regular poems", "share", "distinct poems", "example");
         foreach (string run in s.RunDir.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
         {
             var (model, state) = Checkpoint.LoadModel(run);
             using (model)
             {
-                var report = FormScore.Measure(model, GptTokenizer.Load(state.Tokenizer), prompts, s.Temperature, s.Seed);
-                var example = report.Examples.FirstOrDefault();
-                table.AddRow(Markup.Escape(run), $"{report.Regular}/{report.Prompts}", $"{100 * report.Share:F1}%",
-                    Markup.Escape($"{example.Prompt} → {example.Poem.Replace('\n', ' ')}"));
+                var tokenizer = GptTokenizer.Load(state.Tokenizer);
+                void Row(string name, FormScoreReport report)
+                {
+                    var example = report.Examples.FirstOrDefault();
+                    table.AddRow(Markup.Escape(name), $"{report.Regular}/{report.Prompts}", $"{100 * report.Share:F1}%", $"{report.Distinct}/{report.Prompts}",
+                        Markup.Escape($"{example.Prompt} → {example.Poem.Replace('\n', ' ')}"));
+                }
+                Row(run, FormScore.Measure(model, tokenizer, prompts, s.Temperature, s.Seed));
+                if (s.BestOf > 1)
+                {
+                    using var reward = RewardModel.Load(s.Reward!);
+                    reward.eval();
+                    Row($"{run} best-of-{s.BestOf}", FormScore.Measure(model, tokenizer, prompts, s.Temperature, s.Seed, s.BestOf, Rewards.FromModel(reward, tokenizer)));
+                }
             }
         }
         AnsiConsole.Write(table);

@@ -27,6 +27,19 @@ sealed class GenerateSettings : CommonSettings
     [CommandOption("--device")] [Description("cpu, cuda, cuda:N or auto.")] public string Device { get; init; } = "cpu";
     [CommandOption("--chat")] [Description("Treat the prompt as a user message in the chat template (for SFT/RLHF runs); stops at <|end|>.")]
     public bool Chat { get; init; }
+    [CommandOption("--best-of")] [Description("Sample N answers and print the one the --reward model scores highest (with --chat; 1: off).")]
+    public int BestOf { get; init; } = 1;
+    [CommandOption("--reward")] [Description("Reward-model run that chooses among --best-of answers.")]
+    public string? Reward { get; init; }
+
+    public override Spectre.Console.ValidationResult Validate()
+    {
+        if (BestOf < 1) return Spectre.Console.ValidationResult.Error($"--best-of {BestOf}: N must be >= 1.");
+        if (BestOf > 1 && Reward is null) return Spectre.Console.ValidationResult.Error("--best-of needs --reward RUN: the reward model that chooses.");
+        if (BestOf > 1 && !Chat) return Spectre.Console.ValidationResult.Error("--best-of chooses among chat answers: add --chat.");
+        if (BestOf > 1 && Samples > 1) return Spectre.Console.ValidationResult.Error("--best-of and --samples cannot be combined.");
+        return base.Validate();
+    }
 }
 
 /// <summary><c>gptsharp generate</c>: sample continuations from a trained model, streamed token by token.</summary>
@@ -45,6 +58,7 @@ sealed class GenerateCommand : Command<GenerateSettings>
         var options = new SamplingOptions(s.Temperature, s.TopK, s.TopP, s.RepetitionPenalty, s.MaxTokens, s.Seed,
             StopTokens: [tokenizer.BosId, tokenizer.EosId, tokenizer.EndId], TruncatePrompt: s.Truncate);
         var generator = new TokenDecoder(model);
+        if (s.BestOf > 1) return BestOf(s, generator, tokenizer, prompt, options, runtime.Device);
         for (int sample = 0; sample < s.Samples; sample++)
         {
             if (s.Samples > 1) Console.WriteLine($"--- sample {sample + 1} (seed {s.Seed + sample})");
@@ -63,6 +77,24 @@ sealed class GenerateCommand : Command<GenerateSettings>
             Console.WriteLine();
             if (!s.Quiet) Console.Error.WriteLine($"[{result.Tokens.Length} tokens, finished: {result.Finish}]");
         }
+        return 0;
+    }
+
+    /// <summary>The simplest use of a reward model: sample N answers in one batch, print the one it scores highest.</summary>
+    static int BestOf(GenerateSettings s, TokenDecoder generator, GptTokenizer tokenizer, int[] prompt, SamplingOptions options, string device)
+    {
+        using var reward = GptSharp.Alignment.RewardModel.Load(s.Reward!);
+        reward.to(torch.device(device));
+        reward.eval();
+        var answers = generator.Generate(Enumerable.Repeat(prompt, s.BestOf).ToList(), options); // row i samples with seed + i
+        var completions = GptSharp.Alignment.Rewards.Describe(tokenizer, [.. Enumerable.Repeat(s.Prompt, s.BestOf)], [.. Enumerable.Repeat(prompt, s.BestOf)],
+            [.. answers.Select(a => a.Tokens)], [.. answers.Select(a => a.Finish != FinishReason.Stop)]);
+        double[] scores = GptSharp.Alignment.Rewards.FromModel(reward, tokenizer)(completions);
+        int best = Array.IndexOf(scores, scores.Max());
+        if (!s.Quiet)
+            for (int i = 0; i < completions.Count; i++)
+                Console.Error.WriteLine($"[{(i == best ? "*" : " ")} seed {s.Seed + i}, reward {scores[i]:F3}] {completions[i].Answer.Replace('\n', ' ')}");
+        Console.WriteLine(completions[best].Answer);
         return 0;
     }
 }

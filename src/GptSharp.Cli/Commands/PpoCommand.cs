@@ -35,7 +35,7 @@ sealed class PpoSettings : TrainingSettings
     public double? KlCoefficient { get; init; }
     [CommandOption("--kl-target")] [Description("Adaptive KL: scale the coefficient after each rollout towards this mean KL per answer (default: fixed).")]
     public double? KlTarget { get; init; }
-    [CommandOption("--normalize-rewards")] [Description("Normalise scores by their running mean and standard deviation.")]
+    [CommandOption("--normalize-rewards")] [Description("Normalise scores by their running mean and standard deviation (`--normalize-rewards false` turns it off).")]
     public bool? NormalizeRewards { get; init; }
     [CommandOption("--kl-estimator")] [Description("K1 or K3.")]
     public KlEstimator? RewardKl { get; init; }

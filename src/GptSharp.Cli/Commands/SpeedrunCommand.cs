@@ -28,19 +28,25 @@ sealed class SpeedrunSettings : CommonSettings, ILibraryDefaults
     public int? PretrainSteps { get; init; }
     [CommandOption("--sft-steps")] [Description("Supervised fine-tuning steps.")]
     public int? SftSteps { get; init; }
+    [CommandOption("--feedback-prompts")] [Description("Training titles the SFT model answers K times for on-policy comparisons.")]
+    public int? FeedbackPrompts { get; init; }
     [CommandOption("--reward-steps")] [Description("Reward-model steps.")]
     public int? RewardSteps { get; init; }
     [CommandOption("--ppo-steps")] [Description("PPO steps (4 per rollout of 16 prompts).")]
     public int? PpoSteps { get; init; }
+    [CommandOption("--grpo-steps")] [Description("GRPO steps (2 per rollout of 8 titles × 8 answers).")]
+    public int? GrpoSteps { get; init; }
     [CommandOption("--dpo-steps")] [Description("DPO steps.")]
     public int? DpoSteps { get; init; }
-    [CommandOption("--score-prompts")] [Description("Held-out titles for the verifiable form score of the base, SFT, PPO and DPO models.")]
+    [CommandOption("--best-of")] [Description("N of the best-of-N baseline in the form score (N poems per title, the reward model keeps one).")]
+    public int? BestOf { get; init; }
+    [CommandOption("--score-prompts")] [Description("Held-out titles for the verifiable form score of the base, SFT, best-of-N, PPO, GRPO and DPO models.")]
     public int? ScorePrompts { get; init; }
     [CommandOption("--eval-items")] [Description("Held-out items per evaluation task.")]
     public int? EvalItems { get; init; }
     [CommandOption("--device")] [Description("cpu, cuda, cuda:N or auto.")]
     public string Device { get; init; } = "cpu";
-    [CommandOption("--from")] [Description("Rerun from this stage on (tokenizer, data, pretrain, sft, reward, ppo, dpo, score, eval, export), discarding its done-marker and those after it (default: resume after the last finished stage).")]
+    [CommandOption("--from")] [Description("Rerun from this stage on (tokenizer, data, pretrain, sft, feedback, reward, ppo, grpo, dpo, score, eval, export), discarding its folder and those of the stages after it (default: resume after the last finished stage).")]
     public string? From { get; init; }
     [CommandOption("--stop-after")] [Description("Stop after this stage (same names as --from; default: run every stage).")]
     public string? StopAfter { get; init; }
@@ -66,7 +72,12 @@ sealed class SpeedrunCommand : Command<SpeedrunSettings>
             : throw new ArgumentException($"{option} {name}: unknown stage; stages are {string.Join(", ", stages)}.");
         int last = settings.StopAfter is null ? stages.Length - 1 : Stage("--stop-after", settings.StopAfter);
         if (settings.From is not null)
-            foreach (string stage in stages[Stage("--from", settings.From)..]) File.Delete(DoneMarker(settings, stage));
+            foreach (var stage in plan.Stages.Skip(Stage("--from", settings.From)))
+            {
+                // A rerun starts the stage afresh: a finished checkpoint left in its folder would otherwise be resumed as done.
+                string folder = plan.Folder(stage.Folder);
+                if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
+            }
         plan.Save();
         bool Go(string stage) => Array.IndexOf(stages, stage) <= last;
 
@@ -126,39 +137,52 @@ sealed class SpeedrunCommand : Command<SpeedrunSettings>
             return new { report.TrainConversations, report.HeldOutConversations, report.Training.FinalLoss, report.Training.FinalValLoss, report.Training.Seconds };
         });
 
+        if (Go("feedback")) RunStage(settings, "feedback", () =>
+        {
+            // InstructGPT's loop: the SFT model answers each training title K times and a labeler (here the graded form
+            // check) ranks the answers; every pair ranked apart is a comparison the reward model and DPO learn from.
+            var report = ProgressDisplay.Run("feedback", plan.Options.FeedbackPrompts, "prompts", settings.Quiet, progress =>
+                AlignmentStages.Feedback(plan, n => progress(n)));
+            AnsiConsole.MarkupLine($"feedback: {report.Pairs:N0} comparisons from {report.Prompts:N0} titles × {plan.FeedbackSettings.AnswersPerPrompt} answers ({report.Ties:N0} titles all alike)");
+            return report;
+        });
+
         if (Go("reward")) RunStage(settings, "reward", () =>
         {
-            var data = BuiltInDatasets.Build();
-            var training = plan.RewardTraining;
-            bool resume = Checkpoint.Find(plan.Reward) is not null;
-            var report = ProgressDisplay.Run("reward", training.Steps, "steps", settings.Quiet, progress =>
-                RewardRun.Execute(plan.Sft, data.TrainPairs, data.HeldOutPairs, training, plan.Reward, resume, runtime.Device,
-                    onStart: start => progress(start), onStep: m => progress(m.Step)));
-            AnsiConsole.MarkupLine($"reward model: held-out pairwise accuracy {100 * report.HeldOutAccuracy:F1}% over {report.HeldOutPairs:N0} pairs");
-            return new { report.TrainPairs, report.HeldOutPairs, report.HeldOutAccuracy, report.HeldOutLoss, report.Training.Seconds };
+            var report = ProgressDisplay.Run("reward", plan.RewardTraining.Steps, "steps", settings.Quiet, progress =>
+                AlignmentStages.Reward(plan, runtime.Device, onStart: start => progress(start), onStep: m => progress(m.Step)));
+            var training = report.Training;
+            AnsiConsole.MarkupLine($"reward model: held-out accuracy {100 * training.HeldOutAccuracy:F1}% over {training.HeldOutPairs:N0} comparisons; " +
+                                   $"agrees with the form program on {100 * report.GoldAgreement:F1}% of {report.GoldPairs:N0} fresh pairs");
+            return new { training.TrainPairs, training.HeldOutPairs, training.HeldOutAccuracy, training.HeldOutLoss, report.GoldAgreement, report.GoldPairs, training.Training.Seconds };
         });
 
         if (Go("ppo")) RunStage(settings, "ppo", () =>
         {
-            // RLHF against the learned reward model, on the built-in poem prompts.
-            var training = plan.PpoTraining;
-            bool resume = Checkpoint.Find(plan.Ppo) is not null;
-            var report = ProgressDisplay.Run("ppo", training.Steps, "steps", settings.Quiet, progress =>
-                PpoRun.Execute(plan.Sft, plan.Reward, PpoRun.PoemPrompts(), plan.PpoSettings, training, plan.Ppo, runtime.Device, onStep: m => progress(m.Step), resume: resume));
+            var report = ProgressDisplay.Run("ppo", plan.PpoTraining.Steps, "steps", settings.Quiet, progress =>
+                AlignmentStages.Ppo(plan, runtime.Device, onStep: m => progress(m.Step)));
             var rollouts = report.Rollouts;
             double first = rollouts.Take(3).Average(r => r.MeanScore), final = rollouts.TakeLast(3).Average(r => r.MeanScore);
-            AnsiConsole.MarkupLine($"ppo: mean reward {first:F2} → {final:F2} over {rollouts.Count} rollouts, final KL {rollouts[^1].MeanKl:F2}");
-            return new { rollouts = rollouts.Count, firstReward = first, lastReward = final, finalKl = rollouts[^1].MeanKl, report.Training.Seconds };
+            AnsiConsole.MarkupLine($"ppo: mean reward {first:F2} → {final:F2} over {rollouts.Count} rollouts, final KL {rollouts[^1].MeanKl:F2}; " +
+                                   $"kept step {report.Kept?.Step} (held-out gold {report.Kept?.Score:P1})");
+            return new { rollouts = rollouts.Count, firstReward = first, lastReward = final, finalKl = rollouts[^1].MeanKl, keptStep = report.Kept?.Step,
+                keptGold = report.Kept?.Score, report.Training.Seconds };
+        });
+
+        if (Go("grpo")) RunStage(settings, "grpo", () =>
+        {
+            var report = ProgressDisplay.Run("grpo", plan.GrpoTraining.Steps, "steps", settings.Quiet, progress =>
+                AlignmentStages.Grpo(plan, runtime.Device, onStep: m => progress(m.Step)));
+            var rollouts = report.Rollouts;
+            double first = rollouts.Take(3).Average(r => r.MeanReward), final = rollouts.TakeLast(3).Average(r => r.MeanReward);
+            AnsiConsole.MarkupLine($"grpo: mean reward {first:F2} → {final:F2} over {rollouts.Count} rollouts; kept step {report.Kept?.Step} (held-out gold {report.Kept?.Score:P1})");
+            return new { rollouts = rollouts.Count, firstReward = first, lastReward = final, keptStep = report.Kept?.Step, keptGold = report.Kept?.Score, report.Training.Seconds };
         });
 
         if (Go("dpo")) RunStage(settings, "dpo", () =>
         {
-            var data = BuiltInDatasets.Build();
-            var training = plan.DpoTraining;
-            bool resume = Checkpoint.Find(plan.Dpo) is not null;
-            var report = ProgressDisplay.Run("dpo", training.Steps, "steps", settings.Quiet, progress =>
-                DpoRun.Execute(plan.Sft, data.TrainPairs, data.HeldOutPairs, training, plan.Dpo, resume, plan.DpoBeta, runtime.Device,
-                    onStart: start => progress(start), onStep: m => progress(m.Step)));
+            var report = ProgressDisplay.Run("dpo", plan.DpoTraining.Steps, "steps", settings.Quiet, progress =>
+                AlignmentStages.Dpo(plan, runtime.Device, onStart: start => progress(start), onStep: m => progress(m.Step)));
             AnsiConsole.MarkupLine($"dpo: held-out loss {report.HeldOutLoss:F3}, chosen preferred on {100 * report.HeldOutPreferenceAccuracy:F1}% of held-out pairs");
             return new { report.TrainPairs, report.HeldOutPairs, report.HeldOutLoss, report.HeldOutPreferenceAccuracy, report.Training.Seconds };
         });
@@ -166,21 +190,18 @@ sealed class SpeedrunCommand : Command<SpeedrunSettings>
         if (Go("score")) RunStage(settings, "score", () =>
         {
             // The verifiable task: the share of regular poems over fixed held-out titles, same seeds for every model.
-            var prompts = FormScore.Prompts(plan.Options.ScorePrompts);
-            var table = new Table().AddColumns("model", "regular poems", "share");
+            var table = new Table().AddColumns("model", "regular poems", "share", "distinct poems");
             var shares = new Dictionary<string, double>();
-            foreach (var (name, dir) in new[] { ("base", plan.Pretrain), ("sft", plan.Sft), ("ppo", plan.Policy), ("dpo", plan.Dpo) })
+            var distinct = new Dictionary<string, double>();
+            foreach (var (name, folder, bestOf) in AlignmentStages.ScoredModels(plan))
             {
-                var (policy, policyState) = Checkpoint.LoadModel(dir);
-                using (policy)
-                {
-                    var score = ProgressDisplay.Run($"score {name}", double.NaN, "", settings.Quiet, (Action<double> _) => FormScore.Measure(policy, GptTokenizer.Load(policyState.Tokenizer), prompts));
-                    shares[name] = score.Share;
-                    table.AddRow(name, $"{score.Regular}/{score.Prompts}", $"{score.Share:P1}");
-                }
+                var score = ProgressDisplay.Run($"score {name}", double.NaN, "", settings.Quiet, (Action<double> _) => AlignmentStages.Score(plan, folder, bestOf));
+                shares[name] = score.Share;
+                distinct[name] = score.Distinct / (double)score.Prompts;
+                table.AddRow(name, $"{score.Regular}/{score.Prompts}", $"{score.Share:P1}", $"{score.Distinct}/{score.Prompts}");
             }
             AnsiConsole.Write(table);
-            return shares;
+            return new { shares, distinct };
         });
 
         if (Go("eval")) RunStage(settings, "eval", () =>

@@ -50,6 +50,19 @@ public static class ChatData
         }
     }
 
+    /// <summary>
+    /// Holds out 5% of the groups of comparisons (chosen by seed; at least one when there are two or more), so that
+    /// held-out accuracy is measured on prompts never trained on. Pairs without a group count as groups of one.
+    /// </summary>
+    public static (List<PreferencePair> Train, List<PreferencePair> HeldOut) SplitByGroup(IReadOnlyList<PreferencePair> pairs, long seed, string splitName)
+    {
+        var groups = PairBatchSource<PairBatch>.Groups(pairs) ?? [.. Enumerable.Range(0, pairs.Count).Select(i => new[] { i })];
+        var heldOutGroups = groups.Where((_, g) => Data.ShardBuilder.IsValidation(seed, splitName, g, 0.05)).ToList();
+        if (heldOutGroups.Count == 0 && groups.Count > 1) heldOutGroups.Add(groups[^1]);
+        var heldOut = heldOutGroups.SelectMany(g => g).ToHashSet();
+        return ([.. pairs.Where((_, i) => !heldOut.Contains(i))], [.. pairs.Where((_, i) => heldOut.Contains(i))]);
+    }
+
     public static void WriteConversations(string path, IEnumerable<IReadOnlyList<ChatMessage>> conversations) =>
         AtomicFile.WriteAllText(path, string.Concat(conversations.Select(c => JsonSerializer.Serialize(new { messages = c.Select(m => new { role = m.Role, content = m.Content }) }, JsonOptions) + "\n")));
 

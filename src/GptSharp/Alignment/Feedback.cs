@@ -36,6 +36,14 @@ public sealed record FeedbackReport(int Prompts, int Pairs, int Ties, int Flippe
 /// </summary>
 public static class Feedback
 {
+    /// <summary>The prompts a collection asks: <paramref name="count"/> of them (0: all) in an order shuffled by the seed.</summary>
+    public static List<string> ChoosePrompts(IReadOnlyList<string> prompts, int count, long seed)
+    {
+        var chosen = prompts.ToList();
+        new Random((int)(seed & 0x7fffffff)).Shuffle(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(chosen));
+        return count > 0 ? chosen.Take(count).ToList() : chosen;
+    }
+
     /// <summary>The progress record beside an output file.</summary>
     public static string ProgressPath(string output) => output + ".progress.json";
 

@@ -6,8 +6,9 @@ using static TorchSharp.torch;
 
 namespace GptSharp.Alignment;
 
-/// <summary>The verifiable task's result: how many sampled poems had a regular form.</summary>
-public sealed record FormScoreReport(int Prompts, int Regular, IReadOnlyList<(string Prompt, string Poem)> Examples)
+/// <summary>The verifiable task's result: how many sampled poems had a regular form, and how many of them were
+/// different poems (a policy that answers every title with one couplet scores high on form and low here).</summary>
+public sealed record FormScoreReport(int Prompts, int Regular, IReadOnlyList<(string Prompt, string Poem)> Examples, int Distinct = 0)
 {
     public double Share => Regular / (double)Math.Max(1, Prompts);
 }
@@ -32,20 +33,39 @@ public static class FormScore
         return [.. Enumerable.Reverse(all).Take(Math.Min(count, all.Count / 2))];
     }
 
-    public static FormScoreReport Measure(Gpt model, GptTokenizer tokenizer, IReadOnlyList<string> prompts, double temperature = 0.7, long seed = 1)
+    /// <summary>Samples one poem per prompt (prompt i with seed + i) and counts the regular ones.</summary>
+    public static FormScoreReport Measure(Gpt model, GptTokenizer tokenizer, IReadOnlyList<string> prompts, double temperature = 0.7, long seed = 1) =>
+        Measure(model, tokenizer, prompts, temperature, seed, bestOf: 1, chooser: null);
+
+    /// <summary>
+    /// Best-of-N: samples <paramref name="bestOf"/> poems per prompt, keeps the one <paramref name="chooser"/> scores
+    /// highest (the first of equals) and counts the regular ones among those kept. With N = 1 it is the plain score.
+    /// </summary>
+    public static FormScoreReport Measure(Gpt model, GptTokenizer tokenizer, IReadOnlyList<string> prompts, double temperature, long seed,
+        int bestOf, RewardFunction? chooser)
     {
+        if (bestOf < 1) throw new ArgumentOutOfRangeException(nameof(bestOf), bestOf, "Best-of-N needs N >= 1.");
+        if (bestOf > 1 && chooser is null) throw new ArgumentException("Best-of-N needs a reward to choose with.", nameof(chooser));
         var template = new ChatTemplate(tokenizer);
-        var rendered = prompts.Select(p => template.RenderPrompt([new ChatMessage(ChatRoles.User, p)])).ToList();
+        var rendered = prompts.SelectMany(p => Enumerable.Repeat(template.RenderPrompt([new ChatMessage(ChatRoles.User, p)]), bestOf)).ToList();
         var options = new SamplingOptions(Temperature: temperature, TopK: 50, MaxNewTokens: 80, Seed: seed, StopTokens: [tokenizer.EndId, tokenizer.BosId]);
-        var answers = new TokenDecoder(model).Generate(rendered, options);   // prompt i samples with seed + i
+        var answers = new TokenDecoder(model).Generate(rendered, options);   // row r samples with seed + r
+        var completions = Rewards.Describe(tokenizer, [.. prompts.SelectMany(p => Enumerable.Repeat(p, bestOf))], rendered,
+            [.. answers.Select(a => a.Tokens)], [.. answers.Select(a => a.Finish != FinishReason.Stop)]);
+        double[]? scores = bestOf > 1 ? chooser!(completions) : null;
         int regular = 0;
         var examples = new List<(string, string)>();
+        var poems = new HashSet<string>(StringComparer.Ordinal);
         for (int i = 0; i < prompts.Count; i++)
         {
-            string poem = tokenizer.Decode(answers[i].Tokens.Where(t => !tokenizer.IsSpecial(t)));
+            int best = i * bestOf;
+            for (int j = 1; j < bestOf; j++)
+                if (scores![i * bestOf + j] > scores[best]) best = i * bestOf + j;
+            string poem = completions[best].Answer;
+            poems.Add(poem);
             if (BuiltInDatasets.IsRegularQuatrainOrRegulated(poem.Split('\n'))) regular++;
             if (examples.Count < 3) examples.Add((prompts[i], poem));
         }
-        return new FormScoreReport(prompts.Count, regular, examples);
+        return new FormScoreReport(prompts.Count, regular, examples, poems.Count);
     }
 }

@@ -22,7 +22,7 @@ public static class GrpoRun
 {
     /// <summary>The optimiser settings <c>grpo</c> uses unless told otherwise: constant rate, no decay, checkpoints on rollout boundaries.</summary>
     public static TrainingConfig Defaults { get; } = new()
-        { Steps = 100, BatchSize = new GrpoConfig().MiniBatch, LearningRate = 2e-5, WarmupSteps = 0, MinLrRatio = 1, WeightDecay = 0, EvalEvery = 100, CheckpointEvery = 20 };
+        { Steps = 100, BatchSize = new GrpoConfig().MiniBatch, LearningRate = 1e-4, WarmupSteps = 0, MinLrRatio = 1, WeightDecay = 0, EvalEvery = 100, CheckpointEvery = 20 };
 
     public const string PolicyFolder = "policy";
     public const string RolloutFile = "grpo.jsonl";

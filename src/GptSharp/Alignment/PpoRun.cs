@@ -18,12 +18,13 @@ public sealed record PpoReport(TrainingResult Training, IReadOnlyList<RolloutSta
 public static class PpoRun
 {
     /// <summary>
-    /// The optimiser settings <c>ppo</c> uses unless told otherwise: a constant small rate, no weight decay, checkpoints on
-    /// rollout boundaries. Measured on the speedrun, a looser setting (KL 0.05, lr 2e-5) let the policy exploit the
-    /// reward model (KL 14, form score 73% → 28%).
+    /// The optimiser settings <c>ppo</c> uses unless told otherwise: a constant rate, no weight decay, checkpoints on
+    /// rollout boundaries. With a reward model trained on the SFT model's own answers, lr 5e-5 with normalised rewards
+    /// took the speedrun's form score from 58% to 86–93% (lr 1e-5: 66%); with the off-policy reward model of earlier
+    /// versions, looser settings let the policy exploit it (form score 73% → 28%).
     /// </summary>
     public static TrainingConfig Defaults { get; } = new()
-        { Steps = 200, BatchSize = new PpoConfig().MiniBatch, LearningRate = 1e-5, WarmupSteps = 0, MinLrRatio = 1, WeightDecay = 0, EvalEvery = 200, CheckpointEvery = 48 };
+        { Steps = 200, BatchSize = new PpoConfig().MiniBatch, LearningRate = 5e-5, WarmupSteps = 0, MinLrRatio = 1, WeightDecay = 0, EvalEvery = 200, CheckpointEvery = 48 };
 
     public const string PolicyFolder = "policy";
 

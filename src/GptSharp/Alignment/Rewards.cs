@@ -43,6 +43,39 @@ public static class Rewards
     public static RewardFunction Form { get; } = FromProgram(c => BuiltInDatasets.IsRegularQuatrainOrRegulated(c.Answer.Split('\n')) ? 1 : 0);
 
     /// <summary>
+    /// A graded form check, as a labeler who ranks near misses above nonsense would give: 1 for a regular poem (as
+    /// <see cref="Form"/>), else 0.9 / (1 + d) (0 for an empty answer) where d counts how far the answer is from one: lines away from 2 or 4,
+    /// characters away from clauses of 5 or 7 on each side of 「，」, a missing 「，」 or 「。」, clause lengths that differ
+    /// between lines. Rarely ties, so K answers give more comparisons than the 0/1 check.
+    /// </summary>
+    public static RewardFunction FormCloseness { get; } = FromProgram(c => FormDistanceScore(c.Answer));
+
+    static double FormDistanceScore(string answer)
+    {
+        var lines = answer.Split('\n', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+        if (lines.Length == 0) return 0;
+        if (BuiltInDatasets.IsRegularQuatrainOrRegulated(lines)) return 1;
+        double distance = lines.Length <= 3 ? Math.Abs(lines.Length - 2) : Math.Abs(lines.Length - 4);
+        var clauses = new List<int>();
+        foreach (string line in lines)
+        {
+            int comma = line.IndexOf('，');
+            bool closed = line[^1] == '。';
+            if (comma < 0 || !closed)
+            {
+                // No clause structure: how far the line's length is from a whole line of 5 or 7 a side.
+                distance += 2 + Math.Min(Math.Abs(line.Length - 12), Math.Abs(line.Length - 16)) / 2.0;
+                continue;
+            }
+            int first = comma, second = line.Length - comma - 2;
+            distance += Math.Min(Math.Abs(first - 5) + Math.Abs(second - 5), Math.Abs(first - 7) + Math.Abs(second - 7));
+            clauses.Add(first);
+        }
+        if (clauses.Count > 1) distance += clauses.Distinct().Count() - 1;
+        return 0.9 / (1 + distance);
+    }
+
+    /// <summary>
     /// 1 when the answer gives the prompt's expected answer, else 0: equal after trimming spaces and final punctuation,
     /// or ending with it after a space, colon or 「：」 ("The answer is 42."). A prompt without an expected answer is an error.
     /// </summary>

@@ -9,7 +9,14 @@ namespace GptSharp.Alignment;
 /// program measures the policy while it trains, to keep the best one.
 /// </summary>
 /// <param name="HeldOutGold">The program's score of a policy on held-out prompts (null: no selection).</param>
-public sealed record RlTask(string Name, IReadOnlyList<string> Prompts, RewardFunction Program, Func<Gpt, GptTokenizer, double>? HeldOutGold);
+/// <param name="GradedLabeler">A finer-grained check that ranks answers the program scores alike (near misses above
+/// nonsense), used to label feedback; null: the program itself.</param>
+public sealed record RlTask(string Name, IReadOnlyList<string> Prompts, RewardFunction Program, Func<Gpt, GptTokenizer, double>? HeldOutGold,
+    RewardFunction? GradedLabeler = null)
+{
+    /// <summary>What ranks answers when feedback is collected.</summary>
+    public RewardFunction Labeler => GradedLabeler ?? Program;
+}
 
 /// <summary>The built-in RL tasks and a user's own from a file.</summary>
 public static class RlTasks
@@ -20,7 +27,7 @@ public static class RlTasks
 
     /// <summary>Write a poem for a title; 1 when it has a regular form. Trains on the built-in training titles.</summary>
     public static RlTask Form(long seed = 1337) => new("form", PpoRun.PoemPrompts(seed), Rewards.Form,
-        (policy, tokenizer) => FormScore.Measure(policy, tokenizer, FormScore.SelectionPrompts(SelectionPrompts)).Share);
+        (policy, tokenizer) => FormScore.Measure(policy, tokenizer, FormScore.SelectionPrompts(SelectionPrompts)).Share, Rewards.FormCloseness);
 
     /// <summary>
     /// Every built-in task with its check: a poem for a title (regular form), the author of a poem, the next half-line,

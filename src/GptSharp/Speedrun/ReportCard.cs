@@ -43,7 +43,7 @@ public static class ReportCard
 
         // Loss curves of every training stage (each run keeps its own loss.png).
         md.AppendLine("## Loss curves").AppendLine();
-        foreach (string stage in new[] { "pretrain", "sft", "reward", "ppo", "dpo" })
+        foreach (string stage in new[] { "pretrain", "sft", "reward", "ppo", "grpo", "dpo" })
         {
             string dir = Path.Combine(runDirectory, stage);
             if (!File.Exists(Path.Combine(dir, MetricsLog.FileName))) continue;
@@ -64,12 +64,37 @@ public static class ReportCard
             plot.ShowLegend();
             Save(plot, runDirectory, "ppo.png");
             md.AppendLine("## PPO").AppendLine().AppendLine("![PPO rollouts](ppo.png)").AppendLine();
+            if (rows.All(r => r["meanGold"] is not null)) OverOptimisation(rows, runDirectory, md);
+            HeldOutGold(Path.Combine(runDirectory, "ppo", Alignment.PpoRun.PolicyFolder), "PPO", md);
+        }
+
+        string grpoLog = Path.Combine(runDirectory, "grpo", Alignment.GrpoRun.RolloutFile);
+        if (File.Exists(grpoLog))
+        {
+            var rows = File.ReadLines(grpoLog).Select(l => JsonNode.Parse(l)!).ToList();
+            var plot = new Plot();
+            double[] steps = [.. rows.Select(r => (double)r["step"]!.GetValue<int>())];
+            var reward = plot.Add.ScatterLine(steps, [.. rows.Select(r => r["meanReward"]!.GetValue<double>())]);
+            reward.LegendText = "mean reward of the rollout";
+            var smooth = plot.Add.ScatterLine(steps, RunningMean([.. rows.Select(r => r["meanReward"]!.GetValue<double>())], 5));
+            smooth.LegendText = "running mean (5 rollouts)";
+            smooth.LineWidth = 3;
+            plot.Title("GRPO: reward per step");
+            plot.XLabel("step");
+            plot.YLabel("reward");
+            plot.ShowLegend(ScottPlot.Alignment.LowerRight);
+            Save(plot, runDirectory, "grpo.png");
+            md.AppendLine("## GRPO").AppendLine().AppendLine("![GRPO reward per step](grpo.png)").AppendLine();
+            HeldOutGold(Path.Combine(runDirectory, "grpo", Alignment.GrpoRun.PolicyFolder), "GRPO", md);
         }
 
         string scoreMarker = Path.Combine(runDirectory, "score", "done.json");
         if (File.Exists(scoreMarker))
         {
-            var shares = JsonNode.Parse(File.ReadAllText(scoreMarker))!["outputs"]!.AsObject().Select(kv => (kv.Key, kv.Value!.GetValue<double>())).ToList();
+            var outputs = JsonNode.Parse(File.ReadAllText(scoreMarker))!["outputs"]!.AsObject();
+            var shareNode = outputs["shares"]?.AsObject() ?? outputs; // folders from before distinct poems were counted hold the shares alone
+            var shares = shareNode.Select(kv => (kv.Key, kv.Value!.GetValue<double>())).ToList();
+            var distinct = outputs["distinct"]?.AsObject();
             var plot = new Plot();
             var bars = plot.Add.Bars(shares.Select(s => 100 * s.Item2).ToArray());
             plot.Axes.Bottom.SetTicks([.. Enumerable.Range(0, shares.Count).Select(i => (double)i)], [.. shares.Select(s => s.Key)]);
@@ -77,8 +102,9 @@ public static class ReportCard
             plot.Title("Verifiable task: regular poems (%)");
             plot.YLabel("% of sampled poems with a regular form");
             Save(plot, runDirectory, "form-score.png");
-            md.AppendLine("## Verifiable task").AppendLine().AppendLine("| model | regular poems |").AppendLine("|---|---|");
-            foreach (var (model, share) in shares) md.AppendLine($"| {model} | {Percent(share)} |");
+            md.AppendLine("## Verifiable task").AppendLine().AppendLine("| model | regular poems | distinct poems |").AppendLine("|---|---|---|");
+            foreach (var (model, share) in shares)
+                md.AppendLine($"| {model} | {Percent(share)} | {(distinct?[model] is JsonNode d ? Percent(d.GetValue<double>()) : "")} |");
             md.AppendLine().AppendLine("![form score](form-score.png)").AppendLine();
         }
 
@@ -118,6 +144,44 @@ public static class ReportCard
         AtomicFile.WriteAllText(path, md.ToString());
         return path;
     }
+
+    /// <summary>Gao et al.'s picture: as the policy drifts from the reference (KL), the proxy reward keeps rising while
+    /// the gold score rises, then stalls or falls. Running means over 5 rollouts, against the running mean of KL.</summary>
+    static void OverOptimisation(List<JsonNode> rows, string runDirectory, StringBuilder md)
+    {
+        double[] kl = RunningMean([.. rows.Select(r => r["meanKl"]!.GetValue<double>())], 5);
+        double[] gold = RunningMean([.. rows.Select(r => 100 * r["meanGold"]!.GetValue<double>())], 5);
+        double[] proxy = RunningMean([.. rows.Select(r => r["meanScore"]!.GetValue<double>())], 5);
+        var plot = new Plot();
+        var goldLine = plot.Add.ScatterLine(kl, gold);
+        goldLine.LegendText = "gold: regular poems (%, left)";
+        goldLine.MarkerSize = 5;
+        var proxyLine = plot.Add.ScatterLine(kl, proxy);
+        proxyLine.LegendText = "proxy: reward-model score (right)";
+        proxyLine.MarkerSize = 5;
+        proxyLine.Axes.YAxis = plot.Axes.Right;
+        plot.Axes.Right.Label.Text = "reward-model score";
+        plot.Title("PPO: gold score and proxy reward against KL");
+        plot.XLabel("KL to the SFT model (nats per response, running mean)");
+        plot.YLabel("regular poems in the rollout (%)");
+        plot.ShowLegend(ScottPlot.Alignment.LowerRight);
+        Save(plot, runDirectory, "ppo-gold-vs-kl.png");
+        md.AppendLine("Over-optimisation: the proxy (the reward model) against the gold (the form program) as the policy moves away from SFT.").AppendLine()
+          .AppendLine("![PPO gold and proxy against KL](ppo-gold-vs-kl.png)").AppendLine();
+    }
+
+    /// <summary>The held-out gold checks an RL run made to choose its policy, and which it kept.</summary>
+    static void HeldOutGold(string policyFolder, string name, StringBuilder md)
+    {
+        string path = Path.Combine(policyFolder, Alignment.BestPolicy.SelectionFile);
+        if (!File.Exists(path)) return;
+        var selection = JsonNode.Parse(File.ReadAllText(path))!;
+        var history = selection["History"]!.AsArray().Select(h => $"{h!["Step"]}: {Percent(h["Score"]!.GetValue<double>())}");
+        md.AppendLine($"{name} held-out gold by step ({string.Join(", ", history)}); kept the policy of step {selection["Step"]}.").AppendLine();
+    }
+
+    static double[] RunningMean(double[] values, int window) =>
+        [.. values.Select((_, i) => values.Skip(Math.Max(0, i - window + 1)).Take(Math.Min(window, i + 1)).Average())];
 
     static string Percent(double share) => $"{100 * share:F1}%";
 

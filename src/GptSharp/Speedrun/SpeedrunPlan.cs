@@ -18,9 +18,19 @@ public sealed record SpeedrunOptions
     public string Preset { get; init; } = "tiny";
     public int PretrainSteps { get; init; } = 1500;
     public int SftSteps { get; init; } = SftRun.Defaults.Steps;
-    public int RewardSteps { get; init; } = RewardRun.Defaults.Steps;
+    /// <summary>Training titles the SFT model answers K times for on-policy comparisons.</summary>
+    public int FeedbackPrompts { get; init; } = 1000;
+    /// <summary>Reward-model steps on the feedback comparisons: about two passes over them (16 titles' comparisons a step);
+    /// more overfits them, as InstructGPT found.</summary>
+    public int RewardSteps { get; init; } = 150;
     public int PpoSteps { get; init; } = PpoRun.Defaults.Steps;
+    public int GrpoSteps { get; init; } = GrpoRun.Defaults.Steps;
     public int DpoSteps { get; init; } = DpoRun.Defaults.Steps;
+    /// <summary>N of the best-of-N baseline: N poems per title, the reward model keeps one.</summary>
+    public int BestOf { get; init; } = 4;
+    /// <summary>Seed of every stage after SFT (feedback samples, reward model, PPO, GRPO, DPO); null: each stage's default.
+    /// The RL seeds bench varies it to show how much RL results move from seed to seed.</summary>
+    public long? AlignmentSeed { get; init; }
     /// <summary>Held-out titles for the verifiable form score.</summary>
     public int ScorePrompts { get; init; } = 200;
     /// <summary>Held-out items per evaluation task.</summary>
@@ -54,9 +64,14 @@ public sealed class SpeedrunPlan
     public string Data => Folder("data");
     public string Pretrain => Folder("pretrain");
     public string Sft => Folder("sft");
+    public string Feedback => Folder("feedback");
+    /// <summary>The on-policy comparisons the reward model and DPO learn from.</summary>
+    public string FeedbackPairs => Path.Combine(Feedback, "pairs.jsonl");
     public string Reward => Folder("reward");
     public string Ppo => Folder("ppo");
     public string Policy => Path.Combine(Ppo, PpoRun.PolicyFolder);
+    public string Grpo => Folder("grpo");
+    public string GrpoPolicy => Path.Combine(Grpo, GrpoRun.PolicyFolder);
     public string Dpo => Folder("dpo");
     public string Export => Folder("export");
 
@@ -70,10 +85,15 @@ public sealed class SpeedrunPlan
         Steps = Options.PretrainSteps, WarmupSteps = Math.Min(100, Options.PretrainSteps / 10), EvalEvery = 250, CheckpointEvery = 250,
     };
     public TrainingConfig SftTraining => SftRun.Defaults with { Steps = Options.SftSteps };
-    public TrainingConfig RewardTraining => RewardRun.Defaults with { Steps = Options.RewardSteps };
+    public FeedbackOptions FeedbackSettings => Options.AlignmentSeed is long seed ? new FeedbackOptions { Seed = seed } : new FeedbackOptions();
+    public TrainingConfig RewardTraining => Seeded(RewardRun.Defaults with { Steps = Options.RewardSteps });
     public PpoConfig PpoSettings => new();
-    public TrainingConfig PpoTraining => PpoRun.Defaults with { Steps = Options.PpoSteps, BatchSize = PpoSettings.MiniBatch };
-    public TrainingConfig DpoTraining => DpoRun.Defaults with { Steps = Options.DpoSteps };
+    public TrainingConfig PpoTraining => Seeded(PpoRun.Defaults with { Steps = Options.PpoSteps, BatchSize = PpoSettings.MiniBatch });
+    public GrpoConfig GrpoSettings => new();
+    public TrainingConfig GrpoTraining => Seeded(GrpoRun.Defaults with { Steps = Options.GrpoSteps, BatchSize = GrpoSettings.MiniBatch });
+    public TrainingConfig DpoTraining => Seeded(DpoRun.Defaults with { Steps = Options.DpoSteps });
+
+    TrainingConfig Seeded(TrainingConfig training) => Options.AlignmentSeed is long seed ? training with { Seed = seed } : training;
     public double DpoBeta => DpoRun.DefaultBeta;
 
     /// <summary>Every stage in order with the command that reproduces it; RUN stands for the speedrun's folder.</summary>
@@ -83,10 +103,13 @@ public sealed class SpeedrunPlan
         new("data", "data", $"gptsharp data prepare --corpus {string.Join(',', PretrainCorpora)} --tokenizer RUN/tokenizer --out RUN/data"),
         new("pretrain", "pretrain", $"gptsharp pretrain --preset {Options.Preset} --data RUN/data --run-dir RUN/pretrain{Flags(PretrainTraining, PretrainRun.Defaults)}"),
         new("sft", "sft", $"gptsharp sft --from RUN/pretrain --data builtin --run-dir RUN/sft{Flags(SftTraining, SftRun.Defaults)}"),
-        new("reward", "reward", $"gptsharp reward --from RUN/sft --data builtin --run-dir RUN/reward{Flags(RewardTraining, RewardRun.Defaults)}"),
+        new("feedback", "feedback", $"gptsharp feedback collect --run-dir RUN/sft --task form --prompts {Options.FeedbackPrompts} --out RUN/feedback/pairs.jsonl{(Options.AlignmentSeed is long seed ? $" --seed {seed}" : "")}"),
+        new("reward", "reward", $"gptsharp reward --from RUN/sft --data RUN/feedback/pairs.jsonl --run-dir RUN/reward{Flags(RewardTraining, RewardRun.Defaults)}"),
         new("ppo", "ppo", $"gptsharp ppo --sft RUN/sft --reward RUN/reward --run-dir RUN/ppo{Flags(PpoTraining, PpoRun.Defaults)}"),
-        new("dpo", "dpo", $"gptsharp dpo --from RUN/sft --data builtin --run-dir RUN/dpo{Flags(DpoTraining, DpoRun.Defaults)}"),
-        new("score", "score", $"gptsharp form-score --run-dir RUN/pretrain,RUN/sft,RUN/ppo/policy,RUN/dpo --prompts {Options.ScorePrompts}"),
+        new("grpo", "grpo", $"gptsharp grpo --from RUN/sft --task form --run-dir RUN/grpo{Flags(GrpoTraining, GrpoRun.Defaults)}"),
+        new("dpo", "dpo", $"gptsharp dpo --from RUN/sft --data RUN/feedback/pairs.jsonl --run-dir RUN/dpo{Flags(DpoTraining, DpoRun.Defaults)}"),
+        new("score", "score", $"gptsharp form-score --run-dir RUN/pretrain,RUN/sft,RUN/ppo/policy,RUN/grpo/policy,RUN/dpo --prompts {Options.ScorePrompts}; " +
+                              $"gptsharp form-score --run-dir RUN/sft --best-of {Options.BestOf} --reward RUN/reward --prompts {Options.ScorePrompts}"),
         new("eval", "eval", $"gptsharp eval --run-dir RUN/pretrain,RUN/sft,RUN/ppo/policy --shots 0,1,2,4 --items {Options.EvalItems}"),
         new("export", "export", "gptsharp export gguf --run-dir RUN/ppo/policy --out RUN/export/chat.gguf; gptsharp export hf --run-dir RUN/ppo/policy --out RUN/export/hf"),
     ];

@@ -1,0 +1,97 @@
+using GptSharp.Alignment;
+using GptSharp.Models;
+using GptSharp.Runs;
+using GptSharp.Tokenization;
+using GptSharp.Training;
+
+namespace GptSharp.Speedrun;
+
+/// <summary>What the reward stage measured: held-out accuracy on comparisons from the same labeler, and agreement with
+/// the 0/1 form program on fresh answers of the SFT model (what RL will feel).</summary>
+public sealed record RewardStageReport(RewardReport Training, int GoldPairs, double GoldAgreement);
+
+/// <summary>One model's form score in the speedrun's table.</summary>
+public sealed record ScoredModel(string Name, FormScoreReport Report);
+
+/// <summary>
+/// The speedrun's alignment stages after SFT, as the plan lays them out: on-policy feedback → reward model → PPO;
+/// GRPO against the form program; DPO on the same comparisons; the form score of every model. The <c>speedrun</c>
+/// command and the RL seeds bench run these same functions.
+/// </summary>
+public static class AlignmentStages
+{
+    /// <summary>InstructGPT's loop: the SFT model answers training titles K times; the graded form check ranks them.</summary>
+    public static FeedbackReport Feedback(SpeedrunPlan plan, Action<int>? onPrompts = null)
+    {
+        var form = RlTasks.Form();
+        var (policy, state) = Checkpoint.LoadModel(plan.Sft);
+        using var _ = policy;
+        var options = plan.FeedbackSettings;
+        var prompts = Alignment.Feedback.ChoosePrompts(form.Prompts, plan.Options.FeedbackPrompts, options.Seed);
+        return Alignment.Feedback.Collect(policy, GptTokenizer.Load(state.Tokenizer), prompts, form.Labeler, options, plan.FeedbackPairs,
+            Path.GetFullPath(plan.Sft), onPrompts);
+    }
+
+    /// <summary>A reward model on the feedback comparisons (5% of titles held out), then its agreement with the program.</summary>
+    public static RewardStageReport Reward(SpeedrunPlan plan, string device, Action<int>? onStart = null, Action<StepMetrics>? onStep = null)
+    {
+        var training = plan.RewardTraining;
+        var (train, heldOut) = ChatData.SplitByGroup(ChatData.ReadPreferences(plan.FeedbackPairs).ToList(), training.Seed, "reward");
+        bool resume = Checkpoint.Find(plan.Reward) is not null;
+        var report = RewardRun.Execute(plan.Sft, train, heldOut, training, plan.Reward, resume, device, onStart, onStep);
+        var (policy, state) = Checkpoint.LoadModel(plan.Sft);
+        using var _ = policy;
+        using var rewardModel = RewardModel.Load(plan.Reward);
+        rewardModel.eval();
+        var tokenizer = GptTokenizer.Load(state.Tokenizer);
+        var (pairs, agreement) = Alignment.Feedback.Agreement(policy, tokenizer, FormScore.SelectionPrompts(RlTasks.SelectionPrompts),
+            Rewards.FromModel(rewardModel, tokenizer), Rewards.Form);
+        return new RewardStageReport(report, pairs, agreement);
+    }
+
+    /// <summary>RLHF against the learned reward model; the form program is logged beside it and picks the policy kept.</summary>
+    public static PpoReport Ppo(SpeedrunPlan plan, string device, Action<StepMetrics>? onStep = null)
+    {
+        var form = RlTasks.Form();
+        var tokenizer = GptTokenizer.Load(Checkpoint.ReadState(plan.Sft).Tokenizer);
+        return PpoRun.Execute(plan.Sft, plan.Reward, form.Prompts, plan.PpoSettings, plan.PpoTraining, plan.Ppo, device, onStep: onStep,
+            resume: Checkpoint.Find(plan.Ppo) is not null, gold: form.Program, selection: new PolicySelection(p => form.HeldOutGold!(p, tokenizer)));
+    }
+
+    /// <summary>RL with a verifiable reward: the form program itself, G answers per title, no critic, no reward model.</summary>
+    public static GrpoReport Grpo(SpeedrunPlan plan, string device, Action<StepMetrics>? onStep = null)
+    {
+        var form = RlTasks.Form();
+        var tokenizer = GptTokenizer.Load(Checkpoint.ReadState(plan.Sft).Tokenizer);
+        return GrpoRun.Execute(plan.Sft, form.Prompts, form.Program, plan.GrpoSettings, plan.GrpoTraining, plan.Grpo, device,
+            selection: new PolicySelection(p => form.HeldOutGold!(p, tokenizer)), onStep: onStep, resume: Checkpoint.Find(plan.Grpo) is not null,
+            rewardDescription: form.Name);
+    }
+
+    /// <summary>DPO on the reward model's comparisons (the same split): no reward model, no sampling while training.</summary>
+    public static DpoReport Dpo(SpeedrunPlan plan, string device, Action<int>? onStart = null, Action<StepMetrics>? onStep = null)
+    {
+        var training = plan.DpoTraining;
+        var (train, heldOut) = ChatData.SplitByGroup(ChatData.ReadPreferences(plan.FeedbackPairs).ToList(), training.Seed, "dpo");
+        return DpoRun.Execute(plan.Sft, train, heldOut, training, plan.Dpo, Checkpoint.Find(plan.Dpo) is not null, plan.DpoBeta, device, onStart, onStep);
+    }
+
+    /// <summary>The models the score stage compares, with the best-of-N baseline (N from the plan) after SFT.</summary>
+    public static IReadOnlyList<(string Name, string Folder, int BestOf)> ScoredModels(SpeedrunPlan plan) =>
+    [
+        ("base", plan.Pretrain, 1), ("sft", plan.Sft, 1), ($"sft best-of-{plan.Options.BestOf}", plan.Sft, plan.Options.BestOf),
+        ("ppo", plan.Policy, 1), ("grpo", plan.GrpoPolicy, 1), ("dpo", plan.Dpo, 1),
+    ];
+
+    /// <summary>The form score of one model on the plan's held-out titles (best-of-N chooses with the plan's reward model).</summary>
+    public static FormScoreReport Score(SpeedrunPlan plan, string folder, int bestOf = 1)
+    {
+        var (policy, state) = Checkpoint.LoadModel(folder);
+        using var _ = policy;
+        var tokenizer = GptTokenizer.Load(state.Tokenizer);
+        using var rewardModel = bestOf > 1 ? RewardModel.Load(plan.Reward) : null;
+        rewardModel?.eval();
+        return FormScore.Measure(policy, tokenizer, FormScore.Prompts(plan.Options.ScorePrompts), 0.7, 1, bestOf,
+            rewardModel is null ? null : Rewards.FromModel(rewardModel, tokenizer));
+    }
+}
