@@ -54,7 +54,9 @@ public class PpoTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedTo
         var whole = PpoRun.Execute(dir.File("sft"), dir.File("reward"), prompts, ppo, training, dir.File("straight"), program: LowHalfShare(tokenizer), onStep: m => straight.Add(m.Loss));
         var halves = new List<double>();
         var first = PpoRun.Execute(dir.File("sft"), dir.File("reward"), prompts, ppo, training, dir.File("halves"), program: LowHalfShare(tokenizer), onStep: m => halves.Add(m.Loss), untilStep: 8);
-        Assert.Equal("2", Checkpoint.ReadState(dir.File("halves")).DataPosition); // 4 steps per rollout: the next is the third
+        var saved = PpoExperience.ParsePosition(Checkpoint.ReadState(dir.File("halves")).DataPosition);
+        Assert.Equal(2, saved.Iteration); // 4 steps per rollout: the next is the third
+        Assert.Equal(16, saved.Moments!.Count); // the reward normaliser has seen both rollouts' 8 scores
         var second = PpoRun.Execute(dir.File("sft"), dir.File("reward"), prompts, ppo, training, dir.File("halves"), program: LowHalfShare(tokenizer), onStep: m => halves.Add(m.Loss), resume: true);
         Assert.Equal(straight, halves);
         Assert.Equal(whole.Rollouts.Select(r => r.MeanScore), first.Rollouts.Concat(second.Rollouts).Select(r => r.MeanScore));

@@ -26,6 +26,9 @@ public class RewardTests(TrainedTokenizerFixture fixture) : IClassFixture<Traine
         var batch = PairBatchSource.Pack([(a, b)], sequenceLength: 4, padId: 0);
         Assert.Equal(new long[] { 1, 2, 3, 0, 1, 2, 3, 4 }, batch.Tokens);
         Assert.Equal(new long[] { 2, 3 }, batch.LastIndex); // the rejected row is cut to T tokens
+        var shortBatch = PairBatchSource.Pack([(a, a)], sequenceLength: 128, padId: 0);
+        Assert.Equal(3, shortBatch.SequenceLength); // padded to the longest row, not the context
+        Assert.Equal(new long[] { 1, 2, 3, 1, 2, 3 }, shortBatch.Tokens);
     }
 
     [Fact]

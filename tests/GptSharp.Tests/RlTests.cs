@@ -101,6 +101,21 @@ public class RewardProgramTests
         Assert.Equal(expected, Rewards.GivesAnswer(text, answer));
 
     [Fact]
+    public void GradedFormCheckRanksNearMissesAboveNonsense()
+    {
+        double Score(string answer) => Rewards.FormCloseness([Answer("寫一首詩", answer)])[0];
+        double regular = Score("床前明月光，疑是地上霜。\n舉頭望明月，低頭思故鄉。");
+        double oneCharacterOff = Score("床前明月光，疑是地上霜。\n舉頭望明月，低頭思故鄉鄉。");
+        double threeLines = Score("床前明月光，疑是地上霜。\n舉頭望明月，低頭思故鄉。\n舉頭望明月，低頭思故鄉。");
+        double noClauses = Score("床前明月光疑是地上霜舉頭望明月低頭思故鄉");
+        Assert.Equal(1, regular);
+        Assert.Equal(0, Score(""));
+        Assert.True(oneCharacterOff is > 0.3 and < 0.9, $"{oneCharacterOff}");
+        Assert.True(oneCharacterOff > noClauses && threeLines > noClauses && noClauses > 0, $"{oneCharacterOff} {threeLines} {noClauses}");
+        Assert.Equal([1.0, 0.0], Rewards.Form([Answer("", "床前明月光，疑是地上霜。\n舉頭望明月，低頭思故鄉。"), Answer("", "床前明月光，疑是地上霜。\n舉頭望明月，低頭思故鄉鄉。")]));
+    }
+
+    [Fact]
     public void AProgramThatThrowsNamesThePrompt()
     {
         var program = Rewards.FromProgram(c => c.Answer.Length > 3 ? throw new FormatException("cannot parse") : 1);
@@ -276,6 +291,37 @@ public class RlRunTests(TrainedTokenizerFixture fixture) : IClassFixture<Trained
             Feedback.Collect(policy, tokenizer, prompts, labeler, options with { AnswersPerPrompt = 4 }, crashed, "sft")).Message);
         File.Copy(straight, dir.File("orphan.jsonl"));
         Assert.Throws<IOException>(() => Feedback.Collect(policy, tokenizer, prompts, labeler, options, dir.File("orphan.jsonl"), "sft"));
+    }
+
+    [Fact]
+    public void BestOfNKeepsTheAnswerTheChooserScoresHighest()
+    {
+        using var dir = new TempDirectory();
+        fixture.SaveInitialRun(dir.File("sft"), context: 48);
+        var (policy, _) = Checkpoint.LoadModel(dir.File("sft"));
+        using var _p = policy;
+        var tokenizer = fixture.Tokenizer;
+        var longest = Rewards.FromProgram(c => c.Answer.Length);
+        string[] prompt = ["寫一首詩，題為《春曉》。"];
+        // Best-of-3 samples its candidates with seeds 1, 2, 3: the plain score with those seeds gives each one.
+        var candidates = Enumerable.Range(1, 3).Select(seed => FormScore.Measure(policy, tokenizer, prompt, 0.7, seed).Examples[0].Poem).ToList();
+        var best = FormScore.Measure(policy, tokenizer, prompt, 0.7, 1, bestOf: 3, chooser: longest);
+        Assert.Equal(candidates.MaxBy(c => c.Length), best.Examples[0].Poem);
+        Assert.Equal(1, best.Distinct);
+        Assert.Throws<ArgumentException>(() => FormScore.Measure(policy, tokenizer, prompt, 0.7, 1, bestOf: 2, chooser: null));
+    }
+
+    [Fact]
+    public void HeldOutComparisonsAreWholeTitles()
+    {
+        var pairs = Enumerable.Range(0, 300).Select(i => new PreferencePair([new ChatMessage("user", $"p{i / 3}")], $"a{i}", $"b{i}", $"g{i / 3}")).ToList();
+        var (train, heldOut) = ChatData.SplitByGroup(pairs, 1337, "reward");
+        Assert.Equal(300, train.Count + heldOut.Count);
+        Assert.InRange(heldOut.Count, 3, 30);
+        Assert.Empty(train.Select(p => p.Group).Intersect(heldOut.Select(p => p.Group)));
+        Assert.All(heldOut.GroupBy(p => p.Group), g => Assert.Equal(3, g.Count()));
+        var (_, few) = ChatData.SplitByGroup(pairs.Take(6).ToList(), 1337, "reward"); // two titles: one is still held out
+        Assert.Equal(3, few.Count);
     }
 
     [Fact]

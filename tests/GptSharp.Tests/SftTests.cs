@@ -17,6 +17,9 @@ public class SftTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedTo
         Assert.Equal(new long[] { -1, 12, 13, -1, -1, -1 }, batch.Targets[..6]);
         Assert.Equal(new long[] { 1, 2, 3, 4, 5, 6 }, batch.Inputs[6..]);   // cut to T + 1 tokens
         Assert.Equal(new long[] { 2, 3, 4, 5, 6, 7 }, batch.Targets[6..]);
+        var shortBatch = ChatBatchSource.Pack([chat], sequenceLength: 128, padId: 99);
+        Assert.Equal(4, shortBatch.SequenceLength); // the longest row's inputs, not the context
+        Assert.Equal(new long[] { -1, 12, 13, -1 }, shortBatch.Targets);
     }
 
     [Fact]

@@ -18,7 +18,7 @@ sealed class FormScoreSettings : CommonSettings
     [CommandOption("--seed")] [Description("Prompt i samples with seed + i, the same for every run compared.")] public long Seed { get; init; } = 1;
     [CommandOption("--best-of")] [Description("Also score best-of-N: N poems per title, the --reward model keeps one (1: off).")]
     public int BestOf { get; init; } = 1;
-    [CommandOption("--reward")] [Description("Reward-model run that chooses among --best-of poems.")]
+    [CommandOption("--reward")] [Description("Reward-model run that chooses among --best-of poems (default: none; needed with --best-of).")]
     public string? Reward { get; init; }
 
     public override Spectre.Console.ValidationResult Validate()

@@ -29,7 +29,7 @@ sealed class GenerateSettings : CommonSettings
     public bool Chat { get; init; }
     [CommandOption("--best-of")] [Description("Sample N answers and print the one the --reward model scores highest (with --chat; 1: off).")]
     public int BestOf { get; init; } = 1;
-    [CommandOption("--reward")] [Description("Reward-model run that chooses among --best-of answers.")]
+    [CommandOption("--reward")] [Description("Reward-model run that chooses among --best-of answers (default: none; needed with --best-of).")]
     public string? Reward { get; init; }
 
     public override Spectre.Console.ValidationResult Validate()

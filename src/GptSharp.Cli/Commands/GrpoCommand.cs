@@ -14,7 +14,7 @@ sealed class GrpoSettings : TrainingSettings
     public string From { get; init; } = "runs/sft";
     [CommandOption("--task")] [Description("`form` (built-in: write a poem for a title; 1 for a regular form), `builtin` (every built-in task with its check), or a JSONL file of {\"prompt\", \"answer\"} lines: 1 when the answer gives the expected one.")]
     public string Task { get; init; } = "form";
-    [CommandOption("--reward-model")] [Description("Train against this reward-model run instead of the task's program (the program is still logged as the gold score).")]
+    [CommandOption("--reward-model")] [Description("Train against this reward-model run instead of the task's program (the program is still logged as the gold score; default: the program).")]
     public string? RewardModel { get; init; }
     [CommandOption("-r|--run-dir")] [Description("Folder for the GRPO run; the policy goes to its policy/ folder.")]
     public string RunDir { get; init; } = "runs/grpo";
@@ -74,7 +74,7 @@ sealed class GrpoCommand : Command<GrpoSettings>
     {
         var runtime = TorchRuntime.Initialize(s.Threads, s.Device);
         var grpo = s.Grpo().Validate();
-        var task = RlTasks.Named(s.Task, s.RunSeed);
+        var task = RlTasks.Named(s.Task); // the built-in split is fixed: the form score's held-out titles never reach training, whatever --seed
         var training = s.Training() with { BatchSize = grpo.MiniBatch };
         GptSharp.Alignment.RewardModel? rewardModel = s.RewardModel is null ? null : GptSharp.Alignment.RewardModel.Load(s.RewardModel);
         using var _ = rewardModel;

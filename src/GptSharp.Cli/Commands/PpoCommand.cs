@@ -66,7 +66,7 @@ sealed class PpoCommand : Command<PpoSettings>
     public override int Execute(CommandContext context, PpoSettings s, CancellationToken cancellation)
     {
         var runtime = TorchRuntime.Initialize(s.Threads, s.Device);
-        var task = RlTasks.Form(s.RunSeed);
+        var task = RlTasks.Form(); // the built-in split is fixed: the form score's held-out titles never reach training, whatever --seed
         var prompts = task.Prompts;
         var ppo = OptionDefaults.Apply(s, new PpoConfig());
         var training = s.Training() with { BatchSize = ppo.MiniBatch };

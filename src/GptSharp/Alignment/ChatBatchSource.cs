@@ -5,7 +5,7 @@ using GptSharp.Training;
 namespace GptSharp.Alignment;
 
 /// <summary>
-/// Serves rendered conversations B at a time, each padded (or cut) to T + 1 tokens, as (inputs, targets) where a
+/// Serves rendered conversations B at a time, padded to the batch's longest (or cut to T + 1 tokens), as (inputs, targets) where a
 /// target is the next token when the loss mask covers it and -1 otherwise (padding included). Order is shuffled per
 /// epoch from the seed; the position is "epoch:cursor", as for token shards.
 /// </summary>
@@ -55,7 +55,9 @@ public sealed class ChatBatchSource : IBatchSource<TokenBatch>
     /// <summary>Packs conversations into one (B, T) batch.</summary>
     public static TokenBatch Pack(IReadOnlyList<RenderedChat> rows, int sequenceLength, int padId, LoaderPosition next = default)
     {
-        int t = sequenceLength;
+        // Padded to the longest row, not the context: causal attention never looks right, so the loss is the same and
+        // short chats (a poem is ~60 tokens of a 128 context) cost half.
+        int t = Math.Clamp(rows.Max(r => r.Tokens.Length) - 1, 1, sequenceLength);
         var inputs = new long[rows.Count * t];
         var targets = new long[rows.Count * t];
         Array.Fill(inputs, padId);

@@ -65,7 +65,9 @@ public static class PairBatchSource
 {
     public static PairBatch Pack(IReadOnlyList<(RenderedChat Chosen, RenderedChat Rejected)> pairs, int sequenceLength, int padId)
     {
-        int b = pairs.Count, t = sequenceLength;
+        // Padded to the longest row (at most the context): the score is read at each row's last token, which causal
+        // attention computes the same whatever padding follows it.
+        int b = pairs.Count, t = Math.Min(sequenceLength, pairs.Max(p => Math.Max(p.Chosen.Tokens.Length, p.Rejected.Tokens.Length)));
         var tokens = new long[2 * b * t];
         var last = new long[2 * b];
         Array.Fill(tokens, padId);

@@ -25,7 +25,8 @@ public sealed record SpeedrunOptions
     public int RewardSteps { get; init; } = 150;
     public int PpoSteps { get; init; } = PpoRun.Defaults.Steps;
     public int GrpoSteps { get; init; } = GrpoRun.Defaults.Steps;
-    public int DpoSteps { get; init; } = DpoRun.Defaults.Steps;
+    /// <summary>DPO steps on the feedback comparisons (8 titles' comparisons a step).</summary>
+    public int DpoSteps { get; init; } = 150;
     /// <summary>N of the best-of-N baseline: N poems per title, the reward model keeps one.</summary>
     public int BestOf { get; init; } = 4;
     /// <summary>Seed of every stage after SFT (feedback samples, reward model, PPO, GRPO, DPO); null: each stage's default.
