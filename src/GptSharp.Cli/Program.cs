@@ -38,9 +38,13 @@ app.Configure(config =>
         .WithExample("reward", "--from", "runs/tiny-sft", "--data", "builtin", "--run-dir", "runs/tiny-reward");
     config.AddBranch("feedback", feedback =>
     {
-        feedback.SetDescription("Human feedback on a policy's own answers: collect comparisons with a program labeler, check a reward model against it.");
+        feedback.SetDescription("Feedback on a policy's own answers: comparisons from a program labeler or from people on a labeling page, and a reward model's agreement with the program.");
         feedback.AddCommand<FeedbackCollectCommand>("collect").WithDescription("Sample K answers per prompt, rank them with the task's program (optional label noise), write every pair ranked apart as preference JSONL.")
             .WithExample("feedback", "collect", "--run-dir", "runs/tiny-sft", "--task", "form", "--out", "runs/feedback.jsonl");
+        feedback.AddCommand<FeedbackSampleCommand>("sample").WithDescription("Sample K answers per prompt for people to judge on the labeling page.")
+            .WithExample("feedback", "sample", "--run-dir", "runs/tiny-sft", "--prompts", "100", "--out", "runs/label-items.jsonl");
+        feedback.AddCommand<FeedbackLabelCommand>("label").WithDescription("The labeling page: people pick the best answer (ties, all bad, undo); every judgment on disk at once.")
+            .WithExample("feedback", "label", "--items", "runs/label-items.jsonl");
         feedback.AddCommand<FeedbackAgreementCommand>("agreement").WithDescription("Share of fresh answer pairs a reward model orders as the form program does.")
             .WithExample("feedback", "agreement", "--reward", "runs/tiny-reward", "--run-dir", "runs/tiny-sft");
     });

@@ -80,3 +80,70 @@ sealed class FeedbackAgreementCommand : Command<FeedbackAgreementSettings>
         return 0;
     }
 }
+
+sealed class FeedbackSampleSettings : CommonSettings, ILibraryDefaults
+{
+    [CommandOption("-r|--run-dir")] [Description("The policy whose answers people will compare (usually the SFT run).")]
+    public string RunDir { get; init; } = "runs/sft";
+    [CommandOption("--task")] [Description("Where the prompts come from: `form`, `builtin` or a JSONL file of {\"prompt\", \"answer\"}.")]
+    public string Task { get; init; } = "form";
+    [CommandOption("--out")] [Description("Label items to write: one {\"id\", \"prompt\", \"answers\"} per line.")]
+    public string Out { get; init; } = "runs/label-items.jsonl";
+    [CommandOption("--prompts")] [Description("How many of the task's prompts to ask (0: all).")]
+    public int Prompts { get; init; } = 100;
+    [CommandOption("-k|--answers")] [Description("Answers sampled per prompt (K); a prompt whose answers are all the same is left out.")]
+    public int? AnswersPerPrompt { get; init; }
+    [CommandOption("--temperature")] [Description("Sampling temperature of the answers.")]
+    public double? Temperature { get; init; }
+    [CommandOption("--max-tokens")] [Description("Longest answer, in tokens.")]
+    public int? MaxNewTokens { get; init; }
+    [CommandOption("--seed")] [Description("Seeds the prompt order and the samples.")]
+    public long? Seed { get; init; }
+
+    public IEnumerable<object> Defaults => [new FeedbackOptions()];
+}
+
+/// <summary><c>gptsharp feedback sample</c>: answers for people to judge on the labeling page.</summary>
+sealed class FeedbackSampleCommand : Command<FeedbackSampleSettings>
+{
+    public override int Execute(CommandContext context, FeedbackSampleSettings s, CancellationToken cancellation)
+    {
+        TorchRuntime.Initialize(s.Threads);
+        var options = OptionDefaults.Apply(s, new FeedbackOptions()).Validate();
+        var prompts = Feedback.ChoosePrompts(RlTasks.Named(s.Task).Prompts, s.Prompts, options.Seed);
+        var (policy, state) = Checkpoint.LoadModel(s.RunDir);
+        using var _ = policy;
+        int items = Feedback.SampleForLabeling(policy, GptTokenizer.Load(state.Tokenizer), prompts, options, s.Out);
+        AnsiConsole.MarkupLine($"{items:N0} items ({options.AnswersPerPrompt} answers to each of {prompts.Count:N0} prompts, those with two or more different answers) in {Markup.Escape(s.Out)}. " +
+                               $"Judge them with: gptsharp feedback label --items {Markup.Escape(s.Out)}");
+        return 0;
+    }
+}
+
+sealed class FeedbackLabelSettings : CommonSettings
+{
+    [CommandOption("--items")] [Description("Label items (from `feedback sample`, or your own {\"prompt\", \"answers\"} lines).")]
+    public string Items { get; init; } = "runs/label-items.jsonl";
+    [CommandOption("--judgments")] [Description("The append-only judgment log (default: ITEMS.judgments.jsonl); reopening it continues where it stopped.")]
+    public string? Judgments { get; init; }
+    [CommandOption("--out")] [Description("Preference JSONL rewritten after every judgment (default: ITEMS.pairs.jsonl), for `reward` and `dpo`.")]
+    public string? Out { get; init; }
+    [CommandOption("--port")] [Description("Port on 127.0.0.1.")]
+    public int Port { get; init; } = 8010;
+}
+
+/// <summary><c>gptsharp feedback label</c>: the labeling page, for people to rank a policy's answers.</summary>
+sealed class FeedbackLabelCommand : AsyncCommand<FeedbackLabelSettings>
+{
+    public override async Task<int> ExecuteAsync(CommandContext context, FeedbackLabelSettings s, CancellationToken cancellation)
+    {
+        string stem = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(s.Items))!, Path.GetFileNameWithoutExtension(s.Items));
+        var session = new LabelingSession(LabelingSession.ReadItems(s.Items), s.Judgments ?? stem + ".judgments.jsonl");
+        await using var server = new GptSharp.Serving.LabelingServer(session, s.Out ?? stem + ".pairs.jsonl", s.Port);
+        await server.StartAsync(cancellation);
+        AnsiConsole.MarkupLine($"Labeling {session.Total:N0} items ({session.Done:N0} judged) at [link]{Markup.Escape(server.Address)}[/]; " +
+                               $"comparisons in {Markup.Escape(s.Out ?? stem + ".pairs.jsonl")}. Ctrl+C stops; nothing judged is lost.");
+        await server.WaitForShutdownAsync(cancellation);
+        return 0;
+    }
+}

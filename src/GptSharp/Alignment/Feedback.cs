@@ -135,6 +135,33 @@ public static class Feedback
     }
 
     /// <summary>
+    /// Answers for people to judge: K per prompt (their distinct texts), written as label items
+    /// (<c>{"id","prompt","answers"}</c> lines, see <see cref="LabelingSession.ReadItems"/>). A prompt whose answers are
+    /// all the same text is left out. Returns the number of items written.
+    /// </summary>
+    public static int SampleForLabeling(Gpt policy, GptTokenizer tokenizer, IReadOnlyList<string> prompts, FeedbackOptions options, string output)
+    {
+        options.Validate();
+        int k = options.AnswersPerPrompt, items = 0;
+        var lines = new System.Text.StringBuilder();
+        for (int start = 0; start < prompts.Count; start += options.PromptsPerBatch)
+        {
+            var chunk = prompts.Skip(start).Take(options.PromptsPerBatch).ToList();
+            using var rollout = Rollout.Sample(policy, tokenizer, [.. chunk.SelectMany(p => Enumerable.Repeat(p, k))], options.Temperature,
+                options.MaxNewTokens, options.Seed * 1_000_003 + (long)start * k);
+            for (int p = 0; p < chunk.Count; p++)
+            {
+                var answers = rollout.Completions.Skip(p * k).Take(k).Select(c => c.Answer).Distinct().ToList();
+                if (answers.Count < 2) continue;
+                lines.Append(JsonSerializer.Serialize(new { id = $"{start + p}", prompt = chunk[p], answers }, ChatData.JsonOptions)).Append('\n');
+                items++;
+            }
+        }
+        AtomicFile.WriteAllText(output, lines.ToString());
+        return items;
+    }
+
+    /// <summary>
     /// How often a proxy reward orders fresh answers as the gold program does: K answers per prompt sampled from the
     /// policy; over every pair the gold ranks apart, the share the proxy ranks the same way (ties in the proxy count half).
     /// </summary>
