@@ -53,25 +53,18 @@ public static class GrpoRun
             foreach (var p in reference.parameters()) p.requires_grad = false;
         }
 
-        string policyFolder = Path.Combine(runDirectory, PolicyFolder);
-        if (!resume && Checkpoint.Find(runDirectory) is null && Directory.Exists(policyFolder)) Directory.Delete(policyFolder, recursive: true); // a stale policy of an unfinished run
-        var keeper = selection is null ? null : new BestPolicy(policyFolder, start.Tokenizer, selection.HeldOutGold, selection.Tolerance);
+        var log = new RlRunLog<GrpoRolloutStats>(runDirectory, RolloutFile, Path.Combine(runDirectory, PolicyFolder), resume, start.Tokenizer, selection, perRollout,
+            (m, r) => new
+            {
+                step = m.Step, iteration = r.Iteration, meanReward = r.MeanReward, meanGold = r.MeanGold, meanResponseLength = r.MeanResponseLength,
+                solvedGroups = r.SolvedGroups, truncated = r.Truncated,
+            }, onRollout);
         GrpoExperience? experience = null;
         try
         {
-            string rolloutLog = Path.Combine(runDirectory, RolloutFile);
-            int seen = 0;
             void Log(StepMetrics m)
             {
-                for (; seen < experience!.Rollouts.Count; seen++)
-                {
-                    var r = experience.Rollouts[seen];
-                    File.AppendAllText(rolloutLog, System.Text.Json.JsonSerializer.Serialize(new
-                        { step = m.Step, iteration = r.Iteration, meanReward = r.MeanReward, meanGold = r.MeanGold, meanResponseLength = r.MeanResponseLength,
-                          solvedGroups = r.SolvedGroups, truncated = r.Truncated }) + "\n");
-                    onRollout?.Invoke(r);
-                }
-                if (keeper is not null && m.Step % (perRollout * selection!.EveryRollouts) == 0) keeper.Consider(m.Step, policy);
+                log.AfterStep(m, experience!.Rollouts, policy);
                 onStep?.Invoke(m);
             }
             var setup = new RunSetup(runDirectory, training, resume, start.Tokenizer, "GRPO", device, DataParallel: false, Command: "grpo");
@@ -86,10 +79,8 @@ public static class GrpoRun
                     tokenizer = run.Tokenizer, prompts = prompts.Count,
                 });
             }, onStep: Log, cancellation: cancellation, untilStep: untilStep);
-            int finalStep = Checkpoint.ReadState(runDirectory).Step;
-            if (keeper is null) Checkpoint.Save(policyFolder, policy, null, new TrainingState(finalStep, "0:0", "", RunFolder.KeepTokenizer(policyFolder, start.Tokenizer)));
-            else if (keeper.History.LastOrDefault()?.Step != finalStep) keeper.Consider(finalStep, policy);
-            return new GrpoReport(outcome.Training, experience!.Rollouts, keeper?.History ?? [], keeper?.Kept);
+            log.Finish(runDirectory, policy);
+            return new GrpoReport(outcome.Training, experience!.Rollouts, log.Keeper?.History ?? [], log.Keeper?.Kept);
         }
         finally
         {

@@ -71,26 +71,19 @@ public static class PpoRun
         foreach (var p in reference.parameters().Concat(reward.parameters())) p.requires_grad = false;
 
         var tokenizer = GptTokenizer.Load(sft.Tokenizer);
-        string policyFolder = Path.Combine(runDirectory, PolicyFolder);
-        if (!resume && Checkpoint.Find(runDirectory) is null && Directory.Exists(policyFolder)) Directory.Delete(policyFolder, recursive: true); // a stale policy of an unfinished run
-        var keeper = selection is null ? null : new BestPolicy(policyFolder, sft.Tokenizer, selection.HeldOutGold, selection.Tolerance);
+        var log = new RlRunLog<RolloutStats>(runDirectory, RolloutFile, Path.Combine(runDirectory, PolicyFolder), resume, sft.Tokenizer, selection, perRollout,
+            (m, r) => new
+            {
+                step = m.Step, iteration = r.Iteration, meanScore = r.MeanScore, meanGold = r.MeanGold, meanKl = r.MeanKl, klCoefficient = r.KlCoefficient,
+                meanResponseLength = r.MeanResponseLength,
+            }, onRollout);
         Data.MappedTokenShard? ptxShard = null;
         PpoExperience? experience = null;
         try
         {
-            string rolloutLog = Path.Combine(runDirectory, RolloutFile);
-            int seen = 0;
             void Log(StepMetrics m)
             {
-                for (; seen < experience!.Rollouts.Count; seen++)
-                {
-                    var r = experience.Rollouts[seen];
-                    File.AppendAllText(rolloutLog, System.Text.Json.JsonSerializer.Serialize(new
-                        { step = m.Step, iteration = r.Iteration, meanScore = r.MeanScore, meanGold = r.MeanGold, meanKl = r.MeanKl, klCoefficient = r.KlCoefficient,
-                          meanResponseLength = r.MeanResponseLength }) + "\n");
-                    onRollout?.Invoke(r);
-                }
-                if (keeper is not null && m.Step % (perRollout * selection!.EveryRollouts) == 0) keeper.Consider(m.Step, actor);
+                log.AfterStep(m, experience!.Rollouts, actor);
                 onStep?.Invoke(m);
             }
             // Rollouts differ per process and the experience is not sharded: PPO trains in one process.
@@ -109,10 +102,8 @@ public static class PpoRun
                     ptxData = ptxData is null ? null : RunFolder.Reference(runDirectory, ptxData),
                 });
             }, onStep: Log, cancellation: cancellation, untilStep: untilStep);
-            int finalStep = Checkpoint.ReadState(runDirectory).Step;
-            if (keeper is null) Checkpoint.Save(policyFolder, actor, null, new TrainingState(finalStep, "0:0", "", RunFolder.KeepTokenizer(policyFolder, sft.Tokenizer)));
-            else if (keeper.History.LastOrDefault()?.Step != finalStep) keeper.Consider(finalStep, actor);
-            return new PpoReport(outcome.Training, experience!.Rollouts, keeper?.History ?? [], keeper?.Kept);
+            log.Finish(runDirectory, actor);
+            return new PpoReport(outcome.Training, experience!.Rollouts, log.Keeper?.History ?? [], log.Keeper?.Kept);
         }
         finally
         {
