@@ -136,6 +136,20 @@ public class RewardProgramTests
     }
 
     [Fact]
+    public void TheBuiltInTaskChecksEachKindOfQuestionItsOwnWay()
+    {
+        var task = RlTasks.BuiltIn();
+        var chats = BuiltInDatasets.Build().TrainChats;
+        var author = chats.First(c => c[0].Content.EndsWith("的作者是誰？"));
+        var poem = chats.First(c => c[0].Content.StartsWith("寫一首詩"));
+        Assert.Contains(author[0].Content, task.Prompts);
+        Assert.Contains(poem[0].Content, task.Prompts);
+        var scores = task.Program([Answer(author[0].Content, author[1].Content), Answer(author[0].Content, "無名氏。"),
+            Answer(poem[0].Content, poem[1].Content), Answer(poem[0].Content, "春")]);
+        Assert.Equal([1.0, 0.0, 1.0, 0.0], scores);
+    }
+
+    [Fact]
     public void ATaskFileIsReadWithErrorsThatNameTheLineAndField()
     {
         using var dir = new TempDirectory();
