@@ -16,8 +16,7 @@ static class FineTuneData
         }
         var pairs = ChatData.ReadPreferences(data).ToList();
         if (val is not null) return (pairs, ChatData.ReadPreferences(val).ToList());
-        if (PairBatchSource<PairBatch>.Groups(pairs) is null) return Split(pairs, null, seed, splitName);
-        return ChatData.SplitByGroup(pairs, seed, splitName);
+        return ChatData.SplitByGroup(pairs, seed, splitName); // a pair without a group is a group of one
     }
 
     public static (IReadOnlyList<IReadOnlyList<ChatMessage>> Train, IReadOnlyList<IReadOnlyList<ChatMessage>> HeldOut) Conversations(string data, string? val, long seed)
@@ -31,7 +30,7 @@ static class FineTuneData
         return Split(ChatData.ReadConversations(data).ToList(), val is null ? null : ChatData.ReadConversations(val).ToList(), seed, "sft");
     }
 
-    /// <summary>A given held-out file, or 5% of the training file chosen by seed (5% of the groups for grouped comparisons).</summary>
+    /// <summary>A given held-out file, or 5% of the training file chosen by seed.</summary>
     static (IReadOnlyList<T> Train, IReadOnlyList<T> HeldOut) Split<T>(List<T> all, List<T>? heldOut, long seed, string splitName)
     {
         if (heldOut is not null) return (all, heldOut);
