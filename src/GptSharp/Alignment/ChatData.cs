@@ -67,10 +67,13 @@ public static class ChatData
         AtomicFile.WriteAllText(path, string.Concat(conversations.Select(c => JsonSerializer.Serialize(new { messages = c.Select(m => new { role = m.Role, content = m.Content }) }, JsonOptions) + "\n")));
 
     public static void WritePreferences(string path, IEnumerable<PreferencePair> pairs) =>
-        AtomicFile.WriteAllText(path, string.Concat(pairs.Select(p => JsonSerializer.Serialize(new
-        {
-            prompt = p.Prompt.Select(m => new { role = m.Role, content = m.Content }), chosen = p.Chosen, rejected = p.Rejected, group = p.Group,
-        }, JsonOptions) + "\n")));
+        AtomicFile.WriteAllText(path, string.Concat(pairs.Select(PreferenceLine)));
+
+    /// <summary>One preference pair as a JSONL line (newline included), as <see cref="ReadPreferences"/> reads it.</summary>
+    public static string PreferenceLine(PreferencePair pair) => JsonSerializer.Serialize(new
+    {
+        prompt = pair.Prompt.Select(m => new { role = m.Role, content = m.Content }), chosen = pair.Chosen, rejected = pair.Rejected, group = pair.Group,
+    }, JsonOptions) + "\n";
 
     /// <summary>How GptSharp writes JSON lines: text as it is (Chinese stays readable), null fields left out.</summary>
     public static readonly JsonSerializerOptions JsonOptions = new()

@@ -60,10 +60,7 @@ public static class Feedback
         for (int start = progress.Prompts; start < prompts.Count; start += options.PromptsPerBatch)
         {
             var chunk = prompts.Skip(start).Take(options.PromptsPerBatch).ToList();
-            var repeated = chunk.SelectMany(p => Enumerable.Repeat(p, k)).ToList();
-            List<Completion> completions;
-            using (var rollout = Rollout.Sample(policy, tokenizer, repeated, options.Temperature, options.MaxNewTokens, options.Seed * 1_000_003 + (long)start * k))
-                completions = [.. rollout.Completions];
+            var completions = SampleAnswers(policy, tokenizer, chunk, options, start);
             var scores = labeler(completions);
             var lines = new System.Text.StringBuilder();
             int pairs = 0, ties = 0, flipped = 0;
@@ -80,11 +77,8 @@ public static class Feedback
                         if (si == sj || completions[p * k + i].Answer == completions[p * k + j].Answer) continue;
                         var (better, worse) = si > sj ? (i, j) : (j, i);
                         if (flip) { (better, worse) = (worse, better); flipped++; }
-                        lines.Append(JsonSerializer.Serialize(new
-                        {
-                            prompt = new[] { new { role = ChatRoles.User, content = chunk[p] } },
-                            chosen = completions[p * k + better].Answer, rejected = completions[p * k + worse].Answer, group = $"prompt-{index}",
-                        }, ChatData.JsonOptions)).Append('\n');
+                        lines.Append(ChatData.PreferenceLine(new PreferencePair([new ChatMessage(ChatRoles.User, chunk[p])],
+                            completions[p * k + better].Answer, completions[p * k + worse].Answer, $"prompt-{index}")));
                         pairs++;
                     }
                 if (pairs == before) ties++;
@@ -147,11 +141,10 @@ public static class Feedback
         for (int start = 0; start < prompts.Count; start += options.PromptsPerBatch)
         {
             var chunk = prompts.Skip(start).Take(options.PromptsPerBatch).ToList();
-            using var rollout = Rollout.Sample(policy, tokenizer, [.. chunk.SelectMany(p => Enumerable.Repeat(p, k))], options.Temperature,
-                options.MaxNewTokens, options.Seed * 1_000_003 + (long)start * k);
+            var completions = SampleAnswers(policy, tokenizer, chunk, options, start);
             for (int p = 0; p < chunk.Count; p++)
             {
-                var answers = rollout.Completions.Skip(p * k).Take(k).Select(c => c.Answer).Distinct().ToList();
+                var answers = completions.Skip(p * k).Take(k).Select(c => c.Answer).Distinct().ToList();
                 if (answers.Count < 2) continue;
                 lines.Append(JsonSerializer.Serialize(new { id = $"{start + p}", prompt = chunk[p], answers }, ChatData.JsonOptions)).Append('\n');
                 items++;
@@ -159,6 +152,16 @@ public static class Feedback
         }
         AtomicFile.WriteAllText(output, lines.ToString());
         return items;
+    }
+
+    /// <summary>K answers to each prompt of a chunk (prompt after prompt); the seed depends on where the chunk starts, so a
+    /// resumed collection samples what a straight one would.</summary>
+    static List<Completion> SampleAnswers(Gpt policy, GptTokenizer tokenizer, IReadOnlyList<string> chunk, FeedbackOptions options, int start)
+    {
+        int k = options.AnswersPerPrompt;
+        using var rollout = Rollout.Sample(policy, tokenizer, [.. chunk.SelectMany(p => Enumerable.Repeat(p, k))], options.Temperature,
+            options.MaxNewTokens, options.Seed * 1_000_003 + (long)start * k);
+        return [.. rollout.Completions];
     }
 
     /// <summary>

@@ -1,7 +1,6 @@
 using System.Net;
 using System.Text.Json;
 using GptSharp.Alignment;
-using GptSharp.Runtime;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
@@ -80,14 +79,7 @@ public sealed class LabelingServer : IAsyncDisposable
         return new { done = _session.Done, total = _session.Total, item = next is null ? null : new { id = next.Id, prompt = next.Prompt, answers = next.Answers } };
     }
 
-    void WritePairs()
-    {
-        var pairs = _session.Pairs();
-        AtomicFile.WriteAllText(_pairsPath, string.Concat(pairs.Select(p => JsonSerializer.Serialize(new
-        {
-            prompt = p.Prompt.Select(m => new { role = m.Role, content = m.Content }), chosen = p.Chosen, rejected = p.Rejected, group = p.Group,
-        }, ChatData.JsonOptions) + "\n")));
-    }
+    void WritePairs() => ChatData.WritePreferences(_pairsPath, _session.Pairs());
 
     /// <summary>The address it listens on, once started.</summary>
     public string Address => _app.Urls.First();
