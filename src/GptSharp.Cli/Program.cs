@@ -76,6 +76,8 @@ app.Configure(config =>
     });
     config.AddCommand<FormScoreCommand>("form-score").WithDescription("Share of sampled poems with a regular form over fixed held-out prompts and seeds; compares runs.")
         .WithExample("form-score", "--run-dir", "runs/tiny-sft,runs/tiny-dpo", "--prompts", "200");
+    config.AddCommand<ArithmeticScoreCommand>("arithmetic-score").WithDescription("Exact answers to held-out multi-digit + − × problems, with the calculator offered and without; compares runs.")
+        .WithExample("arithmetic-score", "--run-dir", "runs/speedrun/sft,runs/speedrun/grpo-tools/policy");
     config.AddBranch("export", export =>
     {
         export.SetDescription("Write a run in another tool's format.");

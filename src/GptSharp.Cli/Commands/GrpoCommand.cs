@@ -12,7 +12,7 @@ sealed class GrpoSettings : TrainingSettings
 {
     [CommandOption("--from")] [Description("The SFT run the policy starts from (and the reference when --beta > 0).")]
     public string From { get; init; } = "runs/sft";
-    [CommandOption("--task")] [Description("`form` (built-in: write a poem for a title; 1 for a regular form), `builtin` (every built-in task with its check), or a JSONL file of {\"prompt\", \"answer\"} lines: 1 when the answer gives the expected one.")]
+    [CommandOption("--task")] [Description("`form` (built-in: write a poem for a title; 1 for a regular form), `builtin` (every built-in task with its check), `arithmetic` (multi-digit + − × with the calculator; 1 for the exact result), or a JSONL file of {\"prompt\", \"answer\"} lines: 1 when the answer gives the expected one.")]
     public string Task { get; init; } = "form";
     [CommandOption("--reward-model")] [Description("Train against this reward-model run instead of the task's program (the program is still logged as the gold score; default: the program).")]
     public string? RewardModel { get; init; }
@@ -48,6 +48,8 @@ sealed class GrpoSettings : TrainingSettings
     public double? ClipHigh { get; init; }
     [CommandOption("--beta")] [Description("KL penalty to the starting model (0: none, no reference kept).")]
     public double? Beta { get; init; }
+    [CommandOption("--tools")] [Description("Built-in tools offered with every prompt and run while sampling (calculator); default: the task's (arithmetic: calculator).")]
+    public string? Tools { get; init; }
     [CommandOption("--keep-truncated")] [Description("Learn from answers cut by the length limit too (default: masked out).")]
     public bool KeepTruncated { get; init; }
 
@@ -73,8 +75,9 @@ sealed class GrpoCommand : Command<GrpoSettings>
     public override int Execute(CommandContext context, GrpoSettings s, CancellationToken cancellation)
     {
         var runtime = TorchRuntime.Initialize(s.Threads, s.Device);
-        var grpo = s.Grpo().Validate();
         var task = RlTasks.Named(s.Task); // the built-in split is fixed: the form score's held-out titles never reach training, whatever --seed
+        var grpo = (s.Grpo() with { Tools = s.Tools ?? task.Tools }).Validate();
+        if (grpo.Tools is { } tools) GptSharp.Inference.ToolBox.Named(tools); // an unknown name fails here, before any loading
         var training = s.Training() with { BatchSize = grpo.MiniBatch };
         GptSharp.Alignment.RewardModel? rewardModel = s.RewardModel is null ? null : GptSharp.Alignment.RewardModel.Load(s.RewardModel);
         using var _ = rewardModel;

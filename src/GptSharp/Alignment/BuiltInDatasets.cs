@@ -12,13 +12,15 @@ public sealed record AlignmentDatasets(
 /// <summary>
 /// Builds chat and preference data from the Tang poems and State of the Union metadata, deterministically from a
 /// seed. Tasks: write a poem for a title (the answer is the real poem), name the author of a poem, give the line that
-/// follows a line, and name the president who gave a given year's address. A poem (or year) is held out as a whole,
+/// follows a line, name the president who gave a given year's address, and multi-digit arithmetic with and without
+/// a calculator (see <see cref="Arithmetic"/>). A poem (or year) is held out as a whole,
 /// so no held-out question has its answer in the training data. Rejected answers are realistic failures: a wrong
 /// author, a line with a character dropped, a line repeated, an answer cut short.
 /// </summary>
 public static class BuiltInDatasets
 {
-    public static AlignmentDatasets Build(long seed = 1337, double heldOutFraction = 0.05, int maxPoems = 20000)
+    /// <param name="arithmeticProblems">Training problems of the arithmetic task (see <see cref="Arithmetic"/>); 0: none.</param>
+    public static AlignmentDatasets Build(long seed = 1337, double heldOutFraction = 0.05, int maxPoems = 20000, int arithmeticProblems = DefaultArithmeticProblems)
     {
         var random = new Random((int)(seed & 0x7fffffff));
         var poems = Corpus.Read("tang")
@@ -79,12 +81,31 @@ public static class BuiltInDatasets
             string wrong = presidents[random.Next(presidents.Length)];
             if (wrong != president) (heldOut ? heldPairs : trainPairs).Add(new PreferencePair(prompt, $"{president}.", $"{wrong}."));
         }
-        var trainQuestions = trainChats.Select(c => c[0].Content).Concat(trainPairs.Select(p => p.Prompt[0].Content)).ToHashSet();
+        // Arithmetic: every training problem with the calculator, every other one also without it (see Arithmetic).
+        var problems = Arithmetic.Problems(heldOut: false, arithmeticProblems, seed);
+        for (int i = 0; i < problems.Count; i++)
+        {
+            trainChats.Add(Arithmetic.WithTool(problems[i]));
+            if (i % 2 == 0) trainChats.Add(Arithmetic.WithoutTool(problems[i]));
+        }
+        foreach (var problem in Arithmetic.Problems(heldOut: true, Math.Min(arithmeticProblems, 100), seed))
+        {
+            heldChats.Add(Arithmetic.WithTool(problem));
+            heldChats.Add(Arithmetic.WithoutTool(problem));
+        }
+
+        var trainQuestions = trainChats.Select(Question).Concat(trainPairs.Select(p => Question(p.Prompt))).ToHashSet();
         int before = heldChats.Count + heldPairs.Count;
-        heldChats.RemoveAll(c => trainQuestions.Contains(c[0].Content));
-        heldPairs.RemoveAll(p => trainQuestions.Contains(p.Prompt[0].Content));
+        heldChats.RemoveAll(c => trainQuestions.Contains(Question(c)));
+        heldPairs.RemoveAll(p => trainQuestions.Contains(Question(p.Prompt)));
         return new AlignmentDatasets(trainChats, heldChats, trainPairs, heldPairs, before - heldChats.Count - heldPairs.Count);
     }
+
+    /// <summary>Arithmetic problems in the built-in SFT data: about a tenth of its conversations.</summary>
+    public const int DefaultArithmeticProblems = 4000;
+
+    /// <summary>The user's question of a conversation (its first user message).</summary>
+    public static string Question(IReadOnlyList<ChatMessage> chat) => chat.First(m => m.Role == ChatRoles.User).Content;
 
     /// <summary>Four or eight lines, each two clauses of five or seven characters: 「五言/七言」 quatrains and regulated verse.</summary>
     public static bool IsRegularQuatrainOrRegulated(IReadOnlyList<string> lines)

@@ -10,7 +10,8 @@ namespace GptSharp.Alignment;
 public sealed record PreferencePair(IReadOnlyList<ChatMessage> Prompt, string Chosen, string Rejected, string? Group = null);
 
 /// <summary>
-/// Reads conversations (<c>{"messages":[{"role":..,"content":..}]}</c>) and preference pairs
+/// Reads conversations (<c>{"messages":[{"role":..,"content":..}]}</c>; an assistant message may carry OpenAI's
+/// <c>tool_calls</c>, answered by a <c>tool</c> message) and preference pairs
 /// (<c>{"prompt":[..messages..],"chosen":"..","rejected":".."}</c>) from JSON lines. Every error names the file, the
 /// line and the field; nothing is dropped silently.
 /// </summary>
@@ -64,7 +65,7 @@ public static class ChatData
     }
 
     public static void WriteConversations(string path, IEnumerable<IReadOnlyList<ChatMessage>> conversations) =>
-        AtomicFile.WriteAllText(path, string.Concat(conversations.Select(c => JsonSerializer.Serialize(new { messages = c.Select(m => new { role = m.Role, content = m.Content }) }, JsonOptions) + "\n")));
+        AtomicFile.WriteAllText(path, string.Concat(conversations.Select(c => JsonSerializer.Serialize(new { messages = c.Select(MessageObject) }, JsonOptions) + "\n")));
 
     public static void WritePreferences(string path, IEnumerable<PreferencePair> pairs) =>
         AtomicFile.WriteAllText(path, string.Concat(pairs.Select(PreferenceLine)));
@@ -72,7 +73,7 @@ public static class ChatData
     /// <summary>One preference pair as a JSONL line (newline included), as <see cref="ReadPreferences"/> reads it.</summary>
     public static string PreferenceLine(PreferencePair pair) => JsonSerializer.Serialize(new
     {
-        prompt = pair.Prompt.Select(m => new { role = m.Role, content = m.Content }), chosen = pair.Chosen, rejected = pair.Rejected, group = pair.Group,
+        prompt = pair.Prompt.Select(MessageObject), chosen = pair.Chosen, rejected = pair.Rejected, group = pair.Group,
     }, JsonOptions) + "\n";
 
     /// <summary>How GptSharp writes JSON lines: text as it is (Chinese stays readable), null fields left out.</summary>
@@ -121,12 +122,39 @@ public static class ChatData
                 throw new InvalidDataException($"{path}:{line}: {field}[{index}].role is '{role}'; expected one of {string.Join(", ", ChatRoles.All)}.");
             string content = item.TryGetProperty("content", out var c) && c.ValueKind == JsonValueKind.String
                 ? JsonText.Read(c, $"{path}:{line}: {field}[{index}].content") : "";
-            if (content.Trim().Length == 0) throw new InvalidDataException($"{path}:{line}: {field}[{index}].content is missing or empty.");
-            messages.Add(new ChatMessage(role, content));
+            var call = ReadToolCall(item, $"{path}:{line}: {field}[{index}]");
+            if (call is not null && role != ChatRoles.Assistant)
+                throw new InvalidDataException($"{path}:{line}: {field}[{index}] is a {role} message with tool_calls: only assistant messages make tool calls.");
+            if (content.Trim().Length == 0 && call is null) throw new InvalidDataException($"{path}:{line}: {field}[{index}].content is missing or empty.");
+            if (role == ChatRoles.Tool && (messages.Count == 0 || messages[^1].ToolCall is null))
+                throw new InvalidDataException($"{path}:{line}: {field}[{index}] is a tool result, but the message before it makes no tool call.");
+            messages.Add(new ChatMessage(role, content, call));
             index++;
         }
         return messages;
     }
+
+    /// <summary>OpenAI's <c>tool_calls</c>: one call per message, <c>function.name</c> one word, <c>function.arguments</c> text.</summary>
+    static ToolCall? ReadToolCall(JsonElement message, string where)
+    {
+        if (!message.TryGetProperty("tool_calls", out var calls) || calls.ValueKind == JsonValueKind.Null) return null;
+        if (calls.ValueKind != JsonValueKind.Array || calls.GetArrayLength() != 1)
+            throw new InvalidDataException($"{where}.tool_calls must be an array of exactly one call (the chat template writes one call per turn).");
+        var call = calls[0];
+        if (call.ValueKind != JsonValueKind.Object || !call.TryGetProperty("function", out var function) || function.ValueKind != JsonValueKind.Object)
+            throw new InvalidDataException($"{where}.tool_calls[0].function is missing.");
+        string name = function.TryGetProperty("name", out var n) && n.ValueKind == JsonValueKind.String ? n.GetString()! : "";
+        if (name.Length == 0 || name.Any(char.IsWhiteSpace))
+            throw new InvalidDataException($"{where}.tool_calls[0].function.name must be one word, got '{name}'.");
+        if (!function.TryGetProperty("arguments", out var arguments) || arguments.ValueKind != JsonValueKind.String)
+            throw new InvalidDataException($"{where}.tool_calls[0].function.arguments must be a string.");
+        return new ToolCall(name, JsonText.Read(arguments, $"{where}.tool_calls[0].function.arguments"));
+    }
+
+    /// <summary>A message as OpenAI writes it: a tool call goes in <c>tool_calls</c>.</summary>
+    static object MessageObject(ChatMessage m) => m.ToolCall is { } call
+        ? new { role = m.Role, content = m.Content, tool_calls = new[] { new { type = "function", function = new { name = call.Name, arguments = call.Arguments } } } }
+        : new { role = m.Role, content = m.Content };
 
     static string Text(JsonElement root, string field, string path, int line)
     {

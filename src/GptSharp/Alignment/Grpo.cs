@@ -29,6 +29,9 @@ public sealed record GrpoConfig
     public double Beta { get; init; }
     /// <summary>Answers cut by the length limit are scored (they count in their group's mean) but not learned from.</summary>
     public bool MaskTruncated { get; init; } = true;
+    /// <summary>Built-in tools offered with every prompt and run while sampling (e.g. <c>calculator</c>); null: none.
+    /// What they write is part of the answer but has no log-probability.</summary>
+    public string? Tools { get; init; }
 
     public int AnswersPerRollout => PromptsPerRollout * GroupSize;
     /// <summary>Optimiser steps one rollout gives: epochs × minibatches.</summary>
@@ -74,6 +77,7 @@ public sealed class GrpoExperience : IBatchSource<GrpoBatch>, IDisposable
     readonly GptTokenizer _tokenizer;
     readonly IReadOnlyList<string> _prompts;
     readonly GrpoConfig _config;
+    readonly Inference.ToolBox? _tools;
     readonly long _seed;
     readonly Queue<GrpoBatch> _queue = new();
     readonly List<Tensor> _owned = [];
@@ -87,6 +91,9 @@ public sealed class GrpoExperience : IBatchSource<GrpoBatch>, IDisposable
         if (prompts.Count == 0) throw new ArgumentException("GRPO needs at least one prompt.", nameof(prompts));
         if (config.Validate().Beta > 0 && reference is null) throw new ArgumentException("β > 0 needs the reference model.", nameof(reference));
         (_policy, _reference, _reward, _gold, _tokenizer, _prompts, _config, _seed, _iteration) = (policy, reference, reward, gold, tokenizer, prompts, config, seed, iteration);
+        _tools = config.Tools is { } names ? Inference.ToolBox.Named(names) : null;
+        if (_tools is not null && !new ChatTemplate(tokenizer).SupportsTools)
+            throw new ArgumentException($"GRPO offers tools ({config.Tools}), but tokenizer '{tokenizer.Spec.Name}' has no tool-call tokens: train a new tokenizer and model.", nameof(config));
     }
 
     public List<GrpoRolloutStats> Rollouts { get; } = [];
@@ -111,7 +118,7 @@ public sealed class GrpoExperience : IBatchSource<GrpoBatch>, IDisposable
         using var noGrad = no_grad();
         _policy.eval();
         using var rollout = Rollout.Sample(_policy, _tokenizer, prompts, _config.Temperature, _config.MaxNewTokens,
-            _seed * 1000 + (long)_iteration * prompts.Count, keepTruncated: !_config.MaskTruncated);
+            _seed * 1000 + (long)_iteration * prompts.Count, keepTruncated: !_config.MaskTruncated, tools: _tools);
         var rewards = _reward(rollout.Completions);
         double[]? gold = _gold?.Invoke(rollout.Completions);
         var advantages = GrpoMath.GroupAdvantages(rewards, _config.GroupSize, scaleByStd: _config.Loss != GrpoLoss.DrGrpo);

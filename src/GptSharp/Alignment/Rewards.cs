@@ -4,9 +4,11 @@ using static TorchSharp.torch;
 
 namespace GptSharp.Alignment;
 
-/// <summary>One sampled answer to score: the user's prompt, the answer's text and tokens (the closing
-/// <c>&lt;|end|&gt;</c> included when the model stopped), and whether the length limit cut it.</summary>
-public sealed record Completion(string Prompt, string Answer, int[] PromptTokens, int[] AnswerTokens, bool Truncated);
+/// <summary>One sampled answer to score: the user's prompt, the answer's text (its last assistant turn, after any tool
+/// turns) and tokens (the closing <c>&lt;|end|&gt;</c> included when the model stopped), and whether the length limit
+/// cut it.</summary>
+/// <param name="Inserted">Per answer token, whether a tool wrote it (no loss, no log-probability); null: none did.</param>
+public sealed record Completion(string Prompt, string Answer, int[] PromptTokens, int[] AnswerTokens, bool Truncated, bool[]? Inserted = null);
 
 /// <summary>Scores a batch of completions, one number each (higher is better).</summary>
 public delegate double[] RewardFunction(IReadOnlyList<Completion> completions);
@@ -117,8 +119,9 @@ public static class Rewards
         return [.. scores.to(ScalarType.Float64).cpu().data<double>()];
     };
 
-    /// <summary>Completions of rendered chat prompts: the user's text of each prompt and the decoded answer.</summary>
+    /// <summary>Completions of rendered chat prompts: the user's text of each prompt and the decoded answer (its final
+    /// assistant turn when tools answered in between).</summary>
     public static List<Completion> Describe(GptTokenizer tokenizer, IReadOnlyList<string> prompts, IReadOnlyList<int[]> promptTokens,
-        IReadOnlyList<int[]> answers, IReadOnlyList<bool> truncated) =>
-        [.. prompts.Select((p, i) => new Completion(p, tokenizer.Decode(answers[i].Where(id => !tokenizer.IsSpecial(id))), promptTokens[i], answers[i], truncated[i]))];
+        IReadOnlyList<int[]> answers, IReadOnlyList<bool> truncated, IReadOnlyList<bool[]?>? inserted = null) =>
+        [.. prompts.Select((p, i) => new Completion(p, Inference.ToolBox.FinalText(tokenizer, answers[i]), promptTokens[i], answers[i], truncated[i], inserted?[i]))];
 }

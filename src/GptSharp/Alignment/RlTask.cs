@@ -11,8 +11,10 @@ namespace GptSharp.Alignment;
 /// <param name="HeldOutGold">The program's score of a policy on held-out prompts (null: no selection).</param>
 /// <param name="GradedLabeler">A finer-grained check that ranks answers the program scores alike (near misses above
 /// nonsense), used to label feedback; null: the program itself.</param>
+/// <param name="Tools">Built-in tools offered with every prompt and run in rollouts (comma-separated names, see
+/// <see cref="Inference.ToolBox.Named"/>); null: none.</param>
 public sealed record RlTask(string Name, IReadOnlyList<string> Prompts, RewardFunction Program, Func<Gpt, GptTokenizer, double>? HeldOutGold,
-    RewardFunction? GradedLabeler = null)
+    RewardFunction? GradedLabeler = null, string? Tools = null)
 {
     /// <summary>What ranks answers when feedback is collected.</summary>
     public RewardFunction Labeler => GradedLabeler ?? Program;
@@ -37,7 +39,9 @@ public static class RlTasks
     {
         var data = BuiltInDatasets.Build(seed);
         var expected = new Dictionary<string, string>(StringComparer.Ordinal);
-        foreach (var chat in data.TrainChats)
+        // Questions asked without tools; the arithmetic ones offered a calculator are the "arithmetic" task.
+        var chats = data.TrainChats.Where(c => c[0].Role == ChatRoles.User).ToList();
+        foreach (var chat in chats)
             if (!IsPoemRequest(chat[0].Content)) expected[chat[0].Content] = chat[1].Content;
         var answers = Rewards.ExpectedAnswers(expected);
         RewardFunction program = completions =>
@@ -51,15 +55,30 @@ public static class RlTasks
             for (int j = 0; j < others.Count; j++) scores[others[j]] = otherScores[j];
             return scores;
         };
-        return new RlTask("builtin", [.. data.TrainChats.Select(c => c[0].Content).Distinct()], program, null);
+        return new RlTask("builtin", [.. chats.Select(c => c[0].Content).Distinct()], program, null);
+    }
+
+    /// <summary>Held-out arithmetic problems used to pick the best policy; the arithmetic score uses the first
+    /// <see cref="ScoreProblems"/> of the same list, selection the next ones.</summary>
+    public const int ScoreProblems = 200;
+
+    /// <summary>Multi-digit arithmetic with the calculator offered and run (see <see cref="Alignment.Arithmetic"/>): 1 for
+    /// the exact result in the final turn. Trains on the built-in SFT data's training problems.</summary>
+    public static RlTask Arithmetic(long seed = 1337)
+    {
+        var problems = Alignment.Arithmetic.Problems(heldOut: false, BuiltInDatasets.DefaultArithmeticProblems, seed);
+        var selection = Alignment.Arithmetic.Problems(heldOut: true, ScoreProblems + SelectionPrompts, seed).Skip(ScoreProblems).ToList();
+        return new RlTask("arithmetic", [.. problems.Select(p => p.Question)], Alignment.Arithmetic.Reward(problems),
+            (policy, tokenizer) => Alignment.Arithmetic.Measure(policy, tokenizer, selection, withTool: true).Accuracy, Tools: Alignment.Arithmetic.ToolName);
     }
 
     static bool IsPoemRequest(string prompt) => prompt.StartsWith("寫一首詩", StringComparison.Ordinal);
 
-    /// <summary>A task by name: <c>form</c>, <c>builtin</c>, or a JSONL file (see <see cref="FromFile"/>).</summary>
+    /// <summary>A task by name: <c>form</c>, <c>builtin</c>, <c>arithmetic</c>, or a JSONL file (see <see cref="FromFile"/>).</summary>
     public static RlTask Named(string name, long seed = 1337) => name switch
     {
         "form" => Form(seed),
+        "arithmetic" => Arithmetic(seed),
         "builtin" => BuiltIn(seed),
         _ => FromFile(name),
     };

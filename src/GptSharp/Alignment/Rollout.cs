@@ -9,7 +9,8 @@ namespace GptSharp.Alignment;
 /// <summary>
 /// Answers sampled from a policy, laid out for its forward pass: <c>Sequences</c> (B, T) are prompt + answer padded on
 /// the right; over each answer (B, R), <c>Positions</c> index the logits that predict its tokens, <c>Tokens</c> are the
-/// tokens and <c>Mask</c> is 1 on the tokens that count (answer tokens of rows that are kept).
+/// tokens and <c>Mask</c> is 1 on the tokens that count (answer tokens of rows that are kept, less those a tool wrote:
+/// the policy did not choose them, so they have no log-probability to learn from).
 /// </summary>
 public sealed class Rollout : IDisposable
 {
@@ -26,18 +27,30 @@ public sealed class Rollout : IDisposable
     /// <summary>Samples one answer per prompt (a user message each, rendered with the chat template) in one batch;
     /// prompt i samples with seed <paramref name="seed"/> + i. Answers end at <c>&lt;|end|&gt;</c> or the length limit.</summary>
     /// <param name="keepTruncated">When false, answers cut by the length limit get mask 0: they are scored but not learned from.</param>
+    /// <param name="tools">Tools offered in a system turn and run when the policy calls them; their answers are part
+    /// of the completion but carry mask 0.</param>
     public static Rollout Sample(Gpt policy, GptTokenizer tokenizer, IReadOnlyList<string> prompts, double temperature, int maxNewTokens, long seed,
-        bool keepTruncated = true)
+        bool keepTruncated = true, ToolBox? tools = null)
     {
-        var template = new ChatTemplate(tokenizer);
-        var rendered = prompts.Select(p => template.RenderPrompt([new ChatMessage(ChatRoles.User, p)])).ToList();
+        var rendered = RenderPrompts(tokenizer, prompts, tools);
         int room = policy.Config.ContextLength - rendered.Max(r => r.Length);
         if (room < 1) throw new ArgumentException($"A prompt fills the model's context of {policy.Config.ContextLength} tokens: no room for an answer.", nameof(prompts));
         var answers = new TokenDecoder(policy).Generate(rendered, new SamplingOptions(Temperature: temperature, TopK: 0, TopP: 1.0,
-            MaxNewTokens: Math.Min(maxNewTokens, room), Seed: seed, StopTokens: [tokenizer.EndId, tokenizer.BosId]));
+            MaxNewTokens: Math.Min(maxNewTokens, room), Seed: seed, StopTokens: [tokenizer.EndId, tokenizer.BosId]), interject: tools?.Interjection(tokenizer));
         var truncated = answers.Select(a => a.Finish != FinishReason.Stop).ToList();
-        var completions = Rewards.Describe(tokenizer, prompts, rendered, [.. answers.Select(a => a.Tokens)], truncated);
+        var completions = Rewards.Describe(tokenizer, prompts, rendered, [.. answers.Select(a => a.Tokens)], truncated, [.. answers.Select(a => a.Inserted)]);
         return Layout(completions, tokenizer.PadId, parameterDevice(policy), keepTruncated);
+    }
+
+    /// <summary>Each prompt as a user turn (after a system turn offering <paramref name="tools"/>, if any), ready for the answer.</summary>
+    public static List<int[]> RenderPrompts(GptTokenizer tokenizer, IReadOnlyList<string> prompts, ToolBox? tools = null)
+    {
+        var template = new ChatTemplate(tokenizer);
+        return [.. prompts.Select(p =>
+        {
+            IReadOnlyList<ChatMessage> messages = [new ChatMessage(ChatRoles.User, p)];
+            return template.RenderPrompt(tools is null ? messages : tools.Offer(messages));
+        })];
     }
 
     /// <summary>Lays out completions (prompt and answer tokens) as tensors on <paramref name="device"/>.</summary>
@@ -61,7 +74,7 @@ public sealed class Rollout : IDisposable
             {
                 positions[row * r + k] = prompt.Length - 1 + k;
                 tokens[row * r + k] = answer[k];
-                mask[row * r + k] = learn ? 1 : 0;
+                mask[row * r + k] = learn && completions[row].Inserted?[k] != true ? 1 : 0;
             }
         }
         return new Rollout(completions, tensor(sequences, [b, t], device: device), tensor(positions, [b, r], device: device),

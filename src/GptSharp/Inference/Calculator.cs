@@ -2,9 +2,6 @@ using System.Globalization;
 
 namespace GptSharp.Inference;
 
-/// <summary>What the calculator answered: a value, or an error a model can read (it never throws).</summary>
-public sealed record CalculatorResult(bool Ok, string Text);
-
 /// <summary>
 /// The calculator a model may call: arithmetic and nothing else — numbers, + − × ÷ (also * / x), parentheses and
 /// unary minus, evaluated in <see cref="decimal"/> (28 significant digits). No names, no functions, no code: the input
@@ -16,7 +13,7 @@ public static class Calculator
     public const int MaxLength = 256;
     public const int MaxDepth = 32;
 
-    public static CalculatorResult Evaluate(string? expression)
+    public static ToolResult Evaluate(string? expression)
     {
         if (string.IsNullOrWhiteSpace(expression)) return new(false, "error: empty expression");
         if (expression.Length > MaxLength) return new(false, $"error: expression longer than {MaxLength} characters");

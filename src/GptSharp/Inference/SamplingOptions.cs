@@ -31,4 +31,5 @@ public sealed record SamplingOptions(
 public enum FinishReason { Length, Stop, ContextFull }
 
 /// <summary>The tokens one prompt produced.</summary>
-public sealed record Generation(int[] PromptTokens, int[] Tokens, FinishReason Finish);
+/// <param name="Inserted">Per token of <paramref name="Tokens"/>, whether a tool wrote it rather than the model; null when no tool did.</param>
+public sealed record Generation(int[] PromptTokens, int[] Tokens, FinishReason Finish, bool[]? Inserted = null);

@@ -6,8 +6,11 @@ using static TorchSharp.torch;
 namespace GptSharp.Inference;
 
 /// <summary>One sequence of a batched generation: its prompt, sampling, token callback and cancellation.</summary>
+/// <param name="Interject">Called after each sampled token with the answer so far; tokens it returns are fed to the
+/// model next instead of sampled ones (a tool's answer, see <see cref="ToolBox.Interjection"/>), and a sampled token
+/// it answers does not stop the row.</param>
 public sealed record BatchRow(int[] Prompt, SamplingOptions Options, Action<int>? OnToken = null, CancellationToken Cancellation = default,
-    Func<IEnumerable<int>, string>? Decode = null);
+    Func<IEnumerable<int>, string>? Decode = null, Func<IReadOnlyList<int>, int[]?>? Interject = null);
 
 /// <summary>What one row of a batch produced: its tokens, whether its client cancelled, and the error that ended it alone.</summary>
 public sealed record BatchResult(Generation Generation, bool Cancelled, Exception? Error = null);
@@ -88,9 +91,10 @@ public sealed class TokenDecoder
 
     /// <summary>Generates several prompts in one batch with the same options; prompt i samples with seed
     /// <c>options.Seed + i</c>. The first row error, if any, is thrown.</summary>
-    public IReadOnlyList<Generation> Generate(IReadOnlyList<int[]> prompts, SamplingOptions options, Func<IEnumerable<int>, string>? decode = null)
+    public IReadOnlyList<Generation> Generate(IReadOnlyList<int[]> prompts, SamplingOptions options, Func<IEnumerable<int>, string>? decode = null,
+        Func<IReadOnlyList<int>, int[]?>? interject = null)
     {
-        var results = Generate([.. prompts.Select((p, i) => new BatchRow(p, options with { Seed = options.Seed + i }, Decode: decode))]);
+        var results = Generate([.. prompts.Select((p, i) => new BatchRow(p, options with { Seed = options.Seed + i }, Decode: decode, Interject: interject))]);
         foreach (var result in results)
             if (result.Error is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(result.Error);
         return [.. results.Select(r => r.Generation)];
@@ -117,6 +121,8 @@ public sealed class TokenDecoder
             var generators = rows.Select(r => new torch.Generator((ulong)r.Options.Seed, device)).ToArray();
             var contexts = prompts.Select(p => new List<int>(p)).ToArray();
             var produced = rows.Select(_ => new List<int>()).ToArray();
+            var inserted = rows.Select(_ => new List<bool>()).ToArray();   // per produced token: written by a tool, not sampled
+            var pending = rows.Select(_ => new Queue<int>()).ToArray();
             var finish = new FinishReason[b];
             var active = new bool[b];
             var cancelled = new bool[b];
@@ -138,15 +144,20 @@ public sealed class TokenDecoder
                         if (rows[i].Cancellation.IsCancellationRequested) { active[i] = false; cancelled[i] = true; continue; }
                         try
                         {
-                            int token = Sampler.Sample(logits[k], contexts[i], rows[i].Options, generators[i]);
+                            bool forced = pending[i].Count > 0;
+                            int token = forced ? pending[i].Dequeue() : Sampler.Sample(logits[k], contexts[i], rows[i].Options, generators[i]);
                             next[k] = token;
                             produced[i].Add(token);
+                            inserted[i].Add(forced);
                             contexts[i].Add(token);
                             rows[i].OnToken?.Invoke(token);
-                            if (rows[i].Options.StopTokens?.Contains(token) == true) { finish[i] = FinishReason.Stop; active[i] = false; }
+                            if (!forced && rows[i].Interject?.Invoke(produced[i]) is { Length: > 0 } interjection)
+                                foreach (int id in interjection) pending[i].Enqueue(id);
+                            if (forced || pending[i].Count > 0) { }   // tokens a tool wrote, and the call they answer, never stop a row
+                            else if (rows[i].Options.StopTokens?.Contains(token) == true) { finish[i] = FinishReason.Stop; active[i] = false; }
                             else if (rows[i].Decode is { } decode && rows[i].Options.StopSequences is { Count: > 0 } stops
                                      && StopText.Find(decode(produced[i]), stops) >= 0) { finish[i] = FinishReason.Stop; active[i] = false; }
-                            else if (produced[i].Count >= rows[i].Options.MaxNewTokens) { finish[i] = FinishReason.Length; active[i] = false; }
+                            if (active[i] && produced[i].Count >= rows[i].Options.MaxNewTokens) { finish[i] = FinishReason.Length; active[i] = false; }
                         }
                         catch (Exception e)
                         {
@@ -171,7 +182,8 @@ public sealed class TokenDecoder
                     logits = session.Feed(tensor(next, [live.Length, 1], device: device)).select(1, 0).MoveToOuterDisposeScope();
                 }
             }
-            return [.. rows.Select((r, i) => new BatchResult(new Generation(prompts[i], [.. produced[i]], finish[i]), cancelled[i], errors[i]))];
+            return [.. rows.Select((r, i) => new BatchResult(new Generation(prompts[i], [.. produced[i]], finish[i],
+                inserted[i].Contains(true) ? [.. inserted[i]] : null), cancelled[i], errors[i]))];
         }
         finally
         {

@@ -58,7 +58,7 @@ public static class OpenAiProtocol
             if (message.ValueKind != JsonValueKind.Object) throw new ApiError(400, $"{where} must be an object.", where);
             string role = message.TryGetProperty("role", out var r) && r.ValueKind == JsonValueKind.String ? Text(r, $"{where}.role") : "";
             role = role == "developer" ? ChatRoles.System : role;
-            if (!ChatRoles.All.Contains(role))
+            if (role is not (ChatRoles.System or ChatRoles.User or ChatRoles.Assistant))
                 throw new ApiError(400, $"{where}.role '{role}' is not supported; expected system, developer, user or assistant.", $"{where}.role");
             string content = Content(message, where);
             if (content.Length == 0 && role != ChatRoles.Assistant) throw new ApiError(400, $"{where}.content must not be empty.", $"{where}.content");

@@ -22,7 +22,12 @@ public static class SpecialTokens
     public const string Assistant = "<|assistant|>";
     /// <summary>Ends any chat turn.</summary>
     public const string End = "<|end|>";
+    /// <summary>Inside an assistant turn, starts a tool call: the tool's name, a space, its arguments, then <c>&lt;|end|&gt;</c>.</summary>
+    public const string ToolCall = "<|tool_call|>";
+    /// <summary>Starts a tool-result turn: what the tool answered, written by the program, never learned.</summary>
+    public const string Tool = "<|tool|>";
 
-    /// <summary>All special tokens, in the order their ids are assigned.</summary>
-    public static IReadOnlyList<string> All { get; } = [Bos, Eos, Pad, Mask, System, User, Assistant, End];
+    /// <summary>All special tokens, in the order their ids are assigned. Tokenizers trained before the tool tokens were
+    /// added lack the last two; they load and work for everything but tool calls.</summary>
+    public static IReadOnlyList<string> All { get; } = [Bos, Eos, Pad, Mask, System, User, Assistant, End, ToolCall, Tool];
 }

@@ -1,0 +1,99 @@
+using System.Globalization;
+using GptSharp.Inference;
+using GptSharp.Models;
+using GptSharp.Tokenization;
+
+namespace GptSharp.Alignment;
+
+/// <summary>One multi-digit problem, <c>a op b</c> with op one of + − ×, and its exact answer.</summary>
+public sealed record ArithmeticProblem(long A, char Operator, long B)
+{
+    public string Expression => $"{A} {Operator} {B}";
+    public string Question => $"What is {Expression}?";
+    public long Value => Operator switch { '+' => A + B, '-' => A - B, '×' => A * B, _ => throw new InvalidOperationException($"Unknown operator '{Operator}'.") };
+    public string Answer => Value.ToString(CultureInfo.InvariantCulture);
+}
+
+/// <summary>
+/// The built-in arithmetic task (nanochat's calculator, done with a sandbox): questions like "What is 4821 × 37?"
+/// over operands of 2–4 digits (2–3 for ×). SFT data shows both ways to answer: with the calculator offered (a system
+/// turn names it), the assistant calls it and copies its result; without, the assistant answers from what it has
+/// learned. The exact-answer accuracy of the two ways is what a tool is worth to a model.
+/// </summary>
+public static class Arithmetic
+{
+    public const string ToolName = "calculator";
+
+    /// <summary>Problems of one split, the same for a seed on any machine; train and held-out never share a question.</summary>
+    public static IReadOnlyList<ArithmeticProblem> Problems(bool heldOut, int count, long seed = 1337)
+    {
+        // Held-out questions come from their own stream; any that the training stream also makes is skipped.
+        var training = heldOut ? Stream(seed, "train").Take(TrainingProblems).Select(p => p.Question).ToHashSet() : null;
+        return [.. Stream(seed, heldOut ? "held-out" : "train").Where(p => training?.Contains(p.Question) != true).Take(count)];
+    }
+
+    /// <summary>How many training problems the built-in SFT data draws from (held-out problems avoid all of them).</summary>
+    public const int TrainingProblems = 20000;
+
+    static IEnumerable<ArithmeticProblem> Stream(long seed, string split)
+    {
+        var random = new Random(HashCode.Combine((int)(seed & 0x7fffffff), split == "train" ? 17 : 91));
+        var seen = new HashSet<string>();
+        while (true)
+        {
+            char op = "+-×"[random.Next(3)];
+            int maxDigits = op == '×' ? 3 : 4;
+            long Operand() { int digits = random.Next(2, maxDigits + 1); return random.NextInt64((long)Math.Pow(10, digits - 1), (long)Math.Pow(10, digits)); }
+            var problem = new ArithmeticProblem(Operand(), op, Operand());
+            if (seen.Add(problem.Question)) yield return problem;
+        }
+    }
+
+    /// <summary>The calculator alone, as the task offers it.</summary>
+    public static ToolBox Tools { get; } = new([ToolBox.Calculator]);
+
+    /// <summary>A worked answer with the tool: the call, the calculator's turn, the result.</summary>
+    public static IReadOnlyList<ChatMessage> WithTool(ArithmeticProblem problem) => Tools.Offer(
+    [
+        new ChatMessage(ChatRoles.User, problem.Question),
+        new ChatMessage(ChatRoles.Assistant, "", new ToolCall(ToolName, problem.Expression)),
+        new ChatMessage(ChatRoles.Tool, Calculator.Evaluate(problem.Expression).Text),
+        new ChatMessage(ChatRoles.Assistant, problem.Answer),
+    ]);
+
+    /// <summary>The same question answered directly, no tool offered.</summary>
+    public static IReadOnlyList<ChatMessage> WithoutTool(ArithmeticProblem problem) =>
+        [new ChatMessage(ChatRoles.User, problem.Question), new ChatMessage(ChatRoles.Assistant, problem.Answer)];
+
+    /// <summary>1 when the answer's final turn gives the exact result.</summary>
+    public static RewardFunction Reward(IEnumerable<ArithmeticProblem> problems)
+    {
+        var expected = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var p in problems) expected[p.Question] = p.Answer;
+        return Rewards.ExpectedAnswers(expected);
+    }
+
+    /// <summary>Exact-answer accuracy on held-out problems, greedy, with or without the calculator offered and run.</summary>
+    public static ArithmeticReport Measure(Gpt model, GptTokenizer tokenizer, IReadOnlyList<ArithmeticProblem> problems, bool withTool, int maxNewTokens = 32)
+    {
+        var prompts = problems.Select(p => p.Question).ToList();
+        var tools = withTool ? Tools : null;
+        var rendered = Rollout.RenderPrompts(tokenizer, prompts, tools);
+        var answers = new TokenDecoder(model).Generate(rendered, new SamplingOptions(Temperature: 0, MaxNewTokens: maxNewTokens,
+            StopTokens: [tokenizer.EndId, tokenizer.BosId]), interject: tools?.Interjection(tokenizer));
+        var completions = Rewards.Describe(tokenizer, prompts, rendered, [.. answers.Select(a => a.Tokens)],
+            [.. answers.Select(a => a.Finish != FinishReason.Stop)], [.. answers.Select(a => a.Inserted)]);
+        var scores = Reward(problems)(completions);
+        int called = answers.Count(a => a.Inserted is not null);
+        return new ArithmeticReport(withTool, problems.Count, (int)scores.Sum(), called,
+            [.. completions.Take(6).Select(c => (c.Prompt, string.Join(" | ", ToolBox.Messages(tokenizer, c.AnswerTokens).Select(Describe))))]);
+    }
+
+    static string Describe(ChatMessage m) => m.ToolCall is { } call ? $"{m.Content}[{call.Text}]" : m.Role == ChatRoles.Tool ? $"→ {m.Content}" : m.Content;
+}
+
+/// <summary>Exact answers out of the problems asked; <paramref name="ToolCalls"/> counts answers in which the calculator ran.</summary>
+public sealed record ArithmeticReport(bool WithTool, int Problems, int Correct, int ToolCalls, IReadOnlyList<(string Question, string Answer)> Samples)
+{
+    public double Accuracy => Problems == 0 ? 0 : Correct / (double)Problems;
+}
