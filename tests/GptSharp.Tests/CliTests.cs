@@ -52,12 +52,12 @@ public class CliTests
         using var dir = new TempDirectory();
         string run = dir.File("speedrun");
         var speedrun = Cli("speedrun", "--run-dir", run, "--vocab-size", "400", "--pretrain-steps", "3", "--sft-steps", "2", "--reward-steps", "2",
-            "--feedback-prompts", "40", "--ppo-steps", "4", "--grpo-steps", "2", "--dpo-steps", "2", "--stop-after", "dpo", "--threads", "1", "--quiet");
+            "--feedback-prompts", "40", "--ppo-steps", "4", "--grpo-steps", "2", "--dpo-steps", "2", "--tool-sft-steps", "2", "--tool-grpo-steps", "2", "--stop-after", "grpo-tools", "--threads", "1", "--quiet");
         Assert.True(speedrun.Code == 0, speedrun.Output);
         string report = File.ReadAllText(Path.Combine(run, ReportCard.FileName));
         var plan = SpeedrunPlan.Load(run);
         Assert.Equal(3, plan.Options.PretrainSteps);
-        foreach (string stage in new[] { "pretrain", "sft", "feedback", "reward", "ppo", "grpo", "dpo" })
+        foreach (string stage in new[] { "pretrain", "sft", "feedback", "reward", "ppo", "grpo", "dpo", "sft-tools", "grpo-tools" })
         {
             string command = plan.Stages.Single(s => s.Name == stage).Command;
             Assert.Contains($"`{command}`", report);

@@ -13,6 +13,8 @@ sealed class ChatSettings : CommonSettings
     [CommandOption("--max-tokens")] [Description("Longest answer, in tokens.")] public int MaxTokens { get; init; } = 128;
     [CommandOption("--system")] [Description("System prompt (default: none).")]
     public string? System { get; init; }
+    [CommandOption("--tools")] [Description("Offer built-in tools the model may call while it answers (calculator); the model must have learned to call them (the speedrun's SFT data teaches the calculator).")]
+    public string? Tools { get; init; }
 }
 
 /// <summary><c>gptsharp chat</c>: a streaming REPL over <see cref="ChatSession"/>; Ctrl+C stops the current answer, not the program.</summary>
@@ -22,7 +24,10 @@ sealed class ChatCommand : Command<ChatSettings>
     {
         TorchRuntime.Initialize(s.Threads);
         using var model = ServedModel.Load(s.RunDir);
-        var session = new ChatSession(model, s.System, s.Temperature, s.MaxTokens);
+        var tools = s.Tools is null ? null : GptSharp.Inference.ToolBox.Named(s.Tools);
+        if (tools is not null && !model.Template.SupportsTools)
+            throw new ArgumentException($"--tools: {s.RunDir}'s tokenizer has no tool-call tokens (it was trained before they existed); train a new tokenizer and model to use tools.");
+        var session = new ChatSession(model, s.System, s.Temperature, s.MaxTokens, tools);
         CancellationTokenSource? answering = null;
         Console.CancelKeyPress += (_, e) =>
         {

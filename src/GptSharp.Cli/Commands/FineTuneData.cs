@@ -27,6 +27,7 @@ static class FineTuneData
             if (builtIn.HeldOutDuplicatesDropped > 0) Console.WriteLine($"{builtIn.HeldOutDuplicatesDropped} held-out items also asked in training were dropped.");
             return (builtIn.TrainChats, builtIn.HeldOutChats);
         }
+        if (data == "arithmetic") return BuiltInDatasets.ArithmeticChats();   // fixed split: the arithmetic score's problems never reach training
         return Split(ChatData.ReadConversations(data).ToList(), val is null ? null : ChatData.ReadConversations(val).ToList(), seed, "sft");
     }
 

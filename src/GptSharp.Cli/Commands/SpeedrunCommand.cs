@@ -36,6 +36,10 @@ sealed class SpeedrunSettings : CommonSettings, ILibraryDefaults
     public int? PpoSteps { get; init; }
     [CommandOption("--grpo-steps")] [Description("GRPO steps (2 per rollout of 8 titles × 8 answers).")]
     public int? GrpoSteps { get; init; }
+    [CommandOption("--tool-sft-steps")] [Description("Steps that teach the SFT model to call the calculator (arithmetic conversations).")]
+    public int? ToolSftSteps { get; init; }
+    [CommandOption("--tool-grpo-steps")] [Description("GRPO steps on arithmetic with the calculator.")]
+    public int? ToolGrpoSteps { get; init; }
     [CommandOption("--dpo-steps")] [Description("DPO steps.")]
     public int? DpoSteps { get; init; }
     [CommandOption("--best-of")] [Description("N of the best-of-N baseline in the form score (N poems per title, the reward model keeps one).")]
@@ -46,7 +50,7 @@ sealed class SpeedrunSettings : CommonSettings, ILibraryDefaults
     public int? EvalItems { get; init; }
     [CommandOption("--device")] [Description("cpu, cuda, cuda:N or auto.")]
     public string Device { get; init; } = "cpu";
-    [CommandOption("--from")] [Description("Rerun from this stage on (tokenizer, data, pretrain, sft, feedback, reward, ppo, grpo, dpo, score, eval, export), discarding its folder and those of the stages after it (default: resume after the last finished stage).")]
+    [CommandOption("--from")] [Description("Rerun from this stage on (tokenizer, data, pretrain, sft, feedback, reward, ppo, grpo, dpo, sft-tools, grpo-tools, score, eval, export), discarding its folder and those of the stages after it (default: resume after the last finished stage).")]
     public string? From { get; init; }
     [CommandOption("--stop-after")] [Description("Stop after this stage (same names as --from; default: run every stage).")]
     public string? StopAfter { get; init; }
@@ -187,6 +191,25 @@ sealed class SpeedrunCommand : Command<SpeedrunSettings>
             return new { report.TrainPairs, report.HeldOutPairs, report.HeldOutLoss, report.HeldOutPreferenceAccuracy, report.Training.Seconds };
         });
 
+        if (Go("sft-tools")) RunStage(settings, "sft-tools", () =>
+        {
+            // Tool use is a skill of its own: arithmetic conversations that call the calculator (and some that answer without it).
+            var report = ProgressDisplay.Run("sft-tools", plan.ToolSftTraining.Steps, "steps", settings.Quiet, progress =>
+                AlignmentStages.ToolSft(plan, runtime.Device, onStep: m => progress(m.Step)));
+            AnsiConsole.MarkupLine($"sft-tools: held-out loss {report.Training.FinalValLoss:F3} on assistant tokens of {report.HeldOutConversations} held-out conversations");
+            return new { report.TrainConversations, report.HeldOutConversations, report.Training.FinalLoss, report.Training.FinalValLoss, report.Training.Seconds };
+        });
+
+        if (Go("grpo-tools")) RunStage(settings, "grpo-tools", () =>
+        {
+            var report = ProgressDisplay.Run("grpo-tools", plan.ToolGrpoTraining.Steps, "steps", settings.Quiet, progress =>
+                AlignmentStages.ToolGrpo(plan, runtime.Device, onStep: m => progress(m.Step)));
+            var rollouts = report.Rollouts;
+            double first = rollouts.Take(3).Average(r => r.MeanReward), final = rollouts.TakeLast(3).Average(r => r.MeanReward);
+            AnsiConsole.MarkupLine($"grpo-tools: exact answers {first:P0} → {final:P0} of the rollouts over {rollouts.Count}; kept step {report.Kept?.Step} (held-out {report.Kept?.Score:P1})");
+            return new { rollouts = rollouts.Count, firstReward = first, lastReward = final, keptStep = report.Kept?.Step, keptGold = report.Kept?.Score, report.Training.Seconds };
+        });
+
         if (Go("score")) RunStage(settings, "score", () =>
         {
             // The verifiable task: the share of regular poems over fixed held-out titles, same seeds for every model.
@@ -201,7 +224,18 @@ sealed class SpeedrunCommand : Command<SpeedrunSettings>
                 table.AddRow(name, $"{score.Regular}/{score.Prompts}", $"{score.Share:P1}", $"{score.Distinct}/{score.Prompts}");
             }
             AnsiConsole.Write(table);
-            return new { shares, distinct };
+
+            // Arithmetic: exact answers with the calculator offered and without, for every chat model.
+            var arithmetic = new Dictionary<string, object>();
+            var arithmeticTable = new Table().AddColumns("model", "arithmetic, no tool", "with calculator", "answers that called it");
+            foreach (var (name, folder, bestOf) in AlignmentStages.ScoredModels(plan).Where(m => m.BestOf == 1 && m.Name != "base"))
+            {
+                var (without, with) = ProgressDisplay.Run($"arithmetic {name}", double.NaN, "", settings.Quiet, (Action<double> _) => AlignmentStages.ArithmeticScore(folder));
+                arithmetic[name] = new { withoutTool = without.Accuracy, withTool = with.Accuracy, toolCalls = with.ToolCalls / (double)with.Problems };
+                arithmeticTable.AddRow(name, $"{without.Correct}/{without.Problems}", $"{with.Correct}/{with.Problems}", $"{with.ToolCalls}/{with.Problems}");
+            }
+            AnsiConsole.Write(arithmeticTable);
+            return new { shares, distinct, arithmetic };
         });
 
         if (Go("eval")) RunStage(settings, "eval", () =>

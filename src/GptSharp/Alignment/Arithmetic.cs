@@ -32,7 +32,7 @@ public static class Arithmetic
         return [.. Stream(seed, heldOut ? "held-out" : "train").Where(p => training?.Contains(p.Question) != true).Take(count)];
     }
 
-    /// <summary>How many training problems the built-in SFT data draws from (held-out problems avoid all of them).</summary>
+    /// <summary>How many training problems the arithmetic SFT data draws from (held-out problems avoid all of them).</summary>
     public const int TrainingProblems = 20000;
 
     static IEnumerable<ArithmeticProblem> Stream(long seed, string split)

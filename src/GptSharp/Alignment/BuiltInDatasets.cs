@@ -12,15 +12,14 @@ public sealed record AlignmentDatasets(
 /// <summary>
 /// Builds chat and preference data from the Tang poems and State of the Union metadata, deterministically from a
 /// seed. Tasks: write a poem for a title (the answer is the real poem), name the author of a poem, give the line that
-/// follows a line, name the president who gave a given year's address, and multi-digit arithmetic with and without
-/// a calculator (see <see cref="Arithmetic"/>). A poem (or year) is held out as a whole,
+/// follows a line, and name the president who gave a given year's address; separately, multi-digit arithmetic with and
+/// without a calculator (<see cref="ArithmeticChats"/>). A poem (or year) is held out as a whole,
 /// so no held-out question has its answer in the training data. Rejected answers are realistic failures: a wrong
 /// author, a line with a character dropped, a line repeated, an answer cut short.
 /// </summary>
 public static class BuiltInDatasets
 {
-    /// <param name="arithmeticProblems">Training problems of the arithmetic task (see <see cref="Arithmetic"/>); 0: none.</param>
-    public static AlignmentDatasets Build(long seed = 1337, double heldOutFraction = 0.05, int maxPoems = 20000, int arithmeticProblems = DefaultArithmeticProblems)
+    public static AlignmentDatasets Build(long seed = 1337, double heldOutFraction = 0.05, int maxPoems = 20000)
     {
         var random = new Random((int)(seed & 0x7fffffff));
         var poems = Corpus.Read("tang")
@@ -81,19 +80,6 @@ public static class BuiltInDatasets
             string wrong = presidents[random.Next(presidents.Length)];
             if (wrong != president) (heldOut ? heldPairs : trainPairs).Add(new PreferencePair(prompt, $"{president}.", $"{wrong}."));
         }
-        // Arithmetic: every training problem with the calculator, every other one also without it (see Arithmetic).
-        var problems = Arithmetic.Problems(heldOut: false, arithmeticProblems, seed);
-        for (int i = 0; i < problems.Count; i++)
-        {
-            trainChats.Add(Arithmetic.WithTool(problems[i]));
-            if (i % 2 == 0) trainChats.Add(Arithmetic.WithoutTool(problems[i]));
-        }
-        foreach (var problem in Arithmetic.Problems(heldOut: true, Math.Min(arithmeticProblems, 100), seed))
-        {
-            heldChats.Add(Arithmetic.WithTool(problem));
-            heldChats.Add(Arithmetic.WithoutTool(problem));
-        }
-
         var trainQuestions = trainChats.Select(Question).Concat(trainPairs.Select(p => Question(p.Prompt))).ToHashSet();
         int before = heldChats.Count + heldPairs.Count;
         heldChats.RemoveAll(c => trainQuestions.Contains(Question(c)));
@@ -101,8 +87,29 @@ public static class BuiltInDatasets
         return new AlignmentDatasets(trainChats, heldChats, trainPairs, heldPairs, before - heldChats.Count - heldPairs.Count);
     }
 
-    /// <summary>Arithmetic problems in the built-in SFT data: about a tenth of its conversations.</summary>
-    public const int DefaultArithmeticProblems = 4000;
+    /// <summary>
+    /// The arithmetic task's conversations (see <see cref="Arithmetic"/>): every training problem worked with the
+    /// calculator, every fourth also answered without it (so the model learns to call only where the tool is offered);
+    /// 100 held-out problems both ways. Taught as its own fine-tuning stage: mixed into the main SFT data at a third of
+    /// the conversations, 600 steps of the speedrun's <c>tiny</c> model never learned to copy the numbers into the call.
+    /// </summary>
+    public static (List<IReadOnlyList<ChatMessage>> Train, List<IReadOnlyList<ChatMessage>> HeldOut) ArithmeticChats(long seed = 1337, int problems = Arithmetic.TrainingProblems)
+    {
+        var train = new List<IReadOnlyList<ChatMessage>>();
+        var training = Arithmetic.Problems(heldOut: false, problems, seed);
+        for (int i = 0; i < training.Count; i++)
+        {
+            train.Add(Arithmetic.WithTool(training[i]));
+            if (i % 4 == 0) train.Add(Arithmetic.WithoutTool(training[i]));
+        }
+        var heldOut = new List<IReadOnlyList<ChatMessage>>();
+        foreach (var problem in Arithmetic.Problems(heldOut: true, 100, seed))
+        {
+            heldOut.Add(Arithmetic.WithTool(problem));
+            heldOut.Add(Arithmetic.WithoutTool(problem));
+        }
+        return (train, heldOut);
+    }
 
     /// <summary>The user's question of a conversation (its first user message).</summary>
     public static string Question(IReadOnlyList<ChatMessage> chat) => chat.First(m => m.Role == ChatRoles.User).Content;

@@ -39,8 +39,7 @@ public static class RlTasks
     {
         var data = BuiltInDatasets.Build(seed);
         var expected = new Dictionary<string, string>(StringComparer.Ordinal);
-        // Questions asked without tools; the arithmetic ones offered a calculator are the "arithmetic" task.
-        var chats = data.TrainChats.Where(c => c[0].Role == ChatRoles.User).ToList();
+        var chats = data.TrainChats;
         foreach (var chat in chats)
             if (!IsPoemRequest(chat[0].Content)) expected[chat[0].Content] = chat[1].Content;
         var answers = Rewards.ExpectedAnswers(expected);
@@ -63,10 +62,10 @@ public static class RlTasks
     public const int ScoreProblems = 200;
 
     /// <summary>Multi-digit arithmetic with the calculator offered and run (see <see cref="Alignment.Arithmetic"/>): 1 for
-    /// the exact result in the final turn. Trains on the built-in SFT data's training problems.</summary>
+    /// the exact result in the final turn. Trains on the arithmetic SFT data's training problems.</summary>
     public static RlTask Arithmetic(long seed = 1337)
     {
-        var problems = Alignment.Arithmetic.Problems(heldOut: false, BuiltInDatasets.DefaultArithmeticProblems, seed);
+        var problems = Alignment.Arithmetic.Problems(heldOut: false, Alignment.Arithmetic.TrainingProblems, seed);
         var selection = Alignment.Arithmetic.Problems(heldOut: true, ScoreProblems + SelectionPrompts, seed).Skip(ScoreProblems).ToList();
         return new RlTask("arithmetic", [.. problems.Select(p => p.Question)], Alignment.Arithmetic.Reward(problems),
             (policy, tokenizer) => Alignment.Arithmetic.Measure(policy, tokenizer, selection, withTool: true).Accuracy, Tools: Alignment.Arithmetic.ToolName);

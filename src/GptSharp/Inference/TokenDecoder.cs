@@ -81,9 +81,9 @@ public sealed class TokenDecoder
 
     /// <summary>Generates one prompt (a batch of one); its error, if any, is thrown.</summary>
     public Generation Generate(int[] prompt, SamplingOptions options, Action<int>? onToken = null,
-        Func<IEnumerable<int>, string>? decode = null, CancellationToken cancellation = default)
+        Func<IEnumerable<int>, string>? decode = null, CancellationToken cancellation = default, Func<IReadOnlyList<int>, int[]?>? interject = null)
     {
-        var result = Generate([new BatchRow(prompt, options, onToken, cancellation, decode)])[0];
+        var result = Generate([new BatchRow(prompt, options, onToken, cancellation, decode, interject)])[0];
         if (result.Error is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(result.Error);
         cancellation.ThrowIfCancellationRequested();
         return result.Generation;

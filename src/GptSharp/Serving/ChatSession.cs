@@ -7,7 +7,9 @@ namespace GptSharp.Serving;
 /// A terminal conversation with one model: history, a system prompt, a temperature, and the commands <c>/reset</c>,
 /// <c>/system TEXT</c>, <c>/temp X</c>, <c>/quit</c>. History that no longer fits the context loses its oldest turns.
 /// </summary>
-public sealed class ChatSession(ServedModel model, string? system = null, double temperature = 0.7, int maxTokens = 128)
+/// With <paramref name="tools"/>, the system turn offers them, the model's calls run while it answers, and the call and
+/// the tool's result are shown in brackets: <c>[calculator 12 × 34 → 408]</c>.
+public sealed class ChatSession(ServedModel model, string? system = null, double temperature = 0.7, int maxTokens = 128, ToolBox? tools = null)
 {
     readonly List<ChatMessage> _history = [];
 
@@ -48,7 +50,17 @@ public sealed class ChatSession(ServedModel model, string? system = null, double
         {
             var options = new SamplingOptions(Temperature: Temperature, TopK: 50, MaxNewTokens: Math.Max(1, Math.Min(maxTokens, model.ContextLength - prompt.Length)),
                 Seed: seed ?? Random.Shared.NextInt64(), StopTokens: [model.Tokenizer.EndId, model.Tokenizer.BosId]);
-            model.Generate(prompt, options, piece => { write(piece); answer.Append(piece); }, cancellation);
+            if (tools is null) model.Generate(prompt, options, piece => { write(piece); answer.Append(piece); }, cancellation);
+            else
+            {
+                var shown = new ToolTurnText(model.Tokenizer, write);
+                var generation = model.Decoder.Generate(prompt, options, shown.Add, cancellation: cancellation, interject: tools.Interjection(model.Tokenizer));
+                shown.Finish();
+                // The history keeps the call and the tool's answer as their own turns, as the model wrote and read them.
+                var turns = ToolBox.Messages(model.Tokenizer, generation.Tokens);
+                _history.AddRange(turns.Take(turns.Count - 1));
+                answer.Append(turns[^1].Content);
+            }
         }
         catch (OperationCanceledException)
         {
@@ -59,14 +71,37 @@ public sealed class ChatSession(ServedModel model, string? system = null, double
         return true;
     }
 
+    /// <summary>Streams an answer with tool turns: text as it comes, each call and its result in brackets.</summary>
+    sealed class ToolTurnText(GptTokenizer tokenizer, Action<string> write)
+    {
+        readonly int _call = tokenizer.SpecialId(SpecialTokens.ToolCall), _tool = tokenizer.SpecialId(SpecialTokens.Tool);
+        readonly int _assistant = tokenizer.SpecialId(SpecialTokens.Assistant);
+        AnswerText _text = new(tokenizer, null, write);
+        bool _inCall;
+
+        public void Add(int token)
+        {
+            if (!tokenizer.IsSpecial(token)) { _text.Add(token); return; }
+            string mark = token == _call ? "[" : token == _tool ? " → " : token == tokenizer.EndId && _inCall ? "" : token == _assistant ? "] " : "";
+            if (token == _call) _inCall = true;
+            if (token == _assistant) _inCall = false;
+            if (mark.Length == 0) return;
+            Finish();
+            write(mark);
+            _text = new AnswerText(tokenizer, null, write);
+        }
+
+        public void Finish() => _text.Finish();
+    }
+
     /// <summary>The prompt for the history, dropping the oldest turns until the prompt leaves room for an answer.</summary>
     int[] Prompt()
     {
         int room = Math.Min(maxTokens, model.ContextLength / 4);
         while (true)
         {
-            var messages = (System is null ? [] : new List<ChatMessage> { new(ChatRoles.System, System) }).Concat(_history).ToList();
-            int[] prompt = model.Template.RenderPrompt(messages);
+            IReadOnlyList<ChatMessage> messages = (System is null ? [] : new List<ChatMessage> { new(ChatRoles.System, System) }).Concat(_history).ToList();
+            int[] prompt = model.Template.RenderPrompt(tools is null ? messages : tools.Offer(messages));
             if (prompt.Length + room <= model.ContextLength) return prompt;
             if (_history.Count <= 1) return prompt[^(model.ContextLength - room)..]; // one message longer than the window: keep its end
             _history.RemoveRange(0, Math.Min(2, _history.Count - 1));

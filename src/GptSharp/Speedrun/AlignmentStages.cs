@@ -15,7 +15,8 @@ public sealed record ScoredModel(string Name, FormScoreReport Report);
 
 /// <summary>
 /// The speedrun's alignment stages after SFT, as the plan lays them out: on-policy feedback → reward model → PPO;
-/// GRPO against the form program; DPO on the same comparisons; the form score of every model. The <c>speedrun</c>
+/// GRPO against the form program; DPO on the same comparisons; tool use (SFT on arithmetic with the calculator, then
+/// GRPO on it); the form score and arithmetic accuracy of every model. The <c>speedrun</c>
 /// command and the RL seeds bench run these same functions.
 /// </summary>
 public static class AlignmentStages
@@ -68,6 +69,24 @@ public static class AlignmentStages
             rewardDescription: form.Name);
     }
 
+    /// <summary>The SFT model taught to call the calculator: arithmetic conversations only, with and without the tool.</summary>
+    public static SftReport ToolSft(SpeedrunPlan plan, string device, Action<StepMetrics>? onStep = null)
+    {
+        var (train, heldOut) = BuiltInDatasets.ArithmeticChats();
+        return SftRun.Execute(plan.Sft, train, heldOut, plan.ToolSftTraining, plan.ToolSft, Checkpoint.Find(plan.ToolSft) is not null, device, onStep: onStep);
+    }
+
+    /// <summary>RL with tools: multi-digit arithmetic from the tool-SFT model, the calculator run inside every rollout,
+    /// 1 for the exact result.</summary>
+    public static GrpoReport ToolGrpo(SpeedrunPlan plan, string device, Action<StepMetrics>? onStep = null)
+    {
+        var arithmetic = RlTasks.Arithmetic();
+        var tokenizer = GptTokenizer.Load(Checkpoint.ReadState(plan.ToolSft).Tokenizer);
+        return GrpoRun.Execute(plan.ToolSft, arithmetic.Prompts, arithmetic.Program, plan.ToolGrpoSettings, plan.ToolGrpoTraining, plan.ToolGrpo, device,
+            selection: new PolicySelection(p => arithmetic.HeldOutGold!(p, tokenizer)), onStep: onStep, resume: Checkpoint.Find(plan.ToolGrpo) is not null,
+            rewardDescription: arithmetic.Name);
+    }
+
     /// <summary>DPO on the reward model's comparisons (the same split): no reward model, no sampling while training.</summary>
     public static DpoReport Dpo(SpeedrunPlan plan, string device, Action<int>? onStart = null, Action<StepMetrics>? onStep = null)
     {
@@ -80,8 +99,18 @@ public static class AlignmentStages
     public static IReadOnlyList<(string Name, string Folder, int BestOf)> ScoredModels(SpeedrunPlan plan) =>
     [
         ("base", plan.Pretrain, 1), ("sft", plan.Sft, 1), ($"sft best-of-{plan.Options.BestOf}", plan.Sft, plan.Options.BestOf),
-        ("ppo", plan.Policy, 1), ("grpo", plan.GrpoPolicy, 1), ("dpo", plan.Dpo, 1),
+        ("ppo", plan.Policy, 1), ("grpo", plan.GrpoPolicy, 1), ("dpo", plan.Dpo, 1), ("sft-tools", plan.ToolSft, 1), ("grpo-tools", plan.ToolGrpoPolicy, 1),
     ];
+
+    /// <summary>Exact answers of one model on the held-out arithmetic problems, without the calculator and with it.</summary>
+    public static (ArithmeticReport Without, ArithmeticReport With) ArithmeticScore(string folder)
+    {
+        var (model, state) = Checkpoint.LoadModel(folder);
+        using var _ = model;
+        var tokenizer = GptTokenizer.Load(state.Tokenizer);
+        var problems = Arithmetic.Problems(heldOut: true, RlTasks.ScoreProblems);
+        return (Arithmetic.Measure(model, tokenizer, problems, withTool: false), Arithmetic.Measure(model, tokenizer, problems, withTool: true));
+    }
 
     /// <summary>The form score of one model on the plan's held-out titles (best-of-N chooses with the plan's reward model).</summary>
     public static FormScoreReport Score(SpeedrunPlan plan, string folder, int bestOf = 1)

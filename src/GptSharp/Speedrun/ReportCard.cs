@@ -43,7 +43,7 @@ public static class ReportCard
 
         // Loss curves of every training stage (each run keeps its own loss.png).
         md.AppendLine("## Loss curves").AppendLine();
-        foreach (string stage in new[] { "pretrain", "sft", "reward", "ppo", "grpo", "dpo" })
+        foreach (string stage in new[] { "pretrain", "sft", "reward", "ppo", "grpo", "dpo", "sft-tools", "grpo-tools" })
         {
             string dir = Path.Combine(runDirectory, stage);
             if (!File.Exists(Path.Combine(dir, MetricsLog.FileName))) continue;
@@ -68,25 +68,8 @@ public static class ReportCard
             HeldOutGold(Path.Combine(runDirectory, "ppo", Alignment.PpoRun.PolicyFolder), "PPO", md);
         }
 
-        string grpoLog = Path.Combine(runDirectory, "grpo", Alignment.GrpoRun.RolloutFile);
-        if (File.Exists(grpoLog))
-        {
-            var rows = File.ReadLines(grpoLog).Select(l => JsonNode.Parse(l)!).ToList();
-            var plot = new Plot();
-            double[] steps = [.. rows.Select(r => (double)r["step"]!.GetValue<int>())];
-            var reward = plot.Add.ScatterLine(steps, [.. rows.Select(r => r["meanReward"]!.GetValue<double>())]);
-            reward.LegendText = "mean reward of the rollout";
-            var smooth = plot.Add.ScatterLine(steps, RunningMean([.. rows.Select(r => r["meanReward"]!.GetValue<double>())], 5));
-            smooth.LegendText = "running mean (5 rollouts)";
-            smooth.LineWidth = 3;
-            plot.Title("GRPO: reward per step");
-            plot.XLabel("step");
-            plot.YLabel("reward");
-            plot.ShowLegend(ScottPlot.Alignment.LowerRight);
-            Save(plot, runDirectory, "grpo.png");
-            md.AppendLine("## GRPO").AppendLine().AppendLine("![GRPO reward per step](grpo.png)").AppendLine();
-            HeldOutGold(Path.Combine(runDirectory, "grpo", Alignment.GrpoRun.PolicyFolder), "GRPO", md);
-        }
+        GrpoSection(runDirectory, "grpo", "GRPO", "reward (form program)", md);
+        GrpoSection(runDirectory, "grpo-tools", "GRPO with the calculator", "exact answers (arithmetic)", md);
 
         string scoreMarker = Path.Combine(runDirectory, "score", "done.json");
         if (File.Exists(scoreMarker))
@@ -106,6 +89,15 @@ public static class ReportCard
             foreach (var (model, share) in shares)
                 md.AppendLine($"| {model} | {Percent(share)} | {(distinct?[model] is JsonNode d ? Percent(d.GetValue<double>()) : "")} |");
             md.AppendLine().AppendLine("![form score](form-score.png)").AppendLine();
+            if (outputs["arithmetic"]?.AsObject() is { } arithmetic)
+            {
+                md.AppendLine("## Arithmetic with and without the calculator").AppendLine()
+                  .AppendLine($"Exact answers to {Alignment.RlTasks.ScoreProblems} held-out multi-digit + − × problems, greedy.").AppendLine()
+                  .AppendLine("| model | no tool | with calculator | answers that called it |").AppendLine("|---|---|---|---|");
+                foreach (var (model, node) in arithmetic)
+                    md.AppendLine($"| {model} | {Percent(node!["withoutTool"]!.GetValue<double>())} | {Percent(node["withTool"]!.GetValue<double>())} | {Percent(node["toolCalls"]!.GetValue<double>())} |");
+                md.AppendLine();
+            }
         }
 
         var evals = new[] { ("base", "pretrain"), ("sft", "sft"), ("ppo", Path.Combine("ppo", Alignment.PpoRun.PolicyFolder)) }
@@ -171,6 +163,29 @@ public static class ReportCard
     }
 
     /// <summary>The held-out gold checks an RL run made to choose its policy, and which it kept.</summary>
+    /// <summary>A GRPO run's reward per step (and its running mean), then the held-out checks that chose its policy.</summary>
+    static void GrpoSection(string runDirectory, string stage, string title, string rewardLabel, StringBuilder md)
+    {
+        string log = Path.Combine(runDirectory, stage, Alignment.GrpoRun.RolloutFile);
+        if (!File.Exists(log)) return;
+        var rows = File.ReadLines(log).Select(l => JsonNode.Parse(l)!).ToList();
+        if (rows.Count == 0) return;
+        var plot = new Plot();
+        double[] steps = [.. rows.Select(r => (double)r["step"]!.GetValue<int>())];
+        double[] rewards = [.. rows.Select(r => r["meanReward"]!.GetValue<double>())];
+        plot.Add.ScatterLine(steps, rewards).LegendText = "mean reward of the rollout";
+        var smooth = plot.Add.ScatterLine(steps, RunningMean(rewards, 5));
+        smooth.LegendText = "running mean (5 rollouts)";
+        smooth.LineWidth = 3;
+        plot.Title($"{title}: reward per step");
+        plot.XLabel("step");
+        plot.YLabel(rewardLabel);
+        plot.ShowLegend(ScottPlot.Alignment.LowerRight);
+        Save(plot, runDirectory, $"{stage}.png");
+        md.AppendLine($"## {title}").AppendLine().AppendLine($"![{title} reward per step]({stage}.png)").AppendLine();
+        HeldOutGold(Path.Combine(runDirectory, stage, Alignment.GrpoRun.PolicyFolder), title, md);
+    }
+
     static void HeldOutGold(string policyFolder, string name, StringBuilder md)
     {
         string path = Path.Combine(policyFolder, Alignment.BestPolicy.SelectionFile);

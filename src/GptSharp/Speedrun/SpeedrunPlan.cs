@@ -25,7 +25,11 @@ public sealed record SpeedrunOptions
     public int RewardSteps { get; init; } = 150;
     public int PpoSteps { get; init; } = PpoRun.Defaults.Steps;
     /// <summary>GRPO steps: the held-out form score levels off after about 60 on the speedrun's model.</summary>
-    public int GrpoSteps { get; init; } = 80;
+    public int GrpoSteps { get; init; } = 60;
+    /// <summary>Fine-tuning steps that teach the SFT model to call the calculator (arithmetic conversations only).</summary>
+    public int ToolSftSteps { get; init; } = 450;
+    /// <summary>GRPO steps on the arithmetic task with the calculator, from the tool-SFT model.</summary>
+    public int ToolGrpoSteps { get; init; } = 20;
     /// <summary>DPO steps on the feedback comparisons (8 titles' comparisons a step).</summary>
     public int DpoSteps { get; init; } = 100;
     /// <summary>N of the best-of-N baseline: N poems per title, the reward model keeps one.</summary>
@@ -74,6 +78,11 @@ public sealed class SpeedrunPlan
     public string Policy => Path.Combine(Ppo, PpoRun.PolicyFolder);
     public string Grpo => Folder("grpo");
     public string GrpoPolicy => Path.Combine(Grpo, GrpoRun.PolicyFolder);
+    /// <summary>The SFT model taught to call the calculator.</summary>
+    public string ToolSft => Folder("sft-tools");
+    /// <summary>GRPO on arithmetic with the calculator.</summary>
+    public string ToolGrpo => Folder("grpo-tools");
+    public string ToolGrpoPolicy => Path.Combine(ToolGrpo, GrpoRun.PolicyFolder);
     public string Dpo => Folder("dpo");
     public string Export => Folder("export");
 
@@ -93,6 +102,9 @@ public sealed class SpeedrunPlan
     public TrainingConfig PpoTraining => Seeded(PpoRun.Defaults with { Steps = Options.PpoSteps, BatchSize = PpoSettings.MiniBatch });
     public GrpoConfig GrpoSettings => new();
     public TrainingConfig GrpoTraining => Seeded(GrpoRun.Defaults with { Steps = Options.GrpoSteps, BatchSize = GrpoSettings.MiniBatch });
+    public TrainingConfig ToolSftTraining => SftRun.Defaults with { Steps = Options.ToolSftSteps };
+    public GrpoConfig ToolGrpoSettings => new() { Tools = RlTasks.Arithmetic().Tools };
+    public TrainingConfig ToolGrpoTraining => Seeded(GrpoRun.Defaults with { Steps = Options.ToolGrpoSteps, BatchSize = ToolGrpoSettings.MiniBatch });
     public TrainingConfig DpoTraining => Seeded(DpoRun.Defaults with { Steps = Options.DpoSteps });
 
     TrainingConfig Seeded(TrainingConfig training) => Options.AlignmentSeed is long seed ? training with { Seed = seed } : training;
@@ -110,8 +122,11 @@ public sealed class SpeedrunPlan
         new("ppo", "ppo", $"gptsharp ppo --sft RUN/sft --reward RUN/reward --run-dir RUN/ppo{Flags(PpoTraining, PpoRun.Defaults)}"),
         new("grpo", "grpo", $"gptsharp grpo --from RUN/sft --task form --run-dir RUN/grpo{Flags(GrpoTraining, GrpoRun.Defaults)}"),
         new("dpo", "dpo", $"gptsharp dpo --from RUN/sft --data RUN/feedback/pairs.jsonl --run-dir RUN/dpo{Flags(DpoTraining, DpoRun.Defaults)}"),
-        new("score", "score", $"gptsharp form-score --run-dir RUN/pretrain,RUN/sft,RUN/ppo/policy,RUN/grpo/policy,RUN/dpo --prompts {Options.ScorePrompts}; " +
-                              $"gptsharp form-score --run-dir RUN/sft --best-of {Options.BestOf} --reward RUN/reward --prompts {Options.ScorePrompts}"),
+        new("sft-tools", "sft-tools", $"gptsharp sft --from RUN/sft --data arithmetic --run-dir RUN/sft-tools{Flags(ToolSftTraining, SftRun.Defaults)}"),
+        new("grpo-tools", "grpo-tools", $"gptsharp grpo --from RUN/sft-tools --task arithmetic --run-dir RUN/grpo-tools{Flags(ToolGrpoTraining, GrpoRun.Defaults)}"),
+        new("score", "score", $"gptsharp form-score --run-dir RUN/pretrain,RUN/sft,RUN/ppo/policy,RUN/grpo/policy,RUN/dpo,RUN/sft-tools,RUN/grpo-tools/policy --prompts {Options.ScorePrompts}; " +
+                              $"gptsharp form-score --run-dir RUN/sft --best-of {Options.BestOf} --reward RUN/reward --prompts {Options.ScorePrompts}; " +
+                              $"gptsharp arithmetic-score --run-dir RUN/sft,RUN/ppo/policy,RUN/grpo/policy,RUN/dpo,RUN/sft-tools,RUN/grpo-tools/policy --problems {RlTasks.ScoreProblems}"),
         new("eval", "eval", $"gptsharp eval --run-dir RUN/pretrain,RUN/sft,RUN/ppo/policy --shots 0,1,2,4 --items {Options.EvalItems}"),
         new("export", "export", "gptsharp export gguf --run-dir RUN/ppo/policy --out RUN/export/chat.gguf; gptsharp export hf --run-dir RUN/ppo/policy --out RUN/export/hf"),
     ];
