@@ -35,10 +35,9 @@ public class ToolUseTests(TrainedTokenizerFixture fixture) : IClassFixture<Train
         Assert.Throws<ArgumentException>(() => new ChatTemplate(_tokenizer).Render([new ChatMessage(ChatRoles.User, "x", new ToolCall("calculator", "1"))]));
     }
 
-    [Fact]
-    public void OlderTokenizersWithoutToolTokensLoadAndRefuseOnlyToolTurns()
+    /// <summary>This tokenizer as it was written before the two tool tokens existed.</summary>
+    GptTokenizer OldTokenizer(TempDirectory dir)
     {
-        using var dir = new TempDirectory();
         string folder = dir.File("old");
         Directory.CreateDirectory(folder);
         File.Copy(Path.Combine(fixture.Directory, GptTokenizer.RankFileName), Path.Combine(folder, GptTokenizer.RankFileName));
@@ -49,7 +48,14 @@ public class ToolUseTests(TrainedTokenizerFixture fixture) : IClassFixture<Train
             VocabSize = _tokenizer.VocabSize - 2,
         };
         File.WriteAllText(Path.Combine(folder, GptTokenizer.SpecFileName), JsonSerializer.Serialize(spec, new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.CamelCase }));
-        var old = GptTokenizer.Load(folder);
+        return GptTokenizer.Load(folder);
+    }
+
+    [Fact]
+    public void OlderTokenizersWithoutToolTokensLoadAndRefuseOnlyToolTurns()
+    {
+        using var dir = new TempDirectory();
+        var old = OldTokenizer(dir);
         var template = new ChatTemplate(old);
         Assert.False(template.SupportsTools);
         Assert.True(new ChatTemplate(_tokenizer).SupportsTools);
@@ -160,6 +166,29 @@ public class ToolUseTests(TrainedTokenizerFixture fixture) : IClassFixture<Train
         // Without the tool, the same script ends at the call's <|end|>.
         var bare = decoder.Generate([promptA], options);
         Assert.Equal(answerA[..(toolAt)], bare[0].Tokens);
+    }
+
+    [Fact]
+    public void ATerminalShowsTheCallAndItsResultInBrackets()
+    {
+        var written = new System.Text.StringBuilder();
+        var shown = new GptSharp.Serving.ToolTurnText(_tokenizer, text => written.Append(text));
+        var answer = new ChatTemplate(_tokenizer).Render(Arithmetic.WithTool(new ArithmeticProblem(347, '×', 29))).Tokens;
+        foreach (int token in answer[(Array.IndexOf(answer, Id(SpecialTokens.Assistant)) + 1)..]) shown.Add(token);
+        shown.Finish();
+        Assert.Equal("[calculator 347 × 29 → 10063] 10063", written.ToString());
+    }
+
+    [Fact]
+    public void GrpoWithToolsRefusesATokenizerWithoutToolTokens()
+    {
+        using var dir = new TempDirectory();
+        var old = OldTokenizer(dir);
+        using var policy = new GptSharp.Models.Gpt(GptSharp.Models.GptConfig.Gpt2(old.VocabSize, 32, layers: 1, heads: 1, width: 16));
+        var error = Assert.Throws<ArgumentException>(() => new GrpoExperience(policy, null, Arithmetic.Reward([]), old, ["What is 1 + 1?"],
+            new GrpoConfig { Tools = "calculator" }, seed: 1));
+        Assert.Contains("no tool-call tokens", error.Message);
+        Assert.Throws<ArgumentException>(() => new GrpoExperience(policy, null, Arithmetic.Reward([]), _tokenizer, ["q"], new GrpoConfig { Tools = "shell" }, seed: 1));
     }
 
     [Fact]

@@ -27,6 +27,8 @@ sealed class GenerateSettings : CommonSettings
     [CommandOption("--device")] [Description("cpu, cuda, cuda:N or auto.")] public string Device { get; init; } = "cpu";
     [CommandOption("--chat")] [Description("Treat the prompt as a user message in the chat template (for SFT/RLHF runs); stops at <|end|>.")]
     public bool Chat { get; init; }
+    [CommandOption("--tools")] [Description("With --chat: offer built-in tools the model may call (calculator); calls run as it answers and show in brackets.")]
+    public string? Tools { get; init; }
     [CommandOption("--best-of")] [Description("Sample N answers and print the one the --reward model scores highest (with --chat; 1: off).")]
     public int BestOf { get; init; } = 1;
     [CommandOption("--reward")] [Description("Reward-model run that chooses among --best-of answers (default: none; needed with --best-of).")]
@@ -37,6 +39,8 @@ sealed class GenerateSettings : CommonSettings
         if (BestOf < 1) return Spectre.Console.ValidationResult.Error($"--best-of {BestOf}: N must be >= 1.");
         if (BestOf > 1 && Reward is null) return Spectre.Console.ValidationResult.Error("--best-of needs --reward RUN: the reward model that chooses.");
         if (BestOf > 1 && !Chat) return Spectre.Console.ValidationResult.Error("--best-of chooses among chat answers: add --chat.");
+        if (Tools is not null && !Chat) return Spectre.Console.ValidationResult.Error("--tools are offered in a chat: add --chat.");
+        if (Tools is not null && BestOf > 1) return Spectre.Console.ValidationResult.Error("--tools and --best-of cannot be combined.");
         if (BestOf > 1 && Samples > 1) return Spectre.Console.ValidationResult.Error("--best-of and --samples cannot be combined.");
         return base.Validate();
     }
@@ -52,8 +56,12 @@ sealed class GenerateCommand : Command<GenerateSettings>
         using var _ = model;
         model.to(torch.device(runtime.Device));
         var tokenizer = GptTokenizer.Load(state.Tokenizer);
+        var tools = s.Tools is null ? null : ToolBox.Named(s.Tools);
+        if (tools is not null && !new ChatTemplate(tokenizer).SupportsTools)
+            throw new ArgumentException($"--tools: {s.RunDir}'s tokenizer has no tool-call tokens (it was trained before they existed); train a new tokenizer and model to use tools.");
+        IReadOnlyList<ChatMessage> messages = [new ChatMessage(ChatRoles.User, s.Prompt)];
         int[] prompt = s.Chat
-            ? new ChatTemplate(tokenizer).RenderPrompt([new ChatMessage(ChatRoles.User, s.Prompt)])
+            ? new ChatTemplate(tokenizer).RenderPrompt(tools is null ? messages : tools.Offer(messages))
             : [tokenizer.BosId, .. tokenizer.Encode(s.Prompt)];
         var options = new SamplingOptions(s.Temperature, s.TopK, s.TopP, s.RepetitionPenalty, s.MaxTokens, s.Seed,
             StopTokens: [tokenizer.BosId, tokenizer.EosId, tokenizer.EndId], TruncatePrompt: s.Truncate);
@@ -63,6 +71,15 @@ sealed class GenerateCommand : Command<GenerateSettings>
         {
             if (s.Samples > 1) Console.WriteLine($"--- sample {sample + 1} (seed {s.Seed + sample})");
             if (!s.Chat) Console.Write(s.Prompt);
+            if (tools is not null)
+            {
+                var shown = new GptSharp.Serving.ToolTurnText(tokenizer, Console.Write);
+                var answer = generator.Generate(prompt, options with { Seed = s.Seed + sample }, shown.Add, cancellation: cancellation, interject: tools.Interjection(tokenizer));
+                shown.Finish();
+                Console.WriteLine();
+                if (!s.Quiet) Console.Error.WriteLine($"[{answer.Tokens.Length} tokens, {answer.Inserted?.Count(i => i) ?? 0} written by tools, finished: {answer.Finish}]");
+                continue;
+            }
             var pending = new List<int>(); // bytes of a character split across tokens wait for the rest
             var result = generator.Generate(prompt, options with { Seed = s.Seed + sample }, token =>
             {

@@ -100,7 +100,7 @@ public static class BuiltInDatasets
         for (int i = 0; i < training.Count; i++)
         {
             train.Add(Arithmetic.WithTool(training[i]));
-            if (i % 4 == 0) train.Add(Arithmetic.WithoutTool(training[i]));
+            if (i % 16 == 0) train.Add(Arithmetic.WithoutTool(training[i]));
         }
         var heldOut = new List<IReadOnlyList<ChatMessage>>();
         foreach (var problem in Arithmetic.Problems(heldOut: true, 100, seed))

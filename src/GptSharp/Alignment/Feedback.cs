@@ -75,6 +75,8 @@ public static class Feedback
                         double si = scores[p * k + i], sj = scores[p * k + j];
                         bool flip = options.LabelNoise > 0 && noise.NextDouble() < options.LabelNoise;
                         if (si == sj || completions[p * k + i].Answer == completions[p * k + j].Answer) continue;
+                        // An answer with no text (the model ended its turn at once) cannot be written as a comparison.
+                        if (completions[p * k + i].Answer.Trim().Length == 0 || completions[p * k + j].Answer.Trim().Length == 0) continue;
                         var (better, worse) = si > sj ? (i, j) : (j, i);
                         if (flip) { (better, worse) = (worse, better); flipped++; }
                         lines.Append(ChatData.PreferenceLine(new PreferencePair([new ChatMessage(ChatRoles.User, chunk[p])],
@@ -144,7 +146,7 @@ public static class Feedback
             var completions = SampleAnswers(policy, tokenizer, chunk, options, start);
             for (int p = 0; p < chunk.Count; p++)
             {
-                var answers = completions.Skip(p * k).Take(k).Select(c => c.Answer).Distinct().ToList();
+                var answers = completions.Skip(p * k).Take(k).Select(c => c.Answer).Where(a => a.Trim().Length > 0).Distinct().ToList();
                 if (answers.Count < 2) continue;
                 lines.Append(JsonSerializer.Serialize(new { id = $"{start + p}", prompt = chunk[p], answers }, ChatData.JsonOptions)).Append('\n');
                 items++;

@@ -120,8 +120,9 @@ public static class Rewards
     };
 
     /// <summary>Completions of rendered chat prompts: the user's text of each prompt and the decoded answer (its final
-    /// assistant turn when tools answered in between).</summary>
+    /// assistant turn when a tool answered in between: <paramref name="inserted"/> marks the tokens tools wrote).</summary>
     public static List<Completion> Describe(GptTokenizer tokenizer, IReadOnlyList<string> prompts, IReadOnlyList<int[]> promptTokens,
         IReadOnlyList<int[]> answers, IReadOnlyList<bool> truncated, IReadOnlyList<bool[]?>? inserted = null) =>
-        [.. prompts.Select((p, i) => new Completion(p, Inference.ToolBox.FinalText(tokenizer, answers[i]), promptTokens[i], answers[i], truncated[i], inserted?[i]))];
+        [.. prompts.Select((p, i) => new Completion(p, inserted?[i] is null ? tokenizer.Decode(answers[i].Where(id => !tokenizer.IsSpecial(id)))
+            : Inference.ToolBox.FinalText(tokenizer, answers[i]), promptTokens[i], answers[i], truncated[i], inserted?[i]))];
 }

@@ -71,29 +71,6 @@ public sealed class ChatSession(ServedModel model, string? system = null, double
         return true;
     }
 
-    /// <summary>Streams an answer with tool turns: text as it comes, each call and its result in brackets.</summary>
-    sealed class ToolTurnText(GptTokenizer tokenizer, Action<string> write)
-    {
-        readonly int _call = tokenizer.SpecialId(SpecialTokens.ToolCall), _tool = tokenizer.SpecialId(SpecialTokens.Tool);
-        readonly int _assistant = tokenizer.SpecialId(SpecialTokens.Assistant);
-        AnswerText _text = new(tokenizer, null, write);
-        bool _inCall;
-
-        public void Add(int token)
-        {
-            if (!tokenizer.IsSpecial(token)) { _text.Add(token); return; }
-            string mark = token == _call ? "[" : token == _tool ? " → " : token == tokenizer.EndId && _inCall ? "" : token == _assistant ? "] " : "";
-            if (token == _call) _inCall = true;
-            if (token == _assistant) _inCall = false;
-            if (mark.Length == 0) return;
-            Finish();
-            write(mark);
-            _text = new AnswerText(tokenizer, null, write);
-        }
-
-        public void Finish() => _text.Finish();
-    }
-
     /// <summary>The prompt for the history, dropping the oldest turns until the prompt leaves room for an answer.</summary>
     int[] Prompt()
     {

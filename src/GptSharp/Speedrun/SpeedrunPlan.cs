@@ -26,12 +26,13 @@ public sealed record SpeedrunOptions
     public int PpoSteps { get; init; } = PpoRun.Defaults.Steps;
     /// <summary>GRPO steps: the held-out form score levels off after about 60 on the speedrun's model.</summary>
     public int GrpoSteps { get; init; } = 60;
-    /// <summary>Fine-tuning steps that teach the SFT model to call the calculator (arithmetic conversations only).</summary>
-    public int ToolSftSteps { get; init; } = 450;
+    /// <summary>Fine-tuning steps that teach the SFT model to call the calculator (arithmetic conversations only): the
+    /// <c>tiny</c> model starts copying numbers into its calls after about 500.</summary>
+    public int ToolSftSteps { get; init; } = 800;
     /// <summary>GRPO steps on the arithmetic task with the calculator, from the tool-SFT model.</summary>
-    public int ToolGrpoSteps { get; init; } = 20;
+    public int ToolGrpoSteps { get; init; } = 40;
     /// <summary>DPO steps on the feedback comparisons (8 titles' comparisons a step).</summary>
-    public int DpoSteps { get; init; } = 100;
+    public int DpoSteps { get; init; } = 80;
     /// <summary>N of the best-of-N baseline: N poems per title, the reward model keeps one.</summary>
     public int BestOf { get; init; } = 4;
     /// <summary>Seed of every stage after SFT (feedback samples, reward model, PPO, GRPO, DPO); null: each stage's default.
@@ -40,7 +41,7 @@ public sealed record SpeedrunOptions
     /// <summary>Held-out titles for the verifiable form score.</summary>
     public int ScorePrompts { get; init; } = 200;
     /// <summary>Held-out items per evaluation task.</summary>
-    public int EvalItems { get; init; } = 100;
+    public int EvalItems { get; init; } = 80;
 }
 
 /// <summary>One stage of the speedrun and the command that reproduces it alone (RUN stands for the speedrun's folder).</summary>
@@ -102,8 +103,10 @@ public sealed class SpeedrunPlan
     public TrainingConfig PpoTraining => Seeded(PpoRun.Defaults with { Steps = Options.PpoSteps, BatchSize = PpoSettings.MiniBatch });
     public GrpoConfig GrpoSettings => new();
     public TrainingConfig GrpoTraining => Seeded(GrpoRun.Defaults with { Steps = Options.GrpoSteps, BatchSize = GrpoSettings.MiniBatch });
-    public TrainingConfig ToolSftTraining => SftRun.Defaults with { Steps = Options.ToolSftSteps };
-    public GrpoConfig ToolGrpoSettings => new() { Tools = RlTasks.Arithmetic().Tools };
+    /// <summary>A constant rate, higher than SFT's: copying numbers is learnt late, and a decaying rate delays it further.</summary>
+    public TrainingConfig ToolSftTraining => SftRun.Defaults with { Steps = Options.ToolSftSteps, LearningRate = 1.5e-3, MinLrRatio = 1 };
+    /// <summary>Sampling at 0.5: at 1.0 a half-taught model miscopies most numbers and few groups have a right answer to learn from.</summary>
+    public GrpoConfig ToolGrpoSettings => new() { Tools = RlTasks.Arithmetic().Tools, Temperature = 0.5 };
     public TrainingConfig ToolGrpoTraining => Seeded(GrpoRun.Defaults with { Steps = Options.ToolGrpoSteps, BatchSize = ToolGrpoSettings.MiniBatch });
     public TrainingConfig DpoTraining => Seeded(DpoRun.Defaults with { Steps = Options.DpoSteps });
 
@@ -123,7 +126,7 @@ public sealed class SpeedrunPlan
         new("grpo", "grpo", $"gptsharp grpo --from RUN/sft --task form --run-dir RUN/grpo{Flags(GrpoTraining, GrpoRun.Defaults)}"),
         new("dpo", "dpo", $"gptsharp dpo --from RUN/sft --data RUN/feedback/pairs.jsonl --run-dir RUN/dpo{Flags(DpoTraining, DpoRun.Defaults)}"),
         new("sft-tools", "sft-tools", $"gptsharp sft --from RUN/sft --data arithmetic --run-dir RUN/sft-tools{Flags(ToolSftTraining, SftRun.Defaults)}"),
-        new("grpo-tools", "grpo-tools", $"gptsharp grpo --from RUN/sft-tools --task arithmetic --run-dir RUN/grpo-tools{Flags(ToolGrpoTraining, GrpoRun.Defaults)}"),
+        new("grpo-tools", "grpo-tools", $"gptsharp grpo --from RUN/sft-tools --task arithmetic --temperature {ToolGrpoSettings.Temperature.ToString(CultureInfo.InvariantCulture)} --run-dir RUN/grpo-tools{Flags(ToolGrpoTraining, GrpoRun.Defaults)}"),
         new("score", "score", $"gptsharp form-score --run-dir RUN/pretrain,RUN/sft,RUN/ppo/policy,RUN/grpo/policy,RUN/dpo,RUN/sft-tools,RUN/grpo-tools/policy --prompts {Options.ScorePrompts}; " +
                               $"gptsharp form-score --run-dir RUN/sft --best-of {Options.BestOf} --reward RUN/reward --prompts {Options.ScorePrompts}; " +
                               $"gptsharp arithmetic-score --run-dir RUN/sft,RUN/ppo/policy,RUN/grpo/policy,RUN/dpo,RUN/sft-tools,RUN/grpo-tools/policy --problems {RlTasks.ScoreProblems}"),
