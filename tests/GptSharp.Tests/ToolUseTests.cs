@@ -17,13 +17,13 @@ public class ToolUseTests(TrainedTokenizerFixture fixture) : IClassFixture<Train
         var problem = new ArithmeticProblem(347, '×', 29);
         var chat = new ChatTemplate(_tokenizer).Render(Arithmetic.WithTool(problem));
         int[] system = _tokenizer.Encode("Tools: calculator."), user = _tokenizer.Encode("What is 347 × 29?");
-        int[] call = _tokenizer.Encode("calculator 347 × 29"), result = _tokenizer.Encode("10063");
+        int[] call = _tokenizer.Encode("calculator 347 × 29"), result = _tokenizer.Encode("10063"), final = _tokenizer.Encode("347 × 29 = 10063");
         int[] expected =
         [
             _tokenizer.BosId, Id(SpecialTokens.System), .. system, _tokenizer.EndId, Id(SpecialTokens.User), .. user, _tokenizer.EndId,
             Id(SpecialTokens.Assistant), Id(SpecialTokens.ToolCall), .. call, _tokenizer.EndId,
             Id(SpecialTokens.Tool), .. result, _tokenizer.EndId,
-            Id(SpecialTokens.Assistant), .. result, _tokenizer.EndId,
+            Id(SpecialTokens.Assistant), .. final, _tokenizer.EndId,
         ];
         Assert.Equal(expected, chat.Tokens);
         // Learned: the call (its marker, text and closing <|end|>) and the final answer with its <|end|>; not the tool's turn.
@@ -143,7 +143,7 @@ public class ToolUseTests(TrainedTokenizerFixture fixture) : IClassFixture<Train
         int[] answerB = [.. _tokenizer.Encode("46"), _tokenizer.EndId];
         Assert.Equal(plain[^answerB.Length..], answerB);
         var decoder = Scripted([answerA, answerB], promptA.Length, _tokenizer.VocabSize);
-        var options = new SamplingOptions(Temperature: 0, MaxNewTokens: 40, StopTokens: [_tokenizer.EndId]);
+        var options = new SamplingOptions(Temperature: 0, MaxNewTokens: 64, StopTokens: [_tokenizer.EndId]);
         var results = decoder.Generate([promptA, promptA], options, interject: Arithmetic.Tools.Interjection(_tokenizer));
 
         Assert.Equal(answerA, results[0].Tokens);
@@ -156,12 +156,12 @@ public class ToolUseTests(TrainedTokenizerFixture fixture) : IClassFixture<Train
         Assert.Null(results[1].Inserted);
 
         // What the answer says, and the messages it holds.
-        Assert.Equal("10063", ToolBox.FinalText(_tokenizer, results[0].Tokens));
+        Assert.Equal("347 × 29 = 10063", ToolBox.FinalText(_tokenizer, results[0].Tokens));
         var messages = ToolBox.Messages(_tokenizer, results[0].Tokens);
         Assert.Equal([ChatRoles.Assistant, ChatRoles.Tool, ChatRoles.Assistant], messages.Select(m => m.Role));
         Assert.Equal(new ToolCall("calculator", "347 × 29"), messages[0].ToolCall);
         Assert.Equal("10063", messages[1].Content);
-        Assert.Equal("10063", messages[2].Content);
+        Assert.Equal("347 × 29 = 10063", messages[2].Content);
 
         // Without the tool, the same script ends at the call's <|end|>.
         var bare = decoder.Generate([promptA], options);
@@ -176,7 +176,7 @@ public class ToolUseTests(TrainedTokenizerFixture fixture) : IClassFixture<Train
         var answer = new ChatTemplate(_tokenizer).Render(Arithmetic.WithTool(new ArithmeticProblem(347, '×', 29))).Tokens;
         foreach (int token in answer[(Array.IndexOf(answer, Id(SpecialTokens.Assistant)) + 1)..]) shown.Add(token);
         shown.Finish();
-        Assert.Equal("[calculator 347 × 29 → 10063] 10063", written.ToString());
+        Assert.Equal("[calculator 347 × 29 → 10063] 347 × 29 = 10063", written.ToString());
     }
 
     [Fact]
@@ -214,12 +214,13 @@ public class ToolUseTests(TrainedTokenizerFixture fixture) : IClassFixture<Train
         Assert.Equal(300, heldOut.Select(p => p.Question).Distinct().Count());
         Assert.All(train.Take(200), p => Assert.Equal(p.Answer, Calculator.Evaluate(p.Expression).Text));
         Assert.Equal(['+', '-', '×'], train.Select(p => p.Operator).Distinct().Order());
-        Assert.All(train, p => Assert.True(p.A >= 10 && p.B >= 10, "multi-digit operands"));
+        Assert.All(train, p => Assert.True(p.A is >= 10 and < 1000 && p.B is >= 10 and < 1000, "two or three digits"));
         Assert.Equal("10063", new ArithmeticProblem(347, '×', 29).Answer);
 
         // The reward reads the final turn: the tool's text alone does not count.
         var reward = Arithmetic.Reward([new ArithmeticProblem(347, '×', 29)]);
-        Assert.Equal([1.0, 0.0], reward([new("What is 347 × 29?", "10063", [], [], false), new("What is 347 × 29?", "10064", [], [], false)]));
+        Assert.Equal([1.0, 1.0, 0.0], reward([new("What is 347 × 29?", "10063", [], [], false), new("What is 347 × 29?", "347 × 29 = 10063", [], [], false),
+            new("What is 347 × 29?", "347 × 29 = 10064", [], [], false)]));
     }
 
     [Fact]

@@ -15,10 +15,10 @@ public sealed record ArithmeticProblem(long A, char Operator, long B)
 }
 
 /// <summary>
-/// The built-in arithmetic task (nanochat's calculator, done with a sandbox): questions like "What is 4821 × 37?"
-/// over operands of 2–4 digits (2–3 for ×). SFT data shows both ways to answer: with the calculator offered (a system
-/// turn names it), the assistant calls it and copies its result; without, the assistant answers from what it has
-/// learned. The exact-answer accuracy of the two ways is what a tool is worth to a model.
+/// The built-in arithmetic task (nanochat's calculator, done with a sandbox): questions like "What is 482 × 37?"
+/// over operands of 2–3 digits (2 for ×). SFT data shows both ways to answer: with the calculator offered (a system
+/// turn names it), the assistant calls it and states the result (<c>482 × 37 = 17834</c>); without, the assistant
+/// answers from what it has learned. The exact-answer accuracy of the two ways is what a tool is worth to a model.
 /// </summary>
 public static class Arithmetic
 {
@@ -37,12 +37,13 @@ public static class Arithmetic
 
     static IEnumerable<ArithmeticProblem> Stream(long seed, string split)
     {
-        var random = new Random(HashCode.Combine((int)(seed & 0x7fffffff), split == "train" ? 17 : 91));
+        // A fixed mix of seed and split (HashCode.Combine is randomised per process, so it cannot be used here).
+        var random = new Random((int)((seed * 1_000_003 + (split == "train" ? 17 : 91)) & 0x7fffffff));
         var seen = new HashSet<string>();
         while (true)
         {
             char op = "+-×"[random.Next(3)];
-            int maxDigits = op == '×' ? 3 : 4;
+            int maxDigits = op == '×' ? 2 : 3;
             long Operand() { int digits = random.Next(2, maxDigits + 1); return random.NextInt64((long)Math.Pow(10, digits - 1), (long)Math.Pow(10, digits)); }
             var problem = new ArithmeticProblem(Operand(), op, Operand());
             if (seen.Add(problem.Question)) yield return problem;
@@ -58,7 +59,7 @@ public static class Arithmetic
         new ChatMessage(ChatRoles.User, problem.Question),
         new ChatMessage(ChatRoles.Assistant, "", new ToolCall(ToolName, problem.Expression)),
         new ChatMessage(ChatRoles.Tool, Calculator.Evaluate(problem.Expression).Text),
-        new ChatMessage(ChatRoles.Assistant, problem.Answer),
+        new ChatMessage(ChatRoles.Assistant, $"{problem.Expression} = {problem.Answer}"),
     ]);
 
     /// <summary>The same question answered directly, no tool offered.</summary>
