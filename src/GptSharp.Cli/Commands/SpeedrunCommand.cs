@@ -228,7 +228,7 @@ sealed class SpeedrunCommand : Command<SpeedrunSettings>
             // Arithmetic: exact answers with the calculator offered and without, for every chat model.
             var arithmetic = new Dictionary<string, object>();
             var arithmeticTable = new Table().AddColumns("model", "arithmetic, no tool", "with calculator", "answers that called it");
-            foreach (var (name, folder, bestOf) in AlignmentStages.ScoredModels(plan).Where(m => m.BestOf == 1 && m.Name != "base"))
+            foreach (var (name, folder) in AlignmentStages.ArithmeticModels(plan))
             {
                 var (without, with) = ProgressDisplay.Run($"arithmetic {name}", double.NaN, "", settings.Quiet, (Action<double> _) => AlignmentStages.ArithmeticScore(folder));
                 arithmetic[name] = new { withoutTool = without.Accuracy, withTool = with.Accuracy, toolCalls = with.ToolCalls / (double)with.Problems };
@@ -240,9 +240,9 @@ sealed class SpeedrunCommand : Command<SpeedrunSettings>
 
         if (Go("eval")) RunStage(settings, "eval", () =>
         {
-            // GPT-2/GPT-3: the same tasks zero- and few-shot, for the base, SFT and RLHF models alike.
+            // GPT-2/GPT-3: the same tasks zero- and few-shot, for the base and RLHF models alike.
             var results = new Dictionary<string, object>();
-            foreach (var (name, dir) in new[] { ("base", plan.Pretrain), ("sft", plan.Sft), ("ppo", plan.Policy) })
+            foreach (var (name, dir) in new[] { ("base", plan.Pretrain), ("ppo", plan.Policy) })
             {
                 var report = ProgressDisplay.Run($"eval {name}", BuiltInTasks.Names.Count * 4, "scores", settings.Quiet, (Action<double> progress) =>
                 {

@@ -99,7 +99,13 @@ public static class AlignmentStages
     public static IReadOnlyList<(string Name, string Folder, int BestOf)> ScoredModels(SpeedrunPlan plan) =>
     [
         ("base", plan.Pretrain, 1), ("sft", plan.Sft, 1), ($"sft best-of-{plan.Options.BestOf}", plan.Sft, plan.Options.BestOf),
-        ("ppo", plan.Policy, 1), ("grpo", plan.GrpoPolicy, 1), ("dpo", plan.Dpo, 1), ("sft-tools", plan.ToolSft, 1), ("grpo-tools", plan.ToolGrpoPolicy, 1),
+        ("ppo", plan.Policy, 1), ("grpo", plan.GrpoPolicy, 1), ("dpo", plan.Dpo, 1),
+    ];
+
+    /// <summary>The chat models whose arithmetic the score stage measures: every one above, and the two taught the calculator.</summary>
+    public static IReadOnlyList<(string Name, string Folder)> ArithmeticModels(SpeedrunPlan plan) =>
+    [
+        ("sft", plan.Sft), ("ppo", plan.Policy), ("grpo", plan.GrpoPolicy), ("dpo", plan.Dpo), ("sft-tools", plan.ToolSft), ("grpo-tools", plan.ToolGrpoPolicy),
     ];
 
     /// <summary>Exact answers of one model on the held-out arithmetic problems, without the calculator and with it.</summary>

@@ -128,10 +128,10 @@ public sealed class SpeedrunPlan
         new("dpo", "dpo", $"gptsharp dpo --from RUN/sft --data RUN/feedback/pairs.jsonl --run-dir RUN/dpo{Flags(DpoTraining, DpoRun.Defaults)}"),
         new("sft-tools", "sft-tools", $"gptsharp sft --from RUN/sft --data arithmetic --run-dir RUN/sft-tools{Flags(ToolSftTraining, SftRun.Defaults)}"),
         new("grpo-tools", "grpo-tools", $"gptsharp grpo --from RUN/sft-tools --task arithmetic --temperature {ToolGrpoSettings.Temperature.ToString(CultureInfo.InvariantCulture)} --run-dir RUN/grpo-tools{Flags(ToolGrpoTraining, GrpoRun.Defaults)}"),
-        new("score", "score", $"gptsharp form-score --run-dir RUN/pretrain,RUN/sft,RUN/ppo/policy,RUN/grpo/policy,RUN/dpo,RUN/sft-tools,RUN/grpo-tools/policy --prompts {Options.ScorePrompts}; " +
+        new("score", "score", $"gptsharp form-score --run-dir RUN/pretrain,RUN/sft,RUN/ppo/policy,RUN/grpo/policy,RUN/dpo --prompts {Options.ScorePrompts}; " +
                               $"gptsharp form-score --run-dir RUN/sft --best-of {Options.BestOf} --reward RUN/reward --prompts {Options.ScorePrompts}; " +
                               $"gptsharp arithmetic-score --run-dir RUN/sft,RUN/ppo/policy,RUN/grpo/policy,RUN/dpo,RUN/sft-tools,RUN/grpo-tools/policy --problems {RlTasks.ScoreProblems}"),
-        new("eval", "eval", $"gptsharp eval --run-dir RUN/pretrain,RUN/sft,RUN/ppo/policy --shots 0,1,2,4 --items {Options.EvalItems}"),
+        new("eval", "eval", $"gptsharp eval --run-dir RUN/pretrain,RUN/ppo/policy --shots 0,1,2,4 --items {Options.EvalItems}"),
         new("export", "export", "gptsharp export gguf --run-dir RUN/ppo/policy --out RUN/export/chat.gguf; gptsharp export hf --run-dir RUN/ppo/policy --out RUN/export/hf"),
     ];
 
