@@ -132,7 +132,7 @@ public class TokenizerTests(TrainedTokenizerFixture fixture) : IClassFixture<Tra
     [Fact]
     public void SpecialTokensNeverComeFromPlainText()
     {
-        string text = "<|bos|>hi<|user|>x<|end|><|assistant|><|eos|><|pad|><|mask|><|system|>";
+        string text = "<|bos|>hi<|user|>x<|end|><|assistant|><|eos|><|pad|><|mask|><|system|><|tool_call|><|tool|>";
         int[] plain = _tokenizer.Encode(text);
         Assert.DoesNotContain(plain, _tokenizer.IsSpecial);
         Assert.Equal(text, _tokenizer.Decode(plain));

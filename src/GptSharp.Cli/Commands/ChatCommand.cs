@@ -13,7 +13,7 @@ sealed class ChatSettings : CommonSettings
     [CommandOption("--max-tokens")] [Description("Longest answer, in tokens.")] public int MaxTokens { get; init; } = 128;
     [CommandOption("--system")] [Description("System prompt (default: none).")]
     public string? System { get; init; }
-    [CommandOption("--tools")] [Description("Offer built-in tools the model may call while it answers (calculator); the model must have learned to call them (the speedrun's SFT data teaches the calculator).")]
+    [CommandOption("--tools")] [Description("Offer built-in tools the model may call while it answers (calculator); the model must have learned to call them (the speedrun's sft-tools stage teaches the calculator; default: none).")]
     public string? Tools { get; init; }
 }
 

@@ -27,7 +27,7 @@ sealed class GenerateSettings : CommonSettings
     [CommandOption("--device")] [Description("cpu, cuda, cuda:N or auto.")] public string Device { get; init; } = "cpu";
     [CommandOption("--chat")] [Description("Treat the prompt as a user message in the chat template (for SFT/RLHF runs); stops at <|end|>.")]
     public bool Chat { get; init; }
-    [CommandOption("--tools")] [Description("With --chat: offer built-in tools the model may call (calculator); calls run as it answers and show in brackets.")]
+    [CommandOption("--tools")] [Description("With --chat: offer built-in tools the model may call (calculator); calls run as it answers and show in brackets (default: none).")]
     public string? Tools { get; init; }
     [CommandOption("--best-of")] [Description("Sample N answers and print the one the --reward model scores highest (with --chat; 1: off).")]
     public int BestOf { get; init; } = 1;
