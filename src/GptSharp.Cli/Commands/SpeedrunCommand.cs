@@ -173,15 +173,17 @@ sealed class SpeedrunCommand : Command<SpeedrunSettings>
                 keptGold = report.Kept?.Score, report.Training.Seconds };
         });
 
-        if (Go("grpo")) RunStage(settings, "grpo", () =>
+        // A GRPO stage: the run, one line of what it did, the figures done.json keeps.
+        object GrpoStage(string stage, int steps, Func<Action<StepMetrics>, GrpoReport> run)
         {
-            var report = ProgressDisplay.Run("grpo", plan.GrpoTraining.Steps, "steps", settings.Quiet, progress =>
-                AlignmentStages.Grpo(plan, runtime.Device, onStep: m => progress(m.Step)));
+            var report = ProgressDisplay.Run(stage, steps, "steps", settings.Quiet, progress => run(m => progress(m.Step)));
             var rollouts = report.Rollouts;
             double first = rollouts.Take(3).Average(r => r.MeanReward), final = rollouts.TakeLast(3).Average(r => r.MeanReward);
-            AnsiConsole.MarkupLine($"grpo: mean reward {first:F2} → {final:F2} over {rollouts.Count} rollouts; kept step {report.Kept?.Step} (held-out gold {report.Kept?.Score:P1})");
+            AnsiConsole.MarkupLine($"{stage}: mean reward {first:F2} → {final:F2} over {rollouts.Count} rollouts; kept step {report.Kept?.Step} (held-out gold {report.Kept?.Score:P1})");
             return new { rollouts = rollouts.Count, firstReward = first, lastReward = final, keptStep = report.Kept?.Step, keptGold = report.Kept?.Score, report.Training.Seconds };
-        });
+        }
+
+        if (Go("grpo")) RunStage(settings, "grpo", () => GrpoStage("grpo", plan.GrpoTraining.Steps, onStep => AlignmentStages.Grpo(plan, runtime.Device, onStep)));
 
         if (Go("dpo")) RunStage(settings, "dpo", () =>
         {
@@ -201,14 +203,7 @@ sealed class SpeedrunCommand : Command<SpeedrunSettings>
         });
 
         if (Go("grpo-tools")) RunStage(settings, "grpo-tools", () =>
-        {
-            var report = ProgressDisplay.Run("grpo-tools", plan.ToolGrpoTraining.Steps, "steps", settings.Quiet, progress =>
-                AlignmentStages.ToolGrpo(plan, runtime.Device, onStep: m => progress(m.Step)));
-            var rollouts = report.Rollouts;
-            double first = rollouts.Take(3).Average(r => r.MeanReward), final = rollouts.TakeLast(3).Average(r => r.MeanReward);
-            AnsiConsole.MarkupLine($"grpo-tools: exact answers {first:P0} → {final:P0} of the rollouts over {rollouts.Count}; kept step {report.Kept?.Step} (held-out {report.Kept?.Score:P1})");
-            return new { rollouts = rollouts.Count, firstReward = first, lastReward = final, keptStep = report.Kept?.Step, keptGold = report.Kept?.Score, report.Training.Seconds };
-        });
+            GrpoStage("grpo-tools", plan.ToolGrpoTraining.Steps, onStep => AlignmentStages.ToolGrpo(plan, runtime.Device, onStep)));
 
         if (Go("score")) RunStage(settings, "score", () =>
         {

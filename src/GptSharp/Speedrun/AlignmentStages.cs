@@ -60,14 +60,8 @@ public static class AlignmentStages
     }
 
     /// <summary>RL with a verifiable reward: the form program itself, G answers per title, no critic, no reward model.</summary>
-    public static GrpoReport Grpo(SpeedrunPlan plan, string device, Action<StepMetrics>? onStep = null)
-    {
-        var form = RlTasks.Form();
-        var tokenizer = GptTokenizer.Load(Checkpoint.ReadState(plan.Sft).Tokenizer);
-        return GrpoRun.Execute(plan.Sft, form.Prompts, form.Program, plan.GrpoSettings, plan.GrpoTraining, plan.Grpo, device,
-            selection: new PolicySelection(p => form.HeldOutGold!(p, tokenizer)), onStep: onStep, resume: Checkpoint.Find(plan.Grpo) is not null,
-            rewardDescription: form.Name);
-    }
+    public static GrpoReport Grpo(SpeedrunPlan plan, string device, Action<StepMetrics>? onStep = null) =>
+        GrpoOnTask(RlTasks.Form(), plan.Sft, plan.GrpoSettings, plan.GrpoTraining, plan.Grpo, device, onStep);
 
     /// <summary>The SFT model taught to call the calculator: arithmetic conversations only, with and without the tool.</summary>
     public static SftReport ToolSft(SpeedrunPlan plan, string device, Action<StepMetrics>? onStep = null)
@@ -78,13 +72,16 @@ public static class AlignmentStages
 
     /// <summary>RL with tools: multi-digit arithmetic from the tool-SFT model, the calculator run inside every rollout,
     /// 1 for the exact result.</summary>
-    public static GrpoReport ToolGrpo(SpeedrunPlan plan, string device, Action<StepMetrics>? onStep = null)
+    public static GrpoReport ToolGrpo(SpeedrunPlan plan, string device, Action<StepMetrics>? onStep = null) =>
+        GrpoOnTask(RlTasks.Arithmetic(), plan.ToolSft, plan.ToolGrpoSettings, plan.ToolGrpoTraining, plan.ToolGrpo, device, onStep);
+
+    /// <summary>GRPO from <paramref name="from"/> against a built-in task's program, keeping the best policy by its held-out gold.</summary>
+    static GrpoReport GrpoOnTask(RlTask task, string from, GrpoConfig settings, TrainingConfig training, string folder, string device, Action<StepMetrics>? onStep)
     {
-        var arithmetic = RlTasks.Arithmetic();
-        var tokenizer = GptTokenizer.Load(Checkpoint.ReadState(plan.ToolSft).Tokenizer);
-        return GrpoRun.Execute(plan.ToolSft, arithmetic.Prompts, arithmetic.Program, plan.ToolGrpoSettings, plan.ToolGrpoTraining, plan.ToolGrpo, device,
-            selection: new PolicySelection(p => arithmetic.HeldOutGold!(p, tokenizer)), onStep: onStep, resume: Checkpoint.Find(plan.ToolGrpo) is not null,
-            rewardDescription: arithmetic.Name);
+        var tokenizer = GptTokenizer.Load(Checkpoint.ReadState(from).Tokenizer);
+        return GrpoRun.Execute(from, task.Prompts, task.Program, settings, training, folder, device,
+            selection: new PolicySelection(p => task.HeldOutGold!(p, tokenizer)), onStep: onStep, resume: Checkpoint.Find(folder) is not null,
+            rewardDescription: task.Name);
     }
 
     /// <summary>DPO on the reward model's comparisons (the same split): no reward model, no sampling while training.</summary>
