@@ -75,7 +75,7 @@ public static class Arithmetic
     }
 
     /// <summary>Exact-answer accuracy on held-out problems, greedy, with or without the calculator offered and run.</summary>
-    public static ArithmeticReport Measure(Gpt model, GptTokenizer tokenizer, IReadOnlyList<ArithmeticProblem> problems, bool withTool, int maxNewTokens = 32)
+    public static ArithmeticReport Measure(Gpt model, GptTokenizer tokenizer, IReadOnlyList<ArithmeticProblem> problems, bool withTool, int maxNewTokens = 64)
     {
         var prompts = problems.Select(p => p.Question).ToList();
         var tools = withTool ? Tools : null;
