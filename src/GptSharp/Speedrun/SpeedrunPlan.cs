@@ -107,7 +107,7 @@ public sealed class SpeedrunPlan
     /// number of steps more than of examples (batches of 4 never got there in 1,500 steps, of 16 it took as long).</summary>
     public TrainingConfig ToolSftTraining => SftRun.Defaults with { Steps = Options.ToolSftSteps, BatchSize = 8, LearningRate = 1.5e-3, MinLrRatio = 1 };
     /// <summary>Sampling at 0.5: at 1.0 a half-taught model miscopies most numbers and few groups have a right answer to learn from.</summary>
-    public GrpoConfig ToolGrpoSettings => new() { Tools = RlTasks.Arithmetic().Tools, Temperature = 0.5 };
+    public GrpoConfig ToolGrpoSettings => new() { Tools = Arithmetic.ToolName, Temperature = 0.5 };
     public TrainingConfig ToolGrpoTraining => Seeded(GrpoRun.Defaults with { Steps = Options.ToolGrpoSteps, BatchSize = ToolGrpoSettings.MiniBatch });
     public TrainingConfig DpoTraining => Seeded(DpoRun.Defaults with { Steps = Options.DpoSteps });
 
