@@ -45,7 +45,10 @@ public class WebChatTests(TrainedTokenizerFixture fixture) : IClassFixture<Train
         await Assertions.Expect(page.Locator("#stop")).ToBeEnabledAsync();
         await Assertions.Expect(page.Locator(".msg.assistant").Last).Not.ToBeEmptyAsync(new() { Timeout = 30_000 });
         string partial = await page.Locator(".msg.assistant").Last.TextContentAsync() ?? "";
-        await page.ClickAsync("#stop");
+        // Clicked from script: the button moves while the answer grows, and Playwright's wait for a stable element can
+        // outlast the whole generation on a busy machine.
+        bool stoppedWhileStreaming = await page.EvaluateAsync<bool>("() => { const b = document.getElementById('stop'); if (b.disabled) return false; b.click(); return true; }");
+        Assert.True(stoppedWhileStreaming, "the answer finished before Stop could be clicked");
         await Assertions.Expect(page.Locator("#send")).ToBeEnabledAsync(new() { Timeout = 5_000 });
         for (int i = 0; i < 50 && server.CancelledGenerations == 0; i++) await Task.Delay(100);
         Assert.Equal(1, server.CancelledGenerations);
