@@ -13,7 +13,11 @@ public sealed record BatchRow(int[] Prompt, SamplingOptions Options, Action<int>
     Func<IEnumerable<int>, string>? Decode = null, Func<IReadOnlyList<int>, int[]?>? Interject = null);
 
 /// <summary>What one row of a batch produced: its tokens, whether its client cancelled, and the error that ended it alone.</summary>
-public sealed record BatchResult(Generation Generation, bool Cancelled, Exception? Error = null);
+public sealed record BatchResult(Generation Generation, bool Cancelled, Exception? Error = null)
+{
+    /// <summary>Where the request's time went, when its scheduler measures it.</summary>
+    public DecodeTimings? Timings { get; init; }
+}
 
 /// <summary>
 /// The one decoding engine: chat, generate, serving, evaluation and PPO rollouts all go through it. Prompts are
@@ -118,16 +122,7 @@ public sealed class TokenDecoder
         {
             using var noGrad = no_grad();
             var device = session.Device;
-            var generators = rows.Select(r => new torch.Generator((ulong)r.Options.Seed, device)).ToArray();
-            var contexts = prompts.Select(p => new List<int>(p)).ToArray();
-            var produced = rows.Select(_ => new List<int>()).ToArray();
-            var inserted = rows.Select(_ => new List<bool>()).ToArray();   // per produced token: written by a tool, not sampled
-            var pending = rows.Select(_ => new Queue<int>()).ToArray();
-            var finish = new FinishReason[b];
-            var active = new bool[b];
-            var cancelled = new bool[b];
-            var errors = new Exception?[b];
-            Array.Fill(active, true);
+            var decodings = rows.Select((r, i) => new RowDecoding(r, prompts[i], device)).ToArray();
             int[] live = [.. Enumerable.Range(0, b)];   // session row → batch row
             var next = new long[b];
             int steps = 0;
@@ -138,40 +133,14 @@ public sealed class TokenDecoder
                 while (true)
                 {
                     for (int k = 0; k < live.Length; k++)
-                    {
-                        int i = live[k];
-                        if (!active[i]) continue;
-                        if (rows[i].Cancellation.IsCancellationRequested) { active[i] = false; cancelled[i] = true; continue; }
-                        try
-                        {
-                            bool forced = pending[i].Count > 0;
-                            int token = forced ? pending[i].Dequeue() : Sampler.Sample(logits[k], contexts[i], rows[i].Options, generators[i]);
-                            next[k] = token;
-                            produced[i].Add(token);
-                            inserted[i].Add(forced);
-                            contexts[i].Add(token);
-                            rows[i].OnToken?.Invoke(token);
-                            if (!forced && rows[i].Interject?.Invoke(produced[i]) is { Length: > 0 } interjection)
-                                foreach (int id in interjection) pending[i].Enqueue(id);
-                            if (forced || pending[i].Count > 0) { }   // tokens a tool wrote, and the call they answer, never stop a row
-                            else if (rows[i].Options.StopTokens?.Contains(token) == true) { finish[i] = FinishReason.Stop; active[i] = false; }
-                            else if (rows[i].Decode is { } decode && rows[i].Options.StopSequences is { Count: > 0 } stops
-                                     && StopText.Find(decode(produced[i]), stops) >= 0) { finish[i] = FinishReason.Stop; active[i] = false; }
-                            if (active[i] && produced[i].Count >= rows[i].Options.MaxNewTokens) { finish[i] = FinishReason.Length; active[i] = false; }
-                        }
-                        catch (Exception e)
-                        {
-                            errors[i] = e;
-                            active[i] = false;
-                        }
-                    }
-                    if (!live.Any(i => active[i])) break;
+                        if (decodings[live[k]].Step(logits[k])) next[k] = decodings[live[k]].Next;
+                    if (!live.Any(i => decodings[i].Active)) break;
                     if (session.Length >= ContextLength)
                     {
                         // A row without padding fills the context; the others move on without the padding they share.
-                        int[] keep = [.. Enumerable.Range(0, live.Length).Where(k => active[live[k]] && session.LeftPadding[k] > 0)];
-                        foreach (int k in Enumerable.Range(0, live.Length).Where(k => active[live[k]] && session.LeftPadding[k] == 0))
-                        { finish[live[k]] = FinishReason.ContextFull; active[live[k]] = false; }
+                        int[] keep = [.. Enumerable.Range(0, live.Length).Where(k => decodings[live[k]].Active && session.LeftPadding[k] > 0)];
+                        foreach (int k in Enumerable.Range(0, live.Length).Where(k => decodings[live[k]].Active && session.LeftPadding[k] == 0))
+                            decodings[live[k]].End(FinishReason.ContextFull);
                         if (keep.Length == 0) break;
                         session.Keep(keep);
                         live = [.. keep.Select(k => live[k])];
@@ -182,8 +151,7 @@ public sealed class TokenDecoder
                     logits = session.Feed(tensor(next, [live.Length, 1], device: device)).select(1, 0).MoveToOuterDisposeScope();
                 }
             }
-            return [.. rows.Select((r, i) => new BatchResult(new Generation(prompts[i], [.. produced[i]], finish[i],
-                inserted[i].Contains(true) ? [.. inserted[i]] : null), cancelled[i], errors[i]))];
+            return [.. decodings.Select(d => d.Result())];
         }
         finally
         {

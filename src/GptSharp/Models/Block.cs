@@ -37,7 +37,7 @@ public sealed class Block : Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor x) => Forward(x, null, null, 0, 0);
 
-    public Tensor Forward(Tensor x, Rotary? rotary, KvCache? cache, int layer, int start)
+    public Tensor Forward(Tensor x, Rotary? rotary, IAttentionCache? cache, int layer, int start)
     {
         using var scope = NewDisposeScope();
         Tensor result;

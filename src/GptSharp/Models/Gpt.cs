@@ -59,7 +59,7 @@ public sealed class Gpt : Module<Tensor, Tensor>
     public override Tensor forward(Tensor tokens) => Forward(tokens, null);
 
     /// <summary>tokens: (B, T) int64 → logits (B, T, Vocab). With a cache, T new tokens follow the cached ones.</summary>
-    public Tensor Forward(Tensor tokens, KvCache? cache)
+    public Tensor Forward(Tensor tokens, IAttentionCache? cache)
     {
         using var scope = NewDisposeScope();
         var x = Hidden(tokens, cache);
@@ -68,7 +68,7 @@ public sealed class Gpt : Module<Tensor, Tensor>
     }
 
     /// <summary>tokens: (B, T) → the final normalised hidden states (B, T, Width), before the vocabulary projection.</summary>
-    public Tensor Hidden(Tensor tokens, KvCache? cache = null)
+    public Tensor Hidden(Tensor tokens, IAttentionCache? cache = null)
     {
         using var scope = NewDisposeScope();
         long t = tokens.shape[1];

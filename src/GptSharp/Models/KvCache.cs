@@ -7,7 +7,7 @@ namespace GptSharp.Models;
 /// Keys and values of every layer for the tokens seen so far, preallocated to the context length so that decoding
 /// a token writes one slot instead of concatenating. Shapes: (B, KvHeads, ContextLength, HeadDim) per layer.
 /// </summary>
-public sealed class KvCache : IDisposable
+public sealed class KvCache : IAttentionCache, IDisposable
 {
     readonly Tensor[] _keys, _values;
     readonly GptConfig _config;

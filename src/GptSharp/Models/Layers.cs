@@ -97,7 +97,7 @@ public sealed class SelfAttention : Module<Tensor, Tensor>
     }
 
     /// <summary>x: (B, T, C) → (B, T, C), causal. With a cache, keys/values of earlier tokens come from it.</summary>
-    public Tensor Forward(Tensor x, Rotary? rotary, KvCache? cache, int layer, int start)
+    public Tensor Forward(Tensor x, Rotary? rotary, IAttentionCache? cache, int layer, int start)
     {
         using var scope = NewDisposeScope();
         long b = x.shape[0], t = x.shape[1];

@@ -4,12 +4,12 @@ using GptSharp.Inference;
 namespace GptSharp.Serving;
 
 /// <summary>
-/// Batches the requests for one model: a single worker takes every waiting request (up to the batch size) and
+/// Static batching, kept as the baseline the serve bench measures <see cref="ContinuousBatcher"/> against: a single worker takes every waiting request (up to the batch size) and
 /// generates them together with <see cref="TokenDecoder"/>, one forward per step for the whole batch; requests that
 /// arrive meanwhile form the next batch. A request whose client left is dropped before its batch starts, or stops
 /// inside it at the next token. A row that fails fails alone: its request gets the error, the others their answers.
 /// </summary>
-public sealed class DecodeScheduler : IAsyncDisposable
+public sealed class DecodeScheduler : IGenerationScheduler
 {
     sealed record Pending(BatchRow Row, TaskCompletionSource<BatchResult> Done);
 
@@ -37,6 +37,9 @@ public sealed class DecodeScheduler : IAsyncDisposable
 
     /// <summary>Requests waiting for a batch now.</summary>
     public int Waiting => Volatile.Read(ref _waiting);
+    public int Running => Volatile.Read(ref _running);
+    public int Capacity => _maxBatch;
+    int _running;
 
     /// <summary>
     /// Queues a generation unless <c>maxQueue</c> requests already wait (then null). The task ends with the row's
@@ -58,9 +61,6 @@ public sealed class DecodeScheduler : IAsyncDisposable
         return done.Task;
     }
 
-    /// <summary>Queues a generation regardless of the queue limit.</summary>
-    public Task<BatchResult> Enqueue(BatchRow row) => TryEnqueue(row) ?? throw new InvalidOperationException($"{_maxQueue} requests are already waiting.");
-
     async Task Work()
     {
         while (await _queue.Reader.WaitToReadAsync())
@@ -80,6 +80,7 @@ public sealed class DecodeScheduler : IAsyncDisposable
             if (batch.Count == 0) continue;
             Batches++;
             LargestBatch = Math.Max(LargestBatch, batch.Count);
+            Volatile.Write(ref _running, batch.Count);
             try
             {
                 var results = _model.Decoder.Generate([.. batch.Select(p => p.Row)]);
@@ -89,6 +90,7 @@ public sealed class DecodeScheduler : IAsyncDisposable
             {
                 foreach (var pending in batch) pending.Done.TrySetException(e);
             }
+            Volatile.Write(ref _running, 0);
         }
     }
 

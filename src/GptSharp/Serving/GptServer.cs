@@ -25,7 +25,7 @@ public sealed class GptServer : IAsyncDisposable
     readonly WebApplication _app;
     readonly Dictionary<string, ServedModel> _models;
     readonly ServerOptions _options;
-    readonly Dictionary<string, DecodeScheduler> _schedulers;
+    readonly Dictionary<string, IGenerationScheduler> _schedulers;
     readonly HashSet<string> _allowedHosts;
 
     public GptServer(IReadOnlyList<ServedModel> models, ServerOptions options)
@@ -39,7 +39,9 @@ public sealed class GptServer : IAsyncDisposable
         _allowedHosts = new HashSet<string>(["localhost", "127.0.0.1", "::1", options.Host.Trim().Trim('[', ']'), .. options.AllowedHosts ?? []],
             StringComparer.OrdinalIgnoreCase);
         _models = models.ToDictionary(m => m.Name);
-        _schedulers = models.ToDictionary(m => m.Name, m => new DecodeScheduler(m, options.MaxConcurrent, options.MaxQueue));
+        _schedulers = models.ToDictionary(m => m.Name, m => options.Batching == Batching.Static
+            ? (IGenerationScheduler)new DecodeScheduler(m, options.MaxConcurrent, options.MaxQueue)
+            : new ContinuousBatcher(m.Model, new BatcherOptions(options.MaxConcurrent, options.MaxQueue, PrefixCache: options.PrefixCache)));
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
         builder.WebHost.UseKestrel(k =>
@@ -81,7 +83,7 @@ public sealed class GptServer : IAsyncDisposable
     public Task WaitForShutdownAsync(CancellationToken cancellation = default) => _app.WaitForShutdownAsync(cancellation);
 
     /// <summary>The batching scheduler of a served model.</summary>
-    public DecodeScheduler Scheduler(string model) => _schedulers[model];
+    public IGenerationScheduler Scheduler(string model) => _schedulers[model];
 
     public async ValueTask DisposeAsync()
     {

@@ -8,12 +8,17 @@ namespace GptSharp.Serving;
 /// <param name="Port">0 picks a free port (see <see cref="GptServer.Address"/>).</param>
 /// <param name="ApiKey">When set, every /v1 request needs <c>Authorization: Bearer KEY</c>.</param>
 /// <param name="MaxBodyBytes">Larger request bodies are answered 413.</param>
-/// <param name="MaxConcurrent">Requests decoded together in one batch per model; more wait for the next batch.</param>
+/// <param name="MaxConcurrent">Requests decoded at once per model (KV-cache slots); more wait for a free slot.</param>
 /// <param name="MaxQueue">Requests that may wait for a batch per model; more are answered 429 with Retry-After.</param>
 /// <param name="AllowedHosts">Host header names served besides loopback names and <paramref name="Host"/> itself
 /// (guards a keyless local server against DNS rebinding); <c>*</c> allows any.</param>
+/// <param name="Batching">Continuous batching (requests join and leave at every step), or the static batcher it replaced
+/// (a batch runs to its end before the next starts; kept for comparison).</param>
+/// <param name="PrefixCache">Reuse the KV cache of an earlier request whose tokens a new prompt starts with.</param>
+/// <param name="RequestTimeoutSeconds">A generation still running after this long is stopped (0: never).</param>
 public sealed record ServerOptions(string Host = "127.0.0.1", int Port = 8000, string? ApiKey = null, long MaxBodyBytes = 1 << 20,
-    int MaxConcurrent = 4, int MaxQueue = 64, IReadOnlyList<string>? AllowedHosts = null)
+    int MaxConcurrent = 4, int MaxQueue = 64, IReadOnlyList<string>? AllowedHosts = null, Batching Batching = Batching.Continuous,
+    bool PrefixCache = true, double RequestTimeoutSeconds = 600)
 {
     /// <summary>Checks every field; errors name the option and say what is expected.</summary>
     public ServerOptions Validate()
@@ -22,6 +27,8 @@ public sealed record ServerOptions(string Host = "127.0.0.1", int Port = 8000, s
         if (MaxConcurrent < 1) throw new ArgumentException($"--max-concurrent {MaxConcurrent}: expected at least 1 request per batch.");
         if (MaxQueue < 1) throw new ArgumentException($"--max-queue {MaxQueue}: expected at least 1 waiting request.");
         if (MaxBodyBytes < 1) throw new ArgumentException($"The body limit {MaxBodyBytes} must be at least 1 byte.");
+        if (RequestTimeoutSeconds < 0 || double.IsNaN(RequestTimeoutSeconds))
+            throw new ArgumentException($"--request-timeout {RequestTimeoutSeconds}: expected seconds >= 0 (0: no limit).");
         if (ApiKey is { Length: 0 }) throw new ArgumentException("--api-key is empty: give a key, or leave the option out.");
         return this;
     }
@@ -52,3 +59,6 @@ public sealed record ServerOptions(string Host = "127.0.0.1", int Port = 8000, s
     // IPAddress.TryParse also takes shorthand such as "1" or "127.1"; only full dotted quads or IPv6 are meant here.
     static bool LooksLikeAddress(string host) => host.Contains(':') || host.Split('.').Length == 4;
 }
+
+/// <summary>How a server batches the requests for one model.</summary>
+public enum Batching { Continuous, Static }

@@ -1,0 +1,282 @@
+using System.Diagnostics;
+using System.Threading.Channels;
+using GptSharp.Models;
+using GptSharp.Runtime;
+using static TorchSharp.torch;
+
+namespace GptSharp.Inference;
+
+/// <summary>How a <see cref="ContinuousBatcher"/> runs.</summary>
+/// <param name="Slots">Requests decoded at once, each with its own KV-cache slot.</param>
+/// <param name="MaxQueue">Requests that may wait for a free slot; more are refused.</param>
+/// <param name="PrefillChunk">Prompt tokens run between two decode steps, so that a long prompt delays the running
+/// requests by one chunk at a time rather than by its whole length.</param>
+/// <param name="PrefixCache">Reuse the keys and values a free slot still holds when a new prompt starts with its tokens
+/// (the previous turn of a chat, a shared system prompt).</param>
+public sealed record BatcherOptions(int Slots = 4, int MaxQueue = int.MaxValue, int PrefillChunk = 256, bool PrefixCache = true)
+{
+    public BatcherOptions Validate()
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(Slots, 1, nameof(Slots));
+        ArgumentOutOfRangeException.ThrowIfNegative(MaxQueue, nameof(MaxQueue));
+        ArgumentOutOfRangeException.ThrowIfLessThan(PrefillChunk, 1, nameof(PrefillChunk));
+        return this;
+    }
+}
+
+/// <summary>
+/// Continuous (iteration-level) batching over one model: a fixed number of KV-cache slots; at every decode step the
+/// requests that finished leave, waiting requests take the free slots, their prompts run in chunks between steps, and
+/// every running request gets one token from a single forward pass. A cancelled request frees its slot at the next
+/// step. A finished slot keeps its keys and values, so a request that starts with the same tokens skips them
+/// (<see cref="BatcherOptions.PrefixCache"/>). Each request samples with its own generator and attends to its own
+/// slot only, so its tokens do not depend on what else is decoded beside it.
+/// </summary>
+public sealed class ContinuousBatcher : IGenerationScheduler
+{
+    sealed class Request(BatchRow row, TaskCompletionSource<BatchResult> done)
+    {
+        public BatchRow Row { get; } = row;
+        public TaskCompletionSource<BatchResult> Done { get; } = done;
+        public Stopwatch Clock { get; } = Stopwatch.StartNew();
+        public RowDecoding? Decoding;
+        public int[] Prompt = [];
+        public int Slot = -1, Fed, Cached;
+        public double QueueMs = -1, PrefillMs, FirstTokenMs;
+    }
+
+    readonly Gpt _model;
+    readonly TokenDecoder _rules;
+    readonly BatcherOptions _options;
+    readonly SlotKvCache _cache;
+    readonly List<int>[] _slotTokens;   // the tokens whose keys each slot holds, in order
+    readonly long[] _slotLastUsed;
+    readonly Request?[] _slotOwner;
+    readonly Channel<Request> _queue = Channel.CreateUnbounded<Request>();
+    readonly List<Request> _prefilling = [], _running = [];
+    readonly Device _device;
+    readonly Task _worker;
+    long _clock;
+    int _waiting, _busy;
+
+    public ContinuousBatcher(Gpt model, BatcherOptions? options = null)
+    {
+        _options = (options ?? new BatcherOptions()).Validate();
+        _model = model;
+        _rules = new TokenDecoder(model);
+        _device = model.parameters().First().device;
+        _cache = new SlotKvCache(model.Config, _options.Slots, _device, model.parameters().First().dtype);
+        _slotTokens = [.. Enumerable.Range(0, _options.Slots).Select(_ => new List<int>())];
+        _slotLastUsed = new long[_options.Slots];
+        _slotOwner = new Request?[_options.Slots];
+        _worker = Task.Factory.StartNew(Work, TaskCreationOptions.LongRunning);
+    }
+
+    public int Waiting => Volatile.Read(ref _waiting);
+    public int Running => Volatile.Read(ref _busy);
+    public int Capacity => _options.Slots;
+
+    /// <summary>Forward passes that decoded one token for every running request, and prompt chunks run.</summary>
+    public long DecodeSteps { get; private set; }
+    public long PrefillChunks { get; private set; }
+    /// <summary>Prompt tokens reused from a slot instead of run again.</summary>
+    public long CachedPromptTokens { get; private set; }
+    /// <summary>The most requests decoded in one step.</summary>
+    public int LargestBatch { get; private set; }
+
+    public Task<BatchResult>? TryEnqueue(BatchRow row)
+    {
+        if (Interlocked.Increment(ref _waiting) > _options.MaxQueue)
+        {
+            Interlocked.Decrement(ref _waiting);
+            return null;
+        }
+        var done = new TaskCompletionSource<BatchResult>(TaskCreationOptions.RunContinuationsAsynchronously);
+        if (!_queue.Writer.TryWrite(new Request(row, done)))
+        {
+            Interlocked.Decrement(ref _waiting);
+            done.SetException(new ObjectDisposedException(nameof(ContinuousBatcher)));
+        }
+        return done.Task;
+    }
+
+    void Work()
+    {
+        using var noGrad = no_grad();
+        for (long iteration = 1; ; iteration++)
+        {
+            Admit();
+            if (_prefilling.Count == 0 && _running.Count == 0)
+            {
+                if (!_queue.Reader.WaitToReadAsync().AsTask().GetAwaiter().GetResult()) break;
+                continue;
+            }
+            using (var scope = NewDisposeScope())
+            {
+                foreach (var request in _prefilling.Concat(_running).Where(r => r.Decoding!.CancelIfRequested()).ToList()) Complete(request);
+                Prefill();
+                Decode();
+            }
+            if (iteration % 32 == 0) TorchRuntime.ReleaseStepGarbage();
+        }
+        foreach (var request in _prefilling.Concat(_running).ToList())
+            request.Done.TrySetException(new ObjectDisposedException(nameof(ContinuousBatcher)));
+        _cache.Dispose();
+    }
+
+    /// <summary>Moves waiting requests into free slots, each into the slot that already holds most of its prompt.</summary>
+    void Admit()
+    {
+        while (Array.IndexOf(_slotOwner, null) >= 0 && _queue.Reader.TryRead(out var request))
+        {
+            Interlocked.Decrement(ref _waiting);
+            if (request.Row.Cancellation.IsCancellationRequested)
+            {
+                request.Done.SetResult(new BatchResult(new Generation(request.Row.Prompt, [], FinishReason.Length), true));
+                continue;
+            }
+            if (_rules.Problem(request.Row) is { } problem)
+            {
+                request.Done.SetResult(new BatchResult(new Generation(request.Row.Prompt, [], FinishReason.Length), false, new ArgumentException(problem)));
+                continue;
+            }
+            request.Prompt = _rules.PromptOf(request.Row);
+            var (slot, shared) = ChooseSlot(request.Prompt);
+            int reuse = Math.Min(shared, request.Prompt.Length - 1);   // the last prompt token runs again: its logits choose the first answer token
+            _cache.Truncate(slot, reuse);
+            _slotTokens[slot].RemoveRange(reuse, _slotTokens[slot].Count - reuse);
+            (request.Slot, request.Fed, request.Cached) = (slot, reuse, reuse);
+            request.Decoding = new RowDecoding(request.Row, request.Prompt, _device);
+            _slotOwner[slot] = request;
+            Interlocked.Increment(ref _busy);
+            CachedPromptTokens += reuse;
+            _prefilling.Add(request);
+        }
+    }
+
+    (int Slot, int Shared) ChooseSlot(int[] prompt)
+    {
+        int best = -1, bestShared = -1;
+        for (int slot = 0; slot < _slotOwner.Length; slot++)
+        {
+            if (_slotOwner[slot] is not null) continue;
+            int shared = _options.PrefixCache ? SharedPrefix(_slotTokens[slot], prompt) : 0;
+            if (shared > bestShared || (shared == bestShared && _slotLastUsed[slot] < _slotLastUsed[best]))
+                (best, bestShared) = (slot, shared);
+        }
+        return (best, bestShared);
+    }
+
+    static int SharedPrefix(List<int> cached, int[] prompt)
+    {
+        int n = Math.Min(cached.Count, prompt.Length), i = 0;
+        while (i < n && cached[i] == prompt[i]) i++;
+        return i;
+    }
+
+    /// <summary>Runs up to one chunk of prompt tokens, oldest request first; a request whose prompt is done samples its first token.</summary>
+    void Prefill()
+    {
+        int budget = _options.PrefillChunk;
+        foreach (var request in _prefilling.ToList())
+        {
+            if (budget == 0) break;
+            int count = Math.Min(budget, request.Prompt.Length - request.Fed);
+            budget -= count;
+            if (request.QueueMs < 0) request.QueueMs = request.Clock.Elapsed.TotalMilliseconds;
+            var watch = Stopwatch.StartNew();
+            Tensor logits;
+            try
+            {
+                var chunk = request.Prompt.AsSpan(request.Fed, count).ToArray();
+                _cache.Select(request.Slot);
+                logits = _model.Forward(tensor(chunk.Select(t => (long)t).ToArray(), [1, count], device: _device), _cache);   // (1, count, V)
+                _slotTokens[request.Slot].AddRange(chunk);
+                request.Fed += count;
+                PrefillChunks++;
+            }
+            catch (Exception e)
+            {
+                Fail(request, e);
+                continue;
+            }
+            request.PrefillMs += watch.Elapsed.TotalMilliseconds;
+            if (request.Fed < request.Prompt.Length) continue;
+            _prefilling.Remove(request);
+            request.FirstTokenMs = request.Clock.Elapsed.TotalMilliseconds;
+            if (Continue(request, logits[0, -1])) _running.Add(request);
+        }
+    }
+
+    /// <summary>One forward pass feeding every running request its last token; each samples its next.</summary>
+    void Decode()
+    {
+        if (_running.Count == 0) return;
+        _running.Sort((a, b) => a.Slot.CompareTo(b.Slot));   // neighbouring slots are read as one view, without a copy
+        int[] slots = [.. _running.Select(r => r.Slot)];
+        long[] next = [.. _running.Select(r => (long)r.Decoding!.Next)];
+        Tensor logits;
+        try
+        {
+            _cache.Select(slots);
+            logits = _model.Forward(tensor(next, [next.Length, 1], device: _device), _cache);   // (B, 1, V)
+        }
+        catch (Exception e)
+        {
+            foreach (var request in _running.ToList()) Fail(request, e);
+            return;
+        }
+        DecodeSteps++;
+        LargestBatch = Math.Max(LargestBatch, slots.Length);
+        for (int k = 0; k < next.Length; k++) _slotTokens[slots[k]].Add((int)next[k]);
+        foreach (var (request, k) in _running.Select((r, k) => (r, k)).ToList())
+            if (!Continue(request, logits[k, 0])) _running.Remove(request);
+    }
+
+    /// <summary>Feeds a request's next-token logits to its sampler; completes it and frees its slot when it ended.</summary>
+    bool Continue(Request request, Tensor logits)
+    {
+        var decoding = request.Decoding!;
+        if (decoding.Step(logits) && _cache.LengthOf(request.Slot) >= _cache.Capacity) decoding.End(FinishReason.ContextFull);
+        if (decoding.Active) return true;
+        Complete(request);
+        return false;
+    }
+
+    void Complete(Request request)
+    {
+        _prefilling.Remove(request);
+        _running.Remove(request);
+        Release(request);
+        double now = request.Clock.Elapsed.TotalMilliseconds;
+        request.Done.TrySetResult(request.Decoding!.Result() with
+        {
+            Timings = new DecodeTimings(request.Fed - request.Cached, request.Cached, Math.Max(0, request.QueueMs), request.PrefillMs,
+                request.FirstTokenMs > 0 ? now - request.FirstTokenMs : 0),
+        });
+    }
+
+    void Fail(Request request, Exception error)
+    {
+        _prefilling.Remove(request);
+        _running.Remove(request);
+        // What the slot holds may be half written: forget it rather than offer it to the next request.
+        _cache.Truncate(request.Slot, 0);
+        _slotTokens[request.Slot].Clear();
+        Release(request);
+        request.Done.TrySetResult(new BatchResult(new Generation(request.Prompt, [], FinishReason.Length), false, error));
+    }
+
+    void Release(Request request)
+    {
+        _slotOwner[request.Slot] = null;
+        _slotLastUsed[request.Slot] = ++_clock;
+        Interlocked.Decrement(ref _busy);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _queue.Writer.TryComplete();
+        await _worker;
+    }
+}

@@ -1,0 +1,80 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace GptSharp.Inference;
+
+/// <summary>
+/// One row's decoding state, whichever batch it runs in: its sampler, the tokens it produced, tokens a tool queued to
+/// be fed next, and why it ended. The static and the continuous batcher both drive rows through <see cref="Step"/>, so
+/// a request decodes the same way in either.
+/// </summary>
+internal sealed class RowDecoding
+{
+    readonly torch.Generator _generator;
+    readonly List<int> _context;
+    readonly List<int> _produced = [];
+    readonly List<bool> _inserted = [];   // per produced token: written by a tool, not sampled
+    readonly Queue<int> _pending = new();
+
+    public RowDecoding(BatchRow row, int[] prompt, Device device)
+    {
+        (Row, Prompt) = (row, prompt);
+        _generator = new torch.Generator((ulong)row.Options.Seed, device);
+        _context = [.. prompt];
+    }
+
+    public BatchRow Row { get; }
+    public int[] Prompt { get; }
+    public bool Active { get; private set; } = true;
+    public bool Cancelled { get; private set; }
+    public Exception? Error { get; private set; }
+    public FinishReason Finish { get; private set; }
+    /// <summary>The token to feed the model next (the one <see cref="Step"/> chose).</summary>
+    public int Next { get; private set; }
+    public int Produced => _produced.Count;
+
+    /// <summary>Ends the row when its client cancelled; true when it did.</summary>
+    public bool CancelIfRequested()
+    {
+        if (!Active || !Row.Cancellation.IsCancellationRequested) return false;
+        (Active, Cancelled) = (false, true);
+        return true;
+    }
+
+    /// <summary>
+    /// Chooses the next token from this row's next-token logits (V) — or takes the one a tool queued — and applies the
+    /// stop rules. Returns whether the row goes on. An exception (a broken model, a failing callback) ends this row alone.
+    /// </summary>
+    public bool Step(Tensor logits)
+    {
+        if (!Active || CancelIfRequested()) return false;
+        try
+        {
+            bool forced = _pending.Count > 0;
+            int token = forced ? _pending.Dequeue() : Sampler.Sample(logits, _context, Row.Options, _generator);
+            Next = token;
+            _produced.Add(token);
+            _inserted.Add(forced);
+            _context.Add(token);
+            Row.OnToken?.Invoke(token);
+            if (!forced && Row.Interject?.Invoke(_produced) is { Length: > 0 } interjection)
+                foreach (int id in interjection) _pending.Enqueue(id);
+            if (forced || _pending.Count > 0) { }   // tokens a tool wrote, and the call they answer, never stop a row
+            else if (Row.Options.StopTokens?.Contains(token) == true) End(FinishReason.Stop);
+            else if (Row.Decode is { } decode && Row.Options.StopSequences is { Count: > 0 } stops
+                     && StopText.Find(decode(_produced), stops) >= 0) End(FinishReason.Stop);
+            if (Active && _produced.Count >= Row.Options.MaxNewTokens) End(FinishReason.Length);
+        }
+        catch (Exception e)
+        {
+            Error = e;
+            Active = false;
+        }
+        return Active;
+    }
+
+    /// <summary>Ends a row that still goes on for a reason outside its own rules (the context is full).</summary>
+    public void End(FinishReason reason) => (Finish, Active) = (reason, false);
+
+    public BatchResult Result() => new(new Generation(Prompt, [.. _produced], Finish, _inserted.Contains(true) ? [.. _inserted] : null), Cancelled, Error);
+}

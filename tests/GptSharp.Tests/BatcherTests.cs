@@ -1,0 +1,133 @@
+using GptSharp.Inference;
+using GptSharp.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace GptSharp.Tests;
+
+/// <summary>Continuous batching: requests join and leave a running batch, and none of them can tell.</summary>
+public class BatcherTests
+{
+    public static TheoryData<bool> Llama => new() { false, true };
+
+    static Gpt NewModel(bool llama, int context = 64)
+    {
+        torch.manual_seed(5);
+        var model = new Gpt(llama
+            ? GptConfig.Llama(vocab: 89, context: context, layers: 2, heads: 4, kvHeads: 2, width: 32)
+            : GptConfig.Gpt2(vocab: 89, context: context, layers: 2, heads: 4, width: 32));
+        model.eval();
+        return model;
+    }
+
+    static int[] Prompt(int length, int salt) => [.. Enumerable.Range(0, length).Select(i => (i * 7 + salt * 13) % 89)];
+
+    [Theory]
+    [MemberData(nameof(Llama))]
+    public async Task EachRequestGetsWhatItGetsAloneWhateverJoinsOrLeavesBesideIt(bool llama)
+    {
+        using var model = NewModel(llama);
+        var decoder = new TokenDecoder(model);
+        // More requests than slots, of mixed prompt and answer lengths, arriving while others decode; greedy and sampled.
+        var rows = Enumerable.Range(0, 9).Select(i => new BatchRow(Prompt(1 + i * 5 % 23, i),
+            new SamplingOptions(Temperature: i % 3 == 0 ? 0 : 0.9, TopK: i % 3 == 2 ? 10 : 0, MaxNewTokens: 3 + i * 11 % 30, Seed: 40 + i,
+                StopTokens: i % 4 == 1 ? [7] : null))).ToArray();
+        var alone = rows.Select(r => decoder.Generate([r])[0].Generation).ToArray();
+
+        await using var batcher = new ContinuousBatcher(model, new BatcherOptions(Slots: 3, PrefillChunk: 4));
+        var results = new List<Task<BatchResult>>();
+        foreach (var row in rows)
+        {
+            results.Add(batcher.Enqueue(row));
+            await Task.Delay(3);
+        }
+        await Task.WhenAll(results);
+        for (int i = 0; i < rows.Length; i++)
+        {
+            var result = await results[i];
+            Assert.Null(result.Error);
+            Assert.Equal(alone[i].Tokens, result.Generation.Tokens);
+            Assert.Equal(alone[i].Finish, result.Generation.Finish);
+        }
+        Assert.True(batcher.LargestBatch > 1, "the requests never shared a decode step");
+        Assert.True(batcher.PrefillChunks > rows.Length, "no prompt was split into chunks");
+    }
+
+    [Fact]
+    public async Task AShortRequestFinishesWhileALongOneDecodes()
+    {
+        using var model = NewModel(llama: false, context: 512);
+        await using var batcher = new ContinuousBatcher(model, new BatcherOptions(Slots: 2));
+        int longTokens = 0;
+        var started = new TaskCompletionSource();
+        var longRequest = batcher.Enqueue(new BatchRow(Prompt(5, 1), new SamplingOptions(Temperature: 0, MaxNewTokens: 400),
+            OnToken: _ => { Interlocked.Increment(ref longTokens); started.TrySetResult(); }));
+        await started.Task;
+        var shortResult = await batcher.Enqueue(new BatchRow(Prompt(3, 2), new SamplingOptions(Temperature: 0, MaxNewTokens: 4)));
+        int longSoFar = Volatile.Read(ref longTokens);
+        Assert.Equal(4, shortResult.Generation.Tokens.Length);
+        Assert.InRange(longSoFar, 1, 399);   // a static batch would have held the short request until all 400 were done
+        Assert.Equal(400, (await longRequest).Generation.Tokens.Length);
+    }
+
+    [Fact]
+    public async Task ACancelledRequestFreesItsSlotAtOnce()
+    {
+        using var model = NewModel(llama: true, context: 512);
+        await using var batcher = new ContinuousBatcher(model, new BatcherOptions(Slots: 1));
+        using var cancel = new CancellationTokenSource();
+        var started = new TaskCompletionSource();
+        var first = batcher.Enqueue(new BatchRow(Prompt(4, 3), new SamplingOptions(Temperature: 0, MaxNewTokens: 500), _ => started.TrySetResult(), cancel.Token));
+        await started.Task;
+        var second = batcher.Enqueue(new BatchRow(Prompt(4, 4), new SamplingOptions(Temperature: 0, MaxNewTokens: 3)));
+        Assert.Equal(1, batcher.Waiting);
+        cancel.Cancel();
+        var cancelled = await first;
+        Assert.True(cancelled.Cancelled);
+        Assert.InRange(cancelled.Generation.Tokens.Length, 1, 499);
+        Assert.Equal(3, (await second).Generation.Tokens.Length);
+        Assert.Equal(0, batcher.Running);
+    }
+
+    [Theory]
+    [MemberData(nameof(Llama))]
+    public async Task APromptThatRepeatsAnEarlierRequestReusesItsKeysAndGetsTheSameAnswer(bool llama)
+    {
+        using var model = NewModel(llama, context: 128);
+        int[] system = Prompt(30, 7);
+        var firstTurn = new BatchRow(system, new SamplingOptions(Temperature: 0, MaxNewTokens: 10));
+        async Task<(BatchResult First, BatchResult Second)> Chat(bool prefixCache)
+        {
+            await using var batcher = new ContinuousBatcher(model, new BatcherOptions(Slots: 2, PrefixCache: prefixCache));
+            var first = await batcher.Enqueue(firstTurn);
+            // The next turn: the first prompt, its answer, and a new message.
+            int[] next = [.. system, .. first.Generation.Tokens, .. Prompt(6, 9)];
+            var second = await batcher.Enqueue(new BatchRow(next, new SamplingOptions(Temperature: 0.8, MaxNewTokens: 12, Seed: 3)));
+            return (first, second);
+        }
+        var cached = await Chat(prefixCache: true);
+        var uncached = await Chat(prefixCache: false);
+        // Every token of the first turn whose keys were stored (the last answer token never went in) is reused.
+        Assert.Equal(system.Length + cached.First.Generation.Tokens.Length - 1, cached.Second.Timings!.CachedTokens);
+        Assert.Equal(6 + 1, cached.Second.Timings.PromptTokens);
+        Assert.Equal(0, uncached.Second.Timings!.CachedTokens);
+        Assert.Equal(uncached.Second.Generation.Tokens, cached.Second.Generation.Tokens);
+    }
+
+    [Fact]
+    public async Task EachRequestHasItsOwnContextBudgetAndBadRowsFailAlone()
+    {
+        using var model = NewModel(llama: false, context: 32);
+        await using var batcher = new ContinuousBatcher(model, new BatcherOptions(Slots: 3));
+        var full = batcher.Enqueue(new BatchRow(Prompt(30, 1), new SamplingOptions(Temperature: 0, MaxNewTokens: 50)));
+        var shortOne = batcher.Enqueue(new BatchRow(Prompt(2, 2), new SamplingOptions(Temperature: 0, MaxNewTokens: 20)));
+        var tooLong = batcher.Enqueue(new BatchRow(Prompt(40, 3), new SamplingOptions(Temperature: 0, MaxNewTokens: 5)));
+        var badToken = batcher.Enqueue(new BatchRow([1, 500], new SamplingOptions(Temperature: 0, MaxNewTokens: 5)));
+        var fullResult = await full;
+        Assert.Equal(FinishReason.ContextFull, fullResult.Generation.Finish);
+        Assert.Equal(3, fullResult.Generation.Tokens.Length);   // 30 prompt tokens + 2 fed answer tokens fill 32; the third is sampled from them
+        Assert.Equal(20, (await shortOne).Generation.Tokens.Length);
+        Assert.Contains("context length", (await tooLong).Error!.Message);
+        Assert.IsType<ArgumentException>((await badToken).Error);
+    }
+}
