@@ -2,33 +2,62 @@ using GptSharp.Runs;
 using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
+using GptSharp.Inference;
 using GptSharp.Models;
 using GptSharp.Serving;
 using GptSharp.Tokenization;
+using static TorchSharp.torch;
 
 namespace GptSharp.Bench;
 
 /// <summary>
-/// N concurrent streaming clients against the server (a `tiny`-shaped model with random weights and the gpt2
-/// tokenizer, so no trained run is needed): aggregate tokens/s, p50/p99 time to first token and total latency, failures.
+/// The server under a mixed load: requests arrive as a Poisson process, at most C in flight (C = 2, 4, 8), with prompts
+/// of 8–300 words and answers of 16–128 tokens; the continuous batcher and the static batcher it replaced run the same
+/// schedule one after the other at each level. Then a chat's second turn with and without the prefix cache. The model
+/// has random weights (GPT-2 shaped, 6 layers, width 256, context 512, gpt2 tokenizer), so no trained run is needed.
 /// </summary>
 static class ServeBench
 {
+    const int Slots = 4, Requests = 32;
+    const double ArrivalsPerSecond = 8;
+
+    sealed record Job(double ArriveAt, string Prompt, int MaxTokens);
+    sealed record Outcome(double FirstTokenMs, double LatencyMs, int Tokens);
+
     public static void Run()
     {
         string dir = Path.Combine(Path.GetTempPath(), "gptsharp-serve-bench-" + Guid.NewGuid().ToString("N"));
         try
         {
-            TorchSharp.torch.manual_seed(0);
+            manual_seed(0);
             var tokenizer = GptTokenizer.Load("gpt2");
-            using (var model = new Gpt(GptConfig.Preset("tiny", tokenizer.VocabSize)))
+            var config = GptConfig.Gpt2(tokenizer.VocabSize, 512, 6, 8, 256);
+            using (var model = new Gpt(config))
                 Checkpoint.Save(dir, model, null, new TrainingState(0, "0:0", "", "gpt2"));
-            using var served = ServedModel.Load($"tiny={dir}");
-            Console.WriteLine("\n## Serving: concurrent streaming clients (tiny, 64 new tokens each)");
-            Console.WriteLine("| clients | batch size | requests | failed | aggregate tok/s | first token p50 / p99 ms | total p50 / p99 ms |");
-            Console.WriteLine("|---|---|---|---|---|---|---|");
-            foreach (var (clients, batch) in new[] { (1, 1), (4, 1), (4, 4), (16, 1), (16, 8), (16, 16) })
-                Measure(served, clients, batch, requests: Math.Max(8, clients * 2)).GetAwaiter().GetResult();
+            using var served = ServedModel.Load($"bench={dir}");
+            ReportStepCost(served);
+
+            Console.WriteLine($"\n## Serving under a mixed load ({Requests} requests, Poisson arrivals at {ArrivalsPerSecond}/s, {Slots} slots, streamed)");
+            Console.WriteLine("| in flight | batching | failed | tok/s | first token p50 / p95 ms | latency p50 / p95 ms |");
+            Console.WriteLine("|---|---|---|---|---|---|");
+            foreach (int concurrency in new[] { 2, 4, 8 })
+            {
+                var jobs = Schedule(seed: concurrency);
+                // Alternate which goes first, so neither always runs on a warmer machine.
+                var order = concurrency % 4 == 0 ? new[] { Batching.Static, Batching.Continuous } : new[] { Batching.Continuous, Batching.Static };
+                foreach (var batching in order)
+                    Report(concurrency, batching, Measure(served, batching, prefixCache: true, concurrency, jobs).GetAwaiter().GetResult());
+            }
+
+            Console.WriteLine("\n## A chat's second turn (a 400-word system prompt, a 32-token first answer), 5 pairs interleaved");
+            Console.WriteLine("| prefix cache | second-turn first token p50 ms | cached prompt tokens |");
+            Console.WriteLine("|---|---|---|");
+            var turns = new Dictionary<bool, List<(double Ms, int Cached)>> { [true] = [], [false] = [] };
+            for (int pair = 0; pair < 5; pair++)
+                foreach (bool prefix in pair % 2 == 0 ? new[] { true, false } : new[] { false, true })
+                    turns[prefix].Add(SecondTurn(served, prefix, pair).GetAwaiter().GetResult());
+            foreach (bool prefix in new[] { false, true })
+                Console.WriteLine($"| {(prefix ? "on" : "off")} | {Percentile([.. turns[prefix].Select(t => t.Ms)], 0.5):F0} | {turns[prefix][0].Cached} |");
         }
         finally
         {
@@ -36,53 +65,119 @@ static class ServeBench
         }
     }
 
-    static async Task Measure(ServedModel served, int clients, int batch, int requests)
+    static readonly string[] Words = ["the", "moon", "river", "mountain", "poem", "night", "light", "autumn", "wind", "song", "bright", "old", "home"];
+
+    static string Text(Random random, int words) => string.Join(' ', Enumerable.Range(0, words).Select(_ => Words[random.Next(Words.Length)]));
+
+    static List<Job> Schedule(int seed)
     {
-        await using var server = new GptServer([served], new ServerOptions(Port: 0, MaxConcurrent: batch));
+        var random = new Random(seed);
+        double at = 0;
+        return [.. Enumerable.Range(0, Requests).Select(_ =>
+        {
+            at += -Math.Log(1 - random.NextDouble()) / ArrivalsPerSecond * 1000;
+            return new Job(at, Text(random, random.Next(8, 301)), random.Next(16, 129));
+        })];
+    }
+
+    /// <summary>What the target is measured against: one prefill of the longest prompt plus one decode step of a full batch.</summary>
+    static void ReportStepCost(ServedModel served)
+    {
+        var model = served.Model;
+        using var noGrad = no_grad();
+        double Time(Action action)
+        {
+            action();
+            var watch = Stopwatch.StartNew();
+            for (int i = 0; i < 5; i++) action();
+            return watch.Elapsed.TotalMilliseconds / 5;
+        }
+        double prefill = Time(() =>
+        {
+            using var scope = NewDisposeScope();
+            using var cache = new KvCache(model.Config, 1);
+            model.Forward(randint(0, 1000, [1, 300]), cache);
+        });
+        double step = Time(() =>
+        {
+            using var scope = NewDisposeScope();
+            using var cache = new KvCache(model.Config, Slots);
+            cache.Advance(200);
+            model.Forward(randint(0, 1000, [Slots, 1]), cache);
+        });
+        Console.WriteLine($"\nOne prefill of a 300-token prompt: {prefill:F0} ms; one decode step of {Slots} rows at 200 cached tokens: {step:F1} ms.");
+    }
+
+    static async Task<List<Outcome?>> Measure(ServedModel served, Batching batching, bool prefixCache, int concurrency, List<Job> jobs)
+    {
+        await using var server = new GptServer([served], new ServerOptions(Port: 0, MaxConcurrent: Slots, Batching: batching, PrefixCache: prefixCache));
         await server.StartAsync();
         using var http = new HttpClient { BaseAddress = new Uri(server.Address), Timeout = TimeSpan.FromMinutes(5) };
-        var firstToken = new List<double>();
-        var total = new List<double>();
-        int failed = 0, tokens = 0, next = 0;
-        var watch = Stopwatch.StartNew();
-        await Task.WhenAll(Enumerable.Range(0, clients).Select(async _ =>
+        using var inFlight = new SemaphoreSlim(concurrency);
+        var clock = Stopwatch.StartNew();
+        var tasks = jobs.Select(async job =>
         {
-            while (Interlocked.Increment(ref next) <= requests)
-            {
-                var start = Stopwatch.StartNew();
-                double? first = null;
-                try
-                {
-                    var body = JsonSerializer.Serialize(new { model = "tiny", messages = new[] { new { role = "user", content = "Tell me a story." } }, stream = true, max_tokens = 64, temperature = 1.0, stream_options = new { include_usage = true } });
-                    using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = new StringContent(body, Encoding.UTF8, "application/json") };
-                    using var reply = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
-                    reply.EnsureSuccessStatusCode();
-                    using var reader = new StreamReader(await reply.Content.ReadAsStreamAsync());
-                    int count = 0;
-                    while (await reader.ReadLineAsync() is { } line)
-                    {
-                        if (!line.StartsWith("data: {", StringComparison.Ordinal)) continue;
-                        using var chunk = JsonDocument.Parse(line[6..]);
-                        if (chunk.RootElement.TryGetProperty("usage", out var usage) && usage.ValueKind == JsonValueKind.Object)
-                            count = usage.GetProperty("completion_tokens").GetInt32();
-                        else if (first is null && chunk.RootElement.GetProperty("choices")[0].GetProperty("delta").TryGetProperty("content", out var c) && c.GetString()!.Length > 0)
-                            first = start.Elapsed.TotalMilliseconds;
-                    }
-                    lock (total)
-                    {
-                        tokens += count;
-                        total.Add(start.Elapsed.TotalMilliseconds);
-                        if (first is double f) firstToken.Add(f);
-                    }
-                }
-                catch (Exception)
-                {
-                    Interlocked.Increment(ref failed);
-                }
-            }
-        }));
-        double seconds = watch.Elapsed.TotalSeconds;
-        static double P(List<double> values, double q) => values.Count == 0 ? double.NaN : values.Order().ElementAt((int)Math.Min(values.Count - 1, Math.Ceiling(q * values.Count) - 1));
-        Console.WriteLine($"| {clients} | {batch} | {requests} | {failed} | {tokens / seconds:N0} | {P(firstToken, 0.5):F0} / {P(firstToken, 0.99):F0} | {P(total, 0.5):F0} / {P(total, 0.99):F0} |");
+            double wait = job.ArriveAt - clock.Elapsed.TotalMilliseconds;
+            if (wait > 0) await Task.Delay(TimeSpan.FromMilliseconds(wait));
+            await inFlight.WaitAsync();
+            try { return await Stream(http, [new { role = "user", content = job.Prompt }], job.MaxTokens); }
+            catch (HttpRequestException) { return null; }
+            finally { inFlight.Release(); }
+        }).ToList();
+        var outcomes = (await Task.WhenAll(tasks)).ToList();
+        Elapsed = clock.Elapsed.TotalSeconds;
+        return outcomes;
     }
+
+    static double Elapsed;
+
+    static async Task<Outcome> Stream(HttpClient http, object[] messages, int maxTokens)
+    {
+        var start = Stopwatch.StartNew();
+        double? first = null;
+        int tokens = 0;
+        var body = JsonSerializer.Serialize(new { model = "bench", messages, stream = true, max_tokens = maxTokens, temperature = 1.0, stream_options = new { include_usage = true } });
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = new StringContent(body, Encoding.UTF8, "application/json") };
+        using var reply = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+        reply.EnsureSuccessStatusCode();
+        using var reader = new StreamReader(await reply.Content.ReadAsStreamAsync());
+        while (await reader.ReadLineAsync() is { } line)
+        {
+            if (!line.StartsWith("data: {", StringComparison.Ordinal)) continue;
+            using var chunk = JsonDocument.Parse(line[6..]);
+            if (chunk.RootElement.TryGetProperty("usage", out var usage) && usage.ValueKind == JsonValueKind.Object)
+                tokens = usage.GetProperty("completion_tokens").GetInt32();
+            else if (first is null && chunk.RootElement.GetProperty("choices")[0].GetProperty("delta").TryGetProperty("content", out var c) && c.GetString()!.Length > 0)
+                first = start.Elapsed.TotalMilliseconds;
+        }
+        return new Outcome(first ?? start.Elapsed.TotalMilliseconds, start.Elapsed.TotalMilliseconds, tokens);
+    }
+
+    static async Task<(double Ms, int Cached)> SecondTurn(ServedModel served, bool prefixCache, int seed)
+    {
+        await using var server = new GptServer([served], new ServerOptions(Port: 0, MaxConcurrent: Slots, PrefixCache: prefixCache));
+        await server.StartAsync();
+        using var http = new HttpClient { BaseAddress = new Uri(server.Address) };
+        var random = new Random(seed);
+        string system = Text(random, 400), question = Text(random, 12);
+        var first = JsonSerializer.Serialize(new { model = "bench", messages = new[] { new { role = "system", content = system }, new { role = "user", content = question } }, max_tokens = 32, temperature = 0 });
+        using var firstReply = await http.PostAsync("/v1/chat/completions", new StringContent(first, Encoding.UTF8, "application/json"));
+        using var answer = JsonDocument.Parse(await firstReply.Content.ReadAsStringAsync());
+        string said = answer.RootElement.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString()!;
+        var second = await Stream(http, [new { role = "system", content = system }, new { role = "user", content = question },
+            new { role = "assistant", content = said }, new { role = "user", content = Text(random, 10) }], 8);
+        var batcher = (ContinuousBatcher)server.Scheduler("bench");
+        return (second.FirstTokenMs, (int)batcher.CachedPromptTokens);
+    }
+
+    static void Report(int concurrency, Batching batching, List<Outcome?> outcomes)
+    {
+        var done = outcomes.OfType<Outcome>().ToList();
+        Console.WriteLine($"| {concurrency} | {batching.ToString().ToLowerInvariant()} | {outcomes.Count - done.Count} | {done.Sum(o => o.Tokens) / Elapsed:N0} | " +
+                          $"{Percentile([.. done.Select(o => o.FirstTokenMs)], 0.5):F0} / {Percentile([.. done.Select(o => o.FirstTokenMs)], 0.95):F0} | " +
+                          $"{Percentile([.. done.Select(o => o.LatencyMs)], 0.5):F0} / {Percentile([.. done.Select(o => o.LatencyMs)], 0.95):F0} |");
+    }
+
+    static double Percentile(double[] values, double q) =>
+        values.Length == 0 ? double.NaN : values.Order().ElementAt((int)Math.Min(values.Length - 1, Math.Ceiling(q * values.Length) - 1));
 }
