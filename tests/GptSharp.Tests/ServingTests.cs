@@ -120,7 +120,11 @@ public class ServingTests(ServerFixture fixture) : IClassFixture<ServerFixture>
         { """{"model":"tiny-chat","messages":[{"role":"user","content":"hi"}],"top_p":0}""", 400, "'top_p'" },
         { """{"model":"tiny-chat","messages":[{"role":"user","content":"hi"}],"max_tokens":0}""", 400, "'max_tokens'" },
         { """{"model":"tiny-chat","messages":[{"role":"user","content":"hi"}],"max_tokens":100000}""", 400, "'max_tokens'" },
-        { """{"model":"tiny-chat","messages":[{"role":"user","content":"hi"}],"n":3}""", 400, "n = 1" },
+        { """{"model":"tiny-chat","messages":[{"role":"user","content":"hi"}],"n":9}""", 400, "'n' must be an integer from 1 to 8" },
+        { """{"model":"tiny-chat","messages":[{"role":"user","content":"hi"}],"logprobs":true,"top_logprobs":21}""", 400, "'top_logprobs' must be an integer from 0 to 20" },
+        { """{"model":"tiny-chat","messages":[{"role":"user","content":"hi"}],"top_logprobs":2}""", 400, "needs 'logprobs': true" },
+        { """{"model":"tiny-chat","messages":[{"role":"user","content":"hi"}],"presence_penalty":3}""", 400, "'presence_penalty'" },
+        { """{"model":"tiny-chat","messages":[{"role":"user","content":"hi"}],"frequency_penalty":"a"}""", 400, "'frequency_penalty'" },
         { $$"""{"model":"tiny-chat","messages":[{"role":"user","content":"{{new string('詩', 200)}}"}]}""", 400, "context_length_exceeded" },
     };
 

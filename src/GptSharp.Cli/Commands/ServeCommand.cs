@@ -15,19 +15,28 @@ sealed class ServeSettings : CommonSettings
     public string Host { get; init; } = "127.0.0.1";
     [CommandOption("--port")] [Description("TCP port, 1 to 65535 (0: any free port).")]
     public int Port { get; init; } = 8000;
-    [CommandOption("--api-key")] [Description("Require Authorization: Bearer KEY on /v1 requests (default: none, no key required).")]
+    [CommandOption("--api-key")] [Description("Require Authorization: Bearer KEY on every request but the web chat page and /health (default: none, no key required).")]
     public string? ApiKey { get; init; }
-    [CommandOption("--max-concurrent")] [Description("Requests decoded together in one batch; further requests wait for the next.")]
+    [CommandOption("--max-concurrent")] [Description("Requests decoded at once per model (KV-cache slots); further requests wait for a free slot.")]
     public int MaxConcurrent { get; init; } = 4;
     [CommandOption("--max-queue")] [Description("Requests that may wait per model; more are answered 429 with Retry-After.")]
     public int MaxQueue { get; init; } = 64;
     [CommandOption("--allowed-hosts")] [Description("Host header names to serve besides localhost and --host, comma-separated (* for any). Guards against DNS rebinding (default: localhost and --host only).")]
     public string? AllowedHosts { get; init; }
+    [CommandOption("--batching")] [Description("continuous (requests join and leave the running batch at every step) or static (a batch runs to its end before the next starts).")]
+    public Batching Batching { get; init; } = Batching.Continuous;
+    [CommandOption("--no-prefix-cache")] [Description("Do not reuse the KV cache of an earlier request whose tokens a new prompt starts with.")]
+    public bool NoPrefixCache { get; init; }
+    [CommandOption("--request-timeout")] [Description("Seconds a generation may run before it is stopped with a 408 (0: no limit).")]
+    public double RequestTimeout { get; init; } = 600;
+    [CommandOption("--shutdown-grace")] [Description("On Ctrl+C or SIGTERM, seconds running generations may go on before they are stopped.")]
+    public double ShutdownGrace { get; init; } = 10;
     [CommandOption("--allow-nonfinite")] [Description("Load weights that hold NaN or infinity instead of refusing them.")]
     public bool AllowNonFinite { get; init; }
 
     public ServerOptions Options() => new(Host, Port, ApiKey, MaxConcurrent: MaxConcurrent, MaxQueue: MaxQueue,
-        AllowedHosts: AllowedHosts?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+        AllowedHosts: AllowedHosts?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
+        Batching: Batching, PrefixCache: !NoPrefixCache, RequestTimeoutSeconds: RequestTimeout, ShutdownGraceSeconds: ShutdownGrace);
 
     public override ValidationResult Validate()
     {

@@ -15,12 +15,14 @@ internal sealed class RowDecoding
     readonly List<int> _produced = [];
     readonly List<bool> _inserted = [];   // per produced token: written by a tool, not sampled
     readonly Queue<int> _pending = new();
+    readonly List<TokenLogprob?>? _logprobs;
 
     public RowDecoding(BatchRow row, int[] prompt, Device device)
     {
         (Row, Prompt) = (row, prompt);
         _generator = new torch.Generator((ulong)row.Options.Seed, device);
         _context = [.. prompt];
+        if (row.Options.TopLogprobs is not null) _logprobs = [];
     }
 
     public BatchRow Row { get; }
@@ -51,7 +53,15 @@ internal sealed class RowDecoding
         try
         {
             bool forced = _pending.Count > 0;
-            int token = forced ? _pending.Dequeue() : Sampler.Sample(logits, _context, Row.Options, _generator);
+            int token = forced ? _pending.Dequeue()
+                : Sampler.Sample(logits, _context, Row.Options, _generator, _produced, Row.Constraint?.Allowed());
+            if (!forced) Row.Constraint?.Accept(token);
+            if (_logprobs is not null)
+            {
+                var logprob = forced ? null : Logprob(logits, token, Row.Options.TopLogprobs!.Value);
+                _logprobs.Add(logprob);
+                if (logprob is not null) Row.OnLogprob?.Invoke(logprob);
+            }
             Next = token;
             _produced.Add(token);
             _inserted.Add(forced);
@@ -73,8 +83,24 @@ internal sealed class RowDecoding
         return Active;
     }
 
+    static TokenLogprob Logprob(Tensor logits, int token, int top)
+    {
+        using var scope = NewDisposeScope();
+        var logp = logits.to(ScalarType.Float64).log_softmax(0);
+        var alternatives = new List<(int, double)>();
+        if (top > 0)
+        {
+            var (values, indices) = logp.topk(Math.Min(top, (int)logp.shape[0]));
+            var v = values.data<double>().ToArray();
+            var i = indices.data<long>().ToArray();
+            for (int k = 0; k < v.Length; k++) alternatives.Add(((int)i[k], v[k]));
+        }
+        return new TokenLogprob(token, logp[token].item<double>(), alternatives);
+    }
+
     /// <summary>Ends a row that still goes on for a reason outside its own rules (the context is full).</summary>
     public void End(FinishReason reason) => (Finish, Active) = (reason, false);
 
-    public BatchResult Result() => new(new Generation(Prompt, [.. _produced], Finish, _inserted.Contains(true) ? [.. _inserted] : null), Cancelled, Error);
+    public BatchResult Result() => new(new Generation(Prompt, [.. _produced], Finish, _inserted.Contains(true) ? [.. _inserted] : null,
+        _logprobs is null ? null : [.. _logprobs]), Cancelled, Error);
 }

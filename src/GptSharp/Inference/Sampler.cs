@@ -11,7 +11,10 @@ public static class Sampler
     /// so that the largest is 0, so a temperature of 1e-300 is greedy instead of inf/inf, and top-p always keeps the most
     /// likely token. Non-finite logits (a broken model) are an error, never a NaN draw.
     /// </summary>
-    public static int Sample(Tensor logits, IReadOnlyCollection<int> context, SamplingOptions options, torch.Generator? generator)
+    /// <param name="produced">The answer so far (for the presence and frequency penalties).</param>
+    /// <param name="allowed">Per vocabulary token, whether it may be chosen (a constraint); null allows every token.</param>
+    public static int Sample(Tensor logits, IReadOnlyCollection<int> context, SamplingOptions options, torch.Generator? generator,
+        IReadOnlyList<int>? produced = null, bool[]? allowed = null)
     {
         using var scope = NewDisposeScope();
         logits = logits.to(ScalarType.Float64).clone();
@@ -22,6 +25,19 @@ public static class Sampler
             var seen = tensor(context.Distinct().Select(t => (long)t).ToArray(), device: logits.device);
             var values = logits.index_select(0, seen);
             logits.index_copy_(0, seen, where(values > 0, values / options.RepetitionPenalty, values * options.RepetitionPenalty));
+        }
+        if ((options.PresencePenalty != 0 || options.FrequencyPenalty != 0) && produced is { Count: > 0 })
+        {
+            var counts = produced.GroupBy(t => t).ToArray();
+            var ids = tensor(counts.Select(g => (long)g.Key).ToArray(), device: logits.device);
+            var penalties = tensor(counts.Select(g => -(options.PresencePenalty + options.FrequencyPenalty * g.Count())).ToArray(), device: logits.device);
+            logits.index_add_(0, ids, penalties, 1);
+        }
+        if (allowed is not null)
+        {
+            if (allowed.Length != logits.shape[0]) throw new ArgumentException($"The constraint covers {allowed.Length} tokens; the model has {logits.shape[0]}.", nameof(allowed));
+            if (!allowed.Contains(true)) throw new InvalidOperationException("The output constraint allows no token here: the vocabulary cannot spell what it requires.");
+            logits = logits.masked_fill(logical_not(tensor(allowed, device: logits.device)), double.NegativeInfinity);
         }
         if (options.Temperature == 0) return (int)logits.argmax().item<long>();
         logits = (logits - logits.max()) / options.Temperature;   // <= 0 everywhere, 0 at the top: -inf at worst, never NaN

@@ -11,9 +11,14 @@ namespace GptSharp.Inference;
 /// <param name="StopSequences">Generation ends when the decoded text contains one of these (also inside a token); the
 /// text from the stop on is not part of the answer.</param>
 /// <param name="TruncatePrompt">A prompt longer than the context keeps its last tokens instead of being an error.</param>
+/// <param name="PresencePenalty">Subtracted from the logit of every token the answer already holds (OpenAI's presence_penalty).</param>
+/// <param name="FrequencyPenalty">Subtracted from a token's logit once per time the answer already holds it (OpenAI's frequency_penalty).</param>
+/// <param name="TopLogprobs">Record each sampled token's log-probability and this many most likely alternatives
+/// (null: none). Log-probabilities are the model's own, before temperature, penalties and constraints.</param>
 public sealed record SamplingOptions(
     double Temperature = 0.8, int TopK = 0, double TopP = 1.0, double RepetitionPenalty = 1.0, int MaxNewTokens = 64,
-    long Seed = 1337, IReadOnlyList<int>? StopTokens = null, IReadOnlyList<string>? StopSequences = null, bool TruncatePrompt = false)
+    long Seed = 1337, IReadOnlyList<int>? StopTokens = null, IReadOnlyList<string>? StopSequences = null, bool TruncatePrompt = false,
+    double PresencePenalty = 0, double FrequencyPenalty = 0, int? TopLogprobs = null)
 {
     public SamplingOptions Validate()
     {
@@ -22,6 +27,9 @@ public sealed record SamplingOptions(
         if (TopP is <= 0 or > 1) throw new ArgumentOutOfRangeException(nameof(TopP), TopP, "TopP must be in (0, 1].");
         if (RepetitionPenalty <= 0) throw new ArgumentOutOfRangeException(nameof(RepetitionPenalty), RepetitionPenalty, "RepetitionPenalty must be > 0 (1: off).");
         if (StopSequences?.Any(string.IsNullOrEmpty) == true) throw new ArgumentException("A stop sequence is empty.", nameof(StopSequences));
+        if (!double.IsFinite(PresencePenalty)) throw new ArgumentOutOfRangeException(nameof(PresencePenalty), PresencePenalty, "PresencePenalty must be a finite number.");
+        if (!double.IsFinite(FrequencyPenalty)) throw new ArgumentOutOfRangeException(nameof(FrequencyPenalty), FrequencyPenalty, "FrequencyPenalty must be a finite number.");
+        if (TopLogprobs < 0) throw new ArgumentOutOfRangeException(nameof(TopLogprobs), TopLogprobs, "TopLogprobs must be >= 0.");
         if (MaxNewTokens < 1) throw new ArgumentOutOfRangeException(nameof(MaxNewTokens), MaxNewTokens, "MaxNewTokens must be >= 1.");
         return this;
     }
@@ -32,4 +40,9 @@ public enum FinishReason { Length, Stop, ContextFull }
 
 /// <summary>The tokens one prompt produced.</summary>
 /// <param name="Inserted">Per token of <paramref name="Tokens"/>, whether a tool wrote it rather than the model; null when no tool did.</param>
-public sealed record Generation(int[] PromptTokens, int[] Tokens, FinishReason Finish, bool[]? Inserted = null);
+/// <param name="Logprobs">Per token of <paramref name="Tokens"/>, its log-probability and the likeliest alternatives, when
+/// <see cref="SamplingOptions.TopLogprobs"/> asked for them (null for tokens a tool wrote).</param>
+public sealed record Generation(int[] PromptTokens, int[] Tokens, FinishReason Finish, bool[]? Inserted = null, TokenLogprob?[]? Logprobs = null);
+
+/// <summary>A generated token's log-probability under the model, and the most likely tokens at that step (best first).</summary>
+public sealed record TokenLogprob(int Token, double Logprob, IReadOnlyList<(int Token, double Logprob)> Top);

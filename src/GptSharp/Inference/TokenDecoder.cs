@@ -9,8 +9,12 @@ namespace GptSharp.Inference;
 /// <param name="Interject">Called after each sampled token with the answer so far; tokens it returns are fed to the
 /// model next instead of sampled ones (a tool's answer, see <see cref="ToolBox.Interjection"/>), and a sampled token
 /// it answers does not stop the row.</param>
+/// <param name="Constraint">Limits the tokens this row may sample (one instance per row: it keeps the row's state).</param>
+/// <param name="OnLogprob">With <see cref="SamplingOptions.TopLogprobs"/> set, called with each sampled token's
+/// log-probabilities just before <paramref name="OnToken"/> is called with the token.</param>
 public sealed record BatchRow(int[] Prompt, SamplingOptions Options, Action<int>? OnToken = null, CancellationToken Cancellation = default,
-    Func<IEnumerable<int>, string>? Decode = null, Func<IReadOnlyList<int>, int[]?>? Interject = null);
+    Func<IEnumerable<int>, string>? Decode = null, Func<IReadOnlyList<int>, int[]?>? Interject = null, ITokenConstraint? Constraint = null,
+    Action<TokenLogprob>? OnLogprob = null);
 
 /// <summary>What one row of a batch produced: its tokens, whether its client cancelled, and the error that ended it alone.</summary>
 public sealed record BatchResult(Generation Generation, bool Cancelled, Exception? Error = null)

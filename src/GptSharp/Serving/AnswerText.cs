@@ -15,6 +15,9 @@ public sealed class AnswerText(GptTokenizer tokenizer, IReadOnlyList<string>? st
     readonly System.Text.StringBuilder _sent = new();
     bool _stopped;
 
+    /// <summary>Whether a stop sequence ended the answer (later tokens add nothing).</summary>
+    public bool Stopped => _stopped;
+
     /// <summary>The text handed out so far (all of it after <see cref="Finish"/>).</summary>
     public string Text => _sent.ToString();
 

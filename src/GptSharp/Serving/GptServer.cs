@@ -27,6 +27,9 @@ public sealed class GptServer : IAsyncDisposable
     readonly ServerOptions _options;
     readonly Dictionary<string, IGenerationScheduler> _schedulers;
     readonly HashSet<string> _allowedHosts;
+    readonly ServerMetrics _metrics;
+    readonly CancellationTokenSource _stopping = new();   // cancels the generations still running when the shutdown grace ends
+    volatile bool _draining;
 
     public GptServer(IReadOnlyList<ServedModel> models, ServerOptions options)
     {
@@ -42,14 +45,22 @@ public sealed class GptServer : IAsyncDisposable
         _schedulers = models.ToDictionary(m => m.Name, m => options.Batching == Batching.Static
             ? (IGenerationScheduler)new DecodeScheduler(m, options.MaxConcurrent, options.MaxQueue)
             : new ContinuousBatcher(m.Model, new BatcherOptions(options.MaxConcurrent, options.MaxQueue, PrefixCache: options.PrefixCache)));
+        _metrics = new ServerMetrics(_schedulers);
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
+        // Running streams get the grace period to finish, then a few seconds to tell their clients that they were stopped.
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(options.ShutdownGraceSeconds + 5));
         builder.WebHost.UseKestrel(k =>
         {
             k.Limits.MaxRequestBodySize = options.MaxBodyBytes;
             k.Listen(bind, options.Port);
         });
         _app = builder.Build();
+        _app.Lifetime.ApplicationStopping.Register(() =>
+        {
+            _draining = true;
+            _stopping.CancelAfter(TimeSpan.FromSeconds(options.ShutdownGraceSeconds));
+        });
         _app.Use(Guard);
         string[] get = ["GET", "HEAD"];
         _app.MapMethods("/", get, (HttpContext context) =>
@@ -65,6 +76,13 @@ public sealed class GptServer : IAsyncDisposable
         _app.MapMethods("/v1/models/{id}", get, (string id) => Results.Json(ModelObject(Find(id, param: null)), Json));
         _app.MapPost("/v1/chat/completions", ChatCompletions);
         _app.MapPost("/v1/completions", Completions);
+        _app.MapPost("/tokenize", Tokenize);
+        _app.MapPost("/detokenize", Detokenize);
+        _app.MapMethods("/metrics", get, async (HttpContext context) =>
+        {
+            context.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
+            await _metrics.WriteAsync(context.Response.Body, context.RequestAborted);
+        });
     }
 
     /// <summary>True when the server listens beyond this machine without an API key (the CLI warns).</summary>
@@ -82,12 +100,19 @@ public sealed class GptServer : IAsyncDisposable
     public Task StartAsync(CancellationToken cancellation = default) => _app.StartAsync(cancellation);
     public Task WaitForShutdownAsync(CancellationToken cancellation = default) => _app.WaitForShutdownAsync(cancellation);
 
+    /// <summary>
+    /// Shuts down gracefully: new generation requests get 503, running ones have <see cref="ServerOptions.ShutdownGraceSeconds"/>
+    /// to finish, then are stopped (a stream ends with an error event and <c>[DONE]</c>, a whole answer with a 503).
+    /// </summary>
+    public Task StopAsync(CancellationToken cancellation = default) => _app.StopAsync(cancellation);
+
     /// <summary>The batching scheduler of a served model.</summary>
     public IGenerationScheduler Scheduler(string model) => _schedulers[model];
 
     public async ValueTask DisposeAsync()
     {
         await _app.StopAsync();
+        _stopping.Dispose();
         await _app.DisposeAsync();
         foreach (var scheduler in _schedulers.Values) await scheduler.DisposeAsync();
     }
@@ -104,6 +129,21 @@ public sealed class GptServer : IAsyncDisposable
     /// </summary>
     async Task Guard(HttpContext context, RequestDelegate next)
     {
+        try
+        {
+            await Checked(context, next);
+        }
+        finally
+        {
+            string path = context.Request.Path.Value ?? "";
+            _metrics.Request(KnownPaths.Contains(path) ? path : "other", context.Response.StatusCode);
+        }
+    }
+
+    static readonly HashSet<string> KnownPaths = ["/", "/health", "/metrics", "/tokenize", "/detokenize", "/v1/models", "/v1/chat/completions", "/v1/completions"];
+
+    async Task Checked(HttpContext context, RequestDelegate next)
+    {
         context.Response.Headers.XContentTypeOptions = "nosniff";
         try
         {
@@ -111,11 +151,13 @@ public sealed class GptServer : IAsyncDisposable
             if (!_allowedHosts.Contains("*") && !_allowedHosts.Contains(host))
                 throw new ApiError(400, $"The Host '{context.Request.Host.Host}' is not served here; start the server with --allowed-hosts {context.Request.Host.Host} to allow it.",
                     code: "host_not_allowed");
-            if (_options.ApiKey is { } key && context.Request.Path.StartsWithSegments("/v1")
+            if (_options.ApiKey is { } key && !(context.Request.Path == "/" || context.Request.Path == "/health")
                 && context.Request.Headers.Authorization.ToString() != $"Bearer {key}")
                 throw new ApiError(401, "Invalid or missing API key: send Authorization: Bearer <key>.", code: "invalid_api_key", type: "authentication_error");
             if (HttpMethods.IsPost(context.Request.Method) && !IsJson(context.Request.ContentType))
                 throw new ApiError(415, $"The request body must be sent as Content-Type: application/json (got '{context.Request.ContentType}').", code: "unsupported_media_type");
+            if (_draining && HttpMethods.IsPost(context.Request.Method))
+                throw new ApiError(503, "The server is shutting down and takes no new requests.", code: "server_shutting_down", type: "server_error");
             await next(context);
             if (!context.Response.HasStarted && context.Response.StatusCode is 404 or 405)
                 throw context.Response.StatusCode == 404
@@ -173,6 +215,47 @@ public sealed class GptServer : IAsyncDisposable
     ServedModel Find(string name, string? param = "model") => _models.TryGetValue(name, out var model) ? model
         : throw new ApiError(404, $"The model '{name}' does not exist; available: {string.Join(", ", _models.Keys)}.", param, "model_not_found");
 
+    /// <summary>The model a request names, or the only one served when it names none (llama.cpp's /tokenize takes no model).</summary>
+    ServedModel ModelOf(JsonElement body) => body.TryGetProperty("model", out var m) && m.ValueKind != JsonValueKind.Null
+        ? Find(m.ValueKind == JsonValueKind.String ? m.GetString()! : throw new ApiError(400, "'model' must be a string.", "model"))
+        : _models.Count == 1 ? _models.Values.First()
+        : throw new ApiError(400, $"Several models are served: name one in 'model' ({string.Join(", ", _models.Keys)}).", "model");
+
+    /// <summary>POST /tokenize {"content": "...", "add_special": false, "with_pieces": false} → {"tokens": [...]}.</summary>
+    async Task Tokenize(HttpContext context)
+    {
+        var body = await Body(context);
+        var model = ModelOf(body);
+        if (!body.TryGetProperty("content", out var content) || content.ValueKind != JsonValueKind.String)
+            throw new ApiError(400, "'content' is required and must be a string.", "content");
+        string text;
+        try { text = content.GetString()!; }
+        catch (InvalidOperationException) { throw new ApiError(400, "'content' is not valid Unicode text (it holds a lone surrogate).", "content"); }
+        bool special = body.TryGetProperty("add_special", out var a) && a.ValueKind == JsonValueKind.True;
+        bool pieces = body.TryGetProperty("with_pieces", out var p) && p.ValueKind == JsonValueKind.True;
+        int[] ids = [.. special ? [model.Tokenizer.BosId] : Array.Empty<int>(), .. model.Tokenizer.Encode(text)];
+        object tokens = pieces ? ids.Select(id => new { id, piece = model.Tokenizer.Decode([id]) }) : ids;
+        await context.Response.WriteAsJsonAsync(new { tokens }, Json, context.RequestAborted);
+    }
+
+    /// <summary>POST /detokenize {"tokens": [...]} → {"content": "..."}.</summary>
+    async Task Detokenize(HttpContext context)
+    {
+        var body = await Body(context);
+        var model = ModelOf(body);
+        if (!body.TryGetProperty("tokens", out var tokens) || tokens.ValueKind != JsonValueKind.Array)
+            throw new ApiError(400, "'tokens' is required and must be an array of token ids.", "tokens");
+        var ids = new List<int>();
+        foreach (var token in tokens.EnumerateArray())
+        {
+            string field = $"tokens[{ids.Count}]";
+            if (token.ValueKind != JsonValueKind.Number || !token.TryGetInt32(out int id) || id < 0 || id >= model.Tokenizer.VocabSize)
+                throw new ApiError(400, $"{field} must be a token id from 0 to {model.Tokenizer.VocabSize - 1}.", field);
+            ids.Add(id);
+        }
+        await context.Response.WriteAsJsonAsync(new { content = model.Tokenizer.Decode(ids) }, Json, context.RequestAborted);
+    }
+
     async Task ChatCompletions(HttpContext context)
     {
         var request = OpenAiProtocol.Chat(await Body(context));
@@ -191,6 +274,7 @@ public sealed class GptServer : IAsyncDisposable
 
     async Task Respond(HttpContext context, ServedModel model, int[] prompt, RequestSampling sampling, bool chat)
     {
+        var arrived = System.Diagnostics.Stopwatch.StartNew();
         if (prompt.Length >= model.ContextLength)
             throw new ApiError(400, $"The prompt is {prompt.Length} tokens; model '{model.Name}' reads at most {model.ContextLength} (prompt and answer together).",
                 chat ? "messages" : "prompt", "context_length_exceeded");
@@ -199,62 +283,116 @@ public sealed class GptServer : IAsyncDisposable
         var options = new SamplingOptions(Temperature: sampling.Temperature, TopP: sampling.TopP,
             MaxNewTokens: Math.Min(sampling.MaxTokens ?? model.ContextLength, model.ContextLength - prompt.Length),
             Seed: sampling.Seed ?? Random.Shared.NextInt64(), StopTokens: chat ? [model.Tokenizer.EndId, model.Tokenizer.BosId] : [model.Tokenizer.BosId, model.Tokenizer.EosId],
-            StopSequences: sampling.Stop);
+            StopSequences: sampling.Stop, PresencePenalty: sampling.PresencePenalty, FrequencyPenalty: sampling.FrequencyPenalty, TopLogprobs: sampling.TopLogprobs);
         string id = (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("N")[..24];
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         var aborted = context.RequestAborted;
+        // A generation ends early when its client leaves, the server shuts down, or it runs past the request timeout.
+        using var limit = CancellationTokenSource.CreateLinkedTokenSource(aborted, _stopping.Token);
+        if (_options.RequestTimeoutSeconds > 0) limit.CancelAfter(TimeSpan.FromSeconds(_options.RequestTimeoutSeconds));
 
-        var scheduler = _schedulers[model.Name];
-        Task<BatchResult> Enqueue(Action<int>? onToken) => scheduler.TryEnqueue(new BatchRow(prompt, options, onToken, aborted, model.Decode))
-            ?? throw new ApiError(429, $"The server is busy: {_options.MaxQueue} requests are already waiting for model '{model.Name}'. Retry shortly.",
-                code: "rate_limit_exceeded", type: "rate_limit_error") { RetryAfterSeconds = 1 };
-        async Task<Generation> Outcome(Task<BatchResult> queued)
+        int n = sampling.Choices;
+        var answers = new AnswerText[n];
+        var held = new string[n];   // text a choice's last token released, not yet sent
+        var events = Channel.CreateUnbounded<(int Choice, string Piece, TokenLogprob? Logprob)>();
+        int firstToken = 0;
+        void OnFirstToken()
         {
-            var result = await queued;
-            if (result.Cancelled) throw new OperationCanceledException(aborted);
+            if (Interlocked.Exchange(ref firstToken, 1) == 0) _metrics.FirstToken(model.Name, arrived.Elapsed);
+        }
+        var queued = new List<Task<BatchResult>>();
+        for (int i = 0; i < n; i++)
+        {
+            int choice = i;
+            TokenLogprob? pending = null;
+            held[i] = "";
+            answers[i] = new AnswerText(model.Tokenizer, sampling.Stop, text => held[choice] += text);
+            void OnToken(int token)
+            {
+                OnFirstToken();
+                if (!sampling.Stream) return;
+                bool counts = !answers[choice].Stopped && !model.Tokenizer.IsSpecial(token);
+                answers[choice].Add(token);
+                var logprob = counts ? pending : null;
+                if (held[choice].Length > 0 || logprob is not null) events.Writer.TryWrite((choice, held[choice], logprob));
+                (held[choice], pending) = ("", null);
+            }
+            var row = new BatchRow(prompt, options with { Seed = options.Seed + i }, OnToken, limit.Token, model.Decode,
+                OnLogprob: sampling.Stream ? logprob => pending = logprob : null);
+            var task = _schedulers[model.Name].TryEnqueue(row);
+            if (task is null)
+            {
+                limit.Cancel();   // the choices already queued stop at once
+                throw new ApiError(429, $"The server is busy: {_options.MaxQueue} requests are already waiting for model '{model.Name}'. Retry shortly.",
+                    code: "rate_limit_exceeded", type: "rate_limit_error") { RetryAfterSeconds = 1 };
+            }
+            queued.Add(task);
+        }
+        async Task<BatchResult> Outcome(Task<BatchResult> task)
+        {
+            var result = await task;
+            if (result.Cancelled)
+            {
+                if (aborted.IsCancellationRequested) throw new OperationCanceledException(aborted);
+                if (_stopping.IsCancellationRequested) throw new ApiError(503, "The server is shutting down; this generation was stopped.", code: "server_shutting_down", type: "server_error");
+                throw new ApiError(408, $"The generation ran past the server's limit of {_options.RequestTimeoutSeconds:G} s (--request-timeout).", code: "request_timeout");
+            }
             if (result.Error is { } error) throw GenerationFailed(error);
-            return result.Generation;
+            return result;
+        }
+        var outcomes = Task.WhenAll(queued.Select(Outcome));
+        object Usage(BatchResult[] results)
+        {
+            int completion = results.Sum(r => r.Generation.Tokens.Length);
+            int cached = results[0].Timings?.CachedTokens ?? 0;
+            _metrics.Generated(model.Name, prompt.Length, completion, cached, arrived.Elapsed);
+            return new
+            {
+                prompt_tokens = prompt.Length, completion_tokens = completion, total_tokens = prompt.Length + completion,
+                prompt_tokens_details = new { cached_tokens = cached },
+            };
         }
 
         if (!sampling.Stream)
         {
-            var generation = await Outcome(Enqueue(null));
-            string text = model.Text(generation, sampling.Stop);
-            var usage = Usage(prompt.Length, generation.Tokens.Length);
-            string finish = Finish(generation);
-            object body = chat
-                ? new { id, @object = "chat.completion", created, model = model.Name, choices = new[] { new { index = 0, message = new { role = "assistant", content = text }, finish_reason = finish } }, usage }
-                : new { id, @object = "text_completion", created, model = model.Name, choices = new[] { new { index = 0, text, logprobs = (object?)null, finish_reason = finish } }, usage };
+            var results = await outcomes;
+            var choices = results.Select((result, i) =>
+            {
+                var generation = result.Generation;
+                var (text, entries) = Replay(model, generation, sampling.Stop);
+                object? logprobs = sampling.TopLogprobs is null ? null : chat ? new { content = entries.Select(e => ChatLogprob(model, e)) } : CompletionLogprobs(model, entries);
+                return chat
+                    ? (object)new { index = i, message = new { role = "assistant", content = text }, logprobs, finish_reason = Finish(generation) }
+                    : new { index = i, text, logprobs, finish_reason = Finish(generation) };
+            }).ToArray();
+            object body = new { id, @object = chat ? "chat.completion" : "text_completion", created, model = model.Name, choices, usage = Usage(results), timings = Timings(results) };
             await context.Response.WriteAsJsonAsync(body, Json, aborted);
             return;
         }
 
-        // Queue first, so that a full queue is still a plain 429 rather than an event stream.
-        var pieces = Channel.CreateUnbounded<string>();
-        var answer = new AnswerText(model.Tokenizer, sampling.Stop, piece => pieces.Writer.TryWrite(piece));
-        var work = Outcome(Enqueue(answer.Add)).ContinueWith(t =>
-        {
-            if (t.IsCompletedSuccessfully) answer.Finish();
-            pieces.Writer.TryComplete();
-            return t;
-        }, TaskScheduler.Default).Unwrap();
+        _ = outcomes.ContinueWith(_ => events.Writer.TryComplete(), TaskScheduler.Default);
         context.Response.ContentType = "text/event-stream";
         context.Response.Headers.CacheControl = "no-cache";
         async Task Send(object chunk) => await context.Response.WriteAsync($"data: {JsonSerializer.Serialize(chunk, Json)}\n\n", aborted);
-        object Chunk(string? content, string? role, string? finish) => chat
-            ? new { id, @object = "chat.completion.chunk", created, model = model.Name, choices = new[] { new { index = 0, delta = role is null ? (object)new { content } : new { role, content }, finish_reason = finish } } }
-            : new { id, @object = "text_completion", created, model = model.Name, choices = new[] { new { index = 0, text = content ?? "", logprobs = (object?)null, finish_reason = finish } } };
-        if (chat) await Send(Chunk("", "assistant", null));
-        await context.Response.Body.FlushAsync(aborted);
-        await foreach (string piece in pieces.Reader.ReadAllAsync(aborted))
+        object Chunk(int choice, string? content, string? role, string? finish, TokenLogprob? logprob)
         {
-            await Send(Chunk(piece, null, null));
+            object? logprobs = logprob is null ? null : chat ? new { content = new[] { ChatLogprob(model, logprob) } } : CompletionLogprobs(model, [logprob]);
+            return chat
+                ? new { id, @object = "chat.completion.chunk", created, model = model.Name, choices = new[] { new { index = choice, delta = role is null ? (object)new { content } : new { role, content }, logprobs, finish_reason = finish } } }
+                : new { id, @object = "text_completion", created, model = model.Name, choices = new[] { new { index = choice, text = content ?? "", logprobs, finish_reason = finish } } };
+        }
+        if (chat)
+            for (int i = 0; i < n; i++) await Send(Chunk(i, "", "assistant", null, null));
+        await context.Response.Body.FlushAsync(aborted);
+        await foreach (var (choice, piece, logprob) in events.Reader.ReadAllAsync(aborted))
+        {
+            await Send(Chunk(choice, piece, null, null, logprob));
             await context.Response.Body.FlushAsync(aborted);
         }
-        Generation done;
+        BatchResult[] done;
         try
         {
-            done = await work;
+            done = await outcomes;
         }
         catch (ApiError e)
         {
@@ -263,11 +401,17 @@ public sealed class GptServer : IAsyncDisposable
             await context.Response.WriteAsync("data: [DONE]\n\n", aborted);
             return;
         }
-        await Send(chat
-            ? new { id, @object = "chat.completion.chunk", created, model = model.Name, choices = new[] { new { index = 0, delta = new { }, finish_reason = Finish(done) } } }
-            : Chunk("", null, Finish(done)));
-        if (sampling.IncludeUsage)
-            await Send(new { id, @object = chat ? "chat.completion.chunk" : "text_completion", created, model = model.Name, choices = Array.Empty<object>(), usage = Usage(prompt.Length, done.Tokens.Length) });
+        for (int i = 0; i < n; i++)
+        {
+            // What was held back (what might have begun a stop sequence) goes out before the last chunk.
+            answers[i].Finish();
+            if (held[i].Length > 0) await Send(Chunk(i, held[i], null, null, null));
+            await Send(chat
+                ? new { id, @object = "chat.completion.chunk", created, model = model.Name, choices = new[] { new { index = i, delta = new { }, logprobs = (object?)null, finish_reason = Finish(done[i].Generation) } } }
+                : Chunk(i, "", null, Finish(done[i].Generation), null));
+        }
+        object final = new { id, @object = chat ? "chat.completion.chunk" : "text_completion", created, model = model.Name, choices = Array.Empty<object>(), usage = Usage(done), timings = Timings(done) };
+        if (sampling.IncludeUsage) await Send(final);
         await context.Response.WriteAsync("data: [DONE]\n\n", aborted);
         await context.Response.Body.FlushAsync(aborted);
     }
@@ -281,8 +425,61 @@ public sealed class GptServer : IAsyncDisposable
         return new ApiError(500, "Generation failed for this request (other requests are unaffected); the server log has the details.", type: "server_error");
     }
 
+    /// <summary>The answer's text and the tokens it is made of (special tokens and tokens after a stop sequence left out), as streaming hands them out.</summary>
+    static (string Text, List<TokenLogprob> Logprobs) Replay(ServedModel model, Generation generation, IReadOnlyList<string> stops)
+    {
+        var answer = new AnswerText(model.Tokenizer, stops);
+        var logprobs = new List<TokenLogprob>();
+        for (int i = 0; i < generation.Tokens.Length; i++)
+        {
+            int token = generation.Tokens[i];
+            if (!answer.Stopped && !model.Tokenizer.IsSpecial(token) && generation.Logprobs?[i] is { } logprob) logprobs.Add(logprob);
+            answer.Add(token);
+        }
+        return (answer.Finish(), logprobs);
+    }
+
+    static object ChatLogprob(ServedModel model, TokenLogprob logprob)
+    {
+        object Entry(int token, double value) => new { token = model.Tokenizer.Decode([token]), logprob = value, bytes = model.Tokenizer.TokenBytes(token).Select(b => (int)b) };
+        return new
+        {
+            token = model.Tokenizer.Decode([logprob.Token]), logprob = logprob.Logprob, bytes = model.Tokenizer.TokenBytes(logprob.Token).Select(b => (int)b),
+            top_logprobs = logprob.Top.Select(t => Entry(t.Token, t.Logprob)),
+        };
+    }
+
+    /// <summary>The legacy completions shape: parallel lists of tokens, their log-probabilities, the alternatives and text offsets.</summary>
+    static object CompletionLogprobs(ServedModel model, IReadOnlyList<TokenLogprob> logprobs)
+    {
+        var tokens = logprobs.Select(l => model.Tokenizer.Decode([l.Token])).ToList();
+        var offsets = new List<int>();
+        int offset = 0;
+        foreach (string token in tokens) { offsets.Add(offset); offset += token.Length; }
+        return new
+        {
+            tokens, token_logprobs = logprobs.Select(l => l.Logprob), text_offset = offsets,
+            top_logprobs = logprobs.Select(l => l.Top.GroupBy(t => model.Tokenizer.Decode([t.Token])).ToDictionary(g => g.Key, g => g.Max(t => t.Logprob))),
+        };
+    }
+
+    /// <summary>llama.cpp's <c>timings</c>: prompt and generation speed (the first choice's prompt; all choices' tokens).</summary>
+    static object? Timings(BatchResult[] results)
+    {
+        if (results[0].Timings is not { } first) return null;
+        int predicted = results.Sum(r => r.Generation.Tokens.Length);
+        double decodeMs = results.Max(r => r.Timings?.DecodeMilliseconds ?? 0);
+        static double PerSecond(int count, double ms) => ms > 0 ? Math.Round(count * 1000 / ms, 2) : 0;
+        return new
+        {
+            cache_n = first.CachedTokens, prompt_n = first.PromptTokens, prompt_ms = Math.Round(first.PrefillMilliseconds, 3),
+            prompt_per_second = PerSecond(first.PromptTokens, first.PrefillMilliseconds),
+            predicted_n = predicted, predicted_ms = Math.Round(decodeMs, 3), predicted_per_second = PerSecond(predicted, decodeMs),
+            queue_ms = Math.Round(first.QueueMilliseconds, 3),
+        };
+    }
+
     static string FirstLine(string text) => text.Split('\n', 2)[0].Trim();
 
-    static object Usage(int prompt, int completion) => new { prompt_tokens = prompt, completion_tokens = completion, total_tokens = prompt + completion };
     static string Finish(Generation generation) => generation.Finish == FinishReason.Stop ? "stop" : "length";
 }

@@ -18,7 +18,10 @@ public sealed class ApiError(int status, string message, string? param = null, s
 }
 
 /// <summary>The sampling part of a request, validated against OpenAI's ranges.</summary>
-public sealed record RequestSampling(double Temperature, double TopP, int? MaxTokens, IReadOnlyList<string> Stop, long? Seed, bool Stream, bool IncludeUsage);
+/// <param name="Choices">OpenAI's <c>n</c>: answers to generate for the prompt, each with its own seed.</param>
+/// <param name="TopLogprobs">Null: no log-probabilities; otherwise how many alternatives to report per token.</param>
+public sealed record RequestSampling(double Temperature, double TopP, int? MaxTokens, IReadOnlyList<string> Stop, long? Seed, bool Stream, bool IncludeUsage,
+    int Choices = 1, double PresencePenalty = 0, double FrequencyPenalty = 0, int? TopLogprobs = null);
 
 /// <summary>A parsed <c>/v1/chat/completions</c> request.</summary>
 public sealed record ChatRequest(string Model, IReadOnlyList<ChatMessage> Messages, RequestSampling Sampling);
@@ -29,6 +32,11 @@ public sealed record CompletionRequest(string Model, string Prompt, RequestSampl
 /// <summary>Parses OpenAI request bodies; every problem is an <see cref="ApiError"/> naming the field.</summary>
 public static class OpenAiProtocol
 {
+    /// <summary>The most answers one request may ask for (<c>n</c>).</summary>
+    public const int MaxChoices = 8;
+    /// <summary>The most alternatives per token (<c>top_logprobs</c>; OpenAI's limit).</summary>
+    public const int MaxTopLogprobs = 20;
+
     public static JsonElement ParseBody(string body)
     {
         if (string.IsNullOrWhiteSpace(body)) throw new ApiError(400, "The request body is empty; expected a JSON object.");
@@ -65,7 +73,7 @@ public static class OpenAiProtocol
             list.Add(new ChatMessage(role, content));
         }
         if (!list.Any(m => m.Role == ChatRoles.User)) throw new ApiError(400, "'messages' needs at least one user message.", "messages");
-        return new ChatRequest(model, list, Sampling(root, "max_completion_tokens"));
+        return new ChatRequest(model, list, Sampling(root, chat: true));
     }
 
     public static CompletionRequest Completion(JsonElement root)
@@ -79,7 +87,7 @@ public static class OpenAiProtocol
             _ => throw new ApiError(400, "'prompt' must be a string (or an array of one string).", "prompt"),
         };
         if (text.Length == 0) throw new ApiError(400, "'prompt' must not be empty.", "prompt");
-        return new CompletionRequest(model, text, Sampling(root, null));
+        return new CompletionRequest(model, text, Sampling(root, chat: false));
     }
 
     static string Model(JsonElement root) =>
@@ -114,17 +122,15 @@ public static class OpenAiProtocol
         throw new ApiError(400, $"{where}.content must be a string or an array of text parts.", $"{where}.content");
     }
 
-    static RequestSampling Sampling(JsonElement root, string? maxAlias)
+    static RequestSampling Sampling(JsonElement root, bool chat)
     {
         double temperature = Number(root, "temperature", 1.0, 0, 2);
         double topP = Number(root, "top_p", 1.0, double.Epsilon, 1);
         int? maxTokens = null;
-        foreach (string name in new[] { "max_tokens", maxAlias }.OfType<string>())
+        foreach (string name in chat ? new[] { "max_tokens", "max_completion_tokens" } : ["max_tokens"])
             if (root.TryGetProperty(name, out var v) && v.ValueKind != JsonValueKind.Null)
                 maxTokens = v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int n) && n >= 1 ? n : throw new ApiError(400, $"'{name}' must be an integer of at least 1.", name);
-        if (root.TryGetProperty("n", out var count) && count.ValueKind != JsonValueKind.Null
-            && !(count.ValueKind == JsonValueKind.Number && count.TryGetInt32(out int c) && c == 1))
-            throw new ApiError(400, "'n' must be the integer 1: only n = 1 is supported.", "n");
+        int choices = Integer(root, "n", 1, 1, MaxChoices) ?? 1;
         var stop = new List<string>();
         if (root.TryGetProperty("stop", out var s))
         {
@@ -135,15 +141,37 @@ public static class OpenAiProtocol
         }
         long? seed = root.TryGetProperty("seed", out var sd) && sd.ValueKind != JsonValueKind.Null
             ? (sd.ValueKind == JsonValueKind.Number && sd.TryGetInt64(out long sv) ? sv : throw new ApiError(400, "'seed' must be an integer.", "seed")) : null;
-        bool stream = root.TryGetProperty("stream", out var st) && st.ValueKind switch
-        {
-            JsonValueKind.True => true, JsonValueKind.False or JsonValueKind.Null => false,
-            _ => throw new ApiError(400, "'stream' must be a boolean.", "stream"),
-        };
+        bool stream = Boolean(root, "stream");
         if (root.TryGetProperty("stream_options", out var so) && so.ValueKind is not (JsonValueKind.Object or JsonValueKind.Null))
             throw new ApiError(400, "'stream_options' must be an object.", "stream_options");
         bool usage = so.ValueKind == JsonValueKind.Object && so.TryGetProperty("include_usage", out var iu) && iu.ValueKind == JsonValueKind.True;
-        return new RequestSampling(temperature, topP, maxTokens, stop, seed, stream, usage);
+        double presence = Number(root, "presence_penalty", 0, -2, 2), frequency = Number(root, "frequency_penalty", 0, -2, 2);
+        int? topLogprobs;
+        if (chat)
+        {
+            // Chat: logprobs is a switch, top_logprobs the number of alternatives (and only with the switch on).
+            int? alternatives = Integer(root, "top_logprobs", null, 0, MaxTopLogprobs);
+            bool logprobs = Boolean(root, "logprobs");
+            if (alternatives is not null && !logprobs) throw new ApiError(400, "'top_logprobs' needs 'logprobs': true.", "top_logprobs");
+            topLogprobs = logprobs ? alternatives ?? 0 : null;
+        }
+        else topLogprobs = Integer(root, "logprobs", null, 0, 5);   // completions: the number of alternatives, at most 5
+        return new RequestSampling(temperature, topP, maxTokens, stop, seed, stream, usage, choices, presence, frequency, topLogprobs);
+    }
+
+    static bool Boolean(JsonElement root, string name) => root.TryGetProperty(name, out var v) && v.ValueKind switch
+    {
+        JsonValueKind.True => true,
+        JsonValueKind.False or JsonValueKind.Null => false,
+        _ => throw new ApiError(400, $"'{name}' must be a boolean.", name),
+    };
+
+    static int? Integer(JsonElement root, string name, int? fallback, int min, int max)
+    {
+        if (!root.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null) return fallback;
+        if (v.ValueKind != JsonValueKind.Number || !v.TryGetInt32(out int n) || n < min || n > max)
+            throw new ApiError(400, $"'{name}' must be an integer from {min} to {max}.", name);
+        return n;
     }
 
     static double Number(JsonElement root, string name, double fallback, double min, double max)

@@ -16,9 +16,10 @@ namespace GptSharp.Serving;
 /// (a batch runs to its end before the next starts; kept for comparison).</param>
 /// <param name="PrefixCache">Reuse the KV cache of an earlier request whose tokens a new prompt starts with.</param>
 /// <param name="RequestTimeoutSeconds">A generation still running after this long is stopped (0: never).</param>
+/// <param name="ShutdownGraceSeconds">On shutdown, how long running generations may go on before they are stopped.</param>
 public sealed record ServerOptions(string Host = "127.0.0.1", int Port = 8000, string? ApiKey = null, long MaxBodyBytes = 1 << 20,
     int MaxConcurrent = 4, int MaxQueue = 64, IReadOnlyList<string>? AllowedHosts = null, Batching Batching = Batching.Continuous,
-    bool PrefixCache = true, double RequestTimeoutSeconds = 600)
+    bool PrefixCache = true, double RequestTimeoutSeconds = 600, double ShutdownGraceSeconds = 10)
 {
     /// <summary>Checks every field; errors name the option and say what is expected.</summary>
     public ServerOptions Validate()
@@ -29,6 +30,8 @@ public sealed record ServerOptions(string Host = "127.0.0.1", int Port = 8000, s
         if (MaxBodyBytes < 1) throw new ArgumentException($"The body limit {MaxBodyBytes} must be at least 1 byte.");
         if (RequestTimeoutSeconds < 0 || double.IsNaN(RequestTimeoutSeconds))
             throw new ArgumentException($"--request-timeout {RequestTimeoutSeconds}: expected seconds >= 0 (0: no limit).");
+        if (ShutdownGraceSeconds < 0 || double.IsNaN(ShutdownGraceSeconds))
+            throw new ArgumentException($"--shutdown-grace {ShutdownGraceSeconds}: expected seconds >= 0.");
         if (ApiKey is { Length: 0 }) throw new ArgumentException("--api-key is empty: give a key, or leave the option out.");
         return this;
     }

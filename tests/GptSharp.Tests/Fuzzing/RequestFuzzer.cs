@@ -37,7 +37,7 @@ public static class RequestFuzzer
                 var (status, text) = fuzzed[i].Result;
                 string key = status.ToString();
                 outcomes[key] = outcomes.GetValueOrDefault(key) + 1;
-                if (Check(status, text) is { } problem) violations.Add($"{problem} — request {Encoding.UTF8.GetString(bodies[i].Body)[..Math.Min(300, bodies[i].Body.Length)]} — reply {status} {text[..Math.Min(300, text.Length)]}");
+                if (Check(status, text, status == 200 ? ChoicesAsked(bodies[i].Body) : 1) is { } problem) violations.Add($"{problem} — request {Encoding.UTF8.GetString(bodies[i].Body)[..Math.Min(300, bodies[i].Body.Length)]} — reply {status} {text[..Math.Min(300, text.Length)]}");
             }
             var (controlStatus, controlText) = controlReply.Result;
             string? answer = controlStatus == 200 ? JsonNode.Parse(controlText)?["choices"]?[0]?["message"]?["content"]?.GetValue<string>() : null;
@@ -62,7 +62,7 @@ public static class RequestFuzzer
     }
 
     /// <summary>Why a reply breaks an invariant, or null.</summary>
-    static string? Check(int status, string text)
+    static string? Check(int status, string text, int choicesAsked)
     {
         if (status >= 500) return $"a {status}";
         if (Leaks.FirstOrDefault(text.Contains) is { } leak) return $"the body leaks '{leak}'";
@@ -83,8 +83,15 @@ public static class RequestFuzzer
             if (text.Contains("\"error\"")) return "an error inside a 200 stream";
             return null;
         }
-        try { return JsonNode.Parse(text)?["choices"] is JsonArray { Count: 1 } ? null : "a 200 without one choice"; }
+        try { return JsonNode.Parse(text)?["choices"] is JsonArray choices && choices.Count == choicesAsked ? null : $"a 200 without {choicesAsked} choice(s)"; }
         catch (JsonException) { return "a 200 whose body is not JSON"; }
+    }
+
+    /// <summary>How many choices a 200 must carry: the request's <c>n</c>, or 1 (only asked of bodies the server accepted, so they parse).</summary>
+    static int ChoicesAsked(byte[] body)
+    {
+        try { return JsonNode.Parse(body)?["n"] is JsonValue n && n.TryGetValue(out int count) ? count : 1; }
+        catch (JsonException) { return 1; }
     }
 
     static (byte[] Body, string ContentType) Case(Random random, string model)
