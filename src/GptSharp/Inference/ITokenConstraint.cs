@@ -7,7 +7,9 @@ namespace GptSharp.Inference;
 public interface ITokenConstraint
 {
     /// <summary>Per vocabulary token, whether it may come next; null when any may.</summary>
-    bool[]? Allowed();
+    /// <param name="tokensLeft">Tokens the answer may still produce, this one included: a constraint closes its
+    /// structure in time rather than be cut by the length limit.</param>
+    bool[]? Allowed(int tokensLeft);
 
     /// <summary>The token that was produced.</summary>
     void Accept(int token);

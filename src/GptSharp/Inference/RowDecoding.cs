@@ -54,7 +54,7 @@ internal sealed class RowDecoding
         {
             bool forced = _pending.Count > 0;
             int token = forced ? _pending.Dequeue()
-                : Sampler.Sample(logits, _context, Row.Options, _generator, _produced, Row.Constraint?.Allowed());
+                : Sampler.Sample(logits, _context, Row.Options, _generator, _produced, Row.Constraint?.Allowed(Row.Options.MaxNewTokens - _produced.Count));
             if (!forced) Row.Constraint?.Accept(token);
             if (_logprobs is not null)
             {
