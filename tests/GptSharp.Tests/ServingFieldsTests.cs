@@ -1,3 +1,4 @@
+#pragma warning disable OPENAI001 // ChatCompletionOptions.Seed: the SDK marks it experimental; the server honours it
 using System.Net;
 using System.Text;
 using System.Text.Json;
@@ -114,6 +115,80 @@ public class ServingFieldsTests(ServerFixture fixture) : IClassFixture<ServerFix
         Assert.Equal(cached, timings.GetProperty("cache_n").GetInt32());
         Assert.Equal(two.RootElement.GetProperty("usage").GetProperty("prompt_tokens").GetInt32() - cached, timings.GetProperty("prompt_n").GetInt32());
         Assert.True(timings.GetProperty("prompt_per_second").GetDouble() > 0);
+    }
+
+    const string CitySchema = """{"type": "object", "properties": {"city": {"type": "string", "maxLength": 8}, "days": {"type": "integer"}, "metric": {"type": "boolean"}}, "required": ["city", "days"], "additionalProperties": false}""";
+
+    [Fact]
+    public async Task EveryAnswerToAJsonSchemaResponseFormatValidates()
+    {
+        using var reply = await Post("/v1/chat/completions", new
+        {
+            model = "tiny-chat", messages = User("天氣"), n = 8, seed = 3, temperature = 1.0, max_tokens = 40,
+            response_format = new { type = "json_schema", json_schema = new { name = "weather", strict = true, schema = JsonDocument.Parse(CitySchema).RootElement } },
+        });
+        var choices = reply.RootElement.GetProperty("choices").EnumerateArray().ToList();
+        Assert.Equal(8, choices.Count);
+        foreach (var choice in choices)
+        {
+            Assert.Equal("stop", choice.GetProperty("finish_reason").GetString());
+            StructuredOutputTests.AssertValid(CitySchema, choice.GetProperty("message").GetProperty("content").GetString()!);
+        }
+        // json_object: any object, streamed.
+        var sdk = fixture.OpenAi().GetChatClient("tiny-chat");
+        var text = new StringBuilder();
+        await foreach (var update in sdk.CompleteChatStreamingAsync([new UserChatMessage("JSON")],
+                           new ChatCompletionOptions { ResponseFormat = ChatResponseFormat.CreateJsonObjectFormat(), MaxOutputTokenCount = 30, Seed = 5 }))
+            foreach (var part in update.ContentUpdate) text.Append(part.Text);
+        Assert.Equal(JsonValueKind.Object, JsonDocument.Parse(text.ToString()).RootElement.ValueKind);
+    }
+
+    static ChatTool Weather => ChatTool.CreateFunctionTool("get_weather", "The weather in a city", BinaryData.FromString(CitySchema));
+
+    [Fact]
+    public async Task ARequiredToolCallRoundTripsThroughTheOpenAiSdk()
+    {
+        var sdk = fixture.OpenAi().GetChatClient("tiny-chat");
+        var options = new ChatCompletionOptions { Tools = { Weather, ChatTool.CreateFunctionTool("now", "The time") }, ToolChoice = ChatToolChoice.CreateRequiredChoice(), MaxOutputTokenCount = 40, Seed = 9 };
+        List<OpenAI.Chat.ChatMessage> messages = [new UserChatMessage("天氣")];
+        var first = (await sdk.CompleteChatAsync(messages, options)).Value;
+        Assert.Equal(ChatFinishReason.ToolCalls, first.FinishReason);
+        var call = Assert.Single(first.ToolCalls);
+        Assert.StartsWith("call_", call.Id);
+        Assert.Contains(call.FunctionName, new[] { "get_weather", "now" });
+        StructuredOutputTests.AssertValid(call.FunctionName == "now" ? """{"type": "object", "properties": {}, "additionalProperties": false}""" : CitySchema, call.FunctionArguments.ToString());
+
+        // The call and its result go back; with tool_choice none the answer is text.
+        messages.Add(new AssistantChatMessage(first));
+        messages.Add(new ToolChatMessage(call.Id, "晴 22°C"));
+        var second = (await sdk.CompleteChatAsync(messages, new ChatCompletionOptions { Tools = { Weather, ChatTool.CreateFunctionTool("now", "The time") }, ToolChoice = ChatToolChoice.CreateNoneChoice(), MaxOutputTokenCount = 8 })).Value;
+        Assert.NotEqual(ChatFinishReason.ToolCalls, second.FinishReason);
+        Assert.Empty(second.ToolCalls);
+    }
+
+    [Fact]
+    public async Task ANamedToolCallStreamsAsAToolCallDelta()
+    {
+        var sdk = fixture.OpenAi().GetChatClient("tiny-chat");
+        var options = new ChatCompletionOptions { Tools = { Weather, ChatTool.CreateFunctionTool("now", "The time") }, ToolChoice = ChatToolChoice.CreateFunctionChoice("get_weather"), MaxOutputTokenCount = 40, Seed = 2 };
+        string? name = null, id = null;
+        var arguments = new StringBuilder();
+        ChatFinishReason? finish = null;
+        await foreach (var update in sdk.CompleteChatStreamingAsync([new UserChatMessage("天氣")], options))
+        {
+            Assert.DoesNotContain(update.ContentUpdate, p => p.Text.Length > 0);   // a forced call writes no text
+            foreach (var tool in update.ToolCallUpdates)
+            {
+                name ??= tool.FunctionName;
+                id ??= tool.ToolCallId;
+                arguments.Append(tool.FunctionArgumentsUpdate?.ToString());
+            }
+            finish ??= update.FinishReason;
+        }
+        Assert.Equal("get_weather", name);
+        Assert.StartsWith("call_", id);
+        Assert.Equal(ChatFinishReason.ToolCalls, finish);
+        StructuredOutputTests.AssertValid(CitySchema, arguments.ToString());
     }
 
     [Fact]

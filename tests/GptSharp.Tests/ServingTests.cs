@@ -126,6 +126,16 @@ public class ServingTests(ServerFixture fixture) : IClassFixture<ServerFixture>
         { """{"model":"tiny-chat","messages":[{"role":"user","content":"hi"}],"presence_penalty":3}""", 400, "'presence_penalty'" },
         { """{"model":"tiny-chat","messages":[{"role":"user","content":"hi"}],"frequency_penalty":"a"}""", 400, "'frequency_penalty'" },
         { $$"""{"model":"tiny-chat","messages":[{"role":"user","content":"{{new string('詩', 200)}}"}]}""", 400, "context_length_exceeded" },
+        { """{"model":"tiny-chat","messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{"type":"strnig"}}}}""", 400, "invalid_json_schema" },
+        { """{"model":"tiny-chat","messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{"type":"string","pattern":"a+"}}}}""", 400, "#/pattern" },
+        { """{"model":"tiny-chat","messages":[{"role":"user","content":"hi"}],"response_format":{"type":"yaml"}}""", 400, "response_format.type" },
+        { """{"model":"tiny-chat","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"description":"no name"}}]}""", 400, "tools[0].function.name" },
+        { """{"model":"tiny-chat","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"a"}},{"type":"function","function":{"name":"a"}}]}""", 400, "already the name of another tool" },
+        { """{"model":"tiny-chat","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"a"}}],"tool_choice":{"type":"function","function":{"name":"b"}}}""", 400, "names 'b', which is not among 'tools'" },
+        { """{"model":"tiny-chat","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"a","parameters":{"type":"object","properties":{"x":{"minimum":1}}}}}]}""", 400, "tools[0].function.parameters" },
+        { """{"model":"tiny-chat","messages":[{"role":"user","content":"hi"}],"tool_choice":"required"}""", 400, "'tool_choice' needs 'tools'" },
+        { """{"model":"tiny-chat","messages":[{"role":"user","content":"hi"},{"role":"tool","tool_call_id":"call_1","content":"42"}]}""", 400, "messages[1].tool_call_id" },
+        { """{"model":"tiny-chat","messages":[{"role":"user","content":"hi"},{"role":"assistant","tool_calls":[{"id":"c","type":"function","function":{"name":"a b","arguments":"{}"}}]}]}""", 400, "messages[1].tool_calls[0].function.name" },
     };
 
     [Theory]

@@ -49,7 +49,7 @@ public class StructuredOutputTests(TrainedTokenizerFixture fixture) : IClassFixt
 
     static SchemaNode Compile(string schema) => JsonSchema.Compile(JsonDocument.Parse(schema).RootElement);
 
-    static void AssertValid(string schema, string text)
+    internal static void AssertValid(string schema, string text)
     {
         using var document = JsonDocument.Parse(text);   // throws when the text is not JSON
         var result = Validator.FromText(schema).Evaluate(document.RootElement, new Json.Schema.EvaluationOptions { OutputFormat = Json.Schema.OutputFormat.List });

@@ -2,6 +2,7 @@ using System.Net;
 using System.Text.Json;
 using System.Threading.Channels;
 using GptSharp.Inference;
+using GptSharp.Tokenization;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
@@ -260,8 +261,12 @@ public sealed class GptServer : IAsyncDisposable
     {
         var request = OpenAiProtocol.Chat(await Body(context));
         var model = Find(request.Model);
-        int[] prompt = model.Template.RenderPrompt(request.Messages);
-        await Respond(context, model, prompt, request.Sampling, chat: true);
+        bool toolTurns = request.Shape.Calls || request.Messages.Any(m => m.ToolCall is not null || m.Role == ChatRoles.Tool);
+        if (toolTurns && !model.Template.SupportsTools)
+            throw new ApiError(400, $"Model '{model.Name}' cannot take tools: its tokenizer has no tool-call tokens (it was trained before tool calls existed).",
+                request.Shape.Calls ? "tools" : "messages");
+        int[] prompt = model.Template.RenderPrompt(request.Shape.Offer(request.Messages));
+        await Respond(context, model, prompt, request.Sampling, chat: true, request.Shape);
     }
 
     async Task Completions(HttpContext context)
@@ -269,10 +274,10 @@ public sealed class GptServer : IAsyncDisposable
         var request = OpenAiProtocol.Completion(await Body(context));
         var model = Find(request.Model);
         int[] prompt = [model.Tokenizer.BosId, .. model.Tokenizer.Encode(request.Prompt)];
-        await Respond(context, model, prompt, request.Sampling, chat: false);
+        await Respond(context, model, prompt, request.Sampling, chat: false, AnswerShape.Free);
     }
 
-    async Task Respond(HttpContext context, ServedModel model, int[] prompt, RequestSampling sampling, bool chat)
+    async Task Respond(HttpContext context, ServedModel model, int[] prompt, RequestSampling sampling, bool chat, AnswerShape shape)
     {
         var arrived = System.Diagnostics.Stopwatch.StartNew();
         if (prompt.Length >= model.ContextLength)
@@ -284,6 +289,10 @@ public sealed class GptServer : IAsyncDisposable
             MaxNewTokens: Math.Min(sampling.MaxTokens ?? model.ContextLength, model.ContextLength - prompt.Length),
             Seed: sampling.Seed ?? Random.Shared.NextInt64(), StopTokens: chat ? [model.Tokenizer.EndId, model.Tokenizer.BosId] : [model.Tokenizer.BosId, model.Tokenizer.EosId],
             StopSequences: sampling.Stop, PresencePenalty: sampling.PresencePenalty, FrequencyPenalty: sampling.FrequencyPenalty, TopLogprobs: sampling.TopLogprobs);
+        if (shape.Constrained && options.MaxNewTokens < shape.MinTokens)
+            throw new ApiError(400, $"'max_tokens' leaves room for {options.MaxNewTokens} tokens; the response format or tool call asked for needs up to {shape.MinTokens} to be complete.",
+                sampling.MaxTokens is null ? "messages" : "max_tokens");
+        int toolCall = shape.Calls ? model.Tokenizer.SpecialId(SpecialTokens.ToolCall) : -1;
         string id = (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("N")[..24];
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         var aborted = context.RequestAborted;
@@ -293,6 +302,7 @@ public sealed class GptServer : IAsyncDisposable
 
         int n = sampling.Choices;
         var answers = new AnswerText[n];
+        var calling = new bool[n];   // the choice began a tool call: its tokens are the call, not text
         var held = new string[n];   // text a choice's last token released, not yet sent
         var events = Channel.CreateUnbounded<(int Choice, string Piece, TokenLogprob? Logprob)>();
         int firstToken = 0;
@@ -311,6 +321,8 @@ public sealed class GptServer : IAsyncDisposable
             {
                 OnFirstToken();
                 if (!sampling.Stream) return;
+                if (token == toolCall) calling[choice] = true;
+                if (calling[choice]) return;
                 bool counts = !answers[choice].Stopped && !model.Tokenizer.IsSpecial(token);
                 answers[choice].Add(token);
                 var logprob = counts ? pending : null;
@@ -318,7 +330,7 @@ public sealed class GptServer : IAsyncDisposable
                 (held[choice], pending) = ("", null);
             }
             var row = new BatchRow(prompt, options with { Seed = options.Seed + i }, OnToken, limit.Token, model.Decode,
-                OnLogprob: sampling.Stream ? logprob => pending = logprob : null);
+                Constraint: shape.NewConstraint(model), OnLogprob: sampling.Stream ? logprob => pending = logprob : null);
             var task = _schedulers[model.Name].TryEnqueue(row);
             if (task is null)
             {
@@ -359,8 +371,11 @@ public sealed class GptServer : IAsyncDisposable
             var choices = results.Select((result, i) =>
             {
                 var generation = result.Generation;
-                var (text, entries) = Replay(model, generation, sampling.Stop);
+                var call = shape.ReadCall(model.Tokenizer, generation.Tokens);
+                var (text, entries) = Replay(model, BeforeCall(generation, shape.CallStart(model.Tokenizer, generation.Tokens)), sampling.Stop);
                 object? logprobs = sampling.TopLogprobs is null ? null : chat ? new { content = entries.Select(e => ChatLogprob(model, e)) } : CompletionLogprobs(model, entries);
+                if (call is not null)
+                    return new { index = i, message = (object)new { role = "assistant", content = text.Length == 0 ? null : text, tool_calls = new[] { CallJson(call) } }, logprobs, finish_reason = "tool_calls" };
                 return chat
                     ? (object)new { index = i, message = new { role = "assistant", content = text }, logprobs, finish_reason = Finish(generation) }
                     : new { index = i, text, logprobs, finish_reason = Finish(generation) };
@@ -406,8 +421,11 @@ public sealed class GptServer : IAsyncDisposable
             // What was held back (what might have begun a stop sequence) goes out before the last chunk.
             answers[i].Finish();
             if (held[i].Length > 0) await Send(Chunk(i, held[i], null, null, null));
+            var call = shape.ReadCall(model.Tokenizer, done[i].Generation.Tokens);
+            if (call is not null)
+                await Send(new { id, @object = "chat.completion.chunk", created, model = model.Name, choices = new[] { new { index = i, delta = (object)new { tool_calls = new[] { CallJson(call, index: 0) } }, logprobs = (object?)null, finish_reason = (string?)null } } });
             await Send(chat
-                ? new { id, @object = "chat.completion.chunk", created, model = model.Name, choices = new[] { new { index = i, delta = new { }, logprobs = (object?)null, finish_reason = Finish(done[i].Generation) } } }
+                ? new { id, @object = "chat.completion.chunk", created, model = model.Name, choices = new[] { new { index = i, delta = new { }, logprobs = (object?)null, finish_reason = call is null ? Finish(done[i].Generation) : "tool_calls" } } }
                 : Chunk(i, "", null, Finish(done[i].Generation), null));
         }
         object final = new { id, @object = chat ? "chat.completion.chunk" : "text_completion", created, model = model.Name, choices = Array.Empty<object>(), usage = Usage(done), timings = Timings(done) };
@@ -424,6 +442,15 @@ public sealed class GptServer : IAsyncDisposable
         Console.Error.WriteLine($"gptsharp serve: a generation failed: {error}");
         return new ApiError(500, "Generation failed for this request (other requests are unaffected); the server log has the details.", type: "server_error");
     }
+
+    /// <summary>The part of a generation before its tool call (all of it when it makes none).</summary>
+    static Generation BeforeCall(Generation generation, int start) => start < 0 ? generation
+        : generation with { Tokens = generation.Tokens[..start], Logprobs = generation.Logprobs?[..start] };
+
+    /// <summary>A tool call in OpenAI's shape (<paramref name="index"/> only in stream deltas).</summary>
+    static object CallJson(FunctionCall call, int? index = null) => index is null
+        ? new { id = call.Id, type = "function", function = new { name = call.Name, arguments = call.Arguments } }
+        : new { index, id = call.Id, type = "function", function = new { name = call.Name, arguments = call.Arguments } };
 
     /// <summary>The answer's text and the tokens it is made of (special tokens and tokens after a stop sequence left out), as streaming hands them out.</summary>
     static (string Text, List<TokenLogprob> Logprobs) Replay(ServedModel model, Generation generation, IReadOnlyList<string> stops)

@@ -1,5 +1,7 @@
+using GptSharp.Inference.Structured;
 using GptSharp.Tokenization;
 using System.Text.Json;
+using System.Text.RegularExpressions;
 
 namespace GptSharp.Serving;
 
@@ -23,8 +25,8 @@ public sealed class ApiError(int status, string message, string? param = null, s
 public sealed record RequestSampling(double Temperature, double TopP, int? MaxTokens, IReadOnlyList<string> Stop, long? Seed, bool Stream, bool IncludeUsage,
     int Choices = 1, double PresencePenalty = 0, double FrequencyPenalty = 0, int? TopLogprobs = null);
 
-/// <summary>A parsed <c>/v1/chat/completions</c> request.</summary>
-public sealed record ChatRequest(string Model, IReadOnlyList<ChatMessage> Messages, RequestSampling Sampling);
+/// <summary>A parsed <c>/v1/chat/completions</c> request; <paramref name="Shape"/> holds its response format and tools.</summary>
+public sealed record ChatRequest(string Model, IReadOnlyList<ChatMessage> Messages, RequestSampling Sampling, AnswerShape Shape);
 
 /// <summary>A parsed <c>/v1/completions</c> request.</summary>
 public sealed record CompletionRequest(string Model, string Prompt, RequestSampling Sampling);
@@ -58,7 +60,8 @@ public static class OpenAiProtocol
         if (!root.TryGetProperty("messages", out var messages) || messages.ValueKind != JsonValueKind.Array)
             throw new ApiError(400, "'messages' is required and must be an array.", "messages");
         if (messages.GetArrayLength() == 0) throw new ApiError(400, "'messages' must not be empty.", "messages");
-        var list = new List<ChatMessage>();
+        var list = new List<(ChatMessage Message, IReadOnlyList<FunctionCall> Calls, string? AnswersCall)>();
+        var openCalls = new HashSet<string>();
         int i = 0;
         foreach (var message in messages.EnumerateArray())
         {
@@ -66,14 +69,113 @@ public static class OpenAiProtocol
             if (message.ValueKind != JsonValueKind.Object) throw new ApiError(400, $"{where} must be an object.", where);
             string role = message.TryGetProperty("role", out var r) && r.ValueKind == JsonValueKind.String ? Text(r, $"{where}.role") : "";
             role = role == "developer" ? ChatRoles.System : role;
-            if (role is not (ChatRoles.System or ChatRoles.User or ChatRoles.Assistant))
-                throw new ApiError(400, $"{where}.role '{role}' is not supported; expected system, developer, user or assistant.", $"{where}.role");
+            if (role is not (ChatRoles.System or ChatRoles.User or ChatRoles.Assistant or ChatRoles.Tool))
+                throw new ApiError(400, $"{where}.role '{role}' is not supported; expected system, developer, user, assistant or tool.", $"{where}.role");
             string content = Content(message, where);
-            if (content.Length == 0 && role != ChatRoles.Assistant) throw new ApiError(400, $"{where}.content must not be empty.", $"{where}.content");
-            list.Add(new ChatMessage(role, content));
+            var calls = role == ChatRoles.Assistant ? Calls(message, where) : [];
+            if (content.Length == 0 && role != ChatRoles.Assistant && role != ChatRoles.Tool) throw new ApiError(400, $"{where}.content must not be empty.", $"{where}.content");
+            string? answers = null;
+            if (role == ChatRoles.Tool)
+            {
+                answers = message.TryGetProperty("tool_call_id", out var callId) && callId.ValueKind == JsonValueKind.String ? Text(callId, $"{where}.tool_call_id") : "";
+                if (!openCalls.Remove(answers))
+                    throw new ApiError(400, $"{where}.tool_call_id '{answers}' does not answer a tool call of an earlier assistant message (or answers it twice).", $"{where}.tool_call_id");
+            }
+            foreach (var call in calls)
+                if (!openCalls.Add(call.Id)) throw new ApiError(400, $"{where}.tool_calls: the id '{call.Id}' is used twice.", $"{where}.tool_calls");
+            list.Add((new ChatMessage(role, content), calls, answers));
         }
-        if (!list.Any(m => m.Role == ChatRoles.User)) throw new ApiError(400, "'messages' needs at least one user message.", "messages");
-        return new ChatRequest(model, list, Sampling(root, chat: true));
+        if (!list.Any(m => m.Message.Role == ChatRoles.User)) throw new ApiError(400, "'messages' needs at least one user message.", "messages");
+        return new ChatRequest(model, AnswerShape.Turns(list), Sampling(root, chat: true), Shape(root));
+    }
+
+    /// <summary>An assistant message's <c>tool_calls</c>: [{"id", "type": "function", "function": {"name", "arguments"}}].</summary>
+    static List<FunctionCall> Calls(JsonElement message, string where)
+    {
+        if (!message.TryGetProperty("tool_calls", out var calls) || calls.ValueKind == JsonValueKind.Null) return [];
+        if (calls.ValueKind != JsonValueKind.Array) throw new ApiError(400, $"{where}.tool_calls must be an array.", $"{where}.tool_calls");
+        var list = new List<FunctionCall>();
+        foreach (var call in calls.EnumerateArray())
+        {
+            string field = $"{where}.tool_calls[{list.Count}]";
+            if (call.ValueKind != JsonValueKind.Object || !call.TryGetProperty("function", out var function) || function.ValueKind != JsonValueKind.Object)
+                throw new ApiError(400, $"{field} must be an object with a 'function'.", field);
+            string id = call.TryGetProperty("id", out var i) && i.ValueKind == JsonValueKind.String ? Text(i, $"{field}.id") : "";
+            if (id.Length == 0) throw new ApiError(400, $"{field}.id must be a non-empty string.", $"{field}.id");
+            string name = function.TryGetProperty("name", out var n) && n.ValueKind == JsonValueKind.String ? Text(n, $"{field}.function.name") : "";
+            if (!ToolName.IsMatch(name)) throw new ApiError(400, $"{field}.function.name must be 1–64 letters, digits, '_' or '-'.", $"{field}.function.name");
+            string arguments = function.TryGetProperty("arguments", out var a) && a.ValueKind == JsonValueKind.String ? Text(a, $"{field}.function.arguments") : "{}";
+            list.Add(new FunctionCall(id, name, arguments));
+        }
+        return list;
+    }
+
+    static readonly Regex ToolName = new("^[A-Za-z0-9_-]{1,64}$", RegexOptions.Compiled);
+
+    /// <summary><c>response_format</c>, <c>tools</c> and <c>tool_choice</c>: what the answer must look like.</summary>
+    static AnswerShape Shape(JsonElement root)
+    {
+        SchemaNode? format = null;
+        if (root.TryGetProperty("response_format", out var rf) && rf.ValueKind != JsonValueKind.Null)
+        {
+            string type = rf.ValueKind == JsonValueKind.Object && rf.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString()! : "";
+            format = type switch
+            {
+                "text" => null,
+                "json_object" => JsonSchema.AnyObject(),
+                "json_schema" => rf.TryGetProperty("json_schema", out var js) && js.ValueKind == JsonValueKind.Object && js.TryGetProperty("schema", out var schema)
+                    ? Schema(schema, "response_format.json_schema.schema")
+                    : throw new ApiError(400, "'response_format.json_schema.schema' is required for type json_schema.", "response_format.json_schema.schema"),
+                _ => throw new ApiError(400, "'response_format.type' must be text, json_object or json_schema.", "response_format.type"),
+            };
+        }
+        var tools = new List<FunctionTool>();
+        if (root.TryGetProperty("tools", out var list) && list.ValueKind != JsonValueKind.Null)
+        {
+            if (list.ValueKind != JsonValueKind.Array) throw new ApiError(400, "'tools' must be an array.", "tools");
+            foreach (var tool in list.EnumerateArray())
+            {
+                string field = $"tools[{tools.Count}]";
+                if (tool.ValueKind != JsonValueKind.Object || !tool.TryGetProperty("type", out var tt) || tt.ValueKind != JsonValueKind.String || tt.GetString() != "function")
+                    throw new ApiError(400, $"{field}.type must be \"function\".", $"{field}.type");
+                if (!tool.TryGetProperty("function", out var function) || function.ValueKind != JsonValueKind.Object)
+                    throw new ApiError(400, $"{field}.function must be an object.", $"{field}.function");
+                string name = function.TryGetProperty("name", out var n) && n.ValueKind == JsonValueKind.String ? Text(n, $"{field}.function.name") : "";
+                if (!ToolName.IsMatch(name)) throw new ApiError(400, $"{field}.function.name must be 1–64 letters, digits, '_' or '-'.", $"{field}.function.name");
+                if (tools.Any(x => x.Name == name)) throw new ApiError(400, $"{field}.function.name '{name}' is already the name of another tool.", $"{field}.function.name");
+                string? description = function.TryGetProperty("description", out var d) && d.ValueKind == JsonValueKind.String ? Text(d, $"{field}.function.description") : null;
+                var arguments = function.TryGetProperty("parameters", out var p) && p.ValueKind != JsonValueKind.Null
+                    ? Schema(p, $"{field}.function.parameters") : JsonSchema.Compile(JsonDocument.Parse("""{"type": "object", "properties": {}}""").RootElement);
+                tools.Add(new FunctionTool(name, description, arguments));
+            }
+        }
+        var choice = ToolChoiceMode.Auto;
+        string? named = null;
+        if (root.TryGetProperty("tool_choice", out var tc) && tc.ValueKind != JsonValueKind.Null)
+        {
+            if (tools.Count == 0) throw new ApiError(400, "'tool_choice' needs 'tools'.", "tool_choice");
+            if (tc.ValueKind == JsonValueKind.String)
+                choice = tc.GetString() switch
+                {
+                    "auto" => ToolChoiceMode.Auto, "none" => ToolChoiceMode.None, "required" => ToolChoiceMode.Required,
+                    _ => throw new ApiError(400, "'tool_choice' must be auto, none, required or {\"type\": \"function\", \"function\": {\"name\": ...}}.", "tool_choice"),
+                };
+            else if (tc.ValueKind == JsonValueKind.Object && tc.TryGetProperty("function", out var f) && f.ValueKind == JsonValueKind.Object
+                     && f.TryGetProperty("name", out var fn) && fn.ValueKind == JsonValueKind.String)
+            {
+                named = Text(fn, "tool_choice.function.name");
+                if (tools.All(x => x.Name != named)) throw new ApiError(400, $"'tool_choice' names '{named}', which is not among 'tools' ({string.Join(", ", tools.Select(x => x.Name))}).", "tool_choice");
+                choice = ToolChoiceMode.Named;
+            }
+            else throw new ApiError(400, "'tool_choice' must be auto, none, required or {\"type\": \"function\", \"function\": {\"name\": ...}}.", "tool_choice");
+        }
+        return new AnswerShape(format, tools.Count == 0 ? null : tools, choice, named);
+    }
+
+    static SchemaNode Schema(JsonElement schema, string field)
+    {
+        try { return JsonSchema.Compile(schema); }
+        catch (JsonSchemaException e) { throw new ApiError(400, $"'{field}' is not a schema structured output can follow: {e.Message}", field, "invalid_json_schema"); }
     }
 
     public static CompletionRequest Completion(JsonElement root)

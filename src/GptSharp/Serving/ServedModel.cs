@@ -15,6 +15,7 @@ public sealed class ServedModel : IDisposable
         Template = new ChatTemplate(tokenizer);
         Decoder = new TokenDecoder(model);
         Created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        _vocabulary = new(() => new Inference.Structured.VocabularyTrie(tokenizer.OrdinaryTokens, model.Config.VocabSize));
         model.eval();
     }
 
@@ -26,6 +27,9 @@ public sealed class ServedModel : IDisposable
     public GptTokenizer Tokenizer { get; }
     public ChatTemplate Template { get; }
     public long Created { get; }
+    /// <summary>The tokenizer's vocabulary as a byte trie, for structured output (built on first use).</summary>
+    public Inference.Structured.VocabularyTrie Vocabulary => _vocabulary.Value;
+    readonly Lazy<Inference.Structured.VocabularyTrie> _vocabulary;
     public int ContextLength => Model.Config.ContextLength;
 
     /// <summary>Loads <c>name=folder</c>, or a folder named by its last path component (a PPO run's <c>policy</c> folder by its run's).</summary>
