@@ -157,7 +157,8 @@ public sealed class JsonState : IByteState
 
     enum NumberPhase { Start, Minus, Zero, Int, Dot, Frac, E, ESign, Exp }
 
-    /// <summary>A number; digits are capped (15 whole, 15 fraction, 2 exponent) so every one is a finite double.</summary>
+    /// <summary>A number; digits are capped (15 whole, 15 fraction, 2 exponent) so every one is a finite double, and an
+    /// integer has at most 9 digits so it fits the 32-bit int a typed client most often binds it to.</summary>
     sealed class NumberFrame(bool integer, NumberPhase phase, int digits) : Frame
     {
         public override int Remaining => phase is NumberPhase.Zero or NumberPhase.Int or NumberPhase.Frac or NumberPhase.Exp ? 0 : 1;
@@ -172,7 +173,7 @@ public sealed class JsonState : IByteState
                 case NumberPhase.Start when b == '-': return To(NumberPhase.Minus);
                 case NumberPhase.Start or NumberPhase.Minus when b == '0': return To(NumberPhase.Zero);
                 case NumberPhase.Start or NumberPhase.Minus when digit: return To(NumberPhase.Int, 1);
-                case NumberPhase.Int when digit && digits < 15: return To(NumberPhase.Int, digits + 1);
+                case NumberPhase.Int when digit && digits < (integer ? 9 : 15): return To(NumberPhase.Int, digits + 1);
                 case NumberPhase.Zero or NumberPhase.Int when !integer && b == '.': return To(NumberPhase.Dot);
                 case NumberPhase.Zero or NumberPhase.Int or NumberPhase.Frac when exponent: return To(NumberPhase.E);
                 case NumberPhase.Dot when digit: return To(NumberPhase.Frac, 1);
