@@ -4,7 +4,7 @@ using System.Text.Json;
 namespace GptSharp.Tests;
 
 /// <summary>
-/// The official npm <c>openai</c> client (pinned in tests/js/package.json) against the server: streaming with
+/// The official npm <c>openai</c> client (pinned to 6.49.0 in tests/js/package.json: 7.x asks for Node 22) against the server: streaming with
 /// <c>include_usage</c>, <c>n</c>, <c>logprobs</c>, <c>response_format</c>, <c>tools</c> and a 400 as an APIError.
 /// Needs Node.js and npm (Debian's nodejs and npm; .ci/run installs them); the package is installed on first run.
 /// </summary>
