@@ -84,7 +84,10 @@ public sealed record AnswerShape(SchemaNode? Format = null, IReadOnlyList<Functi
     public static List<ChatMessage> Turns(IEnumerable<(ChatMessage Message, IReadOnlyList<FunctionCall> Calls, string? AnswersCall)> messages)
     {
         messages = [.. messages];
-        var answers = messages.Where(m => m.AnswersCall is not null).ToDictionary(m => m.AnswersCall!, m => m.Message);
+        var answers = new Dictionary<string, ChatMessage>();
+        foreach (var (message, _, answersCall) in messages)
+            if (answersCall is not null && !answers.TryAdd(answersCall, message))
+                throw new ArgumentException($"Two tool results answer call '{answersCall}'.", nameof(messages));
         var unanswered = answers.Keys.ToHashSet();
         var turns = new List<ChatMessage>();
         foreach (var (message, calls, answersCall) in messages)

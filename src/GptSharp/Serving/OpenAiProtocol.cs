@@ -62,6 +62,7 @@ public static class OpenAiProtocol
         if (messages.GetArrayLength() == 0) throw new ApiError(400, "'messages' must not be empty.", "messages");
         var list = new List<(ChatMessage Message, IReadOnlyList<FunctionCall> Calls, string? AnswersCall)>();
         var openCalls = new HashSet<string>();
+        var callIds = new HashSet<string>();
         int i = 0;
         foreach (var message in messages.EnumerateArray())
         {
@@ -82,7 +83,7 @@ public static class OpenAiProtocol
                     throw new ApiError(400, $"{where}.tool_call_id '{answers}' does not answer a tool call of an earlier assistant message (or answers it twice).", $"{where}.tool_call_id");
             }
             foreach (var call in calls)
-                if (!openCalls.Add(call.Id)) throw new ApiError(400, $"{where}.tool_calls: the id '{call.Id}' is used twice.", $"{where}.tool_calls");
+                if (!callIds.Add(call.Id) || !openCalls.Add(call.Id)) throw new ApiError(400, $"{where}.tool_calls: the id '{call.Id}' is used by an earlier call.", $"{where}.tool_calls");
             list.Add((new ChatMessage(role, content), calls, answers));
         }
         if (!list.Any(m => m.Message.Role == ChatRoles.User)) throw new ApiError(400, "'messages' needs at least one user message.", "messages");
@@ -118,7 +119,7 @@ public static class OpenAiProtocol
         SchemaNode? format = null;
         if (root.TryGetProperty("response_format", out var rf) && rf.ValueKind != JsonValueKind.Null)
         {
-            string type = rf.ValueKind == JsonValueKind.Object && rf.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString()! : "";
+            string type = rf.ValueKind == JsonValueKind.Object && rf.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String ? Text(t, "response_format.type") : "";
             format = type switch
             {
                 "text" => null,
@@ -136,7 +137,7 @@ public static class OpenAiProtocol
             foreach (var tool in list.EnumerateArray())
             {
                 string field = $"tools[{tools.Count}]";
-                if (tool.ValueKind != JsonValueKind.Object || !tool.TryGetProperty("type", out var tt) || tt.ValueKind != JsonValueKind.String || tt.GetString() != "function")
+                if (tool.ValueKind != JsonValueKind.Object || !tool.TryGetProperty("type", out var tt) || tt.ValueKind != JsonValueKind.String || Text(tt, $"{field}.type") != "function")
                     throw new ApiError(400, $"{field}.type must be \"function\".", $"{field}.type");
                 if (!tool.TryGetProperty("function", out var function) || function.ValueKind != JsonValueKind.Object)
                     throw new ApiError(400, $"{field}.function must be an object.", $"{field}.function");
@@ -155,7 +156,7 @@ public static class OpenAiProtocol
         {
             if (tools.Count == 0) throw new ApiError(400, "'tool_choice' needs 'tools'.", "tool_choice");
             if (tc.ValueKind == JsonValueKind.String)
-                choice = tc.GetString() switch
+                choice = Text(tc, "tool_choice") switch
                 {
                     "auto" => ToolChoiceMode.Auto, "none" => ToolChoiceMode.None, "required" => ToolChoiceMode.Required,
                     _ => throw new ApiError(400, "'tool_choice' must be auto, none, required or {\"type\": \"function\", \"function\": {\"name\": ...}}.", "tool_choice"),
@@ -176,6 +177,7 @@ public static class OpenAiProtocol
     {
         try { return JsonSchema.Compile(schema); }
         catch (JsonSchemaException e) { throw new ApiError(400, $"'{field}' is not a schema structured output can follow: {e.Message}", field, "invalid_json_schema"); }
+        catch (InvalidOperationException) { throw new ApiError(400, $"'{field}' holds text that is not valid Unicode (a lone surrogate such as \\ud800).", field, "invalid_json_schema"); }
     }
 
     public static CompletionRequest Completion(JsonElement root)

@@ -37,7 +37,7 @@ public static class RequestFuzzer
                 var (status, text) = fuzzed[i].Result;
                 string key = status.ToString();
                 outcomes[key] = outcomes.GetValueOrDefault(key) + 1;
-                if (Check(status, text, status == 200 ? ChoicesAsked(bodies[i].Body) : 1) is { } problem) violations.Add($"{problem} — request {Encoding.UTF8.GetString(bodies[i].Body)[..Math.Min(300, bodies[i].Body.Length)]} — reply {status} {text[..Math.Min(300, text.Length)]}");
+                if (Check(status, text, status == 200 ? ChoicesAsked(bodies[i].Body) : 1) is { } problem) violations.Add($"{problem} — request {Encoding.UTF8.GetString(bodies[i].Body)[..Math.Min(600, bodies[i].Body.Length)]} — reply {status} {text[..Math.Min(300, text.Length)]}");
             }
             var (controlStatus, controlText) = controlReply.Result;
             string? answer = controlStatus == 200 ? JsonNode.Parse(controlText)?["choices"]?[0]?["message"]?["content"]?.GetValue<string>() : null;
@@ -127,8 +127,27 @@ public static class RequestFuzzer
 
     static void Mutate(Random random, JsonObject root, bool chat)
     {
-        switch (random.Next(6))
+        switch (random.Next(8))
         {
+            case 6 when chat: root["response_format"] = Format(random); break;
+            case 7 when chat:
+                root["tools"] = new JsonArray(Tool(random), random.Next(2) == 0 ? Tool(random) : Value(random));
+                root["tool_choice"] = random.Next(5) switch
+                {
+                    0 => "auto", 1 => "none", 2 => "required",
+                    3 => new JsonObject { ["type"] = "function", ["function"] = new JsonObject { ["name"] = random.Next(2) == 0 ? "get_weather" : Value(random) } },
+                    _ => Value(random),
+                };
+                if (random.Next(3) == 0 && root["messages"] is JsonArray turns)
+                {
+                    // A tool turn: the assistant's call and its result, with the id matching or not.
+                    turns.Add(new JsonObject { ["role"] = "assistant", ["tool_calls"] = new JsonArray(new JsonObject
+                    {
+                        ["id"] = "call_1", ["type"] = "function", ["function"] = new JsonObject { ["name"] = "get_weather", ["arguments"] = random.Next(2) == 0 ? "{\"city\":\"x\"}" : Value(random) },
+                    }) });
+                    turns.Add(new JsonObject { ["role"] = "tool", ["tool_call_id"] = random.Next(3) == 0 ? Value(random) : "call_1", ["content"] = Value(random) });
+                }
+                break;
             case 0 or 1: root[Fields[random.Next(Fields.Length)]] = Value(random); break;
             case 2: root.Remove(Fields[random.Next(Fields.Length)]); break;
             case 3 when chat && root["messages"] is JsonArray messages && messages.Count > 0:
@@ -155,6 +174,31 @@ public static class RequestFuzzer
         22 => long.MaxValue, 23 => Huge, 24 => 0.5, 25 => 1e-38, 26 => true, 27 => false, 28 => null,
         29 => new JsonArray(), 30 => new JsonArray(1, "a", null, new JsonArray()), 31 => new JsonObject(),
         32 => Nested(random.Next(2, 80)), _ => new JsonObject { ["a"] = new JsonObject { ["b"] = new JsonArray() } },
+    };
+
+    /// <summary>A response format: a valid schema, a schema with a wrong or unsupported part, or noise.</summary>
+    static JsonNode? Format(Random random) => random.Next(5) switch
+    {
+        0 => new JsonObject { ["type"] = "json_object" },
+        1 => new JsonObject { ["type"] = "json_schema", ["json_schema"] = new JsonObject { ["name"] = "x", ["schema"] = Schema(random) } },
+        2 => new JsonObject { ["type"] = "json_schema", ["json_schema"] = new JsonObject { ["name"] = "x", ["schema"] = Value(random) } },
+        3 => new JsonObject { ["type"] = Value(random) },
+        _ => Value(random),
+    };
+
+    static JsonNode Schema(Random random)
+    {
+        var properties = new JsonObject { ["city"] = new JsonObject { ["type"] = "string", ["maxLength"] = random.Next(0, 12) }, ["n"] = new JsonObject { ["type"] = random.Next(4) == 0 ? Value(random) : "integer" } };
+        var schema = new JsonObject { ["type"] = "object", ["properties"] = properties, ["required"] = new JsonArray("city") };
+        if (random.Next(4) == 0) schema[random.Next(2) == 0 ? "pattern" : "items"] = Value(random);
+        if (random.Next(6) == 0) schema["required"] = new JsonArray("nothing");
+        return schema;
+    }
+
+    static JsonNode Tool(Random random) => new JsonObject
+    {
+        ["type"] = random.Next(8) == 0 ? Value(random) : "function",
+        ["function"] = new JsonObject { ["name"] = random.Next(4) == 0 ? Value(random) : "get_weather", ["parameters"] = random.Next(3) == 0 ? Value(random) : Schema(random) },
     };
 
     static JsonNode Nested(int depth)
