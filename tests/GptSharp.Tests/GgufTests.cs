@@ -40,10 +40,37 @@ public class GgufTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedT
 
     [Theory]
     [MemberData(nameof(Cases))]
-    public void LlamaCppLoadsTheExportAndAgreesOnTokensLogitsAndGreedyText(bool llama, GgmlType type)
+    public void LlamaCppLoadsTheExportAndAgreesOnTokensLogitsAndGreedyText(bool llama, GgmlType type) =>
+        // Relative to the logits' range; measured: llama F32 5e-7, GPT-2 F32 2e-4 (ggml's GELU reads an F16 table),
+        // F16 1.2e-3 at most (every matrix rounded to 11 bits).
+        AgreesWithLlamaCpp(Layout(llama, fixture.Tokenizer.VocabSize), type, type == GgmlType.F16 ? 3e-3 : llama ? 1e-5 : 5e-4, llama ? "llama" : "gpt2");
+
+    /// <summary>The layouts of real open models, small: SmolLM2 (Llama, tied embeddings), Llama 3 (rotary scaling, a head
+    /// dimension other than width/heads), Qwen2/2.5 (q, k, v biases), Qwen3 (q and k norms, its own head dimension).</summary>
+    public static GptConfig OpenLayout(string name, int vocab)
+    {
+        var llama = GptConfig.Llama(vocab, 64, layers: 2, heads: 4, kvHeads: 2, width: 64);
+        return name switch
+        {
+            "smollm" => llama with { TiedEmbeddings = true },
+            "llama3" => llama with { HeadSize = 24, RotaryBase = 500000, RopeScaling = new RopeScaling(8, 1, 4, 32), MlpWidth = 136 },
+            "qwen2" => llama with { QkvBias = true, TiedEmbeddings = true, RotaryBase = 1000000, NormEpsilon = 1e-6 },
+            "qwen3" => llama with { QkNorm = true, HeadSize = 32, TiedEmbeddings = true, RotaryBase = 1000000, NormEpsilon = 1e-6 },
+            _ => throw new ArgumentException(name),
+        };
+    }
+
+    public static TheoryData<string> OpenLayouts => new() { "smollm", "llama3", "qwen2", "qwen3" };
+
+    [Theory]
+    [MemberData(nameof(OpenLayouts))]
+    public void LlamaCppAgreesOnOpenModelLayouts(string layout) =>
+        AgreesWithLlamaCpp(OpenLayout(layout, fixture.Tokenizer.VocabSize), GgmlType.F32, 1e-5, layout);
+
+    void AgreesWithLlamaCpp(GptConfig config, GgmlType type, double tolerance, string label)
     {
         using var dir = new TempDirectory();
-        var config = Layout(llama, fixture.Tokenizer.VocabSize);
+        bool llama = config.Norm == NormKind.RmsNorm;
         string run = SaveRun(dir, config);
         Gguf.Export(run, dir.File("model.gguf"), type);
 
@@ -90,10 +117,7 @@ public class GgufTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedT
         Assert.Equal(ourLogits.Length, theirLogits.Length);
         double spread = ourLogits.Max() - ourLogits.Min();
         double worst = ourLogits.Zip(theirLogits, (a, b) => Math.Abs(a - b)).Max();
-        // Relative to the logits' range; measured: llama F32 5e-7, GPT-2 F32 2e-4 (ggml's GELU reads an F16 table),
-        // F16 1.2e-3 at most (every matrix rounded to 11 bits).
-        double tolerance = type == GgmlType.F16 ? 3e-3 : llama ? 1e-5 : 5e-4;
-        Assert.True(worst <= tolerance * spread, $"{(llama ? "llama" : "gpt2")} {type}: largest logit difference {worst:G4} against a range of {spread:G4}");
+        Assert.True(worst <= tolerance * spread, $"{label} {type}: largest logit difference {worst:G4} against a range of {spread:G4}");
         Assert.Equal(ourGreedy, theirGreedy);
     }
 

@@ -7,7 +7,8 @@ namespace GptSharp.Interop;
 
 /// <summary>
 /// Exports a run as one GGUF file for llama.cpp and the runtimes built on it (LLamaSharp, Ollama, LM Studio):
-/// GPT-2-family runs as llama.cpp's <c>gpt2</c> architecture, Llama/PaLM-family runs as <c>llama</c>, with the
+/// GPT-2-family runs as llama.cpp's <c>gpt2</c> architecture, Llama/PaLM-family runs as <c>llama</c> (Llama 3's rotary
+/// scaling as a <c>rope_freqs</c> tensor), <c>qwen2</c> (q, k, v biases) or <c>qwen3</c> (q and k norms), with the
 /// tokenizer (byte-level BPE tokens, merges, special tokens, chat template) inside.
 /// </summary>
 public static class Gguf
@@ -34,12 +35,14 @@ public static class Gguf
             .Add($"{architecture}.feed_forward_length", (uint)c.MlpHidden)
             .Add($"{architecture}.block_count", (uint)c.Layers)
             .Add($"{architecture}.attention.head_count", (uint)c.Heads);
-        if (architecture == "llama")
-            gguf.Add("llama.attention.head_count_kv", (uint)c.KvHeads)
-                .Add("llama.rope.dimension_count", (uint)c.HeadDim)
-                .Add("llama.rope.freq_base", (float)c.RotaryBase)
-                .Add("llama.attention.layer_norm_rms_epsilon", (float)c.NormEpsilon)
-                .Add("llama.vocab_size", (uint)c.VocabSize);
+        if (architecture != "gpt2")
+            gguf.Add($"{architecture}.attention.head_count_kv", (uint)c.KvHeads)
+                .Add($"{architecture}.attention.key_length", (uint)c.HeadDim)
+                .Add($"{architecture}.attention.value_length", (uint)c.HeadDim)
+                .Add($"{architecture}.rope.dimension_count", (uint)c.HeadDim)
+                .Add($"{architecture}.rope.freq_base", (float)c.RotaryBase)
+                .Add($"{architecture}.attention.layer_norm_rms_epsilon", (float)c.NormEpsilon)
+                .Add($"{architecture}.vocab_size", (uint)c.VocabSize);
         else
             gguf.Add("gpt2.attention.layer_norm_epsilon", (float)c.NormEpsilon);
         AddTokenizer(gguf, tokenizer, c.VocabSize, pre);
@@ -47,7 +50,7 @@ public static class Gguf
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         var weights = model.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value);
-        foreach (var (name, tensor) in architecture == "gpt2" ? Gpt2Tensors(weights, c) : LlamaTensors(weights, c))
+        foreach (var (name, tensor) in architecture == "gpt2" ? Gpt2Tensors(weights, c) : LlamaTensors(weights, c, architecture))
         {
             var stored = tensor.dim() >= 2 && type == GgmlType.F16 ? tensor.to(ScalarType.Float16) : tensor.to(ScalarType.Float32);
             gguf.AddTensor(name, [.. stored.shape.Reverse()], stored.dtype == ScalarType.Float16 ? GgmlType.F16 : GgmlType.F32,
@@ -104,17 +107,39 @@ public static class Gguf
         yield return ("output_norm.bias", w["ln_f.bias"]);
     }
 
-    static IEnumerable<(string, Tensor)> LlamaTensors(Dictionary<string, Tensor> w, GptConfig c)
+    static IEnumerable<(string, Tensor)> LlamaTensors(Dictionary<string, Tensor> w, GptConfig c, string architecture)
     {
         int q = c.Heads * c.HeadDim, kv = c.KvHeads * c.HeadDim;
+        // llama.cpp's llama rotates pairs (2i, 2i+1); qwen2 and qwen3 rotate halves as GptSharp does (NeoX style).
+        bool pairs = architecture == "llama";
+        Tensor Rotated(Tensor rows, int heads) => pairs ? RotaryInterleaved(rows, heads, c.HeadDim) : rows;
         yield return ("token_embd.weight", w["wte.weight"]);
+        if (c.RopeScaling is { } scaling)
+        {
+            // llama.cpp divides each rotary frequency by its factor: the plain frequency over the scaled one.
+            int half = c.HeadDim / 2;
+            var plain = pow(c.RotaryBase, -arange(0, half, ScalarType.Float64) / half);
+            yield return ("rope_freqs.weight", (plain / Models.Rotary.Llama3(plain, scaling)).to(ScalarType.Float32));
+        }
         for (int i = 0; i < c.Layers; i++)
         {
             var fused = w[$"h.{i}.attn.c_attn.weight"];
             yield return ($"blk.{i}.attn_norm.weight", w[$"h.{i}.ln_1.weight"]);
-            yield return ($"blk.{i}.attn_q.weight", RotaryInterleaved(fused.narrow(0, 0, q), c.Heads, c.HeadDim));
-            yield return ($"blk.{i}.attn_k.weight", RotaryInterleaved(fused.narrow(0, q, kv), c.KvHeads, c.HeadDim));
+            yield return ($"blk.{i}.attn_q.weight", Rotated(fused.narrow(0, 0, q), c.Heads));
+            yield return ($"blk.{i}.attn_k.weight", Rotated(fused.narrow(0, q, kv), c.KvHeads));
             yield return ($"blk.{i}.attn_v.weight", fused.narrow(0, q + kv, kv));
+            if (c.QkvBias)
+            {
+                var bias = w[$"h.{i}.attn.c_attn.bias"];
+                yield return ($"blk.{i}.attn_q.bias", bias.narrow(0, 0, q));
+                yield return ($"blk.{i}.attn_k.bias", bias.narrow(0, q, kv));
+                yield return ($"blk.{i}.attn_v.bias", bias.narrow(0, q + kv, kv));
+            }
+            if (c.QkNorm)
+            {
+                yield return ($"blk.{i}.attn_q_norm.weight", w[$"h.{i}.attn.q_norm.weight"]);
+                yield return ($"blk.{i}.attn_k_norm.weight", w[$"h.{i}.attn.k_norm.weight"]);
+            }
             yield return ($"blk.{i}.attn_output.weight", w[$"h.{i}.attn.c_proj.weight"]);
             yield return ($"blk.{i}.ffn_norm.weight", w[$"h.{i}.ln_2.weight"]);
             yield return ($"blk.{i}.ffn_gate.weight", w[$"h.{i}.mlp.gate_proj.weight"]);

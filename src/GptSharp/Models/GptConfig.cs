@@ -8,6 +8,12 @@ public enum PositionKind { Learned, Rotary }
 public enum ActivationKind { GeluTanh, SwiGlu, Gelu }
 
 /// <summary>
+/// Llama 3's rotary scaling (<c>rope_scaling</c> type <c>llama3</c>): long wavelengths are divided by
+/// <see cref="Factor"/>, short ones kept, those between blended, relative to <see cref="OriginalContext"/>.
+/// </summary>
+public sealed record RopeScaling(double Factor, double LowFrequencyFactor, double HighFrequencyFactor, int OriginalContext);
+
+/// <summary>
 /// Shape and layout of a decoder-only Transformer. Two families come from the same blocks: GPT-2 (LayerNorm with
 /// bias, learned positions, GELU, tied embeddings) and PaLM/Llama (RMSNorm, rotary positions, SwiGLU, grouped-query
 /// attention, no bias, optionally PaLM's parallel attention + MLP block).
@@ -32,11 +38,22 @@ public sealed record GptConfig
     /// <summary>PaLM's block: attention and MLP read the same normalised input and their outputs are summed.</summary>
     public bool ParallelBlock { get; init; }
     public double RotaryBase { get; init; } = 10000;
+    /// <summary>Llama 3's rotary scaling; null: plain rotary frequencies.</summary>
+    public RopeScaling? RopeScaling { get; init; }
     public double NormEpsilon { get; init; } = 1e-5;
+    /// <summary>Head dimension when it is not Width / Heads (Qwen3, Gemma: <c>head_dim</c>); 0: Width / Heads.</summary>
+    public int HeadSize { get; init; }
+    /// <summary>MLP hidden width as given (an imported model's <c>intermediate_size</c>); 0: from <see cref="MlpRatio"/>.</summary>
+    public int MlpWidth { get; init; }
+    /// <summary>Biases on the query, key and value projections only (Qwen2), whatever <see cref="Bias"/> says.</summary>
+    public bool QkvBias { get; init; }
+    /// <summary>RMSNorm over each head's queries and keys before rotary (Qwen3).</summary>
+    public bool QkNorm { get; init; }
 
-    public int HeadDim => Width / Heads;
+    public int HeadDim => HeadSize > 0 ? HeadSize : Width / Heads;
 
-    public int MlpHidden => Activation == ActivationKind.SwiGlu
+    public int MlpHidden => MlpWidth > 0 ? MlpWidth
+        : Activation == ActivationKind.SwiGlu
         ? (int)Math.Ceiling(2.0 / 3.0 * MlpRatio * Width / 8) * 8
         : (int)Math.Round(MlpRatio * Width);
 
@@ -53,7 +70,11 @@ public sealed record GptConfig
         Positive(Heads, nameof(Heads));
         Positive(KvHeads, nameof(KvHeads));
         Positive(Width, nameof(Width));
-        if (Width % Heads != 0) throw new ArgumentException($"Width ({Width}) must be divisible by Heads ({Heads}).", nameof(Width));
+        if (HeadSize < 0 || MlpWidth < 0) throw new ArgumentOutOfRangeException(nameof(HeadSize), "HeadSize and MlpWidth must be 0 (derived) or positive.");
+        if (HeadSize == 0 && Width % Heads != 0) throw new ArgumentException($"Width ({Width}) must be divisible by Heads ({Heads}), or HeadSize given.", nameof(Width));
+        if (RopeScaling is { } scaling && (Positions != PositionKind.Rotary || !(scaling.Factor >= 1) || !(scaling.LowFrequencyFactor > 0)
+                || !(scaling.HighFrequencyFactor > scaling.LowFrequencyFactor) || scaling.OriginalContext <= 0))
+            throw new ArgumentException("RopeScaling needs rotary positions, Factor >= 1, 0 < LowFrequencyFactor < HighFrequencyFactor and a positive OriginalContext.", nameof(RopeScaling));
         if (Heads % KvHeads != 0) throw new ArgumentException($"Heads ({Heads}) must be divisible by KvHeads ({KvHeads}).", nameof(KvHeads));
         if (Positions == PositionKind.Rotary && HeadDim % 2 != 0) throw new ArgumentException($"Rotary positions need an even head dimension; Width/Heads is {HeadDim}.", nameof(Positions));
         if (!(MlpRatio is > 0 and <= 64)) throw new ArgumentOutOfRangeException(nameof(MlpRatio), MlpRatio, "MlpRatio must be in (0, 64].");

@@ -35,11 +35,26 @@ public sealed class Rotary : Module<Tensor, Tensor>
     {
         int half = config.HeadDim / 2;
         var inverseFrequency = pow(config.RotaryBase, -arange(0, half, ScalarType.Float64) / half);
+        if (config.RopeScaling is { } scaling) inverseFrequency = Llama3(inverseFrequency, scaling);
         var angles = outer(arange(0, config.ContextLength, ScalarType.Float64), inverseFrequency);
         cos = angles.cos().to(ScalarType.Float32);
         sin = angles.sin().to(ScalarType.Float32);
         register_buffer(nameof(cos), cos, persistent: false);
         register_buffer(nameof(sin), sin, persistent: false);
+    }
+
+    /// <summary>
+    /// Llama 3's frequencies: wavelengths longer than OriginalContext / LowFrequencyFactor are stretched by Factor,
+    /// shorter than OriginalContext / HighFrequencyFactor kept, and those between blended linearly in context / wavelength.
+    /// </summary>
+    public static Tensor Llama3(Tensor inverseFrequency, RopeScaling scaling)
+    {
+        var wavelength = 2 * Math.PI / inverseFrequency;
+        var smooth = (scaling.OriginalContext / wavelength - scaling.LowFrequencyFactor) / (scaling.HighFrequencyFactor - scaling.LowFrequencyFactor);
+        var blended = (1 - smooth) * inverseFrequency / scaling.Factor + smooth * inverseFrequency;
+        var longWave = wavelength > scaling.OriginalContext / scaling.LowFrequencyFactor;
+        var shortWave = wavelength < scaling.OriginalContext / scaling.HighFrequencyFactor;
+        return where(longWave, inverseFrequency / scaling.Factor, where(shortWave, inverseFrequency, blended));
     }
 
     /// <summary>Rotates (B, H, T, HeadDim) queries or keys for positions [start, start + T), halves layout (as Llama).</summary>
@@ -70,12 +85,14 @@ public sealed class SelfAttention : Module<Tensor, Tensor>
 {
     readonly GptConfig _config;
     readonly Dense c_attn, c_proj;
+    readonly RmsNorm? q_norm, k_norm;
 
     public SelfAttention(GptConfig config) : base(nameof(SelfAttention))
     {
         _config = config;
-        c_attn = new Dense(config.Width, (config.Heads + 2 * config.KvHeads) * config.HeadDim, config.Bias);
-        c_proj = new Dense(config.Width, config.Width, config.Bias);
+        c_attn = new Dense(config.Width, (config.Heads + 2 * config.KvHeads) * config.HeadDim, config.Bias || config.QkvBias);
+        c_proj = new Dense(config.Heads * config.HeadDim, config.Width, config.Bias);
+        if (config.QkNorm) (q_norm, k_norm) = (new RmsNorm(config.HeadDim, config.NormEpsilon), new RmsNorm(config.HeadDim, config.NormEpsilon));
         RegisterComponents();
     }
 
@@ -106,6 +123,7 @@ public sealed class SelfAttention : Module<Tensor, Tensor>
         var q = qkv.narrow(-1, 0, h * hd).view(b, t, h, hd).transpose(1, 2);            // (B, H, T, hd)
         var k = qkv.narrow(-1, h * hd, kvh * hd).view(b, t, kvh, hd).transpose(1, 2);   // (B, KvH, T, hd)
         var v = qkv.narrow(-1, (h + kvh) * hd, kvh * hd).view(b, t, kvh, hd).transpose(1, 2);
+        if (q_norm is not null) (q, k) = (q_norm.forward(q), k_norm!.forward(k));
         var positions = cache?.StepPositions;
         if (rotary is not null)
         {

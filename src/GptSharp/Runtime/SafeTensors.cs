@@ -90,15 +90,41 @@ public static class SafeTensors
     /// </summary>
     public static (Dictionary<string, Tensor> Tensors, Dictionary<string, string> Metadata) Load(string path, bool allowNonFinite = false)
     {
+        var tensors = new Dictionary<string, Tensor>();
+        try
+        {
+            var metadata = Read(path, _ => true, (name, tensor) => tensors[name] = tensor, allowNonFinite);
+            return (tensors, metadata);
+        }
+        catch
+        {
+            foreach (var t in tensors.Values) t.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Reads the tensors <paramref name="wanted"/> picks one at a time and hands each to <paramref name="use"/>, which
+    /// owns it from then on (and may dispose it at once): a model loads holding its own weights and one tensor more,
+    /// never the whole file. Errors as <see cref="Load"/>'s; the header is checked whole before any tensor is read.
+    /// </summary>
+    /// <returns>The file's metadata.</returns>
+    public static Dictionary<string, string> Read(string path, Func<string, bool> wanted, Action<string, Tensor> use, bool allowNonFinite = false)
+    {
         if (!File.Exists(path)) throw new FileNotFoundException($"No safetensors file at '{path}'.", path);
-        byte[] file = File.ReadAllBytes(path);
-        if (file.Length < 8) throw new InvalidDataException($"{path}: {file.Length} bytes is too short for a safetensors file.");
-        ulong headerLength = BinaryPrimitives.ReadUInt64LittleEndian(file);
-        if (headerLength > (ulong)file.Length - 8) throw new InvalidDataException($"{path}: header length {headerLength} is past the end of the file.");
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+        long fileLength = stream.Length;
+        if (fileLength < 8) throw new InvalidDataException($"{path}: {fileLength} bytes is too short for a safetensors file.");
+        Span<byte> lengthBytes = stackalloc byte[8];
+        stream.ReadExactly(lengthBytes);
+        ulong headerLength = BinaryPrimitives.ReadUInt64LittleEndian(lengthBytes);
+        if (headerLength > (ulong)fileLength - 8 || headerLength > int.MaxValue) throw new InvalidDataException($"{path}: header length {headerLength} is past the end of the file.");
+        byte[] headerBytes = new byte[headerLength];
+        stream.ReadExactly(headerBytes);
         JsonDocument document;
         try
         {
-            document = JsonDocument.Parse(file.AsMemory(8, (int)headerLength));
+            document = JsonDocument.Parse(headerBytes);
         }
         catch (JsonException e)
         {
@@ -108,8 +134,8 @@ public static class SafeTensors
         var header = document.RootElement;
         if (header.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{path}: the header is a JSON {Kind(header)}, expected an object of tensors.");
         long dataStart = 8 + (long)headerLength;
-        var tensors = new Dictionary<string, Tensor>();
         var metadata = new Dictionary<string, string>();
+        var entries = new List<(string Name, ScalarType Type, long[] Shape, long Offset, long Size)>();
         var seen = new HashSet<string>(StringComparer.Ordinal);
         try
         {
@@ -137,26 +163,37 @@ public static class SafeTensors
                 long expected;
                 try { expected = checked(shape.Aggregate(1L, (a, b) => a * b) * type.Value.Size); }
                 catch (OverflowException) { throw new InvalidDataException($"{where} has shape [{string.Join(", ", shape)}], whose size overflows."); }
-                if (offsets[1] - offsets[0] != expected || offsets[0] > offsets[1] || dataStart + offsets[1] > file.Length)
+                if (offsets[1] - offsets[0] != expected || offsets[0] > offsets[1] || dataStart + offsets[1] > fileLength)
                     throw new InvalidDataException($"{where} ({dtypeName} {string.Join('x', shape)}) has byte range [{offsets[0]}, {offsets[1]}), which does not match its size {expected} or the file.");
-                var tensor = empty(shape, type.Key);
-                tensors[name] = tensor;
-                tensor.bytes = file.AsSpan((int)(dataStart + offsets[0]), (int)expected);
-                if (!allowNonFinite && tensor.is_floating_point() && !tensor.isfinite().all().item<bool>())
-                    throw new InvalidDataException($"{where} holds NaN or infinite values; the weights are broken (allow them explicitly to inspect such a file).");
+                if (expected > int.MaxValue) throw new InvalidDataException($"{where} is {expected:N0} bytes; tensors over 2 GB are not read here.");
+                entries.Add((name, type.Key, shape, dataStart + offsets[0], expected));
             }
         }
         catch (InvalidOperationException e)
         {
-            foreach (var t in tensors.Values) t.Dispose();
             throw new InvalidDataException($"{path}: the header is not valid text ({e.Message})", e);
         }
-        catch
+        byte[] buffer = [];
+        foreach (var (name, type, shape, offset, size) in entries.Where(e => wanted(e.Name)).OrderBy(e => e.Offset))
         {
-            foreach (var t in tensors.Values) t.Dispose();
-            throw;
+            if (buffer.Length < size) buffer = new byte[size];
+            stream.Position = offset;
+            stream.ReadExactly(buffer, 0, (int)size);
+            var tensor = empty(shape, type);
+            try
+            {
+                tensor.bytes = buffer.AsSpan(0, (int)size);
+                if (!allowNonFinite && tensor.is_floating_point() && !tensor.isfinite().all().item<bool>())
+                    throw new InvalidDataException($"{path}: tensor '{name}' holds NaN or infinite values; the weights are broken (allow them explicitly to inspect such a file).");
+            }
+            catch
+            {
+                tensor.Dispose();
+                throw;
+            }
+            use(name, tensor);
         }
-        return (tensors, metadata);
+        return metadata;
     }
 
     static long[] Integers(JsonElement node, string field, string where, int? count)
