@@ -62,7 +62,7 @@ public class HuggingFaceTests(TrainedTokenizerFixture fixture) : IClassFixture<T
         var (imported, added) = HuggingFace.Import(dir.File("hf"), dir.File("back"));
         Assert.Equal(0, added);
         Assert.Equal(config.MlpHidden, imported.MlpHidden); // the ratio may be written differently for the same width
-        Assert.Equal(config with { MlpRatio = imported.MlpRatio }, imported);
+        Assert.Equal(config with { MlpRatio = imported.MlpRatio, MlpWidth = imported.MlpWidth }, imported);
         var (a, _) = Checkpoint.LoadModel(run);
         var (b, state) = Checkpoint.LoadModel(dir.File("back"));
         using (a) using (b)
@@ -94,7 +94,7 @@ public class HuggingFaceTests(TrainedTokenizerFixture fixture) : IClassFixture<T
         var wrong = tensors.ToDictionary(kv => kv.Key, kv => kv.Key == "transformer.wpe.weight" ? zeros(16, 16) : kv.Value);
         SafeTensors.Save(weights, wrong);
         var shape = Assert.Throws<InvalidDataException>(() => HuggingFace.Import(dir.File("hf"), dir.File("x2")));
-        Assert.Contains("'wpe.weight'", shape.Message);
+        Assert.Contains("'transformer.wpe.weight'", shape.Message);
         Assert.Contains("[16, 16]", shape.Message);
 
         string config = File.ReadAllText(dir.File("hf/config.json"));
@@ -109,6 +109,87 @@ public class HuggingFaceTests(TrainedTokenizerFixture fixture) : IClassFixture<T
 
         Assert.Contains("ParallelBlock", Assert.Throws<NotSupportedException>(() =>
             HuggingFace.Architecture(GptConfig.Llama(v, 32, 1, 2, 2, 16) with { ParallelBlock = true })).Message);
+    }
+
+    [Theory]
+    [MemberData(nameof(GgufTests.OpenLayouts), MemberType = typeof(GgufTests))]
+    public void OpenModelLayoutsRoundTripAndLoadFromBf16Shards(string layout)
+    {
+        using var dir = new TempDirectory();
+        var config = GgufTests.OpenLayout(layout, fixture.Tokenizer.VocabSize);
+        string run = SaveRun(dir, config, "run");
+        HuggingFace.Export(run, dir.File("hf"));
+        using (var json = JsonDocument.Parse(File.ReadAllText(dir.File("hf/config.json"))))
+            Assert.Equal(layout is "qwen2" or "qwen3" ? layout : "llama", json.RootElement.GetProperty("model_type").GetString());
+        var (imported, _) = HuggingFace.Import(dir.File("hf"), dir.File("back"));
+        Assert.Equal(config with { MlpRatio = imported.MlpRatio, MlpWidth = imported.MlpWidth }, imported);
+        Assert.Equal(config.MlpHidden, imported.MlpHidden);
+
+        // The same weights as two shards with an index, once in F32 and once in BF16.
+        var (tensors, _) = SafeTensors.Load(dir.File("hf/model.safetensors"));
+        var names = tensors.Keys.Order().ToList();
+        foreach (var (folder, type) in new[] { ("sharded", ScalarType.Float32), ("bf16", ScalarType.BFloat16) })
+        {
+            Directory.CreateDirectory(dir.File(folder));
+            foreach (string file in new[] { "config.json", "generation_config.json" }) File.Copy(dir.File($"hf/{file}"), dir.File($"{folder}/{file}"));
+            var map = new Dictionary<string, string>();
+            for (int shard = 0; shard < 2; shard++)
+            {
+                string file = $"model-0000{shard + 1}-of-00002.safetensors";
+                var part = names.Where((_, i) => i % 2 == shard).ToDictionary(n => n, n => tensors[n].to(type));
+                SafeTensors.Save(dir.File($"{folder}/{file}"), part);
+                foreach (string n in part.Keys) map[n] = file;
+            }
+            File.WriteAllText(dir.File($"{folder}/model.safetensors.index.json"), JsonSerializer.Serialize(new { metadata = new { total_size = 0 }, weight_map = map }));
+            HuggingFace.Import(dir.File(folder), dir.File($"{folder}-run"), tokenizer: fixture.Directory);
+        }
+        foreach (var t in tensors.Values) t.Dispose();
+
+        var (single, _) = Checkpoint.LoadModel(dir.File("back"));
+        var (sharded, _) = Checkpoint.LoadModel(dir.File("sharded-run"));
+        var (bf16, _) = Checkpoint.LoadModel(dir.File("bf16-run"));
+        using (single) using (sharded) using (bf16)
+        {
+            var s1 = sharded.state_dict();
+            var s2 = bf16.state_dict();
+            foreach (var (name, tensor) in single.state_dict())
+            {
+                Assert.True(tensor.eq(s1[name]).all().item<bool>(), $"{layout}: {name} differs between one file and two shards");
+                Assert.True(tensor.to(ScalarType.BFloat16).to(ScalarType.Float32).eq(s2[name]).all().item<bool>(), $"{layout}: {name} is not the BF16 rounding of the F32 weights");
+            }
+        }
+    }
+
+    [Fact]
+    public void OpenModelFoldersThatCannotLoadNameWhy()
+    {
+        using var dir = new TempDirectory();
+        string run = SaveRun(dir, GgufTests.OpenLayout("qwen2", fixture.Tokenizer.VocabSize), "run");
+        HuggingFace.Export(run, dir.File("hf"));
+        string configPath = dir.File("hf/config.json");
+        string config = File.ReadAllText(configPath);
+        void Refused<T>(string changedConfig, string expected) where T : Exception
+        {
+            File.WriteAllText(configPath, changedConfig);
+            string message = Assert.Throws<T>(() => HuggingFace.Import(dir.File("hf"), dir.File("x"))).Message;
+            Assert.True(message.Contains(expected), message);
+            File.WriteAllText(configPath, config);
+        }
+        Refused<NotSupportedException>(config.Replace("\"qwen2\"", "\"mistral\""), "model_type 'mistral'");
+        Refused<NotSupportedException>(config.Replace("\"use_sliding_window\": false", "\"use_sliding_window\": true"), "use_sliding_window");
+        Refused<NotSupportedException>(config.Replace("\"hidden_act\": \"silu\"", "\"hidden_act\": \"gelu\""), "hidden_act 'gelu'");
+        Refused<NotSupportedException>(config.Replace("\"rope_theta\"", "\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4}, \"rope_theta\""), "rope_scaling type 'yarn'");
+        Refused<InvalidDataException>(config.Replace("\"head_dim\": 16", "\"head_dim\": 20"), "has shape [32], expected [40] from config.json");
+
+        // A wrong dtype and a missing shard.
+        var (tensors, _) = SafeTensors.Load(dir.File("hf/model.safetensors"));
+        var asInts = tensors.ToDictionary(kv => kv.Key, kv => kv.Key == "model.norm.weight" ? kv.Value.to(ScalarType.Int32) : kv.Value);
+        SafeTensors.Save(dir.File("hf/model.safetensors"), asInts);
+        Assert.Contains("'model.norm.weight' is Int32", Assert.Throws<InvalidDataException>(() => HuggingFace.Import(dir.File("hf"), dir.File("x"))).Message);
+        File.Delete(dir.File("hf/model.safetensors"));
+        File.WriteAllText(dir.File("hf/model.safetensors.index.json"), JsonSerializer.Serialize(new { weight_map = tensors.Keys.ToDictionary(k => k, _ => "model-00001-of-00002.safetensors") }));
+        Assert.Contains("shard 'model-00001-of-00002.safetensors'", Assert.Throws<FileNotFoundException>(() => HuggingFace.Import(dir.File("hf"), dir.File("x"))).Message);
+        foreach (var t in tensors.Values) t.Dispose();
     }
 
     /// <summary>Held-out-looking text from every embedded corpus, plus scripts and symbols the corpora lack.</summary>
