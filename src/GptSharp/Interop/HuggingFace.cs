@@ -93,8 +93,14 @@ public static class HuggingFace
         };
         var shards = Shards(hfDirectory);
         if (tokenizer is null && !Directory.Exists(Path.Combine(hfDirectory, TokenizerFolder)))
-            throw new FileNotFoundException($"'{hfDirectory}' has no {TokenizerFolder}/ folder (it was not exported by GptSharp): pass --tokenizer with the " +
-                                            "vocabulary the model was trained with (a GptSharp tokenizer folder, gpt2 or cl100k_base).", Path.Combine(hfDirectory, TokenizerFolder));
+        {
+            // A model from elsewhere: its own tokenizer.json, converted into the run folder.
+            if (!File.Exists(Path.Combine(hfDirectory, "tokenizer.json")))
+                throw new FileNotFoundException($"'{hfDirectory}' has neither tokenizer.json nor a {TokenizerFolder}/ folder: pass --tokenizer with the " +
+                                                "vocabulary the model was trained with (a GptSharp tokenizer folder, gpt2 or cl100k_base).", Path.Combine(hfDirectory, "tokenizer.json"));
+            tokenizer = Path.Combine(runDirectory, RunFolder.TokenizerFolder);
+            HuggingFaceTokenizer.Import(hfDirectory, tokenizer);
+        }
         tokenizer ??= Path.Combine(hfDirectory, TokenizerFolder);
         var tok = GptTokenizer.Load(tokenizer);
         int added = Math.Max(0, tok.VocabSize - config.VocabSize);
@@ -102,7 +108,7 @@ public static class HuggingFace
 
         using var model = new Gpt(config);
         LoadWeights(model, modelType, shards);
-        string recorded = tokenizer is "gpt2" or "cl100k_base" ? tokenizer : Path.GetFullPath(tokenizer); // built-in names stay names
+        string recorded = RunFolder.KeepTokenizer(runDirectory, tokenizer); // built-in names stay names; a folder is copied into the run
         Checkpoint.Save(runDirectory, model, null, new TrainingState(0, "0:0", "", recorded));
         Checkpoint.WriteRunConfig(runDirectory, new { objective = "import", from = Path.GetFullPath(hfDirectory), model = config, tokenizer = recorded, addedTokens = added });
         return (config, added);

@@ -35,6 +35,93 @@ public static class HuggingFaceTokenizer
         AtomicFile.WriteAllText(Path.Combine(directory, "tokenizer_config.json"), config.ToJsonString(options));
     }
 
+    /// <summary>
+    /// Converts a Hugging Face <c>tokenizer.json</c> of the byte-level BPE kind (GPT-2, Llama 3, Qwen, SmolLM, DeepSeek)
+    /// into a GptSharp tokenizer folder, as it is: the vocabulary as tiktoken ranks (id = rank), the Split regex of the
+    /// pre-tokenizer (or GPT-2's, for a plain ByteLevel one), NFC normalisation where it asks for it, and its added
+    /// tokens as special tokens; GptSharp's own special tokens (<c>&lt;|bos|&gt;</c>, the chat roles, …) follow the
+    /// highest id, as for the built-in encodings. Anything else — SentencePiece (unigram, or BPE with byte fallback),
+    /// WordPiece, another normaliser or pre-tokenizer — is refused naming it.
+    /// </summary>
+    public static GptTokenizer Import(string hfDirectory, string outDirectory)
+    {
+        string path = Path.Combine(hfDirectory, "tokenizer.json");
+        if (!File.Exists(path)) throw new FileNotFoundException($"No tokenizer.json in '{hfDirectory}'.", path);
+        var root = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new InvalidDataException($"{path}: expected a JSON object.");
+        var model = root["model"] as JsonObject ?? throw new InvalidDataException($"{path}: field 'model' is missing.");
+        string type = Text(model, "type", path);
+        if (type != "BPE") throw new NotSupportedException($"{path}: model type '{type}' is not supported ({(type == "Unigram" ? "SentencePiece unigram" : type)}); only byte-level BPE tokenizers load.");
+        if (model["byte_fallback"] is JsonValue fallback && fallback.GetValueKind() == JsonValueKind.True)
+            throw new NotSupportedException($"{path}: a BPE model with byte_fallback is SentencePiece-style (Llama 2, Mistral); only byte-level BPE tokenizers load.");
+        foreach (string field in new[] { "continuing_subword_prefix", "end_of_word_suffix" })
+            if (model[field] is JsonValue v && v.TryGetValue(out string? affix) && affix.Length > 0)
+                throw new NotSupportedException($"{path}: model.{field} is set; only byte-level BPE without word affixes loads.");
+        string? normalization = root["normalizer"] switch
+        {
+            null => null,
+            JsonValue n when n.GetValueKind() == JsonValueKind.Null => null,
+            JsonObject n when Text(n, "type", path) == "NFC" => "NFC",
+            JsonObject n => throw new NotSupportedException($"{path}: normalizer '{Text(n, "type", path)}' is not supported (NFC or none)."),
+            _ => throw new InvalidDataException($"{path}: normalizer must be an object or null."),
+        };
+        string pattern = Pattern(root["pre_tokenizer"], path);
+
+        var vocab = model["vocab"] as JsonObject ?? throw new InvalidDataException($"{path}: model.vocab must be an object of token → id.");
+        var specials = new Dictionary<string, int>();
+        if (root["added_tokens"] is JsonArray added)
+            foreach (var token in added.OfType<JsonObject>())
+                specials[Text(token, "content", path)] = token["id"] is JsonValue id && id.TryGetValue(out int value) && value >= 0 ? value
+                    : throw new InvalidDataException($"{path}: an added token has no valid 'id'.");
+        var ranks = new Dictionary<int, byte[]>();
+        var specialIds = specials.Values.ToHashSet();
+        foreach (var (spelling, idNode) in vocab)
+        {
+            int id = idNode is JsonValue v && v.TryGetValue(out int n) && n >= 0 ? n : throw new InvalidDataException($"{path}: vocab['{spelling}'] is not a token id.");
+            if (specialIds.Contains(id)) continue;   // an added token that is also in the vocabulary (GPT-2's <|endoftext|>)
+            ranks[id] = ByteLevelBpe.Unspell(spelling)
+                ?? throw new NotSupportedException($"{path}: vocab token '{spelling}' is not in the byte-level alphabet; only byte-level BPE tokenizers load.");
+        }
+        if (ranks.Count < 256) throw new InvalidDataException($"{path}: the vocabulary has {ranks.Count} ordinary tokens, fewer than the 256 bytes.");
+        int next = Math.Max(ranks.Keys.Max(), specials.Count == 0 ? 0 : specials.Values.Max()) + 1;
+        int holes = next - ranks.Count - specials.Count;
+        if (holes != 0) throw new InvalidDataException($"{path}: {holes} ids below {next} are neither in the vocabulary nor added tokens.");
+        foreach (string token in SpecialTokens.All.Where(t => !specials.ContainsKey(t))) specials[token] = next++;
+        var spec = new TokenizerSpec(Path.GetFileName(Path.GetFullPath(hfDirectory).TrimEnd(Path.DirectorySeparatorChar)), pattern, next, specials,
+            Normalization: normalization);
+        GptTokenizer.Save(spec, ranks, outDirectory);
+        return GptTokenizer.Load(outDirectory);
+    }
+
+    /// <summary>The pre-tokenizer's split regex: a Sequence of an isolating Split and a regex-free ByteLevel, or a plain ByteLevel (GPT-2's split).</summary>
+    static string Pattern(JsonNode? node, string path)
+    {
+        if (node is not JsonObject pre) throw new NotSupportedException($"{path}: a tokenizer without a byte-level pre-tokenizer is not supported.");
+        string type = Text(pre, "type", path);
+        if (type == "ByteLevel")
+        {
+            if (pre["use_regex"] is JsonValue r && r.GetValueKind() == JsonValueKind.False)
+                throw new NotSupportedException($"{path}: a ByteLevel pre-tokenizer without its regex and without a Split before it is not supported.");
+            if (pre["add_prefix_space"] is JsonValue p && p.GetValueKind() == JsonValueKind.True)
+                throw new NotSupportedException($"{path}: ByteLevel add_prefix_space true is not supported.");
+            return PreTokenizerPatterns.Gpt2;
+        }
+        if (type != "Sequence" || pre["pretokenizers"] is not JsonArray steps || steps.Count != 2 || steps[0] is not JsonObject split || steps[1] is not JsonObject byteLevel
+            || Text(split, "type", path) != "Split" || Text(byteLevel, "type", path) != "ByteLevel")
+            throw new NotSupportedException($"{path}: pre_tokenizer '{type}' is not supported; expected ByteLevel, or a Sequence of Split (regex) and ByteLevel.");
+        if (split["behavior"] is JsonValue b && b.TryGetValue(out string? behavior) && behavior != "Isolated")
+            throw new NotSupportedException($"{path}: Split behavior '{behavior}' is not supported (Isolated is).");
+        if (split["invert"] is JsonValue i && i.GetValueKind() == JsonValueKind.True) throw new NotSupportedException($"{path}: an inverted Split is not supported.");
+        if (byteLevel["use_regex"] is JsonValue r2 && r2.GetValueKind() == JsonValueKind.True)
+            throw new NotSupportedException($"{path}: a ByteLevel step with its own regex after a Split is not supported.");
+        string regex = split["pattern"] is JsonObject p2 && p2["Regex"] is JsonValue rx && rx.TryGetValue(out string? value) ? value
+            : throw new NotSupportedException($"{path}: the Split pre-tokenizer needs a Regex pattern.");
+        PreTokenizerPatterns.Compile(regex);   // throws naming the problem when .NET cannot read it
+        return regex;
+    }
+
+    static string Text(JsonObject node, string field, string path) =>
+        node[field] is JsonValue v && v.TryGetValue(out string? text) ? text : throw new InvalidDataException($"{path}: field '{field}' must be a string.");
+
     /// <summary>The <c>tokenizer.json</c> document (tokenizers' serialisation format 1.0).</summary>
     public static JsonObject TokenizerJson(GptTokenizer tokenizer)
     {

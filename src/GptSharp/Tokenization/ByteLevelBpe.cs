@@ -40,6 +40,19 @@ public static class ByteLevelBpe
         return new string(chars);
     }
 
+    /// <summary>The bytes a token spelled in GPT-2's byte-level alphabet stands for; null when a character is outside it.</summary>
+    public static byte[]? Unspell(string spelling)
+    {
+        var bytes = new byte[spelling.Length];
+        for (int i = 0; i < spelling.Length; i++)
+        {
+            int b = Array.IndexOf(ByteToChar, spelling[i]);
+            if (b < 0) return null;
+            bytes[i] = (byte)b;
+        }
+        return bytes;
+    }
+
     /// <summary>
     /// The merges, in order, for ordinary tokens given as id → bytes (ids are ranks). A multi-byte token that the
     /// lower ranks cannot build as one pair is unreachable by BPE and contributes no merge.

