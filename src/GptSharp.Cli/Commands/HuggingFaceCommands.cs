@@ -28,12 +28,14 @@ sealed class ExportHfCommand : Command<ExportHfSettings>
 
 sealed class ImportHfSettings : CommonSettings
 {
-    [CommandOption("--from")] [Description("A Hugging Face folder (GPT-2 or Llama; config.json + model.safetensors).")]
+    [CommandOption("--from")] [Description("A Hugging Face folder (GPT-2, Llama, Qwen2 or Qwen3; config.json + model.safetensors or its shards).")]
     public string From { get; init; } = "runs/hf";
     [CommandOption("-r|--run-dir")] [Description("The run folder to create.")]
     public string RunDir { get; init; } = "runs/imported";
-    [CommandOption("--tokenizer")] [Description("Tokenizer to record (default: the folder's gptsharp-tokenizer/).")]
+    [CommandOption("--tokenizer")] [Description("Tokenizer to record (default: the folder's gptsharp-tokenizer/, else its own tokenizer.json).")]
     public string? Tokenizer { get; init; }
+    [CommandOption("--chat-template")] [Description("With the folder's own tokenizer.json: how conversations are written — gptsharp, chatml, qwen3, llama3 or gemma (default: recognised from tokenizer_config.json's chat_template; none for a base model).")]
+    public string? ChatTemplate { get; init; }
 }
 
 /// <summary><c>gptsharp import hf</c>: a Hugging Face GPT-2 or Llama folder as a GptSharp run.</summary>
@@ -42,7 +44,7 @@ sealed class ImportHfCommand : Command<ImportHfSettings>
     public override int Execute(CommandContext context, ImportHfSettings s, CancellationToken cancellation)
     {
         TorchRuntime.Initialize(s.Threads);
-        var (config, added) = HuggingFace.Import(s.From, s.RunDir, s.Tokenizer);
+        var (config, added) = HuggingFace.Import(s.From, s.RunDir, s.Tokenizer, s.ChatTemplate);
         AnsiConsole.MarkupLine($"Imported a {HuggingFace.Architecture(config)} model ({config.Layers} layers, width {config.Width}) into {Markup.Escape(s.RunDir)}." +
                                (added > 0 ? $" The tokenizer has {added} more ids than the model had: the embedding grew by {added} rows (each the mean row) — fine-tune before using them." : ""));
         return 0;

@@ -77,9 +77,10 @@ public static class HuggingFace
     /// embedding — and an untied output layer — grows by that many rows, each the mean of the existing rows, as
     /// Hugging Face's <c>resize_token_embeddings</c> does; logits of the existing ids are unchanged.
     /// </summary>
-    /// <param name="tokenizer">The tokenizer to record; default: the folder's <c>gptsharp-tokenizer/</c>.</param>
+    /// <param name="tokenizer">The tokenizer to record; default: the folder's <c>gptsharp-tokenizer/</c>, else its own <c>tokenizer.json</c>.</param>
     /// <returns>The imported model's config and how many token rows were added.</returns>
-    public static (GptConfig Config, int AddedTokens) Import(string hfDirectory, string runDirectory, string? tokenizer = null)
+    /// <param name="chatFormat">For a folder's own tokenizer.json: how conversations are written (default: recognised from its chat template).</param>
+    public static (GptConfig Config, int AddedTokens) Import(string hfDirectory, string runDirectory, string? tokenizer = null, string? chatFormat = null)
     {
         string configPath = Path.Combine(hfDirectory, "config.json");
         if (!File.Exists(configPath)) throw new FileNotFoundException($"No config.json in '{hfDirectory}'.", configPath);
@@ -99,7 +100,7 @@ public static class HuggingFace
                 throw new FileNotFoundException($"'{hfDirectory}' has neither tokenizer.json nor a {TokenizerFolder}/ folder: pass --tokenizer with the " +
                                                 "vocabulary the model was trained with (a GptSharp tokenizer folder, gpt2 or cl100k_base).", Path.Combine(hfDirectory, "tokenizer.json"));
             tokenizer = Path.Combine(runDirectory, RunFolder.TokenizerFolder);
-            HuggingFaceTokenizer.Import(hfDirectory, tokenizer);
+            HuggingFaceTokenizer.Import(hfDirectory, tokenizer, chatFormat);
         }
         tokenizer ??= Path.Combine(hfDirectory, TokenizerFolder);
         var tok = GptTokenizer.Load(tokenizer);

@@ -43,7 +43,9 @@ public static class HuggingFaceTokenizer
     /// highest id, as for the built-in encodings. Anything else — SentencePiece (unigram, or BPE with byte fallback),
     /// WordPiece, another normaliser or pre-tokenizer — is refused naming it.
     /// </summary>
-    public static GptTokenizer Import(string hfDirectory, string outDirectory)
+    /// <param name="chatFormat">How conversations are written (<see cref="ChatFormats"/>); default: recognised from
+    /// <c>tokenizer_config.json</c>'s <c>chat_template</c> (none: a base model, GptSharp's own format).</param>
+    public static GptTokenizer Import(string hfDirectory, string outDirectory, string? chatFormat = null)
     {
         string path = Path.Combine(hfDirectory, "tokenizer.json");
         if (!File.Exists(path)) throw new FileNotFoundException($"No tokenizer.json in '{hfDirectory}'.", path);
@@ -86,10 +88,54 @@ public static class HuggingFaceTokenizer
         int holes = next - ranks.Count - specials.Count;
         if (holes != 0) throw new InvalidDataException($"{path}: {holes} ids below {next} are neither in the vocabulary nor added tokens.");
         foreach (string token in SpecialTokens.All.Where(t => !specials.ContainsKey(t))) specials[token] = next++;
+        var (format, defaultSystem, aliases) = Chat(hfDirectory, specials, chatFormat);
         var spec = new TokenizerSpec(Path.GetFileName(Path.GetFullPath(hfDirectory).TrimEnd(Path.DirectorySeparatorChar)), pattern, next, specials,
-            Normalization: normalization);
+            Normalization: normalization, ChatFormat: format, DefaultSystemPrompt: defaultSystem, Aliases: aliases);
         GptTokenizer.Save(spec, ranks, outDirectory);
         return GptTokenizer.Load(outDirectory);
+    }
+
+    /// <summary>
+    /// The chat format from <c>tokenizer_config.json</c> (its <c>chat_template</c> recognised, or the one asked for), and
+    /// the aliases that make GptSharp's BOS, EOS and end-of-turn the model's own tokens.
+    /// </summary>
+    static (string? Format, string? DefaultSystem, Dictionary<string, string>? Aliases) Chat(string hfDirectory, Dictionary<string, int> specials, string? asked)
+    {
+        string path = Path.Combine(hfDirectory, "tokenizer_config.json");
+        var config = File.Exists(path) ? JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new InvalidDataException($"{path}: expected a JSON object.") : [];
+        string? template = config["chat_template"] switch
+        {
+            JsonValue v when v.TryGetValue(out string? text) => text,
+            JsonArray named => named.OfType<JsonObject>().FirstOrDefault(t => t["name"]?.GetValue<string>() == "default")?["template"]?.GetValue<string>(),
+            _ => null,
+        };
+        var recognised = template is null ? null : ChatFormats.Recognise(template);
+        string? format;
+        if (asked is not null)
+        {
+            if (!ChatFormats.All.Contains(asked)) throw new ArgumentException($"Unknown chat format '{asked}': expected one of {string.Join(", ", ChatFormats.All)}.", nameof(asked));
+            format = asked;
+        }
+        else if (template is null) format = null;   // a base model: GptSharp's own chat tokens
+        else format = recognised?.Format ?? throw new NotSupportedException(
+            $"{path}: its chat_template is none of the formats GptSharp writes (ChatML as Qwen2.5 and SmolLM2 use it, Qwen3, Llama 3, Gemma 3); " +
+            $"pass --chat-template with one of {string.Join(", ", ChatFormats.All)} to choose how conversations are written.");
+        if (format is null or ChatFormats.GptSharp) return (null, null, null);
+        var aliases = new Dictionary<string, string>();
+        string end = ChatFormats.EndOfTurn(format);
+        if (!specials.ContainsKey(end)) throw new NotSupportedException($"{path}: the {format} chat format ends turns with {end}, which this tokenizer lacks.");
+        aliases[SpecialTokens.End] = end;
+        foreach (var (field, ours) in new[] { ("bos_token", SpecialTokens.Bos), ("eos_token", SpecialTokens.Eos), ("pad_token", SpecialTokens.Pad) })
+        {
+            string? token = config[field] switch
+            {
+                JsonValue v when v.TryGetValue(out string? text) => text,
+                JsonObject o => o["content"]?.GetValue<string>(),
+                _ => null,
+            };
+            if (token is not null && specials.ContainsKey(token)) aliases[ours] = token;
+        }
+        return (format, recognised?.Format == format ? recognised.Value.DefaultSystem : null, aliases);
     }
 
     /// <summary>The pre-tokenizer's split regex: a Sequence of an isolating Split and a regex-free ByteLevel, or a plain ByteLevel (GPT-2's split).</summary>

@@ -53,11 +53,37 @@ public sealed class ChatTemplate(GptTokenizer tokenizer)
 
     public GptTokenizer Tokenizer => tokenizer;
 
-    /// <summary>Whether the tokenizer has the tool-call tokens (tokenizers trained before them do not).</summary>
-    public bool SupportsTools => tokenizer.Spec.SpecialTokens.ContainsKey(SpecialTokens.ToolCall) && tokenizer.Spec.SpecialTokens.ContainsKey(SpecialTokens.Tool);
+    /// <summary>The format conversations are written in: GptSharp's own, or an imported model family's (<see cref="ChatFormats"/>).</summary>
+    public string Format => tokenizer.Spec.ChatFormat ?? ChatFormats.GptSharp;
+
+    /// <summary>Whether the tokenizer has the tool-call tokens (tokenizers trained before them do not) and the format writes tool turns.</summary>
+    public bool SupportsTools => Format == ChatFormats.GptSharp
+        && tokenizer.Spec.SpecialTokens.ContainsKey(SpecialTokens.ToolCall) && tokenizer.Spec.SpecialTokens.ContainsKey(SpecialTokens.Tool);
 
     /// <summary>Renders a whole conversation for training.</summary>
-    public RenderedChat Render(IReadOnlyList<ChatMessage> messages)
+    public RenderedChat Render(IReadOnlyList<ChatMessage> messages) => Format == ChatFormats.GptSharp ? RenderOwn(messages) : RenderFamily(messages, false);
+
+    /// <summary>An imported family's format: markup may hold special tokens, message content never does.</summary>
+    RenderedChat RenderFamily(IReadOnlyList<ChatMessage> messages, bool addGenerationPrompt)
+    {
+        string? bos = tokenizer.Spec.Aliases?.GetValueOrDefault(SpecialTokens.Bos);
+        var tokens = new List<int>();
+        var mask = new List<bool>();
+        // Neighbouring pieces of one kind are encoded together, as the template's whole string would be ("\n" + "\n" is one token).
+        var pieces = new List<ChatPiece>();
+        foreach (var piece in ChatFormats.Render(Format, tokenizer.Spec.DefaultSystemPrompt, messages, addGenerationPrompt, bos))
+            if (pieces.Count > 0 && pieces[^1].Markup == piece.Markup && pieces[^1].Learn == piece.Learn) pieces[^1] = pieces[^1] with { Text = pieces[^1].Text + piece.Text };
+            else pieces.Add(piece);
+        foreach (var piece in pieces)
+            foreach (int id in piece.Markup ? tokenizer.EncodeWithSpecialTokens(piece.Text) : tokenizer.Encode(piece.Text))
+            {
+                tokens.Add(id);
+                mask.Add(piece.Learn);
+            }
+        return new RenderedChat([.. tokens], [.. mask]);
+    }
+
+    RenderedChat RenderOwn(IReadOnlyList<ChatMessage> messages)
     {
         var tokens = new List<int> { tokenizer.BosId };
         var mask = new List<bool> { false };
@@ -81,8 +107,9 @@ public sealed class ChatTemplate(GptTokenizer tokenizer)
     }
 
     /// <summary>Renders the conversation so far followed by <c>&lt;|assistant|&gt;</c>: the prompt a model answers.</summary>
-    public int[] RenderPrompt(IReadOnlyList<ChatMessage> messages) =>
-        [.. Render(messages).Tokens, tokenizer.SpecialId(SpecialTokens.Assistant)];
+    public int[] RenderPrompt(IReadOnlyList<ChatMessage> messages) => Format == ChatFormats.GptSharp
+        ? [.. Render(messages).Tokens, tokenizer.SpecialId(SpecialTokens.Assistant)]
+        : RenderFamily(messages, addGenerationPrompt: true).Tokens;
 
     int RoleToken(string role) => role switch
     {

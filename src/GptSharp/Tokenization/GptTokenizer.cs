@@ -13,9 +13,13 @@ namespace GptSharp.Tokenization;
 /// <param name="SpecialTokens">Special token → id.</param>
 /// <param name="RankFile">The tiktoken rank file, relative to the JSON.</param>
 /// <param name="Normalization">Unicode normalisation applied before encoding: null, or <c>NFC</c> (Qwen's tokenizers).</param>
+/// <param name="ChatFormat">The chat format of an imported model's family (<see cref="ChatFormats"/>); null: GptSharp's own.</param>
+/// <param name="DefaultSystemPrompt">The system prompt the family's template adds when a conversation has none.</param>
+/// <param name="Aliases">GptSharp's role tokens that stand for a model's own (<c>&lt;|end|&gt;</c> → <c>&lt;|im_end|&gt;</c>),
+/// so that everything that stops at the end of a turn or starts a document uses the model's tokens.</param>
 public sealed record TokenizerSpec(
     string Name, string Pattern, int VocabSize, IReadOnlyDictionary<string, int> SpecialTokens, string RankFile = GptTokenizer.RankFileName,
-    string? Normalization = null);
+    string? Normalization = null, string? ChatFormat = null, string? DefaultSystemPrompt = null, IReadOnlyDictionary<string, string>? Aliases = null);
 
 /// <summary>
 /// Encodes and decodes text for GptSharp models. Ordinary text goes through Microsoft.ML.Tokenizers'
@@ -59,7 +63,8 @@ public sealed class GptTokenizer
 
     /// <summary>The id of a special token; throws naming the token if this tokenizer lacks it.</summary>
     public int SpecialId(string token) =>
-        Spec.SpecialTokens.TryGetValue(token, out int id) ? id : throw new KeyNotFoundException($"Tokenizer '{Spec.Name}' has no special token {token}.");
+        Spec.SpecialTokens.TryGetValue(Spec.Aliases?.GetValueOrDefault(token) ?? token, out int id) ? id
+            : throw new KeyNotFoundException($"Tokenizer '{Spec.Name}' has no special token {token}.");
 
     public bool IsSpecial(int id) => _specialById.ContainsKey(id);
 
@@ -200,6 +205,10 @@ public sealed class GptTokenizer
         }
         if (string.IsNullOrEmpty(spec.Pattern)) throw new InvalidDataException($"{specPath}: field 'pattern' is missing.");
         if (spec.SpecialTokens is null) throw new InvalidDataException($"{specPath}: field 'specialTokens' is missing.");
+        if (spec.ChatFormat is { } format && !ChatFormats.All.Contains(format))
+            throw new InvalidDataException($"{specPath}: field 'chatFormat' is '{format}'; expected one of {string.Join(", ", ChatFormats.All)}.");
+        if (spec.Aliases?.FirstOrDefault(a => !spec.SpecialTokens.ContainsKey(a.Value)) is { Key: not null } alias)
+            throw new InvalidDataException($"{specPath}: alias {alias.Key} → {alias.Value} names no special token.");
         if (spec.Normalization is not (null or "NFC")) throw new InvalidDataException($"{specPath}: field 'normalization' is '{spec.Normalization}'; expected NFC or none.");
         string rankPath = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(specPath))!, spec.RankFile);
         if (!File.Exists(rankPath)) throw new FileNotFoundException($"{specPath}: rank file '{spec.RankFile}' not found beside it.", rankPath);

@@ -1,0 +1,143 @@
+using System.Text.RegularExpressions;
+
+namespace GptSharp.Tokenization;
+
+/// <summary>A piece of a rendered conversation: its text, whether it is markup (special tokens allowed) or message
+/// content (always plain text), and whether the model learns it (an assistant's words and the end of its turn).</summary>
+public readonly record struct ChatPiece(string Text, bool Markup, bool Learn);
+
+/// <summary>
+/// The chat formats of the common open model families, rendered as their own Jinja templates render a conversation
+/// without tools: ChatML (Qwen2/2.5, SmolLM2; with the family's default system prompt where its template has one),
+/// Qwen3's ChatML (an empty think block before the last answer), Llama 3, and Gemma 3. Hugging Face's Jinja templates
+/// cannot run here (no maintained Jinja engine exists for .NET), so a template is recognised by its markers and its
+/// family rendered in C#; the tests render the published templates with a Jinja engine and compare.
+/// </summary>
+public static class ChatFormats
+{
+    public const string GptSharp = "gptsharp", ChatMl = "chatml", Qwen3 = "qwen3", Llama3 = "llama3", Gemma = "gemma";
+    public static IReadOnlyList<string> All { get; } = [GptSharp, ChatMl, Qwen3, Llama3, Gemma];
+
+    /// <summary>The end-of-turn token of a family (the answer stops there).</summary>
+    public static string EndOfTurn(string format) => format switch
+    {
+        ChatMl or Qwen3 => "<|im_end|>",
+        Llama3 => "<|eot_id|>",
+        Gemma => "<end_of_turn>",
+        _ => SpecialTokens.End,
+    };
+
+    /// <summary>
+    /// The family of a <c>chat_template</c>, and its default system prompt (ChatML templates that add one when the
+    /// conversation has none); null when the template is none of the families.
+    /// </summary>
+    public static (string Format, string? DefaultSystem)? Recognise(string template)
+    {
+        if (template == ChatTemplate.Jinja) return (GptSharp, null);
+        if (template.Contains("<|im_start|>"))
+        {
+            if (template.Contains("<think>")) return (Qwen3, null);
+            var fallback = Regex.Match(template, @"<\|im_start\|>system\\n(?<text>[^'""{}]+?)<\|im_end\|>");
+            return (ChatMl, fallback.Success ? Regex.Unescape(fallback.Groups["text"].Value) : null);
+        }
+        if (template.Contains("<|start_header_id|>") && !template.Contains("Cutting Knowledge Date")) return (Llama3, null);
+        if (template.Contains("<start_of_turn>")) return (Gemma, null);
+        return null;
+    }
+
+    /// <summary>Renders a conversation (no tool turns) in a family's format; <paramref name="bos"/> is the BOS token text
+    /// (Llama 3, Gemma start with it).</summary>
+    public static List<ChatPiece> Render(string format, string? defaultSystem, IReadOnlyList<ChatMessage> messages, bool addGenerationPrompt, string? bos)
+    {
+        if (messages.Any(m => m.ToolCall is not null || m.Role == ChatRoles.Tool))
+            throw new NotSupportedException($"Tool turns are not supported in the {format} chat format here.");
+        var pieces = new List<ChatPiece>();
+        void Markup(string text) => pieces.Add(new ChatPiece(text, true, false));
+        void Content(string text, bool learn = false) { if (text.Length > 0) pieces.Add(new ChatPiece(text, false, learn)); }
+        void End(string text, bool learn) => pieces.Add(new ChatPiece(text, true, learn));
+        switch (format)
+        {
+            case ChatMl:
+            case Qwen3:
+            {
+                int start = 0;
+                if (messages.Count > 0 && messages[0].Role == ChatRoles.System) { System(messages[0].Content); start = 1; }
+                else if (format == ChatMl && defaultSystem is not null) System(defaultSystem);
+                int lastQuery = Enumerable.Range(0, messages.Count).LastOrDefault(i => messages[i].Role == ChatRoles.User, messages.Count - 1);
+                for (int i = start; i < messages.Count; i++)
+                {
+                    var m = messages[i];
+                    bool assistant = m.Role == ChatRoles.Assistant;
+                    Markup($"<|im_start|>{m.Role}\n");
+                    if (assistant && format == Qwen3)
+                    {
+                        var (content, reasoning) = Thinking(m.Content);
+                        if (i > lastQuery && (i == messages.Count - 1 || reasoning.Length > 0))
+                        {
+                            End("<think>\n", true);
+                            Content(reasoning.Trim('\n'), learn: true);
+                            End("\n</think>\n\n", true);
+                            Content(content.TrimStart('\n'), learn: true);
+                        }
+                        else Content(content, learn: true);
+                    }
+                    else Content(m.Content, learn: assistant);
+                    End("<|im_end|>", assistant);
+                    Markup("\n");
+                }
+                if (addGenerationPrompt) Markup("<|im_start|>assistant\n");
+                break;
+
+                void System(string text)
+                {
+                    Markup("<|im_start|>system\n");
+                    Content(text);
+                    Markup("<|im_end|>\n");
+                }
+            }
+            case Llama3:
+                for (int i = 0; i < messages.Count; i++)
+                {
+                    bool assistant = messages[i].Role == ChatRoles.Assistant;
+                    Markup((i == 0 ? bos : "") + $"<|start_header_id|>{messages[i].Role}<|end_header_id|>\n\n");
+                    Content(messages[i].Content.Trim(), learn: assistant);
+                    End("<|eot_id|>", assistant);
+                }
+                if (addGenerationPrompt) Markup("<|start_header_id|>assistant<|end_header_id|>\n\n");
+                break;
+            case Gemma:
+            {
+                Markup(bos ?? "");
+                string prefix = "";
+                var turns = messages;
+                if (messages.Count > 0 && messages[0].Role == ChatRoles.System) (prefix, turns) = (messages[0].Content + "\n\n", [.. messages.Skip(1)]);
+                for (int i = 0; i < turns.Count; i++)
+                {
+                    if ((turns[i].Role == ChatRoles.User) != (i % 2 == 0))
+                        throw new ArgumentException("Gemma's conversations alternate user and assistant turns, starting with the user.", nameof(messages));
+                    bool assistant = turns[i].Role == ChatRoles.Assistant;
+                    Markup($"<start_of_turn>{(assistant ? "model" : turns[i].Role)}\n");
+                    Content((i == 0 ? prefix : "") + turns[i].Content.Trim(), learn: assistant);
+                    End("<end_of_turn>", assistant);
+                    Markup("\n");
+                }
+                if (addGenerationPrompt) Markup("<start_of_turn>model\n");
+                break;
+            }
+            default:
+                throw new ArgumentException($"Unknown chat format '{format}': expected one of {string.Join(", ", All)}.", nameof(format));
+        }
+        return pieces;
+    }
+
+    /// <summary>Qwen3: an answer written as "&lt;think&gt;reasoning&lt;/think&gt;content" splits into its content and reasoning.</summary>
+    static (string Content, string Reasoning) Thinking(string text)
+    {
+        int close = text.IndexOf("</think>", StringComparison.Ordinal);
+        if (close < 0) return (text, "");
+        string content = text[(text.LastIndexOf("</think>", StringComparison.Ordinal) + "</think>".Length)..].TrimStart('\n');
+        string before = text[..close].TrimEnd('\n');
+        int open = before.LastIndexOf("<think>", StringComparison.Ordinal);
+        return (content, (open < 0 ? before : before[(open + "<think>".Length)..]).TrimStart('\n'));
+    }
+}
