@@ -9,7 +9,8 @@ public readonly record struct ChatPiece(string Text, bool Markup, bool Learn);
 /// <summary>
 /// The chat formats of the common open model families, rendered as their own Jinja templates render a conversation
 /// without tools: ChatML (Qwen2/2.5, SmolLM2; with the family's default system prompt where its template has one),
-/// Qwen3's ChatML (an empty think block before the last answer), Llama 3, and Gemma 3. Hugging Face's Jinja templates
+/// Qwen3's ChatML (an empty think block before the last answer; prompts in its non-thinking mode, as
+/// <c>enable_thinking=false</c> writes them), Llama 3, and Gemma 3. Hugging Face's Jinja templates
 /// cannot run here (no maintained Jinja engine exists for .NET), so a template is recognised by its markers and its
 /// family rendered in C#; the tests render the published templates with a Jinja engine and compare.
 /// </summary>
@@ -85,7 +86,8 @@ public static class ChatFormats
                     End("<|im_end|>", assistant);
                     Markup("\n");
                 }
-                if (addGenerationPrompt) Markup("<|im_start|>assistant\n");
+                // Qwen3 answers without visible reasoning here: its template's enable_thinking=false prompt, an empty think block.
+                if (addGenerationPrompt) Markup(format == Qwen3 ? "<|im_start|>assistant\n<think>\n\n</think>\n\n" : "<|im_start|>assistant\n");
                 break;
 
                 void System(string text)
