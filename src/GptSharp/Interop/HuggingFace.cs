@@ -67,7 +67,7 @@ public static class HuggingFace
         {
             ["bos_token_id"] = tokenizer.BosId, ["eos_token_id"] = tokenizer.EosId, ["max_length"] = c.ContextLength,
         }.ToJsonString(options));
-        HuggingFaceTokenizer.Save(tokenizer, outDirectory, c.ContextLength);
+        HuggingFaceTokenizer.Save(tokenizer, outDirectory, c.ContextLength, HuggingFaceTokenizer.KeptTemplate(state.Tokenizer));
         GptTokenizer.Copy(state.Tokenizer, Path.Combine(outDirectory, TokenizerFolder));
     }
 

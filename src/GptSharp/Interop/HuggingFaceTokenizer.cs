@@ -13,16 +13,22 @@ namespace GptSharp.Interop;
 /// </summary>
 public static class HuggingFaceTokenizer
 {
+    /// <summary>An imported model's own chat template, kept in its tokenizer folder for the exports.</summary>
+    public const string ChatTemplateFile = "chat_template.jinja";
+
     /// <summary>Writes the three files into <paramref name="directory"/>; <paramref name="contextLength"/> becomes model_max_length.</summary>
-    public static void Save(GptTokenizer tokenizer, string directory, int contextLength)
+    /// <param name="chatTemplate">The Jinja chat template to record (an imported model's own); default: GptSharp's.</param>
+    public static void Save(GptTokenizer tokenizer, string directory, int contextLength, string? chatTemplate = null)
     {
         Directory.CreateDirectory(directory);
         var options = new JsonSerializerOptions { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
         AtomicFile.WriteAllText(Path.Combine(directory, "tokenizer.json"), TokenizerJson(tokenizer).ToJsonString(options));
 
+        // An imported tokenizer's roles are the model's own tokens (its BOS may be GptSharp's, where the model has none).
+        string Role(string token) => tokenizer.Spec.Aliases?.GetValueOrDefault(token) ?? token;
         var specials = new JsonObject
         {
-            ["bos_token"] = SpecialTokens.Bos, ["eos_token"] = SpecialTokens.Eos, ["pad_token"] = SpecialTokens.Pad,
+            ["bos_token"] = Role(SpecialTokens.Bos), ["eos_token"] = Role(SpecialTokens.Eos), ["pad_token"] = Role(SpecialTokens.Pad),
             ["mask_token"] = SpecialTokens.Mask,
         };
         AtomicFile.WriteAllText(Path.Combine(directory, "special_tokens_map.json"), specials.ToJsonString(options));
@@ -31,8 +37,15 @@ public static class HuggingFaceTokenizer
         config["model_max_length"] = contextLength;
         config["add_bos_token"] = false;
         config["clean_up_tokenization_spaces"] = false;
-        config["chat_template"] = Tokenization.ChatTemplate.Jinja;
+        config["chat_template"] = chatTemplate ?? Tokenization.ChatTemplate.Jinja;
         AtomicFile.WriteAllText(Path.Combine(directory, "tokenizer_config.json"), config.ToJsonString(options));
+    }
+
+    /// <summary>An imported model's own chat template, kept in its tokenizer folder; null for a GptSharp tokenizer.</summary>
+    public static string? KeptTemplate(string tokenizer)
+    {
+        string path = Path.Combine(tokenizer, ChatTemplateFile);
+        return Directory.Exists(tokenizer) && File.Exists(path) ? File.ReadAllText(path) : null;
     }
 
     /// <summary>
@@ -92,6 +105,7 @@ public static class HuggingFaceTokenizer
         var spec = new TokenizerSpec(Path.GetFileName(Path.GetFullPath(hfDirectory).TrimEnd(Path.DirectorySeparatorChar)), pattern, next, specials,
             Normalization: normalization, ChatFormat: format, DefaultSystemPrompt: defaultSystem, Aliases: aliases);
         GptTokenizer.Save(spec, ranks, outDirectory);
+        if (format is not null && OwnTemplate(hfDirectory) is { } template) AtomicFile.WriteAllText(Path.Combine(outDirectory, ChatTemplateFile), template);
         return GptTokenizer.Load(outDirectory);
     }
 
@@ -99,16 +113,25 @@ public static class HuggingFaceTokenizer
     /// The chat format from <c>tokenizer_config.json</c> (its <c>chat_template</c> recognised, or the one asked for), and
     /// the aliases that make GptSharp's BOS, EOS and end-of-turn the model's own tokens.
     /// </summary>
+    static JsonObject Config(string hfDirectory)
+    {
+        string path = Path.Combine(hfDirectory, "tokenizer_config.json");
+        return File.Exists(path) ? JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new InvalidDataException($"{path}: expected a JSON object.") : [];
+    }
+
+    /// <summary>The <c>chat_template</c> of <c>tokenizer_config.json</c> (a string, or the one named default), or null.</summary>
+    static string? OwnTemplate(string hfDirectory) => Config(hfDirectory)["chat_template"] switch
+    {
+        JsonValue v when v.TryGetValue(out string? text) => text,
+        JsonArray named => named.OfType<JsonObject>().FirstOrDefault(t => t["name"]?.GetValue<string>() == "default")?["template"]?.GetValue<string>(),
+        _ => null,
+    };
+
     static (string? Format, string? DefaultSystem, Dictionary<string, string>? Aliases) Chat(string hfDirectory, Dictionary<string, int> specials, string? asked)
     {
         string path = Path.Combine(hfDirectory, "tokenizer_config.json");
-        var config = File.Exists(path) ? JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new InvalidDataException($"{path}: expected a JSON object.") : [];
-        string? template = config["chat_template"] switch
-        {
-            JsonValue v when v.TryGetValue(out string? text) => text,
-            JsonArray named => named.OfType<JsonObject>().FirstOrDefault(t => t["name"]?.GetValue<string>() == "default")?["template"]?.GetValue<string>(),
-            _ => null,
-        };
+        var config = Config(hfDirectory);
+        string? template = OwnTemplate(hfDirectory);
         var recognised = template is null ? null : ChatFormats.Recognise(template);
         string? format;
         if (asked is not null)
@@ -193,7 +216,7 @@ public static class HuggingFaceTokenizer
             ["truncation"] = null,
             ["padding"] = null,
             ["added_tokens"] = added,
-            ["normalizer"] = null,
+            ["normalizer"] = tokenizer.Spec.Normalization == "NFC" ? new JsonObject { ["type"] = "NFC" } : null,
             ["pre_tokenizer"] = new JsonObject
             {
                 ["type"] = "Sequence",

@@ -18,6 +18,10 @@ public static class PreTokenizerPatterns
     public const string Gpt4 =
         @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+    /// <summary>Qwen2's split (Qwen2, 2.5, 3): GPT-4's, with every digit a piece of its own.</summary>
+    public const string Qwen2 =
+        @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
     /// <summary>
     /// The default: GPT-4's split, except that every CJK ideograph, kana or Hangul syllable is a piece of its own.
     /// Tokens then never span two Chinese characters, so a model sees one token per character and can count the
