@@ -35,10 +35,10 @@ static class NodePackages
     }
 
     /// <summary>Runs a program in <paramref name="directory"/>; its exit code and stdout with stderr.</summary>
-    public static (int Code, string Output) Run(string file, string directory, params string[] args) => Run(file, directory, null, args);
+    public static (int Code, string Output) Run(string file, string directory, params string[] args) => RunWithInput(file, directory, null, args);
 
     /// <summary>As <see cref="Run(string, string, string[])"/>, with <paramref name="input"/> written to its standard input.</summary>
-    public static (int Code, string Output) Run(string file, string directory, string? input, params string[] args)
+    public static (int Code, string Output) RunWithInput(string file, string directory, string? input, params string[] args)
     {
         var start = new ProcessStartInfo(file) { WorkingDirectory = directory, RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = input is not null };
         foreach (string a in args) start.ArgumentList.Add(a);

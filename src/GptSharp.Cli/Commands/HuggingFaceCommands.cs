@@ -34,7 +34,7 @@ sealed class ImportHfSettings : CommonSettings
     public string RunDir { get; init; } = "runs/imported";
     [CommandOption("--tokenizer")] [Description("Tokenizer to record (default: the folder's gptsharp-tokenizer/, else its own tokenizer.json).")]
     public string? Tokenizer { get; init; }
-    [CommandOption("--chat-template")] [Description("With the folder's own tokenizer.json: how conversations are written — gptsharp, chatml, qwen3, llama3 or gemma (default: recognised from tokenizer_config.json's chat_template; none for a base model).")]
+    [CommandOption("--chat-template")] [Description("With the folder's own tokenizer.json: how conversations are written — gptsharp, chatml, qwen3, llama3, llama3.1 or gemma (default: recognised from tokenizer_config.json's chat_template; none for a base model).")]
     public string? ChatTemplate { get; init; }
 }
 

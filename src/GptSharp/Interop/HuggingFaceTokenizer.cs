@@ -141,7 +141,7 @@ public static class HuggingFaceTokenizer
         }
         else if (template is null) format = null;   // a base model: GptSharp's own chat tokens
         else format = recognised?.Format ?? throw new NotSupportedException(
-            $"{path}: its chat_template is none of the formats GptSharp writes (ChatML as Qwen2.5 and SmolLM2 use it, Qwen3, Llama 3, Gemma 3); " +
+            $"{path}: its chat_template is none of the formats GptSharp writes (ChatML as Qwen2.5 and SmolLM2 use it, Qwen3, Llama 3, Llama 3.1/3.2, Gemma 3); " +
             $"pass --chat-template with one of {string.Join(", ", ChatFormats.All)} to choose how conversations are written.");
         if (format is null or ChatFormats.GptSharp) return (null, null, null);
         var aliases = new Dictionary<string, string>();

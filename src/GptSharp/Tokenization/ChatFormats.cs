@@ -10,20 +10,25 @@ public readonly record struct ChatPiece(string Text, bool Markup, bool Learn);
 /// The chat formats of the common open model families, rendered as their own Jinja templates render a conversation
 /// without tools: ChatML (Qwen2/2.5, SmolLM2; with the family's default system prompt where its template has one),
 /// Qwen3's ChatML (an empty think block before the last answer; prompts in its non-thinking mode, as
-/// <c>enable_thinking=false</c> writes them), Llama 3, and Gemma 3. Hugging Face's Jinja templates
+/// <c>enable_thinking=false</c> writes them), Llama 3, Llama 3.1/3.2 (a system turn with the knowledge cut-off and a
+/// fixed date), and Gemma 3. Hugging Face's Jinja templates
 /// cannot run here (no maintained Jinja engine exists for .NET), so a template is recognised by its markers and its
 /// family rendered in C#; the tests render the published templates with a Jinja engine and compare.
 /// </summary>
 public static class ChatFormats
 {
-    public const string GptSharp = "gptsharp", ChatMl = "chatml", Qwen3 = "qwen3", Llama3 = "llama3", Gemma = "gemma";
-    public static IReadOnlyList<string> All { get; } = [GptSharp, ChatMl, Qwen3, Llama3, Gemma];
+    public const string GptSharp = "gptsharp", ChatMl = "chatml", Qwen3 = "qwen3", Llama3 = "llama3", Llama31 = "llama3.1", Gemma = "gemma";
+    public static IReadOnlyList<string> All { get; } = [GptSharp, ChatMl, Qwen3, Llama3, Llama31, Gemma];
+
+    /// <summary>The date Llama 3.1 and 3.2 templates write when none is given; fixed, so a rendered conversation
+    /// does not change from day to day.</summary>
+    public const string Llama31Date = "26 Jul 2024";
 
     /// <summary>The end-of-turn token of a family (the answer stops there).</summary>
     public static string EndOfTurn(string format) => format switch
     {
         ChatMl or Qwen3 => "<|im_end|>",
-        Llama3 => "<|eot_id|>",
+        Llama3 or Llama31 => "<|eot_id|>",
         Gemma => "<end_of_turn>",
         _ => SpecialTokens.End,
     };
@@ -41,7 +46,7 @@ public static class ChatFormats
             var fallback = Regex.Match(template, @"<\|im_start\|>system\\n(?<text>[^'""{}]+?)<\|im_end\|>");
             return (ChatMl, fallback.Success ? Regex.Unescape(fallback.Groups["text"].Value) : null);
         }
-        if (template.Contains("<|start_header_id|>") && !template.Contains("Cutting Knowledge Date")) return (Llama3, null);
+        if (template.Contains("<|start_header_id|>")) return (template.Contains("Cutting Knowledge Date") ? Llama31 : Llama3, null);
         if (template.Contains("<start_of_turn>")) return (Gemma, null);
         return null;
     }
@@ -96,6 +101,23 @@ public static class ChatFormats
                     Content(text);
                     Markup("<|im_end|>\n");
                 }
+            }
+            case Llama31:
+            {
+                // Llama 3.1 and 3.2: a system turn always, with the knowledge cut-off and a date, then the system prompt.
+                Markup(bos + "<|start_header_id|>system<|end_header_id|>\n\n");
+                Content($"Cutting Knowledge Date: December 2023\nToday Date: {Llama31Date}\n\n"
+                        + (messages.Count > 0 && messages[0].Role == ChatRoles.System ? messages[0].Content.Trim() : ""));
+                End("<|eot_id|>", false);
+                foreach (var m in messages.SkipWhile((m, i) => i == 0 && m.Role == ChatRoles.System))
+                {
+                    bool assistant = m.Role == ChatRoles.Assistant;
+                    Markup($"<|start_header_id|>{m.Role}<|end_header_id|>\n\n");
+                    Content(m.Content.Trim(), learn: assistant);
+                    End("<|eot_id|>", assistant);
+                }
+                if (addGenerationPrompt) Markup("<|start_header_id|>assistant<|end_header_id|>\n\n");
+                break;
             }
             case Llama3:
                 for (int i = 0; i < messages.Count; i++)
