@@ -35,6 +35,30 @@ public class TokenizerImportTests
         Assert.True(ours.SpecialId(SpecialTokens.ToolCall) >= (family.StartsWith("qwen") ? 151665 : 128256));   // GptSharp's own tokens follow the model's
     }
 
+    [Fact]
+    public void SmolLmsDigitsThenByteLevelSplitEncodesAsHuggingFaceDoes()
+    {
+        // SmolLM2's pre-tokenizer over a vocabulary of our own, its digits and spaces stressed: Hugging Face's library is the reference.
+        using var dir = new TempDirectory();
+        var trained = GptTokenizer.Load("gpt2");
+        var json = HuggingFaceTokenizer.TokenizerJson(trained);
+        json["pre_tokenizer"] = System.Text.Json.Nodes.JsonNode.Parse("""
+            {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": true},
+             {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}]}
+            """);
+        Directory.CreateDirectory(dir.File("hf"));
+        File.WriteAllText(dir.File("hf/tokenizer.json"), json.ToJsonString());
+        var ours = HuggingFaceTokenizer.Import(dir.File("hf"), dir.File("tokenizer"));
+        Assert.Equal(PreTokenizerPatterns.Gpt2Digits, ours.Spec.Pattern);
+        using var theirs = new global::Tokenizers.DotNet.Tokenizer(dir.File("hf/tokenizer.json"));
+        string[] stress = ["a  1", "x²³ and ½", "year 2024,  12 34  ", "1 a", "  7\n\n8", "v1.2.3-rc4", "٣٤ ٥"];
+        foreach (string text in HuggingFaceTests.Samples().Concat(stress))
+        {
+            int[] expected = HfEncode(theirs, ours, text), got = ours.Encode(text);
+            Assert.True(expected.SequenceEqual(got), $"'{text[..Math.Min(40, text.Length)]}' → [{string.Join(", ", got.Take(12))}] vs [{string.Join(", ", expected.Take(12))}]");
+        }
+    }
+
     /// <summary>Hugging Face's ids for a text, without the BOS its post-processor adds (Llama 3.2's does; GptSharp adds BOS itself where a format wants it).</summary>
     internal static int[] HfEncode(global::Tokenizers.DotNet.Tokenizer theirs, GptTokenizer ours, string text)
     {

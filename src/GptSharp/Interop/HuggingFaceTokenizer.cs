@@ -174,9 +174,20 @@ public static class HuggingFaceTokenizer
                 throw new NotSupportedException($"{path}: ByteLevel add_prefix_space true is not supported.");
             return PreTokenizerPatterns.Gpt2;
         }
+        // SmolLM: every digit alone, then GPT-2's byte-level split.
+        if (type == "Sequence" && pre["pretokenizers"] is JsonArray { Count: 2 } parts && parts[0] is JsonObject digits && parts[1] is JsonObject level
+            && Text(digits, "type", path) == "Digits" && Text(level, "type", path) == "ByteLevel")
+        {
+            if (digits["individual_digits"] is not JsonValue individual || individual.GetValueKind() != JsonValueKind.True)
+                throw new NotSupportedException($"{path}: a Digits pre-tokenizer that keeps runs of digits together is not supported (individual_digits true is).");
+            if (level["use_regex"] is JsonValue r0 && r0.GetValueKind() == JsonValueKind.False)
+                throw new NotSupportedException($"{path}: Digits then a ByteLevel step without its regex is not supported.");
+            return PreTokenizerPatterns.Gpt2Digits;
+        }
         if (type != "Sequence" || pre["pretokenizers"] is not JsonArray steps || steps.Count != 2 || steps[0] is not JsonObject split || steps[1] is not JsonObject byteLevel
             || Text(split, "type", path) != "Split" || Text(byteLevel, "type", path) != "ByteLevel")
-            throw new NotSupportedException($"{path}: pre_tokenizer '{type}' is not supported; expected ByteLevel, or a Sequence of Split (regex) and ByteLevel.");
+            throw new NotSupportedException($"{path}: pre_tokenizer '{type}' ({string.Join(", ", (pre["pretokenizers"] as JsonArray)?.OfType<JsonObject>().Select(p => p["type"]?.ToString()) ?? [])}) is not supported; " +
+                                            "expected ByteLevel, a Sequence of Split (regex) and ByteLevel, or of Digits and ByteLevel.");
         if (split["behavior"] is JsonValue b && b.TryGetValue(out string? behavior) && behavior != "Isolated")
             throw new NotSupportedException($"{path}: Split behavior '{behavior}' is not supported (Isolated is).");
         if (split["invert"] is JsonValue i && i.GetValueKind() == JsonValueKind.True) throw new NotSupportedException($"{path}: an inverted Split is not supported.");

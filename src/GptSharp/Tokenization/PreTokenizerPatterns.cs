@@ -18,6 +18,13 @@ public static class PreTokenizerPatterns
     public const string Gpt4 =
         @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+    /// <summary>
+    /// SmolLM's split — a Digits step (each digit alone) before GPT-2's byte-level regex — as one regex: GPT-2's with
+    /// every digit a piece, and a whitespace run ending where a digit begins as at the end of the text (the Digits step
+    /// had cut the text there).
+    /// </summary>
+    public const string Gpt2Digits = @"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+|\s+(?![^\s\p{N}])|\s+";
+
     /// <summary>Qwen2's split (Qwen2, 2.5, 3): GPT-4's, with every digit a piece of its own.</summary>
     public const string Qwen2 =
         @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
