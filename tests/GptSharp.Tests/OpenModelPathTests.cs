@@ -12,8 +12,8 @@ namespace GptSharp.Tests;
 
 /// <summary>
 /// The path a user takes with an open model, end to end at a small size: a Qwen3-layout folder with Qwen3's own
-/// tokenizer.json and chat template is imported, fine-tuned on two conversations in that template, and then
-/// answers them greedily, ending its turn with the model's own <c>&lt;|im_end|&gt;</c>.
+/// tokenizer.json and chat template is imported, fine-tuned on two conversations in that template, answers them
+/// greedily, ending its turn with the model's own <c>&lt;|im_end|&gt;</c>, and then learns a preference with DPO.
 /// </summary>
 public class OpenModelPathTests
 {
@@ -51,5 +51,14 @@ public class OpenModelPathTests
             Assert.Equal(served.Tokenizer.EndId, generation.Tokens[^1]);   // <|im_end|>
             Assert.Equal(answer, served.Text(generation, null));   // the prompt closes the think block: the answer comes at once
         }
+
+        // DPO in the same template: prefer an exclaimed answer to the plain one the SFT model gives.
+        var pairs = Enumerable.Range(0, 16).Select(i => i % 2 == 0
+            ? new PreferencePair([new(ChatRoles.User, "Who wrote Quiet Night Thought?")], "Li Bai!", "Li Bai.")
+            : new PreferencePair([new(ChatRoles.User, "Who wrote Spring Dawn?")], "Meng Haoran!", "Meng Haoran.")).ToList();
+        var dpoLosses = new List<double>();
+        var dpo = DpoRun.Execute(dir.File("sft"), pairs, pairs[..2], training with { Steps = 20, LearningRate = 2e-3 }, dir.File("dpo"), resume: false, onStep: m => dpoLosses.Add(m.Loss));
+        Assert.True(dpoLosses[^1] < dpoLosses[0], $"DPO loss {dpoLosses[0]:F3} -> {dpoLosses[^1]:F3}");
+        Assert.Equal(1.0, dpo.HeldOutPreferenceAccuracy);
     }
 }
