@@ -240,7 +240,8 @@ public static class HuggingFace
                 if (stored.dtype is not (ScalarType.Float32 or ScalarType.Float16 or ScalarType.BFloat16))
                     throw new InvalidDataException($"{shard}: tensor '{name}' is {stored.dtype}; weights must be F32, F16 or BF16.");
                 var (ours, row, rows, transposed) = targets[name];
-                var source = stored.to(ScalarType.Float32);
+                // copy_ converts F16/BF16 to F32 as it copies: no F32 copy of the tensor is made on the way.
+                var source = stored;
                 if (transposed)
                 {
                     if (source.dim() != 2) throw new InvalidDataException($"{shard}: tensor '{name}' must be a matrix, has {source.dim()} dimensions.");
@@ -252,7 +253,8 @@ public static class HuggingFace
                 if (grown)
                 {
                     destination.narrow(0, 0, source.shape[0]).copy_(source);
-                    destination.narrow(0, source.shape[0], destination.shape[0] - source.shape[0]).copy_(source.mean([0], keepdim: true).expand(destination.shape[0] - source.shape[0], -1));
+                    destination.narrow(0, source.shape[0], destination.shape[0] - source.shape[0])
+                        .copy_(source.to(ScalarType.Float32).mean([0], keepdim: true).expand(destination.shape[0] - source.shape[0], -1));
                     return;
                 }
                 if (!source.shape.SequenceEqual(destination.shape))

@@ -173,16 +173,13 @@ public static class SafeTensors
         {
             throw new InvalidDataException($"{path}: the header is not valid text ({e.Message})", e);
         }
-        byte[] buffer = [];
         foreach (var (name, type, shape, offset, size) in entries.Where(e => wanted(e.Name)).OrderBy(e => e.Offset))
         {
-            if (buffer.Length < size) buffer = new byte[size];
-            stream.Position = offset;
-            stream.ReadExactly(buffer, 0, (int)size);
             var tensor = empty(shape, type);
             try
             {
-                tensor.bytes = buffer.AsSpan(0, (int)size);
+                stream.Position = offset;
+                stream.ReadExactly(tensor.bytes);   // straight into the tensor's storage: no second copy of it
                 if (!allowNonFinite && tensor.is_floating_point() && !tensor.isfinite().all().item<bool>())
                     throw new InvalidDataException($"{path}: tensor '{name}' holds NaN or infinite values; the weights are broken (allow them explicitly to inspect such a file).");
             }
