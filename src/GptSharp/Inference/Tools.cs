@@ -9,7 +9,7 @@ public sealed record ToolResult(bool Ok, string Text);
 public sealed record Tool(string Name, string Description, Func<string, ToolResult> Run);
 
 /// <summary>
-/// The tools offered to a model. The system turn names them (<see cref="Offer"/>), the decoder runs a call when the
+/// The tools offered to a model. The system turn names them (<see cref="Offer(IReadOnlyList{ChatMessage})"/>), the decoder runs a call when the
 /// model writes one and feeds the answer back as a tool turn (<see cref="Interjection"/>). Whatever a call holds — an
 /// unknown tool, a malformed or huge expression, a tool that throws — the model gets an error text, and decoding goes on.
 /// </summary>
@@ -45,15 +45,21 @@ public sealed class ToolBox
     })]);
 
     /// <summary>The line a system turn carries to offer these tools; models learn to call only where they see it.</summary>
-    public string SystemLine => "Tools: " + string.Join(", ", Tools.Select(t => t.Name)) + ".";
+    public string SystemLine => Line(Tools.Select(t => t.Name));
 
     /// <summary>The conversation with the tools offered: the system turn gains <see cref="SystemLine"/> (one is added first if there is none).</summary>
-    public IReadOnlyList<ChatMessage> Offer(IReadOnlyList<ChatMessage> messages)
+    public IReadOnlyList<ChatMessage> Offer(IReadOnlyList<ChatMessage> messages) => Offer(messages, Tools.Select(t => t.Name));
+
+    /// <summary>The conversation with tools of these names offered in its system turn (tools a client runs itself, too).</summary>
+    public static IReadOnlyList<ChatMessage> Offer(IReadOnlyList<ChatMessage> messages, IEnumerable<string> names)
     {
+        string line = Line(names);
         if (messages.Count > 0 && messages[0].Role == ChatRoles.System)
-            return [messages[0] with { Content = messages[0].Content + "\n" + SystemLine }, .. messages.Skip(1)];
-        return [new ChatMessage(ChatRoles.System, SystemLine), .. messages];
+            return [messages[0] with { Content = messages[0].Content + "\n" + line }, .. messages.Skip(1)];
+        return [new ChatMessage(ChatRoles.System, line), .. messages];
     }
+
+    static string Line(IEnumerable<string> names) => "Tools: " + string.Join(", ", names) + ".";
 
     /// <summary>Runs one call; every failure is an error text for the model, never an exception.</summary>
     public ToolResult Call(ToolCall call)

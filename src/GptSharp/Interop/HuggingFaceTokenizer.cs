@@ -101,37 +101,33 @@ public static class HuggingFaceTokenizer
         int holes = next - ranks.Count - specials.Count;
         if (holes != 0) throw new InvalidDataException($"{path}: {holes} ids below {next} are neither in the vocabulary nor added tokens.");
         foreach (string token in SpecialTokens.All.Where(t => !specials.ContainsKey(t))) specials[token] = next++;
-        var (format, defaultSystem, aliases) = Chat(hfDirectory, specials, chatFormat);
+        string configPath = Path.Combine(hfDirectory, "tokenizer_config.json");
+        var config = File.Exists(configPath)
+            ? JsonNode.Parse(File.ReadAllText(configPath)) as JsonObject ?? throw new InvalidDataException($"{configPath}: expected a JSON object.") : [];
+        string? template = Template(config);
+        var (format, defaultSystem, aliases) = Chat(config, template, configPath, specials, chatFormat);
         var spec = new TokenizerSpec(Path.GetFileName(Path.GetFullPath(hfDirectory).TrimEnd(Path.DirectorySeparatorChar)), pattern, next, specials,
             Normalization: normalization, ChatFormat: format, DefaultSystemPrompt: defaultSystem, Aliases: aliases);
         GptTokenizer.Save(spec, ranks, outDirectory);
-        if (format is not null && OwnTemplate(hfDirectory) is { } template) AtomicFile.WriteAllText(Path.Combine(outDirectory, ChatTemplateFile), template);
+        if (format is not null && template is not null) AtomicFile.WriteAllText(Path.Combine(outDirectory, ChatTemplateFile), template);
         return GptTokenizer.Load(outDirectory);
     }
 
-    /// <summary>
-    /// The chat format from <c>tokenizer_config.json</c> (its <c>chat_template</c> recognised, or the one asked for), and
-    /// the aliases that make GptSharp's BOS, EOS and end-of-turn the model's own tokens.
-    /// </summary>
-    static JsonObject Config(string hfDirectory)
-    {
-        string path = Path.Combine(hfDirectory, "tokenizer_config.json");
-        return File.Exists(path) ? JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new InvalidDataException($"{path}: expected a JSON object.") : [];
-    }
-
     /// <summary>The <c>chat_template</c> of <c>tokenizer_config.json</c> (a string, or the one named default), or null.</summary>
-    static string? OwnTemplate(string hfDirectory) => Config(hfDirectory)["chat_template"] switch
+    static string? Template(JsonObject config) => config["chat_template"] switch
     {
         JsonValue v when v.TryGetValue(out string? text) => text,
         JsonArray named => named.OfType<JsonObject>().FirstOrDefault(t => t["name"]?.GetValue<string>() == "default")?["template"]?.GetValue<string>(),
         _ => null,
     };
 
-    static (string? Format, string? DefaultSystem, Dictionary<string, string>? Aliases) Chat(string hfDirectory, Dictionary<string, int> specials, string? asked)
+    /// <summary>
+    /// The chat format from <c>tokenizer_config.json</c> (its <c>chat_template</c> recognised, or the one asked for), and
+    /// the aliases that make GptSharp's BOS, EOS and end-of-turn the model's own tokens.
+    /// </summary>
+    static (string? Format, string? DefaultSystem, Dictionary<string, string>? Aliases) Chat(JsonObject config, string? template, string path,
+        Dictionary<string, int> specials, string? asked)
     {
-        string path = Path.Combine(hfDirectory, "tokenizer_config.json");
-        var config = Config(hfDirectory);
-        string? template = OwnTemplate(hfDirectory);
         var recognised = template is null ? null : ChatFormats.Recognise(template);
         string? format;
         if (asked is not null)

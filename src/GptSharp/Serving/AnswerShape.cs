@@ -36,14 +36,10 @@ public sealed record AnswerShape(SchemaNode? Format = null, IReadOnlyList<Functi
             : 1);
 
     /// <summary>The conversation with the tools named in its system turn, as models trained on tool turns learn to see them.</summary>
-    public IReadOnlyList<ChatMessage> Offer(IReadOnlyList<ChatMessage> messages)
-    {
-        if (!Calls) return messages;
-        string line = "Tools: " + string.Join(", ", Tools!.Select(t => t.Name)) + ".";
-        if (messages.Count > 0 && messages[0].Role == ChatRoles.System)
-            return [messages[0] with { Content = messages[0].Content + "\n" + line }, .. messages.Skip(1)];
-        return [new ChatMessage(ChatRoles.System, line), .. messages];
-    }
+    public IReadOnlyList<ChatMessage> Offer(IReadOnlyList<ChatMessage> messages) => Calls ? ToolBox.Offer(messages, Tools!.Select(t => t.Name)) : messages;
+
+    /// <summary>Whether answering needs the tool-call tokens: tools offered, or tool turns in the conversation.</summary>
+    public bool NeedsToolTokens(IReadOnlyList<ChatMessage> messages) => Calls || messages.Any(m => m.ToolCall is not null || m.Role == ChatRoles.Tool);
 
     /// <summary>A fresh constraint for one answer, or null when nothing is constrained.</summary>
     public ITokenConstraint? NewConstraint(ServedModel model)

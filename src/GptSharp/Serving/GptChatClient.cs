@@ -140,7 +140,7 @@ public sealed class GptChatClient : IChatClient, IEmbeddingGenerator<string, Emb
             turns.Add((new ChatMessage(role, text), calls, null));
         }
         var conversation = AnswerShape.Turns(turns);
-        if ((shape.Calls || conversation.Any(m => m.ToolCall is not null || m.Role == ChatRoles.Tool)) && !_model.Template.SupportsTools)
+        if (shape.NeedsToolTokens(conversation) && !_model.Template.SupportsTools)
             throw new NotSupportedException($"Model '{_model.Name}' cannot take tools: its tokenizer has no tool-call tokens.");
         int[] prompt = _model.Template.RenderPrompt(shape.Offer(conversation));
         if (prompt.Length >= _model.ContextLength)

@@ -261,8 +261,7 @@ public sealed class GptServer : IAsyncDisposable
     {
         var request = OpenAiProtocol.Chat(await Body(context));
         var model = Find(request.Model);
-        bool toolTurns = request.Shape.Calls || request.Messages.Any(m => m.ToolCall is not null || m.Role == ChatRoles.Tool);
-        if (toolTurns && !model.Template.SupportsTools)
+        if (request.Shape.NeedsToolTokens(request.Messages) && !model.Template.SupportsTools)
             throw new ApiError(400, $"Model '{model.Name}' cannot take tools: its tokenizer has no tool-call tokens (it was trained before tool calls existed).",
                 request.Shape.Calls ? "tools" : "messages");
         int[] prompt = model.Template.RenderPrompt(request.Shape.Offer(request.Messages));

@@ -157,7 +157,7 @@ public static class JsonSchema
             {
                 if (values.ValueKind != JsonValueKind.Array || values.GetArrayLength() == 0)
                     throw new JsonSchemaException($"{path}/enum", "'enum' must be a non-empty array.");
-                return Add(new LiteralNode([.. values.EnumerateArray().Select(Compact).Distinct(Bytes.Comparer)]));
+                return Add(new LiteralNode([.. values.EnumerateArray().Select(Compact).Distinct(Tokenization.ByteArrayComparer.Instance)]));
             }
             foreach (string any in new[] { "anyOf", "oneOf" })
                 if (schema.TryGetProperty(any, out var options))
@@ -257,7 +257,7 @@ public static class JsonSchema
             // Literals merge; other alternatives must start with different bytes so the first byte decides.
             var literals = options.OfType<LiteralNode>().ToList();
             var rest = options.Where(o => o is not LiteralNode).ToList();
-            if (literals.Count > 1) rest.Add(Add(new LiteralNode([.. literals.SelectMany(l => l.Options).Distinct(Bytes.Comparer)])));
+            if (literals.Count > 1) rest.Add(Add(new LiteralNode([.. literals.SelectMany(l => l.Options).Distinct(Tokenization.ByteArrayComparer.Instance)])));
             else rest.AddRange(literals);
             for (int b = 0; b < 256; b++)
                 if (rest.Count(o => o.Starts((byte)b)) > 1)
@@ -326,9 +326,4 @@ public sealed class RefPlaceholder : SchemaNode
     public SchemaNode Target { get; internal set; } = null!;
     public override bool Starts(byte b) => Target.Starts(b);
     internal override int ComputeMinBytes() => Target.MinBytes;
-}
-
-static class Bytes
-{
-    public static readonly IEqualityComparer<byte[]> Comparer = Tokenization.ByteArrayComparer.Instance;
 }
