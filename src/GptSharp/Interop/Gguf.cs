@@ -69,6 +69,8 @@ public static class Gguf
         PreTokenizerPatterns.Gpt2 => "gpt-2",
         PreTokenizerPatterns.Gpt4 or PreTokenizerPatterns.Gpt4Cjk => "llama-bpe",
         PreTokenizerPatterns.Qwen2 => "qwen2",
+        PreTokenizerPatterns.Gpt2Digits => "smollm",
+        PreTokenizerPatterns.DeepSeekV3 => "deepseek-v3",
         _ => throw new NotSupportedException("The tokenizer's pre-tokenizer pattern is custom; llama.cpp only knows its built-in splits " +
                                              "(GptSharp's gpt2, gpt4 and gpt4-cjk patterns map onto them). Train the tokenizer with one of those."),
     };

@@ -45,7 +45,7 @@ public static class HuggingFace
         var c = model.Config;
         string architecture = Architecture(c);
         var tokenizer = GptTokenizer.Load(state.Tokenizer);
-        PreTokenizerPatterns.Portable(tokenizer.Spec.Pattern); // fail before writing anything if tokenizer.json cannot express it
+        HuggingFaceTokenizer.PreTokenizerJson(tokenizer.Spec.Pattern); // fail before writing anything if tokenizer.json cannot express it
         Directory.CreateDirectory(outDirectory);
         using var scope = NewDisposeScope();
         var weights = model.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value);

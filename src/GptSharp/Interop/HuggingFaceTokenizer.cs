@@ -76,6 +76,7 @@ public static class HuggingFaceTokenizer
             null => null,
             JsonValue n when n.GetValueKind() == JsonValueKind.Null => null,
             JsonObject n when Text(n, "type", path) == "NFC" => "NFC",
+            JsonObject n when Text(n, "type", path) == "Sequence" && n["normalizers"] is JsonArray { Count: 0 } => null,   // DeepSeek's: empty
             JsonObject n => throw new NotSupportedException($"{path}: normalizer '{Text(n, "type", path)}' is not supported (NFC or none)."),
             _ => throw new InvalidDataException($"{path}: normalizer must be an object or null."),
         };
@@ -180,19 +181,35 @@ public static class HuggingFaceTokenizer
                 throw new NotSupportedException($"{path}: Digits then a ByteLevel step without its regex is not supported.");
             return PreTokenizerPatterns.Gpt2Digits;
         }
+        // DeepSeek-V3: three isolating Splits, then ByteLevel without its regex.
+        if (type == "Sequence" && pre["pretokenizers"] is JsonArray { Count: 4 } splits && splits.Take(3).All(s => s is JsonObject o && o["type"]?.ToString() == "Split")
+            && splits[3] is JsonObject last && last["type"]?.ToString() == "ByteLevel")
+        {
+            string[] regexes = [.. splits.Take(3).Select(s => SplitRegex((JsonObject)s!, path))];
+            static string Spelled(string regex) => regex.Replace("\r", "\\r").Replace("\n", "\\n");   // a CR or LF itself, or its escape
+            if (!regexes.Select(Spelled).SequenceEqual(PreTokenizerPatterns.DeepSeekV3Splits.Select(Spelled)))
+                throw new NotSupportedException($"{path}: a pre_tokenizer of three Splits is supported only as DeepSeek-V3's; these regexes differ from it.");
+            return PreTokenizerPatterns.DeepSeekV3;
+        }
         if (type != "Sequence" || pre["pretokenizers"] is not JsonArray steps || steps.Count != 2 || steps[0] is not JsonObject split || steps[1] is not JsonObject byteLevel
             || Text(split, "type", path) != "Split" || Text(byteLevel, "type", path) != "ByteLevel")
             throw new NotSupportedException($"{path}: pre_tokenizer '{type}' ({string.Join(", ", (pre["pretokenizers"] as JsonArray)?.OfType<JsonObject>().Select(p => p["type"]?.ToString()) ?? [])}) is not supported; " +
                                             "expected ByteLevel, a Sequence of Split (regex) and ByteLevel, or of Digits and ByteLevel.");
+        if (byteLevel["use_regex"] is JsonValue r2 && r2.GetValueKind() == JsonValueKind.True)
+            throw new NotSupportedException($"{path}: a ByteLevel step with its own regex after a Split is not supported.");
+        string regex = SplitRegex(split, path);
+        PreTokenizerPatterns.Compile(regex);   // throws naming the problem when .NET cannot read it
+        return regex;
+    }
+
+    /// <summary>The regex of an isolating, non-inverted Split step.</summary>
+    static string SplitRegex(JsonObject split, string path)
+    {
         if (split["behavior"] is JsonValue b && b.TryGetValue(out string? behavior) && behavior != "Isolated")
             throw new NotSupportedException($"{path}: Split behavior '{behavior}' is not supported (Isolated is).");
         if (split["invert"] is JsonValue i && i.GetValueKind() == JsonValueKind.True) throw new NotSupportedException($"{path}: an inverted Split is not supported.");
-        if (byteLevel["use_regex"] is JsonValue r2 && r2.GetValueKind() == JsonValueKind.True)
-            throw new NotSupportedException($"{path}: a ByteLevel step with its own regex after a Split is not supported.");
-        string regex = split["pattern"] is JsonObject p2 && p2["Regex"] is JsonValue rx && rx.TryGetValue(out string? value) ? value
+        return split["pattern"] is JsonObject p2 && p2["Regex"] is JsonValue rx && rx.TryGetValue(out string? value) ? value
             : throw new NotSupportedException($"{path}: the Split pre-tokenizer needs a Regex pattern.");
-        PreTokenizerPatterns.Compile(regex);   // throws naming the problem when .NET cannot read it
-        return regex;
     }
 
     static string Text(JsonObject node, string field, string path) =>
@@ -224,17 +241,7 @@ public static class HuggingFaceTokenizer
             ["padding"] = null,
             ["added_tokens"] = added,
             ["normalizer"] = tokenizer.Spec.Normalization == "NFC" ? new JsonObject { ["type"] = "NFC" } : null,
-            ["pre_tokenizer"] = new JsonObject
-            {
-                ["type"] = "Sequence",
-                ["pretokenizers"] = new JsonArray(
-                    new JsonObject
-                    {
-                        ["type"] = "Split", ["pattern"] = new JsonObject { ["Regex"] = PreTokenizerPatterns.Portable(tokenizer.Spec.Pattern) },
-                        ["behavior"] = "Isolated", ["invert"] = false,
-                    },
-                    new JsonObject { ["type"] = "ByteLevel", ["add_prefix_space"] = false, ["trim_offsets"] = true, ["use_regex"] = false }),
-            },
+            ["pre_tokenizer"] = PreTokenizerJson(tokenizer.Spec.Pattern),
             ["post_processor"] = null, // GptSharp adds <|bos|> itself where a format wants it
             ["decoder"] = new JsonObject { ["type"] = "ByteLevel", ["add_prefix_space"] = false, ["trim_offsets"] = true, ["use_regex"] = false },
             ["model"] = new JsonObject
@@ -244,5 +251,22 @@ public static class HuggingFaceTokenizer
                 ["vocab"] = vocab, ["merges"] = merges,
             },
         };
+    }
+
+    /// <summary>
+    /// The <c>pre_tokenizer</c> that splits as the pattern does: DeepSeek-V3's Splits as its tokenizer.json has them,
+    /// any other pattern as one isolating Split; throws for a pattern other engines cannot read.
+    /// </summary>
+    public static JsonObject PreTokenizerJson(string pattern)
+    {
+        static JsonObject Split(string regex) => new()
+        {
+            ["type"] = "Split", ["pattern"] = new JsonObject { ["Regex"] = regex }, ["behavior"] = "Isolated", ["invert"] = false,
+        };
+        var steps = pattern == PreTokenizerPatterns.DeepSeekV3
+            ? new JsonArray([.. PreTokenizerPatterns.DeepSeekV3Splits.Select(r => (JsonNode)Split(r))])
+            : new JsonArray(Split(PreTokenizerPatterns.Portable(pattern)));
+        steps.Add(new JsonObject { ["type"] = "ByteLevel", ["add_prefix_space"] = false, ["trim_offsets"] = true, ["use_regex"] = false });
+        return new JsonObject { ["type"] = "Sequence", ["pretokenizers"] = steps };
     }
 }

@@ -25,6 +25,42 @@ public static class PreTokenizerPatterns
     /// </summary>
     public const string Gpt2Digits = @"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+|\s+(?![^\s\p{N}])|\s+";
 
+    /// <summary>The kana and the ideographs DeepSeek-V3's second Split keeps together (its own ranges, narrower than Unicode's CJK blocks).</summary>
+    const string DeepSeekCjk = @"\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff";
+
+    /// <summary>
+    /// DeepSeek-V3's third Split, which runs only on text the first two Splits did not take (no digits, no kana or
+    /// ideographs): each class here leaves those out, and a whitespace run ending where one begins ends as at the end of
+    /// the text. .NET matches UTF-16 units, whose surrogates have no letter or symbol category, so a character beyond
+    /// the BMP counts as a symbol (emoji, flags and skin tones are; supplementary letters are rare).
+    /// </summary>
+    const string DeepSeekWords =
+        @"[!""#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+" +
+        @"|[^\r\n\p{L}\p{P}\p{S}\p{N}\p{Cs}" + DeepSeekCjk + @"]?[\p{L}\p{M}-[" + DeepSeekCjk + @"]]+" +
+        @"| ?(?:[\p{P}\p{S}-[" + DeepSeekCjk + @"]]|[\ud800-\udbff][\udc00-\udfff])+[\r\n]*|\s*[\r\n]+|\s+(?![^\s\p{N}" + DeepSeekCjk + @"])|\s+";
+
+    /// <summary>The same third Split over a run the second Split kept (kana and ideographs only).</summary>
+    const string DeepSeekKana =
+        @"[" + DeepSeekCjk + @"-[\p{L}\p{P}\p{S}]]?[" + DeepSeekCjk + @"-[^\p{L}\p{M}]]+|[" + DeepSeekCjk + @"-[^\p{P}\p{S}]]+";
+
+    /// <summary>
+    /// DeepSeek-V3's pre-tokenizer — three isolating Splits in turn (numbers of up to three digits; runs of kana and
+    /// ideographs; then words, punctuation and whitespace) — as one regex: each later Split confined to the pieces the
+    /// earlier ones left, and the stretches a Split matches nowhere kept as pieces, as Hugging Face keeps them.
+    /// </summary>
+    public const string DeepSeekV3 =
+        @"\p{N}{1,3}" +
+        @"|" + DeepSeekKana + @"|(?:(?!" + DeepSeekKana + @")[" + DeepSeekCjk + @"])+" +
+        @"|" + DeepSeekWords + @"|(?:(?!" + DeepSeekWords + @")[^\p{N}" + DeepSeekCjk + @"])+";
+
+    /// <summary>DeepSeek-V3's three Split regexes as its tokenizer.json spells them, in order.</summary>
+    public static readonly IReadOnlyList<string> DeepSeekV3Splits =
+    [
+        @"\p{N}{1,3}",
+        "[\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff]+",
+        @"[!""#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+    ];
+
     /// <summary>Qwen2's split (Qwen2, 2.5, 3): GPT-4's, with every digit a piece of its own.</summary>
     public const string Qwen2 =
         @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
