@@ -44,6 +44,14 @@ public sealed class TokenDecoder
         _start = (rows, padding) => new CachedSession(model, rows, padding);
     }
 
+    /// <summary>Decodes with the CPU engine (<see cref="Cpu.CpuModel"/>): no libtorch call per operation.</summary>
+    public TokenDecoder(Cpu.CpuModel engine)
+    {
+        ContextLength = engine.Config.ContextLength;
+        VocabSize = engine.Config.VocabSize;
+        _start = (rows, padding) => new CpuSession(engine, rows, padding);
+    }
+
     /// <summary>
     /// Decodes any function from tokens (B, T) to logits (B, T, V) by running it over the whole sequence at every step
     /// (no cache): for hand-made logits in tests and for models without a KV cache.
@@ -208,6 +216,84 @@ public sealed class TokenDecoder
             _cache.Dispose();
             _model.train(_wasTraining);
         }
+    }
+
+    /// <summary>
+    /// Rows in the CPU engine's cache, one slot each. Padding is skipped rather than fed (positions count from each
+    /// row's first real token, as in the libtorch session), the prompt goes through in chunks, and only each row's last
+    /// token gets logits: Feed returns (B, 1, V).
+    /// </summary>
+    sealed class CpuSession : DecodeSession
+    {
+        const int Chunk = 128;
+        readonly Cpu.CpuModel _engine;
+        readonly Cpu.CpuKvCache _cache;
+        int[] _padding, _slots;
+        int _length;
+        float[] _logits = [];
+        readonly int[] _tokens = new int[Chunk], _chunkSlots = new int[Chunk], _positions = new int[Chunk];
+
+        public CpuSession(Cpu.CpuModel engine, int rows, int[] padding)
+        {
+            _engine = engine;
+            _cache = new Cpu.CpuKvCache(engine.Config, rows);
+            _padding = [.. padding];
+            _slots = [.. Enumerable.Range(0, rows)];
+        }
+
+        public override Device Device => CPU;
+        public override int Length => _length;
+        public override IReadOnlyList<int> LeftPadding => _padding;
+
+        public override Tensor Feed(Tensor tokens)
+        {
+            int b = (int)tokens.shape[0], t = (int)tokens.shape[1], vocab = _engine.Config.VocabSize;
+            long[] ids = tokens.data<long>().ToArray();
+            if (_logits.Length < b * vocab) _logits = new float[b * vocab];
+            var chunkLogits = new List<int>(Chunk);   // chunk index → row whose last token it is
+            int n = 0;
+            var outputs = new List<int>();
+            void Flush()
+            {
+                if (n == 0) return;
+                int[] outs = [.. outputs];
+                var buffer = new float[outs.Length * vocab];
+                _engine.Forward(_cache, n, _tokens, _chunkSlots, _positions, outs, buffer);
+                for (int o = 0; o < outs.Length; o++) Array.Copy(buffer, o * vocab, _logits, chunkLogits[o] * vocab, vocab);
+                n = 0;
+                outputs.Clear();
+                chunkLogits.Clear();
+            }
+            for (int row = 0; row < b; row++)
+                for (int j = 0; j < t; j++)
+                {
+                    int position = _length + j - _padding[row];
+                    if (position < 0) continue;   // padding: never fed
+                    _tokens[n] = (int)ids[row * t + j];
+                    _chunkSlots[n] = _slots[row];
+                    _positions[n] = position;
+                    if (j == t - 1)
+                    {
+                        outputs.Add(n);
+                        chunkLogits.Add(row);
+                    }
+                    if (++n == Chunk) Flush();
+                }
+            Flush();
+            _length += t;
+            return torch.tensor(_logits.AsSpan(0, b * vocab).ToArray(), [b, 1, vocab]);
+        }
+
+        public override void Keep(int[] rows)
+        {
+            int drop = rows.Min(k => _padding[k]);
+            foreach (int slot in _slots.Except(rows.Select(k => _slots[k]))) _cache.Release(slot);
+            _slots = [.. rows.Select(k => _slots[k])];
+            _padding = [.. rows.Select(k => _padding[k] - drop)];
+            _length -= drop;
+        }
+
+        public override void Dispose() { }
     }
 
     /// <summary>Keeps the tokens (with their left padding) and runs the function over all of them at every step.</summary>

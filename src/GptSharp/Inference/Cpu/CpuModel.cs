@@ -1,0 +1,323 @@
+using GptSharp.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace GptSharp.Inference.Cpu;
+
+/// <summary>
+/// A GPT packed for decoding on the CPU without libtorch: weights in <see cref="WeightFormat"/> (F32, F16, BF16 or
+/// Q8_0), the products written with .NET's SIMD and split across the cores by a <see cref="WorkerPool"/>, norms,
+/// rotary and attention over the <see cref="CpuKvCache"/> fused per token. Both families (GPT-2; Llama/Qwen with
+/// grouped-query attention, q/k/v biases, QK-norm, rotary scaling) and PaLM's parallel block. Computes what
+/// <see cref="Gpt.Forward"/> computes, in F32 arithmetic; LoRA adapters are folded in at packing.
+/// </summary>
+public sealed class CpuModel : IDisposable
+{
+    /// <summary>One block's weights. <c>Up</c> is GELU's c_fc, or SwiGLU's gate and up stacked ([2·hidden, C]).</summary>
+    sealed record Layer(float[] Norm1, float[]? Norm1Bias, WeightMatrix Qkv, float[]? QkvBias, float[]? QNorm, float[]? KNorm,
+        WeightMatrix Out, float[]? OutBias, float[]? Norm2, float[]? Norm2Bias, WeightMatrix Up, float[]? UpBias, WeightMatrix Down, float[]? DownBias);
+
+    readonly Layer[] _layers;
+    readonly WeightMatrix _tokenEmbedding;   // also the output head when tied
+    readonly WeightMatrix? _head;
+    readonly float[]? _positionEmbedding;   // (Context, C)
+    readonly float[] _normF;
+    readonly float[]? _normFBias;
+    readonly float[]? _cos, _sin;            // (Context, HeadDim/2)
+    readonly WorkerPool _pool;
+    readonly MatMulWork _matmul = new();
+    readonly AttentionWork _attention;
+
+    CpuModel(GptConfig config, WeightFormat format, Dictionary<string, float[]> weights, int threads)
+    {
+        if (config.Activation == ActivationKind.Gelu)
+            throw new NotSupportedException("The CPU engine decodes GPT models (tanh GELU or SwiGLU); exact-GELU models are encoders.");
+        Config = config;
+        Format = format;
+        int c = config.Width, hd = config.HeadDim, qkvWidth = (config.Heads + 2 * config.KvHeads) * hd, hidden = config.MlpHidden;
+        float[] Take(string name) => weights.Remove(name, out var w) ? w : throw new KeyNotFoundException($"The model has no tensor '{name}'.");
+        float[]? Maybe(string name) => weights.Remove(name, out var w) ? w : null;
+        WeightMatrix Matrix(string name, int rows, int cols) => WeightMatrix.Pack(Take(name), rows, cols, format, name);
+
+        _tokenEmbedding = Matrix("wte.weight", config.VocabSize, c);
+        _positionEmbedding = Maybe("wpe.weight");
+        _layers = new Layer[config.Layers];
+        for (int l = 0; l < config.Layers; l++)
+        {
+            string p = $"h.{l}.";
+            bool swiGlu = config.Activation == ActivationKind.SwiGlu;
+            WeightMatrix up;
+            float[]? upBias;
+            if (swiGlu)
+            {
+                up = WeightMatrix.Pack([.. Take(p + "mlp.gate_proj.weight"), .. Take(p + "mlp.up_proj.weight")], 2 * hidden, c, format, p + "mlp.gate_proj/up_proj");
+                var (gateBias, upOnlyBias) = (Maybe(p + "mlp.gate_proj.bias"), Maybe(p + "mlp.up_proj.bias"));
+                upBias = gateBias is null ? null : [.. gateBias, .. upOnlyBias!];
+            }
+            else (up, upBias) = (Matrix(p + "mlp.c_fc.weight", hidden, c), Maybe(p + "mlp.c_fc.bias"));
+            string down = swiGlu ? "mlp.down_proj" : "mlp.c_proj";
+            _layers[l] = new Layer(
+                Take(p + "ln_1.weight"), Maybe(p + "ln_1.bias"),
+                Matrix(p + "attn.c_attn.weight", qkvWidth, c), Maybe(p + "attn.c_attn.bias"),
+                Maybe(p + "attn.q_norm.weight"), Maybe(p + "attn.k_norm.weight"),
+                Matrix(p + "attn.c_proj.weight", c, config.Heads * hd), Maybe(p + "attn.c_proj.bias"),
+                Maybe(p + "ln_2.weight"), Maybe(p + "ln_2.bias"),
+                up, upBias, Matrix($"{p}{down}.weight", c, hidden), Maybe($"{p}{down}.bias"));
+        }
+        _normF = Take("ln_f.weight");
+        _normFBias = Maybe("ln_f.bias");
+        _head = config.TiedEmbeddings ? null : Matrix("lm_head.weight", config.VocabSize, c);
+        if (config.Positions == PositionKind.Rotary) (_cos, _sin) = RotaryTables(config);
+        _pool = new WorkerPool(threads);
+        _attention = new AttentionWork(this);
+    }
+
+    public GptConfig Config { get; }
+    public WeightFormat Format { get; }
+    public int Threads => _pool.Threads;
+
+    /// <summary>Bytes of weights one decoded token reads (every matrix once, one embedding row).</summary>
+    public long BytesPerToken => _layers.Sum(l => l.Qkv.Bytes + l.Out.Bytes + l.Up.Bytes + l.Down.Bytes) + (_head ?? _tokenEmbedding).Bytes;
+
+    /// <summary>Packs a model's weights (adapters folded in) in <paramref name="format"/>; <paramref name="threads"/>
+    /// defaults to the cores of this machine.</summary>
+    public static CpuModel From(Gpt model, WeightFormat format = WeightFormat.F32, int? threads = null)
+    {
+        var weights = new Dictionary<string, float[]>();
+        using (no_grad())
+        using (var scope = NewDisposeScope())
+        {
+            var state = model.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value);
+            foreach (var (name, tensor) in Lora.Merge(state))
+                if (tensor.is_floating_point()) weights[name] = tensor.detach().cpu().to(ScalarType.Float32).contiguous().data<float>().ToArray();
+        }
+        return new CpuModel(model.Config, format, weights, threads ?? Environment.ProcessorCount);
+    }
+
+    /// <summary>cos and sin of every position's rotary angles, computed as <see cref="Rotary"/> does (in F64, then F32).</summary>
+    static (float[] Cos, float[] Sin) RotaryTables(GptConfig config)
+    {
+        using var scope = NewDisposeScope();
+        int half = config.HeadDim / 2;
+        var inverseFrequency = pow(config.RotaryBase, -arange(0, half, ScalarType.Float64) / half);
+        if (config.RopeScaling is { } scaling) inverseFrequency = Rotary.Llama3(inverseFrequency, scaling);
+        var angles = outer(arange(0, config.ContextLength, ScalarType.Float64), inverseFrequency);
+        return (angles.cos().to(ScalarType.Float32).data<float>().ToArray(), angles.sin().to(ScalarType.Float32).data<float>().ToArray());
+    }
+
+    /// <summary>
+    /// Feeds <paramref name="n"/> tokens: token i enters cache slot <paramref name="slots"/>[i] at position
+    /// <paramref name="positions"/>[i], attending to that slot's positions up to its own (earlier ones must be cached,
+    /// or come earlier in this call). Writes the logits of the tokens listed in <paramref name="outputs"/> to
+    /// <paramref name="logits"/> (outputs.Length × Vocab).
+    /// </summary>
+    public void Forward(CpuKvCache cache, int n, int[] tokens, int[] slots, int[] positions, int[] outputs, float[] logits)
+    {
+        var config = Config;
+        int c = config.Width, hd = config.HeadDim, h = config.Heads, kvh = config.KvHeads, hidden = config.MlpHidden;
+        int qkvWidth = (h + 2 * kvh) * hd;
+        bool swiGlu = config.Activation == ActivationKind.SwiGlu;
+        for (int i = 0; i < n; i++)
+        {
+            if ((uint)tokens[i] >= (uint)config.VocabSize) throw new ArgumentOutOfRangeException(nameof(tokens), tokens[i], $"Token id {tokens[i]} is outside the vocabulary [0, {config.VocabSize}).");
+            if ((uint)positions[i] >= (uint)Math.Min(cache.Capacity, config.ContextLength)) throw new ArgumentOutOfRangeException(nameof(positions), positions[i], "The position is beyond the context.");
+            if ((uint)slots[i] >= (uint)cache.Slots) throw new ArgumentOutOfRangeException(nameof(slots), slots[i], "No such cache slot.");
+        }
+        if (logits.Length < outputs.Length * config.VocabSize) throw new ArgumentException("The logits buffer is too small.", nameof(logits));
+        cache.Ensure(n, c, qkvWidth, h * hd, hidden, swiGlu ? 2 * hidden : hidden);
+        float[] x = cache.X, normed = cache.Normed;
+
+        for (int i = 0; i < n; i++)
+        {
+            var row = x.AsSpan(i * c, c);
+            _tokenEmbedding.ReadRow(tokens[i], row);
+            if (_positionEmbedding is not null) Kernels.AddScaled(row, 1, _positionEmbedding.AsSpan(positions[i] * c, c));
+        }
+        for (int l = 0; l < _layers.Length; l++)
+        {
+            var layer = _layers[l];
+            Norm(x, normed, n, layer.Norm1, layer.Norm1Bias);
+            Multiply(layer.Qkv, normed, n, cache.Qkv, layer.QkvBias);
+            for (int i = 0; i < n; i++) PrepareKeysAndQueries(cache, l, layer, i, slots[i], positions[i]);
+            _attention.Set(cache, l, n, slots, positions);
+            _pool.Run(_attention, parallel: (long)n * h * (positions[n - 1] + 1) * hd >= 1 << 14);
+            Multiply(layer.Out, cache.Attention, n, cache.Projected, layer.OutBias);
+            if (layer.Norm2 is null)
+            {
+                // PaLM's parallel block: the MLP reads the same normalised input as attention.
+                Mlp(layer, cache, normed, n, swiGlu);
+                for (int i = 0; i < n * c; i++) x[i] += cache.Projected[i] + cache.MlpOut[i];
+                continue;
+            }
+            Kernels.AddScaled(x.AsSpan(0, n * c), 1, cache.Projected.AsSpan(0, n * c));
+            Norm(x, normed, n, layer.Norm2, layer.Norm2Bias);
+            Mlp(layer, cache, normed, n, swiGlu);
+            Kernels.AddScaled(x.AsSpan(0, n * c), 1, cache.MlpOut.AsSpan(0, n * c));
+        }
+        // Only the rows asked for go through the final norm and the head.
+        for (int o = 0; o < outputs.Length; o++) x.AsSpan(outputs[o] * c, c).CopyTo(cache.Projected.AsSpan(o * c, c));
+        Norm(cache.Projected, normed, outputs.Length, _normF, _normFBias);
+        Multiply(_head ?? _tokenEmbedding, normed, outputs.Length, logits, null);
+    }
+
+    /// <summary>MLP of normalised input into cache.MlpOut.</summary>
+    void Mlp(Layer layer, CpuKvCache cache, float[] normed, int n, bool swiGlu)
+    {
+        int hidden = Config.MlpHidden;
+        float[] up = cache.Hidden, activated = cache.Activated;
+        Multiply(layer.Up, normed, n, up, layer.UpBias);
+        int width = layer.Up.Rows;
+        for (int i = 0; i < n; i++)
+        {
+            var target = activated.AsSpan(i * hidden, hidden);
+            var source = up.AsSpan(i * width, width);
+            if (swiGlu)
+                for (int k = 0; k < hidden; k++)
+                {
+                    float gate = source[k];
+                    target[k] = gate / (1 + MathF.Exp(-gate)) * source[hidden + k];
+                }
+            else
+                for (int k = 0; k < hidden; k++)
+                {
+                    float v = source[k];
+                    target[k] = 0.5f * v * (1 + MathF.Tanh(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+                }
+        }
+        Multiply(layer.Down, activated, n, cache.MlpOut, layer.DownBias);
+    }
+
+    /// <summary>Queries and keys of token i: QK-norm and rotary in place, then its key and value into the cache.</summary>
+    void PrepareKeysAndQueries(CpuKvCache cache, int l, Layer layer, int i, int slot, int position)
+    {
+        int hd = Config.HeadDim, h = Config.Heads, kvh = Config.KvHeads, qkvWidth = (h + 2 * kvh) * hd;
+        var qkv = cache.Qkv.AsSpan(i * qkvWidth, qkvWidth);
+        for (int head = 0; head < h + kvh; head++)
+        {
+            var vector = qkv.Slice(head * hd, hd);
+            float[]? norm = head < h ? layer.QNorm : layer.KNorm;
+            if (norm is not null) RmsNormInPlace(vector, norm, (float)Config.NormEpsilon);
+            if (_cos is not null) Rotate(vector, position);
+        }
+        float[] keys = cache.Keys(slot, l), values = cache.Values(slot, l);
+        for (int head = 0; head < kvh; head++)
+        {
+            int at = (head * cache.Capacity + position) * hd;
+            qkv.Slice((h + head) * hd, hd).CopyTo(keys.AsSpan(at, hd));
+            qkv.Slice((h + kvh + head) * hd, hd).CopyTo(values.AsSpan(at, hd));
+        }
+    }
+
+    void Rotate(Span<float> v, int position)
+    {
+        int half = v.Length / 2;
+        var cos = _cos.AsSpan(position * half, half);
+        var sin = _sin.AsSpan(position * half, half);
+        for (int k = 0; k < half; k++)
+        {
+            float x1 = v[k], x2 = v[k + half];
+            v[k] = x1 * cos[k] - x2 * sin[k];
+            v[k + half] = x2 * cos[k] + x1 * sin[k];
+        }
+    }
+
+    static void RmsNormInPlace(Span<float> v, float[] weight, float epsilon)
+    {
+        float scale = 1 / MathF.Sqrt(Kernels.Dot(v, v) / v.Length + epsilon);
+        for (int k = 0; k < v.Length; k++) v[k] = v[k] * scale * weight[k];
+    }
+
+    /// <summary>LayerNorm (with a bias when given) or RMSNorm of n rows of width C.</summary>
+    void Norm(float[] input, float[] output, int n, float[] weight, float[]? bias)
+    {
+        int c = Config.Width;
+        float epsilon = (float)Config.NormEpsilon;
+        for (int i = 0; i < n; i++)
+        {
+            var x = input.AsSpan(i * c, c);
+            var y = output.AsSpan(i * c, c);
+            if (Config.Norm == NormKind.RmsNorm)
+            {
+                float scale = 1 / MathF.Sqrt(Kernels.Dot(x, x) / c + epsilon);
+                for (int k = 0; k < c; k++) y[k] = x[k] * scale * weight[k];
+                continue;
+            }
+            float mean = 0;
+            for (int k = 0; k < c; k++) mean += x[k];
+            mean /= c;
+            float variance = 0;
+            for (int k = 0; k < c; k++) variance += (x[k] - mean) * (x[k] - mean);
+            float inverse = 1 / MathF.Sqrt(variance / c + epsilon);
+            for (int k = 0; k < c; k++) y[k] = (x[k] - mean) * inverse * weight[k] + (bias?[k] ?? 0);
+        }
+    }
+
+    /// <summary>y (n × Rows) = x (n × Cols) · Wᵀ (+ bias), split across the cores when it is large enough to pay.</summary>
+    void Multiply(WeightMatrix w, float[] x, int n, float[] y, float[]? bias)
+    {
+        _matmul.Set(w, x, n, y);
+        _pool.Run(_matmul, parallel: (long)w.Rows * w.Cols * n >= 1 << 16);
+        if (bias is null) return;
+        for (int i = 0; i < n; i++) Kernels.AddScaled(y.AsSpan(i * w.Rows, w.Rows), 1, bias);
+    }
+
+    sealed class MatMulWork : IPartWork
+    {
+        WeightMatrix? _w;
+        float[] _x = [], _y = [];
+        int _n;
+
+        public void Set(WeightMatrix w, float[] x, int n, float[] y) => (_w, _x, _n, _y) = (w, x, n, y);
+
+        public void Execute(int part, int parts)
+        {
+            int rows = _w!.Rows;
+            // Boundaries on multiples of 4 rows, the kernels' step.
+            int start = (int)((long)rows * part / parts) & ~3, end = part == parts - 1 ? rows : (int)((long)rows * (part + 1) / parts) & ~3;
+            if (end > start) _w.Multiply(_x, _n, _y, start, end);
+        }
+    }
+
+    /// <summary>Causal attention of each (token, head) over its slot's cached keys, into cache.Attention.</summary>
+    sealed class AttentionWork(CpuModel model) : IPartWork
+    {
+        CpuKvCache? _cache;
+        int _layer, _n;
+        int[] _slots = [], _positions = [];
+        readonly float[][] _scores = new float[model.Threads][];
+
+        public void Set(CpuKvCache cache, int layer, int n, int[] slots, int[] positions) => (_cache, _layer, _n, _slots, _positions) = (cache, layer, n, slots, positions);
+
+        public void Execute(int part, int parts)
+        {
+            var config = model.Config;
+            int h = config.Heads, kvh = config.KvHeads, hd = config.HeadDim, group = h / kvh, qkvWidth = (h + 2 * kvh) * hd;
+            var cache = _cache!;
+            float scale = 1 / MathF.Sqrt(hd);
+            var scores = _scores[part] is { } s && s.Length >= cache.Capacity ? s : _scores[part] = new float[cache.Capacity];
+            int items = _n * h;
+            for (int item = items * part / parts; item < items * (part + 1) / parts; item++)
+            {
+                int i = item / h, head = item % h, kvHead = head / group, length = _positions[i] + 1;
+                var q = cache.Qkv.AsSpan(i * qkvWidth + head * hd, hd);
+                float[] keys = cache.Keys(_slots[i], _layer), values = cache.Values(_slots[i], _layer);
+                int baseOffset = kvHead * cache.Capacity * hd;
+                float max = float.NegativeInfinity;
+                for (int t = 0; t < length; t++)
+                {
+                    float score = Kernels.Dot(q, keys.AsSpan(baseOffset + t * hd, hd)) * scale;
+                    scores[t] = score;
+                    if (score > max) max = score;
+                }
+                float sum = 0;
+                for (int t = 0; t < length; t++) sum += scores[t] = MathF.Exp(scores[t] - max);
+                var output = cache.Attention.AsSpan((i * h + head) * hd, hd);
+                output.Clear();
+                float inverse = 1 / sum;
+                for (int t = 0; t < length; t++) Kernels.AddScaled(output, scores[t] * inverse, values.AsSpan(baseOffset + t * hd, hd));
+            }
+        }
+    }
+
+    public void Dispose() => _pool.Dispose();
+}

@@ -1,0 +1,140 @@
+using GptSharp.Inference;
+using GptSharp.Inference.Cpu;
+using GptSharp.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace GptSharp.Tests;
+
+/// <summary>
+/// The CPU engine against the libtorch model it was packed from: logits within 1e-4 of their range for every layout,
+/// 256 greedy tokens equal, batches with padding equal to rows alone; 16-bit and 8-bit weights close.
+/// </summary>
+public class CpuEngineTests
+{
+    const int Vocab = 512;
+
+    public static TheoryData<string> Layouts => new() { "gpt2", "gpt2-untied", "llama", "llama-gqa", "qwen2", "qwen3", "llama3-scaled", "palm" };
+
+    static GptConfig Layout(string name) => name switch
+    {
+        "gpt2" => GptConfig.Gpt2(Vocab, 320, layers: 2, heads: 4, width: 64),
+        "gpt2-untied" => GptConfig.Gpt2(Vocab, 320, layers: 2, heads: 4, width: 64) with { TiedEmbeddings = false },
+        "llama" => GptConfig.Llama(Vocab, 320, layers: 2, heads: 4, kvHeads: 4, width: 64),
+        "llama-gqa" => GptConfig.Llama(Vocab, 320, layers: 2, heads: 4, kvHeads: 2, width: 64),
+        "qwen2" => GptConfig.Llama(Vocab, 320, layers: 2, heads: 4, kvHeads: 2, width: 64) with { QkvBias = true, TiedEmbeddings = true, RotaryBase = 1e6 },
+        "qwen3" => GptConfig.Llama(Vocab, 320, layers: 2, heads: 4, kvHeads: 2, width: 64) with { QkNorm = true, HeadSize = 32, MlpWidth = 96, NormEpsilon = 1e-6 },
+        "llama3-scaled" => GptConfig.Llama(Vocab, 320, layers: 2, heads: 4, kvHeads: 1, width: 64) with
+            { HeadSize = 24, RotaryBase = 500000, RopeScaling = new RopeScaling(8, 1, 4, 64) },
+        "palm" => GptConfig.Llama(Vocab, 320, layers: 2, heads: 4, kvHeads: 1, width: 64) with { ParallelBlock = true },
+        _ => throw new ArgumentException(name),
+    };
+
+    /// <summary>A random model whose logits are spread (embedding ×5, biases and norm weights random) so greedy choices are clear.</summary>
+    internal static Gpt RandomModel(GptConfig config, int seed = 1)
+    {
+        torch.manual_seed(seed);
+        var model = new Gpt(config);
+        using (no_grad())
+            foreach (var (name, p) in model.named_parameters())
+            {
+                if (name == "wte.weight" || name == "lm_head.weight") p.mul_(5);
+                else if (name.EndsWith("bias")) p.normal_(0, 0.1);
+                else if (p.dim() == 1) p.normal_(1, 0.2);   // norm weights
+            }
+        model.eval();
+        return model;
+    }
+
+    static int[] Prompt(int length, int seed) => [.. Enumerable.Range(0, length).Select(i => (i * 131 + seed * 17 + 7) % Vocab)];
+
+    [Theory]
+    [MemberData(nameof(Layouts))]
+    public void LogitsMatchLibtorchAlongAPrefillAndSteps(string layout)
+    {
+        using var model = RandomModel(Layout(layout));
+        using var engine = CpuModel.From(model);
+        int[] tokens = Prompt(40, 1);
+        float[] expected;
+        using (no_grad())
+        using (var scope = NewDisposeScope())
+            expected = model.forward(tensor(tokens.Select(t => (long)t).ToArray()).unsqueeze(0))[0].data<float>().ToArray();   // (40, V)
+
+        // 24 tokens in one call (two cache slots: the second holds a copy of the first's prefix), then one at a time.
+        var cache = new CpuKvCache(model.Config, slots: 1);
+        var logits = new float[Vocab];
+        int prefill = 24;
+        var outputs = new float[prefill * Vocab];
+        engine.Forward(cache, prefill, tokens[..prefill], new int[prefill], [.. Enumerable.Range(0, prefill)], [.. Enumerable.Range(0, prefill)], outputs);
+        for (int i = 0; i < prefill; i++) AssertClose(expected.AsSpan(i * Vocab, Vocab), outputs.AsSpan(i * Vocab, Vocab), $"{layout} prefill token {i}");
+        for (int i = prefill; i < tokens.Length; i++)
+        {
+            engine.Forward(cache, 1, [tokens[i]], [0], [i], [0], logits);
+            AssertClose(expected.AsSpan(i * Vocab, Vocab), logits, $"{layout} step {i}");
+        }
+    }
+
+    static void AssertClose(ReadOnlySpan<float> expected, ReadOnlySpan<float> got, string what, double tolerance = 1e-4)
+    {
+        float min = float.MaxValue, max = float.MinValue, worst = 0;
+        for (int k = 0; k < expected.Length; k++)
+        {
+            (min, max) = (Math.Min(min, expected[k]), Math.Max(max, expected[k]));
+            worst = Math.Max(worst, Math.Abs(expected[k] - got[k]));
+        }
+        Assert.True(worst <= tolerance * (max - min), $"{what}: largest difference {worst:G3} against a range of {max - min:G3}");
+    }
+
+    [Theory]
+    [MemberData(nameof(Layouts))]
+    public void GreedyDecodingEqualsLibtorchFor256TokensAndBatchesEqualRowsAlone(string layout)
+    {
+        using var model = RandomModel(Layout(layout));
+        using var engine = CpuModel.From(model);
+        var torchDecoder = new TokenDecoder(model);
+        var cpuDecoder = new TokenDecoder(engine);
+        var greedy = new SamplingOptions(Temperature: 0, MaxNewTokens: 256);
+        int[] prompt = Prompt(12, 2);
+        Assert.Equal(torchDecoder.Generate(prompt, greedy).Tokens, cpuDecoder.Generate(prompt, greedy).Tokens);
+
+        // A batch of prompts of different lengths (left padding), sampled: each row equals itself decoded alone.
+        var sampled = new SamplingOptions(Temperature: 0.8, MaxNewTokens: 24, Seed: 5);
+        int[][] prompts = [Prompt(3, 3), Prompt(17, 4), Prompt(9, 5)];
+        var batch = cpuDecoder.Generate(prompts, sampled);
+        for (int i = 0; i < prompts.Length; i++)
+        {
+            Assert.Equal(cpuDecoder.Generate(prompts[i], sampled with { Seed = 5 + i }).Tokens, batch[i].Tokens);
+            Assert.Equal(torchDecoder.Generate(prompts[i], sampled with { Seed = 5 + i }).Tokens, batch[i].Tokens);
+        }
+    }
+
+    [Theory]
+    [InlineData(WeightFormat.BF16, 0.02)]
+    [InlineData(WeightFormat.F16, 0.002)]
+    [InlineData(WeightFormat.Q8_0, 0.02)]
+    public void HalfAndEightBitWeightsStayCloseToF32(WeightFormat format, double tolerance)
+    {
+        using var model = RandomModel(Layout("qwen3"));   // every row a multiple of 32, for Q8_0's blocks
+        using var f32 = CpuModel.From(model);
+        using var packed = CpuModel.From(model, format);
+        Assert.Equal(format, packed.Format);
+        Assert.True(packed.BytesPerToken < f32.BytesPerToken * (format == WeightFormat.Q8_0 ? 0.3 : 0.51), $"{packed.BytesPerToken} vs {f32.BytesPerToken} bytes");
+        int[] tokens = Prompt(16, 6);
+        float[] Logits(CpuModel engine)
+        {
+            var logits = new float[Vocab];
+            engine.Forward(new CpuKvCache(model.Config, 1), tokens.Length, tokens, new int[tokens.Length], [.. Enumerable.Range(0, tokens.Length)], [tokens.Length - 1], logits);
+            return logits;
+        }
+        AssertClose(Logits(f32), Logits(packed), $"{format}", tolerance);
+    }
+
+    [Fact]
+    public void ShapesAFormatCannotHoldAreRefusedByName()
+    {
+        using var model = RandomModel(GptConfig.Gpt2(Vocab, 32, layers: 1, heads: 2, width: 48));   // rows of 48: not blocks of 32
+        var e = Assert.Throws<NotSupportedException>(() => CpuModel.From(model, WeightFormat.Q8_0));
+        Assert.Contains("wte.weight", e.Message);
+        Assert.Contains("48", e.Message);
+    }
+}
