@@ -29,7 +29,7 @@ public static class Gguf
         var gguf = new GgufWriter()
             .Add("general.architecture", architecture)
             .Add("general.name", Path.GetFileName(Path.GetFullPath(runDirectory).TrimEnd(Path.DirectorySeparatorChar)))
-            .Add("general.file_type", (uint)(type == GgmlType.F32 ? 0 : 1)) // ALL_F32 or MOSTLY_F16
+            .Add("general.file_type", type switch { GgmlType.F32 => 0u, GgmlType.F16 => 1u, _ => 7u }) // ALL_F32, MOSTLY_F16, MOSTLY_Q8_0
             .Add($"{architecture}.context_length", (uint)c.ContextLength)
             .Add($"{architecture}.embedding_length", (uint)c.Width)
             .Add($"{architecture}.feed_forward_length", (uint)c.MlpHidden)
@@ -50,13 +50,38 @@ public static class Gguf
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         var weights = model.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value);
-        foreach (var (name, tensor) in architecture == "gpt2" ? Gpt2Tensors(weights, c) : LlamaTensors(weights, c, architecture))
+        var tensors = (architecture == "gpt2" ? Gpt2Tensors(weights, c) : LlamaTensors(weights, c, architecture)).ToList();
+        if (type == GgmlType.Q8_0)
+            foreach (var (name, tensor) in tensors.Where(t => t.Item2.dim() >= 2 && t.Item2.shape[^1] % 32 != 0))
+                throw new NotSupportedException($"Tensor '{name}' has rows of {tensor.shape[^1]} values; Q8_0 needs a multiple of 32. Export as f16 or f32.");
+        foreach (var (name, tensor) in tensors)
         {
+            if (tensor.dim() >= 2 && type == GgmlType.Q8_0)
+            {
+                gguf.AddTensor(name, [.. tensor.shape.Reverse()], GgmlType.Q8_0, Q8Blocks(tensor));
+                continue;
+            }
             var stored = tensor.dim() >= 2 && type == GgmlType.F16 ? tensor.to(ScalarType.Float16) : tensor.to(ScalarType.Float32);
             gguf.AddTensor(name, [.. stored.shape.Reverse()], stored.dtype == ScalarType.Float16 ? GgmlType.F16 : GgmlType.F32,
                            stored.cpu().contiguous().bytes.ToArray());
         }
         gguf.Save(path);
+    }
+
+    /// <summary>A matrix in GGUF's Q8_0 blocks (F16 scale, then 32 signed bytes), quantised as the CPU engine's Q8_0 weights are.</summary>
+    static byte[] Q8Blocks(Tensor matrix)
+    {
+        float[] values = matrix.to(ScalarType.Float32).cpu().contiguous().data<float>().ToArray();
+        var packed = (Inference.Cpu.Q8Matrix)Inference.Cpu.WeightMatrix.Pack(values, (int)(values.Length / matrix.shape[^1]), (int)matrix.shape[^1],
+            Inference.Cpu.WeightFormat.Q8_0, "gguf");
+        var (quants, scales) = packed.Blocks;
+        var bytes = new byte[scales.Length * 34];
+        for (int b = 0; b < scales.Length; b++)
+        {
+            BitConverter.TryWriteBytes(bytes.AsSpan(b * 34, 2), BitConverter.HalfToUInt16Bits((Half)scales[b]));
+            System.Runtime.InteropServices.MemoryMarshal.AsBytes(quants.AsSpan(b * 32, 32)).CopyTo(bytes.AsSpan(b * 34 + 2, 32));
+        }
+        return bytes;
     }
 
     /// <summary>

@@ -4,7 +4,8 @@ using System.Text;
 namespace GptSharp.Interop;
 
 /// <summary>GGML's storage types that GptSharp writes.</summary>
-public enum GgmlType : uint { F32 = 0, F16 = 1 }
+/// <summary>GGML tensor types GptSharp writes: F32, F16, and Q8_0 (blocks of 32 signed bytes with an F16 scale, 34 bytes).</summary>
+public enum GgmlType : uint { F32 = 0, F16 = 1, Q8_0 = 8 }
 
 /// <summary>
 /// Writes the GGUF container (version 3) that llama.cpp and its bindings load: a header, typed key/value metadata,
@@ -44,7 +45,9 @@ public sealed class GgufWriter
     /// <summary>Adds a tensor; <paramref name="dims"/> innermost first, <paramref name="data"/> its raw bytes.</summary>
     public GgufWriter AddTensor(string name, long[] dims, GgmlType type, byte[] data)
     {
-        long expected = dims.Aggregate(1L, (a, b) => a * b) * (type == GgmlType.F32 ? 4 : 2);
+        long elements = dims.Aggregate(1L, (a, b) => a * b);
+        long expected = type switch { GgmlType.F32 => elements * 4, GgmlType.F16 => elements * 2, _ => elements / 32 * 34 };
+        if (type == GgmlType.Q8_0 && dims[0] % 32 != 0) throw new ArgumentException($"Tensor '{name}': Q8_0 needs rows of a multiple of 32 values; its rows have {dims[0]}.", nameof(dims));
         if (data.LongLength != expected) throw new ArgumentException($"Tensor '{name}': {data.LongLength} bytes for {type} [{string.Join(", ", dims)}], expected {expected}.", nameof(data));
         if (_tensors.Any(t => t.Name == name)) throw new ArgumentException($"Tensor '{name}' is added twice.", nameof(name));
         _tensors.Add((name, dims, type, data));
