@@ -96,7 +96,7 @@ static class ModelBench
         return peak => $"| {preset} | {parameters:F1}M | {b} | {t} | {tokensPerSecond:N0} | {stepSeconds:F3} | {100 * flopsPerToken * tokensPerSecond / (peak * 1e9):F0}% | {prefill:N0} | {decode:N1} | {100 * decode / bound:F0}% of {bound:N0} | {rss:F2} |";
     }
 
-    static double CopyBandwidthGBs()
+    internal static double CopyBandwidthGBs()
     {
         using var scope = NewDisposeScope();
         var source = randn(64L * 1024 * 1024); // 256 MB

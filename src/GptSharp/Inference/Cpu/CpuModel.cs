@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using GptSharp.Models;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -111,6 +112,7 @@ public sealed class CpuModel : IDisposable
     /// or come earlier in this call). Writes the logits of the tokens listed in <paramref name="outputs"/> to
     /// <paramref name="logits"/> (outputs.Length × Vocab).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void Forward(CpuKvCache cache, int n, int[] tokens, int[] slots, int[] positions, int[] outputs, float[] logits)
     {
         var config = Config;
@@ -161,6 +163,7 @@ public sealed class CpuModel : IDisposable
     }
 
     /// <summary>MLP of normalised input into cache.MlpOut.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     void Mlp(Layer layer, CpuKvCache cache, float[] normed, int n, bool swiGlu)
     {
         int hidden = Config.MlpHidden;
@@ -188,6 +191,7 @@ public sealed class CpuModel : IDisposable
     }
 
     /// <summary>Queries and keys of token i: QK-norm and rotary in place, then its key and value into the cache.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     void PrepareKeysAndQueries(CpuKvCache cache, int l, Layer layer, int i, int slot, int position)
     {
         int hd = Config.HeadDim, h = Config.Heads, kvh = Config.KvHeads, qkvWidth = (h + 2 * kvh) * hd;
@@ -208,6 +212,7 @@ public sealed class CpuModel : IDisposable
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     void Rotate(Span<float> v, int position)
     {
         int half = v.Length / 2;
@@ -221,6 +226,7 @@ public sealed class CpuModel : IDisposable
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void RmsNormInPlace(Span<float> v, float[] weight, float epsilon)
     {
         float scale = 1 / MathF.Sqrt(Kernels.Dot(v, v) / v.Length + epsilon);
@@ -228,6 +234,7 @@ public sealed class CpuModel : IDisposable
     }
 
     /// <summary>LayerNorm (with a bias when given) or RMSNorm of n rows of width C.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     void Norm(float[] input, float[] output, int n, float[] weight, float[]? bias)
     {
         int c = Config.Width;
@@ -269,6 +276,7 @@ public sealed class CpuModel : IDisposable
 
         public void Set(WeightMatrix w, float[] x, int n, float[] y) => (_w, _x, _n, _y) = (w, x, n, y);
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Execute(int part, int parts)
         {
             int rows = _w!.Rows;
@@ -288,6 +296,7 @@ public sealed class CpuModel : IDisposable
 
         public void Set(CpuKvCache cache, int layer, int n, int[] slots, int[] positions) => (_cache, _layer, _n, _slots, _positions) = (cache, layer, n, slots, positions);
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Execute(int part, int parts)
         {
             var config = model.Config;

@@ -2,6 +2,7 @@ using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace GptSharp.Inference.Cpu;
 
@@ -36,9 +37,9 @@ public abstract class WeightMatrix
         if (data.Length != (long)rows * cols) throw new ArgumentException($"{name}: {data.Length} values for a {rows} × {cols} matrix.", nameof(data));
         return format switch
         {
-            WeightFormat.F32 => new F32Matrix(data, rows, cols),
-            WeightFormat.BF16 => new Bf16Matrix(data, rows, cols),
-            WeightFormat.F16 => new F16Matrix(data, rows, cols),
+            WeightFormat.F32 => new DenseMatrix<float, F32Values>(data, rows, cols, format),
+            WeightFormat.BF16 => new DenseMatrix<ushort, Bf16Values>(HalfWidth.Bf16(data), rows, cols, format),
+            WeightFormat.F16 => new DenseMatrix<ushort, F16Values>(HalfWidth.F16(data, name), rows, cols, format),
             WeightFormat.Q8_0 => cols % Q8Matrix.Block == 0 ? new Q8Matrix(data, rows, cols)
                 : throw new NotSupportedException($"{name}: Q8_0 needs rows whose length divides into blocks of {Q8Matrix.Block}; this one has {cols}. Use f16, bf16 or f32."),
             _ => throw new ArgumentOutOfRangeException(nameof(format), format, "Unknown weight format."),
@@ -46,15 +47,66 @@ public abstract class WeightMatrix
     }
 }
 
-/// <summary>F32 weights.</summary>
-internal sealed class F32Matrix(float[] data, int rows, int cols) : WeightMatrix(rows, cols)
+/// <summary>How a stored value type becomes F32: 16 values into one vector, or one value.</summary>
+internal interface IWidening<TStored> where TStored : unmanaged
 {
-    readonly float[] _w = data;
+    static abstract Vector512<float> Load16(ref TStored w, nuint k);
+    static abstract float Load1(TStored w);
+}
 
-    public override WeightFormat Format => WeightFormat.F32;
-    public override long Bytes => (long)_w.Length * 4;
-    public override void ReadRow(int r, Span<float> destination) => _w.AsSpan(r * Cols, Cols).CopyTo(destination);
+internal struct F32Values : IWidening<float>
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Load16(ref float w, nuint k) => Vector512.LoadUnsafe(ref w, k);
+    public static float Load1(float w) => w;
+}
 
+/// <summary>BF16 is F32's upper half: widen and shift.</summary>
+internal struct Bf16Values : IWidening<ushort>
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Load16(ref ushort w, nuint k) =>
+        Avx512F.ShiftLeftLogical(Avx512F.ConvertToVector512Int32(Vector256.LoadUnsafe(ref w, k)), 16).AsSingle();
+    public static float Load1(ushort w) => BitConverter.UInt32BitsToSingle((uint)w << 16);
+}
+
+/// <summary>
+/// F16 to F32 in four operations: the sign, exponent and mantissa moved under F32's by shifts, then one multiplication
+/// by 2^(127−15) rebases the exponent. Packing flushes F16's subnormals (|w| &lt; 6.1e-5) to zero, so no denormal ever
+/// enters the arithmetic, where each costs ~100 cycles.
+/// </summary>
+internal struct F16Values : IWidening<ushort>
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Load16(ref ushort w, nuint k)
+    {
+        var h = Avx512F.ConvertToVector512Int32(Vector256.LoadUnsafe(ref w, k));
+        var moved = Avx512F.ShiftRightArithmetic(Avx512F.ShiftLeftLogical(h, 16), 3) & Vector512.Create(unchecked((int)0x8FFFE000));
+        return moved.AsSingle() * Vector512.Create(BitConverter.UInt32BitsToSingle(0x77800000));
+    }
+    public static float Load1(ushort w) => (float)BitConverter.UInt16BitsToHalf(w);
+}
+
+/// <summary>
+/// A matrix of one value per weight (F32, F16, BF16), multiplied four rows at a time against activations that stay in
+/// L1, two accumulators per row. With AVX-512 every format is widened in registers; without it F32 runs on 256-bit
+/// vectors and the 16-bit formats on scalar code (correct, slow: the engine says so when it packs them).
+/// </summary>
+internal sealed class DenseMatrix<TStored, TValues> : WeightMatrix where TStored : unmanaged where TValues : struct, IWidening<TStored>
+{
+    readonly TStored[] _w;
+
+    public DenseMatrix(TStored[] stored, int rows, int cols, WeightFormat format) : base(rows, cols) => (_w, Format) = (stored, format);
+
+    public override WeightFormat Format { get; }
+    public override long Bytes => (long)_w.Length * Unsafe.SizeOf<TStored>();
+
+    public override void ReadRow(int r, Span<float> destination)
+    {
+        for (int k = 0; k < Cols; k++) destination[k] = TValues.Load1(_w[r * Cols + k]);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public override void Multiply(float[] x, int n, float[] y, int rowStart, int rowEnd)
     {
         int cols = Cols, r = rowStart;
@@ -66,129 +118,81 @@ internal sealed class F32Matrix(float[] data, int rows, int cols) : WeightMatrix
                 (y[o], y[o + 1], y[o + 2], y[o + 3]) = (a, b, c, d);
             }
         for (; r < rowEnd; r++)
-            for (int i = 0; i < n; i++) y[i * Rows + r] = Kernels.Dot(_w.AsSpan(r * cols, cols), x.AsSpan(i * cols, cols));
+            for (int i = 0; i < n; i++)
+            {
+                float s = 0;
+                for (int k = 0; k < cols; k++) s += TValues.Load1(_w[r * cols + k]) * x[i * cols + k];
+                y[i * Rows + r] = s;
+            }
     }
 
     /// <summary>Four consecutive rows (stride <paramref name="cols"/>) against one vector.</summary>
-    static (float, float, float, float) Dot4(ref float w, int cols, ref float x)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static (float, float, float, float) Dot4(ref TStored w, int cols, ref float x)
     {
         int k = 0;
         float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-        if (Vector512.IsHardwareAccelerated && cols >= 16)
+        nuint c1 = (nuint)cols, c2 = 2 * c1, c3 = 3 * c1;
+        if (Avx512F.IsSupported && cols >= 16)
         {
-            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+            for (; k + 32 <= cols; k += 32)
+            {
+                nuint u = (nuint)k, v = u + 16;
+                var x0 = Vector512.LoadUnsafe(ref x, u);
+                var x1 = Vector512.LoadUnsafe(ref x, v);
+                a0 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, u), x0, a0);
+                b0 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, v), x1, b0);
+                a1 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, c1 + u), x0, a1);
+                b1 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, c1 + v), x1, b1);
+                a2 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, c2 + u), x0, a2);
+                b2 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, c2 + v), x1, b2);
+                a3 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, c3 + u), x0, a3);
+                b3 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, c3 + v), x1, b3);
+            }
             for (; k + 16 <= cols; k += 16)
             {
-                var v = Vector512.LoadUnsafe(ref x, (nuint)k);
-                a0 = Vector512.FusedMultiplyAdd(Vector512.LoadUnsafe(ref w, (nuint)k), v, a0);
-                a1 = Vector512.FusedMultiplyAdd(Vector512.LoadUnsafe(ref w, (nuint)(cols + k)), v, a1);
-                a2 = Vector512.FusedMultiplyAdd(Vector512.LoadUnsafe(ref w, (nuint)(2 * cols + k)), v, a2);
-                a3 = Vector512.FusedMultiplyAdd(Vector512.LoadUnsafe(ref w, (nuint)(3 * cols + k)), v, a3);
+                nuint u = (nuint)k;
+                var x0 = Vector512.LoadUnsafe(ref x, u);
+                a0 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, u), x0, a0);
+                a1 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, c1 + u), x0, a1);
+                a2 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, c2 + u), x0, a2);
+                a3 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, c3 + u), x0, a3);
             }
-            (s0, s1, s2, s3) = (Vector512.Sum(a0), Vector512.Sum(a1), Vector512.Sum(a2), Vector512.Sum(a3));
+            (s0, s1, s2, s3) = (Vector512.Sum(a0 + b0), Vector512.Sum(a1 + b1), Vector512.Sum(a2 + b2), Vector512.Sum(a3 + b3));
         }
-        else if (Vector256.IsHardwareAccelerated && cols >= 8)
+        else if (typeof(TStored) == typeof(float) && Vector256.IsHardwareAccelerated && cols >= 8)
         {
+            ref float f = ref Unsafe.As<TStored, float>(ref w);
             Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
             for (; k + 8 <= cols; k += 8)
             {
-                var v = Vector256.LoadUnsafe(ref x, (nuint)k);
-                a0 = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref w, (nuint)k), v, a0);
-                a1 = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref w, (nuint)(cols + k)), v, a1);
-                a2 = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref w, (nuint)(2 * cols + k)), v, a2);
-                a3 = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref w, (nuint)(3 * cols + k)), v, a3);
+                nuint u = (nuint)k;
+                var v = Vector256.LoadUnsafe(ref x, u);
+                a0 = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref f, u), v, a0);
+                a1 = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref f, c1 + u), v, a1);
+                a2 = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref f, c2 + u), v, a2);
+                a3 = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref f, c3 + u), v, a3);
             }
             (s0, s1, s2, s3) = (Vector256.Sum(a0), Vector256.Sum(a1), Vector256.Sum(a2), Vector256.Sum(a3));
         }
         for (; k < cols; k++)
         {
             float v = Unsafe.Add(ref x, k);
-            s0 += Unsafe.Add(ref w, k) * v;
-            s1 += Unsafe.Add(ref w, cols + k) * v;
-            s2 += Unsafe.Add(ref w, 2 * cols + k) * v;
-            s3 += Unsafe.Add(ref w, 3 * cols + k) * v;
+            s0 += TValues.Load1(Unsafe.Add(ref w, k)) * v;
+            s1 += TValues.Load1(Unsafe.Add(ref w, cols + k)) * v;
+            s2 += TValues.Load1(Unsafe.Add(ref w, 2 * cols + k)) * v;
+            s3 += TValues.Load1(Unsafe.Add(ref w, 3 * cols + k)) * v;
         }
         return (s0, s1, s2, s3);
     }
 }
 
-/// <summary>
-/// Weights of 16 bits (BF16, F16), widened to F32 in registers: half the bytes of F32 per token. BF16 is F32's upper
-/// half; F16's 5-bit exponent is moved into F32's by a shift and one multiplication (exact for normal and subnormal
-/// values; packing refuses infinities and NaNs, and values beyond F16's range).
-/// </summary>
-internal abstract class HalfWidthMatrix : WeightMatrix
+/// <summary>Packing into 16-bit values.</summary>
+internal static class HalfWidth
 {
-    protected readonly ushort[] _w;
-
-    protected HalfWidthMatrix(ushort[] bits, int rows, int cols) : base(rows, cols) => _w = bits;
-
-    public override long Bytes => (long)_w.Length * 2;
-
-    /// <summary>32 stored values as two F32 vectors.</summary>
-    protected abstract (Vector512<float> Low, Vector512<float> High) Widen(Vector512<ushort> bits);
-    protected abstract float Widen(ushort bits);
-
-    public override void ReadRow(int r, Span<float> destination)
-    {
-        for (int k = 0; k < Cols; k++) destination[k] = Widen(_w[r * Cols + k]);
-    }
-
-    public override void Multiply(float[] x, int n, float[] y, int rowStart, int rowEnd)
-    {
-        int cols = Cols, r = rowStart;
-        for (; r + 2 <= rowEnd; r += 2)
-            for (int i = 0; i < n; i++)
-            {
-                var (a, b) = Dot2(r, ref x[i * cols]);
-                (y[i * Rows + r], y[i * Rows + r + 1]) = (a, b);
-            }
-        for (; r < rowEnd; r++)
-            for (int i = 0; i < n; i++) y[i * Rows + r] = Dot1(r, ref x[i * cols]);
-    }
-
-    (float, float) Dot2(int r, ref float x)
-    {
-        int cols = Cols, k = 0;
-        ref ushort w = ref _w[r * cols];
-        float s0 = 0, s1 = 0;
-        if (Vector512.IsHardwareAccelerated)
-        {
-            Vector512<float> a0 = default, a1 = default;
-            for (; k + 32 <= cols; k += 32)
-            {
-                var x0 = Vector512.LoadUnsafe(ref x, (nuint)k);
-                var x1 = Vector512.LoadUnsafe(ref x, (nuint)(k + 16));
-                var (l0, h0) = Widen(Vector512.LoadUnsafe(ref w, (nuint)k));
-                var (l1, h1) = Widen(Vector512.LoadUnsafe(ref w, (nuint)(cols + k)));
-                a0 = Vector512.FusedMultiplyAdd(l0, x0, Vector512.FusedMultiplyAdd(h0, x1, a0));
-                a1 = Vector512.FusedMultiplyAdd(l1, x0, Vector512.FusedMultiplyAdd(h1, x1, a1));
-            }
-            (s0, s1) = (Vector512.Sum(a0), Vector512.Sum(a1));
-        }
-        for (; k < cols; k++)
-        {
-            float v = Unsafe.Add(ref x, k);
-            s0 += Widen(Unsafe.Add(ref w, k)) * v;
-            s1 += Widen(Unsafe.Add(ref w, cols + k)) * v;
-        }
-        return (s0, s1);
-    }
-
-    float Dot1(int r, ref float x)
-    {
-        float s = 0;
-        for (int k = 0; k < Cols; k++) s += Widen(_w[r * Cols + k]) * Unsafe.Add(ref x, k);
-        return s;
-    }
-}
-
-internal sealed class Bf16Matrix(float[] data, int rows, int cols) : HalfWidthMatrix(Pack(data), rows, cols)
-{
-    public override WeightFormat Format => WeightFormat.BF16;
-
     /// <summary>Round to nearest even, as torch's BF16 conversion does.</summary>
-    static ushort[] Pack(float[] data)
+    public static ushort[] Bf16(float[] data)
     {
         var bits = new ushort[data.Length];
         for (int i = 0; i < data.Length; i++)
@@ -199,48 +203,19 @@ internal sealed class Bf16Matrix(float[] data, int rows, int cols) : HalfWidthMa
         return bits;
     }
 
-    protected override (Vector512<float>, Vector512<float>) Widen(Vector512<ushort> bits)
-    {
-        var (low, high) = Vector512.Widen(bits);
-        return (Vector512.ShiftLeft(low, 16).AsSingle(), Vector512.ShiftLeft(high, 16).AsSingle());
-    }
-
-    protected override float Widen(ushort bits) => BitConverter.UInt32BitsToSingle((uint)bits << 16);
-}
-
-internal sealed class F16Matrix(float[] data, int rows, int cols) : HalfWidthMatrix(Pack(data), rows, cols)
-{
-    public override WeightFormat Format => WeightFormat.F16;
-
-    static ushort[] Pack(float[] data)
+    public static ushort[] F16(float[] data, string name)
     {
         var bits = new ushort[data.Length];
         for (int i = 0; i < data.Length; i++)
         {
             var half = (Half)data[i];
             if (!Half.IsFinite(half))
-                throw new NotSupportedException($"A weight ({data[i]:G6}) does not fit F16's range (±65504); use bf16 or f32.");
-            bits[i] = BitConverter.HalfToUInt16Bits(half);
+                throw new NotSupportedException($"{name}: a weight ({data[i]:G6}) does not fit F16's range (±65504); use bf16 or f32.");
+            ushort b = BitConverter.HalfToUInt16Bits(half);
+            bits[i] = (b & 0x7C00) == 0 ? (ushort)0 : b;   // subnormals flushed (see F16Values)
         }
         return bits;
     }
-
-    static readonly Vector512<float> ExponentShift = Vector512.Create(BitConverter.UInt32BitsToSingle(0x77800000));   // 2^112
-
-    protected override (Vector512<float>, Vector512<float>) Widen(Vector512<ushort> bits)
-    {
-        var (low, high) = Vector512.Widen(bits);
-        return (Convert(low), Convert(high));
-
-        static Vector512<float> Convert(Vector512<uint> h)
-        {
-            // Magnitude bits moved under F32's exponent, rescaled by 2^(127−15); the sign put back on top.
-            var magnitude = Vector512.ShiftLeft(h & Vector512.Create(0x7FFFu), 13).AsSingle() * ExponentShift;
-            return (magnitude.AsUInt32() | Vector512.ShiftLeft(h & Vector512.Create(0x8000u), 16)).AsSingle();
-        }
-    }
-
-    protected override float Widen(ushort bits) => (float)BitConverter.UInt16BitsToHalf(bits);
 }
 
 /// <summary>
@@ -279,30 +254,53 @@ internal sealed class Q8Matrix : WeightMatrix
         for (int k = 0; k < Cols; k++) destination[k] = _q[r * Cols + k] * _scale[(r * Cols + k) / Block];
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public override void Multiply(float[] x, int n, float[] y, int rowStart, int rowEnd)
     {
-        for (int r = rowStart; r < rowEnd; r++)
-            for (int i = 0; i < n; i++) y[i * Rows + r] = Dot(r, ref x[i * Cols]);
+        int r = rowStart;
+        if (Avx512F.IsSupported)
+            for (; r + 4 <= rowEnd; r += 4)
+                for (int i = 0; i < n; i++)
+                {
+                    var (a, b, c, d) = Dot4(r, ref x[i * Cols]);
+                    int o = i * Rows + r;
+                    (y[o], y[o + 1], y[o + 2], y[o + 3]) = (a, b, c, d);
+                }
+        for (; r < rowEnd; r++)
+            for (int i = 0; i < n; i++) y[i * Rows + r] = Dot1(r, ref x[i * Cols]);
     }
 
-    float Dot(int r, ref float x)
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector512<float> Widen16(ref sbyte q, nuint k) => Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.LoadUnsafe(ref q, k)));
+
+    /// <summary>Four rows: per block of 32, each row's bytes widened to F32 against the same activations, then scaled.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    (float, float, float, float) Dot4(int r, ref float x)
     {
         int blocks = Cols / Block, first = r * blocks;
         ref sbyte q = ref _q[r * Cols];
-        if (Vector512.IsHardwareAccelerated)
+        ref float scale = ref _scale[first];
+        nuint c1 = (nuint)Cols, c2 = 2 * c1, c3 = 3 * c1;
+        nuint s1 = (nuint)blocks, s2 = 2 * s1, s3 = 3 * s1;
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        for (int b = 0; b < blocks; b++)
         {
-            var acc = Vector512<float>.Zero;
-            for (int b = 0; b < blocks; b++)
-            {
-                var bytes = Vector256.LoadUnsafe(ref q, (nuint)(b * Block));
-                var (low16, high16) = Vector256.Widen(bytes);                     // 2 × 16 shorts
-                var (w0, w1) = Vector512.Widen(Vector512.Create(low16, high16));  // 2 × 16 ints
-                var sum = Vector512.ConvertToSingle(w0) * Vector512.LoadUnsafe(ref x, (nuint)(b * Block));
-                sum = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(w1), Vector512.LoadUnsafe(ref x, (nuint)(b * Block + 16)), sum);
-                acc = Vector512.FusedMultiplyAdd(sum, Vector512.Create(_scale[first + b]), acc);
-            }
-            return Vector512.Sum(acc);
+            nuint u = (nuint)(b * Block), v = u + 16, sb = (nuint)b;
+            var x0 = Vector512.LoadUnsafe(ref x, u);
+            var x1 = Vector512.LoadUnsafe(ref x, v);
+            a0 = Vector512.FusedMultiplyAdd(Vector512.FusedMultiplyAdd(Widen16(ref q, u), x0, Widen16(ref q, v) * x1), Vector512.Create(Unsafe.Add(ref scale, sb)), a0);
+            a1 = Vector512.FusedMultiplyAdd(Vector512.FusedMultiplyAdd(Widen16(ref q, c1 + u), x0, Widen16(ref q, c1 + v) * x1), Vector512.Create(Unsafe.Add(ref scale, s1 + sb)), a1);
+            a2 = Vector512.FusedMultiplyAdd(Vector512.FusedMultiplyAdd(Widen16(ref q, c2 + u), x0, Widen16(ref q, c2 + v) * x1), Vector512.Create(Unsafe.Add(ref scale, s2 + sb)), a2);
+            a3 = Vector512.FusedMultiplyAdd(Vector512.FusedMultiplyAdd(Widen16(ref q, c3 + u), x0, Widen16(ref q, c3 + v) * x1), Vector512.Create(Unsafe.Add(ref scale, s3 + sb)), a3);
         }
+        return (Vector512.Sum(a0), Vector512.Sum(a1), Vector512.Sum(a2), Vector512.Sum(a3));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    float Dot1(int r, ref float x)
+    {
+        int blocks = Cols / Block, first = r * blocks;
+        ref sbyte q = ref _q[r * Cols];
         float s = 0;
         for (int b = 0; b < blocks; b++)
         {
@@ -317,6 +315,7 @@ internal sealed class Q8Matrix : WeightMatrix
 /// <summary>Small vector kernels of the engine.</summary>
 internal static class Kernels
 {
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Dot(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
     {
         int k = 0, n = a.Length;
@@ -339,6 +338,7 @@ internal static class Kernels
     }
 
     /// <summary>y += a·x.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void AddScaled(Span<float> y, float a, ReadOnlySpan<float> x)
     {
         int k = 0, n = y.Length;

@@ -1,0 +1,227 @@
+using System.Diagnostics;
+using System.Runtime.Intrinsics;
+using GptSharp.Inference;
+using GptSharp.Inference.Cpu;
+using GptSharp.Interop;
+using GptSharp.Models;
+using GptSharp.Runs;
+using GptSharp.Tokenization;
+using GptSharp.Training;
+using LLama;
+using LLama.Common;
+using LLama.Native;
+using static TorchSharp.torch;
+
+namespace GptSharp.Bench;
+
+/// <summary>
+/// Batch-1 greedy decode speed, prefill excluded, of the same random weights through libtorch, GptSharp's CPU engine
+/// (F32, F16, BF16, Q8_0) and llama.cpp (LLamaSharp) on GGUF exports (F32, F16, Q8_0), interleaved round by round;
+/// medians of the rounds. Each figure is also shown as a share of this machine's bound: measured copy bandwidth ÷
+/// bytes of weights one token reads. Then batched decode (4, 8, 16 rows) of the engine against libtorch's batch path.
+/// Usage: bench -- decode [rounds] [presets, comma-separated].
+/// </summary>
+static class DecodeBench
+{
+    const int PromptTokens = 16, NewTokens = 100;   // within tiny's context of 128
+
+    public static void Run(string[] args)
+    {
+        int rounds = args.Length > 1 ? int.Parse(args[1]) : 3;
+        string[] presets = args.Length > 2 ? args[2].Split(',') : ["gpt2-124m", "tiny"];
+        double bandwidth = ModelBench.CopyBandwidthGBs();
+        Console.WriteLine($"\n## Decode, batch 1, greedy, {NewTokens} tokens after a {PromptTokens}-token prompt (prefill excluded); medians of {rounds} interleaved rounds");
+        Console.WriteLine($"Copy bandwidth {bandwidth:F1} GB/s; SIMD: Vector512 {Vector512.IsHardwareAccelerated}, Vector256 {Vector256.IsHardwareAccelerated}; threads {Environment.ProcessorCount}.");
+        Kernels();
+        foreach (string preset in presets) Preset(preset, rounds, bandwidth);
+    }
+
+    /// <summary>One thread's matrix–vector product of a 2304 × 768 matrix (GPT-2's q/k/v), per format: GB/s of weights read.</summary>
+    static void Kernels()
+    {
+        var random = new Random(1);
+        float[] data = [.. Enumerable.Range(0, 2304 * 768).Select(_ => (float)(random.NextDouble() - 0.5) * 0.04f)];
+        float[] x = [.. Enumerable.Range(0, 768).Select(_ => (float)random.NextDouble())];
+        var y = new float[2304];
+        Console.WriteLine("\n| format | one thread, 2304 × 768 product: GB/s of weights | µs |");
+        Console.WriteLine("|---|---|---|");
+        foreach (var format in Enum.GetValues<WeightFormat>())
+        {
+            var w = WeightMatrix.Pack(data, 2304, 768, format, "bench");
+            for (int i = 0; i < 50; i++) w.Multiply(x, 1, y, 0, 2304);
+            var watch = Stopwatch.StartNew();
+            for (int i = 0; i < 500; i++) w.Multiply(x, 1, y, 0, 2304);
+            double seconds = watch.Elapsed.TotalSeconds / 500;
+            Console.WriteLine($"| {format} | {w.Bytes / seconds / 1e9:F1} | {seconds * 1e6:F0} |");
+        }
+    }
+
+    static void Preset(string preset, int rounds, double bandwidth)
+    {
+        using var dir = new TempFolder();
+        var (tokenizerDir, vocab) = Tokenizer(dir.Path, preset == "gpt2-124m" ? null : 8192);
+        var config = GptConfig.Preset(preset, vocab);
+        manual_seed(1);
+        using var model = new Gpt(config);
+        model.eval();
+        Checkpoint.Save(Path.Combine(dir.Path, "run"), model, null, new TrainingState(0, "0:0", "", tokenizerDir));
+        int[] prompt = [.. Enumerable.Range(0, PromptTokens).Select(i => (i * 977 + 13) % vocab)];
+
+        var candidates = new List<(string Name, long Bytes, Func<double> Measure, IDisposable? Owner)>();
+        long f32Bytes = WeightBytes(config, 4);
+        candidates.Add(("libtorch F32", f32Bytes, () => TokensPerSecond(new TokenDecoder(model), prompt), null));
+        foreach (var format in new[] { WeightFormat.F32, WeightFormat.F16, WeightFormat.BF16, WeightFormat.Q8_0 })
+        {
+            var engine = CpuModel.From(model, format);
+            candidates.Add(($"GptSharp CPU {format}", engine.BytesPerToken, () => TokensPerSecond(new TokenDecoder(engine), prompt), engine));
+        }
+        var forwardOnly = CpuModel.From(model);
+        candidates.Add(("GptSharp CPU F32, Forward alone", forwardOnly.BytesPerToken, () => ForwardOnly(forwardOnly, prompt), forwardOnly));
+        foreach (var type in new[] { GgmlType.F32, GgmlType.F16, GgmlType.Q8_0 })
+        {
+            string file = Path.Combine(dir.Path, $"model-{type}.gguf");
+            Gguf.Export(Path.Combine(dir.Path, "run"), file, type);
+            var llama = new LlamaCpp(file, config.ContextLength);
+            long bytes = type switch { GgmlType.F32 => f32Bytes, GgmlType.F16 => f32Bytes / 2, _ => f32Bytes * 34 / 128 };
+            candidates.Add(($"llama.cpp {type}", bytes, () => llama.TokensPerSecond(prompt), llama));
+        }
+
+        var figures = candidates.ToDictionary(c => c.Name, _ => new List<double>());
+        for (int round = 0; round < rounds; round++)
+            foreach (var candidate in round % 2 == 0 ? candidates : Enumerable.Reverse(candidates))
+                figures[candidate.Name].Add(candidate.Measure());
+
+        Console.WriteLine($"\n### {preset} ({config.Layers} layers, width {config.Width}, vocab {vocab})");
+        Console.WriteLine("| engine | weights MB read per token | tok/s (median) | ms/token | of the bandwidth bound |");
+        Console.WriteLine("|---|---|---|---|---|");
+        foreach (var (name, bytes, _, _) in candidates)
+        {
+            double median = Median(figures[name]);
+            double bound = bandwidth * 1e9 / bytes;
+            Console.WriteLine($"| {name} | {bytes / 1e6:F1} | {median:N1} | {1000 / median:F2} | {100 * median / bound:F0}% of {bound:N0} |");
+        }
+
+        Console.WriteLine("\n| rows | libtorch batch tok/s | CPU engine F32 tok/s | CPU engine Q8_0 tok/s |");
+        Console.WriteLine("|---|---|---|---|");
+        var f32 = (CpuModel)candidates.First(c => c.Name == "GptSharp CPU F32").Owner!;
+        var q8 = (CpuModel)candidates.First(c => c.Name == "GptSharp CPU Q8_0").Owner!;
+        foreach (int rows in new[] { 4, 8, 16 })
+        {
+            int[][] prompts = [.. Enumerable.Range(0, rows).Select(r => prompt.Select(t => (t + r) % vocab).ToArray())];
+            double Batched(TokenDecoder decoder)
+            {
+                var options = new SamplingOptions(Temperature: 0.8, MaxNewTokens: 32, Seed: 3);
+                decoder.Generate(prompts, options with { MaxNewTokens = 2 });   // warm up
+                var watch = Stopwatch.StartNew();
+                int produced = decoder.Generate(prompts, options).Sum(g => g.Tokens.Length);
+                return produced / watch.Elapsed.TotalSeconds;
+            }
+            var (t, e, q) = (new List<double>(), new List<double>(), new List<double>());
+            for (int round = 0; round < rounds; round++)
+            {
+                t.Add(Batched(new TokenDecoder(model)));
+                e.Add(Batched(new TokenDecoder(f32)));
+                q.Add(Batched(new TokenDecoder(q8)));
+            }
+            Console.WriteLine($"| {rows} | {Median(t):N0} | {Median(e):N0} | {Median(q):N0} |");
+        }
+        foreach (var candidate in candidates) candidate.Owner?.Dispose();
+    }
+
+    /// <summary>Matrices in F32 (or another width) plus the head; what one token reads.</summary>
+    static long WeightBytes(GptConfig c, int bytesPerValue)
+    {
+        long perLayer = (long)c.Width * (c.Heads + 2 * c.KvHeads) * c.HeadDim + (long)c.Heads * c.HeadDim * c.Width
+                        + (c.Activation == ActivationKind.SwiGlu ? 3L : 2L) * c.Width * c.MlpHidden;
+        return (perLayer * c.Layers + (long)c.VocabSize * c.Width) * bytesPerValue;
+    }
+
+    /// <summary>Tokens per second after the first (which comes with the prefill).</summary>
+    static double TokensPerSecond(TokenDecoder decoder, int[] prompt)
+    {
+        var stamps = new List<long>();
+        decoder.Generate(prompt, new SamplingOptions(Temperature: 0, MaxNewTokens: NewTokens, StopTokens: []), _ => stamps.Add(Stopwatch.GetTimestamp()));
+        return (stamps.Count - 1) / Stopwatch.GetElapsedTime(stamps[0], stamps[^1]).TotalSeconds;
+    }
+
+    /// <summary>The engine's forward pass with a greedy choice in C#, as the llama.cpp loop does: what TokenDecoder adds shows against it.</summary>
+    static double ForwardOnly(CpuModel engine, int[] prompt)
+    {
+        var cache = new CpuKvCache(engine.Config, 1);
+        var logits = new float[engine.Config.VocabSize];
+        engine.Forward(cache, prompt.Length, prompt, new int[prompt.Length], [.. Enumerable.Range(0, prompt.Length)], [prompt.Length - 1], logits);
+        int[] token = [0], slot = [0], position = [0], output = [0];
+        long first = Stopwatch.GetTimestamp();
+        for (int step = 1; step < NewTokens; step++)
+        {
+            int next = 0;
+            for (int j = 1; j < logits.Length; j++) if (logits[j] > logits[next]) next = j;
+            (token[0], position[0]) = (next, prompt.Length + step - 1);
+            engine.Forward(cache, 1, token, slot, position, output, logits);
+        }
+        return (NewTokens - 1) / Stopwatch.GetElapsedTime(first).TotalSeconds;
+    }
+
+    /// <summary>GPT-2's tokenizer, or its first ranks as a smaller vocabulary (every merge of a rank uses lower ranks).</summary>
+    static (string Directory, int Vocab) Tokenizer(string root, int? vocab)
+    {
+        var gpt2 = GptTokenizer.Load("gpt2");
+        string directory = Path.Combine(root, "tokenizer");
+        if (vocab is null)
+        {
+            GptTokenizer.Save(gpt2.Spec with { RankFile = GptTokenizer.RankFileName }, gpt2.OrdinaryTokens, directory);
+            return (directory, gpt2.VocabSize);
+        }
+        int ordinary = vocab.Value - SpecialTokens.All.Count;
+        var ranks = gpt2.OrdinaryTokens.Where(kv => kv.Key < ordinary).ToDictionary(kv => kv.Key, kv => kv.Value);
+        var special = SpecialTokens.All.Select((t, i) => (t, i)).ToDictionary(p => p.t, p => ordinary + p.i);
+        GptTokenizer.Save(new TokenizerSpec("gpt2-8k", PreTokenizerPatterns.Gpt2, vocab.Value, special), ranks, directory);
+        return (directory, vocab.Value);
+    }
+
+    static double Median(List<double> values)
+    {
+        var sorted = values.Order().ToList();
+        return sorted.Count % 2 == 1 ? sorted[sorted.Count / 2] : (sorted[sorted.Count / 2 - 1] + sorted[sorted.Count / 2]) / 2;
+    }
+
+    /// <summary>llama.cpp through LLamaSharp: the same prompt, greedy over its logits, one token per decode call.</summary>
+    sealed class LlamaCpp : IDisposable
+    {
+        readonly LLamaWeights _weights;
+        readonly ModelParams _parameters;
+
+        public LlamaCpp(string file, int context)
+        {
+            _parameters = new ModelParams(file) { ContextSize = (uint)context, GpuLayerCount = 0, Threads = Environment.ProcessorCount, BatchSize = 64 };
+            _weights = LLamaWeights.LoadFromFile(_parameters);
+        }
+
+        public double TokensPerSecond(int[] prompt)
+        {
+            using var context = _weights.CreateContext(_parameters);
+            var batch = new LLamaBatch();
+            for (int i = 0; i < prompt.Length; i++) batch.Add((LLamaToken)prompt[i], i, LLamaSeqId.Zero, i == prompt.Length - 1);
+            long first = 0;
+            for (int step = 0; step < NewTokens; step++)
+            {
+                if (context.Decode(batch) != DecodeResult.Ok) throw new InvalidOperationException("llama.cpp failed to decode.");
+                var logits = context.NativeHandle.GetLogitsIth(batch.TokenCount - 1);
+                int next = 0;
+                for (int j = 1; j < logits.Length; j++) if (logits[j] > logits[next]) next = j;
+                if (step == 0) first = Stopwatch.GetTimestamp();
+                batch.Clear();
+                batch.Add((LLamaToken)next, prompt.Length + step, LLamaSeqId.Zero, true);
+            }
+            return (NewTokens - 1) / Stopwatch.GetElapsedTime(first).TotalSeconds;
+        }
+
+        public void Dispose() => _weights.Dispose();
+    }
+
+    sealed class TempFolder : IDisposable
+    {
+        public string Path { get; } = Directory.CreateTempSubdirectory("gptsharp-decode-").FullName;
+        public void Dispose() => Directory.Delete(Path, recursive: true);
+    }
+}
