@@ -16,6 +16,9 @@ public static class Sampler
     public static int Sample(Tensor logits, IReadOnlyCollection<int> context, SamplingOptions options, torch.Generator? generator,
         IReadOnlyList<int>? produced = null, bool[]? allowed = null)
     {
+        if (options.Temperature == 0 && allowed is null && options.RepetitionPenalty == 1.0 && options.PresencePenalty == 0 && options.FrequencyPenalty == 0
+            && logits.device_type == DeviceType.CPU && logits.dtype == ScalarType.Float32 && logits.dim() == 1)
+            return Greedy(logits);
         using var scope = NewDisposeScope();
         logits = logits.to(ScalarType.Float64).clone();
         if (!logits.isfinite().all().item<bool>())
@@ -55,5 +58,25 @@ public static class Sampler
             logits = logits.index_put_(tensor(double.NegativeInfinity, ScalarType.Float64, device: logits.device), order.masked_select(drop));
         }
         return (int)multinomial(logits.softmax(0), 1, generator: generator).item<long>();
+    }
+
+    /// <summary>
+    /// The first largest logit, read in place: greedy decoding on the CPU calls no tensor operation per token (each
+    /// would wake libtorch's thread pool, whose spinning threads then compete with the CPU engine's).
+    /// </summary>
+    static int Greedy(Tensor logits)
+    {
+        using var contiguous = logits.is_contiguous() ? null : logits.contiguous();
+        var source = contiguous ?? logits;
+        ReadOnlySpan<float> values = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(source.bytes);   // the storage itself, no copy
+        int best = 0;
+        float top = float.NegativeInfinity;
+        for (int k = 0; k < values.Length; k++)
+        {
+            float v = values[k];
+            if (!float.IsFinite(v)) throw new InvalidOperationException("The model produced non-finite logits (NaN or infinity); its weights are broken.");
+            if (v > top) (top, best) = (v, k);
+        }
+        return best;
     }
 }

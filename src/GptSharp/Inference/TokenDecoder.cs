@@ -230,7 +230,7 @@ public sealed class TokenDecoder
         readonly Cpu.CpuKvCache _cache;
         int[] _padding, _slots;
         int _length;
-        float[] _logits = [];
+        float[] _logits = [], _chunkLogits = [];
         readonly int[] _tokens = new int[Chunk], _chunkSlots = new int[Chunk], _positions = new int[Chunk];
 
         public CpuSession(Cpu.CpuModel engine, int rows, int[] padding)
@@ -249,7 +249,7 @@ public sealed class TokenDecoder
         {
             int b = (int)tokens.shape[0], t = (int)tokens.shape[1], vocab = _engine.Config.VocabSize;
             long[] ids = tokens.data<long>().ToArray();
-            if (_logits.Length < b * vocab) _logits = new float[b * vocab];
+            if (_logits.Length != b * vocab) _logits = new float[b * vocab];   // exactly sized: the tensor is made from it as it is
             var chunkLogits = new List<int>(Chunk);   // chunk index → row whose last token it is
             int n = 0;
             var outputs = new List<int>();
@@ -257,9 +257,9 @@ public sealed class TokenDecoder
             {
                 if (n == 0) return;
                 int[] outs = [.. outputs];
-                var buffer = new float[outs.Length * vocab];
-                _engine.Forward(_cache, n, _tokens, _chunkSlots, _positions, outs, buffer);
-                for (int o = 0; o < outs.Length; o++) Array.Copy(buffer, o * vocab, _logits, chunkLogits[o] * vocab, vocab);
+                if (_chunkLogits.Length < outs.Length * vocab) _chunkLogits = new float[outs.Length * vocab];
+                _engine.Forward(_cache, n, _tokens, _chunkSlots, _positions, outs, _chunkLogits);
+                for (int o = 0; o < outs.Length; o++) Array.Copy(_chunkLogits, o * vocab, _logits, chunkLogits[o] * vocab, vocab);
                 n = 0;
                 outputs.Clear();
                 chunkLogits.Clear();
@@ -281,7 +281,7 @@ public sealed class TokenDecoder
                 }
             Flush();
             _length += t;
-            return torch.tensor(_logits.AsSpan(0, b * vocab).ToArray(), [b, 1, vocab]);
+            return torch.tensor(_logits, [b, 1, vocab]);
         }
 
         public override void Keep(int[] rows)

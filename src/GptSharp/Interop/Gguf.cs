@@ -72,9 +72,7 @@ public static class Gguf
     static byte[] Q8Blocks(Tensor matrix)
     {
         float[] values = matrix.to(ScalarType.Float32).cpu().contiguous().data<float>().ToArray();
-        var packed = (Inference.Cpu.Q8Matrix)Inference.Cpu.WeightMatrix.Pack(values, (int)(values.Length / matrix.shape[^1]), (int)matrix.shape[^1],
-            Inference.Cpu.WeightFormat.Q8_0, "gguf");
-        var (quants, scales) = packed.Blocks;
+        var (quants, scales) = Inference.Cpu.Q8Matrix.Quantize(values);
         var bytes = new byte[scales.Length * 34];
         for (int b = 0; b < scales.Length; b++)
         {

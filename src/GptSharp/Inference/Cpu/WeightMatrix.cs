@@ -89,21 +89,44 @@ internal struct F16Values : IWidening<ushort>
 
 /// <summary>
 /// A matrix of one value per weight (F32, F16, BF16), multiplied four rows at a time against activations that stay in
-/// L1, two accumulators per row. With AVX-512 every format is widened in registers; without it F32 runs on 256-bit
-/// vectors and the 16-bit formats on scalar code (correct, slow: the engine says so when it packs them).
+/// L1. With AVX-512 and rows of whole vectors (16 values) the rows are stored in quads, interleaved 16 values at a time,
+/// so a product reads one sequential stream (the hardware prefetcher keeps pace with one stream, not with four) and every
+/// format is widened in registers; otherwise rows stay as they are, F32 runs on 256-bit vectors and the 16-bit formats
+/// on scalar code (correct but slow).
 /// </summary>
 internal sealed class DenseMatrix<TStored, TValues> : WeightMatrix where TStored : unmanaged where TValues : struct, IWidening<TStored>
 {
     readonly TStored[] _w;
+    readonly bool _quads;
+    readonly int _quadRows;   // rows stored interleaved; the rest follow row by row
 
-    public DenseMatrix(TStored[] stored, int rows, int cols, WeightFormat format) : base(rows, cols) => (_w, Format) = (stored, format);
+    public DenseMatrix(TStored[] stored, int rows, int cols, WeightFormat format) : base(rows, cols)
+    {
+        Format = format;
+        _quads = Avx512F.IsSupported && cols % 16 == 0;
+        _quadRows = _quads ? rows & ~3 : 0;
+        if (!_quads)
+        {
+            _w = stored;
+            return;
+        }
+        _w = new TStored[stored.Length];
+        for (int r = 0; r < rows; r++)
+            for (int k = 0; k < cols; k += 16)
+                Array.Copy(stored, (long)r * cols + k, _w, Index(r, k), 16);
+    }
 
     public override WeightFormat Format { get; }
     public override long Bytes => (long)_w.Length * Unsafe.SizeOf<TStored>();
 
+    /// <summary>Where value (r, k) is stored.</summary>
+    long Index(int r, int k) => r < _quadRows
+        ? (long)(r >> 2) * 4 * Cols + (k >> 4) * 64 + (r & 3) * 16 + (k & 15)
+        : (long)r * Cols + k;
+
     public override void ReadRow(int r, Span<float> destination)
     {
-        for (int k = 0; k < Cols; k++) destination[k] = TValues.Load1(_w[r * Cols + k]);
+        for (int k = 0; k < Cols; k++) destination[k] = TValues.Load1(_w[Index(r, k)]);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -113,7 +136,7 @@ internal sealed class DenseMatrix<TStored, TValues> : WeightMatrix where TStored
         for (; r + 4 <= rowEnd; r += 4)
             for (int i = 0; i < n; i++)
             {
-                var (a, b, c, d) = Dot4(ref _w[r * cols], cols, ref x[i * cols]);
+                var (a, b, c, d) = _quads ? Quad(ref _w[(long)r * cols], cols, ref x[i * cols]) : Dot4(ref _w[(long)r * cols], cols, ref x[i * cols]);
                 int o = i * Rows + r;
                 (y[o], y[o + 1], y[o + 2], y[o + 3]) = (a, b, c, d);
             }
@@ -121,9 +144,40 @@ internal sealed class DenseMatrix<TStored, TValues> : WeightMatrix where TStored
             for (int i = 0; i < n; i++)
             {
                 float s = 0;
-                for (int k = 0; k < cols; k++) s += TValues.Load1(_w[r * cols + k]) * x[i * cols + k];
+                for (int k = 0; k < cols; k++) s += TValues.Load1(_w[Index(r, k)]) * x[i * cols + k];
                 y[i * Rows + r] = s;
             }
+    }
+
+    /// <summary>Four interleaved rows against one vector: 64 stored values per 16 activations, in order.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static (float, float, float, float) Quad(ref TStored w, int cols, ref float x)
+    {
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+        int k = 0;
+        nuint at = 0;
+        for (; k + 32 <= cols; k += 32, at += 128)
+        {
+            var x0 = Vector512.LoadUnsafe(ref x, (nuint)k);
+            var x1 = Vector512.LoadUnsafe(ref x, (nuint)k + 16);
+            a0 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, at), x0, a0);
+            a1 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, at + 16), x0, a1);
+            a2 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, at + 32), x0, a2);
+            a3 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, at + 48), x0, a3);
+            b0 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, at + 64), x1, b0);
+            b1 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, at + 80), x1, b1);
+            b2 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, at + 96), x1, b2);
+            b3 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, at + 112), x1, b3);
+        }
+        if (k < cols)
+        {
+            var x0 = Vector512.LoadUnsafe(ref x, (nuint)k);
+            a0 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, at), x0, a0);
+            a1 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, at + 16), x0, a1);
+            a2 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, at + 32), x0, a2);
+            a3 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, at + 48), x0, a3);
+        }
+        return (Vector512.Sum(a0 + b0), Vector512.Sum(a1 + b1), Vector512.Sum(a2 + b2), Vector512.Sum(a3 + b3));
     }
 
     /// <summary>Four consecutive rows (stride <paramref name="cols"/>) against one vector.</summary>
@@ -133,35 +187,7 @@ internal sealed class DenseMatrix<TStored, TValues> : WeightMatrix where TStored
         int k = 0;
         float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
         nuint c1 = (nuint)cols, c2 = 2 * c1, c3 = 3 * c1;
-        if (Avx512F.IsSupported && cols >= 16)
-        {
-            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
-            for (; k + 32 <= cols; k += 32)
-            {
-                nuint u = (nuint)k, v = u + 16;
-                var x0 = Vector512.LoadUnsafe(ref x, u);
-                var x1 = Vector512.LoadUnsafe(ref x, v);
-                a0 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, u), x0, a0);
-                b0 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, v), x1, b0);
-                a1 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, c1 + u), x0, a1);
-                b1 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, c1 + v), x1, b1);
-                a2 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, c2 + u), x0, a2);
-                b2 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, c2 + v), x1, b2);
-                a3 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, c3 + u), x0, a3);
-                b3 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, c3 + v), x1, b3);
-            }
-            for (; k + 16 <= cols; k += 16)
-            {
-                nuint u = (nuint)k;
-                var x0 = Vector512.LoadUnsafe(ref x, u);
-                a0 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, u), x0, a0);
-                a1 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, c1 + u), x0, a1);
-                a2 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, c2 + u), x0, a2);
-                a3 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, c3 + u), x0, a3);
-            }
-            (s0, s1, s2, s3) = (Vector512.Sum(a0 + b0), Vector512.Sum(a1 + b1), Vector512.Sum(a2 + b2), Vector512.Sum(a3 + b3));
-        }
-        else if (typeof(TStored) == typeof(float) && Vector256.IsHardwareAccelerated && cols >= 8)
+        if (typeof(TStored) == typeof(float) && Vector256.IsHardwareAccelerated && cols >= 8)
         {
             ref float f = ref Unsafe.As<TStored, float>(ref w);
             Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
@@ -225,47 +251,75 @@ internal static class HalfWidth
 internal sealed class Q8Matrix : WeightMatrix
 {
     public const int Block = 32;
-    readonly sbyte[] _q;
-    readonly float[] _scale;
+    readonly sbyte[] _q;      // quads of rows interleaved a block at a time (4 × 32 bytes), the rest row by row
+    readonly float[] _scale;  // in the same order, one per block
+    readonly int _quadRows;
 
     public Q8Matrix(float[] data, int rows, int cols) : base(rows, cols)
     {
-        _q = new sbyte[data.Length];
-        _scale = new float[data.Length / Block];
-        for (int b = 0; b < _scale.Length; b++)
+        var (quants, scales) = Quantize(data);
+        _quadRows = Avx512F.IsSupported ? rows & ~3 : 0;
+        _q = new sbyte[quants.Length];
+        _scale = new float[scales.Length];
+        int blocks = cols / Block;
+        for (int r = 0; r < rows; r++)
+            for (int b = 0; b < blocks; b++)
+            {
+                long at = BlockIndex(r, b);
+                Array.Copy(quants, ((long)r * blocks + b) * Block, _q, at * Block, Block);
+                _scale[at] = scales[(long)r * blocks + b];
+            }
+    }
+
+    /// <summary>Block b of row r in storage order.</summary>
+    long BlockIndex(int r, int b)
+    {
+        int blocks = Cols / Block;
+        return r < _quadRows ? (long)(r >> 2) * 4 * blocks + b * 4 + (r & 3) : (long)r * blocks + b;
+    }
+
+    /// <summary>
+    /// GGUF's quantisation, row-major: per 32 values, scale = max |w| / 127 stored as F16, bytes rounded from w ÷ the
+    /// exact scale, half away from zero.
+    /// </summary>
+    public static (sbyte[] Quants, float[] Scales) Quantize(float[] data)
+    {
+        var quants = new sbyte[data.Length];
+        var scales = new float[data.Length / Block];
+        for (int b = 0; b < scales.Length; b++)
         {
             float max = 0;
             for (int k = 0; k < Block; k++) max = Math.Max(max, Math.Abs(data[b * Block + k]));
-            float scale = (float)(Half)(max / 127f);
-            _scale[b] = scale;
-            float inverse = scale == 0 ? 0 : 1f / (max / 127f);   // quantise with the exact scale, as GGUF does
-            for (int k = 0; k < Block; k++) _q[b * Block + k] = (sbyte)Math.Round(data[b * Block + k] * inverse, MidpointRounding.AwayFromZero);
+            scales[b] = (float)(Half)(max / 127f);
+            float inverse = max == 0 ? 0 : 1f / (max / 127f);
+            for (int k = 0; k < Block; k++) quants[b * Block + k] = (sbyte)Math.Round(data[b * Block + k] * inverse, MidpointRounding.AwayFromZero);
         }
+        return (quants, scales);
     }
 
     public override WeightFormat Format => WeightFormat.Q8_0;
     public override long Bytes => _q.Length + _scale.Length * 2L;
 
-    /// <summary>The stored blocks (GGUF export writes them as they are).</summary>
-    internal (sbyte[] Quants, float[] Scales) Blocks => (_q, _scale);
-
     public override void ReadRow(int r, Span<float> destination)
     {
-        for (int k = 0; k < Cols; k++) destination[k] = _q[r * Cols + k] * _scale[(r * Cols + k) / Block];
+        for (int b = 0; b < Cols / Block; b++)
+        {
+            long at = BlockIndex(r, b);
+            for (int k = 0; k < Block; k++) destination[b * Block + k] = _q[at * Block + k] * _scale[at];
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public override void Multiply(float[] x, int n, float[] y, int rowStart, int rowEnd)
     {
         int r = rowStart;
-        if (Avx512F.IsSupported)
-            for (; r + 4 <= rowEnd; r += 4)
-                for (int i = 0; i < n; i++)
-                {
-                    var (a, b, c, d) = Dot4(r, ref x[i * Cols]);
-                    int o = i * Rows + r;
-                    (y[o], y[o + 1], y[o + 2], y[o + 3]) = (a, b, c, d);
-                }
+        for (; r + 4 <= rowEnd && r < _quadRows; r += 4)
+            for (int i = 0; i < n; i++)
+            {
+                var (a, b, c, d) = Quad(r, ref x[i * Cols]);
+                int o = i * Rows + r;
+                (y[o], y[o + 1], y[o + 2], y[o + 3]) = (a, b, c, d);
+            }
         for (; r < rowEnd; r++)
             for (int i = 0; i < n; i++) y[i * Rows + r] = Dot1(r, ref x[i * Cols]);
     }
@@ -273,25 +327,25 @@ internal sealed class Q8Matrix : WeightMatrix
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static Vector512<float> Widen16(ref sbyte q, nuint k) => Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.LoadUnsafe(ref q, k)));
 
-    /// <summary>Four rows: per block of 32, each row's bytes widened to F32 against the same activations, then scaled.</summary>
+    /// <summary>A quad of rows: per block, the four rows' bytes (one 128-byte run) widened to F32 against the same
+    /// activations, each sum scaled by its block's scale.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    (float, float, float, float) Dot4(int r, ref float x)
+    (float, float, float, float) Quad(int r, ref float x)
     {
-        int blocks = Cols / Block, first = r * blocks;
-        ref sbyte q = ref _q[r * Cols];
+        int blocks = Cols / Block;
+        long first = BlockIndex(r, 0);
+        ref sbyte q = ref _q[first * Block];
         ref float scale = ref _scale[first];
-        nuint c1 = (nuint)Cols, c2 = 2 * c1, c3 = 3 * c1;
-        nuint s1 = (nuint)blocks, s2 = 2 * s1, s3 = 3 * s1;
         Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
         for (int b = 0; b < blocks; b++)
         {
-            nuint u = (nuint)(b * Block), v = u + 16, sb = (nuint)b;
+            nuint u = (nuint)(b * Block), at = (nuint)(b * 4 * Block), s = (nuint)(b * 4);
             var x0 = Vector512.LoadUnsafe(ref x, u);
-            var x1 = Vector512.LoadUnsafe(ref x, v);
-            a0 = Vector512.FusedMultiplyAdd(Vector512.FusedMultiplyAdd(Widen16(ref q, u), x0, Widen16(ref q, v) * x1), Vector512.Create(Unsafe.Add(ref scale, sb)), a0);
-            a1 = Vector512.FusedMultiplyAdd(Vector512.FusedMultiplyAdd(Widen16(ref q, c1 + u), x0, Widen16(ref q, c1 + v) * x1), Vector512.Create(Unsafe.Add(ref scale, s1 + sb)), a1);
-            a2 = Vector512.FusedMultiplyAdd(Vector512.FusedMultiplyAdd(Widen16(ref q, c2 + u), x0, Widen16(ref q, c2 + v) * x1), Vector512.Create(Unsafe.Add(ref scale, s2 + sb)), a2);
-            a3 = Vector512.FusedMultiplyAdd(Vector512.FusedMultiplyAdd(Widen16(ref q, c3 + u), x0, Widen16(ref q, c3 + v) * x1), Vector512.Create(Unsafe.Add(ref scale, s3 + sb)), a3);
+            var x1 = Vector512.LoadUnsafe(ref x, u + 16);
+            a0 = Vector512.FusedMultiplyAdd(Vector512.FusedMultiplyAdd(Widen16(ref q, at), x0, Widen16(ref q, at + 16) * x1), Vector512.Create(Unsafe.Add(ref scale, s)), a0);
+            a1 = Vector512.FusedMultiplyAdd(Vector512.FusedMultiplyAdd(Widen16(ref q, at + 32), x0, Widen16(ref q, at + 48) * x1), Vector512.Create(Unsafe.Add(ref scale, s + 1)), a1);
+            a2 = Vector512.FusedMultiplyAdd(Vector512.FusedMultiplyAdd(Widen16(ref q, at + 64), x0, Widen16(ref q, at + 80) * x1), Vector512.Create(Unsafe.Add(ref scale, s + 2)), a2);
+            a3 = Vector512.FusedMultiplyAdd(Vector512.FusedMultiplyAdd(Widen16(ref q, at + 96), x0, Widen16(ref q, at + 112) * x1), Vector512.Create(Unsafe.Add(ref scale, s + 3)), a3);
         }
         return (Vector512.Sum(a0), Vector512.Sum(a1), Vector512.Sum(a2), Vector512.Sum(a3));
     }
@@ -299,14 +353,13 @@ internal sealed class Q8Matrix : WeightMatrix
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     float Dot1(int r, ref float x)
     {
-        int blocks = Cols / Block, first = r * blocks;
-        ref sbyte q = ref _q[r * Cols];
         float s = 0;
-        for (int b = 0; b < blocks; b++)
+        for (int b = 0; b < Cols / Block; b++)
         {
+            long at = BlockIndex(r, b);
             float block = 0;
-            for (int k = 0; k < Block; k++) block += Unsafe.Add(ref q, b * Block + k) * Unsafe.Add(ref x, b * Block + k);
-            s += block * _scale[first + b];
+            for (int k = 0; k < Block; k++) block += _q[at * Block + k] * Unsafe.Add(ref x, b * Block + k);
+            s += block * _scale[at];
         }
         return s;
     }
