@@ -138,3 +138,29 @@ public class CpuEngineTests
         Assert.Contains("48", e.Message);
     }
 }
+
+/// <summary><c>generate --engine</c> as a user runs it.</summary>
+public class CpuEngineCliTests
+{
+    [Fact]
+    public void GenerateWritesTheSameGreedyTextOnEitherEngineAndRefusesAnUnknownOne()
+    {
+        using var dir = new TempDirectory();
+        var tokenizer = Tokenization.GptTokenizer.Load("gpt2");
+        using (var model = CpuEngineTests.RandomModel(GptConfig.Gpt2(tokenizer.VocabSize, 64, layers: 1, heads: 2, width: 64)))
+            Runs.Checkpoint.Save(dir.File("run"), model, null, new Runs.TrainingState(0, "0:0", "", "gpt2"));
+        string Generate(string engine)
+        {
+            var (code, output) = CliProcess.Cli("generate", "--run-dir", dir.File("run"), "--prompt", "The night is", "--temperature", "0", "--max-tokens", "24", "--engine", engine, "--quiet");
+            Assert.True(code == 0, output);
+            return output;
+        }
+        string torchText = Generate("torch");
+        Assert.Equal(torchText, Generate("cpu"));
+        Assert.Equal(torchText, Generate("auto"));
+        Assert.StartsWith("The night is", Generate("cpu-q8_0"));
+        var (bad, message) = CliProcess.Cli("generate", "--run-dir", dir.File("run"), "--engine", "gpu-turbo");
+        Assert.NotEqual(0, bad);
+        Assert.Contains("cpu-q8_0", message);
+    }
+}

@@ -15,6 +15,12 @@ sealed class ChatSettings : CommonSettings
     public string? System { get; init; }
     [CommandOption("--tools")] [Description("Offer built-in tools the model may call while it answers (calculator); the model must have learned to call them (the speedrun's sft-tools stage teaches the calculator; default: none).")]
     public string? Tools { get; init; }
+    [CommandOption("--engine")] [Description("What decodes: auto (the CPU engine on a CPU, else libtorch), torch, cpu (F32 weights, equal to libtorch up to rounding), cpu-f16, cpu-bf16 or cpu-q8_0 (weights packed at load: half or a quarter of the bytes per token, slightly different logits).")]
+    public string Engine { get; init; } = GptSharp.Inference.Cpu.DecodeEngine.Auto;
+
+    public override Spectre.Console.ValidationResult Validate() => GptSharp.Inference.Cpu.DecodeEngine.Names.Contains(Engine)
+        ? base.Validate()
+        : Spectre.Console.ValidationResult.Error($"--engine must be one of {string.Join(", ", GptSharp.Inference.Cpu.DecodeEngine.Names)}, not '{Engine}'.");
 }
 
 /// <summary><c>gptsharp chat</c>: a streaming REPL over <see cref="ChatSession"/>; Ctrl+C stops the current answer, not the program.</summary>
@@ -23,7 +29,8 @@ sealed class ChatCommand : Command<ChatSettings>
     public override int Execute(CommandContext context, ChatSettings s, CancellationToken cancellation)
     {
         TorchRuntime.Initialize(s.Threads);
-        using var model = ServedModel.Load(s.RunDir);
+        using var model = ServedModel.Load(s.RunDir, engine: s.Engine);
+        if (model.Decoder.Engine is { } engine && GptSharp.Inference.Cpu.DecodeEngine.SlowPathWarning(engine.Format) is { } warning) Console.Error.WriteLine(warning);
         var tools = s.Tools is null ? null : GptSharp.Inference.ToolBox.Named(s.Tools);
         if (tools is not null && !model.Template.SupportsTools)
             throw new ArgumentException($"--tools: {s.RunDir}'s tokenizer has no tool-call tokens (it was trained before they existed); train a new tokenizer and model to use tools.");

@@ -15,6 +15,8 @@ sealed class GenerateSettings : CommonSettings
     [CommandOption("-p|--prompt")] [Description("Text to continue (after <|bos|>). Empty: start a new document.")]
     public string Prompt { get; init; } = "";
     [CommandOption("--max-tokens")] [Description("Tokens to generate at most.")] public int MaxTokens { get; init; } = 64;
+    [CommandOption("--engine")] [Description("What decodes: auto (the CPU engine on a CPU, else libtorch), torch, cpu (F32 weights, equal to libtorch up to rounding), cpu-f16, cpu-bf16 or cpu-q8_0 (weights packed at load: half or a quarter of the bytes per token, slightly different logits).")]
+    public string Engine { get; init; } = GptSharp.Inference.Cpu.DecodeEngine.Auto;
     [CommandOption("--temperature")] [Description("0 for greedy.")] public double Temperature { get; init; } = 0.8;
     [CommandOption("--top-k")] [Description("Sample among the k most likely tokens (0: all).")] public int TopK { get; init; } = 50;
     [CommandOption("--top-p")] [Description("Sample among the most likely tokens whose probability sums to p (1: all).")] public double TopP { get; init; } = 0.95;
@@ -37,6 +39,8 @@ sealed class GenerateSettings : CommonSettings
     public override Spectre.Console.ValidationResult Validate()
     {
         if (BestOf < 1) return Spectre.Console.ValidationResult.Error($"--best-of {BestOf}: N must be >= 1.");
+        if (!GptSharp.Inference.Cpu.DecodeEngine.Names.Contains(Engine))
+            return Spectre.Console.ValidationResult.Error($"--engine must be one of {string.Join(", ", GptSharp.Inference.Cpu.DecodeEngine.Names)}, not '{Engine}'.");
         if (BestOf > 1 && Reward is null) return Spectre.Console.ValidationResult.Error("--best-of needs --reward RUN: the reward model that chooses.");
         if (BestOf > 1 && !Chat) return Spectre.Console.ValidationResult.Error("--best-of chooses among chat answers: add --chat.");
         if (Tools is not null && !Chat) return Spectre.Console.ValidationResult.Error("--tools are offered in a chat: add --chat.");
@@ -65,7 +69,8 @@ sealed class GenerateCommand : Command<GenerateSettings>
             : [tokenizer.BosId, .. tokenizer.Encode(s.Prompt)];
         var options = new SamplingOptions(s.Temperature, s.TopK, s.TopP, s.RepetitionPenalty, s.MaxTokens, s.Seed,
             StopTokens: [tokenizer.BosId, tokenizer.EosId, tokenizer.EndId], TruncatePrompt: s.Truncate);
-        var generator = new TokenDecoder(model);
+        using var generator = TokenDecoder.Create(model, s.Engine);
+        if (generator.Engine is { } engine && GptSharp.Inference.Cpu.DecodeEngine.SlowPathWarning(engine.Format) is { } warning) Console.Error.WriteLine(warning);
         if (s.BestOf > 1) return BestOf(s, generator, tokenizer, prompt, options, runtime.Device);
         for (int sample = 0; sample < s.Samples; sample++)
         {

@@ -33,6 +33,8 @@ sealed class ServeSettings : CommonSettings
     public double ShutdownGrace { get; init; } = 10;
     [CommandOption("--allow-nonfinite")] [Description("Load weights that hold NaN or infinity instead of refusing them.")]
     public bool AllowNonFinite { get; init; }
+    [CommandOption("--engine")] [Description("What decodes under --batching static: torch (default), cpu, cpu-f16, cpu-bf16 or cpu-q8_0 (see generate --engine). The continuous batcher runs on libtorch.")]
+    public string Engine { get; init; } = GptSharp.Inference.Cpu.DecodeEngine.Torch;
 
     public ServerOptions Options() => new(Host, Port, ApiKey, MaxConcurrent: MaxConcurrent, MaxQueue: MaxQueue,
         AllowedHosts: AllowedHosts?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
@@ -40,6 +42,10 @@ sealed class ServeSettings : CommonSettings
 
     public override ValidationResult Validate()
     {
+        if (!GptSharp.Inference.Cpu.DecodeEngine.Names.Contains(Engine))
+            return ValidationResult.Error($"--engine must be one of {string.Join(", ", GptSharp.Inference.Cpu.DecodeEngine.Names)}, not '{Engine}'.");
+        if (Engine is not (GptSharp.Inference.Cpu.DecodeEngine.Torch or GptSharp.Inference.Cpu.DecodeEngine.Auto) && Batching != Batching.Static)
+            return ValidationResult.Error($"--engine {Engine} decodes under --batching static; the continuous batcher runs on libtorch. Add --batching static or drop --engine.");
         try
         {
             Options().Validate();
@@ -60,7 +66,8 @@ sealed class ServeCommand : AsyncCommand<ServeSettings>
         var options = s.Options();
         var bind = options.BindAddress(); // before loading weights: a mistyped host fails at once
         TorchRuntime.Initialize(s.Threads);
-        var models = s.RunDir.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(spec => ServedModel.Load(spec, s.AllowNonFinite)).ToList();
+        var models = s.RunDir.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(spec => ServedModel.Load(spec, s.AllowNonFinite,
+            s.Batching == Batching.Static ? s.Engine : GptSharp.Inference.Cpu.DecodeEngine.Torch)).ToList();
         await using var server = new GptServer(models, options);
         await server.StartAsync(cancellation);
         if (server.ExposedWithoutKey)

@@ -32,9 +32,27 @@ public sealed record BatchResult(Generation Generation, bool Cancelled, Exceptio
 /// or callback throws ends with that error and the others go on. When the cache is full, the rows that still have room
 /// move into a smaller cache without their shared padding, so a long prompt never cuts a short one's answer.
 /// </summary>
-public sealed class TokenDecoder
+public sealed class TokenDecoder : IDisposable
 {
     readonly Func<int, int[], DecodeSession> _start;
+    readonly Cpu.CpuModel? _owned;
+
+    /// <summary>
+    /// A decoder for <paramref name="model"/> on the engine named (<see cref="Cpu.DecodeEngine"/>): libtorch, or the CPU
+    /// engine with the model's weights packed now (and released when this decoder is disposed).
+    /// </summary>
+    public static TokenDecoder Create(Gpt model, string engine = Cpu.DecodeEngine.Auto)
+    {
+        string device = model.parameters().First().device.type == DeviceType.CPU ? "cpu" : model.parameters().First().device.ToString();
+        return Cpu.DecodeEngine.Format(engine, model.Config, device) is { } format ? new TokenDecoder(Cpu.CpuModel.From(model, format), owns: true) : new TokenDecoder(model);
+    }
+
+    TokenDecoder(Cpu.CpuModel engine, bool owns) : this(engine) => _owned = owns ? engine : null;
+
+    /// <summary>The CPU engine this decoder runs on, or null for libtorch.</summary>
+    public Cpu.CpuModel? Engine { get; private init; }
+
+    public void Dispose() => _owned?.Dispose();
 
     /// <summary>Decodes a GPT with its KV cache.</summary>
     public TokenDecoder(Gpt model)
@@ -47,6 +65,7 @@ public sealed class TokenDecoder
     /// <summary>Decodes with the CPU engine (<see cref="Cpu.CpuModel"/>): no libtorch call per operation.</summary>
     public TokenDecoder(Cpu.CpuModel engine)
     {
+        Engine = engine;
         ContextLength = engine.Config.ContextLength;
         VocabSize = engine.Config.VocabSize;
         _start = (rows, padding) => new CpuSession(engine, rows, padding);

@@ -9,11 +9,11 @@ namespace GptSharp.Serving;
 /// <summary>A run's model loaded for serving under a name: weights (safetensors), tokenizer and chat template.</summary>
 public sealed class ServedModel : IDisposable
 {
-    ServedModel(string name, string runDirectory, Gpt model, GptTokenizer tokenizer)
+    ServedModel(string name, string runDirectory, Gpt model, GptTokenizer tokenizer, string engine)
     {
         (Name, RunDirectory, Model, Tokenizer) = (name, runDirectory, model, tokenizer);
         Template = new ChatTemplate(tokenizer);
-        Decoder = new TokenDecoder(model);
+        Decoder = TokenDecoder.Create(model, engine);
         Created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         _vocabulary = new(() => new Inference.Structured.VocabularyTrie(tokenizer.OrdinaryTokens, model.Config.VocabSize));
         model.eval();
@@ -34,7 +34,8 @@ public sealed class ServedModel : IDisposable
 
     /// <summary>Loads <c>name=folder</c>, or a folder named by its last path component (a PPO run's <c>policy</c> folder by its run's).</summary>
     /// <param name="allowNonFinite">Serve weights holding NaN or infinity instead of refusing them on load.</param>
-    public static ServedModel Load(string spec, bool allowNonFinite = false)
+    /// <param name="engine">What <see cref="Decoder"/> runs on (<see cref="Inference.Cpu.DecodeEngine"/>); the continuous batcher always uses libtorch.</param>
+    public static ServedModel Load(string spec, bool allowNonFinite = false, string engine = Inference.Cpu.DecodeEngine.Torch)
     {
         int equals = spec.IndexOf('=');
         string path = equals > 0 ? spec[(equals + 1)..] : spec;
@@ -42,7 +43,7 @@ public sealed class ServedModel : IDisposable
         string name = equals > 0 ? spec[..equals]
             : Path.GetFileName(full) == PpoRun.PolicyFolder ? Path.GetFileName(Path.GetDirectoryName(full)!) : Path.GetFileName(full);
         var (model, state) = Checkpoint.LoadModel(path, allowNonFinite);
-        return new ServedModel(name, path, model, GptTokenizer.Load(state.Tokenizer));
+        return new ServedModel(name, path, model, GptTokenizer.Load(state.Tokenizer), engine);
     }
 
     /// <summary>
@@ -68,5 +69,9 @@ public sealed class ServedModel : IDisposable
         return text.Finish();
     }
 
-    public void Dispose() => Model.Dispose();
+    public void Dispose()
+    {
+        Decoder.Dispose();
+        Model.Dispose();
+    }
 }
