@@ -249,7 +249,7 @@ public sealed class TokenDecoder : IDisposable
         readonly Cpu.CpuKvCache _cache;
         int[] _padding, _slots;
         int _length;
-        float[] _logits = [], _chunkLogits = [];
+        float[] _logits = [], _spare = [], _chunkLogits = [];
         readonly int[] _tokens = new int[Chunk], _chunkSlots = new int[Chunk], _positions = new int[Chunk];
 
         public CpuSession(Cpu.CpuModel engine, int rows, int[] padding)
@@ -268,7 +268,10 @@ public sealed class TokenDecoder : IDisposable
         {
             int b = (int)tokens.shape[0], t = (int)tokens.shape[1], vocab = _engine.Config.VocabSize;
             long[] ids = tokens.data<long>().ToArray();
-            if (_logits.Length != b * vocab) _logits = new float[b * vocab];   // exactly sized: the tensor is made from it as it is
+            // Two buffers in turn, exactly sized: the returned tensor shares one (no copy, no libtorch thread woken), and
+            // the caller is done with the previous step's logits before it feeds again.
+            (_logits, _spare) = (_spare, _logits);
+            if (_logits.Length != b * vocab) _logits = new float[b * vocab];
             var chunkLogits = new List<int>(Chunk);   // chunk index → row whose last token it is
             int n = 0;
             var outputs = new List<int>();
@@ -300,7 +303,7 @@ public sealed class TokenDecoder : IDisposable
                 }
             Flush();
             _length += t;
-            return torch.tensor(_logits, [b, 1, vocab]);
+            return torch.frombuffer(_logits, ScalarType.Float32).view(b, 1, vocab);
         }
 
         public override void Keep(int[] rows)

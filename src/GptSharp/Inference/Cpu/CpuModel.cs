@@ -84,6 +84,12 @@ public sealed class CpuModel : IDisposable
     /// defaults to the cores of this machine.</summary>
     public static CpuModel From(Gpt model, WeightFormat format = WeightFormat.F32, int? threads = null)
     {
+        long values = model.parameters().Sum(p => p.numel());
+        long needed = values * (format switch { WeightFormat.F32 => 8L, _ => 6L });   // the F32 copies being packed, and the packed weights
+        long available = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
+        if (needed > available)
+            throw new InsufficientMemoryException($"Packing {values / 1e6:F0}M weights as {format} needs about {needed / 1e9:F1} GB; this process may use {available / 1e9:F1} GB. " +
+                                                  "Use a smaller format (cpu-q8_0, cpu-bf16) or --engine torch.");
         var weights = new Dictionary<string, float[]>();
         using (no_grad())
         using (var scope = NewDisposeScope())

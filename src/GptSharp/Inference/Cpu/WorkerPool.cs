@@ -83,7 +83,7 @@ internal sealed class WorkerPool : IDisposable
             int spins = 0;
             while (Volatile.Read(ref _generation) == seen && !_stopping)
             {
-                if (++spins < 20_000) { Thread.SpinWait(30); continue; }
+                if (++spins < 2_000) { Thread.SpinWait(20); continue; }   // ~1 ms: enough between tokens, short enough not to starve others
                 Interlocked.Exchange(ref _sleeping[w], 1);
                 if (Volatile.Read(ref _generation) != seen || _stopping)
                 {
