@@ -74,6 +74,29 @@ public class CpuEngineTests
         }
     }
 
+    [Theory]
+    [InlineData(WeightFormat.F32)]
+    [InlineData(WeightFormat.BF16)]
+    [InlineData(WeightFormat.Q8_0)]
+    public void ATokensLogitsDoNotDependOnHowManyTokensShareItsForwardPass(WeightFormat format)
+    {
+        // Batch invariance: 4-vector and 1-vector kernels do the same arithmetic, so a prompt fed whole and token by
+        // token gives bit-identical logits (a batched request decodes exactly as it would alone).
+        using var model = RandomModel(Layout("qwen3"));
+        using var engine = CpuModel.From(model, format);
+        int[] tokens = Prompt(13, 9);
+        int[] all = [.. Enumerable.Range(0, tokens.Length)];
+        var whole = new float[tokens.Length * Vocab];
+        engine.Forward(new CpuKvCache(model.Config, 1), tokens.Length, tokens, new int[tokens.Length], all, all, whole);
+        var cache = new CpuKvCache(model.Config, 1);
+        var one = new float[Vocab];
+        for (int i = 0; i < tokens.Length; i++)
+        {
+            engine.Forward(cache, 1, [tokens[i]], [0], [i], [0], one);
+            Assert.True(one.AsSpan().SequenceEqual(whole.AsSpan(i * Vocab, Vocab)), $"{format}: token {i} differs");
+        }
+    }
+
     static void AssertClose(ReadOnlySpan<float> expected, ReadOnlySpan<float> got, string what, double tolerance = 1e-4)
     {
         float min = float.MaxValue, max = float.MinValue, worst = 0;

@@ -134,12 +134,17 @@ internal sealed class DenseMatrix<TStored, TValues> : WeightMatrix where TStored
     {
         int cols = Cols, r = rowStart;
         for (; r + 4 <= rowEnd; r += 4)
-            for (int i = 0; i < n; i++)
+        {
+            int i = 0;
+            if (_quads)
+                for (; i + 4 <= n; i += 4) QuadTimesFour(ref _w[(long)r * cols], cols, x, i, y, i * Rows + r, Rows);
+            for (; i < n; i++)
             {
                 var (a, b, c, d) = _quads ? Quad(ref _w[(long)r * cols], cols, ref x[i * cols]) : Dot4(ref _w[(long)r * cols], cols, ref x[i * cols]);
                 int o = i * Rows + r;
                 (y[o], y[o + 1], y[o + 2], y[o + 3]) = (a, b, c, d);
             }
+        }
         for (; r < rowEnd; r++)
             for (int i = 0; i < n; i++)
             {
@@ -149,35 +154,67 @@ internal sealed class DenseMatrix<TStored, TValues> : WeightMatrix where TStored
             }
     }
 
-    /// <summary>Four interleaved rows against one vector: 64 stored values per 16 activations, in order.</summary>
+    /// <summary>
+    /// Four interleaved rows against one vector: 64 stored values per 16 activations, in order. One accumulator per row,
+    /// the same arithmetic as <see cref="QuadTimesFour"/> per vector, so a row's logits do not depend on the batch it is in.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static (float, float, float, float) Quad(ref TStored w, int cols, ref float x)
     {
-        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
-        int k = 0;
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
         nuint at = 0;
-        for (; k + 32 <= cols; k += 32, at += 128)
+        for (int k = 0; k < cols; k += 16, at += 64)
         {
-            var x0 = Vector512.LoadUnsafe(ref x, (nuint)k);
-            var x1 = Vector512.LoadUnsafe(ref x, (nuint)k + 16);
-            a0 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, at), x0, a0);
-            a1 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, at + 16), x0, a1);
-            a2 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, at + 32), x0, a2);
-            a3 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, at + 48), x0, a3);
-            b0 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, at + 64), x1, b0);
-            b1 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, at + 80), x1, b1);
-            b2 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, at + 96), x1, b2);
-            b3 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, at + 112), x1, b3);
+            var v = Vector512.LoadUnsafe(ref x, (nuint)k);
+            a0 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, at), v, a0);
+            a1 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, at + 16), v, a1);
+            a2 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, at + 32), v, a2);
+            a3 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, at + 48), v, a3);
         }
-        if (k < cols)
+        return (Vector512.Sum(a0), Vector512.Sum(a1), Vector512.Sum(a2), Vector512.Sum(a3));
+    }
+
+    /// <summary>
+    /// Four interleaved rows against four activation vectors (x rows i..i+3): each weight vector, once loaded and
+    /// widened, feeds four products — batched decoding and prefill are bound by that widening, not by memory.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void QuadTimesFour(ref TStored w, int cols, float[] x, int i, float[] y, int o, int stride)
+    {
+        ref float x0 = ref x[i * cols];
+        ref float x1 = ref x[(i + 1) * cols];
+        ref float x2 = ref x[(i + 2) * cols];
+        ref float x3 = ref x[(i + 3) * cols];
+        Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default, a10 = default, a11 = default, a12 = default, a13 = default,
+                         a20 = default, a21 = default, a22 = default, a23 = default, a30 = default, a31 = default, a32 = default, a33 = default;
+        nuint at = 0;
+        for (int k = 0; k < cols; k += 16, at += 64)
         {
-            var x0 = Vector512.LoadUnsafe(ref x, (nuint)k);
-            a0 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, at), x0, a0);
-            a1 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, at + 16), x0, a1);
-            a2 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, at + 32), x0, a2);
-            a3 = Vector512.FusedMultiplyAdd(TValues.Load16(ref w, at + 48), x0, a3);
+            nuint u = (nuint)k;
+            var v0 = Vector512.LoadUnsafe(ref x0, u);
+            var v1 = Vector512.LoadUnsafe(ref x1, u);
+            var v2 = Vector512.LoadUnsafe(ref x2, u);
+            var v3 = Vector512.LoadUnsafe(ref x3, u);
+            var w0 = TValues.Load16(ref w, at);
+            a00 = Vector512.FusedMultiplyAdd(w0, v0, a00); a10 = Vector512.FusedMultiplyAdd(w0, v1, a10);
+            a20 = Vector512.FusedMultiplyAdd(w0, v2, a20); a30 = Vector512.FusedMultiplyAdd(w0, v3, a30);
+            var w1 = TValues.Load16(ref w, at + 16);
+            a01 = Vector512.FusedMultiplyAdd(w1, v0, a01); a11 = Vector512.FusedMultiplyAdd(w1, v1, a11);
+            a21 = Vector512.FusedMultiplyAdd(w1, v2, a21); a31 = Vector512.FusedMultiplyAdd(w1, v3, a31);
+            var w2 = TValues.Load16(ref w, at + 32);
+            a02 = Vector512.FusedMultiplyAdd(w2, v0, a02); a12 = Vector512.FusedMultiplyAdd(w2, v1, a12);
+            a22 = Vector512.FusedMultiplyAdd(w2, v2, a22); a32 = Vector512.FusedMultiplyAdd(w2, v3, a32);
+            var w3 = TValues.Load16(ref w, at + 48);
+            a03 = Vector512.FusedMultiplyAdd(w3, v0, a03); a13 = Vector512.FusedMultiplyAdd(w3, v1, a13);
+            a23 = Vector512.FusedMultiplyAdd(w3, v2, a23); a33 = Vector512.FusedMultiplyAdd(w3, v3, a33);
         }
-        return (Vector512.Sum(a0 + b0), Vector512.Sum(a1 + b1), Vector512.Sum(a2 + b2), Vector512.Sum(a3 + b3));
+        (y[o], y[o + 1], y[o + 2], y[o + 3]) = (Vector512.Sum(a00), Vector512.Sum(a01), Vector512.Sum(a02), Vector512.Sum(a03));
+        o += stride;
+        (y[o], y[o + 1], y[o + 2], y[o + 3]) = (Vector512.Sum(a10), Vector512.Sum(a11), Vector512.Sum(a12), Vector512.Sum(a13));
+        o += stride;
+        (y[o], y[o + 1], y[o + 2], y[o + 3]) = (Vector512.Sum(a20), Vector512.Sum(a21), Vector512.Sum(a22), Vector512.Sum(a23));
+        o += stride;
+        (y[o], y[o + 1], y[o + 2], y[o + 3]) = (Vector512.Sum(a30), Vector512.Sum(a31), Vector512.Sum(a32), Vector512.Sum(a33));
     }
 
     /// <summary>Four consecutive rows (stride <paramref name="cols"/>) against one vector.</summary>
@@ -314,12 +351,16 @@ internal sealed class Q8Matrix : WeightMatrix
     {
         int r = rowStart;
         for (; r + 4 <= rowEnd && r < _quadRows; r += 4)
-            for (int i = 0; i < n; i++)
+        {
+            int i = 0;
+            for (; i + 4 <= n; i += 4) QuadTimesFour(r, x, i, y, i * Rows + r);
+            for (; i < n; i++)
             {
                 var (a, b, c, d) = Quad(r, ref x[i * Cols]);
                 int o = i * Rows + r;
                 (y[o], y[o + 1], y[o + 2], y[o + 3]) = (a, b, c, d);
             }
+        }
         for (; r < rowEnd; r++)
             for (int i = 0; i < n; i++) y[i * Rows + r] = Dot1(r, ref x[i * Cols]);
     }
@@ -327,8 +368,8 @@ internal sealed class Q8Matrix : WeightMatrix
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static Vector512<float> Widen16(ref sbyte q, nuint k) => Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.LoadUnsafe(ref q, k)));
 
-    /// <summary>A quad of rows: per block, the four rows' bytes (one 128-byte run) widened to F32 against the same
-    /// activations, each sum scaled by its block's scale.</summary>
+    /// <summary>A quad of rows: per block, the four rows' bytes (one 128-byte run) widened to F32 and scaled, against the
+    /// same activations; the same arithmetic as <see cref="QuadTimesFour"/> per vector (batch-invariant logits).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     (float, float, float, float) Quad(int r, ref float x)
     {
@@ -339,15 +380,65 @@ internal sealed class Q8Matrix : WeightMatrix
         Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
         for (int b = 0; b < blocks; b++)
         {
-            nuint u = (nuint)(b * Block), at = (nuint)(b * 4 * Block), s = (nuint)(b * 4);
-            var x0 = Vector512.LoadUnsafe(ref x, u);
-            var x1 = Vector512.LoadUnsafe(ref x, u + 16);
-            a0 = Vector512.FusedMultiplyAdd(Vector512.FusedMultiplyAdd(Widen16(ref q, at), x0, Widen16(ref q, at + 16) * x1), Vector512.Create(Unsafe.Add(ref scale, s)), a0);
-            a1 = Vector512.FusedMultiplyAdd(Vector512.FusedMultiplyAdd(Widen16(ref q, at + 32), x0, Widen16(ref q, at + 48) * x1), Vector512.Create(Unsafe.Add(ref scale, s + 1)), a1);
-            a2 = Vector512.FusedMultiplyAdd(Vector512.FusedMultiplyAdd(Widen16(ref q, at + 64), x0, Widen16(ref q, at + 80) * x1), Vector512.Create(Unsafe.Add(ref scale, s + 2)), a2);
-            a3 = Vector512.FusedMultiplyAdd(Vector512.FusedMultiplyAdd(Widen16(ref q, at + 96), x0, Widen16(ref q, at + 112) * x1), Vector512.Create(Unsafe.Add(ref scale, s + 3)), a3);
+            nuint at = (nuint)(b * 4 * Block), s = (nuint)(b * 4);
+            for (nuint half = 0; half < 32; half += 16)
+            {
+                var v = Vector512.LoadUnsafe(ref x, (nuint)(b * Block) + half);
+                a0 = Vector512.FusedMultiplyAdd(Widen16(ref q, at + half) * Vector512.Create(Unsafe.Add(ref scale, s)), v, a0);
+                a1 = Vector512.FusedMultiplyAdd(Widen16(ref q, at + 32 + half) * Vector512.Create(Unsafe.Add(ref scale, s + 1)), v, a1);
+                a2 = Vector512.FusedMultiplyAdd(Widen16(ref q, at + 64 + half) * Vector512.Create(Unsafe.Add(ref scale, s + 2)), v, a2);
+                a3 = Vector512.FusedMultiplyAdd(Widen16(ref q, at + 96 + half) * Vector512.Create(Unsafe.Add(ref scale, s + 3)), v, a3);
+            }
         }
         return (Vector512.Sum(a0), Vector512.Sum(a1), Vector512.Sum(a2), Vector512.Sum(a3));
+    }
+
+    /// <summary>A quad of rows against four activation vectors: each block's bytes widened and scaled once, then used four times.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    void QuadTimesFour(int r, float[] x, int i, float[] y, int o)
+    {
+        int blocks = Cols / Block, cols = Cols;
+        long first = BlockIndex(r, 0);
+        ref sbyte q = ref _q[first * Block];
+        ref float scale = ref _scale[first];
+        ref float x0 = ref x[i * cols];
+        ref float x1 = ref x[(i + 1) * cols];
+        ref float x2 = ref x[(i + 2) * cols];
+        ref float x3 = ref x[(i + 3) * cols];
+        Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default, a10 = default, a11 = default, a12 = default, a13 = default,
+                         a20 = default, a21 = default, a22 = default, a23 = default, a30 = default, a31 = default, a32 = default, a33 = default;
+        for (int b = 0; b < blocks; b++)
+        {
+            nuint at = (nuint)(b * 4 * Block), s = (nuint)(b * 4);
+            for (nuint half = 0; half < 32; half += 16)
+            {
+                nuint u = (nuint)(b * Block) + half;
+                var v0 = Vector512.LoadUnsafe(ref x0, u);
+                var v1 = Vector512.LoadUnsafe(ref x1, u);
+                var v2 = Vector512.LoadUnsafe(ref x2, u);
+                var v3 = Vector512.LoadUnsafe(ref x3, u);
+                var w0 = Widen16(ref q, at + half) * Vector512.Create(Unsafe.Add(ref scale, s));
+                a00 = Vector512.FusedMultiplyAdd(w0, v0, a00); a10 = Vector512.FusedMultiplyAdd(w0, v1, a10);
+                a20 = Vector512.FusedMultiplyAdd(w0, v2, a20); a30 = Vector512.FusedMultiplyAdd(w0, v3, a30);
+                var w1 = Widen16(ref q, at + 32 + half) * Vector512.Create(Unsafe.Add(ref scale, s + 1));
+                a01 = Vector512.FusedMultiplyAdd(w1, v0, a01); a11 = Vector512.FusedMultiplyAdd(w1, v1, a11);
+                a21 = Vector512.FusedMultiplyAdd(w1, v2, a21); a31 = Vector512.FusedMultiplyAdd(w1, v3, a31);
+                var w2 = Widen16(ref q, at + 64 + half) * Vector512.Create(Unsafe.Add(ref scale, s + 2));
+                a02 = Vector512.FusedMultiplyAdd(w2, v0, a02); a12 = Vector512.FusedMultiplyAdd(w2, v1, a12);
+                a22 = Vector512.FusedMultiplyAdd(w2, v2, a22); a32 = Vector512.FusedMultiplyAdd(w2, v3, a32);
+                var w3 = Widen16(ref q, at + 96 + half) * Vector512.Create(Unsafe.Add(ref scale, s + 3));
+                a03 = Vector512.FusedMultiplyAdd(w3, v0, a03); a13 = Vector512.FusedMultiplyAdd(w3, v1, a13);
+                a23 = Vector512.FusedMultiplyAdd(w3, v2, a23); a33 = Vector512.FusedMultiplyAdd(w3, v3, a33);
+            }
+        }
+        int stride = Rows;
+        (y[o], y[o + 1], y[o + 2], y[o + 3]) = (Vector512.Sum(a00), Vector512.Sum(a01), Vector512.Sum(a02), Vector512.Sum(a03));
+        o += stride;
+        (y[o], y[o + 1], y[o + 2], y[o + 3]) = (Vector512.Sum(a10), Vector512.Sum(a11), Vector512.Sum(a12), Vector512.Sum(a13));
+        o += stride;
+        (y[o], y[o + 1], y[o + 2], y[o + 3]) = (Vector512.Sum(a20), Vector512.Sum(a21), Vector512.Sum(a22), Vector512.Sum(a23));
+        o += stride;
+        (y[o], y[o + 1], y[o + 2], y[o + 3]) = (Vector512.Sum(a30), Vector512.Sum(a31), Vector512.Sum(a32), Vector512.Sum(a33));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
