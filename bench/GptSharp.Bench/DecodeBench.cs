@@ -33,7 +33,24 @@ static class DecodeBench
         Console.WriteLine($"\n## Decode, batch 1, greedy, {NewTokens} tokens after a {PromptTokens}-token prompt (prefill excluded); medians of {rounds} interleaved rounds");
         Console.WriteLine($"Read bandwidth {bandwidth:F1} GB/s (all cores summing 1 GB; the bound below), copy bandwidth {copy:F1} GB/s; SIMD: Vector512 {Vector512.IsHardwareAccelerated}, Vector256 {Vector256.IsHardwareAccelerated}; threads {Environment.ProcessorCount}.");
         Kernels();
+        FixedCost();
         foreach (string preset in presets) Preset(preset, rounds, bandwidth);
+    }
+
+    /// <summary>Per-token cost with (almost) no weights: one layer of width 16, 64 tokens — what the engine and the decoder cost by themselves.</summary>
+    static void FixedCost()
+    {
+        var config = GptConfig.Gpt2(64, 128, layers: 1, heads: 1, width: 16);
+        manual_seed(1);
+        using var model = new Gpt(config);
+        model.eval();
+        using var engine = CpuModel.From(model);
+        int[] prompt = [.. Enumerable.Range(0, PromptTokens).Select(i => i % 64)];
+        double Best(Func<double> measure) => Enumerable.Range(0, 5).Max(_ => measure());
+        double forward = Best(() => ForwardOnly(engine, prompt)), decoder = Best(() => TokensPerSecond(new TokenDecoder(engine), prompt)),
+               torch = Best(() => TokensPerSecond(new TokenDecoder(model), prompt));
+        Console.WriteLine($"\nFixed cost per token (1 layer, width 16, vocabulary 64; best of 5): CPU engine forward {1e6 / forward:F1} µs, " +
+                          $"through TokenDecoder {1e6 / decoder:F1} µs; libtorch through TokenDecoder {1e6 / torch:F1} µs.");
     }
 
     /// <summary>What decoding needs: every core streaming its share of a large array (1 GB), reading only; best of 5.</summary>

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using GptSharp.Data;
 using GptSharp.Inference.Cpu;
 using GptSharp.Models;
@@ -65,6 +64,7 @@ static class DecodeQualityBench
             return total / (windows * length);
         }
 
+        static string Signed(double value) => (value >= 0 ? "+" : "−") + Math.Abs(value).ToString("F3");
         Console.WriteLine($"\n## Held-out loss by weight format: {args[1]}, {windows} windows of {length} tokens from {args[2]}");
         Console.WriteLine("| engine | nats/token | perplexity | vs libtorch F32 |");
         Console.WriteLine("|---|---|---|---|");
@@ -73,9 +73,8 @@ static class DecodeQualityBench
         foreach (var format in Enum.GetValues<WeightFormat>())
         {
             using var engine = CpuModel.From(model, format);
-            var watch = Stopwatch.StartNew();
             double loss = Engine(engine);
-            Console.WriteLine($"| CPU {format} | {loss:F4} | {Math.Exp(loss):F3} | {100 * (Math.Exp(loss) / Math.Exp(reference) - 1):+0.00;-0.00}% perplexity |");
+            Console.WriteLine($"| CPU {format} | {loss:F4} | {Math.Exp(loss):F3} | {Signed(100 * (Math.Exp(loss) / Math.Exp(reference) - 1))}% perplexity |");
         }
     }
 }

@@ -251,6 +251,7 @@ public sealed class TokenDecoder : IDisposable
         int _length;
         float[] _logits = [], _spare = [], _chunkLogits = [];
         readonly int[] _tokens = new int[Chunk], _chunkSlots = new int[Chunk], _positions = new int[Chunk];
+        readonly List<int> _outputs = new(Chunk), _outputRows = new(Chunk);
 
         public CpuSession(Cpu.CpuModel engine, int rows, int[] padding)
         {
@@ -272,19 +273,19 @@ public sealed class TokenDecoder : IDisposable
             // the caller is done with the previous step's logits before it feeds again.
             (_logits, _spare) = (_spare, _logits);
             if (_logits.Length != b * vocab) _logits = new float[b * vocab];
-            var chunkLogits = new List<int>(Chunk);   // chunk index → row whose last token it is
+            var outputs = _outputs;         // chunk positions whose logits are wanted (each row's last token)
+            var outputRows = _outputRows;   // and the rows they belong to
             int n = 0;
-            var outputs = new List<int>();
             void Flush()
             {
                 if (n == 0) return;
                 int[] outs = [.. outputs];
                 if (_chunkLogits.Length < outs.Length * vocab) _chunkLogits = new float[outs.Length * vocab];
                 _engine.Forward(_cache, n, _tokens, _chunkSlots, _positions, outs, _chunkLogits);
-                for (int o = 0; o < outs.Length; o++) Array.Copy(_chunkLogits, o * vocab, _logits, chunkLogits[o] * vocab, vocab);
+                for (int o = 0; o < outs.Length; o++) Array.Copy(_chunkLogits, o * vocab, _logits, outputRows[o] * vocab, vocab);
                 n = 0;
                 outputs.Clear();
-                chunkLogits.Clear();
+                outputRows.Clear();
             }
             for (int row = 0; row < b; row++)
                 for (int j = 0; j < t; j++)
@@ -297,7 +298,7 @@ public sealed class TokenDecoder : IDisposable
                     if (j == t - 1)
                     {
                         outputs.Add(n);
-                        chunkLogits.Add(row);
+                        outputRows.Add(row);
                     }
                     if (++n == Chunk) Flush();
                 }

@@ -208,13 +208,10 @@ internal sealed class DenseMatrix<TStored, TValues> : WeightMatrix where TStored
             a03 = Vector512.FusedMultiplyAdd(w3, v0, a03); a13 = Vector512.FusedMultiplyAdd(w3, v1, a13);
             a23 = Vector512.FusedMultiplyAdd(w3, v2, a23); a33 = Vector512.FusedMultiplyAdd(w3, v3, a33);
         }
-        (y[o], y[o + 1], y[o + 2], y[o + 3]) = (Vector512.Sum(a00), Vector512.Sum(a01), Vector512.Sum(a02), Vector512.Sum(a03));
-        o += stride;
-        (y[o], y[o + 1], y[o + 2], y[o + 3]) = (Vector512.Sum(a10), Vector512.Sum(a11), Vector512.Sum(a12), Vector512.Sum(a13));
-        o += stride;
-        (y[o], y[o + 1], y[o + 2], y[o + 3]) = (Vector512.Sum(a20), Vector512.Sum(a21), Vector512.Sum(a22), Vector512.Sum(a23));
-        o += stride;
-        (y[o], y[o + 1], y[o + 2], y[o + 3]) = (Vector512.Sum(a30), Vector512.Sum(a31), Vector512.Sum(a32), Vector512.Sum(a33));
+        Kernels.Store(y, o, a00, a01, a02, a03);
+        Kernels.Store(y, o + stride, a10, a11, a12, a13);
+        Kernels.Store(y, o + 2 * stride, a20, a21, a22, a23);
+        Kernels.Store(y, o + 3 * stride, a30, a31, a32, a33);
     }
 
     /// <summary>Four consecutive rows (stride <paramref name="cols"/>) against one vector.</summary>
@@ -353,7 +350,7 @@ internal sealed class Q8Matrix : WeightMatrix
         for (; r + 4 <= rowEnd && r < _quadRows; r += 4)
         {
             int i = 0;
-            for (; i + 4 <= n; i += 4) QuadTimesFour(r, x, i, y, i * Rows + r);
+            for (; i + 2 <= n; i += 2) QuadTimesTwo(r, x, i, y, i * Rows + r);
             for (; i < n; i++)
             {
                 var (a, b, c, d) = Quad(r, ref x[i * Cols]);
@@ -368,8 +365,14 @@ internal sealed class Q8Matrix : WeightMatrix
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static Vector512<float> Widen16(ref sbyte q, nuint k) => Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.LoadUnsafe(ref q, k)));
 
-    /// <summary>A quad of rows: per block, the four rows' bytes (one 128-byte run) widened to F32 and scaled, against the
-    /// same activations; the same arithmetic as <see cref="QuadTimesFour"/> per vector (batch-invariant logits).</summary>
+    /// <summary>One row's product over one block of 32: the two halves' widened bytes against the activations.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector512<float> BlockSum(ref sbyte q, nuint at, Vector512<float> low, Vector512<float> high) =>
+        Vector512.FusedMultiplyAdd(Widen16(ref q, at), low, Widen16(ref q, at + 16) * high);
+
+    /// <summary>A quad of rows: per block, the four rows' bytes (one 128-byte run) widened to F32 against the same
+    /// activations, each block's sum then scaled — per vector the same arithmetic as <see cref="QuadTimesTwo"/>, so a
+    /// row's logits do not depend on the batch it is in.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     (float, float, float, float) Quad(int r, ref float x)
     {
@@ -380,22 +383,20 @@ internal sealed class Q8Matrix : WeightMatrix
         Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
         for (int b = 0; b < blocks; b++)
         {
-            nuint at = (nuint)(b * 4 * Block), s = (nuint)(b * 4);
-            for (nuint half = 0; half < 32; half += 16)
-            {
-                var v = Vector512.LoadUnsafe(ref x, (nuint)(b * Block) + half);
-                a0 = Vector512.FusedMultiplyAdd(Widen16(ref q, at + half) * Vector512.Create(Unsafe.Add(ref scale, s)), v, a0);
-                a1 = Vector512.FusedMultiplyAdd(Widen16(ref q, at + 32 + half) * Vector512.Create(Unsafe.Add(ref scale, s + 1)), v, a1);
-                a2 = Vector512.FusedMultiplyAdd(Widen16(ref q, at + 64 + half) * Vector512.Create(Unsafe.Add(ref scale, s + 2)), v, a2);
-                a3 = Vector512.FusedMultiplyAdd(Widen16(ref q, at + 96 + half) * Vector512.Create(Unsafe.Add(ref scale, s + 3)), v, a3);
-            }
+            nuint u = (nuint)(b * Block), at = (nuint)(b * 4 * Block), s = (nuint)(b * 4);
+            var low = Vector512.LoadUnsafe(ref x, u);
+            var high = Vector512.LoadUnsafe(ref x, u + 16);
+            a0 = Vector512.FusedMultiplyAdd(BlockSum(ref q, at, low, high), Vector512.Create(Unsafe.Add(ref scale, s)), a0);
+            a1 = Vector512.FusedMultiplyAdd(BlockSum(ref q, at + 32, low, high), Vector512.Create(Unsafe.Add(ref scale, s + 1)), a1);
+            a2 = Vector512.FusedMultiplyAdd(BlockSum(ref q, at + 64, low, high), Vector512.Create(Unsafe.Add(ref scale, s + 2)), a2);
+            a3 = Vector512.FusedMultiplyAdd(BlockSum(ref q, at + 96, low, high), Vector512.Create(Unsafe.Add(ref scale, s + 3)), a3);
         }
         return (Vector512.Sum(a0), Vector512.Sum(a1), Vector512.Sum(a2), Vector512.Sum(a3));
     }
 
-    /// <summary>A quad of rows against four activation vectors: each block's bytes widened and scaled once, then used four times.</summary>
+    /// <summary>A quad of rows against two activation vectors: each block's bytes widened once and used twice.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    void QuadTimesFour(int r, float[] x, int i, float[] y, int o)
+    void QuadTimesTwo(int r, float[] x, int i, float[] y, int o)
     {
         int blocks = Cols / Block, cols = Cols;
         long first = BlockIndex(r, 0);
@@ -403,42 +404,30 @@ internal sealed class Q8Matrix : WeightMatrix
         ref float scale = ref _scale[first];
         ref float x0 = ref x[i * cols];
         ref float x1 = ref x[(i + 1) * cols];
-        ref float x2 = ref x[(i + 2) * cols];
-        ref float x3 = ref x[(i + 3) * cols];
-        Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default, a10 = default, a11 = default, a12 = default, a13 = default,
-                         a20 = default, a21 = default, a22 = default, a23 = default, a30 = default, a31 = default, a32 = default, a33 = default;
+        Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default, a10 = default, a11 = default, a12 = default, a13 = default;
         for (int b = 0; b < blocks; b++)
         {
-            nuint at = (nuint)(b * 4 * Block), s = (nuint)(b * 4);
-            for (nuint half = 0; half < 32; half += 16)
-            {
-                nuint u = (nuint)(b * Block) + half;
-                var v0 = Vector512.LoadUnsafe(ref x0, u);
-                var v1 = Vector512.LoadUnsafe(ref x1, u);
-                var v2 = Vector512.LoadUnsafe(ref x2, u);
-                var v3 = Vector512.LoadUnsafe(ref x3, u);
-                var w0 = Widen16(ref q, at + half) * Vector512.Create(Unsafe.Add(ref scale, s));
-                a00 = Vector512.FusedMultiplyAdd(w0, v0, a00); a10 = Vector512.FusedMultiplyAdd(w0, v1, a10);
-                a20 = Vector512.FusedMultiplyAdd(w0, v2, a20); a30 = Vector512.FusedMultiplyAdd(w0, v3, a30);
-                var w1 = Widen16(ref q, at + 32 + half) * Vector512.Create(Unsafe.Add(ref scale, s + 1));
-                a01 = Vector512.FusedMultiplyAdd(w1, v0, a01); a11 = Vector512.FusedMultiplyAdd(w1, v1, a11);
-                a21 = Vector512.FusedMultiplyAdd(w1, v2, a21); a31 = Vector512.FusedMultiplyAdd(w1, v3, a31);
-                var w2 = Widen16(ref q, at + 64 + half) * Vector512.Create(Unsafe.Add(ref scale, s + 2));
-                a02 = Vector512.FusedMultiplyAdd(w2, v0, a02); a12 = Vector512.FusedMultiplyAdd(w2, v1, a12);
-                a22 = Vector512.FusedMultiplyAdd(w2, v2, a22); a32 = Vector512.FusedMultiplyAdd(w2, v3, a32);
-                var w3 = Widen16(ref q, at + 96 + half) * Vector512.Create(Unsafe.Add(ref scale, s + 3));
-                a03 = Vector512.FusedMultiplyAdd(w3, v0, a03); a13 = Vector512.FusedMultiplyAdd(w3, v1, a13);
-                a23 = Vector512.FusedMultiplyAdd(w3, v2, a23); a33 = Vector512.FusedMultiplyAdd(w3, v3, a33);
-            }
+            nuint u = (nuint)(b * Block), at = (nuint)(b * 4 * Block), s = (nuint)(b * 4);
+            var low0 = Vector512.LoadUnsafe(ref x0, u);
+            var high0 = Vector512.LoadUnsafe(ref x0, u + 16);
+            var low1 = Vector512.LoadUnsafe(ref x1, u);
+            var high1 = Vector512.LoadUnsafe(ref x1, u + 16);
+            // Row by row of the quad: its block sum against both vectors, each scaled into its accumulator.
+            var (w0, w1, sc) = (Widen16(ref q, at), Widen16(ref q, at + 16), Vector512.Create(Unsafe.Add(ref scale, s)));
+            a00 = Vector512.FusedMultiplyAdd(Vector512.FusedMultiplyAdd(w0, low0, w1 * high0), sc, a00);
+            a10 = Vector512.FusedMultiplyAdd(Vector512.FusedMultiplyAdd(w0, low1, w1 * high1), sc, a10);
+            (w0, w1, sc) = (Widen16(ref q, at + 32), Widen16(ref q, at + 48), Vector512.Create(Unsafe.Add(ref scale, s + 1)));
+            a01 = Vector512.FusedMultiplyAdd(Vector512.FusedMultiplyAdd(w0, low0, w1 * high0), sc, a01);
+            a11 = Vector512.FusedMultiplyAdd(Vector512.FusedMultiplyAdd(w0, low1, w1 * high1), sc, a11);
+            (w0, w1, sc) = (Widen16(ref q, at + 64), Widen16(ref q, at + 80), Vector512.Create(Unsafe.Add(ref scale, s + 2)));
+            a02 = Vector512.FusedMultiplyAdd(Vector512.FusedMultiplyAdd(w0, low0, w1 * high0), sc, a02);
+            a12 = Vector512.FusedMultiplyAdd(Vector512.FusedMultiplyAdd(w0, low1, w1 * high1), sc, a12);
+            (w0, w1, sc) = (Widen16(ref q, at + 96), Widen16(ref q, at + 112), Vector512.Create(Unsafe.Add(ref scale, s + 3)));
+            a03 = Vector512.FusedMultiplyAdd(Vector512.FusedMultiplyAdd(w0, low0, w1 * high0), sc, a03);
+            a13 = Vector512.FusedMultiplyAdd(Vector512.FusedMultiplyAdd(w0, low1, w1 * high1), sc, a13);
         }
-        int stride = Rows;
-        (y[o], y[o + 1], y[o + 2], y[o + 3]) = (Vector512.Sum(a00), Vector512.Sum(a01), Vector512.Sum(a02), Vector512.Sum(a03));
-        o += stride;
-        (y[o], y[o + 1], y[o + 2], y[o + 3]) = (Vector512.Sum(a10), Vector512.Sum(a11), Vector512.Sum(a12), Vector512.Sum(a13));
-        o += stride;
-        (y[o], y[o + 1], y[o + 2], y[o + 3]) = (Vector512.Sum(a20), Vector512.Sum(a21), Vector512.Sum(a22), Vector512.Sum(a23));
-        o += stride;
-        (y[o], y[o + 1], y[o + 2], y[o + 3]) = (Vector512.Sum(a30), Vector512.Sum(a31), Vector512.Sum(a32), Vector512.Sum(a33));
+        Kernels.Store(y, o, a00, a01, a02, a03);
+        Kernels.Store(y, o + Rows, a10, a11, a12, a13);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -459,6 +448,11 @@ internal sealed class Q8Matrix : WeightMatrix
 /// <summary>Small vector kernels of the engine.</summary>
 internal static class Kernels
 {
+    /// <summary>The sums of four accumulators into y[o..o+3] (four rows of one product).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Store(float[] y, int o, in Vector512<float> a0, in Vector512<float> a1, in Vector512<float> a2, in Vector512<float> a3) =>
+        (y[o], y[o + 1], y[o + 2], y[o + 3]) = (Vector512.Sum(a0), Vector512.Sum(a1), Vector512.Sum(a2), Vector512.Sum(a3));
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Dot(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
     {
