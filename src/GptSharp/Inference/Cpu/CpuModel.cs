@@ -131,6 +131,7 @@ public sealed class CpuModel : IDisposable
             if ((uint)positions[i] >= (uint)Math.Min(cache.Capacity, config.ContextLength)) throw new ArgumentOutOfRangeException(nameof(positions), positions[i], "The position is beyond the context.");
             if ((uint)slots[i] >= (uint)cache.Slots) throw new ArgumentOutOfRangeException(nameof(slots), slots[i], "No such cache slot.");
         }
+        if (outputs.Length > n || outputs.Any(o => (uint)o >= (uint)n)) throw new ArgumentOutOfRangeException(nameof(outputs), $"Outputs name tokens of this call: at most {n}, each in [0, {n}).");
         if (logits.Length < outputs.Length * config.VocabSize) throw new ArgumentException("The logits buffer is too small.", nameof(logits));
         cache.Ensure(n, c, qkvWidth, h * hd, hidden, swiGlu ? 2 * hidden : hidden);
         float[] x = cache.X, normed = cache.Normed;

@@ -23,9 +23,9 @@ public static class DecodeEngine
         {
             Auto => cpuFits ? WeightFormat.F32 : null,
             Torch => null,
-            "cpu" or "cpu-f32" or "cpu-f16" or "cpu-bf16" or "cpu-q8_0" when !cpuFits =>
+            "cpu" or "cpu-f16" or "cpu-bf16" or "cpu-q8_0" when !cpuFits =>
                 throw new ArgumentException($"--engine {engine} runs on the CPU only, for decoder models; the model is on '{device}'. Use --engine torch."),
-            "cpu" or "cpu-f32" => WeightFormat.F32,
+            "cpu" => WeightFormat.F32,
             "cpu-f16" => WeightFormat.F16,
             "cpu-bf16" => WeightFormat.BF16,
             "cpu-q8_0" => WeightFormat.Q8_0,
