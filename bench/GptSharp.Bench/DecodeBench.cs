@@ -123,13 +123,13 @@ static class DecodeBench
         int[] prompt = [.. Enumerable.Range(0, PromptTokens).Select(i => (i * 977 + 13) % vocab)];
 
         var candidates = new List<(string Name, long Bytes, Func<double> Measure, IDisposable? Owner)>();
-        long f32Bytes = WeightBytes(config, 4);
-        candidates.Add(("libtorch F32", f32Bytes, () => TokensPerSecond(new TokenDecoder(model), prompt), null));
         foreach (var format in new[] { WeightFormat.F32, WeightFormat.F16, WeightFormat.BF16, WeightFormat.Q8_0 })
         {
             var engine = CpuModel.From(model, format);
             candidates.Add(($"GptSharp CPU {format}", engine.BytesPerToken, () => TokensPerSecond(new TokenDecoder(engine), prompt), engine));
         }
+        long f32Bytes = candidates[0].Bytes;   // what every F32 engine reads per token
+        candidates.Insert(0, ("libtorch F32", f32Bytes, () => TokensPerSecond(new TokenDecoder(model), prompt), null));
         var forwardOnly = CpuModel.From(model);
         candidates.Add(("GptSharp CPU F32, Forward alone", forwardOnly.BytesPerToken, () => ForwardOnly(forwardOnly, prompt), forwardOnly));
         foreach (var type in new[] { GgmlType.F32, GgmlType.F16, GgmlType.Q8_0 })
@@ -181,14 +181,6 @@ static class DecodeBench
             Console.WriteLine($"| {rows} | {Median(t):N0} | {Median(e):N0} | {Median(q):N0} |");
         }
         foreach (var candidate in candidates) candidate.Owner?.Dispose();
-    }
-
-    /// <summary>Matrices in F32 (or another width) plus the head; what one token reads.</summary>
-    static long WeightBytes(GptConfig c, int bytesPerValue)
-    {
-        long perLayer = (long)c.Width * (c.Heads + 2 * c.KvHeads) * c.HeadDim + (long)c.Heads * c.HeadDim * c.Width
-                        + (c.Activation == ActivationKind.SwiGlu ? 3L : 2L) * c.Width * c.MlpHidden;
-        return (perLayer * c.Layers + (long)c.VocabSize * c.Width) * bytesPerValue;
     }
 
     /// <summary>Tokens per second after the first (which comes with the prefill).</summary>

@@ -18,9 +18,9 @@ sealed class ChatSettings : CommonSettings
     [CommandOption("--engine")] [Description("What decodes: auto (the CPU engine on a CPU, else libtorch), torch, cpu (F32 weights, equal to libtorch up to rounding), cpu-f16, cpu-bf16 or cpu-q8_0 (weights packed at load: half or a quarter of the bytes per token, slightly different logits).")]
     public string Engine { get; init; } = GptSharp.Inference.Cpu.DecodeEngine.Auto;
 
-    public override Spectre.Console.ValidationResult Validate() => GptSharp.Inference.Cpu.DecodeEngine.Names.Contains(Engine)
-        ? base.Validate()
-        : Spectre.Console.ValidationResult.Error($"--engine must be one of {string.Join(", ", GptSharp.Inference.Cpu.DecodeEngine.Names)}, not '{Engine}'.");
+    public override Spectre.Console.ValidationResult Validate() => GptSharp.Inference.Cpu.DecodeEngine.Problem(Engine) is { } problem
+        ? Spectre.Console.ValidationResult.Error(problem)
+        : base.Validate();
 }
 
 /// <summary><c>gptsharp chat</c>: a streaming REPL over <see cref="ChatSession"/>; Ctrl+C stops the current answer, not the program.</summary>

@@ -39,8 +39,7 @@ sealed class GenerateSettings : CommonSettings
     public override Spectre.Console.ValidationResult Validate()
     {
         if (BestOf < 1) return Spectre.Console.ValidationResult.Error($"--best-of {BestOf}: N must be >= 1.");
-        if (!GptSharp.Inference.Cpu.DecodeEngine.Names.Contains(Engine))
-            return Spectre.Console.ValidationResult.Error($"--engine must be one of {string.Join(", ", GptSharp.Inference.Cpu.DecodeEngine.Names)}, not '{Engine}'.");
+        if (GptSharp.Inference.Cpu.DecodeEngine.Problem(Engine) is { } engineProblem) return Spectre.Console.ValidationResult.Error(engineProblem);
         if (BestOf > 1 && Reward is null) return Spectre.Console.ValidationResult.Error("--best-of needs --reward RUN: the reward model that chooses.");
         if (BestOf > 1 && !Chat) return Spectre.Console.ValidationResult.Error("--best-of chooses among chat answers: add --chat.");
         if (Tools is not null && !Chat) return Spectre.Console.ValidationResult.Error("--tools are offered in a chat: add --chat.");

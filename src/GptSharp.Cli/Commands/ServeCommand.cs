@@ -42,8 +42,7 @@ sealed class ServeSettings : CommonSettings
 
     public override ValidationResult Validate()
     {
-        if (!GptSharp.Inference.Cpu.DecodeEngine.Names.Contains(Engine))
-            return ValidationResult.Error($"--engine must be one of {string.Join(", ", GptSharp.Inference.Cpu.DecodeEngine.Names)}, not '{Engine}'.");
+        if (GptSharp.Inference.Cpu.DecodeEngine.Problem(Engine) is { } engineProblem) return ValidationResult.Error(engineProblem);
         if (Engine is not (GptSharp.Inference.Cpu.DecodeEngine.Torch or GptSharp.Inference.Cpu.DecodeEngine.Auto) && Batching != Batching.Static)
             return ValidationResult.Error($"--engine {Engine} decodes under --batching static; the continuous batcher runs on libtorch. Add --batching static or drop --engine.");
         try

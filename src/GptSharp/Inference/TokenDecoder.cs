@@ -43,7 +43,8 @@ public sealed class TokenDecoder : IDisposable
     /// </summary>
     public static TokenDecoder Create(Gpt model, string engine = Cpu.DecodeEngine.Auto)
     {
-        string device = model.parameters().First().device.type == DeviceType.CPU ? "cpu" : model.parameters().First().device.ToString();
+        var on = model.parameters().First().device;
+        string device = on.type == DeviceType.CPU ? "cpu" : on.ToString();
         return Cpu.DecodeEngine.Format(engine, model.Config, device) is { } format ? new TokenDecoder(Cpu.CpuModel.From(model, format), owns: true) : new TokenDecoder(model);
     }
 

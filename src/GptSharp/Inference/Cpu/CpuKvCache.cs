@@ -25,26 +25,10 @@ public sealed class CpuKvCache
     public int Slots { get; }
     public int Capacity { get; }
 
-    /// <summary>Bytes held by the slots in use.</summary>
-    public long Bytes => _keys.Concat(_values).Sum(a => (long)(a?.Length ?? 0) * 4);
-
     internal float[] Keys(int slot, int layer) => _keys[slot * _config.Layers + layer] ??= Slab();
     internal float[] Values(int slot, int layer) => _values[slot * _config.Layers + layer] ??= Slab();
 
     float[] Slab() => new float[_config.KvHeads * Capacity * _config.HeadDim];
-
-    /// <summary>Copies the first <paramref name="length"/> positions of one slot into another (a shared prefix).</summary>
-    public void CopySlot(int from, int to, int length)
-    {
-        int hd = _config.HeadDim;
-        for (int layer = 0; layer < _config.Layers; layer++)
-            for (int head = 0; head < _config.KvHeads; head++)
-            {
-                int offset = head * Capacity * hd;
-                Array.Copy(Keys(from, layer), offset, Keys(to, layer), offset, length * hd);
-                Array.Copy(Values(from, layer), offset, Values(to, layer), offset, length * hd);
-            }
-    }
 
     /// <summary>Frees a slot's memory (it is taken again on next use).</summary>
     public void Release(int slot)
