@@ -9,6 +9,9 @@ namespace GptSharp.Tests;
 public class BatcherTests
 {
     public static TheoryData<bool> Llama => new() { false, true };
+    /// <summary>Both layouts on libtorch and on the CPU engine (F32, and BF16 for a packed format).</summary>
+    public static TheoryData<bool, string> LayoutsAndEngines => new() { { false, "torch" }, { true, "torch" }, { false, "cpu" }, { true, "cpu" }, { true, "cpu-bf16" } };
+    public static TheoryData<string> Engines => new() { "torch", "cpu" };
 
     static Gpt NewModel(bool llama, int context = 64)
     {
@@ -23,18 +26,19 @@ public class BatcherTests
     static int[] Prompt(int length, int salt) => [.. Enumerable.Range(0, length).Select(i => (i * 7 + salt * 13) % 89)];
 
     [Theory]
-    [MemberData(nameof(Llama))]
-    public async Task EachRequestGetsWhatItGetsAloneWhateverJoinsOrLeavesBesideIt(bool llama)
+    [MemberData(nameof(LayoutsAndEngines))]
+    public async Task EachRequestGetsWhatItGetsAloneWhateverJoinsOrLeavesBesideIt(bool llama, string engine)
     {
         using var model = NewModel(llama);
-        var decoder = new TokenDecoder(model);
+        using var decoder = TokenDecoder.Create(model, engine);
+        Assert.Equal(engine != "torch", decoder.Engine is not null);
         // More requests than slots, of mixed prompt and answer lengths, arriving while others decode; greedy and sampled.
         var rows = Enumerable.Range(0, 9).Select(i => new BatchRow(Prompt(1 + i * 5 % 23, i),
             new SamplingOptions(Temperature: i % 3 == 0 ? 0 : 0.9, TopK: i % 3 == 2 ? 10 : 0, MaxNewTokens: 3 + i * 11 % 30, Seed: 40 + i,
                 StopTokens: i % 4 == 1 ? [7] : null))).ToArray();
         var alone = rows.Select(r => decoder.Generate([r])[0].Generation).ToArray();
 
-        await using var batcher = new ContinuousBatcher(model, new BatcherOptions(Slots: 3, PrefillChunk: 4));
+        await using var batcher = ContinuousBatcher.For(model, decoder, new BatcherOptions(Slots: 3, PrefillChunk: 4));
         var results = new List<Task<BatchResult>>();
         foreach (var row in rows)
         {
@@ -53,11 +57,13 @@ public class BatcherTests
         Assert.True(batcher.PrefillChunks > rows.Length, "no prompt was split into chunks");
     }
 
-    [Fact]
-    public async Task AShortRequestFinishesWhileALongOneDecodes()
+    [Theory]
+    [MemberData(nameof(Engines))]
+    public async Task AShortRequestFinishesWhileALongOneDecodes(string engine)
     {
         using var model = NewModel(llama: false, context: 512);
-        await using var batcher = new ContinuousBatcher(model, new BatcherOptions(Slots: 2));
+        using var decoder = TokenDecoder.Create(model, engine);
+        await using var batcher = ContinuousBatcher.For(model, decoder, new BatcherOptions(Slots: 2));
         int longTokens = 0;
         var started = new TaskCompletionSource();
         var longRequest = batcher.Enqueue(new BatchRow(Prompt(5, 1), new SamplingOptions(Temperature: 0, MaxNewTokens: 400),
@@ -70,11 +76,13 @@ public class BatcherTests
         Assert.Equal(400, (await longRequest).Generation.Tokens.Length);
     }
 
-    [Fact]
-    public async Task ACancelledRequestFreesItsSlotAtOnce()
+    [Theory]
+    [MemberData(nameof(Engines))]
+    public async Task ACancelledRequestFreesItsSlotAtOnce(string engine)
     {
         using var model = NewModel(llama: true, context: 512);
-        await using var batcher = new ContinuousBatcher(model, new BatcherOptions(Slots: 1));
+        using var decoder = TokenDecoder.Create(model, engine);
+        await using var batcher = ContinuousBatcher.For(model, decoder, new BatcherOptions(Slots: 1));
         using var cancel = new CancellationTokenSource();
         var started = new TaskCompletionSource();
         var first = batcher.Enqueue(new BatchRow(Prompt(4, 3), new SamplingOptions(Temperature: 0, MaxNewTokens: 500), _ => started.TrySetResult(), cancel.Token));
@@ -90,15 +98,16 @@ public class BatcherTests
     }
 
     [Theory]
-    [MemberData(nameof(Llama))]
-    public async Task APromptThatRepeatsAnEarlierRequestReusesItsKeysAndGetsTheSameAnswer(bool llama)
+    [MemberData(nameof(LayoutsAndEngines))]
+    public async Task APromptThatRepeatsAnEarlierRequestReusesItsKeysAndGetsTheSameAnswer(bool llama, string engine)
     {
         using var model = NewModel(llama, context: 128);
+        using var decoder = TokenDecoder.Create(model, engine);
         int[] system = Prompt(30, 7);
         var firstTurn = new BatchRow(system, new SamplingOptions(Temperature: 0, MaxNewTokens: 10));
         async Task<(BatchResult First, BatchResult Second)> Chat(bool prefixCache)
         {
-            await using var batcher = new ContinuousBatcher(model, new BatcherOptions(Slots: 2, PrefixCache: prefixCache));
+            await using var batcher = ContinuousBatcher.For(model, decoder, new BatcherOptions(Slots: 2, PrefixCache: prefixCache));
             var first = await batcher.Enqueue(firstTurn);
             // The next turn: the first prompt, its answer, and a new message.
             int[] next = [.. system, .. first.Generation.Tokens, .. Prompt(6, 9)];
@@ -112,13 +121,25 @@ public class BatcherTests
         Assert.Equal(6 + 1, cached.Second.Timings.PromptTokens);
         Assert.Equal(0, uncached.Second.Timings!.CachedTokens);
         Assert.Equal(uncached.Second.Generation.Tokens, cached.Second.Generation.Tokens);
+        // A later request that shares only the system prompt reuses that and must not see the old turn's keys beyond it.
+        int[] other = [.. system, .. Prompt(5, 11)];
+        var expected = decoder.Generate([new BatchRow(other, new SamplingOptions(Temperature: 0, MaxNewTokens: 12))])[0].Generation.Tokens;
+        await using (var batcher = ContinuousBatcher.For(model, decoder, new BatcherOptions(Slots: 1)))
+        {
+            await batcher.Enqueue(new BatchRow([.. system, .. Prompt(20, 12)], new SamplingOptions(Temperature: 0, MaxNewTokens: 15)));
+            var reused = await batcher.Enqueue(new BatchRow(other, new SamplingOptions(Temperature: 0, MaxNewTokens: 12)));
+            Assert.Equal(system.Length, reused.Timings!.CachedTokens);
+            Assert.Equal(expected, reused.Generation.Tokens);
+        }
     }
 
-    [Fact]
-    public async Task EachRequestHasItsOwnContextBudgetAndBadRowsFailAlone()
+    [Theory]
+    [MemberData(nameof(Engines))]
+    public async Task EachRequestHasItsOwnContextBudgetAndBadRowsFailAlone(string engine)
     {
         using var model = NewModel(llama: false, context: 32);
-        await using var batcher = new ContinuousBatcher(model, new BatcherOptions(Slots: 3));
+        using var decoder = TokenDecoder.Create(model, engine);
+        await using var batcher = ContinuousBatcher.For(model, decoder, new BatcherOptions(Slots: 3));
         var full = batcher.Enqueue(new BatchRow(Prompt(30, 1), new SamplingOptions(Temperature: 0, MaxNewTokens: 50)));
         var shortOne = batcher.Enqueue(new BatchRow(Prompt(2, 2), new SamplingOptions(Temperature: 0, MaxNewTokens: 20)));
         var tooLong = batcher.Enqueue(new BatchRow(Prompt(40, 3), new SamplingOptions(Temperature: 0, MaxNewTokens: 5)));

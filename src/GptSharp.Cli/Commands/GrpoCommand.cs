@@ -40,6 +40,8 @@ sealed class GrpoSettings : TrainingSettings
     public int? MaxNewTokens { get; init; }
     [CommandOption("--temperature")] [Description("Sampling temperature (log-probabilities are taken at it too).")]
     public double? Temperature { get; init; }
+    [CommandOption("--rollout-engine")] [Description("What samples the rollouts: auto (the CPU engine on a CPU), torch, cpu, cpu-f16, cpu-bf16 or cpu-q8_0 (see generate --engine).")]
+    public string? RolloutEngine { get; init; }
     [CommandOption("--loss")] [Description("grpo, dr_grpo (no std or length normalisation) or dapo (token-level mean, clip-higher).")]
     public string Loss { get; init; } = "grpo";
     [CommandOption("--clip")] [Description("Ratio clip ε.")]
@@ -54,8 +56,10 @@ sealed class GrpoSettings : TrainingSettings
     public bool KeepTruncated { get; init; }
 
     protected override TrainingConfig StageDefaults => GrpoRun.Defaults;
-    public override ValidationResult Validate() => BatchSize is not null
-        ? ValidationResult.Error("--batch-size: GRPO's optimisation batch is --minibatch.") : base.Validate();
+    public override ValidationResult Validate() =>
+        BatchSize is not null ? ValidationResult.Error("--batch-size: GRPO's optimisation batch is --minibatch.")
+        : RolloutEngine is not null && GptSharp.Inference.Cpu.DecodeEngine.Problem(RolloutEngine, "--rollout-engine") is { } problem ? ValidationResult.Error(problem)
+        : base.Validate();
     public override IEnumerable<object> Defaults => [.. base.Defaults, new GrpoConfig()];
 
     public GrpoConfig Grpo() => OptionDefaults.Apply(this, new GrpoConfig()) with

@@ -49,14 +49,18 @@ sealed class PpoSettings : TrainingSettings
     public int? MaxNewTokens { get; init; }
     [CommandOption("--temperature")] [Description("Rollout sampling temperature (log-probabilities are taken at it too).")]
     public double? Temperature { get; init; }
+    [CommandOption("--rollout-engine")] [Description("What samples the rollouts: auto (the CPU engine on a CPU), torch, cpu, cpu-f16, cpu-bf16 or cpu-q8_0 (see generate --engine).")]
+    public string? RolloutEngine { get; init; }
     [CommandOption("--entropy")] [Description("Entropy bonus coefficient.")]
     public double? EntropyCoefficient { get; init; }
     [CommandOption("--ptx")] [Description("Pretraining-mix (PPO-ptx) loss weight; needs --ptx-data.")]
     public double? PtxCoefficient { get; init; }
 
     protected override TrainingConfig StageDefaults => PpoRun.Defaults;
-    public override Spectre.Console.ValidationResult Validate() => BatchSize is not null
-        ? Spectre.Console.ValidationResult.Error("--batch-size: PPO's optimisation batch is --minibatch.") : base.Validate();
+    public override Spectre.Console.ValidationResult Validate() =>
+        BatchSize is not null ? Spectre.Console.ValidationResult.Error("--batch-size: PPO's optimisation batch is --minibatch.")
+        : RolloutEngine is not null && GptSharp.Inference.Cpu.DecodeEngine.Problem(RolloutEngine, "--rollout-engine") is { } problem ? Spectre.Console.ValidationResult.Error(problem)
+        : base.Validate();
     public override IEnumerable<object> Defaults => [.. base.Defaults, new PpoConfig(), new GptSharp.Models.LoraConfig()];
 }
 

@@ -33,8 +33,8 @@ sealed class ServeSettings : CommonSettings
     public double ShutdownGrace { get; init; } = 10;
     [CommandOption("--allow-nonfinite")] [Description("Load weights that hold NaN or infinity instead of refusing them.")]
     public bool AllowNonFinite { get; init; }
-    [CommandOption("--engine")] [Description("What decodes under --batching static: torch (default), cpu, cpu-f16, cpu-bf16 or cpu-q8_0 (see generate --engine). The continuous batcher runs on libtorch.")]
-    public string Engine { get; init; } = GptSharp.Inference.Cpu.DecodeEngine.Torch;
+    [CommandOption("--engine")] [Description("What decodes: auto (default: the CPU engine on a CPU), torch, cpu, cpu-f16, cpu-bf16 or cpu-q8_0 (see generate --engine).")]
+    public string Engine { get; init; } = GptSharp.Inference.Cpu.DecodeEngine.Auto;
 
     public ServerOptions Options() => new(Host, Port, ApiKey, MaxConcurrent: MaxConcurrent, MaxQueue: MaxQueue,
         AllowedHosts: AllowedHosts?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
@@ -43,8 +43,6 @@ sealed class ServeSettings : CommonSettings
     public override ValidationResult Validate()
     {
         if (GptSharp.Inference.Cpu.DecodeEngine.Problem(Engine) is { } engineProblem) return ValidationResult.Error(engineProblem);
-        if (Engine is not (GptSharp.Inference.Cpu.DecodeEngine.Torch or GptSharp.Inference.Cpu.DecodeEngine.Auto) && Batching != Batching.Static)
-            return ValidationResult.Error($"--engine {Engine} decodes under --batching static; the continuous batcher runs on libtorch. Add --batching static or drop --engine.");
         try
         {
             Options().Validate();
@@ -65,8 +63,7 @@ sealed class ServeCommand : AsyncCommand<ServeSettings>
         var options = s.Options();
         var bind = options.BindAddress(); // before loading weights: a mistyped host fails at once
         TorchRuntime.Initialize(s.Threads);
-        var models = s.RunDir.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(spec => ServedModel.Load(spec, s.AllowNonFinite,
-            s.Batching == Batching.Static ? s.Engine : GptSharp.Inference.Cpu.DecodeEngine.Torch)).ToList();
+        var models = s.RunDir.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(spec => ServedModel.Load(spec, s.AllowNonFinite, s.Engine)).ToList();
         await using var server = new GptServer(models, options);
         await server.StartAsync(cancellation);
         if (server.ExposedWithoutKey)

@@ -123,7 +123,8 @@ sealed class SpeedrunCommand : Command<SpeedrunSettings>
             {
                 var tokenizer = GptTokenizer.Load(state.Tokenizer);
                 AnsiConsole.MarkupLine("[bold]Samples from the pretrained model[/] (temperature 0.8, top-k 50):");
-                var samples = new TokenDecoder(model).Generate([.. SamplePrompts.Select(p => (int[])[tokenizer.BosId, .. tokenizer.Encode(p)])],
+                using var decoder = TokenDecoder.Create(model);
+                var samples = decoder.Generate([.. SamplePrompts.Select(p => (int[])[tokenizer.BosId, .. tokenizer.Encode(p)])],
                     new SamplingOptions(Temperature: 0.8, TopK: 50, MaxNewTokens: 48, StopTokens: [tokenizer.BosId, tokenizer.EosId]));
                 for (int i = 0; i < SamplePrompts.Length; i++)
                     AnsiConsole.WriteLine(SamplePrompts[i] + tokenizer.Decode(samples[i].Tokens.Where(t => !tokenizer.IsSpecial(t))));
@@ -270,7 +271,8 @@ sealed class SpeedrunCommand : Command<SpeedrunSettings>
             var tokenizer = GptTokenizer.Load(chatState.Tokenizer);
             var template = new ChatTemplate(tokenizer);
             AnsiConsole.MarkupLine("[bold]Chats with the RLHF (PPO) model[/] (temperature 0.7):");
-            var answers = new TokenDecoder(chatModel).Generate([.. SampleQuestions.Select(q => template.RenderPrompt([new ChatMessage(ChatRoles.User, q)]))],
+            using var decoder = TokenDecoder.Create(chatModel);
+            var answers = decoder.Generate([.. SampleQuestions.Select(q => template.RenderPrompt([new ChatMessage(ChatRoles.User, q)]))],
                 new SamplingOptions(Temperature: 0.7, TopK: 50, MaxNewTokens: 64, StopTokens: [tokenizer.EndId, tokenizer.BosId]));
             for (int i = 0; i < SampleQuestions.Length; i++)
             {

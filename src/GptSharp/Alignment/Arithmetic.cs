@@ -80,7 +80,8 @@ public static class Arithmetic
         var prompts = problems.Select(p => p.Question).ToList();
         var tools = withTool ? Tools : null;
         var rendered = Rollout.RenderPrompts(tokenizer, prompts, tools);
-        var answers = new TokenDecoder(model).Generate(rendered, new SamplingOptions(Temperature: 0, MaxNewTokens: maxNewTokens,
+        using var decoder = TokenDecoder.Create(model);
+        var answers = decoder.Generate(rendered, new SamplingOptions(Temperature: 0, MaxNewTokens: maxNewTokens,
             StopTokens: [tokenizer.EndId, tokenizer.BosId]), interject: tools?.Interjection(tokenizer));
         var completions = Rewards.Describe(tokenizer, prompts, rendered, [.. answers.Select(a => a.Tokens)],
             [.. answers.Select(a => a.Finish != FinishReason.Stop)], [.. answers.Select(a => a.Inserted)]);

@@ -49,7 +49,8 @@ public static class FormScore
         var template = new ChatTemplate(tokenizer);
         var rendered = prompts.SelectMany(p => Enumerable.Repeat(template.RenderPrompt([new ChatMessage(ChatRoles.User, p)]), bestOf)).ToList();
         var options = new SamplingOptions(Temperature: temperature, TopK: 50, MaxNewTokens: 80, Seed: seed, StopTokens: [tokenizer.EndId, tokenizer.BosId]);
-        var answers = new TokenDecoder(model).Generate(rendered, options);   // row r samples with seed + r
+        using var decoder = TokenDecoder.Create(model);
+        var answers = decoder.Generate(rendered, options);   // row r samples with seed + r
         var completions = Rewards.Describe(tokenizer, [.. prompts.SelectMany(p => Enumerable.Repeat(p, bestOf))], rendered,
             [.. answers.Select(a => a.Tokens)], [.. answers.Select(a => a.Finish != FinishReason.Stop)]);
         double[]? scores = bestOf > 1 ? chooser!(completions) : null;

@@ -20,6 +20,9 @@ public sealed record GrpoConfig
     public int MaxNewTokens { get; init; } = 64;
     /// <summary>Sampling temperature of the rollouts; log-probabilities are taken at it too.</summary>
     public double Temperature { get; init; } = 1.0;
+    /// <summary>What samples the rollouts (<see cref="Inference.Cpu.DecodeEngine"/>): <c>auto</c> is the CPU engine on a
+    /// CPU, the policy's weights packed afresh for every rollout.</summary>
+    public string RolloutEngine { get; init; } = Inference.Cpu.DecodeEngine.Auto;
     public GrpoLoss Loss { get; init; } = GrpoLoss.Grpo;
     /// <summary>ε: the ratio is clipped to [1 − ε, 1 + ε] (the upper bound is <see cref="ClipHigh"/> for DAPO).</summary>
     public double Clip { get; init; } = 0.2;
@@ -49,6 +52,7 @@ public sealed record GrpoConfig
         if (Clip is <= 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(Clip), Clip, "The clip ε must be in (0, 1).");
         if (ClipHigh <= 0) throw new ArgumentOutOfRangeException(nameof(ClipHigh), ClipHigh, "ε_high must be > 0.");
         if (Beta < 0) throw new ArgumentOutOfRangeException(nameof(Beta), Beta, "β must be >= 0.");
+        if (Inference.Cpu.DecodeEngine.Problem(RolloutEngine, nameof(RolloutEngine)) is { } problem) throw new ArgumentException(problem, nameof(RolloutEngine));
         return this;
     }
 }
@@ -118,7 +122,7 @@ public sealed class GrpoExperience : IBatchSource<GrpoBatch>, IDisposable
         using var noGrad = no_grad();
         _policy.eval();
         using var rollout = Rollout.Sample(_policy, _tokenizer, prompts, _config.Temperature, _config.MaxNewTokens,
-            _seed * 1000 + (long)_iteration * prompts.Count, keepTruncated: !_config.MaskTruncated, tools: _tools);
+            _seed * 1000 + (long)_iteration * prompts.Count, keepTruncated: !_config.MaskTruncated, tools: _tools, engine: _config.RolloutEngine);
         var rewards = _reward(rollout.Completions);
         double[]? gold = _gold?.Invoke(rollout.Completions);
         var advantages = GrpoMath.GroupAdvantages(rewards, _config.GroupSize, scaleByStd: _config.Loss != GrpoLoss.DrGrpo);

@@ -21,6 +21,9 @@ public sealed record PpoConfig
     /// <summary>Sampling temperature of the rollouts; log-probabilities (policy and reference) are taken at the same
     /// temperature, so the policy is optimised as it will be sampled.</summary>
     public double Temperature { get; init; } = 0.7;
+    /// <summary>What samples the rollouts (<see cref="Inference.Cpu.DecodeEngine"/>): <c>auto</c> is the CPU engine on a
+    /// CPU, the policy's weights packed afresh for every rollout.</summary>
+    public string RolloutEngine { get; init; } = Inference.Cpu.DecodeEngine.Auto;
     /// <summary>β of the KL penalty; with <see cref="KlTarget"/> set, its starting value.</summary>
     public double KlCoefficient { get; init; } = 0.1;
     /// <summary>Adaptive KL (Ziegler et al. 2019): after each rollout β is scaled towards keeping the mean KL per answer
@@ -229,7 +232,7 @@ public sealed class PpoExperience : IBatchSource<PpoBatch>, IDisposable
         using var noGrad = no_grad();
         _model.eval();
         using var rollout = Rollout.Sample(_model.Actor, _tokenizer, prompts, _config.Temperature, _config.MaxNewTokens,
-            _seed * 1000 + _iteration * _config.RolloutPrompts);
+            _seed * 1000 + _iteration * _config.RolloutPrompts, engine: _config.RolloutEngine);
         var (seq, pos, tok, m) = (rollout.Sequences, rollout.Positions, rollout.Tokens, rollout.Mask);
         int b = rollout.Rows;
         var rawScores = _score(rollout.Completions);

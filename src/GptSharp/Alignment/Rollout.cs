@@ -29,13 +29,16 @@ public sealed class Rollout : IDisposable
     /// <param name="keepTruncated">When false, answers cut by the length limit get mask 0: they are scored but not learned from.</param>
     /// <param name="tools">Tools offered in a system turn and run when the policy calls them; their answers are part
     /// of the completion but carry mask 0.</param>
+    /// <param name="engine">What samples (<see cref="Inference.Cpu.DecodeEngine"/>): by default the CPU engine on a CPU,
+    /// with the policy's current weights packed for this rollout.</param>
     public static Rollout Sample(Gpt policy, GptTokenizer tokenizer, IReadOnlyList<string> prompts, double temperature, int maxNewTokens, long seed,
-        bool keepTruncated = true, ToolBox? tools = null)
+        bool keepTruncated = true, ToolBox? tools = null, string engine = Inference.Cpu.DecodeEngine.Auto)
     {
         var rendered = RenderPrompts(tokenizer, prompts, tools);
         int room = policy.Config.ContextLength - rendered.Max(r => r.Length);
         if (room < 1) throw new ArgumentException($"A prompt fills the model's context of {policy.Config.ContextLength} tokens: no room for an answer.", nameof(prompts));
-        var answers = new TokenDecoder(policy).Generate(rendered, new SamplingOptions(Temperature: temperature, TopK: 0, TopP: 1.0,
+        using var decoder = TokenDecoder.Create(policy, engine);
+        var answers = decoder.Generate(rendered, new SamplingOptions(Temperature: temperature, TopK: 0, TopP: 1.0,
             MaxNewTokens: Math.Min(maxNewTokens, room), Seed: seed, StopTokens: [tokenizer.EndId, tokenizer.BosId]), interject: tools?.Interjection(tokenizer));
         var truncated = answers.Select(a => a.Finish != FinishReason.Stop).ToList();
         var completions = Rewards.Describe(tokenizer, prompts, rendered, [.. answers.Select(a => a.Tokens)], truncated, [.. answers.Select(a => a.Inserted)]);

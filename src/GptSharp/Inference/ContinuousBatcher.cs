@@ -45,10 +45,9 @@ public sealed class ContinuousBatcher : IGenerationScheduler
         public double QueueMs = -1, PrefillMs, FirstTokenMs;
     }
 
-    readonly Gpt _model;
     readonly TokenDecoder _rules;
     readonly BatcherOptions _options;
-    readonly SlotKvCache _cache;
+    readonly ISlotModel _slots;
     readonly List<int>[] _slotTokens;   // the tokens whose keys each slot holds, in order
     readonly long[] _slotLastUsed;
     readonly Request?[] _slotOwner;
@@ -59,13 +58,24 @@ public sealed class ContinuousBatcher : IGenerationScheduler
     long _clock;
     int _waiting, _busy;
 
+    /// <summary>Batches requests to <paramref name="model"/> on libtorch.</summary>
     public ContinuousBatcher(Gpt model, BatcherOptions? options = null)
+        : this(new TorchSlots(model, (options ?? new BatcherOptions()).Validate().Slots), new TokenDecoder(model), options) { }
+
+    /// <summary>Batches requests on the CPU engine (<see cref="Cpu.CpuModel"/>; not disposed with the batcher).</summary>
+    public ContinuousBatcher(Cpu.CpuModel engine, BatcherOptions? options = null)
+        : this(new CpuSlots(engine, (options ?? new BatcherOptions()).Validate().Slots), new TokenDecoder(engine), options) { }
+
+    /// <summary>Batches requests on the engine a decoder runs on: its CPU engine, or libtorch over <paramref name="model"/>.</summary>
+    public static ContinuousBatcher For(Gpt model, TokenDecoder decoder, BatcherOptions? options = null) =>
+        decoder.Engine is { } engine ? new ContinuousBatcher(engine, options) : new ContinuousBatcher(model, options);
+
+    ContinuousBatcher(ISlotModel slots, TokenDecoder rules, BatcherOptions? options)
     {
         _options = (options ?? new BatcherOptions()).Validate();
-        _model = model;
-        _rules = new TokenDecoder(model);
-        _device = model.parameters().First().device;
-        _cache = new SlotKvCache(model.Config, _options.Slots, _device, model.parameters().First().dtype);
+        _slots = slots;
+        _rules = rules;   // for its checks of a request and its prompt truncation
+        _device = slots.Device;
         _slotTokens = [.. Enumerable.Range(0, _options.Slots).Select(_ => new List<int>())];
         _slotLastUsed = new long[_options.Slots];
         _slotOwner = new Request?[_options.Slots];
@@ -121,7 +131,7 @@ public sealed class ContinuousBatcher : IGenerationScheduler
         }
         foreach (var request in _prefilling.Concat(_running).ToList())
             request.Done.TrySetException(new ObjectDisposedException(nameof(ContinuousBatcher)));
-        _cache.Dispose();
+        _slots.Dispose();
     }
 
     /// <summary>Moves waiting requests into free slots, each into the slot that already holds most of its prompt.</summary>
@@ -143,7 +153,7 @@ public sealed class ContinuousBatcher : IGenerationScheduler
             request.Prompt = _rules.PromptOf(request.Row);
             var (slot, shared) = ChooseSlot(request.Prompt);
             int reuse = Math.Min(shared, request.Prompt.Length - 1);   // the last prompt token runs again: its logits choose the first answer token
-            _cache.Truncate(slot, reuse);
+            _slots.Truncate(slot, reuse);
             _slotTokens[slot].RemoveRange(reuse, _slotTokens[slot].Count - reuse);
             (request.Slot, request.Fed, request.Cached) = (slot, reuse, reuse);
             request.Decoding = new RowDecoding(request.Row, request.Prompt, _device);
@@ -189,8 +199,7 @@ public sealed class ContinuousBatcher : IGenerationScheduler
             try
             {
                 var chunk = request.Prompt.AsSpan(request.Fed, count).ToArray();
-                _cache.Select(request.Slot);
-                logits = _model.Forward(tensor(chunk.Select(t => (long)t).ToArray(), [1, count], device: _device), _cache);   // (1, count, V)
+                logits = _slots.Prefill(request.Slot, request.Fed, chunk);   // (V)
                 _slotTokens[request.Slot].AddRange(chunk);
                 request.Fed += count;
                 PrefillChunks++;
@@ -204,7 +213,7 @@ public sealed class ContinuousBatcher : IGenerationScheduler
             if (request.Fed < request.Prompt.Length) continue;
             _prefilling.Remove(request);
             request.FirstTokenMs = request.Clock.Elapsed.TotalMilliseconds;
-            if (Continue(request, logits[0, -1])) _running.Add(request);
+            if (Continue(request, logits)) _running.Add(request);
         }
     }
 
@@ -214,12 +223,12 @@ public sealed class ContinuousBatcher : IGenerationScheduler
         if (_running.Count == 0) return;
         _running.Sort((a, b) => a.Slot.CompareTo(b.Slot));   // neighbouring slots are read as one view, without a copy
         int[] slots = [.. _running.Select(r => r.Slot)];
-        long[] next = [.. _running.Select(r => (long)r.Decoding!.Next)];
+        int[] next = [.. _running.Select(r => r.Decoding!.Next)];
+        int[] positions = [.. slots.Select(s => _slotTokens[s].Count)];
         Tensor logits;
         try
         {
-            _cache.Select(slots);
-            logits = _model.Forward(tensor(next, [next.Length, 1], device: _device), _cache);   // (B, 1, V)
+            logits = _slots.Decode(slots, next, positions);   // (B, V)
         }
         catch (Exception e)
         {
@@ -228,16 +237,16 @@ public sealed class ContinuousBatcher : IGenerationScheduler
         }
         DecodeSteps++;
         LargestBatch = Math.Max(LargestBatch, slots.Length);
-        for (int k = 0; k < next.Length; k++) _slotTokens[slots[k]].Add((int)next[k]);
+        for (int k = 0; k < next.Length; k++) _slotTokens[slots[k]].Add(next[k]);
         foreach (var (request, k) in _running.Select((r, k) => (r, k)).ToList())
-            if (!Continue(request, logits[k, 0])) _running.Remove(request);
+            if (!Continue(request, logits[k])) _running.Remove(request);
     }
 
     /// <summary>Feeds a request's next-token logits to its sampler; completes it and frees its slot when it ended.</summary>
     bool Continue(Request request, Tensor logits)
     {
         var decoding = request.Decoding!;
-        if (decoding.Step(logits) && _cache.LengthOf(request.Slot) >= _cache.Capacity) decoding.End(FinishReason.ContextFull);
+        if (decoding.Step(logits) && _slotTokens[request.Slot].Count >= _slots.ContextLength) decoding.End(FinishReason.ContextFull);
         if (decoding.Active) return true;
         Complete(request);
         return false;
@@ -261,7 +270,7 @@ public sealed class ContinuousBatcher : IGenerationScheduler
         _prefilling.Remove(request);
         _running.Remove(request);
         // What the slot holds may be half written: forget it rather than offer it to the next request.
-        _cache.Truncate(request.Slot, 0);
+        _slots.Truncate(request.Slot, 0);
         _slotTokens[request.Slot].Clear();
         Release(request);
         request.Done.TrySetResult(new BatchResult(new Generation(request.Prompt, [], FinishReason.Length), false, error));
@@ -278,5 +287,78 @@ public sealed class ContinuousBatcher : IGenerationScheduler
     {
         _queue.Writer.TryComplete();
         await _worker;
+    }
+
+    /// <summary>The model under the batcher: a KV cache of slots, and forward passes that extend them.</summary>
+    interface ISlotModel : IDisposable
+    {
+        int ContextLength { get; }
+        int VocabSize { get; }
+        Device Device { get; }
+        /// <summary>Runs <paramref name="chunk"/> at positions <paramref name="start"/>… of <paramref name="slot"/>; the logits (V) of its last token.</summary>
+        Tensor Prefill(int slot, int start, int[] chunk);
+        /// <summary>Feeds token k at position k of slot k, one each; their logits (B, V).</summary>
+        Tensor Decode(int[] slots, int[] tokens, int[] positions);
+        /// <summary>Forgets all but the first <paramref name="length"/> positions of a slot.</summary>
+        void Truncate(int slot, int length);
+    }
+
+    /// <summary>libtorch: <see cref="Gpt.Forward"/> over a <see cref="SlotKvCache"/>.</summary>
+    sealed class TorchSlots(Gpt model, int slots) : ISlotModel
+    {
+        readonly SlotKvCache _cache = new(model.Config, slots, model.parameters().First().device, model.parameters().First().dtype);
+
+        public int ContextLength => model.Config.ContextLength;
+        public int VocabSize => model.Config.VocabSize;
+        public Device Device { get; } = model.parameters().First().device;
+
+        public Tensor Prefill(int slot, int start, int[] chunk)
+        {
+            _cache.Select(slot);
+            return model.Forward(tensor(chunk.Select(t => (long)t).ToArray(), [1, chunk.Length], device: Device), _cache)[0, -1];   // (1, T, V) → (V)
+        }
+
+        public Tensor Decode(int[] slots, int[] tokens, int[] positions)
+        {
+            _cache.Select(slots);
+            return model.Forward(tensor(tokens.Select(t => (long)t).ToArray(), [tokens.Length, 1], device: Device), _cache).select(1, 0);   // (B, 1, V) → (B, V)
+        }
+
+        public void Truncate(int slot, int length) => _cache.Truncate(slot, length);
+        public void Dispose() => _cache.Dispose();
+    }
+
+    /// <summary>The CPU engine over its own cache; logits are handed out as views of two buffers, one per kind of call.</summary>
+    sealed class CpuSlots(Cpu.CpuModel engine, int slots) : ISlotModel
+    {
+        readonly Cpu.CpuKvCache _cache = new(engine.Config, slots);
+        readonly float[] _prefillLogits = new float[engine.Config.VocabSize], _decodeLogits = new float[slots * engine.Config.VocabSize];
+        readonly int[] _decodeOutputs = [.. Enumerable.Range(0, slots)];
+
+        public int ContextLength => engine.Config.ContextLength;
+        public int VocabSize => engine.Config.VocabSize;
+        public Device Device => CPU;
+
+        public Tensor Prefill(int slot, int start, int[] chunk)
+        {
+            int n = chunk.Length;
+            engine.Forward(_cache, n, chunk, [.. Enumerable.Repeat(slot, n)], [.. Enumerable.Range(start, n)], [n - 1], _prefillLogits);
+            return frombuffer(_prefillLogits, ScalarType.Float32);
+        }
+
+        public Tensor Decode(int[] slots, int[] tokens, int[] positions)
+        {
+            int b = slots.Length;
+            engine.Forward(_cache, b, tokens, slots, positions, _decodeOutputs[..b], _decodeLogits);
+            return frombuffer(_decodeLogits, ScalarType.Float32).narrow(0, 0, (long)b * VocabSize).view(b, VocabSize);
+        }
+
+        // Positions past a slot's length are never attended to and are overwritten when the slot grows again.
+        public void Truncate(int slot, int length) { }
+
+        public void Dispose()
+        {
+            for (int slot = 0; slot < _cache.Slots; slot++) _cache.Release(slot);
+        }
     }
 }

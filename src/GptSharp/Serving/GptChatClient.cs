@@ -28,7 +28,7 @@ public sealed class GptChatClient : IChatClient, IEmbeddingGenerator<string, Emb
     public GptChatClient(ServedModel model, BatcherOptions? options = null, bool ownsModel = false)
     {
         (_model, _ownsModel) = (model, ownsModel);
-        _batcher = new ContinuousBatcher(model.Model, options ?? new BatcherOptions());
+        _batcher = ContinuousBatcher.For(model.Model, model.Decoder, options ?? new BatcherOptions());
     }
 
     /// <summary>Loads a run folder (as <c>gptsharp serve</c> does) and answers with it.</summary>

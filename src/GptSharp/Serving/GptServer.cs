@@ -45,7 +45,7 @@ public sealed class GptServer : IAsyncDisposable
         _models = models.ToDictionary(m => m.Name);
         _schedulers = models.ToDictionary(m => m.Name, m => options.Batching == Batching.Static
             ? (IGenerationScheduler)new DecodeScheduler(m, options.MaxConcurrent, options.MaxQueue)
-            : new ContinuousBatcher(m.Model, new BatcherOptions(options.MaxConcurrent, options.MaxQueue, PrefixCache: options.PrefixCache)));
+            : ContinuousBatcher.For(m.Model, m.Decoder, new BatcherOptions(options.MaxConcurrent, options.MaxQueue, PrefixCache: options.PrefixCache)));
         _metrics = new ServerMetrics(_schedulers);
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();

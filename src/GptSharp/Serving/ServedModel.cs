@@ -34,8 +34,8 @@ public sealed class ServedModel : IDisposable
 
     /// <summary>Loads <c>name=folder</c>, or a folder named by its last path component (a PPO run's <c>policy</c> folder by its run's).</summary>
     /// <param name="allowNonFinite">Serve weights holding NaN or infinity instead of refusing them on load.</param>
-    /// <param name="engine">What <see cref="Decoder"/> runs on (<see cref="Inference.Cpu.DecodeEngine"/>); the continuous batcher always uses libtorch.</param>
-    public static ServedModel Load(string spec, bool allowNonFinite = false, string engine = Inference.Cpu.DecodeEngine.Torch)
+    /// <param name="engine">What <see cref="Decoder"/> and a batcher over this model run on (<see cref="Inference.Cpu.DecodeEngine"/>).</param>
+    public static ServedModel Load(string spec, bool allowNonFinite = false, string engine = Inference.Cpu.DecodeEngine.Auto)
     {
         int equals = spec.IndexOf('=');
         string path = equals > 0 ? spec[(equals + 1)..] : spec;

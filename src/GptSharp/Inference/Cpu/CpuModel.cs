@@ -121,6 +121,13 @@ public sealed class CpuModel : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void Forward(CpuKvCache cache, int n, int[] tokens, int[] slots, int[] positions, int[] outputs, float[] logits)
     {
+        // The pool and the work items are the model's own: one forward pass at a time (a chat and a batcher may share a model).
+        lock (_pool) ForwardLocked(cache, n, tokens, slots, positions, outputs, logits);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    void ForwardLocked(CpuKvCache cache, int n, int[] tokens, int[] slots, int[] positions, int[] outputs, float[] logits)
+    {
         var config = Config;
         int c = config.Width, hd = config.HeadDim, h = config.Heads, kvh = config.KvHeads, hidden = config.MlpHidden;
         int qkvWidth = (h + 2 * kvh) * hd;

@@ -16,8 +16,8 @@ public static class DecodeEngine
     public static IReadOnlyList<string> Names { get; } = [Auto, Torch, "cpu", "cpu-f16", "cpu-bf16", "cpu-q8_0"];
 
     /// <summary>Why <paramref name="engine"/> is not an engine name (listing the names), or null when it is.</summary>
-    public static string? Problem(string engine) =>
-        Names.Contains(engine) ? null : $"--engine must be one of {string.Join(", ", Names)}, not '{engine}'.";
+    public static string? Problem(string engine, string option = "--engine") =>
+        Names.Contains(engine) ? null : $"{option} must be one of {string.Join(", ", Names)}, not '{engine}'.";
 
     /// <summary>The CPU engine's weight format an engine name asks for, or null for libtorch; throws naming the choices.</summary>
     public static WeightFormat? Format(string engine, GptConfig config, string device = "cpu")
