@@ -12,8 +12,8 @@ namespace GptSharp.Bench;
 
 /// <summary>
 /// The server under a mixed load: requests arrive as a Poisson process, at most C in flight (C = 2, 4, 8), with prompts
-/// of 8–300 words and answers of 16–128 tokens; the continuous batcher and the static batcher it replaced run the same
-/// schedule one after the other at each level. Then a chat's second turn with and without the prefix cache. The model
+/// of 8–300 words and answers of 16–128 tokens; the continuous batcher and the static batcher it replaced, each on
+/// libtorch and on the CPU engine, run the same schedule one after the other at each level. Then a chat's second turn with and without the prefix cache. The model
 /// has random weights (GPT-2 shaped, 6 layers, width 256, context 512, gpt2 tokenizer), so no trained run is needed.
 /// </summary>
 static class ServeBench
@@ -34,19 +34,20 @@ static class ServeBench
             var config = GptConfig.Gpt2(tokenizer.VocabSize, 512, 6, 8, 256);
             using (var model = new Gpt(config))
                 Checkpoint.Save(dir, model, null, new TrainingState(0, "0:0", "", "gpt2"));
-            using var served = ServedModel.Load($"bench={dir}");
+            using var served = ServedModel.Load($"bench={dir}");   // the default engine: the CPU engine here
+            using var servedTorch = ServedModel.Load($"bench={dir}", engine: GptSharp.Inference.Cpu.DecodeEngine.Torch);
             ReportStepCost(served);
 
             Console.WriteLine($"\n## Serving under a mixed load ({Requests} requests, Poisson arrivals at {ArrivalsPerSecond}/s, {Slots} slots, streamed)");
-            Console.WriteLine("| in flight | batching | failed | tok/s | first token p50 / p95 ms | latency p50 / p95 ms |");
-            Console.WriteLine("|---|---|---|---|---|---|");
+            Console.WriteLine("| in flight | batching | engine | failed | tok/s | first token p50 / p95 ms | latency p50 / p95 ms |");
+            Console.WriteLine("|---|---|---|---|---|---|---|");
+            var runs = new[] { (Batching.Continuous, served), (Batching.Continuous, servedTorch), (Batching.Static, served), (Batching.Static, servedTorch) };
             foreach (int concurrency in new[] { 2, 4, 8 })
             {
                 var jobs = Schedule(seed: concurrency);
-                // Alternate which goes first, so neither always runs on a warmer machine.
-                var order = concurrency % 4 == 0 ? new[] { Batching.Static, Batching.Continuous } : new[] { Batching.Continuous, Batching.Static };
-                foreach (var batching in order)
-                    Report(concurrency, batching, Measure(served, batching, prefixCache: true, concurrency, jobs).GetAwaiter().GetResult());
+                // Rotate which goes first, so none always runs on a warmer machine.
+                foreach (var (batching, model) in runs.Skip(concurrency % runs.Length).Concat(runs.Take(concurrency % runs.Length)))
+                    Report(concurrency, batching, model.Decoder.Engine is null ? "libtorch" : "CPU F32", Measure(model, batching, prefixCache: true, concurrency, jobs).GetAwaiter().GetResult());
             }
 
             Console.WriteLine("\n## A chat's second turn (a 400-word system prompt, a 32-token first answer), 5 pairs interleaved");
@@ -105,7 +106,15 @@ static class ServeBench
             cache.Advance(200);
             model.Forward(randint(0, 1000, [Slots, 1]), cache);
         });
-        Console.WriteLine($"\nOne prefill of a 300-token prompt: {prefill:F0} ms; one decode step of {Slots} rows at 200 cached tokens: {step:F1} ms.");
+        Console.WriteLine($"\nlibtorch: one prefill of a 300-token prompt {prefill:F0} ms; one decode step of {Slots} rows at 200 cached tokens {step:F1} ms.");
+        if (served.Decoder.Engine is not { } engine) return;
+        var cpuCache = new GptSharp.Inference.Cpu.CpuKvCache(model.Config, Slots);
+        var logits = new float[Slots * model.Config.VocabSize];
+        int[] prompt = [.. Enumerable.Range(0, 300).Select(i => i * 37 % 1000)];
+        double cpuPrefill = Time(() => engine.Forward(cpuCache, 300, prompt, new int[300], [.. Enumerable.Range(0, 300)], [299], logits));
+        double cpuStep = Time(() => engine.Forward(cpuCache, Slots, [.. prompt[..Slots]], [.. Enumerable.Range(0, Slots)], [.. Enumerable.Repeat(200, Slots)],
+            [.. Enumerable.Range(0, Slots)], logits));
+        Console.WriteLine($"CPU engine F32: one prefill of a 300-token prompt {cpuPrefill:F0} ms; one decode step of {Slots} rows at 200 cached tokens {cpuStep:F1} ms.");
     }
 
     static async Task<List<Outcome?>> Measure(ServedModel served, Batching batching, bool prefixCache, int concurrency, List<Job> jobs)
@@ -170,10 +179,10 @@ static class ServeBench
         return (second.FirstTokenMs, (int)batcher.CachedPromptTokens);
     }
 
-    static void Report(int concurrency, Batching batching, List<Outcome?> outcomes)
+    static void Report(int concurrency, Batching batching, string engine, List<Outcome?> outcomes)
     {
         var done = outcomes.OfType<Outcome>().ToList();
-        Console.WriteLine($"| {concurrency} | {batching.ToString().ToLowerInvariant()} | {outcomes.Count - done.Count} | {done.Sum(o => o.Tokens) / Elapsed:N0} | " +
+        Console.WriteLine($"| {concurrency} | {batching.ToString().ToLowerInvariant()} | {engine} | {outcomes.Count - done.Count} | {done.Sum(o => o.Tokens) / Elapsed:N0} | " +
                           $"{Percentile([.. done.Select(o => o.FirstTokenMs)], 0.5):F0} / {Percentile([.. done.Select(o => o.FirstTokenMs)], 0.95):F0} | " +
                           $"{Percentile([.. done.Select(o => o.LatencyMs)], 0.5):F0} / {Percentile([.. done.Select(o => o.LatencyMs)], 0.95):F0} |");
     }

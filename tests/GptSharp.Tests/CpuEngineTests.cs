@@ -162,6 +162,33 @@ public class CpuEngineTests
     }
 }
 
+/// <summary>RL rollouts on the CPU engine: the policy's weights are packed afresh for each rollout.</summary>
+public class CpuEngineRolloutTests
+{
+    [Fact]
+    public void RolloutsSampleWhatLibtorchSamplesAfterEveryUpdateOfALoraPolicy()
+    {
+        var tokenizer = Tokenization.GptTokenizer.Load("gpt2");
+        using var policy = CpuEngineTests.RandomModel(GptConfig.Llama(tokenizer.VocabSize, 96, layers: 2, heads: 4, kvHeads: 2, width: 64));
+        Lora.Attach(policy, new LoraConfig(Rank: 4));
+        string[] prompts = ["The night is", "A poem about the moon", "Spring"];
+        int[][] Answers(string engine)
+        {
+            using var rollout = Alignment.Rollout.Sample(policy, tokenizer, prompts, temperature: 0.8, maxNewTokens: 20, seed: 9, engine: engine);
+            return [.. rollout.Completions.Select(c => c.AnswerTokens)];
+        }
+        var before = Answers("cpu");
+        Assert.Equal(Answers("torch"), before);
+        // An optimiser step, as RL takes between rollouts: the adapters move.
+        using (no_grad())
+            foreach (var (name, p) in policy.named_parameters())
+                if (name.Contains("lora")) p.normal_(0, 0.5);
+        var after = Answers("cpu");
+        Assert.Equal(Answers("torch"), after);
+        Assert.NotEqual(before, after);
+    }
+}
+
 /// <summary><c>generate --engine</c> as a user runs it.</summary>
 public class CpuEngineCliTests
 {
@@ -185,5 +212,10 @@ public class CpuEngineCliTests
         var (bad, message) = CliProcess.Cli("generate", "--run-dir", dir.File("run"), "--engine", "gpu-turbo");
         Assert.NotEqual(0, bad);
         Assert.Contains("cpu-q8_0", message);
+        // RL's rollouts: refused before anything loads, naming the option.
+        var (badRollout, rolloutMessage) = CliProcess.Cli("grpo", "--from", dir.File("run"), "--run-dir", dir.File("grpo"), "--rollout-engine", "gpu-turbo");
+        Assert.NotEqual(0, badRollout);
+        Assert.Contains("--rollout-engine must be one of", rolloutMessage);
+        Assert.False(Directory.Exists(dir.File("grpo")));
     }
 }

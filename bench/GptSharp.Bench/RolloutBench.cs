@@ -1,0 +1,61 @@
+using System.Diagnostics;
+using GptSharp.Alignment;
+using GptSharp.Inference.Cpu;
+using GptSharp.Runs;
+using GptSharp.Tokenization;
+
+namespace GptSharp.Bench;
+
+/// <summary>
+/// RL rollouts as the speedrun samples them, on libtorch and on the CPU engine, interleaved: PPO's (16 titles, one poem
+/// each, temperature 0.7) and GRPO's (8 titles × 8 poems, temperature 1), 64 new tokens at most, from an SFT run. The
+/// CPU engine's time includes packing the policy's weights, which a training run does before every rollout. Usage:
+/// bench -- rollout SFT_RUN [rounds].
+/// </summary>
+static class RolloutBench
+{
+    public static void Run(string[] args)
+    {
+        if (args.Length < 2) throw new ArgumentException("usage: rollout SFT_RUN [rounds]");
+        int rounds = args.Length > 2 ? int.Parse(args[2]) : 3;
+        var (model, state) = Checkpoint.LoadModel(args[1]);
+        using var _m = model;
+        var tokenizer = GptTokenizer.Load(state.Tokenizer);
+        var titles = RlTasks.Form().Prompts;
+        var kinds = new (string Name, int Prompts, int Group, double Temperature)[] { ("PPO", 16, 1, 0.7), ("GRPO", 8, 8, 1.0) };
+        string[] engines = [DecodeEngine.Torch, DecodeEngine.Auto];
+        Console.WriteLine($"\n## RL rollouts ({model.Config.Layers} layers, width {model.Config.Width}, {rounds} rounds interleaved; medians)");
+        Console.WriteLine("| rollout | engine | rows | mean answer tokens | seconds | answer tok/s | speed-up |");
+        Console.WriteLine("|---|---|---|---|---|---|---|");
+        foreach (var kind in kinds)
+        {
+            var times = engines.ToDictionary(e => e, _ => new List<(double Seconds, double Tokens)>());
+            for (int round = 0; round < rounds + 1; round++)   // round 0 warms up
+            {
+                var random = new Random(round);
+                var prompts = Enumerable.Range(0, kind.Prompts).Select(_ => titles[random.Next(titles.Count)]).SelectMany(p => Enumerable.Repeat(p, kind.Group)).ToList();
+                foreach (string engine in round % 2 == 0 ? engines : [.. engines.Reverse()])
+                {
+                    var watch = Stopwatch.StartNew();
+                    using var rollout = Rollout.Sample(model, tokenizer, prompts, kind.Temperature, 64, seed: round * 1000, engine: engine);
+                    double seconds = watch.Elapsed.TotalSeconds;
+                    if (round > 0) times[engine].Add((seconds, rollout.Completions.Sum(c => c.AnswerTokens.Length)));
+                }
+            }
+            double torchSeconds = Median(times[DecodeEngine.Torch].Select(t => t.Seconds));
+            foreach (string engine in engines)
+            {
+                double seconds = Median(times[engine].Select(t => t.Seconds));
+                double tokens = times[engine].Average(t => t.Tokens);
+                Console.WriteLine($"| {kind.Name} | {(engine == DecodeEngine.Auto ? "CPU engine F32" : "libtorch")} | {kind.Prompts * kind.Group} | {tokens / (kind.Prompts * kind.Group):F1} | " +
+                                  $"{seconds:F2} | {Median(times[engine].Select(t => t.Tokens / t.Seconds)):F0} | {torchSeconds / seconds:F2}× |");
+            }
+        }
+    }
+
+    static double Median(IEnumerable<double> values)
+    {
+        var sorted = values.Order().ToList();
+        return sorted.Count % 2 == 1 ? sorted[sorted.Count / 2] : (sorted[sorted.Count / 2 - 1] + sorted[sorted.Count / 2]) / 2;
+    }
+}
