@@ -21,6 +21,8 @@ static class RolloutBench
         var (model, state) = Checkpoint.LoadModel(args[1]);
         using var _m = model;
         var tokenizer = GptTokenizer.Load(state.Tokenizer);
+        model.eval();
+        StepCost(model);
         var titles = RlTasks.Form().Prompts;
         var kinds = new (string Name, int Prompts, int Group, double Temperature)[] { ("PPO", 16, 1, 0.7), ("GRPO", 8, 8, 1.0) };
         string[] engines = [DecodeEngine.Torch, DecodeEngine.Auto];
@@ -50,6 +52,43 @@ static class RolloutBench
                 Console.WriteLine($"| {kind.Name} | {(engine == DecodeEngine.Auto ? "CPU engine F32" : "libtorch")} | {kind.Prompts * kind.Group} | {tokens / (kind.Prompts * kind.Group):F1} | " +
                                   $"{seconds:F2} | {Median(times[engine].Select(t => t.Tokens / t.Seconds)):F0} | {torchSeconds / seconds:F2}× |");
             }
+        }
+    }
+
+    /// <summary>One decode step of B rows (one token each, 60 cached positions): where the engines part as B grows.</summary>
+    static void StepCost(GptSharp.Models.Gpt model)
+    {
+        var config = model.Config;
+        using var engine = CpuModel.From(model);
+        Console.WriteLine("\n| rows | libtorch ms/step | CPU engine F32 ms/step | libtorch tok/s | CPU engine tok/s |");
+        Console.WriteLine("|---|---|---|---|---|");
+        foreach (int b in new[] { 1, 4, 16, 32, 64 })
+        {
+            var cache = new CpuKvCache(config, b);
+            var logits = new float[b * config.VocabSize];
+            int[] tokens = [.. Enumerable.Range(0, b).Select(i => i * 7 % 1000)];
+            int[] slots = [.. Enumerable.Range(0, b)], positions = [.. Enumerable.Repeat(60, b)];
+            double Time(Action step)
+            {
+                for (int w = 0; w < 5; w++) step();
+                var watch = Stopwatch.StartNew();
+                for (int i = 0; i < 40; i++) step();
+                return watch.Elapsed.TotalMilliseconds / 40;
+            }
+            double cpu = Time(() => engine.Forward(cache, b, tokens, slots, positions, slots, logits));
+            double torch;
+            using (TorchSharp.torch.no_grad())
+            {
+                using var kv = new GptSharp.Models.KvCache(config, b);
+                kv.Advance(60);
+                using var input = TorchSharp.torch.tensor(tokens.Select(t => (long)t).ToArray(), [b, 1]);
+                torch = Time(() =>
+                {
+                    using var scope = TorchSharp.torch.NewDisposeScope();
+                    model.Forward(input, kv);
+                });
+            }
+            Console.WriteLine($"| {b} | {torch:F2} | {cpu:F2} | {b / torch * 1000:F0} | {b / cpu * 1000:F0} |");
         }
     }
 

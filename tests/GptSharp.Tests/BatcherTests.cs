@@ -40,10 +40,10 @@ public class BatcherTests
 
         await using var batcher = ContinuousBatcher.For(model, decoder, new BatcherOptions(Slots: 3, PrefillChunk: 4));
         var results = new List<Task<BatchResult>>();
-        foreach (var row in rows)
+        foreach (var (row, i) in rows.Select((r, i) => (r, i)))
         {
             results.Add(batcher.Enqueue(row));
-            await Task.Delay(3);
+            if (i % 3 == 2) await Task.Delay(3);   // in threes, so that some arrive together and some while others decode
         }
         await Task.WhenAll(results);
         for (int i = 0; i < rows.Length; i++)

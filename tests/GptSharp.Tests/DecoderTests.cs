@@ -69,7 +69,7 @@ public class DecoderTests(TrainedTokenizerFixture fixture) : IClassFixture<Train
     {
         using var noGrad = no_grad();
         using var cache = new KvCache(model.Config, 1, CPU);
-        var generator = new torch.Generator((ulong)options.Seed, CPU);
+        var generator = new SamplingRandom(options.Seed);
         var context = new List<int>(prompt);
         var produced = new List<int>();
         using var scope = NewDisposeScope();

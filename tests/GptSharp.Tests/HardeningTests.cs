@@ -37,7 +37,7 @@ public class ServerHardeningTests(ServerFixture fixture) : IClassFixture<ServerF
         var logits = tensor(new float[] { 1f, 3f, 2.9999f, -50f, 3f - 1e-6f });
         var options = new SamplingOptions(Temperature: temperature, TopP: topP, TopK: 0);
         for (int seed = 0; seed < 5; seed++)
-            Assert.Equal(1, Sampler.Sample(logits, [], options, new torch.Generator((ulong)seed)));
+            Assert.Equal(1, Sampler.Sample(logits, [], options, new SamplingRandom(seed)));
         Assert.Throws<InvalidOperationException>(() => Sampler.Sample(tensor(new[] { 1f, float.NaN }), [], options, null));
     }
 

@@ -156,7 +156,7 @@ public sealed class ContinuousBatcher : IGenerationScheduler
             _slots.Truncate(slot, reuse);
             _slotTokens[slot].RemoveRange(reuse, _slotTokens[slot].Count - reuse);
             (request.Slot, request.Fed, request.Cached) = (slot, reuse, reuse);
-            request.Decoding = new RowDecoding(request.Row, request.Prompt, _device);
+            request.Decoding = new RowDecoding(request.Row, request.Prompt);
             _slotOwner[slot] = request;
             Interlocked.Increment(ref _busy);
             CachedPromptTokens += reuse;

@@ -10,17 +10,17 @@ namespace GptSharp.Inference;
 /// </summary>
 internal sealed class RowDecoding
 {
-    readonly torch.Generator _generator;
+    readonly SamplingRandom _random;
     readonly List<int> _context;
     readonly List<int> _produced = [];
     readonly List<bool> _inserted = [];   // per produced token: written by a tool, not sampled
     readonly Queue<int> _pending = new();
     readonly List<TokenLogprob?>? _logprobs;
 
-    public RowDecoding(BatchRow row, int[] prompt, Device device)
+    public RowDecoding(BatchRow row, int[] prompt)
     {
         (Row, Prompt) = (row, prompt);
-        _generator = new torch.Generator((ulong)row.Options.Seed, device);
+        _random = new SamplingRandom(row.Options.Seed);
         _context = [.. prompt];
         if (row.Options.TopLogprobs is not null) _logprobs = [];
     }
@@ -54,7 +54,7 @@ internal sealed class RowDecoding
         {
             bool forced = _pending.Count > 0;
             int token = forced ? _pending.Dequeue()
-                : Sampler.Sample(logits, _context, Row.Options, _generator, _produced, Row.Constraint?.Allowed(Row.Options.MaxNewTokens - _produced.Count));
+                : Sampler.Sample(logits, _context, Row.Options, _random, _produced, Row.Constraint?.Allowed(Row.Options.MaxNewTokens - _produced.Count));
             if (!forced) Row.Constraint?.Accept(token);
             if (_logprobs is not null)
             {

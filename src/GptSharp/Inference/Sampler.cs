@@ -3,6 +3,31 @@ using static TorchSharp.torch;
 
 namespace GptSharp.Inference;
 
+/// <summary>
+/// A row's source of randomness for sampling, from its seed: a SplitMix64 stream for logits on the CPU (drawn in C#, no
+/// tensor operation per token) and, made when first needed, a libtorch generator for logits on another device.
+/// </summary>
+public sealed class SamplingRandom(long seed)
+{
+    ulong _state = (ulong)seed;
+    torch.Generator? _generator;
+    double[] _scratch = [];
+    int[] _order = [];
+
+    /// <summary>A uniform draw in [0, 1).</summary>
+    public double NextDouble()
+    {
+        ulong z = _state += 0x9E3779B97F4A7C15UL;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
+        return ((z ^ (z >> 31)) >> 11) * (1.0 / (1UL << 53));
+    }
+
+    internal torch.Generator GeneratorOn(Device device) => _generator ??= new torch.Generator((ulong)seed, device);
+    internal double[] Scratch(int length) => _scratch.Length >= length ? _scratch : _scratch = new double[length];
+    internal int[] Order(int length) => _order.Length >= length ? _order : _order = new int[length];
+}
+
 /// <summary>How the next token is drawn from a row of logits.</summary>
 public static class Sampler
 {
@@ -13,12 +38,18 @@ public static class Sampler
     /// </summary>
     /// <param name="produced">The answer so far (for the presence and frequency penalties).</param>
     /// <param name="allowed">Per vocabulary token, whether it may be chosen (a constraint); null allows every token.</param>
-    public static int Sample(Tensor logits, IReadOnlyCollection<int> context, SamplingOptions options, torch.Generator? generator,
+    public static int Sample(Tensor logits, IReadOnlyCollection<int> context, SamplingOptions options, SamplingRandom? random,
         IReadOnlyList<int>? produced = null, bool[]? allowed = null)
     {
-        if (options.Temperature == 0 && allowed is null && options.RepetitionPenalty == 1.0 && options.PresencePenalty == 0 && options.FrequencyPenalty == 0
-            && logits.device_type == DeviceType.CPU && logits.dtype == ScalarType.Float32 && logits.dim() == 1)
-            return Greedy(logits);
+        if (logits.device_type == DeviceType.CPU && logits.dtype == ScalarType.Float32 && logits.dim() == 1)
+        {
+            if (options.Temperature == 0 && allowed is null && options.RepetitionPenalty == 1.0 && options.PresencePenalty == 0 && options.FrequencyPenalty == 0)
+                return Greedy(logits);
+            using var contiguous = logits.is_contiguous() ? null : logits.contiguous();
+            return SampleInPlace(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>((contiguous ?? logits).bytes), context, options,
+                random ?? new SamplingRandom(options.Seed), produced, allowed);
+        }
+        var generator = (random ?? new SamplingRandom(options.Seed)).GeneratorOn(logits.device);
         using var scope = NewDisposeScope();
         logits = logits.to(ScalarType.Float64).clone();
         if (!logits.isfinite().all().item<bool>())
@@ -58,6 +89,106 @@ public static class Sampler
             logits = logits.index_put_(tensor(double.NegativeInfinity, ScalarType.Float64, device: logits.device), order.masked_select(drop));
         }
         return (int)multinomial(logits.softmax(0), 1, generator: generator).item<long>();
+    }
+
+    /// <summary>
+    /// What the tensor path computes, in C# over the logits' own storage (float64 arithmetic, the same penalties, mask,
+    /// top-k, top-p and shifted temperature), drawing from <paramref name="random"/>'s stream: sampling a token costs no
+    /// tensor operation, which matters when a rollout samples hundreds of rows per step.
+    /// </summary>
+    static int SampleInPlace(ReadOnlySpan<float> source, IReadOnlyCollection<int> context, SamplingOptions options, SamplingRandom random,
+        IReadOnlyList<int>? produced, bool[]? allowed)
+    {
+        int vocab = source.Length;
+        var x = random.Scratch(vocab).AsSpan(0, vocab);
+        for (int k = 0; k < vocab; k++)
+        {
+            if (!float.IsFinite(source[k])) throw new InvalidOperationException("The model produced non-finite logits (NaN or infinity); its weights are broken.");
+            x[k] = source[k];
+        }
+        if (options.RepetitionPenalty != 1.0)
+            foreach (int t in context.Distinct()) x[t] = x[t] > 0 ? x[t] / options.RepetitionPenalty : x[t] * options.RepetitionPenalty;
+        if ((options.PresencePenalty != 0 || options.FrequencyPenalty != 0) && produced is { Count: > 0 })
+            foreach (var group in produced.GroupBy(t => t)) x[group.Key] -= options.PresencePenalty + options.FrequencyPenalty * group.Count();
+        if (allowed is not null)
+        {
+            if (allowed.Length != vocab) throw new ArgumentException($"The constraint covers {allowed.Length} tokens; the model has {vocab}.", nameof(allowed));
+            if (!allowed.Contains(true)) throw new InvalidOperationException("The output constraint allows no token here: the vocabulary cannot spell what it requires.");
+            for (int k = 0; k < vocab; k++) if (!allowed[k]) x[k] = double.NegativeInfinity;
+        }
+        int best = 0;
+        for (int k = 1; k < vocab; k++) if (x[k] > x[best]) best = k;
+        if (options.Temperature == 0) return best;
+        double top = x[best];
+        for (int k = 0; k < vocab; k++) x[k] = (x[k] - top) / options.Temperature;   // <= 0 everywhere, 0 at the top
+        if (options.TopK > 0 && options.TopK < vocab)
+        {
+            double kth = KthLargest(x, options.TopK);
+            for (int k = 0; k < vocab; k++) if (x[k] < kth) x[k] = double.NegativeInfinity;
+        }
+        if (options.TopP < 1.0)
+        {
+            // Candidates by falling logit; keep tokens until the mass before them reaches p, and always the first.
+            var order = random.Order(vocab).AsSpan(0, vocab);
+            int candidates = 0;
+            for (int k = 0; k < vocab; k++) if (x[k] > double.NegativeInfinity) order[candidates++] = k;
+            var kept = order[..candidates];
+            var keys = new double[candidates];
+            for (int i = 0; i < candidates; i++) keys[i] = -x[kept[i]];
+            keys.AsSpan().Sort(kept);
+            double total = 0;
+            foreach (int k in kept) total += Math.Exp(x[k]);
+            double before = 0;
+            for (int i = 0; i < candidates; i++)
+            {
+                double p = Math.Exp(x[kept[i]]) / total;
+                if (i > 0 && before >= options.TopP) x[kept[i]] = double.NegativeInfinity;
+                before += p;
+            }
+        }
+        double sum = 0;
+        for (int k = 0; k < vocab; k++) sum += x[k] = Math.Exp(x[k]);   // the top token weighs 1: the sum is >= 1
+        double u = random.NextDouble() * sum, running = 0;
+        int last = best;
+        for (int k = 0; k < vocab; k++)
+        {
+            if (x[k] == 0) continue;
+            running += x[k];
+            last = k;
+            if (u < running) return k;
+        }
+        return last;   // u fell past the rounding of the running sum
+    }
+
+    /// <summary>The k-th largest of <paramref name="values"/> (k ≥ 1), by a min-heap of the k largest seen.</summary>
+    static double KthLargest(ReadOnlySpan<double> values, int k)
+    {
+        var heap = new double[k];
+        int size = 0;
+        foreach (double v in values)
+        {
+            if (size < k)
+            {
+                int i = size++;
+                while (i > 0 && heap[(i - 1) / 2] > v) { heap[i] = heap[(i - 1) / 2]; i = (i - 1) / 2; }
+                heap[i] = v;
+            }
+            else if (v > heap[0])
+            {
+                int i = 0;
+                while (true)
+                {
+                    int child = 2 * i + 1;
+                    if (child >= k) break;
+                    if (child + 1 < k && heap[child + 1] < heap[child]) child++;
+                    if (heap[child] >= v) break;
+                    heap[i] = heap[child];
+                    i = child;
+                }
+                heap[i] = v;
+            }
+        }
+        return heap[0];
     }
 
     /// <summary>

@@ -154,7 +154,7 @@ public sealed class TokenDecoder : IDisposable
         {
             using var noGrad = no_grad();
             var device = session.Device;
-            var decodings = rows.Select((r, i) => new RowDecoding(r, prompts[i], device)).ToArray();
+            var decodings = rows.Select((r, i) => new RowDecoding(r, prompts[i])).ToArray();
             int[] live = [.. Enumerable.Range(0, b)];   // session row → batch row
             var next = new long[b];
             int steps = 0;

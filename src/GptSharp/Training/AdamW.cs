@@ -7,15 +7,18 @@ using static TorchSharp.torch;
 namespace GptSharp.Training;
 
 /// <summary>
-/// AdamW with decoupled weight decay on matrices only. Written here rather than taken from TorchSharp so that its
-/// state (step, first and second moments per parameter) is saved in a checkpoint as safetensors and restored exactly,
-/// and can be sharded across data-parallel processes (ZeRO-1, <see cref="Shard"/>).
+/// AdamW with decoupled weight decay on matrices only, and with <see cref="OptimizerKind.Muon"/> Muon for the
+/// Transformer blocks' weight matrices (their first moment is Muon's momentum). Written here rather than taken from
+/// TorchSharp so that its state (step, moments per parameter) is saved in a checkpoint as safetensors and restored
+/// exactly, and can be sharded across data-parallel processes (ZeRO-1, <see cref="Shard"/>: whole tensors per process,
+/// so Muon's owner holds each matrix's whole gradient).
 /// </summary>
 public sealed class AdamW : IOptimizerState, IDisposable
 {
     readonly (string Name, Parameter Parameter)[] _parameters;
     readonly Tensor?[] _exp_avg, _exp_avg_sq; // null where another process owns the parameter (ZeRO-1)
     readonly TrainingConfig _config;
+    readonly bool[] _muon;   // updated by Muon rather than AdamW
     int[]? _owner; // the process that updates each parameter; null: this process updates all
     int _rank;
 
@@ -23,6 +26,7 @@ public sealed class AdamW : IOptimizerState, IDisposable
     {
         _parameters = [.. parameters.Where(p => p.Parameter.requires_grad)];
         _config = config;
+        _muon = [.. _parameters.Select(p => config.Optimizer == OptimizerKind.Muon && IsBlockMatrix(p.Name, p.Parameter))];
         // Allocated at first use, so that a sharded process never holds (or leaves in its heap) the others' moments.
         _exp_avg = new Tensor?[_parameters.Length];
         _exp_avg_sq = new Tensor?[_parameters.Length];
@@ -40,6 +44,14 @@ public sealed class AdamW : IOptimizerState, IDisposable
         }
         return (_exp_avg[i]!, _exp_avg_sq[i]!);
     }
+
+    /// <summary>A weight matrix inside a Transformer block (<c>h.N.…</c>), not an adapter: what Muon updates.</summary>
+    public static bool IsBlockMatrix(string name, Tensor parameter) =>
+        parameter.dim() == 2 && !name.Contains("lora_", StringComparison.Ordinal) &&
+        System.Text.RegularExpressions.Regex.IsMatch(name, @"(^|\.)h\.\d+\.");
+
+    /// <summary>Names of the parameters Muon updates.</summary>
+    public IEnumerable<string> MuonParameters => _parameters.Where((_, i) => _muon[i]).Select(p => p.Name);
 
     /// <summary>Optimiser steps taken so far.</summary>
     public long StepCount { get; private set; }
@@ -111,6 +123,11 @@ public sealed class AdamW : IOptimizerState, IDisposable
             var p = _parameters[i].Parameter;
             var grad = p.grad;
             if (grad is null || !Owns(i)) continue;
+            if (_muon[i])
+            {
+                MuonStep(i, grad, lr * _config.MuonLearningRate / _config.LearningRate, gradScale);
+                continue;
+            }
             double decay = _config.WeightDecay > 0 && p.dim() >= 2 ? 1 - lr * _config.WeightDecay : 1;
             var (m, v) = Moments(i);
             if (FusedAdamW.Applies(p, grad, m, v))
@@ -127,6 +144,19 @@ public sealed class AdamW : IOptimizerState, IDisposable
             var denominator = v.sqrt().mul_(1 / Math.Sqrt(bias2)).add_(_config.Epsilon);
             p.addcdiv_(m, denominator, value: -lr / bias1);
         }
+    }
+
+    /// <summary>Nesterov momentum, orthogonalised, scaled by the matrix's shape; weight decay as AdamW's (decoupled).</summary>
+    void MuonStep(int i, Tensor grad, double lr, double gradScale)
+    {
+        var p = _parameters[i].Parameter;
+        var (momentum, _) = Moments(i);
+        if (gradScale != 1) grad = grad * gradScale;
+        momentum.lerp_(grad, 1 - _config.MuonMomentum);
+        var nesterov = grad.lerp(momentum, _config.MuonMomentum);
+        using var update = Muon.Orthogonalize(nesterov);
+        if (_config.WeightDecay > 0) p.mul_(1 - lr * _config.WeightDecay);
+        p.add_(update, alpha: -lr * Muon.Scale(p.shape[0], p.shape[1]));
     }
 
     /// <summary>Drops the gradients, so that the next backward writes them afresh instead of adding to zeros.</summary>
@@ -199,12 +229,21 @@ public sealed class AdamW : IOptimizerState, IDisposable
             var (expAvg, expAvgSq) = receiveForeign!(i);
             pending = (i, expAvgSq);
             return (expAvg, true);
-        }, new Dictionary<string, string> { ["step"] = StepCount.ToString() });
+        }, new Dictionary<string, string> { ["step"] = StepCount.ToString(), ["optimizer"] = KindName });
     }
+
+    string KindName => _config.Optimizer == OptimizerKind.Muon ? "muon" : "adamw";
 
     public void Load(string path)
     {
         var (tensors, metadata) = SafeTensors.Load(path);
+        // Muon's momentum and AdamW's first moment share a name but not a meaning: a run resumes with the optimiser it saved.
+        string saved = metadata.GetValueOrDefault("optimizer") ?? "adamw";
+        if (saved != KindName)
+        {
+            foreach (var t in tensors.Values) t.Dispose();
+            throw new InvalidDataException($"{path}: the run was trained with {saved}; resume it with --optimizer {saved} (not {KindName}).");
+        }
         using var noGrad = no_grad();
         for (int i = 0; i < _parameters.Length; i++)
         {

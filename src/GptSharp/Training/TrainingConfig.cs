@@ -28,6 +28,12 @@ public sealed record TrainingConfig
     public long Seed { get; init; } = 1337;
     /// <summary>Stop after this many seconds of training (0: no limit); a checkpoint is written at the stop.</summary>
     public double TimeLimitSeconds { get; init; }
+    /// <summary>AdamW for every parameter, or Muon for the Transformer blocks' weight matrices (AdamW for the rest).</summary>
+    public OptimizerKind Optimizer { get; init; } = OptimizerKind.AdamW;
+    /// <summary>Muon's peak learning rate (the schedule scales it as it scales <see cref="LearningRate"/>).</summary>
+    public double MuonLearningRate { get; init; } = 0.02;
+    /// <summary>Muon's momentum (Nesterov).</summary>
+    public double MuonMomentum { get; init; } = 0.95;
     /// <summary>Under mpirun: ZeRO-1, each process keeps and updates the optimiser state of its share of the parameters only.</summary>
     public bool ShardOptimizerState { get; init; }
 
@@ -44,6 +50,8 @@ public sealed record TrainingConfig
         if (GradClip < 0) throw new ArgumentOutOfRangeException(nameof(GradClip), GradClip, "GradClip must be >= 0 (0: off).");
         if (EvalEvery < 1) throw new ArgumentOutOfRangeException(nameof(EvalEvery), EvalEvery, "EvalEvery must be >= 1.");
         if (CheckpointEvery < 1) throw new ArgumentOutOfRangeException(nameof(CheckpointEvery), CheckpointEvery, "CheckpointEvery must be >= 1.");
+        if (MuonLearningRate <= 0) throw new ArgumentOutOfRangeException(nameof(MuonLearningRate), MuonLearningRate, "MuonLearningRate must be > 0.");
+        if (MuonMomentum is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(MuonMomentum), MuonMomentum, "MuonMomentum must be in [0, 1).");
         return this;
     }
 
@@ -55,4 +63,12 @@ public sealed record TrainingConfig
         double minimum = LearningRate * MinLrRatio;
         return minimum + 0.5 * (LearningRate - minimum) * (1 + Math.Cos(Math.PI * progress));
     }
+}
+
+/// <summary>Which optimiser updates the Transformer's weight matrices.</summary>
+public enum OptimizerKind
+{
+    AdamW,
+    /// <summary><see cref="Muon"/> for the blocks' matrices, AdamW for embeddings, the output head, norms and biases.</summary>
+    Muon,
 }
