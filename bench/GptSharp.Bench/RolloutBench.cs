@@ -7,7 +7,7 @@ using GptSharp.Tokenization;
 namespace GptSharp.Bench;
 
 /// <summary>
-/// RL rollouts as the speedrun samples them, on libtorch and on the CPU engine, interleaved: PPO's (16 titles, one poem
+/// RL rollouts as the speedrun samples them, on libtorch, on the CPU engine and on <c>auto</c>, interleaved: PPO's (16 titles, one poem
 /// each, temperature 0.7) and GRPO's (8 titles × 8 poems, temperature 1), 64 new tokens at most, from an SFT run. The
 /// CPU engine's time includes packing the policy's weights, which a training run does before every rollout. Usage:
 /// bench -- rollout SFT_RUN [rounds].
@@ -25,7 +25,7 @@ static class RolloutBench
         StepCost(model);
         var titles = RlTasks.Form().Prompts;
         var kinds = new (string Name, int Prompts, int Group, double Temperature)[] { ("PPO", 16, 1, 0.7), ("GRPO", 8, 8, 1.0) };
-        string[] engines = [DecodeEngine.Torch, DecodeEngine.Auto];
+        string[] engines = [DecodeEngine.Torch, "cpu", DecodeEngine.Auto];
         Console.WriteLine($"\n## RL rollouts ({model.Config.Layers} layers, width {model.Config.Width}, {rounds} rounds interleaved; medians)");
         Console.WriteLine("| rollout | engine | rows | mean answer tokens | seconds | answer tok/s | speed-up |");
         Console.WriteLine("|---|---|---|---|---|---|---|");
@@ -49,7 +49,7 @@ static class RolloutBench
             {
                 double seconds = Median(times[engine].Select(t => t.Seconds));
                 double tokens = times[engine].Average(t => t.Tokens);
-                Console.WriteLine($"| {kind.Name} | {(engine == DecodeEngine.Auto ? "CPU engine F32" : "libtorch")} | {kind.Prompts * kind.Group} | {tokens / (kind.Prompts * kind.Group):F1} | " +
+                Console.WriteLine($"| {kind.Name} | {engine switch { "cpu" => "CPU engine F32", DecodeEngine.Auto => $"auto (CPU engine up to {DecodeEngine.AutoRowLimit} rows)", _ => "libtorch" }} | {kind.Prompts * kind.Group} | {tokens / (kind.Prompts * kind.Group):F1} | " +
                                   $"{seconds:F2} | {Median(times[engine].Select(t => t.Tokens / t.Seconds)):F0} | {torchSeconds / seconds:F2}× |");
             }
         }

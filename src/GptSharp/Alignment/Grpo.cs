@@ -21,7 +21,8 @@ public sealed record GrpoConfig
     /// <summary>Sampling temperature of the rollouts; log-probabilities are taken at it too.</summary>
     public double Temperature { get; init; } = 1.0;
     /// <summary>What samples the rollouts (<see cref="Inference.Cpu.DecodeEngine"/>): <c>auto</c> is the CPU engine on a
-    /// CPU, the policy's weights packed afresh for every rollout.</summary>
+    /// CPU for rollouts of up to <see cref="Inference.Cpu.DecodeEngine.AutoRowLimit"/> answers (the policy's weights
+    /// packed afresh for each), libtorch for larger ones.</summary>
     public string RolloutEngine { get; init; } = Inference.Cpu.DecodeEngine.Auto;
     public GrpoLoss Loss { get; init; } = GrpoLoss.Grpo;
     /// <summary>ε: the ratio is clipped to [1 − ε, 1 + ε] (the upper bound is <see cref="ClipHigh"/> for DAPO).</summary>

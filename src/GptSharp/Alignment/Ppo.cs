@@ -22,7 +22,8 @@ public sealed record PpoConfig
     /// temperature, so the policy is optimised as it will be sampled.</summary>
     public double Temperature { get; init; } = 0.7;
     /// <summary>What samples the rollouts (<see cref="Inference.Cpu.DecodeEngine"/>): <c>auto</c> is the CPU engine on a
-    /// CPU, the policy's weights packed afresh for every rollout.</summary>
+    /// CPU for rollouts of up to <see cref="Inference.Cpu.DecodeEngine.AutoRowLimit"/> answers (the policy's weights
+    /// packed afresh for each), libtorch for larger ones.</summary>
     public string RolloutEngine { get; init; } = Inference.Cpu.DecodeEngine.Auto;
     /// <summary>β of the KL penalty; with <see cref="KlTarget"/> set, its starting value.</summary>
     public double KlCoefficient { get; init; } = 0.1;

@@ -29,8 +29,9 @@ public sealed class Rollout : IDisposable
     /// <param name="keepTruncated">When false, answers cut by the length limit get mask 0: they are scored but not learned from.</param>
     /// <param name="tools">Tools offered in a system turn and run when the policy calls them; their answers are part
     /// of the completion but carry mask 0.</param>
-    /// <param name="engine">What samples (<see cref="Inference.Cpu.DecodeEngine"/>): by default the CPU engine on a CPU,
-    /// with the policy's current weights packed for this rollout.</param>
+    /// <param name="engine">What samples (<see cref="Inference.Cpu.DecodeEngine"/>): by default the CPU engine on a CPU
+    /// for up to <see cref="Inference.Cpu.DecodeEngine.AutoRowLimit"/> prompts (the policy's current weights packed for
+    /// this rollout), libtorch for more.</param>
     public static Rollout Sample(Gpt policy, GptTokenizer tokenizer, IReadOnlyList<string> prompts, double temperature, int maxNewTokens, long seed,
         bool keepTruncated = true, ToolBox? tools = null, string engine = Inference.Cpu.DecodeEngine.Auto)
     {

@@ -66,9 +66,10 @@ public sealed class ContinuousBatcher : IGenerationScheduler
     public ContinuousBatcher(Cpu.CpuModel engine, BatcherOptions? options = null)
         : this(new CpuSlots(engine, (options ?? new BatcherOptions()).Validate().Slots), new TokenDecoder(engine), options) { }
 
-    /// <summary>Batches requests on the engine a decoder runs on: its CPU engine, or libtorch over <paramref name="model"/>.</summary>
+    /// <summary>Batches requests on the engine the decoder would run a batch of every slot on: its CPU engine, or libtorch
+    /// over <paramref name="model"/>.</summary>
     public static ContinuousBatcher For(Gpt model, TokenDecoder decoder, BatcherOptions? options = null) =>
-        decoder.Engine is { } engine ? new ContinuousBatcher(engine, options) : new ContinuousBatcher(model, options);
+        decoder.EngineFor((options ?? new BatcherOptions()).Validate().Slots) is { } engine ? new ContinuousBatcher(engine, options) : new ContinuousBatcher(model, options);
 
     ContinuousBatcher(ISlotModel slots, TokenDecoder rules, BatcherOptions? options)
     {

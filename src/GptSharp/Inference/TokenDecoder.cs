@@ -35,25 +35,44 @@ public sealed record BatchResult(Generation Generation, bool Cancelled, Exceptio
 public sealed class TokenDecoder : IDisposable
 {
     readonly Func<int, int[], DecodeSession> _start;
-    readonly Cpu.CpuModel? _owned;
+    readonly Lazy<Cpu.CpuModel>? _engine;
+    readonly bool _ownsEngine;
+    readonly int _engineRowLimit = int.MaxValue;
 
     /// <summary>
     /// A decoder for <paramref name="model"/> on the engine named (<see cref="Cpu.DecodeEngine"/>): libtorch, or the CPU
-    /// engine with the model's weights packed now (and released when this decoder is disposed).
+    /// engine with the model's weights packed at first use (and released when this decoder is disposed). <c>auto</c>
+    /// decodes batches of up to <see cref="Cpu.DecodeEngine.AutoRowLimit"/> rows on the CPU engine and larger ones on
+    /// libtorch, whose matrix products win once a step is bound by arithmetic rather than by reading the weights.
     /// </summary>
     public static TokenDecoder Create(Gpt model, string engine = Cpu.DecodeEngine.Auto)
     {
         var on = model.parameters().First().device;
         string device = on.type == DeviceType.CPU ? "cpu" : on.ToString();
-        return Cpu.DecodeEngine.Format(engine, model.Config, device) is { } format ? new TokenDecoder(Cpu.CpuModel.From(model, format), owns: true) : new TokenDecoder(model);
+        if (Cpu.DecodeEngine.Format(engine, model.Config, device) is not { } format) return new TokenDecoder(model);
+        return new TokenDecoder(model, new Lazy<Cpu.CpuModel>(() => Cpu.CpuModel.From(model, format)),
+            engine == Cpu.DecodeEngine.Auto ? Cpu.DecodeEngine.AutoRowLimit : int.MaxValue);
     }
 
-    TokenDecoder(Cpu.CpuModel engine, bool owns) : this(engine) => _owned = owns ? engine : null;
+    /// <summary>Batches of up to <paramref name="engineRowLimit"/> rows on the CPU engine (owned), larger ones on libtorch.</summary>
+    TokenDecoder(Gpt model, Lazy<Cpu.CpuModel> engine, int engineRowLimit)
+    {
+        (_engine, _ownsEngine, _engineRowLimit) = (engine, true, engineRowLimit);
+        ContextLength = model.Config.ContextLength;
+        VocabSize = model.Config.VocabSize;
+        _start = (rows, padding) => rows <= engineRowLimit ? new CpuSession(engine.Value, rows, padding) : new CachedSession(model, rows, padding);
+    }
 
-    /// <summary>The CPU engine this decoder runs on, or null for libtorch.</summary>
-    public Cpu.CpuModel? Engine { get; private init; }
+    /// <summary>The CPU engine a batch of <paramref name="rows"/> rows decodes on (packed now if it was not yet), or null for libtorch.</summary>
+    public Cpu.CpuModel? EngineFor(int rows) => _engine is not null && rows <= _engineRowLimit ? _engine.Value : null;
 
-    public void Dispose() => _owned?.Dispose();
+    /// <summary>The CPU engine a single prompt decodes on, or null for libtorch.</summary>
+    public Cpu.CpuModel? Engine => EngineFor(1);
+
+    public void Dispose()
+    {
+        if (_ownsEngine && _engine is { IsValueCreated: true }) _engine.Value.Dispose();
+    }
 
     /// <summary>Decodes a GPT with its KV cache.</summary>
     public TokenDecoder(Gpt model)
@@ -66,7 +85,7 @@ public sealed class TokenDecoder : IDisposable
     /// <summary>Decodes with the CPU engine (<see cref="Cpu.CpuModel"/>): no libtorch call per operation.</summary>
     public TokenDecoder(Cpu.CpuModel engine)
     {
-        Engine = engine;
+        _engine = new Lazy<Cpu.CpuModel>(engine);
         ContextLength = engine.Config.ContextLength;
         VocabSize = engine.Config.VocabSize;
         _start = (rows, padding) => new CpuSession(engine, rows, padding);

@@ -6,11 +6,17 @@ namespace GptSharp.Inference.Cpu;
 /// <summary>
 /// Which engine decodes: libtorch (<c>torch</c>: the reference, any device, best for large batches) or the CPU engine
 /// with weights in F32 (<c>cpu</c>, equal to libtorch up to float rounding), F16, BF16 or Q8_0. <c>auto</c> is the CPU
-/// engine in F32 wherever it runs (a CPU device, a decoder model), libtorch elsewhere: measured 2–3× faster at batch 1.
+/// engine in F32 wherever it runs (a CPU device, a decoder model) for batches of up to <see cref="AutoRowLimit"/> rows,
+/// libtorch elsewhere: measured 2–4× faster at batch 1.
 /// </summary>
 public static class DecodeEngine
 {
     public const string Auto = "auto", Torch = "torch";
+
+    /// <summary>The most rows <c>auto</c> decodes on the CPU engine; larger batches (RL rollouts) go to libtorch. Measured
+    /// (bench -- rollout): on the speedrun's model the engine's step is 3–4× faster at 1–4 rows, ~1.5× at 16, level at
+    /// 32 and slower at 64.</summary>
+    public const int AutoRowLimit = 32;
 
     /// <summary>Every name <c>--engine</c> takes.</summary>
     public static IReadOnlyList<string> Names { get; } = [Auto, Torch, "cpu", "cpu-f16", "cpu-bf16", "cpu-q8_0"];
