@@ -40,6 +40,12 @@ public abstract class TrainingSettings : CommonSettings, ILibraryDefaults
     public long? Seed { get; init; }
     [CommandOption("--time-limit")] [Description("Stop (with a checkpoint) after this many seconds (0: no limit).")]
     public double? TimeLimitSeconds { get; init; }
+    [CommandOption("--optimizer")] [Description("adamw, or muon: Muon for the Transformer blocks' weight matrices, AdamW (at --lr) for embeddings, head, norms and biases.")]
+    public OptimizerKind? Optimizer { get; init; }
+    [CommandOption("--muon-lr")] [Description("Muon's peak learning rate (with --optimizer muon; the schedule scales it like --lr).")]
+    public double? MuonLearningRate { get; init; }
+    [CommandOption("--muon-momentum")] [Description("Muon's Nesterov momentum.")]
+    public double? MuonMomentum { get; init; }
     [CommandOption("--zero1")] [Description("Under mpirun: each process keeps the optimiser state of its share of the weights only (ZeRO-1).")]
     public bool Zero1 { get; init; }
 

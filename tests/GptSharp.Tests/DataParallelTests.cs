@@ -20,8 +20,10 @@ public class DataParallelTests(TrainedTokenizerFixture fixture) : IClassFixture<
     static List<(int Step, double Loss)> Losses(string run) => [.. File.ReadLines(Path.Combine(run, "metrics.jsonl"))
         .Select(l => JsonDocument.Parse(l).RootElement).Select(e => (e.GetProperty("step").GetInt32(), e.GetProperty("loss").GetDouble()))];
 
-    [Fact]
-    public void TwoProcessesMatchOneWithTheSameGlobalBatch()
+    [Theory]
+    [InlineData("adamw")]
+    [InlineData("muon")]
+    public void TwoProcessesMatchOneWithTheSameGlobalBatch(string optimizer)
     {
         string mpirun = "/usr/bin/mpirun";
         Assert.True(File.Exists(mpirun), $"{mpirun} is missing: install Open MPI (apt-get install openmpi-bin), as .ci/run does.");
@@ -30,7 +32,7 @@ public class DataParallelTests(TrainedTokenizerFixture fixture) : IClassFixture<
         ShardBuilder.Build(tokenizer, fixture.Directory, new ShardOptions(["tang"], MaxDocuments: 400), dir.File("data"));
         string cli = Cli();
         string[] common = ["pretrain", "--data", dir.File("data"), "--layers", "2", "--width", "64", "--heads", "2", "--context", "32",
-            "--steps", "12", "--batch-size", "8", "--warmup", "2", "--eval-every", "6", "--eval-batches", "2", "--threads", "1", "--quiet"];
+            "--steps", "12", "--batch-size", "8", "--warmup", "2", "--eval-every", "6", "--eval-batches", "2", "--threads", "1", "--quiet", "--optimizer", optimizer];
 
         var single = Run("dotnet", [cli, .. common, "--run-dir", dir.File("one")]);
         Assert.True(single.Code == 0, single.Output);
@@ -96,8 +98,10 @@ public class DataParallelTests(TrainedTokenizerFixture fixture) : IClassFixture<
         return (Losses(dir.File("one")), Losses(dir.File("two")));
     }
 
-    [Fact]
-    public void ShardedOptimizerStateTrainsAndResumesBitForBitLikeTheReplicatedOne()
+    [Theory]
+    [InlineData("adamw")]
+    [InlineData("muon")]
+    public void ShardedOptimizerStateTrainsAndResumesBitForBitLikeTheReplicatedOne(string optimizer)
     {
         string mpirun = "/usr/bin/mpirun";
         Assert.True(File.Exists(mpirun), $"{mpirun} is missing: install Open MPI (apt-get install openmpi-bin), as .ci/run does.");
@@ -105,7 +109,7 @@ public class DataParallelTests(TrainedTokenizerFixture fixture) : IClassFixture<
         ShardBuilder.Build(fixture.Tokenizer, fixture.Directory, new ShardOptions(["tang"], MaxDocuments: 400), dir.File("data"));
         string cli = Cli();
         string[] common = ["pretrain", "--data", dir.File("data"), "--layers", "2", "--width", "64", "--heads", "2", "--context", "32",
-            "--batch-size", "8", "--warmup", "2", "--eval-every", "5", "--eval-batches", "2", "--threads", "1", "--quiet"];
+            "--batch-size", "8", "--warmup", "2", "--eval-every", "5", "--eval-batches", "2", "--threads", "1", "--quiet", "--optimizer", optimizer];
         string[] twoProcesses = ["--allow-run-as-root", "--oversubscribe", "-np", "2", "dotnet", cli, .. common];
 
         (int, string) Train(string run, bool zero1, int steps, bool resume = false) =>

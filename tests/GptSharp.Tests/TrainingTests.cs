@@ -71,18 +71,28 @@ public class TrainingTests
         Assert.Equal(TinyConfig, model.Config);
     }
 
-    [Fact]
-    public void ResumingGivesExactlyTheSameLossesAsTrainingStraight()
+    [Theory]
+    [InlineData(OptimizerKind.AdamW)]
+    [InlineData(OptimizerKind.Muon)]
+    public void ResumingGivesExactlyTheSameLossesAsTrainingStraight(OptimizerKind optimizer)
     {
         using var dir = new TempDirectory();
         using var train = new MappedTokenShard(MakeShard(dir, "train.bin", 1));
         using var val = new MappedTokenShard(MakeShard(dir, "val.bin", 2));
-        var (straight, _) = Train(dir.File("straight"), train, val, Config(12), resume: false);
+        var config = Config(12) with { Optimizer = optimizer };
+        var (straight, _) = Train(dir.File("straight"), train, val, config, resume: false);
 
         string split = dir.File("split");
-        var (firstHalf, _) = Train(split, train, val, Config(12), resume: false, untilStep: 6);
-        var (secondHalf, _) = Train(split, train, val, Config(12), resume: true);
+        var (firstHalf, _) = Train(split, train, val, config, resume: false, untilStep: 6);
+        var (secondHalf, _) = Train(split, train, val, config, resume: true);
         Assert.Equal(straight, firstHalf.Concat(secondHalf));
+        if (optimizer == OptimizerKind.Muon)
+        {
+            Assert.True(straight.TakeLast(3).Average() < straight.Take(3).Average() - 0.5, $"Muon did not train: {straight[0]:F2} -> {straight[^1]:F2}");
+            // A Muon checkpoint does not resume under AdamW, whose first moment means something else.
+            var e = Assert.Throws<InvalidDataException>(() => Train(split, train, val, Config(14), resume: true));
+            Assert.Contains("--optimizer muon", e.Message);
+        }
         // metrics.jsonl holds each step once, in order
         Assert.Equal(Enumerable.Range(1, 12), MetricsLog.Read(Path.Combine(split, MetricsLog.FileName)).Select(r => r["step"]!.GetValue<int>()));
     }

@@ -103,6 +103,7 @@ internal sealed class WorkerPool : IDisposable
 
     public void Dispose()
     {
+        if (_stopping) return;   // a second Dispose finds the threads gone
         _stopping = true;
         for (int w = 0; w < _threads.Length; w++) _wake[w].Release();
         foreach (var thread in _threads) thread.Join();
