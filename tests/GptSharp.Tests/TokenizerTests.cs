@@ -50,7 +50,7 @@ public sealed class TrainedTokenizerFixture : IDisposable
 
     /// <summary>A random-weight model slow enough (1,024 context, width 256) that a long answer is still streaming when a test stops it.</summary>
     public string SaveSlowRun(string runDirectory) =>
-        SaveRandomRun(runDirectory, GptSharp.Models.GptConfig.Gpt2(Tokenizer.VocabSize, 1024, layers: 4, heads: 4, width: 256));
+        SaveRandomRun(runDirectory, GptSharp.Models.GptConfig.Gpt2(Tokenizer.VocabSize, 1024, layers: 6, heads: 4, width: 384));   // slow even on the CPU engine: 1,000 tokens take well over 3 s
 
     public void Dispose() => System.IO.Directory.Delete(Directory, recursive: true);
 }

@@ -53,7 +53,6 @@ public sealed class ContinuousBatcher : IGenerationScheduler
     readonly Request?[] _slotOwner;
     readonly Channel<Request> _queue = Channel.CreateUnbounded<Request>();
     readonly List<Request> _prefilling = [], _running = [];
-    readonly Device _device;
     readonly Task _worker;
     long _clock;
     int _waiting, _busy;
@@ -76,7 +75,6 @@ public sealed class ContinuousBatcher : IGenerationScheduler
         _options = (options ?? new BatcherOptions()).Validate();
         _slots = slots;
         _rules = rules;   // for its checks of a request and its prompt truncation
-        _device = slots.Device;
         _slotTokens = [.. Enumerable.Range(0, _options.Slots).Select(_ => new List<int>())];
         _slotLastUsed = new long[_options.Slots];
         _slotOwner = new Request?[_options.Slots];
@@ -298,7 +296,7 @@ public sealed class ContinuousBatcher : IGenerationScheduler
         Device Device { get; }
         /// <summary>Runs <paramref name="chunk"/> at positions <paramref name="start"/>… of <paramref name="slot"/>; the logits (V) of its last token.</summary>
         Tensor Prefill(int slot, int start, int[] chunk);
-        /// <summary>Feeds token k at position k of slot k, one each; their logits (B, V).</summary>
+        /// <summary>Feeds tokens[k] into slots[k] at positions[k] (each slot's length), one token per slot; their logits (B, V).</summary>
         Tensor Decode(int[] slots, int[] tokens, int[] positions);
         /// <summary>Forgets all but the first <paramref name="length"/> positions of a slot.</summary>
         void Truncate(int slot, int length);

@@ -79,11 +79,13 @@ internal sealed class WorkerPool : IDisposable
         int seen = 0;
         while (true)
         {
-            // Spin for the next call (decoding issues them back to back), then sleep until woken.
+            // Spin for the next call (decoding issues them back to back), then sleep until woken. The spin yields the core
+            // to any other runnable thread (a server's I/O, another engine), so a busy engine never starves them.
             int spins = 0;
+            var spinner = new SpinWait();
             while (Volatile.Read(ref _generation) == seen && !_stopping)
             {
-                if (++spins < 2_000) { Thread.SpinWait(20); continue; }   // ~1 ms: enough between tokens, short enough not to starve others
+                if (++spins < 2_000) { spinner.SpinOnce(sleep1Threshold: -1); continue; }   // ~1 ms: enough between tokens
                 Interlocked.Exchange(ref _sleeping[w], 1);
                 if (Volatile.Read(ref _generation) != seen || _stopping)
                 {
@@ -92,6 +94,7 @@ internal sealed class WorkerPool : IDisposable
                 }
                 _wake[w].Wait();
                 spins = 0;
+                spinner.Reset();
             }
             if (_stopping) return;
             seen = Volatile.Read(ref _generation);

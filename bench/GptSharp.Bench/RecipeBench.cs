@@ -1,0 +1,111 @@
+using GptSharp.Data;
+using GptSharp.Models;
+using GptSharp.Training;
+using ScottPlot;
+
+namespace GptSharp.Bench;
+
+/// <summary>
+/// Pretraining recipes at the same wall-clock budget: the budget is what today's speedrun recipe (AdamW, 1,500 steps
+/// of <c>tiny</c>) takes on this machine, and every other recipe gets as many steps as fit in it (its step time
+/// measured first), so its learning-rate schedule ends when the time does. Each recipe runs once per seed, recipes
+/// interleaved within a seed; the table gives the median validation loss over seeds, and a PNG plots each recipe's
+/// training loss (first seed) against wall-clock seconds. Usage: bench -- recipe DATA_DIR [seeds] [budget-seconds] [out.png]
+/// (DATA_DIR: the speedrun's <c>RUN/data</c>).
+/// </summary>
+static class RecipeBench
+{
+    sealed record Recipe(string Name, string Preset, Func<TrainingConfig, TrainingConfig> Training);
+
+    static readonly Recipe[] Recipes =
+    [
+        new("AdamW, cosine (today)", "tiny", t => t),
+        new("Muon, cosine", "tiny", t => t with { Optimizer = OptimizerKind.Muon }),
+        new("Muon, constant lr", "tiny", t => t with { Optimizer = OptimizerKind.Muon, MinLrRatio = 1 }),
+        new("Muon, tiny-llama (rotary, RMSNorm, SwiGLU)", "tiny-llama", t => t with { Optimizer = OptimizerKind.Muon }),
+    ];
+
+    const int TodaySteps = 1500;
+
+    public static void Run(string[] args)
+    {
+        if (args.Length < 2) throw new ArgumentException("usage: recipe DATA_DIR [seeds] [budget-seconds] [out.png]");
+        string data = args[1];
+        int seeds = args.Length > 2 ? int.Parse(args[2]) : 2;
+        string plotPath = args.Length > 4 ? args[4] : "recipe.png";
+        int vocab = ShardSummary.Load(data).VocabSize;
+        string root = Path.Combine(Path.GetTempPath(), "gptsharp-recipe-" + Guid.NewGuid().ToString("N"));
+        // The speedrun's pretraining settings (SpeedrunPlan.PretrainTraining) with the step count left to the budget.
+        var today = PretrainRun.Defaults with { WarmupSteps = 100, EvalEvery = 1_000_000, CheckpointEvery = 1_000_000, LogEvery = 1_000_000 };
+        try
+        {
+            var stepSeconds = Recipes.ToDictionary(r => r.Name, r => StepSeconds(r, today, data, vocab, Path.Combine(root, "calibrate")));
+            double budget = args.Length > 3 ? double.Parse(args[3]) : TodaySteps * stepSeconds[Recipes[0].Name];
+            Console.WriteLine($"\n## Pretraining recipes at {budget:F0} s each (today's {TodaySteps} steps), {seeds} seed(s)");
+            var results = Recipes.ToDictionary(r => r.Name, _ => new List<(double Val, int Steps, double Seconds, List<(double T, double Loss)> Curve)>());
+            for (int seed = 0; seed < seeds; seed++)
+                foreach (var recipe in seed % 2 == 0 ? Recipes : Recipes.Reverse())
+                {
+                    int steps = Math.Max(10, (int)(budget / stepSeconds[recipe.Name]));
+                    var training = recipe.Training(today) with { Steps = steps, Seed = 1337 + seed, TimeLimitSeconds = budget * 1.1 };
+                    var curve = new List<(double, double)>();
+                    string run = Path.Combine(root, $"{seed}-{Array.IndexOf(Recipes, recipe)}");
+                    var result = PretrainRun.Execute(GptConfig.Preset(recipe.Preset, vocab), training, data, run, resume: false,
+                        onStep: m => curve.Add((m.ElapsedSeconds, m.Loss)));
+                    results[recipe.Name].Add((result.FinalValLoss ?? double.NaN, result.StepsDone, result.Seconds, curve));
+                    Console.WriteLine($"  seed {seed}: {recipe.Name}: {result.StepsDone} steps in {result.Seconds:F0} s, validation loss {result.FinalValLoss:F3}");
+                    Directory.Delete(run, true);
+                }
+            Console.WriteLine("\n| recipe | s/step | steps | seconds | validation loss (median) | per seed |");
+            Console.WriteLine("|---|---|---|---|---|---|");
+            foreach (var recipe in Recipes)
+            {
+                var runs = results[recipe.Name];
+                Console.WriteLine($"| {recipe.Name} | {stepSeconds[recipe.Name]:F3} | {runs[0].Steps:N0} | {Median(runs.Select(r => r.Seconds)):F0} | " +
+                                  $"{Median(runs.Select(r => r.Val)):F3} | {string.Join(" / ", runs.Select(r => r.Val.ToString("F3")))} |");
+            }
+            Plot(results.ToDictionary(kv => kv.Key, kv => kv.Value[0].Curve), plotPath);
+            Console.WriteLine($"\nTraining loss against wall-clock time: {Path.GetFullPath(plotPath)}");
+        }
+        finally
+        {
+            if (Directory.Exists(root)) Directory.Delete(root, true);
+        }
+    }
+
+    /// <summary>Seconds per step of a recipe, from steps 10–40 of a short run (the first steps warm up).</summary>
+    static double StepSeconds(Recipe recipe, TrainingConfig today, string data, int vocab, string run)
+    {
+        var elapsed = new Dictionary<int, double>();
+        PretrainRun.Execute(GptConfig.Preset(recipe.Preset, vocab), recipe.Training(today) with { Steps = 40 }, data, run, resume: false,
+            onStep: m => elapsed[m.Step] = m.ElapsedSeconds);
+        Directory.Delete(run, true);
+        return (elapsed[40] - elapsed[10]) / 30;
+    }
+
+    /// <summary>Each recipe's training loss (smoothed over ~50 steps) against seconds, legend outside the data.</summary>
+    static void Plot(Dictionary<string, List<(double T, double Loss)>> curves, string path)
+    {
+        var plot = new Plot();
+        foreach (var (name, curve) in curves)
+        {
+            double smoothed = curve[0].Loss;
+            var ys = curve.Select(p => smoothed = 0.98 * smoothed + 0.02 * p.Loss).ToArray();
+            var line = plot.Add.ScatterLine(curve.Select(p => p.T).ToArray(), ys);
+            line.LegendText = name;
+        }
+        plot.Title("Pretraining recipes at the same wall-clock budget (tiny, Tang poems)");
+        plot.XLabel("wall-clock seconds");
+        plot.YLabel("training loss (nats/token, smoothed)");
+        plot.Axes.SetLimitsY(4.5, 8);
+        plot.ShowLegend(Edge.Right);
+        ScottPlot.Image image = plot.GetImage(1100, 500);
+        image.SavePng(path);
+    }
+
+    static double Median(IEnumerable<double> values)
+    {
+        var sorted = values.Order().ToList();
+        return sorted.Count % 2 == 1 ? sorted[sorted.Count / 2] : (sorted[sorted.Count / 2 - 1] + sorted[sorted.Count / 2]) / 2;
+    }
+}
