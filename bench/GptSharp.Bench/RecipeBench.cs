@@ -10,7 +10,7 @@ namespace GptSharp.Bench;
 /// of <c>tiny</c>) takes on this machine, and every other recipe gets as many steps as fit in it (its step time
 /// measured first), so its learning-rate schedule ends when the time does. Each recipe runs once per seed, recipes
 /// interleaved within a seed; the table gives the median validation loss over seeds, and a PNG plots each recipe's
-/// training loss (first seed) against wall-clock seconds. Usage: bench -- recipe DATA_DIR [seeds] [budget-seconds] [out.png]
+/// training loss (first seed) against wall-clock seconds. Usage: bench -- recipe DATA_DIR [seeds] [budget-seconds, 0: today's] [out.png]
 /// (DATA_DIR: the speedrun's <c>RUN/data</c>).
 /// </summary>
 static class RecipeBench
@@ -40,7 +40,7 @@ static class RecipeBench
         try
         {
             var stepSeconds = Recipes.ToDictionary(r => r.Name, r => StepSeconds(r, today, data, vocab, Path.Combine(root, "calibrate")));
-            double budget = args.Length > 3 ? double.Parse(args[3]) : TodaySteps * stepSeconds[Recipes[0].Name];
+            double budget = args.Length > 3 && double.Parse(args[3]) > 0 ? double.Parse(args[3]) : TodaySteps * stepSeconds[Recipes[0].Name];
             Console.WriteLine($"\n## Pretraining recipes at {budget:F0} s each (today's {TodaySteps} steps), {seeds} seed(s)");
             var results = Recipes.ToDictionary(r => r.Name, _ => new List<(double Val, int Steps, double Seconds, List<(double T, double Loss)> Curve)>());
             for (int seed = 0; seed < seeds; seed++)
@@ -73,14 +73,15 @@ static class RecipeBench
         }
     }
 
-    /// <summary>Seconds per step of a recipe, from steps 10–40 of a short run (the first steps warm up).</summary>
+    /// <summary>Seconds per step of a recipe, from steps 20–100 of a short run (the first steps warm up; 30 steps proved
+    /// too few on this machine, whose speed wanders by ±20%).</summary>
     static double StepSeconds(Recipe recipe, TrainingConfig today, string data, int vocab, string run)
     {
         var elapsed = new Dictionary<int, double>();
-        PretrainRun.Execute(GptConfig.Preset(recipe.Preset, vocab), recipe.Training(today) with { Steps = 40 }, data, run, resume: false,
+        PretrainRun.Execute(GptConfig.Preset(recipe.Preset, vocab), recipe.Training(today) with { Steps = 100 }, data, run, resume: false,
             onStep: m => elapsed[m.Step] = m.ElapsedSeconds);
         Directory.Delete(run, true);
-        return (elapsed[40] - elapsed[10]) / 30;
+        return (elapsed[100] - elapsed[20]) / 80;
     }
 
     /// <summary>Each recipe's training loss (smoothed over ~50 steps) against seconds, legend outside the data.</summary>

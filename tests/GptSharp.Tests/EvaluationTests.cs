@@ -135,6 +135,30 @@ public class EvaluationTests(TrainedTokenizerFixture fixture) : IClassFixture<Tr
         Assert.Equal(0.5, BuiltInTasks.Build("spam", 30).Chance, 6);
         Assert.Throws<ArgumentException>(() => BuiltInTasks.Build("nope"));
     }
+
+    [Fact]
+    public void InContextTasksAreAnsweredOnlyByTheirExamples()
+    {
+        // label-copy: one arbitrary label per key character, the same in queries and examples; every key has examples.
+        var copy = BuiltInTasks.Build("label-copy", items: 100);
+        Assert.Equal(0.25, copy.Chance, 6);
+        string Key(EvalItem item) => item.Context[^2..^1];
+        var labelOf = copy.ShotPool.GroupBy(Key).ToDictionary(g => g.Key, g => g.Select(e => e.Target).Distinct().Single());
+        Assert.Equal(6, labelOf.Count);
+        Assert.All(copy.Items, item => Assert.Equal(labelOf[Key(item)], item.Target));
+        Assert.True(labelOf.Values.Distinct().Count() > 1, "every key has the same label: copying would not be needed");
+        // At 0 shots the prompt is the query alone: no label is in it.
+        Assert.Equal(copy.Items[0].Context, Evaluator.Prompt(copy, 0, 0));
+        Assert.DoesNotContain(Evaluator.Prompt(copy, 0, 0), c => "甲乙丙丁".Contains(c));
+        Assert.Contains($"{Key(copy.Items[0])}：{labelOf[Key(copy.Items[0])]}\n", Evaluator.Prompt(copy, 0, 40));   // with many shots, an example of the same key shows its label
+
+        // label-form: 甲 for a five-character line (12 characters with punctuation), 乙 for seven.
+        var form = BuiltInTasks.Build("label-form", items: 50);
+        Assert.Equal(0.5, form.Chance, 6);
+        Assert.All(form.Items.Concat(form.ShotPool), item => Assert.Equal(item.Context.Split('\n')[0].Length == 12 ? "甲" : "乙", item.Target));
+        Assert.Contains(form.Items, i => i.Target == "甲");
+        Assert.Contains(form.Items, i => i.Target == "乙");
+    }
 }
 
 public class ReportCardTests
@@ -165,7 +189,8 @@ public class ReportCardTests
         Assert.Contains("| ppo | 70.0% |", report);
         Assert.Contains("| author | 25% | 29.0% (24.0%) | 33.0% (26.0%) |", report);
         Assert.Contains("tang 2.600 bits/byte", report);
-        foreach (string png in new[] { "pretrain/loss.png", "ppo.png", "form-score.png", "kshot-base.png" })
+        Assert.Contains("In-context tasks (label-copy, label-form)", report);
+        foreach (string png in new[] { "pretrain/loss.png", "ppo-reward.png", "ppo-kl.png", "ppo-length.png", "form-score.png", "kshot-base.png" })
         {
             Assert.Contains($"]({png})", report);
             var bytes = File.ReadAllBytes(Path.Combine(run, png));

@@ -12,7 +12,11 @@ public static class BuiltInTasks
 {
     public const long DataSeed = 1337;
     public const double DataHeldOut = 0.02;
-    public static IReadOnlyList<string> Names { get; } = ["next-line", "author", "form", "sotu-completion", "spam"];
+    public static IReadOnlyList<string> Names { get; } = ["next-line", "author", "form", "sotu-completion", "spam", "label-copy", "label-form"];
+
+    /// <summary>Tasks whose answer is given only by the examples in the prompt: at 0 shots they are at chance by
+    /// construction, so accuracy above chance is in-context learning and nothing else.</summary>
+    public static IReadOnlyList<string> InContext { get; } = ["label-copy", "label-form"];
 
     public static EvalTask Build(string name, int items = 200, long seed = 1) => name switch
     {
@@ -21,6 +25,8 @@ public static class BuiltInTasks
         "form" => Form(items, seed),
         "sotu-completion" => SotuCompletion(items, seed),
         "spam" => Spam(items, seed),
+        "label-copy" => LabelCopy(items, seed),
+        "label-form" => LabelForm(items, seed),
         _ => throw new ArgumentException($"Unknown task '{name}': built-in tasks are {string.Join(", ", Names)}, or give a .jsonl task file.", nameof(name)),
     };
 
@@ -102,5 +108,43 @@ public static class BuiltInTasks
         static string Excerpt(string text) => text.Length <= 200 ? text : text[..200];
         return Make("spam", "email → spam or ham, as a text prompt (2 choices)", messages.Where(m => m.HeldOut).ToList(), messages.Where(m => !m.HeldOut).ToList(), items, seed,
             (m, _) => new EvalItem($"Message: {Excerpt(m.Text)}\nLabel:", [" spam", " ham"], m.Label == "spam" ? 0 : 1));
+    }
+
+    static readonly string[] Labels = ["甲", "乙", "丙", "丁"];
+
+    /// <summary>
+    /// Six key characters each carry one of four arbitrary labels (甲乙丙丁, fixed by the seed); an item is a
+    /// random character, its key and a colon, answered by the key's label. Only an example with the same key tells the
+    /// label, so accuracy rises with k as such an example becomes likely (1 − (5/6)^k) and the model copies its label
+    /// — the induction pattern of in-context learning. Synthetic: no corpus text, nothing to remember from pretraining.
+    /// </summary>
+    static EvalTask LabelCopy(int items, long seed)
+    {
+        string[] keys = ["月", "山", "風", "花", "雲", "水"];
+        string[] fillers = ["春", "秋", "夜", "江", "天", "人", "日", "長", "空", "城", "白", "青", "孤", "落", "歸", "遠"];
+        var random = new Random((int)(seed & 0x7fffffff));
+        var label = keys.ToDictionary(k => k, _ => Labels[random.Next(Labels.Length)]);
+        // Queries and examples take their first character from disjoint halves, so no example repeats a query.
+        EvalItem Next(int firstFiller)
+        {
+            string key = keys[random.Next(keys.Length)];
+            return new EvalItem($"{fillers[firstFiller + random.Next(fillers.Length / 2)]}{key}：", Labels, Array.IndexOf(Labels, label[key]));
+        }
+        var queries = Enumerable.Range(0, items).Select(_ => Next(0)).ToList();
+        var pool = Enumerable.Range(0, 64).Select(_ => Next(fillers.Length / 2)).ToList();
+        return new EvalTask("label-copy", "in context: a key character's arbitrary label, given only by examples (4 choices)", queries, pool, "\n");
+    }
+
+    /// <summary>
+    /// A poem's first line labelled 甲 when it has five characters a half-line and 乙 when it has seven: a label
+    /// mapping defined only by the examples, over a feature the model must read off the line (its length).
+    /// </summary>
+    static EvalTask LabelForm(int items, long seed)
+    {
+        var lines = Poems().Where(p => p.Lines.Length >= 1 && p.Lines[0].Length is 12 or 16)
+            .Select(p => (Line: p.Lines[0], p.HeldOut)).ToList();
+        return Make("label-form", "in context: 甲 for a five-character line, 乙 for a seven-character one, given only by examples (2 choices)",
+            lines.Where(l => l.HeldOut).ToList(), lines.Where(l => !l.HeldOut).ToList(), items, seed,
+            (l, _) => new EvalItem($"{l.Line}\n類：", ["甲", "乙"], l.Line.Length == 12 ? 0 : 1));
     }
 }

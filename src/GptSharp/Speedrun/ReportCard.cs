@@ -55,15 +55,20 @@ public static class ReportCard
         if (File.Exists(ppoLog))
         {
             var rows = File.ReadLines(ppoLog).Select(l => JsonNode.Parse(l)!).ToList();
-            var plot = new Plot();
             double[] x = [.. rows.Select(r => (double)r["iteration"]!.GetValue<int>())];
-            foreach (var (field, label) in new[] { ("meanScore", "mean reward"), ("meanKl", "KL to reference (nats/response)"), ("meanResponseLength", "response length (tokens)") })
-                plot.Add.ScatterLine(x, [.. rows.Select(r => r[field]!.GetValue<double>())]).LegendText = label;
-            plot.Title("PPO rollouts");
-            plot.XLabel("rollout");
-            plot.ShowLegend();
-            Save(plot, runDirectory, "ppo.png");
-            md.AppendLine("## PPO").AppendLine().AppendLine("![PPO rollouts](ppo.png)").AppendLine();
+            md.AppendLine("## PPO").AppendLine();
+            // One plot per quantity: reward, KL and length have unrelated scales.
+            foreach (var (field, label, file) in new[] { ("meanScore", "mean reward", "ppo-reward.png"), ("meanKl", "KL to the reference (nats per response)", "ppo-kl.png"),
+                         ("meanResponseLength", "response length (tokens)", "ppo-length.png") })
+            {
+                var plot = new Plot();
+                plot.Add.ScatterLine(x, [.. rows.Select(r => r[field]!.GetValue<double>())]);
+                plot.Title($"PPO rollouts: {label}");
+                plot.XLabel("rollout");
+                plot.YLabel(label);
+                Save(plot, runDirectory, file, height: 300);
+                md.AppendLine($"![PPO {label}]({file})").AppendLine();
+            }
             if (rows.All(r => r["meanGold"] is not null)) OverOptimisation(rows, runDirectory, md);
             HeldOutGold(Path.Combine(runDirectory, "ppo", Alignment.PpoRun.PolicyFolder), "PPO", md);
         }
@@ -107,6 +112,10 @@ public static class ReportCard
         {
             md.AppendLine("## Zero- and few-shot evaluation").AppendLine();
             md.AppendLine("Accuracy by summed log-likelihood of each choice (per-token normalised in brackets); chance beside.").AppendLine();
+            md.AppendLine($"In-context tasks ({string.Join(", ", BuiltInTasks.InContext)}): the answer is given only by the examples in the prompt, so " +
+                          "0 shots is chance by construction and a rise with k is in-context learning. The other tasks ask for what pretraining " +
+                          "stored (a poem's next line, author or form, a speech's sentence, spam): at this model size they stay near chance at every k; " +
+                          "GPT-3's few-shot gains on such tasks came with models of billions of parameters.").AppendLine();
             foreach (var (model, report) in evals)
             {
                 var shots = report.Tasks.Select(t => t.Shots).Distinct().Order().ToList();
@@ -122,10 +131,19 @@ public static class ReportCard
                     line.LegendText = task.Key;
                     line.MarkerSize = 6;
                 }
+                foreach (double chance in report.Tasks.Select(t => t.Chance).Where(c => c > 0).Distinct().Order())
+                {
+                    var line = plot.Add.HorizontalLine(100 * chance);
+                    line.LinePattern = LinePattern.Dashed;
+                    line.LineWidth = 1;
+                    line.Color = Colors.Gray;
+                    line.LegendText = $"chance ({Math.Round(1 / chance)} choices)";
+                }
+                plot.Axes.Bottom.SetTicks([.. shots.Select(k => (double)k)], [.. shots.Select(k => k.ToString())]);
                 plot.Title($"{model}: accuracy against in-context examples");
                 plot.XLabel("examples in the prompt (k)");
                 plot.YLabel("accuracy (%)");
-                plot.ShowLegend();
+                plot.ShowLegend(Edge.Right);
                 Save(plot, runDirectory, $"kshot-{model}.png");
                 md.AppendLine($"![{model} k-shot](kshot-{model}.png)").AppendLine();
                 if (report.Corpora.Count > 0)
@@ -208,6 +226,6 @@ public static class ReportCard
         ? (value.GetValue<double>() is var d && Math.Abs(d) >= 100 ? d.ToString("N0") : d.ToString("G4"))
         : value.ToString();
 
-    static void Save(Plot plot, string directory, string name) =>
-        AtomicFile.WriteAllBytes(Path.Combine(directory, name), plot.GetImageBytes(900, 500, ImageFormat.Png));
+    static void Save(Plot plot, string directory, string name, int height = 500) =>
+        AtomicFile.WriteAllBytes(Path.Combine(directory, name), plot.GetImageBytes(900, height, ImageFormat.Png));
 }
