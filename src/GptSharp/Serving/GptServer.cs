@@ -174,9 +174,9 @@ public sealed class GptServer : IAsyncDisposable
             await Error(context, new ApiError(e.StatusCode, e.StatusCode == 413
                 ? $"The request body is larger than {_options.MaxBodyBytes:N0} bytes." : "The HTTP request is malformed."));
         }
-        catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
+        catch (Exception e) when (e is OperationCanceledException or IOException && context.RequestAborted.IsCancellationRequested)
         {
-            Interlocked.Increment(ref _cancelled); // the client went away; its generation has stopped and its slot is free
+            Interlocked.Increment(ref _cancelled); // the client went away (noticed as a cancellation or a failed write); its generation has stopped and its slot is free
         }
         catch (Exception e) when (!context.Response.HasStarted)
         {
@@ -364,73 +364,82 @@ public sealed class GptServer : IAsyncDisposable
             };
         }
 
-        if (!sampling.Stream)
-        {
-            var results = await outcomes;
-            var choices = results.Select((result, i) =>
-            {
-                var generation = result.Generation;
-                var call = shape.ReadCall(model.Tokenizer, generation.Tokens);
-                var (text, entries) = Replay(model, BeforeCall(generation, shape.CallStart(model.Tokenizer, generation.Tokens)), sampling.Stop);
-                object? logprobs = sampling.TopLogprobs is null ? null : chat ? new { content = entries.Select(e => ChatLogprob(model, e)) } : CompletionLogprobs(model, entries);
-                if (call is not null)
-                    return new { index = i, message = (object)new { role = "assistant", content = text.Length == 0 ? null : text, tool_calls = new[] { CallJson(call) } }, logprobs, finish_reason = "tool_calls" };
-                return chat
-                    ? (object)new { index = i, message = new { role = "assistant", content = text }, logprobs, finish_reason = Finish(generation) }
-                    : new { index = i, text, logprobs, finish_reason = Finish(generation) };
-            }).ToArray();
-            object body = new { id, @object = chat ? "chat.completion" : "text_completion", created, model = model.Name, choices, usage = Usage(results), timings = Timings(results) };
-            await context.Response.WriteAsJsonAsync(body, Json, aborted);
-            return;
-        }
-
-        _ = outcomes.ContinueWith(_ => events.Writer.TryComplete(), TaskScheduler.Default);
-        context.Response.ContentType = "text/event-stream";
-        context.Response.Headers.CacheControl = "no-cache";
-        async Task Send(object chunk) => await context.Response.WriteAsync($"data: {JsonSerializer.Serialize(chunk, Json)}\n\n", aborted);
-        object Chunk(int choice, string? content, string? role, string? finish, TokenLogprob? logprob)
-        {
-            object? logprobs = logprob is null ? null : chat ? new { content = new[] { ChatLogprob(model, logprob) } } : CompletionLogprobs(model, [logprob]);
-            return chat
-                ? new { id, @object = "chat.completion.chunk", created, model = model.Name, choices = new[] { new { index = choice, delta = role is null ? (object)new { content } : new { role, content }, logprobs, finish_reason = finish } } }
-                : new { id, @object = "text_completion", created, model = model.Name, choices = new[] { new { index = choice, text = content ?? "", logprobs, finish_reason = finish } } };
-        }
-        if (chat)
-            for (int i = 0; i < n; i++) await Send(Chunk(i, "", "assistant", null, null));
-        await context.Response.Body.FlushAsync(aborted);
-        await foreach (var (choice, piece, logprob) in events.Reader.ReadAllAsync(aborted))
-        {
-            await Send(Chunk(choice, piece, null, null, logprob));
-            await context.Response.Body.FlushAsync(aborted);
-        }
-        BatchResult[] done;
         try
         {
-            done = await outcomes;
-        }
-        catch (ApiError e)
-        {
-            // Headers are sent: the error goes out as an event, and the stream still ends properly.
-            await Send(e.Body);
+            if (!sampling.Stream)
+            {
+                var results = await outcomes;
+                var choices = results.Select((result, i) =>
+                {
+                    var generation = result.Generation;
+                    var call = shape.ReadCall(model.Tokenizer, generation.Tokens);
+                    var (text, entries) = Replay(model, BeforeCall(generation, shape.CallStart(model.Tokenizer, generation.Tokens)), sampling.Stop);
+                    object? logprobs = sampling.TopLogprobs is null ? null : chat ? new { content = entries.Select(e => ChatLogprob(model, e)) } : CompletionLogprobs(model, entries);
+                    if (call is not null)
+                        return new { index = i, message = (object)new { role = "assistant", content = text.Length == 0 ? null : text, tool_calls = new[] { CallJson(call) } }, logprobs, finish_reason = "tool_calls" };
+                    return chat
+                        ? (object)new { index = i, message = new { role = "assistant", content = text }, logprobs, finish_reason = Finish(generation) }
+                        : new { index = i, text, logprobs, finish_reason = Finish(generation) };
+                }).ToArray();
+                object body = new { id, @object = chat ? "chat.completion" : "text_completion", created, model = model.Name, choices, usage = Usage(results), timings = Timings(results) };
+                await context.Response.WriteAsJsonAsync(body, Json, aborted);
+                return;
+            }
+
+            _ = outcomes.ContinueWith(_ => events.Writer.TryComplete(), TaskScheduler.Default);
+            context.Response.ContentType = "text/event-stream";
+            context.Response.Headers.CacheControl = "no-cache";
+            async Task Send(object chunk) => await context.Response.WriteAsync($"data: {JsonSerializer.Serialize(chunk, Json)}\n\n", aborted);
+            object Chunk(int choice, string? content, string? role, string? finish, TokenLogprob? logprob)
+            {
+                object? logprobs = logprob is null ? null : chat ? new { content = new[] { ChatLogprob(model, logprob) } } : CompletionLogprobs(model, [logprob]);
+                return chat
+                    ? new { id, @object = "chat.completion.chunk", created, model = model.Name, choices = new[] { new { index = choice, delta = role is null ? (object)new { content } : new { role, content }, logprobs, finish_reason = finish } } }
+                    : new { id, @object = "text_completion", created, model = model.Name, choices = new[] { new { index = choice, text = content ?? "", logprobs, finish_reason = finish } } };
+            }
+            if (chat)
+                for (int i = 0; i < n; i++) await Send(Chunk(i, "", "assistant", null, null));
+            await context.Response.Body.FlushAsync(aborted);
+            await foreach (var (choice, piece, logprob) in events.Reader.ReadAllAsync(aborted))
+            {
+                await Send(Chunk(choice, piece, null, null, logprob));
+                await context.Response.Body.FlushAsync(aborted);
+            }
+            BatchResult[] done;
+            try
+            {
+                done = await outcomes;
+            }
+            catch (ApiError e)
+            {
+                // Headers are sent: the error goes out as an event, and the stream still ends properly.
+                await Send(e.Body);
+                await context.Response.WriteAsync("data: [DONE]\n\n", aborted);
+                return;
+            }
+            for (int i = 0; i < n; i++)
+            {
+                // What was held back (what might have begun a stop sequence) goes out before the last chunk.
+                answers[i].Finish();
+                if (held[i].Length > 0) await Send(Chunk(i, held[i], null, null, null));
+                var call = shape.ReadCall(model.Tokenizer, done[i].Generation.Tokens);
+                if (call is not null)
+                    await Send(new { id, @object = "chat.completion.chunk", created, model = model.Name, choices = new[] { new { index = i, delta = (object)new { tool_calls = new[] { CallJson(call, index: 0) } }, logprobs = (object?)null, finish_reason = (string?)null } } });
+                await Send(chat
+                    ? new { id, @object = "chat.completion.chunk", created, model = model.Name, choices = new[] { new { index = i, delta = new { }, logprobs = (object?)null, finish_reason = call is null ? Finish(done[i].Generation) : "tool_calls" } } }
+                    : Chunk(i, "", null, Finish(done[i].Generation), null));
+            }
+            object final = new { id, @object = chat ? "chat.completion.chunk" : "text_completion", created, model = model.Name, choices = Array.Empty<object>(), usage = Usage(done), timings = Timings(done) };
+            if (sampling.IncludeUsage) await Send(final);
             await context.Response.WriteAsync("data: [DONE]\n\n", aborted);
-            return;
+            await context.Response.Body.FlushAsync(aborted);
         }
-        for (int i = 0; i < n; i++)
+        finally
         {
-            // What was held back (what might have begun a stop sequence) goes out before the last chunk.
-            answers[i].Finish();
-            if (held[i].Length > 0) await Send(Chunk(i, held[i], null, null, null));
-            var call = shape.ReadCall(model.Tokenizer, done[i].Generation.Tokens);
-            if (call is not null)
-                await Send(new { id, @object = "chat.completion.chunk", created, model = model.Name, choices = new[] { new { index = i, delta = (object)new { tool_calls = new[] { CallJson(call, index: 0) } }, logprobs = (object?)null, finish_reason = (string?)null } } });
-            await Send(chat
-                ? new { id, @object = "chat.completion.chunk", created, model = model.Name, choices = new[] { new { index = i, delta = new { }, logprobs = (object?)null, finish_reason = call is null ? Finish(done[i].Generation) : "tool_calls" } } }
-                : Chunk(i, "", null, Finish(done[i].Generation), null));
+            // Leaving before the generations ended (the client went away, a write failed): stop them, so their slots
+            // come free now rather than when they would have finished.
+            if (!outcomes.IsCompleted) limit.Cancel();
         }
-        object final = new { id, @object = chat ? "chat.completion.chunk" : "text_completion", created, model = model.Name, choices = Array.Empty<object>(), usage = Usage(done), timings = Timings(done) };
-        if (sampling.IncludeUsage) await Send(final);
-        await context.Response.WriteAsync("data: [DONE]\n\n", aborted);
-        await context.Response.Body.FlushAsync(aborted);
     }
 
     /// <summary>One request's generation failed (the rest of its batch went on): an OpenAI error without native detail.</summary>
