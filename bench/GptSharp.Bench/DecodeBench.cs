@@ -151,7 +151,7 @@ static class DecodeBench
         Console.WriteLine("|---|---|---|---|---|");
         foreach (var (name, bytes, _, _) in candidates)
         {
-            double median = Median(figures[name]);
+            double median = Stats.Median(figures[name]);
             double bound = bandwidth * 1e9 / bytes;
             Console.WriteLine($"| {name} | {bytes / 1e6:F1} | {median:N1} | {1000 / median:F2} | {100 * median / bound:F0}% of {bound:N0} |");
         }
@@ -178,7 +178,7 @@ static class DecodeBench
                 e.Add(Batched(new TokenDecoder(f32)));
                 q.Add(Batched(new TokenDecoder(q8)));
             }
-            Console.WriteLine($"| {rows} | {Median(t):N0} | {Median(e):N0} | {Median(q):N0} |");
+            Console.WriteLine($"| {rows} | {Stats.Median(t):N0} | {Stats.Median(e):N0} | {Stats.Median(q):N0} |");
         }
         foreach (var candidate in candidates) candidate.Owner?.Dispose();
     }
@@ -224,12 +224,6 @@ static class DecodeBench
         var special = SpecialTokens.All.Select((t, i) => (t, i)).ToDictionary(p => p.t, p => ordinary + p.i);
         GptTokenizer.Save(new TokenizerSpec("gpt2-8k", PreTokenizerPatterns.Gpt2, vocab.Value, special), ranks, directory);
         return (directory, vocab.Value);
-    }
-
-    static double Median(List<double> values)
-    {
-        var sorted = values.Order().ToList();
-        return sorted.Count % 2 == 1 ? sorted[sorted.Count / 2] : (sorted[sorted.Count / 2 - 1] + sorted[sorted.Count / 2]) / 2;
     }
 
     /// <summary>llama.cpp through LLamaSharp: the same prompt, greedy over its logits, one token per decode call.</summary>

@@ -61,8 +61,8 @@ static class RecipeBench
             foreach (var recipe in Recipes)
             {
                 var runs = results[recipe.Name];
-                Console.WriteLine($"| {recipe.Name} | {stepSeconds[recipe.Name]:F3} | {runs[0].Steps:N0} | {Median(runs.Select(r => r.Seconds)):F0} | " +
-                                  $"{Median(runs.Select(r => r.Val)):F3} | {string.Join(" / ", runs.Select(r => r.Val.ToString("F3")))} |");
+                Console.WriteLine($"| {recipe.Name} | {stepSeconds[recipe.Name]:F3} | {runs[0].Steps:N0} | {Stats.Median(runs.Select(r => r.Seconds)):F0} | " +
+                                  $"{Stats.Median(runs.Select(r => r.Val)):F3} | {string.Join(" / ", runs.Select(r => r.Val.ToString("F3")))} |");
             }
             Plot(results.ToDictionary(kv => kv.Key, kv => kv.Value[0].Curve), plotPath);
             Console.WriteLine($"\nTraining loss against wall-clock time: {Path.GetFullPath(plotPath)}");
@@ -102,11 +102,5 @@ static class RecipeBench
         plot.ShowLegend(Edge.Right);
         ScottPlot.Image image = plot.GetImage(1100, 500);
         image.SavePng(path);
-    }
-
-    static double Median(IEnumerable<double> values)
-    {
-        var sorted = values.Order().ToList();
-        return sorted.Count % 2 == 1 ? sorted[sorted.Count / 2] : (sorted[sorted.Count / 2 - 1] + sorted[sorted.Count / 2]) / 2;
     }
 }

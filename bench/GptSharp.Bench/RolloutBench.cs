@@ -44,13 +44,13 @@ static class RolloutBench
                     if (round > 0) times[engine].Add((seconds, rollout.Completions.Sum(c => c.AnswerTokens.Length)));
                 }
             }
-            double torchSeconds = Median(times[DecodeEngine.Torch].Select(t => t.Seconds));
+            double torchSeconds = Stats.Median(times[DecodeEngine.Torch].Select(t => t.Seconds));
             foreach (string engine in engines)
             {
-                double seconds = Median(times[engine].Select(t => t.Seconds));
+                double seconds = Stats.Median(times[engine].Select(t => t.Seconds));
                 double tokens = times[engine].Average(t => t.Tokens);
                 Console.WriteLine($"| {kind.Name} | {engine switch { "cpu" => "CPU engine F32", DecodeEngine.Auto => $"auto (CPU engine up to {DecodeEngine.AutoRowLimit} rows)", _ => "libtorch" }} | {kind.Prompts * kind.Group} | {tokens / (kind.Prompts * kind.Group):F1} | " +
-                                  $"{seconds:F2} | {Median(times[engine].Select(t => t.Tokens / t.Seconds)):F0} | {torchSeconds / seconds:F2}× |");
+                                  $"{seconds:F2} | {Stats.Median(times[engine].Select(t => t.Tokens / t.Seconds)):F0} | {torchSeconds / seconds:F2}× |");
             }
         }
     }
@@ -90,11 +90,5 @@ static class RolloutBench
             }
             Console.WriteLine($"| {b} | {torch:F2} | {cpu:F2} | {b / torch * 1000:F0} | {b / cpu * 1000:F0} |");
         }
-    }
-
-    static double Median(IEnumerable<double> values)
-    {
-        var sorted = values.Order().ToList();
-        return sorted.Count % 2 == 1 ? sorted[sorted.Count / 2] : (sorted[sorted.Count / 2 - 1] + sorted[sorted.Count / 2]) / 2;
     }
 }
