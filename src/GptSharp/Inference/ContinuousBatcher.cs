@@ -245,7 +245,7 @@ public sealed class ContinuousBatcher : IGenerationScheduler
     bool Continue(Request request, Tensor logits)
     {
         var decoding = request.Decoding!;
-        if (decoding.Step(logits) && _slotTokens[request.Slot].Count >= _slots.ContextLength) decoding.End(FinishReason.ContextFull);
+        if (decoding.Step(logits) && _slotTokens[request.Slot].Count >= _rules.ContextLength) decoding.End(FinishReason.ContextFull);
         if (decoding.Active) return true;
         Complete(request);
         return false;
@@ -291,9 +291,6 @@ public sealed class ContinuousBatcher : IGenerationScheduler
     /// <summary>The model under the batcher: a KV cache of slots, and forward passes that extend them.</summary>
     interface ISlotModel : IDisposable
     {
-        int ContextLength { get; }
-        int VocabSize { get; }
-        Device Device { get; }
         /// <summary>Runs <paramref name="chunk"/> at positions <paramref name="start"/>… of <paramref name="slot"/>; the logits (V) of its last token.</summary>
         Tensor Prefill(int slot, int start, int[] chunk);
         /// <summary>Feeds tokens[k] into slots[k] at positions[k] (each slot's length), one token per slot; their logits (B, V).</summary>
@@ -307,9 +304,7 @@ public sealed class ContinuousBatcher : IGenerationScheduler
     {
         readonly SlotKvCache _cache = new(model.Config, slots, model.parameters().First().device, model.parameters().First().dtype);
 
-        public int ContextLength => model.Config.ContextLength;
-        public int VocabSize => model.Config.VocabSize;
-        public Device Device { get; } = model.parameters().First().device;
+        Device Device { get; } = model.parameters().First().device;
 
         public Tensor Prefill(int slot, int start, int[] chunk)
         {
@@ -334,9 +329,7 @@ public sealed class ContinuousBatcher : IGenerationScheduler
         readonly float[] _prefillLogits = new float[engine.Config.VocabSize], _decodeLogits = new float[slots * engine.Config.VocabSize];
         readonly int[] _decodeOutputs = [.. Enumerable.Range(0, slots)];
 
-        public int ContextLength => engine.Config.ContextLength;
-        public int VocabSize => engine.Config.VocabSize;
-        public Device Device => CPU;
+        int VocabSize => engine.Config.VocabSize;
 
         public Tensor Prefill(int slot, int start, int[] chunk)
         {
