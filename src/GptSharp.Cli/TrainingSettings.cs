@@ -22,8 +22,10 @@ public abstract class TrainingSettings : CommonSettings, ILibraryDefaults
     public int? GradAccumulation { get; init; }
     [CommandOption("--lr")] [Description("Peak learning rate.")]
     public double? LearningRate { get; init; }
-    [CommandOption("--min-lr-ratio")] [Description("The cosine schedule ends at lr × this (1: constant).")]
+    [CommandOption("--min-lr-ratio")] [Description("The schedule ends at lr × this (1: constant).")]
     public double? MinLrRatio { get; init; }
+    [CommandOption("--warmdown")] [Description("0: cosine decay after warmup; else hold the peak rate and decay linearly over this last fraction of the steps.")]
+    public double? WarmdownRatio { get; init; }
     [CommandOption("--warmup")] [Description("Linear warmup steps.")]
     public int? WarmupSteps { get; init; }
     [CommandOption("--weight-decay")] [Description("Decoupled weight decay on matrices (not biases or norms).")]

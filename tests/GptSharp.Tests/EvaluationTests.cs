@@ -1,5 +1,6 @@
 using GptSharp.Speedrun;
 using GptSharp.Evaluation;
+using GptSharp.Tokenization;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -126,7 +127,7 @@ public class EvaluationTests(TrainedTokenizerFixture fixture) : IClassFixture<Tr
             var task = BuiltInTasks.Build(name, items: 30);
             Assert.Equal(30, task.Items.Count);
             Assert.True(task.ShotPool.Count >= 8, $"{name}: {task.ShotPool.Count} shots");
-            Assert.All(task.Items, i => Assert.InRange(i.Answer, 0, i.Choices!.Count - 1));
+            Assert.All(task.Items, i => Assert.True(i.IsMultipleChoice ? i.Answer >= 0 && i.Answer < i.Choices!.Count : i.Accepts is not null || i.Expected is { Length: > 0 }));
             Assert.Empty(task.Items.Select(i => i.Context).Intersect(task.ShotPool.Select(s => s.Context)));
             Assert.Equal(BuiltInTasks.Build(name, items: 30).Items.Select(i => i.Context), task.Items.Select(i => i.Context)); // deterministic
         }
@@ -158,6 +159,50 @@ public class EvaluationTests(TrainedTokenizerFixture fixture) : IClassFixture<Tr
         Assert.All(form.Items.Concat(form.ShotPool), item => Assert.Equal(item.Context.Split('\n')[0].Length == 12 ? "甲" : "乙", item.Target));
         Assert.Contains(form.Items, i => i.Target == "甲");
         Assert.Contains(form.Items, i => i.Target == "乙");
+
+        // form-steer: empty queries, half asking for each form; k examples, all of the query's form, each after <|bos|>.
+        var steer = BuiltInTasks.Build("form-steer", items: 40);
+        Assert.All(steer.Items, i => Assert.Equal("", i.Context));
+        Assert.Equal(20, steer.Items.Count(i => i.Group == "5"));
+        Assert.Equal(20, steer.Items.Count(i => i.Group == "7"));
+        Assert.All(steer.ShotPool, e => Assert.Equal(e.Group, GptSharp.Alignment.BuiltInDatasets.ClauseLength(e.Context.Split('\n')[0]).ToString()));
+        Assert.Equal("", Evaluator.Prompt(steer, 0, 0));
+        for (int i = 0; i < 2; i++)
+        {
+            string[] examples = Evaluator.Prompt(steer, i, 3).Split("<|bos|>");
+            Assert.Equal(4, examples.Length);
+            Assert.Equal("", examples[^1]);
+            Assert.All(examples[..^1], e => Assert.All(e.Split('\n'), line => Assert.Equal(steer.Items[i].Group, GptSharp.Alignment.BuiltInDatasets.ClauseLength(line).ToString())));
+        }
+        var five = steer.Items.First(i => i.Group == "5");
+        Assert.True(five.Accepts!("床前明月光，疑是地上霜。"));
+        Assert.False(five.Accepts!("朝辭白帝彩雲間，千里江陵一日還。"));
+        Assert.False(five.Accepts!("床前明月光，疑是地上。"));
+        Assert.True(steer.Items.First(i => i.Group == "7").Accepts!("朝辭白帝彩雲間，千里江陵一日還。"));
+    }
+
+    [Fact]
+    public void ASpecialTokenSeparatorIsTheDocumentBoundaryAndAnAnswerCheckReplacesExactMatch()
+    {
+        var tokenizer = fixture.Tokenizer;
+        var evaluator = new Evaluator(tokens => zeros(tokens.shape[0], tokens.shape[1], tokenizer.VocabSize), tokenizer, 32);
+        int[] moon = tokenizer.Encode("月"), flower = tokenizer.Encode("花");
+        Assert.Equal([tokenizer.BosId, .. moon, tokenizer.BosId, .. flower, tokenizer.BosId], evaluator.PromptTokens("月<|bos|>花<|bos|>", "<|bos|>"));
+        // Under a text separator, the same characters in a prompt stay text: a prompt cannot smuggle in a special token.
+        Assert.DoesNotContain(tokenizer.BosId, evaluator.PromptTokens("月<|bos|>花", "\n\n")[1..]);
+
+        // The model answers 光 to every prompt; Accepts decides, whatever Expected says.
+        int answer = tokenizer.Encode("光").Single();
+        Tensor Logits(Tensor tokens)
+        {
+            var logits = zeros(tokens.shape[0], tokens.shape[1], tokenizer.VocabSize);
+            logits[.., -1, tokens[0, -1].item<long>() == answer ? tokenizer.EosId : answer] = tensor(9f);
+            return logits;
+        }
+        var task = new EvalTask("g", "g",
+            [new EvalItem("a", Expected: "x") { Accepts = a => a == "光" }, new EvalItem("b", Expected: "光") { Accepts = a => a.Length == 2 }, new EvalItem("c", Expected: "光")], [],
+            SpecialTokens.Bos);
+        Assert.Equal(2 / 3.0, new Evaluator(Logits, tokenizer, 16).Score(task, 0).Accuracy, 6);
     }
 }
 

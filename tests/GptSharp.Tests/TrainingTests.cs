@@ -151,6 +151,20 @@ public class TrainingTests
     }
 
     [Fact]
+    public void WarmdownHoldsThePeakThenFallsLinearlyToTheFloor()
+    {
+        // 101 steps, 40% warmdown: the last 40 steps (60 → 100) fall in a straight line from 1.0 to 0.1.
+        var config = new TrainingConfig { Steps = 101, LearningRate = 1.0, WarmupSteps = 10, MinLrRatio = 0.1, WarmdownRatio = 0.4 };
+        Assert.Equal(0.1, config.LearningRateAt(0), 6);
+        Assert.Equal(1.0, config.LearningRateAt(10), 6);
+        Assert.Equal(1.0, config.LearningRateAt(60), 6);
+        Assert.Equal(0.55, config.LearningRateAt(80), 6);
+        Assert.Equal(0.1, config.LearningRateAt(100), 6);
+        Assert.Equal(config.LearningRateAt(70) - config.LearningRateAt(71), config.LearningRateAt(90) - config.LearningRateAt(91), 9);
+        Assert.Equal("WarmdownRatio", Assert.Throws<ArgumentOutOfRangeException>(() => (config with { WarmdownRatio = 1.5 }).Validate()).ParamName);
+    }
+
+    [Fact]
     public void AdamWMatchesTheTextbookUpdate()
     {
         using var scope = NewDisposeScope();

@@ -118,16 +118,15 @@ public static class BuiltInDatasets
     public static bool IsRegularQuatrainOrRegulated(IReadOnlyList<string> lines)
     {
         if (lines.Count is not (2 or 4)) return false; // poems store two clauses per line: 2 lines = quatrain, 4 = regulated verse
-        int? clause = null;
-        foreach (string line in lines)
-        {
-            if (line.Length < 4 || line[^1] != '。') return false;
-            int comma = line.IndexOf('，');
-            if (comma <= 0 || comma != line.Length - 2 - comma) return false;
-            if (comma is not (5 or 7) || (clause is int c && c != comma)) return false;
-            clause = comma;
-        }
-        return true;
+        int? clause = ClauseLength(lines[0]);
+        return clause is not null && lines.All(line => ClauseLength(line) == clause);
+    }
+
+    /// <summary>5 or 7 for a line of two clauses of five (or seven) characters, 「…，…。」; null for any other line.</summary>
+    public static int? ClauseLength(string line)
+    {
+        int comma = line.IndexOf('，');
+        return line.Length >= 4 && line[^1] == '。' && comma is 5 or 7 && comma == line.Length - 2 - comma ? comma : null;
     }
 
     static string Corrupt(string[] lines, Random random)

@@ -1,5 +1,6 @@
 using GptSharp.Alignment;
 using GptSharp.Data;
+using GptSharp.Tokenization;
 
 namespace GptSharp.Evaluation;
 
@@ -12,11 +13,11 @@ public static class BuiltInTasks
 {
     public const long DataSeed = 1337;
     public const double DataHeldOut = 0.02;
-    public static IReadOnlyList<string> Names { get; } = ["next-line", "author", "form", "sotu-completion", "spam", "label-copy", "label-form"];
+    public static IReadOnlyList<string> Names { get; } = ["next-line", "author", "form", "sotu-completion", "spam", "label-copy", "label-form", "form-steer"];
 
     /// <summary>Tasks whose answer is given only by the examples in the prompt: at 0 shots they are at chance by
     /// construction, so accuracy above chance is in-context learning and nothing else.</summary>
-    public static IReadOnlyList<string> InContext { get; } = ["label-copy", "label-form"];
+    public static IReadOnlyList<string> InContext { get; } = ["label-copy", "label-form", "form-steer"];
 
     public static EvalTask Build(string name, int items = 200, long seed = 1) => name switch
     {
@@ -27,6 +28,7 @@ public static class BuiltInTasks
         "spam" => Spam(items, seed),
         "label-copy" => LabelCopy(items, seed),
         "label-form" => LabelForm(items, seed),
+        "form-steer" => FormSteer(items, seed),
         _ => throw new ArgumentException($"Unknown task '{name}': built-in tasks are {string.Join(", ", Names)}, or give a .jsonl task file.", nameof(name)),
     };
 
@@ -146,5 +148,26 @@ public static class BuiltInTasks
         return Make("label-form", "in context: 甲 for a five-character line, 乙 for a seven-character one, given only by examples (2 choices)",
             lines.Where(l => l.HeldOut).ToList(), lines.Where(l => !l.HeldOut).ToList(), items, seed,
             (l, _) => new EvalItem($"{l.Line}\n類：", ["甲", "乙"], l.Line.Length == 12 ? 0 : 1));
+    }
+
+    /// <summary>
+    /// Generative: k example poems of one form (two lines of five-, or of seven-character clauses), each after
+    /// <c>&lt;|bos|&gt;</c> as documents are in pretraining, then the boundary of a new poem. The answer is right when
+    /// the first line the model writes has the examples' form. Half the queries ask for each form; at k = 0 the prompt
+    /// is the boundary alone, the same for every query, so the model writes its usual form and scores about half —
+    /// above that, the examples steer what it writes.
+    /// </summary>
+    static EvalTask FormSteer(int items, long seed)
+    {
+        var random = new Random((int)(seed & 0x7fffffff));
+        var examples = Poems().Where(p => !p.HeldOut && p.Lines.Length >= 2 && BuiltInDatasets.IsRegularQuatrainOrRegulated(p.Lines[..2]))
+            .Select(p => new EvalItem(string.Join("\n", p.Lines[..2]), Expected: "", Group: BuiltInDatasets.ClauseLength(p.Lines[0]).ToString())).ToList();
+        random.Shuffle(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(examples));
+        var pool = examples.Where(e => e.Group == "5").Take(64).Concat(examples.Where(e => e.Group == "7").Take(64)).ToList();
+        static EvalItem Query(int form) =>
+            new("", Expected: form == 5 ? "五言" : "七言", Group: form.ToString()) { Accepts = line => BuiltInDatasets.ClauseLength(line) == form };
+        var queries = Enumerable.Range(0, items).Select(i => Query(i % 2 == 0 ? 5 : 7)).ToList();
+        return new EvalTask("form-steer", "in context, generative: a new poem's first line in the form of k example poems (5 or 7 characters a clause)",
+            queries, pool, SpecialTokens.Bos);
     }
 }

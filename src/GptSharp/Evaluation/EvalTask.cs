@@ -8,9 +8,13 @@ namespace GptSharp.Evaluation;
 /// One evaluation item: a context and either answer choices with the index of the right one (multiple choice, scored
 /// by log-likelihood) or an expected text (generative, scored by exact match after normalisation).
 /// </summary>
-public sealed record EvalItem(string Context, IReadOnlyList<string>? Choices = null, int Answer = -1, string? Expected = null)
+/// <param name="Group">When set, few-shot examples for this item come only from pool items of the same group.</param>
+public sealed record EvalItem(string Context, IReadOnlyList<string>? Choices = null, int Answer = -1, string? Expected = null, string? Group = null)
 {
     [JsonIgnore] public bool IsMultipleChoice => Choices is { Count: > 0 };
+
+    /// <summary>Generative items: whether an answer is right, where exact match to <see cref="Expected"/> is not the test.</summary>
+    [JsonIgnore] public Func<string, bool>? Accepts { get; init; }
 
     /// <summary>The right continuation of the context: the right choice, or the expected text.</summary>
     [JsonIgnore] public string Target => IsMultipleChoice ? Choices![Answer] : Expected!;

@@ -25,24 +25,43 @@ public sealed class Evaluator(Func<Tensor, Tensor> logitsOf, GptTokenizer tokeni
     /// <summary>
     /// The prompt for item <paramref name="index"/> with <paramref name="shots"/> examples drawn from the pool (fixed per
     /// item and seed), each written as its context followed by its right answer; an example whose context equals the
-    /// query's is never used.
+    /// query's is never used, and a query with a group takes examples of its group only.
     /// </summary>
     public static string Prompt(EvalTask task, int index, int shots, long seed = 0)
     {
         var query = task.Items[index];
-        var candidates = task.ShotPool.Where(s => s.Context != query.Context).ToList();
+        var candidates = task.ShotPool.Where(s => s.Context != query.Context && (query.Group is null || s.Group == query.Group)).ToList();
         if (shots > candidates.Count) throw new ArgumentOutOfRangeException(nameof(shots), shots, $"Task '{task.Name}' has {candidates.Count} usable examples for shots.");
         var random = new Random((int)((seed * 1_000_003 + index * 7919 + shots) & 0x7fffffff));
         var chosen = candidates.OrderBy(_ => random.Next()).Take(shots);
         return string.Concat(chosen.Select(s => s.Context + s.Target + task.Separator)) + query.Context;
     }
 
+    /// <summary>
+    /// The prompt's tokens after <c>&lt;|bos|&gt;</c>. A separator that is the name of one of the tokenizer's special
+    /// tokens (e.g. <c>&lt;|bos|&gt;</c>, the document boundary of pretraining) becomes that token; all other text is
+    /// encoded as plain text, so a prompt cannot smuggle in special tokens.
+    /// </summary>
+    public int[] PromptTokens(string prompt, string separator = "")
+    {
+        if (separator.Length == 0 || !tokenizer.HasSpecialToken(separator)) return [tokenizer.BosId, .. tokenizer.Encode(prompt)];
+        int boundary = tokenizer.SpecialId(separator);
+        var ids = new List<int> { tokenizer.BosId };
+        string[] parts = prompt.Split(separator);
+        for (int i = 0; i < parts.Length; i++)
+        {
+            if (i > 0) ids.Add(boundary);
+            ids.AddRange(tokenizer.Encode(parts[i]));
+        }
+        return [.. ids];
+    }
+
     /// <summary>Summed log-likelihood of each choice after the prompt, and its number of tokens.</summary>
-    public (double[] Sum, int[] Tokens) ChoiceLogLikelihoods(string prompt, IReadOnlyList<string> choices)
+    public (double[] Sum, int[] Tokens) ChoiceLogLikelihoods(string prompt, IReadOnlyList<string> choices, string separator = "")
     {
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
-        int[] context = [tokenizer.BosId, .. tokenizer.Encode(prompt)];
+        int[] context = PromptTokens(prompt, separator);
         var continuations = choices.Select(c => tokenizer.Encode(c)).ToList();
         if (continuations.Any(c => c.Length == 0)) throw new ArgumentException("A choice has no tokens.", nameof(choices));
         // Keep the end of the prompt when prompt + choice is longer than the context window.
@@ -75,11 +94,11 @@ public sealed class Evaluator(Func<Tensor, Tensor> logitsOf, GptTokenizer tokeni
             var item = task.Items[i];
             if (item.IsMultipleChoice)
             {
-                var (sums, tokens) = ChoiceLogLikelihoods(Prompt(task, i, shots, seed), item.Choices!);
+                var (sums, tokens) = ChoiceLogLikelihoods(Prompt(task, i, shots, seed), item.Choices!, task.Separator);
                 if (ArgMax(sums) == item.Answer) correct++;
                 if (ArgMax([.. sums.Select((s, c) => s / tokens[c])]) == item.Answer) correctNormalized++;
             }
-            else if (Normalise(answerOf[i]) == Normalise(item.Expected!))
+            else if (item.Accepts is { } accepts ? accepts(answerOf[i]) : Normalise(answerOf[i]) == Normalise(item.Expected!))
             {
                 correct++;
                 correctNormalized++;
@@ -98,10 +117,11 @@ public sealed class Evaluator(Func<Tensor, Tensor> logitsOf, GptTokenizer tokeni
     {
         if (prompts.Count == 0) return [];
         int room = Math.Max(1, contextLength - maxNewTokens);
-        var rows = prompts.Select(p => (int[])[tokenizer.BosId, .. tokenizer.Encode(p)]).Select(ids => ids.Length > room ? ids[^room..] : ids).ToList();
+        var rows = prompts.Select(p => PromptTokens(p, separator)).Select(ids => ids.Length > room ? ids[^room..] : ids).ToList();
         int[] specials = [.. Enumerable.Range(0, tokenizer.VocabSize).Where(tokenizer.IsSpecial)];
+        bool textSeparator = separator.Length > 0 && !tokenizer.HasSpecialToken(separator);
         var options = new SamplingOptions(Temperature: 0, MaxNewTokens: maxNewTokens, StopTokens: specials,
-            StopSequences: separator.Length > 0 ? ["\n", separator] : ["\n"]);
+            StopSequences: textSeparator ? ["\n", separator] : ["\n"]);
         var answers = _decoder.Generate(rows, options, Text);
         return [.. answers.Select(g => Text(g.Tokens).Split('\n')[0])];
     }

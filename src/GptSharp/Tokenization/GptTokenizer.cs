@@ -66,6 +66,9 @@ public sealed class GptTokenizer
         Spec.SpecialTokens.TryGetValue(Spec.Aliases?.GetValueOrDefault(token) ?? token, out int id) ? id
             : throw new KeyNotFoundException($"Tokenizer '{Spec.Name}' has no special token {token}.");
 
+    /// <summary>Whether <paramref name="token"/> names one of this tokenizer's special tokens (directly or by alias).</summary>
+    public bool HasSpecialToken(string token) => Spec.SpecialTokens.ContainsKey(Spec.Aliases?.GetValueOrDefault(token) ?? token);
+
     public bool IsSpecial(int id) => _specialById.ContainsKey(id);
 
     /// <summary>The ordinary (BPE) tokens: id, which is also the merge rank, → bytes.</summary>

@@ -11,8 +11,11 @@ public sealed record TrainingConfig
     /// <summary>Micro-batches whose gradients are summed before one optimiser step.</summary>
     public int GradAccumulation { get; init; } = 1;
     public double LearningRate { get; init; } = 3e-3;
-    /// <summary>The cosine schedule decays to LearningRate × MinLrRatio.</summary>
+    /// <summary>The schedule decays to LearningRate × MinLrRatio.</summary>
     public double MinLrRatio { get; init; } = 0.1;
+    /// <summary>0: cosine decay after warmup; otherwise the rate holds at its peak and decays linearly over this last
+    /// fraction of the steps (warmup–stable–decay, as the modded-nanogpt speedruns and nanochat schedule it).</summary>
+    public double WarmdownRatio { get; init; }
     public int WarmupSteps { get; init; } = 50;
     /// <summary>Decoupled weight decay, applied to parameters with two or more dimensions only (not to biases or norms).</summary>
     public double WeightDecay { get; init; } = 0.1;
@@ -44,6 +47,7 @@ public sealed record TrainingConfig
         if (GradAccumulation < 1) throw new ArgumentOutOfRangeException(nameof(GradAccumulation), GradAccumulation, "GradAccumulation must be >= 1.");
         if (LearningRate <= 0) throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate, "LearningRate must be > 0.");
         if (MinLrRatio is < 0 or > 1) throw new ArgumentOutOfRangeException(nameof(MinLrRatio), MinLrRatio, "MinLrRatio must be in [0, 1].");
+        if (WarmdownRatio is < 0 or > 1) throw new ArgumentOutOfRangeException(nameof(WarmdownRatio), WarmdownRatio, "WarmdownRatio must be in [0, 1] (0: cosine).");
         if (WarmupSteps < 0) throw new ArgumentOutOfRangeException(nameof(WarmupSteps), WarmupSteps, "WarmupSteps must be >= 0.");
         if (Beta1 is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(Beta1), Beta1, "Beta1 must be in [0, 1).");
         if (Beta2 is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(Beta2), Beta2, "Beta2 must be in [0, 1).");
@@ -55,12 +59,19 @@ public sealed record TrainingConfig
         return this;
     }
 
-    /// <summary>Learning rate at a step: linear warmup, then cosine decay to LearningRate × MinLrRatio at the last step.</summary>
+    /// <summary>Learning rate at a step: linear warmup, then cosine decay to LearningRate × MinLrRatio at the last step,
+    /// or (with <see cref="WarmdownRatio"/>) the peak until the warmdown, then a straight line to that minimum.</summary>
     public double LearningRateAt(int step)
     {
         if (step < WarmupSteps) return LearningRate * (step + 1) / WarmupSteps;
-        double progress = Steps <= WarmupSteps ? 1 : Math.Min(1, (step - WarmupSteps) / (double)Math.Max(1, Steps - 1 - WarmupSteps));
         double minimum = LearningRate * MinLrRatio;
+        if (WarmdownRatio > 0)
+        {
+            double warmdown = Math.Max(1, WarmdownRatio * (Steps - 1));
+            double left = Steps - 1 - step;   // steps to the last one
+            return left >= warmdown ? LearningRate : minimum + (LearningRate - minimum) * Math.Max(0, left) / warmdown;
+        }
+        double progress = Steps <= WarmupSteps ? 1 : Math.Min(1, (step - WarmupSteps) / (double)Math.Max(1, Steps - 1 - WarmupSteps));
         return minimum + 0.5 * (LearningRate - minimum) * (1 + Math.Cos(Math.PI * progress));
     }
 }
