@@ -111,9 +111,11 @@ public static class ReportCard
         if (evals.Count > 0)
         {
             md.AppendLine("## Zero- and few-shot evaluation").AppendLine();
-            md.AppendLine("Accuracy by summed log-likelihood of each choice (per-token normalised in brackets); chance beside.").AppendLine();
+            md.AppendLine("Multiple choice: accuracy by summed log-likelihood of each choice (per-token normalised in brackets), chance beside; " +
+                          "generative tasks: the share of greedy answers that are right, with 0 shots as their baseline.").AppendLine();
             md.AppendLine($"In-context tasks ({string.Join(", ", BuiltInTasks.InContext)}): the answer is given only by the examples in the prompt, so " +
-                          "0 shots is chance by construction and a rise with k is in-context learning. The other tasks ask for what pretraining " +
+                          "a rise with k over 0 shots is in-context learning (the label tasks are at chance at 0 shots by construction; form-steer's " +
+                          "0-shot prompt is the same for every query, so there the model writes whatever form it favours). The other tasks ask for what pretraining " +
                           "stored (a poem's next line, author or form, a speech's sentence, spam): at this model size they stay near chance at every k; " +
                           "GPT-3's few-shot gains on such tasks came with models of billions of parameters.").AppendLine();
             foreach (var (model, report) in evals)
@@ -122,7 +124,7 @@ public static class ReportCard
                 md.AppendLine($"**{model}**").AppendLine().AppendLine($"| task | chance | {string.Join(" | ", shots.Select(k => $"{k}-shot"))} |")
                   .AppendLine($"|---|---|{string.Concat(shots.Select(_ => "---|"))}");
                 foreach (var task in report.Tasks.GroupBy(t => t.Task))
-                    md.AppendLine($"| {task.Key} | {100 * task.First().Chance:F0}% | {string.Join(" | ", task.OrderBy(t => t.Shots).Select(t => $"{Percent(t.Accuracy)} ({Percent(t.NormalizedAccuracy)})"))} |");
+                    md.AppendLine($"| {task.Key} | {(task.First().Chance > 0 ? $"{100 * task.First().Chance:F0}%" : "—")} | {string.Join(" | ", task.OrderBy(t => t.Shots).Select(t => $"{Percent(t.Accuracy)} ({Percent(t.NormalizedAccuracy)})"))} |");
                 md.AppendLine();
                 var plot = new Plot();
                 foreach (var task in report.Tasks.GroupBy(t => t.Task))
