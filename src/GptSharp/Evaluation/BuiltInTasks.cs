@@ -15,8 +15,8 @@ public static class BuiltInTasks
     public const double DataHeldOut = 0.02;
     public static IReadOnlyList<string> Names { get; } = ["next-line", "author", "form", "sotu-completion", "spam", "label-copy", "label-form", "form-steer"];
 
-    /// <summary>Tasks whose answer is given only by the examples in the prompt: at 0 shots they are at chance by
-    /// construction, so accuracy above chance is in-context learning and nothing else.</summary>
+    /// <summary>Tasks whose answer is given only by the examples in the prompt, so a rise over 0 shots is in-context
+    /// learning and nothing else (the label tasks are at chance at 0 shots by construction).</summary>
     public static IReadOnlyList<string> InContext { get; } = ["label-copy", "label-form", "form-steer"];
 
     public static EvalTask Build(string name, int items = 200, long seed = 1) => name switch
@@ -154,8 +154,8 @@ public static class BuiltInTasks
     /// Generative: k example poems of one form (two lines of five-, or of seven-character clauses), each after
     /// <c>&lt;|bos|&gt;</c> as documents are in pretraining, then the boundary of a new poem. The answer is right when
     /// the first line the model writes has the examples' form. Half the queries ask for each form; at k = 0 the prompt
-    /// is the boundary alone, the same for every query, so the model writes its usual form and scores about half —
-    /// above that, the examples steer what it writes.
+    /// is the boundary alone, the same for every query, so greedy decoding gives every query the same line and scores
+    /// at most half — above half, the examples steer what the model writes.
     /// </summary>
     static EvalTask FormSteer(int items, long seed)
     {
