@@ -22,17 +22,18 @@ static class RecipeBench
 
     static readonly Recipe[] Recipes =
     [
-        new("AdamW, cosine: the earlier speedrun (tiny, 1,500 steps)", "tiny", t => t, Steps: TodaySteps),
+        new("AdamW, cosine: the earlier speedrun (tiny, 1,500 steps)", "tiny", t => t, Steps: EarlierSteps),
         new("Muon, cosine", "tiny", t => t with { Optimizer = OptimizerKind.Muon }),
         new("Muon, tiny-llama (rotary, RMSNorm, SwiGLU, untied head), cosine", "tiny-llama", t => t with { Optimizer = OptimizerKind.Muon }),
-        new($"Muon, {Speedrun.Options.Preset}, AdamW lr 0.012, 40% linear warmdown to 0: the speedrun now ({Speedrun.Options.PretrainSteps:N0} steps)", Speedrun.Options.Preset,
+        new($"Muon, {Speedrun.Options.Preset}, AdamW lr {Speedrun.PretrainTraining.LearningRate}, {100 * Speedrun.PretrainTraining.WarmdownRatio:F0}% linear warmdown " +
+            $"to {Speedrun.PretrainTraining.MinLrRatio} × lr: the speedrun now ({Speedrun.Options.PretrainSteps:N0} steps)", Speedrun.Options.Preset,
             t => Speedrun.PretrainTraining with { EvalEvery = t.EvalEvery, CheckpointEvery = t.CheckpointEvery, LogEvery = t.LogEvery }, Speedrun.Options.PretrainSteps),
     ];
 
     /// <summary>The speedrun's plan, whose pretraining recipe is the last row.</summary>
     static SpeedrunPlan Speedrun => new("unused");
 
-    const int TodaySteps = 1500;
+    const int EarlierSteps = 1500;
 
     public static void Run(string[] args)
     {
@@ -52,8 +53,8 @@ static class RecipeBench
             for (int round = 0; round < 2; round++)
                 foreach (var recipe in Recipes)
                     stepSeconds[recipe.Name] = Math.Min(stepSeconds[recipe.Name], StepSeconds(recipe, baseline, data, vocab, Path.Combine(root, "calibrate")));
-            double budget = args.Length > 3 && double.Parse(args[3]) > 0 ? double.Parse(args[3]) : TodaySteps * stepSeconds[Recipes[0].Name];
-            Console.WriteLine($"\n## Pretraining recipes at {budget:F0} s each (the earlier recipe's {TodaySteps} steps), {seeds} seed(s)");
+            double budget = args.Length > 3 && double.Parse(args[3]) > 0 ? double.Parse(args[3]) : EarlierSteps * stepSeconds[Recipes[0].Name];
+            Console.WriteLine($"\n## Pretraining recipes at {budget:F0} s each (the earlier recipe's {EarlierSteps} steps), {seeds} seed(s)");
             var results = Recipes.ToDictionary(r => r.Name, _ => new List<(double Val, int Steps, double Seconds, List<(double T, double Loss)> Curve)>());
             for (int seed = 0; seed < seeds; seed++)
                 foreach (var recipe in seed % 2 == 0 ? Recipes : Recipes.Reverse())
