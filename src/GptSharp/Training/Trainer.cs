@@ -26,8 +26,9 @@ public sealed record TrainingResult(int StepsDone, double FinalLoss, double? Fin
 
 /// <summary>
 /// The one training loop every objective uses (pretraining, SFT, reward, DPO, ...): gradient accumulation, global-norm
-/// clipping, AdamW with warmup + cosine decay, periodic evaluation, metrics.jsonl, atomic checkpoints and exact
-/// resume. The objective is a function from a batch to a loss; everything else is shared.
+/// clipping, AdamW (or Muon for the blocks' matrices) with warmup and a cosine or warmdown schedule, periodic
+/// evaluation, metrics.jsonl, atomic checkpoints and exact resume. The objective is a function from a batch to a loss;
+/// everything else is shared.
 /// </summary>
 public sealed class Trainer<TBatch>
 {
