@@ -18,7 +18,11 @@ namespace GptSharp.Bench;
 static class RecipeBench
 {
     /// <param name="Steps">A recipe defined by its steps (the earlier and the current speedrun's) runs those; the others get the budget's worth.</param>
-    sealed record Recipe(string Name, string Preset, Func<TrainingConfig, TrainingConfig> Training, int? Steps = null);
+    /// <param name="Model">A change to the preset's shape or layout; null: the preset as it is.</param>
+    sealed record Recipe(string Name, string Preset, Func<TrainingConfig, TrainingConfig> Training, int? Steps = null, Func<GptConfig, GptConfig>? Model = null)
+    {
+        public GptConfig Config(int vocab) => Model is null ? GptConfig.Preset(Preset, vocab) : Model(GptConfig.Preset(Preset, vocab));
+    }
 
     static readonly Recipe[] Recipes =
     [
@@ -27,8 +31,18 @@ static class RecipeBench
         new("Muon, tiny-llama (rotary, RMSNorm, SwiGLU, untied head), cosine", "tiny-llama", t => t with { Optimizer = OptimizerKind.Muon }),
         new($"Muon, {Speedrun.Options.Preset}, AdamW lr {Speedrun.PretrainTraining.LearningRate}, {100 * Speedrun.PretrainTraining.WarmdownRatio:F0}% linear warmdown " +
             $"to {Speedrun.PretrainTraining.MinLrRatio} × lr: the speedrun now ({Speedrun.Options.PretrainSteps:N0} steps)", Speedrun.Options.Preset,
-            t => Speedrun.PretrainTraining with { EvalEvery = t.EvalEvery, CheckpointEvery = t.CheckpointEvery, LogEvery = t.LogEvery }, Speedrun.Options.PretrainSteps),
+            SpeedrunTraining, Speedrun.Options.PretrainSteps),
+        // One change each to the speedrun's recipe, at the budget's steps.
+        new("the speedrun's recipe, 6 layers (deeper, fewer steps)", Speedrun.Options.Preset, SpeedrunTraining, Model: c => c with { Layers = 6 }),
+        new("the speedrun's recipe, batch 8 (half the tokens a step, more steps)", Speedrun.Options.Preset, t => SpeedrunTraining(t) with { BatchSize = 8 }),
+        new("the speedrun's recipe + QK-norm", Speedrun.Options.Preset, SpeedrunTraining, Model: c => c with { QkNorm = true }),
+        new("the speedrun's recipe, ReLU² MLP instead of SwiGLU (same parameters)", Speedrun.Options.Preset, SpeedrunTraining,
+            Model: c => c with { Activation = ActivationKind.ReluSquared }),
     ];
+
+    /// <summary>The speedrun's pretraining settings with the bench's logging.</summary>
+    static TrainingConfig SpeedrunTraining(TrainingConfig t) =>
+        Speedrun.PretrainTraining with { EvalEvery = t.EvalEvery, CheckpointEvery = t.CheckpointEvery, LogEvery = t.LogEvery };
 
     /// <summary>The speedrun's plan, whose pretraining recipe is the last row.</summary>
     static SpeedrunPlan Speedrun => new("unused");
@@ -63,7 +77,7 @@ static class RecipeBench
                     var training = recipe.Training(baseline) with { Steps = steps, Seed = 1337 + seed, TimeLimitSeconds = budget * 1.1 };
                     var curve = new List<(double, double)>();
                     string run = Path.Combine(root, $"{seed}-{Array.IndexOf(Recipes, recipe)}");
-                    var result = PretrainRun.Execute(GptConfig.Preset(recipe.Preset, vocab), training, data, run, resume: false,
+                    var result = PretrainRun.Execute(recipe.Config(vocab), training, data, run, resume: false,
                         onStep: m => curve.Add((m.ElapsedSeconds, m.Loss)));
                     results[recipe.Name].Add((result.FinalValLoss ?? double.NaN, result.StepsDone, result.Seconds, curve));
                     Console.WriteLine($"  seed {seed}: {recipe.Name}: {result.StepsDone} steps in {result.Seconds:F0} s, validation loss {result.FinalValLoss:F3}");
@@ -91,7 +105,7 @@ static class RecipeBench
     static double StepSeconds(Recipe recipe, TrainingConfig baseline, string data, int vocab, string run)
     {
         var elapsed = new Dictionary<int, double>();
-        PretrainRun.Execute(GptConfig.Preset(recipe.Preset, vocab), recipe.Training(baseline) with { Steps = 100 }, data, run, resume: false,
+        PretrainRun.Execute(recipe.Config(vocab), recipe.Training(baseline) with { Steps = 100 }, data, run, resume: false,
             onStep: m => elapsed[m.Step] = m.ElapsedSeconds);
         Directory.Delete(run, true);
         return (elapsed[100] - elapsed[20]) / 80;
@@ -113,7 +127,7 @@ static class RecipeBench
         plot.YLabel("training loss (nats/token, smoothed)");
         plot.Axes.SetLimitsY(4.5, 8);
         plot.ShowLegend(Edge.Bottom);   // the recipes' names are long: beside the data they squeeze it
-        ScottPlot.Image image = plot.GetImage(1000, 650);
+        ScottPlot.Image image = plot.GetImage(1000, 800);
         image.SavePng(path);
     }
 }

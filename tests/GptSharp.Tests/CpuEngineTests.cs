@@ -14,7 +14,7 @@ public class CpuEngineTests
 {
     const int Vocab = 512;
 
-    public static TheoryData<string> Layouts => new() { "gpt2", "gpt2-untied", "llama", "llama-gqa", "qwen2", "qwen3", "llama3-scaled", "palm" };
+    public static TheoryData<string> Layouts => new() { "gpt2", "gpt2-untied", "llama", "llama-gqa", "qwen2", "qwen3", "llama3-scaled", "palm", "relu2-qknorm" };
 
     static GptConfig Layout(string name) => name switch
     {
@@ -27,6 +27,7 @@ public class CpuEngineTests
         "llama3-scaled" => GptConfig.Llama(Vocab, 320, layers: 2, heads: 4, kvHeads: 1, width: 64) with
             { HeadSize = 24, RotaryBase = 500000, RopeScaling = new RopeScaling(8, 1, 4, 64) },
         "palm" => GptConfig.Llama(Vocab, 320, layers: 2, heads: 4, kvHeads: 1, width: 64) with { ParallelBlock = true },
+        "relu2-qknorm" => GptConfig.Llama(Vocab, 320, layers: 2, heads: 4, kvHeads: 2, width: 64) with { Activation = ActivationKind.ReluSquared, QkNorm = true },
         _ => throw new ArgumentException(name),
     };
 

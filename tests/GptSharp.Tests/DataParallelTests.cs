@@ -48,6 +48,29 @@ public class DataParallelTests(TrainedTokenizerFixture fixture) : IClassFixture<
         Assert.True(Directory.Exists(Path.Combine(dir.File("two"), "checkpoint")));
     }
 
+    /// <summary>The architecture options the recipe bench compares reach the model from the command line.</summary>
+    [Fact]
+    public void PretrainTakesTheActivationAndQkNormFromTheCommandLine()
+    {
+        using var dir = new TempDirectory();
+        ShardBuilder.Build(fixture.Tokenizer, fixture.Directory, new ShardOptions(["tang"], MaxDocuments: 100), dir.File("data"));
+        var run = Run("dotnet", [Cli(), "pretrain", "--data", dir.File("data"), "--preset", "tiny-llama", "--layers", "1", "--width", "32", "--heads", "2",
+            "--context", "16", "--activation", "relusquared", "--qk-norm", "--steps", "2", "--batch-size", "2", "--warmup", "1", "--quiet", "--run-dir", dir.File("run")]);
+        Assert.True(run.Code == 0, run.Output);
+        var config = GptSharp.Runs.Checkpoint.ReadConfig(dir.File("run"));
+        Assert.Equal(ActivationKind.ReluSquared, config.Activation);
+        Assert.True(config.QkNorm);
+        Assert.Equal(2, config.KvHeads);   // the preset's grouping kept: 2 heads, 2 key/value heads
+        var (model, _) = GptSharp.Runs.Checkpoint.LoadModel(dir.File("run"));
+        using (model)
+        {
+            var names = model.named_parameters().Select(p => p.name).ToList();
+            Assert.Contains("h.0.attn.q_norm.weight", names);
+            Assert.Contains("h.0.mlp.c_fc.weight", names);
+            Assert.DoesNotContain("h.0.mlp.gate_proj.weight", names);
+        }
+    }
+
     /// <summary>Each objective family beyond pretraining: conversations (SFT), pairs (DPO; reward shares its batches) and
     /// BERT's masked LM — two processes give the losses of one with the same global batch.</summary>
     [Theory]

@@ -42,6 +42,24 @@ public class ModelTests
         Assert.InRange(gpt2, 124_000_000, 124_700_000); // GPT-2 small: 124.4M with tied embeddings
     }
 
+    [Fact]
+    public void ReluSquaredMlpSquaresThePositivePartOfTheHiddenUnits()
+    {
+        using var scope = NewDisposeScope();
+        var config = new GptConfig { Width = 2, Heads = 1, KvHeads = 1, MlpRatio = 1.5, Bias = false, Activation = ActivationKind.ReluSquared };
+        var mlp = new DenseMlp(config);
+        var weights = mlp.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        using (no_grad())
+        {
+            weights["c_fc.weight"].copy_(tensor(new float[] { 1, 0, 0, 1, 1, -1 }).reshape(3, 2));    // hidden = (a, b, a − b)
+            weights["c_proj.weight"].copy_(tensor(new float[] { 1, 1, 1, 0, 0, 1 }).reshape(2, 3));   // out = (h0 + h1 + h2, h2)
+        }
+        // x = (3, −2): hidden (3, −2, 5) → relu² (9, 0, 25) → (34, 25).
+        var output = mlp.forward(tensor(new float[] { 3, -2 }).reshape(1, 2)).data<float>().ToArray();
+        Assert.Equal([34f, 25f], output);
+        Assert.Throws<ArgumentException>(() => new DenseMlp(config with { Activation = ActivationKind.SwiGlu }));
+    }
+
     [Theory]
     [MemberData(nameof(Families))]
     public void LogitsHaveTheRightShapeAndAreCausal(bool llama, bool parallel)

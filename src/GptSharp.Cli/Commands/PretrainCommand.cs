@@ -44,12 +44,14 @@ sealed class PretrainSettings : TrainingSettings
     public NormKind? Norm { get; init; }
     [CommandOption("--positions")] [Description("Learned or Rotary (default: the preset's).")]
     public PositionKind? Positions { get; init; }
-    [CommandOption("--activation")] [Description("GeluTanh or SwiGlu (default: the preset's).")]
+    [CommandOption("--activation")] [Description("GeluTanh, SwiGlu or ReluSquared (relu(x)², ungated) (default: the preset's).")]
     public ActivationKind? Activation { get; init; }
     [CommandOption("--bias")] [Description("Biases in linear layers and norms (default: the preset's).")]
     public bool? Bias { get; init; }
     [CommandOption("--tied-embeddings")] [Description("Share the token embedding with the output head (default: the preset's).")]
     public bool? TiedEmbeddings { get; init; }
+    [CommandOption("--qk-norm")] [Description("RMSNorm over each head's queries and keys before attention, as Qwen3 and the speedruns (default: the preset's).")]
+    public bool? QkNorm { get; init; }
     [CommandOption("--parallel-block")] [Description("Attention and MLP side by side, as PaLM (default: the preset's).")]
     public bool? ParallelBlock { get; init; }
 }

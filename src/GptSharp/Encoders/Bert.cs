@@ -77,14 +77,14 @@ public sealed class Bert : Module<Tensor, Tensor>
 public sealed class BertLayer : Module<Tensor, Tensor>
 {
     readonly SelfAttention attn;
-    readonly GeluMlp mlp;
+    readonly DenseMlp mlp;
     readonly LayerNorm ln_attn, ln_mlp;
     readonly Dropout drop;
 
     public BertLayer(GptConfig blocks) : base(nameof(BertLayer))
     {
         attn = new SelfAttention(blocks);
-        mlp = new GeluMlp(blocks);
+        mlp = new DenseMlp(blocks);
         ln_attn = LayerNorm(blocks.Width, blocks.NormEpsilon);
         ln_mlp = LayerNorm(blocks.Width, blocks.NormEpsilon);
         drop = Dropout(blocks.Dropout);

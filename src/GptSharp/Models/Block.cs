@@ -23,13 +23,13 @@ public sealed class Block : Module<Tensor, Tensor>
         ln_1 = MakeNorm(config);
         ln_2 = config.ParallelBlock ? null : MakeNorm(config);
         attn = new SelfAttention(config);
-        mlp = config.Activation == ActivationKind.SwiGlu ? new SwiGluMlp(config) : new GeluMlp(config);
+        mlp = config.Activation == ActivationKind.SwiGlu ? new SwiGluMlp(config) : new DenseMlp(config);
         RegisterComponents();
     }
 
     /// <summary>The two projections that write into the residual stream (scaled at initialisation).</summary>
     public IEnumerable<Parameter> ResidualProjections() =>
-        [attn.OutputProjection.Weight, (mlp is SwiGluMlp s ? s.OutputProjection : ((GeluMlp)mlp).OutputProjection).Weight];
+        [attn.OutputProjection.Weight, (mlp is SwiGluMlp s ? s.OutputProjection : ((DenseMlp)mlp).OutputProjection).Weight];
 
     public static Module<Tensor, Tensor> MakeNorm(GptConfig config) => config.Norm == NormKind.RmsNorm
         ? new RmsNorm(config.Width, config.NormEpsilon)

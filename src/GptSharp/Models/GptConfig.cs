@@ -4,8 +4,11 @@ namespace GptSharp.Models;
 public enum NormKind { LayerNorm, RmsNorm }
 /// <summary>How token positions enter the model.</summary>
 public enum PositionKind { Learned, Rotary }
-/// <summary>The MLP's non-linearity: GPT-2's tanh-approximated GELU, Llama/PaLM's gated SiLU, or BERT's exact GELU.</summary>
-public enum ActivationKind { GeluTanh, SwiGlu, Gelu }
+/// <summary>
+/// The MLP's non-linearity: GPT-2's tanh-approximated GELU, Llama/PaLM's gated SiLU, BERT's exact GELU, or the squared
+/// ReLU of the Primer paper (relu(x)², ungated; the modded-nanogpt and nanochat speedruns use it).
+/// </summary>
+public enum ActivationKind { GeluTanh, SwiGlu, Gelu, ReluSquared }
 
 /// <summary>
 /// Llama 3's rotary scaling (<c>rope_scaling</c> type <c>llama3</c>): long wavelengths are divided by

@@ -150,16 +150,20 @@ public sealed class SelfAttention : Module<Tensor, Tensor>
     }
 }
 
-/// <summary>GPT-2's MLP: Linear → GELU (tanh approximation; exact erf GELU for BERT) → Linear.</summary>
-public sealed class GeluMlp : Module<Tensor, Tensor>
+/// <summary>
+/// The ungated MLP: Linear → activation → Linear. GPT-2 uses GELU's tanh approximation, BERT the exact erf GELU,
+/// the Primer/speedrun variant relu(x)².
+/// </summary>
+public sealed class DenseMlp : Module<Tensor, Tensor>
 {
     readonly Dense c_fc, c_proj;
 
-    readonly TorchSharp.Modules.GELU.Approximate _approximate;
+    readonly ActivationKind _activation;
 
-    public GeluMlp(GptConfig config) : base(nameof(GeluMlp))
+    public DenseMlp(GptConfig config) : base(nameof(DenseMlp))
     {
-        _approximate = config.Activation == ActivationKind.Gelu ? TorchSharp.Modules.GELU.Approximate.none : TorchSharp.Modules.GELU.Approximate.tanh;
+        if (config.Activation == ActivationKind.SwiGlu) throw new ArgumentException("SwiGLU is gated: use SwiGluMlp.", nameof(config));
+        _activation = config.Activation;
         c_fc = new Dense(config.Width, config.MlpHidden, config.Bias);
         c_proj = new Dense(config.MlpHidden, config.Width, config.Bias);
         RegisterComponents();
@@ -170,7 +174,14 @@ public sealed class GeluMlp : Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        return c_proj.forward(functional.gelu(c_fc.forward(x), _approximate)).MoveToOuterDisposeScope();
+        var hidden = c_fc.forward(x);
+        var activated = _activation switch
+        {
+            ActivationKind.ReluSquared => functional.relu(hidden).square(),
+            ActivationKind.Gelu => functional.gelu(hidden, TorchSharp.Modules.GELU.Approximate.none),
+            _ => functional.gelu(hidden, TorchSharp.Modules.GELU.Approximate.tanh),
+        };
+        return c_proj.forward(activated).MoveToOuterDisposeScope();
     }
 }
 

@@ -32,7 +32,7 @@ public sealed class CpuModel : IDisposable
     CpuModel(GptConfig config, WeightFormat format, Dictionary<string, float[]> weights, int threads)
     {
         if (config.Activation == ActivationKind.Gelu)
-            throw new NotSupportedException("The CPU engine decodes GPT models (tanh GELU or SwiGLU); exact-GELU models are encoders.");
+            throw new NotSupportedException("The CPU engine decodes GPT models (tanh GELU, SwiGLU or ReLU²); exact-GELU models are encoders.");
         Config = config;
         Format = format;
         int c = config.Width, hd = config.HeadDim, qkvWidth = (config.Heads + 2 * config.KvHeads) * hd, hidden = config.MlpHidden;
@@ -161,13 +161,13 @@ public sealed class CpuModel : IDisposable
             if (layer.Norm2 is null)
             {
                 // PaLM's parallel block: the MLP reads the same normalised input as attention.
-                Mlp(layer, cache, normed, n, swiGlu);
+                Mlp(layer, cache, normed, n);
                 for (int i = 0; i < n * c; i++) x[i] += cache.Projected[i] + cache.MlpOut[i];
                 continue;
             }
             Kernels.AddScaled(x.AsSpan(0, n * c), 1, cache.Projected.AsSpan(0, n * c));
             Norm(x, normed, n, layer.Norm2, layer.Norm2Bias);
-            Mlp(layer, cache, normed, n, swiGlu);
+            Mlp(layer, cache, normed, n);
             Kernels.AddScaled(x.AsSpan(0, n * c), 1, cache.MlpOut.AsSpan(0, n * c));
         }
         // Only the rows asked for go through the final norm and the head.
@@ -178,8 +178,9 @@ public sealed class CpuModel : IDisposable
 
     /// <summary>MLP of normalised input into cache.MlpOut.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    void Mlp(Layer layer, CpuKvCache cache, float[] normed, int n, bool swiGlu)
+    void Mlp(Layer layer, CpuKvCache cache, float[] normed, int n)
     {
+        var activation = Config.Activation;
         int hidden = Config.MlpHidden;
         float[] up = cache.Hidden, activated = cache.Activated;
         Multiply(layer.Up, normed, n, up, layer.UpBias);
@@ -188,11 +189,17 @@ public sealed class CpuModel : IDisposable
         {
             var target = activated.AsSpan(i * hidden, hidden);
             var source = up.AsSpan(i * width, width);
-            if (swiGlu)
+            if (activation == ActivationKind.SwiGlu)
                 for (int k = 0; k < hidden; k++)
                 {
                     float gate = source[k];
                     target[k] = gate / (1 + MathF.Exp(-gate)) * source[hidden + k];
+                }
+            else if (activation == ActivationKind.ReluSquared)
+                for (int k = 0; k < hidden; k++)
+                {
+                    float v = MathF.Max(source[k], 0);
+                    target[k] = v * v;
                 }
             else
                 for (int k = 0; k < hidden; k++)
