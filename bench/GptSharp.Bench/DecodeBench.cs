@@ -16,9 +16,9 @@ namespace GptSharp.Bench;
 
 /// <summary>
 /// Batch-1 greedy decode speed, prefill excluded, of the same random weights through libtorch, GptSharp's CPU engine
-/// (F32, F16, BF16, Q8_0) and llama.cpp (LLamaSharp) on GGUF exports (F32, F16, Q8_0), interleaved round by round;
-/// medians of the rounds. Each figure is also shown as a share of this machine's bound: measured copy bandwidth ÷
-/// bytes of weights one token reads. Then batched decode (4, 8, 16 rows) of the engine against libtorch's batch path.
+/// (F32, F16, BF16, Q8_0, Q4_0) and llama.cpp (LLamaSharp) on GGUF exports (F32, F16, Q8_0, Q4_0), interleaved round by round;
+/// medians of the rounds. Each figure is also shown as a share of this machine's bound: the read bandwidth measured in
+/// the same round ÷ bytes of weights one token reads. Then batched decode (4, 8, 16 rows) of the engine against libtorch's batch path.
 /// Usage: bench -- decode [rounds] [presets, comma-separated].
 /// </summary>
 static class DecodeBench
@@ -29,9 +29,11 @@ static class DecodeBench
     {
         int rounds = args.Length > 1 ? int.Parse(args[1]) : 3;
         string[] presets = args.Length > 2 ? args[2].Split(',') : ["gpt2-124m", "tiny"];
-        double copy = ModelBench.CopyBandwidthGBs(), bandwidth = ReadBandwidthGBs();
+        var bandwidth = new ReadBandwidth();
+        double copy = ModelBench.CopyBandwidthGBs(), read = bandwidth.Measure();
         Console.WriteLine($"\n## Decode, batch 1, greedy, {NewTokens} tokens after a {PromptTokens}-token prompt (prefill excluded); medians of {rounds} interleaved rounds");
-        Console.WriteLine($"Read bandwidth {bandwidth:F1} GB/s (all cores summing 1 GB; the bound below), copy bandwidth {copy:F1} GB/s; SIMD: Vector512 {Vector512.IsHardwareAccelerated}, Vector256 {Vector256.IsHardwareAccelerated}; threads {Environment.ProcessorCount}.");
+        Console.WriteLine($"Read bandwidth {read:F1} GB/s (all cores summing 1 GB; measured again each round for the bound below), copy bandwidth {copy:F1} GB/s; " +
+                          $"SIMD: Vector512 {Vector512.IsHardwareAccelerated}, Vector256 {Vector256.IsHardwareAccelerated}; threads {Environment.ProcessorCount}.");
         Kernels();
         FixedCost();
         foreach (string preset in presets) Preset(preset, rounds, bandwidth);
@@ -53,19 +55,27 @@ static class DecodeBench
                           $"through TokenDecoder {1e6 / decoder:F1} µs; libtorch through TokenDecoder {1e6 / torch:F1} µs.");
     }
 
-    /// <summary>What decoding needs: every core streaming its share of a large array (1 GB), reading only; best of 5.</summary>
-    static double ReadBandwidthGBs()
+    /// <summary>
+    /// What decoding needs: every core streaming its share of a large array (1 GB), reading only; the best of 3 passes.
+    /// This machine's bandwidth drifts by ±20% over minutes, so each round of the decode comparison measures it again and
+    /// a figure's share of the bound is taken against its own round's bandwidth.
+    /// </summary>
+    sealed class ReadBandwidth
     {
-        var data = new float[256L * 1024 * 1024];
-        Array.Fill(data, 1f);
-        int threads = Environment.ProcessorCount;
+        readonly float[] _data = new float[256L * 1024 * 1024];
+
+        public ReadBandwidth() => Array.Fill(_data, 1f);
+
+        public double Measure() => Enumerable.Range(0, 3).Max(_ => Pass());
+
         double Pass()
         {
+            int threads = Environment.ProcessorCount;
             var workers = Enumerable.Range(0, threads).Select(t => new Thread(() =>
             {
-                ref float start = ref data[data.Length / threads * t];
+                ref float start = ref _data[_data.Length / threads * t];
                 Vector512<float> s0 = default, s1 = default, s2 = default, s3 = default;
-                for (nuint k = 0; k + 64 <= (nuint)(data.Length / threads); k += 64)
+                for (nuint k = 0; k + 64 <= (nuint)(_data.Length / threads); k += 64)
                 {
                     s0 += Vector512.LoadUnsafe(ref start, k);
                     s1 += Vector512.LoadUnsafe(ref start, k + 16);
@@ -77,10 +87,8 @@ static class DecodeBench
             var watch = Stopwatch.StartNew();
             workers.ForEach(w => w.Start());
             workers.ForEach(w => w.Join());
-            return data.Length * 4.0 / watch.Elapsed.TotalSeconds / 1e9;
+            return _data.Length * 4.0 / watch.Elapsed.TotalSeconds / 1e9;
         }
-        Pass();
-        return Enumerable.Range(0, 5).Max(_ => Pass());
     }
 
     /// <summary>One thread's matrix–vector product of a 2304 × 768 matrix (GPT-2's q/k/v), per format: GB/s of weights read.</summary>
@@ -111,7 +119,7 @@ static class DecodeBench
         }
     }
 
-    static void Preset(string preset, int rounds, double bandwidth)
+    static void Preset(string preset, int rounds, ReadBandwidth bandwidth)
     {
         using var dir = new TempFolder();
         var (tokenizerDir, vocab) = Tokenizer(dir.Path, preset == "gpt2-124m" ? null : 8192);
@@ -123,7 +131,7 @@ static class DecodeBench
         int[] prompt = [.. Enumerable.Range(0, PromptTokens).Select(i => (i * 977 + 13) % vocab)];
 
         var candidates = new List<(string Name, long Bytes, Func<double> Measure, IDisposable? Owner)>();
-        foreach (var format in new[] { WeightFormat.F32, WeightFormat.F16, WeightFormat.BF16, WeightFormat.Q8_0 })
+        foreach (var format in new[] { WeightFormat.F32, WeightFormat.F16, WeightFormat.BF16, WeightFormat.Q8_0, WeightFormat.Q4_0 })
         {
             var engine = CpuModel.From(model, format);
             candidates.Add(($"GptSharp CPU {format}", engine.BytesPerToken, () => TokensPerSecond(new TokenDecoder(engine), prompt), engine));
@@ -132,28 +140,37 @@ static class DecodeBench
         candidates.Insert(0, ("libtorch F32", f32Bytes, () => TokensPerSecond(new TokenDecoder(model), prompt), null));
         var forwardOnly = CpuModel.From(model);
         candidates.Add(("GptSharp CPU F32, Forward alone", forwardOnly.BytesPerToken, () => ForwardOnly(forwardOnly, prompt), forwardOnly));
-        foreach (var type in new[] { GgmlType.F32, GgmlType.F16, GgmlType.Q8_0 })
+        foreach (var type in new[] { GgmlType.F32, GgmlType.F16, GgmlType.Q8_0, GgmlType.Q4_0 })
         {
             string file = Path.Combine(dir.Path, $"model-{type}.gguf");
             Gguf.Export(Path.Combine(dir.Path, "run"), file, type);
             var llama = new LlamaCpp(file, config.ContextLength);
-            long bytes = type switch { GgmlType.F32 => f32Bytes, GgmlType.F16 => f32Bytes / 2, _ => f32Bytes * 34 / 128 };
+            long bytes = type switch { GgmlType.F32 => f32Bytes, GgmlType.F16 => f32Bytes / 2, GgmlType.Q4_0 => f32Bytes * 18 / 128, _ => f32Bytes * 34 / 128 };
             candidates.Add(($"llama.cpp {type}", bytes, () => llama.TokensPerSecond(prompt), llama));
         }
 
-        var figures = candidates.ToDictionary(c => c.Name, _ => new List<double>());
+        // Per round: the bandwidth, then every candidate (order reversed every other round); a figure's share of the
+        // bound is against its own round's bandwidth.
+        var figures = candidates.ToDictionary(c => c.Name, _ => new List<(double TokensPerSecond, double Share)>());
+        var bandwidths = new List<double>();
         for (int round = 0; round < rounds; round++)
+        {
+            double read = bandwidth.Measure();
+            bandwidths.Add(read);
             foreach (var candidate in round % 2 == 0 ? candidates : Enumerable.Reverse(candidates))
-                figures[candidate.Name].Add(candidate.Measure());
+            {
+                double tokensPerSecond = candidate.Measure();
+                figures[candidate.Name].Add((tokensPerSecond, tokensPerSecond * candidate.Bytes / (read * 1e9)));
+            }
+        }
 
-        Console.WriteLine($"\n### {preset} ({config.Layers} layers, width {config.Width}, vocab {vocab})");
-        Console.WriteLine("| engine | weights MB read per token | tok/s (median) | ms/token | of the bandwidth bound |");
+        Console.WriteLine($"\n### {preset} ({config.Layers} layers, width {config.Width}, vocab {vocab}); read bandwidth by round {string.Join(", ", bandwidths.Select(b => b.ToString("F1")))} GB/s");
+        Console.WriteLine("| engine | weights MB read per token | tok/s (median) | ms/token | of the round's bandwidth bound (median) |");
         Console.WriteLine("|---|---|---|---|---|");
         foreach (var (name, bytes, _, _) in candidates)
         {
-            double median = Stats.Median(figures[name]);
-            double bound = bandwidth * 1e9 / bytes;
-            Console.WriteLine($"| {name} | {bytes / 1e6:F1} | {median:N1} | {1000 / median:F2} | {100 * median / bound:F0}% of {bound:N0} |");
+            double median = Stats.Median(figures[name].Select(f => f.TokensPerSecond));
+            Console.WriteLine($"| {name} | {bytes / 1e6:F1} | {median:N1} | {1000 / median:F2} | {100 * Stats.Median(figures[name].Select(f => f.Share)):F0}% |");
         }
 
         Console.WriteLine("\n| rows | libtorch batch tok/s | CPU engine F32 tok/s | CPU engine Q8_0 tok/s |");

@@ -79,6 +79,7 @@ public class CpuEngineTests
     [InlineData(WeightFormat.F32)]
     [InlineData(WeightFormat.BF16)]
     [InlineData(WeightFormat.Q8_0)]
+    [InlineData(WeightFormat.Q4_0)]
     public void ATokensLogitsDoNotDependOnHowManyTokensShareItsForwardPass(WeightFormat format)
     {
         // Batch invariance: 4-vector and 1-vector kernels do the same arithmetic, so a prompt fed whole and token by
@@ -136,13 +137,15 @@ public class CpuEngineTests
     [InlineData(WeightFormat.BF16, 0.02)]
     [InlineData(WeightFormat.F16, 0.002)]
     [InlineData(WeightFormat.Q8_0, 0.02)]
-    public void HalfAndEightBitWeightsStayCloseToF32(WeightFormat format, double tolerance)
+    [InlineData(WeightFormat.Q4_0, 0.1)]
+    public void HalfEightAndFourBitWeightsStayCloseToF32(WeightFormat format, double tolerance)
     {
-        using var model = RandomModel(Layout("qwen3"));   // every row a multiple of 32, for Q8_0's blocks
+        using var model = RandomModel(Layout("qwen3"));   // every row a multiple of 32, for the blocks of Q8_0 and Q4_0
         using var f32 = CpuModel.From(model);
         using var packed = CpuModel.From(model, format);
         Assert.Equal(format, packed.Format);
-        Assert.True(packed.BytesPerToken < f32.BytesPerToken * (format == WeightFormat.Q8_0 ? 0.3 : 0.51), $"{packed.BytesPerToken} vs {f32.BytesPerToken} bytes");
+        double share = format switch { WeightFormat.Q8_0 => 0.3, WeightFormat.Q4_0 => 0.16, _ => 0.51 };   // 34/128, 18/128, 1/2
+        Assert.True(packed.BytesPerToken < f32.BytesPerToken * share, $"{packed.BytesPerToken} vs {f32.BytesPerToken} bytes");
         int[] tokens = Prompt(16, 6);
         float[] Logits(CpuModel engine)
         {
@@ -160,6 +163,39 @@ public class CpuEngineTests
         var e = Assert.Throws<NotSupportedException>(() => CpuModel.From(model, WeightFormat.Q8_0));
         Assert.Contains("wte.weight", e.Message);
         Assert.Contains("48", e.Message);
+        Assert.Contains("Q4_0", Assert.Throws<NotSupportedException>(() => CpuModel.From(model, WeightFormat.Q4_0)).Message);
+    }
+
+    [Fact]
+    public void Q4BlocksFollowLlamaCppsRounding()
+    {
+        // One block of −16, −15, …, 15: the value of largest magnitude is −16, so the scale is −16 ÷ −8 = 2 and each
+        // weight w becomes min(15, ⌊w/2 + 8.5⌋); byte j holds value j (low nibble) and value j + 16 (high nibble).
+        float[] values = [.. Enumerable.Range(0, 32).Select(k => (float)(k - 16))];
+        var (quants, scales) = BlockQuantization.Q4_0(values);
+        Assert.Equal([2f], scales);
+        Assert.Equal(16, quants.Length);
+        Assert.Equal(0x80, quants[0]);    // −16 → 0, 0 → 8
+        Assert.Equal(0x91, quants[1]);    // −15 → ⌊1.0⌋ = 1, 1 → ⌊9.0⌋ = 9
+        Assert.Equal(0xF8, quants[15]);   // −1 → 8, 15 → 16, clamped to 15
+        // Read back through the engine's matrix: (q − 8) × scale, rows and the interleaved quads alike.
+        float[] matrix = [.. Enumerable.Repeat(values, 5).SelectMany(v => v)];
+        var packed = WeightMatrix.Pack(matrix, 5, 32, WeightFormat.Q4_0, "test");
+        var row = new float[32];
+        foreach (int r in new[] { 0, 3, 4 })
+        {
+            packed.ReadRow(r, row);
+            Assert.Equal(-16f, row[0]);
+            Assert.Equal(-14f, row[1]);   // q 1
+            Assert.Equal(14f, row[31]);   // q 15, the clamp
+        }
+        // A product equals the dot product with the read-back row.
+        float[] x = [.. Enumerable.Range(0, 32).Select(k => (float)Math.Sin(k))];
+        var y = new float[5];
+        packed.Multiply(x, 1, y, 0, 5);
+        packed.ReadRow(0, row);
+        float expected = row.Zip(x, (a, b) => a * b).Sum();
+        Assert.All(y, v => Assert.True(Math.Abs(v - expected) < 1e-4 * Math.Abs(expected), $"{v} vs {expected}"));
     }
 }
 

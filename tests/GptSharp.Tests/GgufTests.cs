@@ -78,6 +78,15 @@ public class GgufTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedT
         AgreesWithLlamaCpp(Layout(llama, fixture.Tokenizer.VocabSize) with { MlpWidth = 192 }, GgmlType.Q8_0, 5e-2, llama ? "llama" : "gpt2",
             engine: Inference.Cpu.WeightFormat.Q8_0);
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void AQ4ExportRunsInLlamaCppAsInGptSharpsEngine(bool llama) =>
+        // The same 4-bit blocks on both sides (GptSharp's quantiser follows llama.cpp's rounding); llama.cpp rounds the
+        // activations to 8 bits as for Q8_0, so the tolerance is Q8_0's.
+        AgreesWithLlamaCpp(Layout(llama, fixture.Tokenizer.VocabSize) with { MlpWidth = 192 }, GgmlType.Q4_0, 5e-2, llama ? "llama" : "gpt2",
+            engine: Inference.Cpu.WeightFormat.Q4_0);
+
     [Fact]
     public void AQ8ExportOfRowsThatAreNotWholeBlocksIsRefusedNamingTheTensor()
     {
@@ -86,6 +95,7 @@ public class GgufTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedT
         var e = Assert.Throws<NotSupportedException>(() => Gguf.Export(run, dir.File("model.gguf"), GgmlType.Q8_0));
         Assert.Contains("ffn_down", e.Message);
         Assert.Contains("176", e.Message);
+        Assert.Contains("Q4_0", Assert.Throws<NotSupportedException>(() => Gguf.Export(run, dir.File("model.gguf"), GgmlType.Q4_0)).Message);
         Assert.False(File.Exists(dir.File("model.gguf")));
     }
 

@@ -15,7 +15,7 @@ sealed class ChatSettings : CommonSettings
     public string? System { get; init; }
     [CommandOption("--tools")] [Description("Offer built-in tools the model may call while it answers (calculator); the model must have learned to call them (the speedrun's sft-tools stage teaches the calculator; default: none).")]
     public string? Tools { get; init; }
-    [CommandOption("--engine")] [Description("What decodes: auto (the CPU engine on a CPU, else libtorch), torch, cpu (F32 weights, equal to libtorch up to rounding), cpu-f16, cpu-bf16 or cpu-q8_0 (weights packed at load: half or a quarter of the bytes per token, slightly different logits).")]
+    [CommandOption("--engine")] [Description("What decodes: auto (the CPU engine on a CPU, else libtorch), torch, cpu (F32 weights, equal to libtorch up to rounding), cpu-f16, cpu-bf16, cpu-q8_0 or cpu-q4_0 (weights packed at load: a half, a quarter or an eighth of the bytes per token, slightly different logits).")]
     public string Engine { get; init; } = GptSharp.Inference.Cpu.DecodeEngine.Auto;
 
     public override Spectre.Console.ValidationResult Validate() => GptSharp.Inference.Cpu.DecodeEngine.Problem(Engine) is { } problem

@@ -15,7 +15,7 @@ sealed class GenerateSettings : CommonSettings
     [CommandOption("-p|--prompt")] [Description("Text to continue (after <|bos|>). Empty: start a new document.")]
     public string Prompt { get; init; } = "";
     [CommandOption("--max-tokens")] [Description("Tokens to generate at most.")] public int MaxTokens { get; init; } = 64;
-    [CommandOption("--engine")] [Description("What decodes: auto (the CPU engine on a CPU, else libtorch), torch, cpu (F32 weights, equal to libtorch up to rounding), cpu-f16, cpu-bf16 or cpu-q8_0 (weights packed at load: half or a quarter of the bytes per token, slightly different logits).")]
+    [CommandOption("--engine")] [Description("What decodes: auto (the CPU engine on a CPU, else libtorch), torch, cpu (F32 weights, equal to libtorch up to rounding), cpu-f16, cpu-bf16, cpu-q8_0 or cpu-q4_0 (weights packed at load: a half, a quarter or an eighth of the bytes per token, slightly different logits).")]
     public string Engine { get; init; } = GptSharp.Inference.Cpu.DecodeEngine.Auto;
     [CommandOption("--temperature")] [Description("0 for greedy.")] public double Temperature { get; init; } = 0.8;
     [CommandOption("--top-k")] [Description("Sample among the k most likely tokens (0: all).")] public int TopK { get; init; } = 50;

@@ -40,7 +40,7 @@ sealed class GrpoSettings : TrainingSettings
     public int? MaxNewTokens { get; init; }
     [CommandOption("--temperature")] [Description("Sampling temperature (log-probabilities are taken at it too).")]
     public double? Temperature { get; init; }
-    [CommandOption("--rollout-engine")] [Description("What samples the rollouts: auto (the CPU engine on a CPU), torch, cpu, cpu-f16, cpu-bf16 or cpu-q8_0 (see generate --engine).")]
+    [CommandOption("--rollout-engine")] [Description("What samples the rollouts: auto (the CPU engine on a CPU), torch, cpu, cpu-f16, cpu-bf16, cpu-q8_0 or cpu-q4_0 (see generate --engine).")]
     public string? RolloutEngine { get; init; }
     [CommandOption("--loss")] [Description("grpo, dr_grpo (no std or length normalisation) or dapo (token-level mean, clip-higher).")]
     public string Loss { get; init; } = "grpo";

@@ -49,7 +49,7 @@ sealed class PpoSettings : TrainingSettings
     public int? MaxNewTokens { get; init; }
     [CommandOption("--temperature")] [Description("Rollout sampling temperature (log-probabilities are taken at it too).")]
     public double? Temperature { get; init; }
-    [CommandOption("--rollout-engine")] [Description("What samples the rollouts: auto (the CPU engine on a CPU), torch, cpu, cpu-f16, cpu-bf16 or cpu-q8_0 (see generate --engine).")]
+    [CommandOption("--rollout-engine")] [Description("What samples the rollouts: auto (the CPU engine on a CPU), torch, cpu, cpu-f16, cpu-bf16, cpu-q8_0 or cpu-q4_0 (see generate --engine).")]
     public string? RolloutEngine { get; init; }
     [CommandOption("--entropy")] [Description("Entropy bonus coefficient.")]
     public double? EntropyCoefficient { get; init; }

@@ -33,7 +33,7 @@ sealed class ServeSettings : CommonSettings
     public double ShutdownGrace { get; init; } = 10;
     [CommandOption("--allow-nonfinite")] [Description("Load weights that hold NaN or infinity instead of refusing them.")]
     public bool AllowNonFinite { get; init; }
-    [CommandOption("--engine")] [Description("What decodes: auto (default: the CPU engine on a CPU), torch, cpu, cpu-f16, cpu-bf16 or cpu-q8_0 (see generate --engine).")]
+    [CommandOption("--engine")] [Description("What decodes: auto (default: the CPU engine on a CPU), torch, cpu, cpu-f16, cpu-bf16, cpu-q8_0 or cpu-q4_0 (see generate --engine).")]
     public string Engine { get; init; } = GptSharp.Inference.Cpu.DecodeEngine.Auto;
 
     public ServerOptions Options() => new(Host, Port, ApiKey, MaxConcurrent: MaxConcurrent, MaxQueue: MaxQueue,

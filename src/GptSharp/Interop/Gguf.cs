@@ -29,7 +29,7 @@ public static class Gguf
         var gguf = new GgufWriter()
             .Add("general.architecture", architecture)
             .Add("general.name", Path.GetFileName(Path.GetFullPath(runDirectory).TrimEnd(Path.DirectorySeparatorChar)))
-            .Add("general.file_type", type switch { GgmlType.F32 => 0u, GgmlType.F16 => 1u, _ => 7u }) // ALL_F32, MOSTLY_F16, MOSTLY_Q8_0
+            .Add("general.file_type", type switch { GgmlType.F32 => 0u, GgmlType.F16 => 1u, GgmlType.Q4_0 => 2u, _ => 7u }) // ALL_F32, MOSTLY_F16, MOSTLY_Q4_0, MOSTLY_Q8_0
             .Add($"{architecture}.context_length", (uint)c.ContextLength)
             .Add($"{architecture}.embedding_length", (uint)c.Width)
             .Add($"{architecture}.feed_forward_length", (uint)c.MlpHidden)
@@ -51,14 +51,16 @@ public static class Gguf
         using var noGrad = no_grad();
         var weights = model.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value);
         var tensors = (architecture == "gpt2" ? Gpt2Tensors(weights, c) : LlamaTensors(weights, c, architecture)).ToList();
-        if (type == GgmlType.Q8_0)
-            foreach (var (name, tensor) in tensors.Where(t => t.Item2.dim() >= 2 && t.Item2.shape[^1] % 32 != 0))
-                throw new NotSupportedException($"Tensor '{name}' has rows of {tensor.shape[^1]} values; Q8_0 needs a multiple of 32. Export as f16 or f32.");
+        bool blocks = type is GgmlType.Q8_0 or GgmlType.Q4_0;
+        if (blocks)
+            foreach (var (name, tensor) in tensors.Where(t => t.Item2.dim() >= 2 && t.Item1 != "position_embd.weight" && t.Item2.shape[^1] % 32 != 0))
+                throw new NotSupportedException($"Tensor '{name}' has rows of {tensor.shape[^1]} values; {type} needs a multiple of 32. Export as f16 or f32.");
         foreach (var (name, tensor) in tensors)
         {
-            if (tensor.dim() >= 2 && type == GgmlType.Q8_0)
+            // Learned positions stay F32 in a block-quantised file, as in the CPU engine: a small table that every token adds.
+            if (tensor.dim() >= 2 && blocks && name != "position_embd.weight")
             {
-                gguf.AddTensor(name, [.. tensor.shape.Reverse()], GgmlType.Q8_0, Q8Blocks(tensor));
+                gguf.AddTensor(name, [.. tensor.shape.Reverse()], type, Blocks(tensor, type));
                 continue;
             }
             var stored = tensor.dim() >= 2 && type == GgmlType.F16 ? tensor.to(ScalarType.Float16) : tensor.to(ScalarType.Float32);
@@ -68,16 +70,18 @@ public static class Gguf
         gguf.Save(path);
     }
 
-    /// <summary>A matrix in GGUF's Q8_0 blocks (F16 scale, then 32 signed bytes), quantised as the CPU engine's Q8_0 weights are.</summary>
-    static byte[] Q8Blocks(Tensor matrix)
+    /// <summary>A matrix in GGUF's Q8_0 or Q4_0 blocks (F16 scale, then the block's 32 or 16 bytes), quantised as the
+    /// CPU engine's weights of that format are.</summary>
+    static byte[] Blocks(Tensor matrix, GgmlType type)
     {
         float[] values = matrix.to(ScalarType.Float32).cpu().contiguous().data<float>().ToArray();
-        var (quants, scales) = Inference.Cpu.Q8Matrix.Quantize(values);
-        var bytes = new byte[scales.Length * 34];
+        var (quants, scales) = type == GgmlType.Q4_0 ? Inference.Cpu.BlockQuantization.Q4_0(values) : Inference.Cpu.BlockQuantization.Q8_0(values);
+        int size = quants.Length / scales.Length, stride = size + 2;
+        var bytes = new byte[scales.Length * stride];
         for (int b = 0; b < scales.Length; b++)
         {
-            BitConverter.TryWriteBytes(bytes.AsSpan(b * 34, 2), BitConverter.HalfToUInt16Bits((Half)scales[b]));
-            System.Runtime.InteropServices.MemoryMarshal.AsBytes(quants.AsSpan(b * 32, 32)).CopyTo(bytes.AsSpan(b * 34 + 2, 32));
+            BitConverter.TryWriteBytes(bytes.AsSpan(b * stride, 2), BitConverter.HalfToUInt16Bits((Half)scales[b]));
+            quants.AsSpan(b * size, size).CopyTo(bytes.AsSpan(b * stride + 2, size));
         }
         return bytes;
     }

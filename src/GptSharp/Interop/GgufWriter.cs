@@ -3,9 +3,9 @@ using System.Text;
 
 namespace GptSharp.Interop;
 
-/// <summary>GGML's storage types that GptSharp writes.</summary>
-/// <summary>GGML tensor types GptSharp writes: F32, F16, and Q8_0 (blocks of 32 signed bytes with an F16 scale, 34 bytes).</summary>
-public enum GgmlType : uint { F32 = 0, F16 = 1, Q8_0 = 8 }
+/// <summary>GGML tensor types GptSharp writes: F32, F16, Q8_0 (blocks of 32 signed bytes with an F16 scale, 34 bytes)
+/// and Q4_0 (blocks of 32 four-bit values with an F16 scale, 18 bytes).</summary>
+public enum GgmlType : uint { F32 = 0, F16 = 1, Q4_0 = 2, Q8_0 = 8 }
 
 /// <summary>
 /// Writes the GGUF container (version 3) that llama.cpp and its bindings load: a header, typed key/value metadata,
@@ -46,8 +46,8 @@ public sealed class GgufWriter
     public GgufWriter AddTensor(string name, long[] dims, GgmlType type, byte[] data)
     {
         long elements = dims.Aggregate(1L, (a, b) => a * b);
-        long expected = type switch { GgmlType.F32 => elements * 4, GgmlType.F16 => elements * 2, _ => elements / 32 * 34 };
-        if (type == GgmlType.Q8_0 && dims[0] % 32 != 0) throw new ArgumentException($"Tensor '{name}': Q8_0 needs rows of a multiple of 32 values; its rows have {dims[0]}.", nameof(dims));
+        long expected = type switch { GgmlType.F32 => elements * 4, GgmlType.F16 => elements * 2, GgmlType.Q4_0 => elements / 32 * 18, _ => elements / 32 * 34 };
+        if (type is GgmlType.Q8_0 or GgmlType.Q4_0 && dims[0] % 32 != 0) throw new ArgumentException($"Tensor '{name}': {type} needs rows of a multiple of 32 values; its rows have {dims[0]}.", nameof(dims));
         if (data.LongLength != expected) throw new ArgumentException($"Tensor '{name}': {data.LongLength} bytes for {type} [{string.Join(", ", dims)}], expected {expected}.", nameof(data));
         if (_tensors.Any(t => t.Name == name)) throw new ArgumentException($"Tensor '{name}' is added twice.", nameof(name));
         _tensors.Add((name, dims, type, data));

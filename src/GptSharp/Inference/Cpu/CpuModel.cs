@@ -89,7 +89,7 @@ public sealed class CpuModel : IDisposable
         long available = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
         if (needed > available)
             throw new InsufficientMemoryException($"Packing {values / 1e6:F0}M weights as {format} needs about {needed / 1e9:F1} GB; this process may use {available / 1e9:F1} GB. " +
-                                                  "Use a smaller format (cpu-q8_0, cpu-bf16) or --engine torch.");
+                                                  "Use a smaller format (cpu-q4_0, cpu-q8_0, cpu-bf16) or --engine torch.");
         var weights = new Dictionary<string, float[]>();
         using (no_grad())
         using (var scope = NewDisposeScope())

@@ -5,7 +5,7 @@ namespace GptSharp.Inference.Cpu;
 
 /// <summary>
 /// Which engine decodes: libtorch (<c>torch</c>: the reference, any device, best for large batches) or the CPU engine
-/// with weights in F32 (<c>cpu</c>, equal to libtorch up to float rounding), F16, BF16 or Q8_0. <c>auto</c> is the CPU
+/// with weights in F32 (<c>cpu</c>, equal to libtorch up to float rounding), F16, BF16, Q8_0 or Q4_0. <c>auto</c> is the CPU
 /// engine in F32 wherever it runs (a CPU device, a decoder model) for batches of up to <see cref="AutoRowLimit"/> rows,
 /// libtorch elsewhere: measured 2–4× faster at batch 1.
 /// </summary>
@@ -19,7 +19,7 @@ public static class DecodeEngine
     public const int AutoRowLimit = 32;
 
     /// <summary>Every name <c>--engine</c> takes.</summary>
-    public static IReadOnlyList<string> Names { get; } = [Auto, Torch, "cpu", "cpu-f16", "cpu-bf16", "cpu-q8_0"];
+    public static IReadOnlyList<string> Names { get; } = [Auto, Torch, "cpu", "cpu-f16", "cpu-bf16", "cpu-q8_0", "cpu-q4_0"];
 
     /// <summary>Why <paramref name="engine"/> is not an engine name (listing the names), or null when it is.</summary>
     public static string? Problem(string engine, string option = "--engine") =>
@@ -33,12 +33,13 @@ public static class DecodeEngine
         {
             Auto => cpuFits ? WeightFormat.F32 : null,
             Torch => null,
-            "cpu" or "cpu-f16" or "cpu-bf16" or "cpu-q8_0" when !cpuFits =>
+            "cpu" or "cpu-f16" or "cpu-bf16" or "cpu-q8_0" or "cpu-q4_0" when !cpuFits =>
                 throw new ArgumentException($"--engine {engine} runs on the CPU only, for decoder models; the model is on '{device}'. Use --engine torch."),
             "cpu" => WeightFormat.F32,
             "cpu-f16" => WeightFormat.F16,
             "cpu-bf16" => WeightFormat.BF16,
             "cpu-q8_0" => WeightFormat.Q8_0,
+            "cpu-q4_0" => WeightFormat.Q4_0,
             _ => throw new ArgumentException($"Unknown engine '{engine}': expected one of {string.Join(", ", Names)}."),
         };
     }

@@ -5,9 +5,9 @@ using System.Runtime.Intrinsics.X86;
 
 namespace GptSharp.Inference.Cpu;
 
-/// <summary>How the CPU engine stores a weight matrix: as it trained (F32), halved (F16, BF16), or in 8-bit blocks of 32
-/// with one scale each (Q8_0, GGUF's format; the scale rounded to F16 as GGUF stores it).</summary>
-public enum WeightFormat { F32, F16, BF16, Q8_0 }
+/// <summary>How the CPU engine stores a weight matrix: as it trained (F32), halved (F16, BF16), or in 8-bit or 4-bit
+/// blocks of 32 with one scale each (Q8_0, Q4_0: GGUF's formats; the scale rounded to F16 as GGUF stores it).</summary>
+public enum WeightFormat { F32, F16, BF16, Q8_0, Q4_0 }
 
 /// <summary>
 /// A weight matrix [Rows, Cols] in torch's Linear layout (one row per output), packed once for products with a few
@@ -39,11 +39,16 @@ public abstract class WeightMatrix
             WeightFormat.F32 => new DenseMatrix<float, F32Values>(data, rows, cols, format),
             WeightFormat.BF16 => new DenseMatrix<ushort, Bf16Values>(HalfWidth.Bf16(data), rows, cols, format),
             WeightFormat.F16 => new DenseMatrix<ushort, F16Values>(HalfWidth.F16(data, name), rows, cols, format),
-            WeightFormat.Q8_0 => cols % Q8Matrix.Block == 0 ? new Q8Matrix(data, rows, cols)
-                : throw new NotSupportedException($"{name}: Q8_0 needs rows whose length divides into blocks of {Q8Matrix.Block}; this one has {cols}. Use f16, bf16 or f32."),
+            WeightFormat.Q8_0 or WeightFormat.Q4_0 when cols % BlockQuantization.Block != 0 => throw new NotSupportedException(
+                $"{name}: {format} needs rows whose length divides into blocks of {BlockQuantization.Block}; this one has {cols}. Use f16, bf16 or f32."),
+            WeightFormat.Q8_0 => Blocks<Q8Values>(BlockQuantization.Q8_0(data), rows, cols, format),
+            WeightFormat.Q4_0 => Blocks<Q4Values>(BlockQuantization.Q4_0(data), rows, cols, format),
             _ => throw new ArgumentOutOfRangeException(nameof(format), format, "Unknown weight format."),
         };
     }
+
+    static BlockMatrix<TValues> Blocks<TValues>((byte[] Quants, float[] Scales) blocks, int rows, int cols, WeightFormat format)
+        where TValues : struct, IBlockValues => new(blocks.Quants, blocks.Scales, rows, cols, format);
 }
 
 /// <summary>How a stored value type becomes F32: 16 values into one vector, or one value.</summary>
@@ -277,29 +282,126 @@ internal static class HalfWidth
     }
 }
 
-/// <summary>
-/// GGUF's Q8_0: each run of 32 weights as 32 signed bytes and one scale (max |w| / 127, rounded to F16), a quarter of
-/// F32's bytes (34 per 32). Products widen the bytes to F32 in registers.
-/// </summary>
-internal sealed class Q8Matrix : WeightMatrix
+/// <summary>GGUF's block quantisations, row-major: each run of 32 weights as small integers and one F16 scale.</summary>
+public static class BlockQuantization
 {
     public const int Block = 32;
-    readonly sbyte[] _q;      // quads of rows interleaved a block at a time (4 × 32 bytes), the rest row by row
+
+    /// <summary>
+    /// Q8_0: per 32 values, scale = max |w| / 127 stored as F16, bytes rounded from w ÷ the exact scale, half away from
+    /// zero (34 bytes a block).
+    /// </summary>
+    public static (byte[] Quants, float[] Scales) Q8_0(float[] data)
+    {
+        var quants = new byte[data.Length];
+        var scales = new float[data.Length / Block];
+        for (int b = 0; b < scales.Length; b++)
+        {
+            float max = 0;
+            for (int k = 0; k < Block; k++) max = Math.Max(max, Math.Abs(data[b * Block + k]));
+            scales[b] = (float)(Half)(max / 127f);
+            float inverse = max == 0 ? 0 : 1f / (max / 127f);
+            for (int k = 0; k < Block; k++) quants[b * Block + k] = (byte)(sbyte)Math.Round(data[b * Block + k] * inverse, MidpointRounding.AwayFromZero);
+        }
+        return (quants, scales);
+    }
+
+    /// <summary>
+    /// Q4_0 as llama.cpp writes it: per 32 values, the scale is the value of largest magnitude ÷ −8 (stored as F16), each
+    /// weight w becomes min(15, ⌊w ÷ scale + 8.5⌋), and byte j holds value j in its low nibble and value j + 16 in its
+    /// high one (18 bytes a block). A weight reads back as (q − 8) × scale.
+    /// </summary>
+    public static (byte[] Quants, float[] Scales) Q4_0(float[] data)
+    {
+        var quants = new byte[data.Length / 2];
+        var scales = new float[data.Length / Block];
+        for (int b = 0; b < scales.Length; b++)
+        {
+            float extreme = 0;
+            for (int k = 0; k < Block; k++)
+                if (Math.Abs(data[b * Block + k]) > Math.Abs(extreme)) extreme = data[b * Block + k];
+            float scale = extreme / -8;
+            scales[b] = (float)(Half)scale;
+            float inverse = scale == 0 ? 0 : 1 / scale;
+            for (int j = 0; j < Block / 2; j++)
+            {
+                int low = Math.Min(15, (int)(data[b * Block + j] * inverse + 8.5f));
+                int high = Math.Min(15, (int)(data[b * Block + j + Block / 2] * inverse + 8.5f));
+                quants[b * Block / 2 + j] = (byte)(low | high << 4);
+            }
+        }
+        return (quants, scales);
+    }
+}
+
+/// <summary>How a block format stores one row's 32 weights in bytes and widens them to F32 (unscaled).</summary>
+internal interface IBlockValues
+{
+    static abstract int BlockBytes { get; }
+    /// <summary>Values 0–15 and 16–31 of the block at byte <paramref name="at"/>.</summary>
+    static abstract (Vector512<float> Low, Vector512<float> High) Widen(ref byte q, nuint at);
+    /// <summary>Value <paramref name="k"/> of the block that starts at <paramref name="q"/>.</summary>
+    static abstract float Value(ref byte q, int k);
+}
+
+/// <summary>Q8_0: 32 signed bytes.</summary>
+internal struct Q8Values : IBlockValues
+{
+    public static int BlockBytes => 32;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static (Vector512<float> Low, Vector512<float> High) Widen(ref byte q, nuint at) => (Widen16(ref q, at), Widen16(ref q, at + 16));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector512<float> Widen16(ref byte q, nuint k) =>
+        Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.LoadUnsafe(ref q, k).AsSByte()));
+
+    public static float Value(ref byte q, int k) => (sbyte)Unsafe.Add(ref q, k);
+}
+
+/// <summary>Q4_0: 16 bytes of two 4-bit values each, offset by 8.</summary>
+internal struct Q4Values : IBlockValues
+{
+    public static int BlockBytes => 16;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static (Vector512<float> Low, Vector512<float> High) Widen(ref byte q, nuint at)
+    {
+        var bytes = Vector128.LoadUnsafe(ref q, at);
+        var eight = Vector512.Create(8);
+        var low = Avx512F.ConvertToVector512Int32(bytes & Vector128.Create((byte)0x0F)) - eight;
+        var high = Avx512F.ConvertToVector512Int32(Vector128.ShiftRightLogical(bytes, 4)) - eight;
+        return (Avx512F.ConvertToVector512Single(low), Avx512F.ConvertToVector512Single(high));
+    }
+
+    public static float Value(ref byte q, int k) => k < 16 ? (Unsafe.Add(ref q, k) & 15) - 8 : (Unsafe.Add(ref q, k - 16) >> 4) - 8;
+}
+
+/// <summary>
+/// A matrix in one of GGUF's block formats (Q8_0: 34 bytes per 32 weights, Q4_0: 18), with the rows of each quad
+/// interleaved a block at a time so a product reads one sequential stream. Products widen a block to F32 in registers,
+/// take its dot product with the activations, then scale it.
+/// </summary>
+internal sealed class BlockMatrix<TValues> : WeightMatrix where TValues : struct, IBlockValues
+{
+    public const int Block = BlockQuantization.Block;
+    readonly byte[] _q;       // quads of rows interleaved a block at a time, the rest row by row
     readonly float[] _scale;  // in the same order, one per block
     readonly int _quadRows;
 
-    public Q8Matrix(float[] data, int rows, int cols) : base(rows, cols)
+    /// <param name="quants">Row-major blocks as <see cref="BlockQuantization"/> writes them.</param>
+    public BlockMatrix(byte[] quants, float[] scales, int rows, int cols, WeightFormat format) : base(rows, cols)
     {
-        var (quants, scales) = Quantize(data);
+        Format = format;
         _quadRows = Avx512F.IsSupported ? rows & ~3 : 0;
-        _q = new sbyte[quants.Length];
+        _q = new byte[quants.Length];
         _scale = new float[scales.Length];
-        int blocks = cols / Block;
+        int blocks = cols / Block, size = TValues.BlockBytes;
         for (int r = 0; r < rows; r++)
             for (int b = 0; b < blocks; b++)
             {
                 long at = BlockIndex(r, b);
-                Array.Copy(quants, ((long)r * blocks + b) * Block, _q, at * Block, Block);
+                Array.Copy(quants, ((long)r * blocks + b) * size, _q, at * size, size);
                 _scale[at] = scales[(long)r * blocks + b];
             }
     }
@@ -311,26 +413,7 @@ internal sealed class Q8Matrix : WeightMatrix
         return r < _quadRows ? (long)(r >> 2) * 4 * blocks + b * 4 + (r & 3) : (long)r * blocks + b;
     }
 
-    /// <summary>
-    /// GGUF's quantisation, row-major: per 32 values, scale = max |w| / 127 stored as F16, bytes rounded from w ÷ the
-    /// exact scale, half away from zero.
-    /// </summary>
-    public static (sbyte[] Quants, float[] Scales) Quantize(float[] data)
-    {
-        var quants = new sbyte[data.Length];
-        var scales = new float[data.Length / Block];
-        for (int b = 0; b < scales.Length; b++)
-        {
-            float max = 0;
-            for (int k = 0; k < Block; k++) max = Math.Max(max, Math.Abs(data[b * Block + k]));
-            scales[b] = (float)(Half)(max / 127f);
-            float inverse = max == 0 ? 0 : 1f / (max / 127f);
-            for (int k = 0; k < Block; k++) quants[b * Block + k] = (sbyte)Math.Round(data[b * Block + k] * inverse, MidpointRounding.AwayFromZero);
-        }
-        return (quants, scales);
-    }
-
-    public override WeightFormat Format => WeightFormat.Q8_0;
+    public override WeightFormat Format { get; }
     public override long Bytes => _q.Length + _scale.Length * 2L;
 
     public override void ReadRow(int r, Span<float> destination)
@@ -338,7 +421,8 @@ internal sealed class Q8Matrix : WeightMatrix
         for (int b = 0; b < Cols / Block; b++)
         {
             long at = BlockIndex(r, b);
-            for (int k = 0; k < Block; k++) destination[b * Block + k] = _q[at * Block + k] * _scale[at];
+            ref byte q = ref _q[at * TValues.BlockBytes];
+            for (int k = 0; k < Block; k++) destination[b * Block + k] = TValues.Value(ref q, k) * _scale[at];
         }
     }
 
@@ -361,67 +445,73 @@ internal sealed class Q8Matrix : WeightMatrix
             for (int i = 0; i < n; i++) y[i * Rows + r] = Dot1(r, ref x[i * Cols]);
     }
 
+    /// <summary>One row's product over one block of 32: the two halves' widened values against the activations.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector512<float> Widen16(ref sbyte q, nuint k) => Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.LoadUnsafe(ref q, k)));
+    static Vector512<float> BlockSum(ref byte q, nuint at, Vector512<float> low, Vector512<float> high)
+    {
+        var (w0, w1) = TValues.Widen(ref q, at);
+        return Vector512.FusedMultiplyAdd(w0, low, w1 * high);
+    }
 
-    /// <summary>One row's product over one block of 32: the two halves' widened bytes against the activations.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector512<float> BlockSum(ref sbyte q, nuint at, Vector512<float> low, Vector512<float> high) =>
-        Vector512.FusedMultiplyAdd(Widen16(ref q, at), low, Widen16(ref q, at + 16) * high);
-
-    /// <summary>A quad of rows: per block, the four rows' bytes (one 128-byte run) widened to F32 against the same
+    /// <summary>A quad of rows: per block, the four rows' blocks (one run of bytes) widened to F32 against the same
     /// activations, each block's sum then scaled — per vector the same arithmetic as <see cref="QuadTimesTwo"/>, so a
     /// row's logits do not depend on the batch it is in.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     (float, float, float, float) Quad(int r, ref float x)
     {
         int blocks = Cols / Block;
+        nuint size = (nuint)TValues.BlockBytes;
         long first = BlockIndex(r, 0);
-        ref sbyte q = ref _q[first * Block];
+        ref byte q = ref _q[first * TValues.BlockBytes];
         ref float scale = ref _scale[first];
         Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
         for (int b = 0; b < blocks; b++)
         {
-            nuint u = (nuint)(b * Block), at = (nuint)(b * 4 * Block), s = (nuint)(b * 4);
+            nuint u = (nuint)(b * Block), at = (nuint)b * 4 * size, s = (nuint)(b * 4);
             var low = Vector512.LoadUnsafe(ref x, u);
             var high = Vector512.LoadUnsafe(ref x, u + 16);
             a0 = Vector512.FusedMultiplyAdd(BlockSum(ref q, at, low, high), Vector512.Create(Unsafe.Add(ref scale, s)), a0);
-            a1 = Vector512.FusedMultiplyAdd(BlockSum(ref q, at + 32, low, high), Vector512.Create(Unsafe.Add(ref scale, s + 1)), a1);
-            a2 = Vector512.FusedMultiplyAdd(BlockSum(ref q, at + 64, low, high), Vector512.Create(Unsafe.Add(ref scale, s + 2)), a2);
-            a3 = Vector512.FusedMultiplyAdd(BlockSum(ref q, at + 96, low, high), Vector512.Create(Unsafe.Add(ref scale, s + 3)), a3);
+            a1 = Vector512.FusedMultiplyAdd(BlockSum(ref q, at + size, low, high), Vector512.Create(Unsafe.Add(ref scale, s + 1)), a1);
+            a2 = Vector512.FusedMultiplyAdd(BlockSum(ref q, at + 2 * size, low, high), Vector512.Create(Unsafe.Add(ref scale, s + 2)), a2);
+            a3 = Vector512.FusedMultiplyAdd(BlockSum(ref q, at + 3 * size, low, high), Vector512.Create(Unsafe.Add(ref scale, s + 3)), a3);
         }
         return (Vector512.Sum(a0), Vector512.Sum(a1), Vector512.Sum(a2), Vector512.Sum(a3));
     }
 
-    /// <summary>A quad of rows against two activation vectors: each block's bytes widened once and used twice.</summary>
+    /// <summary>A quad of rows against two activation vectors: each block widened once and used twice.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     void QuadTimesTwo(int r, float[] x, int i, float[] y, int o)
     {
         int blocks = Cols / Block, cols = Cols;
+        nuint size = (nuint)TValues.BlockBytes;
         long first = BlockIndex(r, 0);
-        ref sbyte q = ref _q[first * Block];
+        ref byte q = ref _q[first * TValues.BlockBytes];
         ref float scale = ref _scale[first];
         ref float x0 = ref x[i * cols];
         ref float x1 = ref x[(i + 1) * cols];
         Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default, a10 = default, a11 = default, a12 = default, a13 = default;
         for (int b = 0; b < blocks; b++)
         {
-            nuint u = (nuint)(b * Block), at = (nuint)(b * 4 * Block), s = (nuint)(b * 4);
+            nuint u = (nuint)(b * Block), at = (nuint)b * 4 * size, s = (nuint)(b * 4);
             var low0 = Vector512.LoadUnsafe(ref x0, u);
             var high0 = Vector512.LoadUnsafe(ref x0, u + 16);
             var low1 = Vector512.LoadUnsafe(ref x1, u);
             var high1 = Vector512.LoadUnsafe(ref x1, u + 16);
             // Row by row of the quad: its block sum against both vectors, each scaled into its accumulator.
-            var (w0, w1, sc) = (Widen16(ref q, at), Widen16(ref q, at + 16), Vector512.Create(Unsafe.Add(ref scale, s)));
+            var (w0, w1) = TValues.Widen(ref q, at);
+            var sc = Vector512.Create(Unsafe.Add(ref scale, s));
             a00 = Vector512.FusedMultiplyAdd(Vector512.FusedMultiplyAdd(w0, low0, w1 * high0), sc, a00);
             a10 = Vector512.FusedMultiplyAdd(Vector512.FusedMultiplyAdd(w0, low1, w1 * high1), sc, a10);
-            (w0, w1, sc) = (Widen16(ref q, at + 32), Widen16(ref q, at + 48), Vector512.Create(Unsafe.Add(ref scale, s + 1)));
+            (w0, w1) = TValues.Widen(ref q, at + size);
+            sc = Vector512.Create(Unsafe.Add(ref scale, s + 1));
             a01 = Vector512.FusedMultiplyAdd(Vector512.FusedMultiplyAdd(w0, low0, w1 * high0), sc, a01);
             a11 = Vector512.FusedMultiplyAdd(Vector512.FusedMultiplyAdd(w0, low1, w1 * high1), sc, a11);
-            (w0, w1, sc) = (Widen16(ref q, at + 64), Widen16(ref q, at + 80), Vector512.Create(Unsafe.Add(ref scale, s + 2)));
+            (w0, w1) = TValues.Widen(ref q, at + 2 * size);
+            sc = Vector512.Create(Unsafe.Add(ref scale, s + 2));
             a02 = Vector512.FusedMultiplyAdd(Vector512.FusedMultiplyAdd(w0, low0, w1 * high0), sc, a02);
             a12 = Vector512.FusedMultiplyAdd(Vector512.FusedMultiplyAdd(w0, low1, w1 * high1), sc, a12);
-            (w0, w1, sc) = (Widen16(ref q, at + 96), Widen16(ref q, at + 112), Vector512.Create(Unsafe.Add(ref scale, s + 3)));
+            (w0, w1) = TValues.Widen(ref q, at + 3 * size);
+            sc = Vector512.Create(Unsafe.Add(ref scale, s + 3));
             a03 = Vector512.FusedMultiplyAdd(Vector512.FusedMultiplyAdd(w0, low0, w1 * high0), sc, a03);
             a13 = Vector512.FusedMultiplyAdd(Vector512.FusedMultiplyAdd(w0, low1, w1 * high1), sc, a13);
         }
@@ -436,8 +526,9 @@ internal sealed class Q8Matrix : WeightMatrix
         for (int b = 0; b < Cols / Block; b++)
         {
             long at = BlockIndex(r, b);
+            ref byte q = ref _q[at * TValues.BlockBytes];
             float block = 0;
-            for (int k = 0; k < Block; k++) block += _q[at * Block + k] * Unsafe.Add(ref x, b * Block + k);
+            for (int k = 0; k < Block; k++) block += TValues.Value(ref q, k) * Unsafe.Add(ref x, b * Block + k);
             s += block * _scale[at];
         }
         return s;
