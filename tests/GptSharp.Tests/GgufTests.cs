@@ -68,24 +68,17 @@ public class GgufTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedT
         AgreesWithLlamaCpp(OpenLayout(layout, fixture.Tokenizer.VocabSize), GgmlType.F32, 1e-5, layout);
 
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public void AQ8ExportRunsInLlamaCppAsInGptSharpsEngine(bool llama) =>
-        // Both read the same 8-bit blocks; llama.cpp also rounds the activations to 8 bits in its products, an error of the
-        // same size as the weights' (measured, of the logits' range: GPT-2 1.1e-2 between the two, 1.3e-2 GptSharp Q8_0 vs
-        // F32, 2.4e-2 llama.cpp Q8_0 vs F32; llama 2.8e-2, 1.7e-2, 2.3e-2). Greedy text is not compared: at these
-        // errors a random model's near-ties go either way.
-        AgreesWithLlamaCpp(Layout(llama, fixture.Tokenizer.VocabSize) with { MlpWidth = 192 }, GgmlType.Q8_0, 5e-2, llama ? "llama" : "gpt2",
-            engine: Inference.Cpu.WeightFormat.Q8_0);
-
-    [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public void AQ4ExportRunsInLlamaCppAsInGptSharpsEngine(bool llama) =>
-        // The same 4-bit blocks on both sides (GptSharp's quantiser follows llama.cpp's rounding); llama.cpp rounds the
-        // activations to 8 bits as for Q8_0, so the tolerance is Q8_0's.
-        AgreesWithLlamaCpp(Layout(llama, fixture.Tokenizer.VocabSize) with { MlpWidth = 192 }, GgmlType.Q4_0, 5e-2, llama ? "llama" : "gpt2",
-            engine: Inference.Cpu.WeightFormat.Q4_0);
+    [InlineData(GgmlType.Q8_0, false)]
+    [InlineData(GgmlType.Q8_0, true)]
+    [InlineData(GgmlType.Q4_0, false)]
+    [InlineData(GgmlType.Q4_0, true)]
+    public void ABlockQuantisedExportRunsInLlamaCppAsInGptSharpsEngine(GgmlType type, bool llama) =>
+        // Both read the same blocks (GptSharp's quantisers follow llama.cpp's rounding); llama.cpp also rounds the
+        // activations to 8 bits in its products, an error of the same size as Q8_0's weights' (measured, of the logits'
+        // range: GPT-2 1.1e-2 between the two, 1.3e-2 GptSharp Q8_0 vs F32, 2.4e-2 llama.cpp Q8_0 vs F32; llama 2.8e-2,
+        // 1.7e-2, 2.3e-2). Greedy text is not compared: at these errors a random model's near-ties go either way.
+        AgreesWithLlamaCpp(Layout(llama, fixture.Tokenizer.VocabSize) with { MlpWidth = 192 }, type, 5e-2, llama ? "llama" : "gpt2",
+            engine: type == GgmlType.Q4_0 ? Inference.Cpu.WeightFormat.Q4_0 : Inference.Cpu.WeightFormat.Q8_0);
 
     [Fact]
     public void AQ8ExportOfRowsThatAreNotWholeBlocksIsRefusedNamingTheTensor()
