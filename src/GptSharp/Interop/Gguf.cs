@@ -51,14 +51,13 @@ public static class Gguf
         using var noGrad = no_grad();
         var weights = model.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value);
         var tensors = (architecture == "gpt2" ? Gpt2Tensors(weights, c) : LlamaTensors(weights, c, architecture)).ToList();
-        bool blocks = type is GgmlType.Q8_0 or GgmlType.Q4_0;
-        if (blocks)
-            foreach (var (name, tensor) in tensors.Where(t => t.Item2.dim() >= 2 && t.Item1 != "position_embd.weight" && t.Item2.shape[^1] % 32 != 0))
-                throw new NotSupportedException($"Tensor '{name}' has rows of {tensor.shape[^1]} values; {type} needs a multiple of 32. Export as f16 or f32.");
+        // Matrices go into blocks; learned positions stay F32, as in the CPU engine: a small table that every token adds.
+        bool InBlocks(string name, Tensor tensor) => type is GgmlType.Q8_0 or GgmlType.Q4_0 && tensor.dim() >= 2 && name != "position_embd.weight";
+        foreach (var (name, tensor) in tensors.Where(t => InBlocks(t.Item1, t.Item2) && t.Item2.shape[^1] % 32 != 0))
+            throw new NotSupportedException($"Tensor '{name}' has rows of {tensor.shape[^1]} values; {type} needs a multiple of 32. Export as f16 or f32.");
         foreach (var (name, tensor) in tensors)
         {
-            // Learned positions stay F32 in a block-quantised file, as in the CPU engine: a small table that every token adds.
-            if (tensor.dim() >= 2 && blocks && name != "position_embd.weight")
+            if (InBlocks(name, tensor))
             {
                 gguf.AddTensor(name, [.. tensor.shape.Reverse()], type, Blocks(tensor, type));
                 continue;
