@@ -189,13 +189,53 @@ public class CpuEngineTests
             Assert.Equal(-14f, row[1]);   // q 1
             Assert.Equal(14f, row[31]);   // q 15, the clamp
         }
-        // A product equals the dot product with the read-back row.
+        // A product equals the dot product with the read-back row, to the activations' 16-bit rounding.
         float[] x = [.. Enumerable.Range(0, 32).Select(k => (float)Math.Sin(k))];
         var y = new float[5];
         packed.Multiply(x, 1, y, 0, 5);
         packed.ReadRow(0, row);
         float expected = row.Zip(x, (a, b) => a * b).Sum();
         Assert.All(y, v => Assert.True(Math.Abs(v - expected) < 1e-4 * Math.Abs(expected), $"{v} vs {expected}"));
+    }
+
+    [Theory]
+    [InlineData(WeightFormat.F16)]
+    [InlineData(WeightFormat.Q8_0)]
+    [InlineData(WeightFormat.Q4_0)]
+    public void ProductsEqualTheReadBackWeightsDotTheActivationsWithinTheirRounding(WeightFormat format)
+    {
+        // 9 rows (two quads and a row alone) of 96; activations of ordinary size, of 3e5 (which F16's 2^112 rebasing
+        // would overflow unless the vector is scaled down), with a spike 1000× the rest, all zero, and one NaN.
+        var random = new Random(4);
+        const int rows = 9, cols = 96;
+        float[] weights = [.. Enumerable.Range(0, rows * cols).Select(_ => (float)(random.NextDouble() * 2 - 1))];
+        float[][] vectors =
+        [
+            [.. Enumerable.Range(0, cols).Select(_ => (float)(random.NextDouble() * 2 - 1))],
+            [.. Enumerable.Range(0, cols).Select(k => k == 5 ? 3e5f : (float)random.NextDouble())],
+            [.. Enumerable.Range(0, cols).Select(k => k == 7 ? 1000f : (float)(random.NextDouble() - 0.5))],
+            new float[cols],
+            [.. Enumerable.Range(0, cols).Select(k => k == 50 ? float.NaN : 1f)],
+        ];
+        var matrix = WeightMatrix.Pack(weights, rows, cols, format, "test");
+        var y = new float[vectors.Length * rows];
+        matrix.Multiply([.. vectors.SelectMany(v => v)], vectors.Length, y, 0, rows);
+        var row = new float[cols];
+        for (int r = 0; r < rows; r++)
+        {
+            matrix.ReadRow(r, row);
+            for (int i = 0; i < vectors.Length; i++)
+            {
+                var x = vectors[i];
+                float got = y[i * rows + r];
+                if (i == 4) { Assert.True(float.IsNaN(got), $"{format} row {r}: NaN in, {got} out"); continue; }
+                double exact = 0, magnitude = 0;
+                for (int k = 0; k < cols; k++) (exact, magnitude) = (exact + (double)row[k] * x[k], magnitude + Math.Abs((double)row[k] * x[k]));
+                // F16 products are F32 arithmetic; the block formats round each activation to 16 bits of its vector's largest.
+                double bound = 1e-6 * magnitude + (format == WeightFormat.F16 ? 0 : row.Sum(Math.Abs) * x.Max(Math.Abs) / 65534);
+                Assert.True(Math.Abs(got - exact) <= bound, $"{format} row {r} vector {i}: {got} vs {exact} (bound {bound:G3})");
+            }
+        }
     }
 }
 

@@ -189,24 +189,9 @@ public sealed class CpuModel : IDisposable
         {
             var target = activated.AsSpan(i * hidden, hidden);
             var source = up.AsSpan(i * width, width);
-            if (activation == ActivationKind.SwiGlu)
-                for (int k = 0; k < hidden; k++)
-                {
-                    float gate = source[k];
-                    target[k] = gate / (1 + MathF.Exp(-gate)) * source[hidden + k];
-                }
-            else if (activation == ActivationKind.ReluSquared)
-                for (int k = 0; k < hidden; k++)
-                {
-                    float v = MathF.Max(source[k], 0);
-                    target[k] = v * v;
-                }
-            else
-                for (int k = 0; k < hidden; k++)
-                {
-                    float v = source[k];
-                    target[k] = 0.5f * v * (1 + MathF.Tanh(0.7978845608028654f * (v + 0.044715f * v * v * v)));
-                }
+            if (activation == ActivationKind.SwiGlu) Activations.SwiGlu(source[..hidden], source[hidden..], target);
+            else if (activation == ActivationKind.ReluSquared) Activations.ReluSquared(source, target);
+            else Activations.GeluTanh(source, target);
         }
         Multiply(layer.Down, activated, n, cache.MlpOut, layer.DownBias);
     }
@@ -289,13 +274,18 @@ public sealed class CpuModel : IDisposable
         for (int i = 0; i < n; i++) Kernels.AddScaled(y.AsSpan(i * w.Rows, w.Rows), 1, bias);
     }
 
+    /// <summary>One product shared out by rows; its activations readied once, before.</summary>
     sealed class MatMulWork : IPartWork
     {
+        readonly MatrixInput _input = new();
         WeightMatrix? _w;
-        float[] _x = [], _y = [];
-        int _n;
+        float[] _y = [];
 
-        public void Set(WeightMatrix w, float[] x, int n, float[] y) => (_w, _x, _n, _y) = (w, x, n, y);
+        public void Set(WeightMatrix w, float[] x, int n, float[] y)
+        {
+            (_w, _y) = (w, y);
+            w.Prepare(x, n, _input);
+        }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Execute(int part, int parts)
@@ -303,7 +293,7 @@ public sealed class CpuModel : IDisposable
             int rows = _w!.Rows;
             // Boundaries on multiples of 4 rows, the kernels' step.
             int start = (int)((long)rows * part / parts) & ~3, end = part == parts - 1 ? rows : (int)((long)rows * (part + 1) / parts) & ~3;
-            if (end > start) _w.Multiply(_x, _n, _y, start, end);
+            if (end > start) _w.Multiply(_input, _y, start, end);
         }
     }
 

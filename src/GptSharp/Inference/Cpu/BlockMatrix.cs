@@ -1,0 +1,257 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace GptSharp.Inference.Cpu;
+
+/// <summary>GGUF's block quantisations, row-major: each run of 32 weights as small integers and one F16 scale.</summary>
+public static class BlockQuantization
+{
+    public const int Block = 32;
+
+    /// <summary>
+    /// Q8_0: per 32 values, scale = max |w| / 127 stored as F16, bytes rounded from w ÷ the exact scale, half away from
+    /// zero (34 bytes a block).
+    /// </summary>
+    public static (byte[] Quants, float[] Scales) Q8_0(float[] data)
+    {
+        var quants = new byte[data.Length];
+        var scales = new float[data.Length / Block];
+        for (int b = 0; b < scales.Length; b++)
+        {
+            float max = 0;
+            for (int k = 0; k < Block; k++) max = Math.Max(max, Math.Abs(data[b * Block + k]));
+            scales[b] = (float)(Half)(max / 127f);
+            float inverse = max == 0 ? 0 : 1f / (max / 127f);
+            for (int k = 0; k < Block; k++) quants[b * Block + k] = (byte)(sbyte)Math.Round(data[b * Block + k] * inverse, MidpointRounding.AwayFromZero);
+        }
+        return (quants, scales);
+    }
+
+    /// <summary>
+    /// Q4_0 as llama.cpp writes it: per 32 values, the scale is the value of largest magnitude ÷ −8 (stored as F16), each
+    /// weight w becomes min(15, ⌊w ÷ scale + 8.5⌋), and byte j holds value j in its low nibble and value j + 16 in its
+    /// high one (18 bytes a block). A weight reads back as (q − 8) × scale.
+    /// </summary>
+    public static (byte[] Quants, float[] Scales) Q4_0(float[] data)
+    {
+        var quants = new byte[data.Length / 2];
+        var scales = new float[data.Length / Block];
+        for (int b = 0; b < scales.Length; b++)
+        {
+            float extreme = 0;
+            for (int k = 0; k < Block; k++)
+                if (Math.Abs(data[b * Block + k]) > Math.Abs(extreme)) extreme = data[b * Block + k];
+            float scale = extreme / -8;
+            scales[b] = (float)(Half)scale;
+            float inverse = scale == 0 ? 0 : 1 / scale;
+            for (int j = 0; j < Block / 2; j++)
+            {
+                int low = Math.Min(15, (int)(data[b * Block + j] * inverse + 8.5f));
+                int high = Math.Min(15, (int)(data[b * Block + j + Block / 2] * inverse + 8.5f));
+                quants[b * Block / 2 + j] = (byte)(low | high << 4);
+            }
+        }
+        return (quants, scales);
+    }
+}
+
+/// <summary>How a block format stores one row's 32 weights in bytes and widens them to integers (unscaled).</summary>
+internal interface IBlockValues
+{
+    static abstract int BlockBytes { get; }
+    /// <summary>The 32 values of the block at byte <paramref name="at"/> as 16-bit integers.</summary>
+    static abstract Vector512<short> Widen(ref byte q, nuint at);
+    /// <summary>Value <paramref name="k"/> of the block that starts at <paramref name="q"/>.</summary>
+    static abstract int Value(ref byte q, int k);
+}
+
+/// <summary>Q8_0: 32 signed bytes, sign-extended in one instruction.</summary>
+internal struct Q8Values : IBlockValues
+{
+    public static int BlockBytes => 32;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<short> Widen(ref byte q, nuint at) => Avx512BW.ConvertToVector512Int16(Vector256.LoadUnsafe(ref q, at).AsSByte());
+
+    public static int Value(ref byte q, int k) => (sbyte)Unsafe.Add(ref q, k);
+}
+
+/// <summary>Q4_0: 16 bytes of two 4-bit values each, offset by 8: the low nibbles are values 0–15, the high ones 16–31.</summary>
+internal struct Q4Values : IBlockValues
+{
+    public static int BlockBytes => 16;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<short> Widen(ref byte q, nuint at)
+    {
+        var bytes = Vector128.LoadUnsafe(ref q, at);
+        var mask = Vector128.Create((byte)0x0F);
+        var nibbles = Vector256.Create(bytes & mask, Vector128.ShiftRightLogical(bytes, 4) & mask);
+        return Avx512BW.ConvertToVector512Int16(nibbles) - Vector512.Create((short)8);
+    }
+
+    public static int Value(ref byte q, int k) => k < 16 ? (Unsafe.Add(ref q, k) & 15) - 8 : (Unsafe.Add(ref q, k - 16) >> 4) - 8;
+}
+
+/// <summary>
+/// A matrix in one of GGUF's block formats (Q8_0: 34 bytes per 32 weights, Q4_0: 18), with the rows of each quad
+/// interleaved a block at a time so a product reads one sequential stream. A product multiplies each block's 16-bit
+/// integers by the activations' (<see cref="MatrixInput.ForIntegers"/>) in pairs summed to 32 bits — exact —, then
+/// scales the block's sums by its F16 scale into F32 accumulators: four instructions per 32 Q8_0 weights, where widening
+/// to F32 took nine.
+/// </summary>
+internal sealed class BlockMatrix<TValues> : WeightMatrix where TValues : struct, IBlockValues
+{
+    public const int Block = BlockQuantization.Block;
+    readonly byte[] _q;       // quads of rows interleaved a block at a time, the rest row by row
+    readonly float[] _scale;  // in the same order, one per block
+    readonly int _quadRows;
+
+    /// <param name="quants">Row-major blocks as <see cref="BlockQuantization"/> writes them.</param>
+    public BlockMatrix(byte[] quants, float[] scales, int rows, int cols, WeightFormat format) : base(rows, cols)
+    {
+        Format = format;
+        _quadRows = Avx512BW.IsSupported ? rows & ~3 : 0;
+        _q = new byte[quants.Length];
+        _scale = new float[scales.Length];
+        int blocks = cols / Block, size = TValues.BlockBytes;
+        for (int r = 0; r < rows; r++)
+            for (int b = 0; b < blocks; b++)
+            {
+                long at = BlockIndex(r, b);
+                Array.Copy(quants, ((long)r * blocks + b) * size, _q, at * size, size);
+                _scale[at] = scales[(long)r * blocks + b];
+            }
+    }
+
+    /// <summary>Block b of row r in storage order.</summary>
+    long BlockIndex(int r, int b)
+    {
+        int blocks = Cols / Block;
+        return r < _quadRows ? (long)(r >> 2) * 4 * blocks + b * 4 + (r & 3) : (long)r * blocks + b;
+    }
+
+    public override WeightFormat Format { get; }
+    public override long Bytes => _q.Length + _scale.Length * 2L;
+
+    public override void ReadRow(int r, Span<float> destination)
+    {
+        for (int b = 0; b < Cols / Block; b++)
+        {
+            long at = BlockIndex(r, b);
+            ref byte q = ref _q[at * TValues.BlockBytes];
+            for (int k = 0; k < Block; k++) destination[b * Block + k] = TValues.Value(ref q, k) * _scale[at];
+        }
+    }
+
+    internal override void Prepare(float[] x, int n, MatrixInput input) => input.ForIntegers(x, n, Cols);
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal override void Multiply(MatrixInput input, float[] y, int rowStart, int rowEnd)
+    {
+        short[] x = input.Ints;
+        int n = input.N, r = rowStart;
+        for (; r + 4 <= rowEnd && r < _quadRows; r += 4)
+        {
+            int i = 0;
+            for (; i + 2 <= n; i += 2) QuadTimesTwo(r, x, i, y, i * Rows + r);
+            for (; i < n; i++)
+            {
+                var (a, b, c, d) = Quad(r, ref x[i * Cols]);
+                int o = i * Rows + r;
+                (y[o], y[o + 1], y[o + 2], y[o + 3]) = (a, b, c, d);
+            }
+        }
+        for (; r < rowEnd; r++)
+            for (int i = 0; i < n; i++) y[i * Rows + r] = Dot1(r, ref x[i * Cols]);
+        for (int i = 0; i < n; i++)
+        {
+            float scale = input.OutputScale[i];
+            for (int o = i * Rows + rowStart; o < i * Rows + rowEnd; o++) y[o] *= scale;
+        }
+    }
+
+    /// <summary>One row's block against 32 activations: 16 lanes of two exact integer products each, as F32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector512<float> BlockDot(Vector512<short> w, Vector512<short> x) => Avx512F.ConvertToVector512Single(Avx512BW.MultiplyAddAdjacent(w, x));
+
+    /// <summary>A quad of rows: per block, the four rows' blocks (one run of bytes) against the same activations, each
+    /// scaled into its row's accumulator — per vector the same arithmetic as <see cref="QuadTimesTwo"/>, so a row's
+    /// logits do not depend on the batch it is in.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    (float, float, float, float) Quad(int r, ref short x)
+    {
+        int blocks = Cols / Block;
+        nuint size = (nuint)TValues.BlockBytes;
+        long first = BlockIndex(r, 0);
+        ref byte q = ref _q[first * TValues.BlockBytes];
+        ref float scale = ref _scale[first];
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        for (int b = 0; b < blocks; b++)
+        {
+            nuint at = (nuint)b * 4 * size, s = (nuint)(b * 4);
+            var v = Vector512.LoadUnsafe(ref x, (nuint)(b * Block));
+            a0 = Vector512.FusedMultiplyAdd(BlockDot(TValues.Widen(ref q, at), v), Vector512.Create(Unsafe.Add(ref scale, s)), a0);
+            a1 = Vector512.FusedMultiplyAdd(BlockDot(TValues.Widen(ref q, at + size), v), Vector512.Create(Unsafe.Add(ref scale, s + 1)), a1);
+            a2 = Vector512.FusedMultiplyAdd(BlockDot(TValues.Widen(ref q, at + 2 * size), v), Vector512.Create(Unsafe.Add(ref scale, s + 2)), a2);
+            a3 = Vector512.FusedMultiplyAdd(BlockDot(TValues.Widen(ref q, at + 3 * size), v), Vector512.Create(Unsafe.Add(ref scale, s + 3)), a3);
+        }
+        return (Vector512.Sum(a0), Vector512.Sum(a1), Vector512.Sum(a2), Vector512.Sum(a3));
+    }
+
+    /// <summary>A quad of rows against two activation vectors: each block widened once and used twice.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    void QuadTimesTwo(int r, short[] x, int i, float[] y, int o)
+    {
+        int blocks = Cols / Block, cols = Cols;
+        nuint size = (nuint)TValues.BlockBytes;
+        long first = BlockIndex(r, 0);
+        ref byte q = ref _q[first * TValues.BlockBytes];
+        ref float scale = ref _scale[first];
+        ref short x0 = ref x[i * cols];
+        ref short x1 = ref x[(i + 1) * cols];
+        Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default, a10 = default, a11 = default, a12 = default, a13 = default;
+        for (int b = 0; b < blocks; b++)
+        {
+            nuint u = (nuint)(b * Block), at = (nuint)b * 4 * size, s = (nuint)(b * 4);
+            var v0 = Vector512.LoadUnsafe(ref x0, u);
+            var v1 = Vector512.LoadUnsafe(ref x1, u);
+            var w = TValues.Widen(ref q, at);
+            var sc = Vector512.Create(Unsafe.Add(ref scale, s));
+            a00 = Vector512.FusedMultiplyAdd(BlockDot(w, v0), sc, a00);
+            a10 = Vector512.FusedMultiplyAdd(BlockDot(w, v1), sc, a10);
+            w = TValues.Widen(ref q, at + size);
+            sc = Vector512.Create(Unsafe.Add(ref scale, s + 1));
+            a01 = Vector512.FusedMultiplyAdd(BlockDot(w, v0), sc, a01);
+            a11 = Vector512.FusedMultiplyAdd(BlockDot(w, v1), sc, a11);
+            w = TValues.Widen(ref q, at + 2 * size);
+            sc = Vector512.Create(Unsafe.Add(ref scale, s + 2));
+            a02 = Vector512.FusedMultiplyAdd(BlockDot(w, v0), sc, a02);
+            a12 = Vector512.FusedMultiplyAdd(BlockDot(w, v1), sc, a12);
+            w = TValues.Widen(ref q, at + 3 * size);
+            sc = Vector512.Create(Unsafe.Add(ref scale, s + 3));
+            a03 = Vector512.FusedMultiplyAdd(BlockDot(w, v0), sc, a03);
+            a13 = Vector512.FusedMultiplyAdd(BlockDot(w, v1), sc, a13);
+        }
+        Kernels.Store(y, o, a00, a01, a02, a03);
+        Kernels.Store(y, o + Rows, a10, a11, a12, a13);
+    }
+
+    /// <summary>One row in scalar code (rows outside quads, CPUs without AVX-512): each block's integer dot product, scaled.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    float Dot1(int r, ref short x)
+    {
+        float s = 0;
+        for (int b = 0; b < Cols / Block; b++)
+        {
+            long at = BlockIndex(r, b);
+            ref byte q = ref _q[at * TValues.BlockBytes];
+            int block = 0;
+            for (int k = 0; k < Block; k++) block += TValues.Value(ref q, k) * Unsafe.Add(ref x, b * Block + k);
+            s += block * _scale[at];
+        }
+        return s;
+    }
+}

@@ -1,0 +1,125 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+
+namespace GptSharp.Inference.Cpu;
+
+/// <summary>
+/// n activation vectors readied once per product for one weight format's kernel, before the product is split across
+/// threads. F32 and BF16 read the activations as they are. F16 reads them times 2^112, so its widening can skip the
+/// multiplication that rebases F16's exponent. Q8_0 and Q4_0 read them rounded to 16-bit integers, one scale per
+/// vector, so a block's dot product is integer arithmetic (as llama.cpp rounds activations to 8 bits, at half our
+/// precision). A product's row i is multiplied by <see cref="OutputScale"/>[i] at the end. Buffers grow to the largest
+/// product and are reused: nothing is allocated per token.
+/// </summary>
+internal sealed class MatrixInput
+{
+    /// <summary>2^112: an F16 weight's bits moved under F32's read as the weight times 2^−112.</summary>
+    public const float F16Rebase = 5.192297e33f;
+
+    public int N { get; private set; }
+    public int Cols { get; private set; }
+    /// <summary>The activations as the kernel reads them (F32, F16 and BF16).</summary>
+    public float[] Floats { get; private set; } = [];
+    /// <summary>The activations as 16-bit integers (Q8_0, Q4_0).</summary>
+    public short[] Ints { get; private set; } = [];
+    public float[] OutputScale { get; private set; } = [];
+    float[] _scaled = [];
+
+    /// <summary>The activations as they are.</summary>
+    public void Plain(float[] x, int n, int cols)
+    {
+        Begin(n, cols);
+        Floats = x;
+        OutputScale.AsSpan(0, n).Fill(1);
+    }
+
+    /// <summary>
+    /// The activations times 2^112, or times 2^(112 − e) with the rows' results times 2^e where a vector holds values of
+    /// 2^16 or more (which 2^112 would overflow). Scaling by powers of two is exact: F16 products equal w·x as F32 computes it.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public void ForF16(float[] x, int n, int cols)
+    {
+        Begin(n, cols);
+        if (_scaled.Length < n * cols) _scaled = new float[n * cols];
+        for (int i = 0; i < n; i++)
+        {
+            var source = x.AsSpan(i * cols, cols);
+            float max = MaxAbs(source);
+            int e = float.IsFinite(max) && max >= 65536 ? MathF.ILogB(max) - 15 : 0;   // NaN and ∞ carried through as they are
+            OutputScale[i] = MathF.ScaleB(1, e);
+            Scale(source, MathF.ScaleB(1, 112 - e), _scaled.AsSpan(i * cols, cols));
+        }
+        Floats = _scaled;
+    }
+
+    /// <summary>Each vector as round(x · 32767 / max|x|), its result scaled back by max|x| / 32767.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public void ForIntegers(float[] x, int n, int cols)
+    {
+        Begin(n, cols);
+        if (Ints.Length < n * cols) Ints = new short[n * cols];
+        for (int i = 0; i < n; i++)
+        {
+            var source = x.AsSpan(i * cols, cols);
+            var target = Ints.AsSpan(i * cols, cols);
+            float max = MaxAbs(source);
+            if (!float.IsFinite(max) || max == 0)
+            {
+                target.Clear();
+                OutputScale[i] = max == 0 ? 0 : float.NaN;   // NaN and ∞ in, NaN out (as F32 arithmetic gives)
+                continue;
+            }
+            OutputScale[i] = max / 32767;
+            Quantize(source, 32767 / max, target);
+        }
+    }
+
+    void Begin(int n, int cols)
+    {
+        (N, Cols) = (n, cols);
+        if (OutputScale.Length < n) OutputScale = new float[n];
+    }
+
+    /// <summary>The largest magnitude; NaN if any value is NaN (Max, unlike MaxNative, carries it).</summary>
+    static float MaxAbs(ReadOnlySpan<float> x)
+    {
+        int k = 0;
+        float max = 0;
+        ref float r = ref MemoryMarshal.GetReference(x);
+        if (Vector512.IsHardwareAccelerated && x.Length >= 16)
+        {
+            var m = Vector512<float>.Zero;
+            for (; k + 16 <= x.Length; k += 16) m = Vector512.Max(m, Vector512.Abs(Vector512.LoadUnsafe(ref r, (nuint)k)));
+            for (int j = 0; j < 16; j++) max = MathF.Max(max, m[j]);
+        }
+        for (; k < x.Length; k++) max = MathF.Max(max, MathF.Abs(Unsafe.Add(ref r, k)));
+        return max;
+    }
+
+    static void Scale(ReadOnlySpan<float> x, float factor, Span<float> target)
+    {
+        int k = 0;
+        ref float s = ref MemoryMarshal.GetReference(x), t = ref MemoryMarshal.GetReference(target);
+        if (Vector512.IsHardwareAccelerated)
+            for (; k + 16 <= x.Length; k += 16) (Vector512.LoadUnsafe(ref s, (nuint)k) * factor).StoreUnsafe(ref t, (nuint)k);
+        for (; k < x.Length; k++) Unsafe.Add(ref t, k) = Unsafe.Add(ref s, k) * factor;
+    }
+
+    /// <summary>Rounded to nearest, ties to even, in vector and scalar lanes alike.</summary>
+    static void Quantize(ReadOnlySpan<float> x, float factor, Span<short> target)
+    {
+        int k = 0;
+        ref float s = ref MemoryMarshal.GetReference(x);
+        ref short t = ref MemoryMarshal.GetReference(target);
+        if (Vector512.IsHardwareAccelerated)
+            for (; k + 32 <= x.Length; k += 32)
+            {
+                var low = Vector512.ConvertToInt32(Vector512.Round(Vector512.LoadUnsafe(ref s, (nuint)k) * factor));
+                var high = Vector512.ConvertToInt32(Vector512.Round(Vector512.LoadUnsafe(ref s, (nuint)k + 16) * factor));
+                Vector512.Narrow(low, high).StoreUnsafe(ref t, (nuint)k);
+            }
+        for (; k < x.Length; k++) Unsafe.Add(ref t, k) = (short)MathF.Round(Unsafe.Add(ref s, k) * factor);
+    }
+}
