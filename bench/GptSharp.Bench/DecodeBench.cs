@@ -211,7 +211,7 @@ static class DecodeBench
     /// <summary>The engine's forward pass with a greedy choice in C#, as the llama.cpp loop does: what TokenDecoder adds shows against it.</summary>
     static double ForwardOnly(CpuModel engine, int[] prompt)
     {
-        var cache = new CpuKvCache(engine.Config, 1);
+        var cache = engine.CreateCache(1);
         var logits = new float[engine.Config.VocabSize];
         engine.Forward(cache, prompt.Length, prompt, new int[prompt.Length], [.. Enumerable.Range(0, prompt.Length)], [prompt.Length - 1], logits);
         int[] token = [0], slot = [0], position = [0], output = [0];

@@ -50,7 +50,7 @@ static class DecodeQualityBench
                 var ids = new long[length + 1];
                 shard.CopyTo(start, ids);
                 int[] tokens = [.. ids[..length].Select(t => (int)t)];
-                engine.Forward(new CpuKvCache(model.Config, 1, length), length, tokens, new int[length], all, all, logits);
+                engine.Forward(engine.CreateCache(1, length), length, tokens, new int[length], all, all, logits);
                 for (int i = 0; i < length; i++)
                 {
                     var row = logits.AsSpan(i * vocab, vocab);

@@ -64,7 +64,7 @@ static class RolloutBench
         Console.WriteLine("|---|---|---|---|---|");
         foreach (int b in new[] { 1, 4, 16, 32, 64 })
         {
-            var cache = new CpuKvCache(config, b);
+            var cache = engine.CreateCache(b);
             var logits = new float[b * config.VocabSize];
             int[] tokens = [.. Enumerable.Range(0, b).Select(i => i * 7 % 1000)];
             int[] slots = [.. Enumerable.Range(0, b)], positions = [.. Enumerable.Repeat(60, b)];

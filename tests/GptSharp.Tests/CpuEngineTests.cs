@@ -77,6 +77,7 @@ public class CpuEngineTests
 
     [Theory]
     [InlineData(WeightFormat.F32)]
+    [InlineData(WeightFormat.F16)]
     [InlineData(WeightFormat.BF16)]
     [InlineData(WeightFormat.Q8_0)]
     [InlineData(WeightFormat.Q4_0)]
@@ -89,8 +90,8 @@ public class CpuEngineTests
         int[] tokens = Prompt(13, 9);
         int[] all = [.. Enumerable.Range(0, tokens.Length)];
         var whole = new float[tokens.Length * Vocab];
-        engine.Forward(new CpuKvCache(model.Config, 1), tokens.Length, tokens, new int[tokens.Length], all, all, whole);
-        var cache = new CpuKvCache(model.Config, 1);
+        engine.Forward(engine.CreateCache(1), tokens.Length, tokens, new int[tokens.Length], all, all, whole);
+        var cache = engine.CreateCache(1);
         var one = new float[Vocab];
         for (int i = 0; i < tokens.Length; i++)
         {
@@ -150,10 +151,61 @@ public class CpuEngineTests
         float[] Logits(CpuModel engine)
         {
             var logits = new float[Vocab];
-            engine.Forward(new CpuKvCache(model.Config, 1), tokens.Length, tokens, new int[tokens.Length], [.. Enumerable.Range(0, tokens.Length)], [tokens.Length - 1], logits);
+            engine.Forward(engine.CreateCache(1), tokens.Length, tokens, new int[tokens.Length], [.. Enumerable.Range(0, tokens.Length)], [tokens.Length - 1], logits);
             return logits;
         }
         AssertClose(Logits(f32), Logits(packed), $"{format}", tolerance);
+    }
+
+    [Theory]
+    [InlineData("gpt2")]            // heads of 16: the vector path
+    [InlineData("llama3-scaled")]   // heads of 24: the scalar path
+    public void AnF16CacheStaysCloseToF32AndSaturatesKeysBeyondItsRange(string layout)
+    {
+        using var model = RandomModel(Layout(layout));
+        using (var f32 = CpuModel.From(model)) Assert.Equal(KvFormat.F32, f32.KvFormat);   // the reference's arithmetic
+        using (var half = CpuModel.From(model, WeightFormat.F16)) Assert.Equal(KvFormat.F16, half.KvFormat);
+        int[] tokens = Prompt(40, 3);
+        float[] Logits(KvFormat kv)
+        {
+            using var engine = CpuModel.From(model, kvFormat: kv);
+            var cache = engine.CreateCache(1);
+            Assert.Equal(kv, cache.Format);
+            var logits = new float[Vocab];
+            for (int i = 0; i < tokens.Length; i++) engine.Forward(cache, 1, [tokens[i]], [0], [i], [0], logits);
+            return logits;
+        }
+        AssertClose(Logits(KvFormat.F32), Logits(KvFormat.F16), $"{layout} F16 cache", 0.01);
+        // Keys of ~10^6, beyond F16's ±65504, are stored as ±65504: attention stays finite (∞ − ∞ would be NaN).
+        var config = model.Config;
+        using (no_grad()) model.state_dict()["h.0.attn.c_attn.weight"].narrow(0, config.Heads * config.HeadDim, config.KvHeads * config.HeadDim).mul_(1e6);
+        Assert.All(Logits(KvFormat.F16), v => Assert.True(float.IsFinite(v), $"{layout}: {v}"));
+    }
+
+    [Fact]
+    public void KeysAndValuesRoundToHalfAsTheHardwareDoesSaturatingInsteadOfOverflowing()
+    {
+        // Vector lanes (the first 32) and the scalar tail (the rest) alike: normal values equal .NET's F16 rounding.
+        var random = new Random(6);
+        float[] ordinary = [.. Enumerable.Range(0, 1000).Select(i => (float)((1 + random.NextDouble()) * Math.Pow(2, random.Next(-14, 15)) * (i % 2 == 0 ? 1 : -1)))];   // F16's normal range
+        var bits = new ushort[ordinary.Length];
+        CpuKvCache.RoundToHalf(ordinary, bits);
+        for (int i = 0; i < ordinary.Length; i++) Assert.Equal(BitConverter.HalfToUInt16Bits((Half)ordinary[i]), bits[i]);
+        float[] edges = [65504f, 65519f, 65520f, 1e6f, float.NegativeInfinity, 6.103515625e-5f, 1e-6f, -3e-7f, 0f, float.NaN];
+        ushort[] expected = [0x7BFF, 0x7BFF, 0x7BFF, 0x7BFF, 0xFBFF, 0x0400, 0, 0x8000, 0, 0x7E00];
+        foreach (int offset in new[] { 0, 16 })   // in a vector and in the tail
+        {
+            var input = new float[32];
+            edges.CopyTo(input, offset == 0 ? 0 : 22);
+            var output = new ushort[32];
+            CpuKvCache.RoundToHalf(input, output);
+            for (int i = 0; i < edges.Length; i++)
+            {
+                ushort got = output[(offset == 0 ? 0 : 22) + i];
+                if (float.IsNaN(edges[i])) Assert.True((got & 0x7C00) == 0x7C00 && (got & 0x3FF) != 0, $"NaN → {got:X4}");
+                else Assert.True((got & 0x7FFF) == (expected[i] & 0x7FFF) && (edges[i] == 0 || got == expected[i]), $"{edges[i]} → {got:X4}, expected {expected[i]:X4}");
+            }
+        }
     }
 
     [Fact]

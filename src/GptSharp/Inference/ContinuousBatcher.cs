@@ -325,7 +325,7 @@ public sealed class ContinuousBatcher : IGenerationScheduler
     /// <summary>The CPU engine over its own cache; logits are handed out as views of two buffers, one per kind of call.</summary>
     sealed class CpuSlots(Cpu.CpuModel engine, int slots) : ISlotModel
     {
-        readonly Cpu.CpuKvCache _cache = new(engine.Config, slots);
+        readonly Cpu.CpuKvCache _cache = engine.CreateCache(slots);
         readonly float[] _prefillLogits = new float[engine.Config.VocabSize], _decodeLogits = new float[slots * engine.Config.VocabSize];
         readonly int[] _decodeOutputs = [.. Enumerable.Range(0, slots)];
 

@@ -276,7 +276,7 @@ public sealed class TokenDecoder : IDisposable
         public CpuSession(Cpu.CpuModel engine, int rows, int[] padding)
         {
             _engine = engine;
-            _cache = new Cpu.CpuKvCache(engine.Config, rows);
+            _cache = engine.CreateCache(rows);
             _padding = [.. padding];
             _slots = [.. Enumerable.Range(0, rows)];
         }

@@ -29,8 +29,9 @@ public sealed class CpuModel : IDisposable
     readonly MatMulWork _matmul = new();
     readonly AttentionWork _attention;
 
-    CpuModel(GptConfig config, WeightFormat format, Dictionary<string, float[]> weights, int threads)
+    CpuModel(GptConfig config, WeightFormat format, KvFormat kvFormat, Dictionary<string, float[]> weights, int threads)
     {
+        KvFormat = kvFormat;
         if (config.Activation == ActivationKind.Gelu)
             throw new NotSupportedException("The CPU engine decodes GPT models (tanh GELU, SwiGLU or ReLU²); exact-GELU models are encoders.");
         Config = config;
@@ -70,19 +71,25 @@ public sealed class CpuModel : IDisposable
         _head = config.TiedEmbeddings ? null : Matrix("lm_head.weight", config.VocabSize, c);
         if (config.Positions == PositionKind.Rotary) (_cos, _sin) = RotaryTables(config);
         _pool = new WorkerPool(threads);
-        _attention = new AttentionWork(this);
+        _attention = new AttentionWork(config, _pool.Threads);
     }
 
     public GptConfig Config { get; }
     public WeightFormat Format { get; }
+    /// <summary>How <see cref="CreateCache"/> stores keys and values: F32 beside F32 weights (the reference's
+    /// arithmetic), F16 beside any smaller format (as llama.cpp does).</summary>
+    public KvFormat KvFormat { get; }
     public int Threads => _pool.Threads;
 
     /// <summary>Bytes of weights one decoded token reads (every matrix once, one embedding row).</summary>
     public long BytesPerToken => _layers.Sum(l => l.Qkv.Bytes + l.Out.Bytes + l.Up.Bytes + l.Down.Bytes) + (_head ?? _tokenEmbedding).Bytes;
 
+    /// <summary>A cache of keys and values for this model, in its <see cref="KvFormat"/>.</summary>
+    public CpuKvCache CreateCache(int slots, int? capacity = null) => new(Config, slots, capacity, KvFormat);
+
     /// <summary>Packs a model's weights (adapters folded in) in <paramref name="format"/>; <paramref name="threads"/>
-    /// defaults to the cores of this machine.</summary>
-    public static CpuModel From(Gpt model, WeightFormat format = WeightFormat.F32, int? threads = null)
+    /// defaults to the cores of this machine, <paramref name="kvFormat"/> to F32 for F32 weights and F16 otherwise.</summary>
+    public static CpuModel From(Gpt model, WeightFormat format = WeightFormat.F32, int? threads = null, KvFormat? kvFormat = null)
     {
         long values = model.parameters().Sum(p => p.numel());
         long needed = values * (format switch { WeightFormat.F32 => 8L, _ => 6L });   // the F32 copies being packed, and the packed weights
@@ -98,7 +105,7 @@ public sealed class CpuModel : IDisposable
             foreach (var (name, tensor) in Lora.Merge(state))
                 if (tensor.is_floating_point()) weights[name] = tensor.detach().cpu().to(ScalarType.Float32).contiguous().data<float>().ToArray();
         }
-        return new CpuModel(model.Config, format, weights, threads ?? Environment.ProcessorCount);
+        return new CpuModel(model.Config, format, kvFormat ?? (format == WeightFormat.F32 ? KvFormat.F32 : KvFormat.F16), weights, threads ?? Environment.ProcessorCount);
     }
 
     /// <summary>cos and sin of every position's rotary angles, computed as <see cref="Rotary"/> does (in F64, then F32).</summary>
@@ -209,13 +216,7 @@ public sealed class CpuModel : IDisposable
             if (norm is not null) RmsNormInPlace(vector, norm, (float)Config.NormEpsilon);
             if (_cos is not null) Rotate(vector, position);
         }
-        float[] keys = cache.Keys(slot, l), values = cache.Values(slot, l);
-        for (int head = 0; head < kvh; head++)
-        {
-            int at = (head * cache.Capacity + position) * hd;
-            qkv.Slice((h + head) * hd, hd).CopyTo(keys.AsSpan(at, hd));
-            qkv.Slice((h + kvh + head) * hd, hd).CopyTo(values.AsSpan(at, hd));
-        }
+        for (int head = 0; head < kvh; head++) cache.Write(slot, l, head, position, qkv.Slice((h + head) * hd, hd), qkv.Slice((h + kvh + head) * hd, hd));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -294,48 +295,6 @@ public sealed class CpuModel : IDisposable
             // Boundaries on multiples of 4 rows, the kernels' step.
             int start = (int)((long)rows * part / parts) & ~3, end = part == parts - 1 ? rows : (int)((long)rows * (part + 1) / parts) & ~3;
             if (end > start) _w.Multiply(_input, _y, start, end);
-        }
-    }
-
-    /// <summary>Causal attention of each (token, head) over its slot's cached keys, into cache.Attention.</summary>
-    sealed class AttentionWork(CpuModel model) : IPartWork
-    {
-        CpuKvCache? _cache;
-        int _layer, _n;
-        int[] _slots = [], _positions = [];
-        readonly float[][] _scores = new float[model.Threads][];
-
-        public void Set(CpuKvCache cache, int layer, int n, int[] slots, int[] positions) => (_cache, _layer, _n, _slots, _positions) = (cache, layer, n, slots, positions);
-
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public void Execute(int part, int parts)
-        {
-            var config = model.Config;
-            int h = config.Heads, kvh = config.KvHeads, hd = config.HeadDim, group = h / kvh, qkvWidth = (h + 2 * kvh) * hd;
-            var cache = _cache!;
-            float scale = 1 / MathF.Sqrt(hd);
-            var scores = _scores[part] is { } s && s.Length >= cache.Capacity ? s : _scores[part] = new float[cache.Capacity];
-            int items = _n * h;
-            for (int item = items * part / parts; item < items * (part + 1) / parts; item++)
-            {
-                int i = item / h, head = item % h, kvHead = head / group, length = _positions[i] + 1;
-                var q = cache.Qkv.AsSpan(i * qkvWidth + head * hd, hd);
-                float[] keys = cache.Keys(_slots[i], _layer), values = cache.Values(_slots[i], _layer);
-                int baseOffset = kvHead * cache.Capacity * hd;
-                float max = float.NegativeInfinity;
-                for (int t = 0; t < length; t++)
-                {
-                    float score = Kernels.Dot(q, keys.AsSpan(baseOffset + t * hd, hd)) * scale;
-                    scores[t] = score;
-                    if (score > max) max = score;
-                }
-                float sum = 0;
-                for (int t = 0; t < length; t++) sum += scores[t] = MathF.Exp(scores[t] - max);
-                var output = cache.Attention.AsSpan((i * h + head) * hd, hd);
-                output.Clear();
-                float inverse = 1 / sum;
-                for (int t = 0; t < length; t++) Kernels.AddScaled(output, scores[t] * inverse, values.AsSpan(baseOffset + t * hd, hd));
-            }
         }
     }
 

@@ -1,0 +1,160 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using GptSharp.Models;
+
+namespace GptSharp.Inference.Cpu;
+
+/// <summary>
+/// Causal attention of each (token, head) of a forward pass over its slot's cached keys and values, into
+/// cache.Attention; the (token, head) pairs are shared out across threads. Scores, softmax and the weighted sum of
+/// values are one pass each over the cache, in registers where the head's width is whole vectors.
+/// </summary>
+internal sealed class AttentionWork(GptConfig config, int threads) : IPartWork
+{
+    CpuKvCache? _cache;
+    int _layer, _n;
+    int[] _slots = [], _positions = [];
+    readonly float[][] _scores = new float[threads][];
+
+    public void Set(CpuKvCache cache, int layer, int n, int[] slots, int[] positions) => (_cache, _layer, _n, _slots, _positions) = (cache, layer, n, slots, positions);
+
+    public void Execute(int part, int parts)
+    {
+        if (_cache!.Format == KvFormat.F16) Execute<ushort, HalfValues>(part, parts);
+        else Execute<float, F32Values>(part, parts);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    void Execute<TStored, TValues>(int part, int parts) where TStored : unmanaged where TValues : struct, IWidening<TStored>
+    {
+        int h = config.Heads, kvh = config.KvHeads, hd = config.HeadDim, group = h / kvh, qkvWidth = (h + 2 * kvh) * hd;
+        var cache = _cache!;
+        float scale = 1 / MathF.Sqrt(hd);
+        var scores = _scores[part] is { } s && s.Length >= cache.Capacity ? s : _scores[part] = new float[cache.Capacity];
+        int items = _n * h;
+        for (int item = items * part / parts; item < items * (part + 1) / parts; item++)
+        {
+            int i = item / h, head = item % h, length = _positions[i] + 1;
+            int start = (head / group) * cache.Capacity * hd;
+            var keys = cache.Keys<TStored>(_slots[i], _layer).AsSpan(start, length * hd);
+            var values = cache.Values<TStored>(_slots[i], _layer).AsSpan(start, length * hd);
+            var query = cache.Qkv.AsSpan(i * qkvWidth + head * hd, hd);
+            var output = cache.Attention.AsSpan((i * h + head) * hd, hd);
+            if (Vector512.IsHardwareAccelerated && Avx512F.IsSupported && hd % 16 == 0)
+            {
+                Scores<TStored, TValues>(query, keys, scale, scores.AsSpan(0, length));
+                Softmax(scores.AsSpan(0, length));
+                WeightedSum<TStored, TValues>(scores.AsSpan(0, length), values, output);
+            }
+            else Scalar<TStored, TValues>(query, keys, values, scale, scores.AsSpan(0, length), output);
+        }
+    }
+
+    /// <summary>scores[t] = q · k[t] × scale.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void Scores<TStored, TValues>(ReadOnlySpan<float> query, Span<TStored> keys, float scale, Span<float> scores)
+        where TStored : unmanaged where TValues : struct, IWidening<TStored>
+    {
+        int hd = query.Length;
+        ref float q = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(query);
+        ref TStored k = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(keys);
+        for (int t = 0; t < scores.Length; t++)
+        {
+            nuint at = (nuint)(t * hd);
+            var sum = Vector512.Multiply(TValues.Load16(ref k, at), Vector512.LoadUnsafe(ref q));
+            for (int c = 16; c < hd; c += 16) sum = Vector512.FusedMultiplyAdd(TValues.Load16(ref k, at + (nuint)c), Vector512.LoadUnsafe(ref q, (nuint)c), sum);
+            scores[t] = Vector512.Sum(sum) * scale;
+        }
+    }
+
+    /// <summary>In place: exp(s − max), normalised.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void Softmax(Span<float> scores)
+    {
+        float max = float.NegativeInfinity;
+        foreach (float score in scores) max = MathF.Max(max, score);
+        int t = 0;
+        float sum = 0;
+        ref float s = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(scores);
+        var total = Vector512<float>.Zero;
+        for (; t + 16 <= scores.Length; t += 16)
+        {
+            var e = Vector512.Exp(Vector512.LoadUnsafe(ref s, (nuint)t) - Vector512.Create(max));
+            e.StoreUnsafe(ref s, (nuint)t);
+            total += e;
+        }
+        sum = Vector512.Sum(total);
+        for (; t < scores.Length; t++) sum += scores[t] = MathF.Exp(scores[t] - max);
+        float inverse = 1 / sum;
+        for (t = 0; t + 16 <= scores.Length; t += 16) (Vector512.LoadUnsafe(ref s, (nuint)t) * inverse).StoreUnsafe(ref s, (nuint)t);
+        for (; t < scores.Length; t++) scores[t] *= inverse;
+    }
+
+    /// <summary>output = Σ_t p[t] · v[t], 64 columns at a time held in registers across t.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void WeightedSum<TStored, TValues>(ReadOnlySpan<float> p, Span<TStored> values, Span<float> output)
+        where TStored : unmanaged where TValues : struct, IWidening<TStored>
+    {
+        int hd = output.Length, c = 0;
+        ref TStored v = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(values);
+        ref float o = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(output);
+        for (; c + 64 <= hd; c += 64)
+        {
+            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            for (int t = 0; t < p.Length; t++)
+            {
+                nuint at = (nuint)(t * hd + c);
+                var weight = Vector512.Create(p[t]);
+                a0 = Vector512.FusedMultiplyAdd(TValues.Load16(ref v, at), weight, a0);
+                a1 = Vector512.FusedMultiplyAdd(TValues.Load16(ref v, at + 16), weight, a1);
+                a2 = Vector512.FusedMultiplyAdd(TValues.Load16(ref v, at + 32), weight, a2);
+                a3 = Vector512.FusedMultiplyAdd(TValues.Load16(ref v, at + 48), weight, a3);
+            }
+            a0.StoreUnsafe(ref o, (nuint)c);
+            a1.StoreUnsafe(ref o, (nuint)c + 16);
+            a2.StoreUnsafe(ref o, (nuint)c + 32);
+            a3.StoreUnsafe(ref o, (nuint)c + 48);
+        }
+        for (; c < hd; c += 16)
+        {
+            var a = Vector512<float>.Zero;
+            for (int t = 0; t < p.Length; t++) a = Vector512.FusedMultiplyAdd(TValues.Load16(ref v, (nuint)(t * hd + c)), Vector512.Create(p[t]), a);
+            a.StoreUnsafe(ref o, (nuint)c);
+        }
+    }
+
+    /// <summary>Heads whose width is not whole vectors, or CPUs without AVX-512.</summary>
+    static void Scalar<TStored, TValues>(ReadOnlySpan<float> query, Span<TStored> keys, Span<TStored> values, float scale, Span<float> scores, Span<float> output)
+        where TStored : unmanaged where TValues : struct, IWidening<TStored>
+    {
+        int hd = query.Length;
+        for (int t = 0; t < scores.Length; t++)
+        {
+            float score = 0;
+            for (int c = 0; c < hd; c++) score += query[c] * TValues.Load1(keys[t * hd + c]);
+            scores[t] = score * scale;
+        }
+        float max = float.NegativeInfinity;
+        foreach (float score in scores) max = MathF.Max(max, score);
+        float sum = 0;
+        for (int t = 0; t < scores.Length; t++) sum += scores[t] = MathF.Exp(scores[t] - max);
+        output.Clear();
+        for (int t = 0; t < scores.Length; t++)
+        {
+            float weight = scores[t] / sum;
+            for (int c = 0; c < hd; c++) output[c] += weight * TValues.Load1(values[t * hd + c]);
+        }
+    }
+}
+
+/// <summary>F16 keys and values as their true F32 values: the weights' three-operation widening, then ×2^112.</summary>
+internal struct HalfValues : IWidening<ushort>
+{
+    public static bool Rebased => false;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Load16(ref ushort w, nuint k) => F16Values.Load16(ref w, k) * MatrixInput.F16Rebase;
+
+    public static float Load1(ushort w) => (float)BitConverter.UInt16BitsToHalf(w);
+}
