@@ -190,15 +190,17 @@ public sealed class CpuModel : IDisposable
         var activation = Config.Activation;
         int hidden = Config.MlpHidden;
         float[] up = cache.Hidden, activated = cache.Activated;
-        Multiply(layer.Up, normed, n, up, layer.UpBias);
-        int width = layer.Up.Rows;
-        for (int i = 0; i < n; i++)
+        if (activation != ActivationKind.SwiGlu)
         {
-            var target = activated.AsSpan(i * hidden, hidden);
-            var source = up.AsSpan(i * width, width);
-            if (activation == ActivationKind.SwiGlu) Activations.SwiGlu(source[..hidden], source[hidden..], target);
-            else if (activation == ActivationKind.ReluSquared) Activations.ReluSquared(source, target);
-            else Activations.GeluTanh(source, target);
+            // GELU and ReLU² act on each row of the product alone: each thread applies them to the rows it computed.
+            Multiply(layer.Up, normed, n, up, layer.UpBias, activation, activated);
+        }
+        else
+        {
+            Multiply(layer.Up, normed, n, up, layer.UpBias);
+            int width = layer.Up.Rows;
+            for (int i = 0; i < n; i++)
+                Activations.SwiGlu(up.AsSpan(i * width, hidden), up.AsSpan(i * width + hidden, hidden), activated.AsSpan(i * hidden, hidden));
         }
         Multiply(layer.Down, activated, n, cache.MlpOut, layer.DownBias);
     }
@@ -266,25 +268,27 @@ public sealed class CpuModel : IDisposable
         }
     }
 
-    /// <summary>y (n × Rows) = x (n × Cols) · Wᵀ (+ bias), split across the cores when it is large enough to pay.</summary>
-    void Multiply(WeightMatrix w, float[] x, int n, float[] y, float[]? bias)
+    /// <summary>y (n × Rows) = x (n × Cols) · Wᵀ (+ bias), split across the cores when it is large enough to pay; with an
+    /// activation, also activated = activation(y).</summary>
+    void Multiply(WeightMatrix w, float[] x, int n, float[] y, float[]? bias, ActivationKind? activation = null, float[]? activated = null)
     {
-        _matmul.Set(w, x, n, y);
+        _matmul.Set(w, x, n, y, bias, activation, activated);
         _pool.Run(_matmul, parallel: (long)w.Rows * w.Cols * n >= 1 << 16);
-        if (bias is null) return;
-        for (int i = 0; i < n; i++) Kernels.AddScaled(y.AsSpan(i * w.Rows, w.Rows), 1, bias);
     }
 
-    /// <summary>One product shared out by rows; its activations readied once, before.</summary>
+    /// <summary>One product shared out by rows (its activations readied once, before); each part then adds the bias to
+    /// its rows and applies the activation that follows, if any, while they are in its cache.</summary>
     sealed class MatMulWork : IPartWork
     {
         readonly MatrixInput _input = new();
         WeightMatrix? _w;
         float[] _y = [];
+        float[]? _bias, _activated;
+        ActivationKind? _activation;
 
-        public void Set(WeightMatrix w, float[] x, int n, float[] y)
+        public void Set(WeightMatrix w, float[] x, int n, float[] y, float[]? bias, ActivationKind? activation, float[]? activated)
         {
-            (_w, _y) = (w, y);
+            (_w, _y, _bias, _activation, _activated) = (w, y, bias, activation, activated);
             w.Prepare(x, n, _input);
         }
 
@@ -294,7 +298,15 @@ public sealed class CpuModel : IDisposable
             int rows = _w!.Rows;
             // Boundaries on multiples of 4 rows, the kernels' step.
             int start = (int)((long)rows * part / parts) & ~3, end = part == parts - 1 ? rows : (int)((long)rows * (part + 1) / parts) & ~3;
-            if (end > start) _w.Multiply(_input, _y, start, end);
+            if (end <= start) return;
+            _w.Multiply(_input, _y, start, end);
+            for (int i = 0; i < _input.N; i++)
+            {
+                var rowsOut = _y.AsSpan(i * rows + start, end - start);
+                if (_bias is not null) Kernels.AddScaled(rowsOut, 1, _bias.AsSpan(start, end - start));
+                if (_activation == ActivationKind.ReluSquared) Activations.ReluSquared(rowsOut, _activated.AsSpan(i * rows + start, end - start));
+                else if (_activation == ActivationKind.GeluTanh) Activations.GeluTanh(rowsOut, _activated.AsSpan(i * rows + start, end - start));
+            }
         }
     }
 
