@@ -7,8 +7,8 @@ namespace GptSharp.Inference.Cpu;
 
 /// <summary>
 /// Causal attention of each (token, head) of a forward pass over its slot's cached keys and values, into
-/// cache.Attention; the (token, head) pairs are shared out across threads. Scores, softmax and the weighted sum of
-/// values are one pass each over the cache, in registers where the head's width is whole vectors.
+/// cache.Attention; the (token, head) pairs are shared out across threads as they come free. Scores, softmax and the
+/// weighted sum of values are one pass each over the cache, in registers where the head's width is whole vectors.
 /// </summary>
 internal sealed class AttentionWork(GptConfig config, int threads) : IPartWork
 {
@@ -17,7 +17,9 @@ internal sealed class AttentionWork(GptConfig config, int threads) : IPartWork
     int[] _slots = [], _positions = [];
     readonly float[][] _scores = new float[threads][];
 
-    public void Set(CpuKvCache cache, int layer, int n, int[] slots, int[] positions) => (_cache, _layer, _n, _slots, _positions) = (cache, layer, n, slots, positions);
+    int _taken;
+
+    public void Set(CpuKvCache cache, int layer, int n, int[] slots, int[] positions) => (_cache, _layer, _n, _slots, _positions, _taken) = (cache, layer, n, slots, positions, 0);
 
     public void Execute(int part, int parts)
     {
@@ -33,7 +35,8 @@ internal sealed class AttentionWork(GptConfig config, int threads) : IPartWork
         float scale = 1 / MathF.Sqrt(hd);
         var scores = _scores[part] is { } s && s.Length >= cache.Capacity ? s : _scores[part] = new float[cache.Capacity];
         int items = _n * h;
-        for (int item = items * part / parts; item < items * (part + 1) / parts; item++)
+        // (token, head) pairs taken one at a time as threads come free, as the products' chunks are.
+        for (int item = Interlocked.Increment(ref _taken) - 1; item < items; item = Interlocked.Increment(ref _taken) - 1)
         {
             int i = item / h, head = item % h, length = _positions[i] + 1;
             int start = (head / group) * cache.Capacity * hd;

@@ -26,7 +26,7 @@ public sealed class CpuModel : IDisposable
     readonly float[]? _normFBias;
     readonly float[]? _cos, _sin;            // (Context, HeadDim/2)
     readonly WorkerPool _pool;
-    readonly MatMulWork _matmul = new();
+    readonly MatMulWork _matmul;
     readonly AttentionWork _attention;
 
     CpuModel(GptConfig config, WeightFormat format, KvFormat kvFormat, Dictionary<string, float[]> weights, int threads)
@@ -71,6 +71,7 @@ public sealed class CpuModel : IDisposable
         _head = config.TiedEmbeddings ? null : Matrix("lm_head.weight", config.VocabSize, c);
         if (config.Positions == PositionKind.Rotary) (_cos, _sin) = RotaryTables(config);
         _pool = new WorkerPool(threads);
+        _matmul = new MatMulWork(_pool.Threads);
         _attention = new AttentionWork(config, _pool.Threads);
     }
 
@@ -276,28 +277,41 @@ public sealed class CpuModel : IDisposable
         _pool.Run(_matmul, parallel: (long)w.Rows * w.Cols * n >= 1 << 16);
     }
 
-    /// <summary>One product shared out by rows (its activations readied once, before); each part then adds the bias to
-    /// its rows and applies the activation that follows, if any, while they are in its cache.</summary>
-    sealed class MatMulWork : IPartWork
+    /// <summary>
+    /// One product shared out by rows (its activations readied once, before). The rows are cut into chunks, eight per
+    /// thread, that the threads take in turn as they finish the last: a thread slowed by anything else on its core (a
+    /// neighbour on a shared host, the server's I/O) leaves its chunks to the others instead of holding everyone at the
+    /// end. Each chunk's rows then get the bias and the activation that follows, if any, while they are in cache.
+    /// </summary>
+    sealed class MatMulWork(int threads) : IPartWork
     {
         readonly MatrixInput _input = new();
         WeightMatrix? _w;
         float[] _y = [];
         float[]? _bias, _activated;
         ActivationKind? _activation;
+        int _chunks, _taken;
 
         public void Set(WeightMatrix w, float[] x, int n, float[] y, float[]? bias, ActivationKind? activation, float[]? activated)
         {
             (_w, _y, _bias, _activation, _activated) = (w, y, bias, activation, activated);
             w.Prepare(x, n, _input);
+            _chunks = Math.Clamp(w.Rows / 16, 1, threads == 1 ? 1 : 8 * threads);
+            _taken = 0;
         }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Execute(int part, int parts)
         {
+            for (int chunk = Interlocked.Increment(ref _taken) - 1; chunk < _chunks; chunk = Interlocked.Increment(ref _taken) - 1)
+                Rows(chunk);
+        }
+
+        void Rows(int chunk)
+        {
             int rows = _w!.Rows;
             // Boundaries on multiples of 4 rows, the kernels' step.
-            int start = (int)((long)rows * part / parts) & ~3, end = part == parts - 1 ? rows : (int)((long)rows * (part + 1) / parts) & ~3;
+            int start = (int)((long)rows * chunk / _chunks) & ~3, end = chunk == _chunks - 1 ? rows : (int)((long)rows * (chunk + 1) / _chunks) & ~3;
             if (end <= start) return;
             _w.Multiply(_input, _y, start, end);
             for (int i = 0; i < _input.N; i++)
