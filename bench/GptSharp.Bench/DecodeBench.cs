@@ -173,6 +173,16 @@ static class DecodeBench
             Console.WriteLine($"| {name} | {bytes / 1e6:F1} | {median:N1} | {1000 / median:F2} | {100 * Stats.Median(figures[name].Select(f => f.Share)):F0}% |");
         }
 
+        // The same comparison as ratios within each round: this host's bandwidth has slow and fast phases of tens of
+        // seconds, which move both engines' medians; a round's pair is measured close together.
+        Console.WriteLine("\n| GptSharp CPU against llama.cpp, same round | median ratio | range over rounds |");
+        Console.WriteLine("|---|---|---|");
+        foreach (var (ours, theirs) in new[] { ("F32", "F32"), ("F16", "F16"), ("BF16", "F16"), ("Q8_0", "Q8_0"), ("Q4_0", "Q4_0") })
+        {
+            var ratios = figures[$"GptSharp CPU {ours}"].Zip(figures[$"llama.cpp {theirs}"], (a, b) => a.TokensPerSecond / b.TokensPerSecond).ToList();
+            Console.WriteLine($"| {ours} / llama.cpp {theirs} | {Stats.Median(ratios):F2} | {ratios.Min():F2}–{ratios.Max():F2} |");
+        }
+
         Console.WriteLine("\n| rows | libtorch batch tok/s | CPU engine F32 tok/s | CPU engine Q8_0 tok/s |");
         Console.WriteLine("|---|---|---|---|");
         var f32 = (CpuModel)candidates.First(c => c.Name == "GptSharp CPU F32").Owner!;
