@@ -45,7 +45,9 @@ public static class DecodeEngine
     }
 
     /// <summary>Why the CPU engine will be slow for this format on this processor, or null: without AVX-512 only F32 has
-    /// a vector kernel (256-bit); the 16- and 8-bit formats fall back to scalar code.</summary>
-    public static string? SlowPathWarning(WeightFormat format) => Avx512F.IsSupported || format == WeightFormat.F32 ? null
-        : $"This processor has no AVX-512: {format} weights run on scalar code, several times slower than F32 (--engine cpu).";
+    /// a vector kernel (256-bit); the 16-bit formats need AVX-512F, the block formats' integer products AVX-512BW, or
+    /// fall back to scalar code.</summary>
+    public static string? SlowPathWarning(WeightFormat format) =>
+        format == WeightFormat.F32 || Avx512F.IsSupported && (Avx512BW.IsSupported || format is WeightFormat.F16 or WeightFormat.BF16) ? null
+        : $"This processor has no AVX-512{(Avx512F.IsSupported ? "BW" : "")}: {format} weights run on scalar code, several times slower than F32 (--engine cpu).";
 }
