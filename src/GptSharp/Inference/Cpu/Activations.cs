@@ -1,5 +1,5 @@
+using System.Numerics;
 using System.Runtime.CompilerServices;
-using System.Runtime.Intrinsics;
 
 namespace GptSharp.Inference.Cpu;
 
@@ -23,37 +23,28 @@ internal static class Activations
 
     interface IActivation
     {
-        static abstract Vector512<float> Apply(Vector512<float> x, Vector512<float> y);
-        static abstract Vector256<float> Apply(Vector256<float> x, Vector256<float> y);
+        static abstract Vector<float> Apply(Vector<float> x, Vector<float> y);
         static abstract float Apply(float x, float y);
     }
 
+    /// <summary>In <see cref="Vector{T}"/>'s width (256 bits, or 512 where the runtime is told to prefer it): the
+    /// activations are a few percent of a token, not worth a kernel per width.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Map<TOp>(ReadOnlySpan<float> x, ReadOnlySpan<float> y, Span<float> target) where TOp : struct, IActivation
     {
-        int k = 0, n = x.Length;
-        if (Vector512.IsHardwareAccelerated)
+        int k = 0, n = x.Length, width = Vector<float>.Count;
+        if (!Vector.IsHardwareAccelerated)
         {
-            for (; k + 16 <= n; k += 16) TOp.Apply(Vector512.Create(x.Slice(k, 16)), Vector512.Create(y.Slice(k, 16))).CopyTo(target.Slice(k, 16));
-            if (k == n) return;
-            Span<float> a = stackalloc float[16], b = stackalloc float[16];
-            x[k..].CopyTo(a);
-            y[k..].CopyTo(b);
-            TOp.Apply(Vector512.Create(a), Vector512.Create(b)).CopyTo(a);
-            a[..(n - k)].CopyTo(target[k..]);
-        }
-        else if (Vector256.IsHardwareAccelerated)
-        {
-            for (; k + 8 <= n; k += 8) TOp.Apply(Vector256.Create(x.Slice(k, 8)), Vector256.Create(y.Slice(k, 8))).CopyTo(target.Slice(k, 8));
-            if (k == n) return;
-            Span<float> a = stackalloc float[8], b = stackalloc float[8];
-            x[k..].CopyTo(a);
-            y[k..].CopyTo(b);
-            TOp.Apply(Vector256.Create(a), Vector256.Create(b)).CopyTo(a);
-            a[..(n - k)].CopyTo(target[k..]);
-        }
-        else
             for (; k < n; k++) target[k] = TOp.Apply(x[k], y[k]);
+            return;
+        }
+        for (; k + width <= n; k += width) TOp.Apply(new Vector<float>(x.Slice(k, width)), new Vector<float>(y.Slice(k, width))).CopyTo(target.Slice(k, width));
+        if (k == n) return;
+        Span<float> a = stackalloc float[width], b = stackalloc float[width];
+        x[k..].CopyTo(a);
+        y[k..].CopyTo(b);
+        TOp.Apply(new Vector<float>(a), new Vector<float>(b)).CopyTo(a);
+        a[..(n - k)].CopyTo(target[k..]);
     }
 
     const float Sqrt2OverPi = 0.7978845608028654f, Cubic = 0.044715f;
@@ -61,21 +52,12 @@ internal static class Activations
     struct GeluTanhOp : IActivation
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector512<float> Apply(Vector512<float> v, Vector512<float> _)
+        public static Vector<float> Apply(Vector<float> v, Vector<float> _)
         {
-            var u = Vector512.Create(Sqrt2OverPi) * (v + Vector512.Create(Cubic) * v * v * v);
-            var e = Vector512.Exp(Vector512.Create(-2f) * Vector512.Abs(u));
-            var tanh = Vector512.CopySign((Vector512<float>.One - e) / (Vector512<float>.One + e), u);
-            return Vector512.Create(0.5f) * v * (Vector512<float>.One + tanh);
-        }
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector256<float> Apply(Vector256<float> v, Vector256<float> _)
-        {
-            var u = Vector256.Create(Sqrt2OverPi) * (v + Vector256.Create(Cubic) * v * v * v);
-            var e = Vector256.Exp(Vector256.Create(-2f) * Vector256.Abs(u));
-            var tanh = Vector256.CopySign((Vector256<float>.One - e) / (Vector256<float>.One + e), u);
-            return Vector256.Create(0.5f) * v * (Vector256<float>.One + tanh);
+            var u = new Vector<float>(Sqrt2OverPi) * (v + new Vector<float>(Cubic) * v * v * v);
+            var e = Vector.Exp(new Vector<float>(-2f) * Vector.Abs(u));
+            var tanh = Vector.CopySign((Vector<float>.One - e) / (Vector<float>.One + e), u);
+            return new Vector<float>(0.5f) * v * (Vector<float>.One + tanh);
         }
 
         public static float Apply(float v, float _)
@@ -88,18 +70,14 @@ internal static class Activations
     struct SwiGluOp : IActivation
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector512<float> Apply(Vector512<float> gate, Vector512<float> up) => gate / (Vector512<float>.One + Vector512.Exp(-gate)) * up;
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector256<float> Apply(Vector256<float> gate, Vector256<float> up) => gate / (Vector256<float>.One + Vector256.Exp(-gate)) * up;
+        public static Vector<float> Apply(Vector<float> gate, Vector<float> up) => gate / (Vector<float>.One + Vector.Exp(-gate)) * up;
         public static float Apply(float gate, float up) => gate / (1 + MathF.Exp(-gate)) * up;
     }
 
     struct ReluSquaredOp : IActivation
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector512<float> Apply(Vector512<float> v, Vector512<float> _) => Vector512.Max(v, Vector512<float>.Zero) * Vector512.Max(v, Vector512<float>.Zero);
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector256<float> Apply(Vector256<float> v, Vector256<float> _) => Vector256.Max(v, Vector256<float>.Zero) * Vector256.Max(v, Vector256<float>.Zero);
+        public static Vector<float> Apply(Vector<float> v, Vector<float> _) => Vector.Max(v, Vector<float>.Zero) * Vector.Max(v, Vector<float>.Zero);
         public static float Apply(float v, float _) => MathF.Max(v, 0) * MathF.Max(v, 0);
     }
 }
