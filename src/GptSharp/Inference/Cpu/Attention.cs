@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using GptSharp.Models;
@@ -13,11 +14,9 @@ namespace GptSharp.Inference.Cpu;
 internal sealed class AttentionWork(GptConfig config, int threads) : IPartWork
 {
     CpuKvCache? _cache;
-    int _layer, _n;
+    int _layer, _n, _taken;
     int[] _slots = [], _positions = [];
     readonly float[][] _scores = new float[threads][];
-
-    int _taken;
 
     public void Set(CpuKvCache cache, int layer, int n, int[] slots, int[] positions) => (_cache, _layer, _n, _slots, _positions, _taken) = (cache, layer, n, slots, positions, 0);
 
@@ -60,8 +59,8 @@ internal sealed class AttentionWork(GptConfig config, int threads) : IPartWork
         where TStored : unmanaged where TValues : struct, IWidening<TStored>
     {
         int hd = query.Length;
-        ref float q = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(query);
-        ref TStored k = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(keys);
+        ref float q = ref MemoryMarshal.GetReference(query);
+        ref TStored k = ref MemoryMarshal.GetReference(keys);
         for (int t = 0; t < scores.Length; t++)
         {
             nuint at = (nuint)(t * hd);
@@ -79,7 +78,7 @@ internal sealed class AttentionWork(GptConfig config, int threads) : IPartWork
         foreach (float score in scores) max = MathF.Max(max, score);
         int t = 0;
         float sum = 0;
-        ref float s = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(scores);
+        ref float s = ref MemoryMarshal.GetReference(scores);
         var total = Vector512<float>.Zero;
         for (; t + 16 <= scores.Length; t += 16)
         {
@@ -100,8 +99,8 @@ internal sealed class AttentionWork(GptConfig config, int threads) : IPartWork
         where TStored : unmanaged where TValues : struct, IWidening<TStored>
     {
         int hd = output.Length, c = 0;
-        ref TStored v = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(values);
-        ref float o = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(output);
+        ref TStored v = ref MemoryMarshal.GetReference(values);
+        ref float o = ref MemoryMarshal.GetReference(output);
         for (; c + 64 <= hd; c += 64)
         {
             Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;

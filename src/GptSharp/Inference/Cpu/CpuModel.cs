@@ -6,11 +6,12 @@ using static TorchSharp.torch;
 namespace GptSharp.Inference.Cpu;
 
 /// <summary>
-/// A GPT packed for decoding on the CPU without libtorch: weights in <see cref="WeightFormat"/> (F32, F16, BF16 or
-/// Q8_0), the products written with .NET's SIMD and split across the cores by a <see cref="WorkerPool"/>, norms,
-/// rotary and attention over the <see cref="CpuKvCache"/> fused per token. Both families (GPT-2; Llama/Qwen with
-/// grouped-query attention, q/k/v biases, QK-norm, rotary scaling) and PaLM's parallel block. Computes what
-/// <see cref="Gpt.Forward"/> computes, in F32 arithmetic; LoRA adapters are folded in at packing.
+/// A GPT packed for decoding on the CPU without libtorch: weights in <see cref="WeightFormat"/> (F32, F16, BF16, Q8_0
+/// or Q4_0), the products written with .NET's SIMD and split across the cores by a <see cref="WorkerPool"/>, norms,
+/// rotary and attention over the <see cref="CpuKvCache"/> (F32 or F16) fused per token. Both families (GPT-2;
+/// Llama/Qwen with grouped-query attention, q/k/v biases, QK-norm, rotary scaling), PaLM's parallel block and the ReLU²
+/// MLP. Computes what <see cref="Gpt.Forward"/> computes, in F32 arithmetic (exactly so with F32 weights and cache);
+/// LoRA adapters are folded in at packing.
 /// </summary>
 public sealed class CpuModel : IDisposable
 {
