@@ -62,7 +62,7 @@ static class RolloutBench
         using var engine = CpuModel.From(model);
         Console.WriteLine("\n| rows | libtorch ms/step | CPU engine F32 ms/step | libtorch tok/s | CPU engine tok/s |");
         Console.WriteLine("|---|---|---|---|---|");
-        foreach (int b in new[] { 1, 4, 16, 32, 64 })
+        foreach (int b in new[] { 1, 4, 16, 32, 64, 128 })
         {
             var cache = engine.CreateCache(b);
             var logits = new float[b * config.VocabSize];
