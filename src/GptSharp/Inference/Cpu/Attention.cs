@@ -77,7 +77,6 @@ internal sealed class AttentionWork(GptConfig config, int threads) : IPartWork
         float max = float.NegativeInfinity;
         foreach (float score in scores) max = MathF.Max(max, score);
         int t = 0;
-        float sum = 0;
         ref float s = ref MemoryMarshal.GetReference(scores);
         var total = Vector512<float>.Zero;
         for (; t + 16 <= scores.Length; t += 16)
@@ -86,7 +85,7 @@ internal sealed class AttentionWork(GptConfig config, int threads) : IPartWork
             e.StoreUnsafe(ref s, (nuint)t);
             total += e;
         }
-        sum = Vector512.Sum(total);
+        float sum = Vector512.Sum(total);
         for (; t < scores.Length; t++) sum += scores[t] = MathF.Exp(scores[t] - max);
         float inverse = 1 / sum;
         for (t = 0; t + 16 <= scores.Length; t += 16) (Vector512.LoadUnsafe(ref s, (nuint)t) * inverse).StoreUnsafe(ref s, (nuint)t);

@@ -166,11 +166,7 @@ internal sealed class BlockMatrix<TValues> : WeightMatrix where TValues : struct
         }
         for (; r < rowEnd; r++)
             for (int i = 0; i < n; i++) y[i * Rows + r] = Dot1(r, ref x[i * Cols]);
-        for (int i = 0; i < n; i++)
-        {
-            float scale = input.OutputScale[i];
-            for (int o = i * Rows + rowStart; o < i * Rows + rowEnd; o++) y[o] *= scale;
-        }
+        input.ScaleOutputs(y, Rows, rowStart, rowEnd);
     }
 
     /// <summary>One row's block against 32 activations: 16 lanes of two exact integer products each, as F32.</summary>

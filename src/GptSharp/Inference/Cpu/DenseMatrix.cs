@@ -123,10 +123,7 @@ internal sealed class DenseMatrix<TStored, TValues> : WeightMatrix where TStored
                 for (int k = 0; k < cols; k++) s += TValues.Load1(_w[Index(r, k)]) * x[i * cols + k];
                 y[i * Rows + r] = s;
             }
-        if (!TValues.Rebased) return;
-        for (int i = 0; i < n; i++)
-            if (input.OutputScale[i] is var scale && scale != 1)
-                for (int o = i * Rows + rowStart; o < i * Rows + rowEnd; o++) y[o] *= scale;
+        input.ScaleOutputs(y, Rows, rowStart, rowEnd);
     }
 
     /// <summary>

@@ -76,6 +76,15 @@ internal sealed class MatrixInput
         }
     }
 
+    /// <summary>Rows [rowStart, rowEnd) of each of the N results (row stride <paramref name="rows"/>) times their
+    /// vector's <see cref="OutputScale"/>, which the kernels leave to the end; a scale of 1 is left alone.</summary>
+    public void ScaleOutputs(float[] y, int rows, int rowStart, int rowEnd)
+    {
+        for (int i = 0; i < N; i++)
+            if (OutputScale[i] is var scale && scale != 1)
+                for (int o = i * rows + rowStart; o < i * rows + rowEnd; o++) y[o] *= scale;
+    }
+
     void Begin(int n, int cols)
     {
         (N, Cols) = (n, cols);
