@@ -9,8 +9,13 @@ static class ErrorReport
     {
         var error = exception is AggregateException { InnerExceptions.Count: 1 } aggregate ? aggregate.InnerExceptions[0] : exception;
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
-        console.MarkupLine($"[red]error:[/] {Markup.Escape(error.Message)}");
+        console.MarkupLine($"[red]error:[/] {Markup.Escape(Message(error))}");
         if (Environment.GetEnvironmentVariable("GPTSHARP_DEBUG") == "1") console.WriteException(exception);
         return 1;
     }
+
+    /// <summary>The message without .NET's " (Parameter 'name')" suffix, which names a field of the code, not an option.</summary>
+    static string Message(Exception error) => error is ArgumentException { ParamName: { } name }
+        ? error.Message.Replace($" (Parameter '{name}')", "")
+        : error.Message;
 }

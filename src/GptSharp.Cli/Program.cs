@@ -9,6 +9,7 @@ app.Configure(config =>
     config.SetApplicationName("gptsharp");
     config.SetHelpProvider(new DefaultsHelpProvider(config.Settings));
     config.SetExceptionHandler((exception, _) => ErrorReport.Print(exception));
+    config.SetInterceptor(new CommandLineCheck.Interceptor());
     config.AddCommand<SpeedrunCommand>("speedrun").WithDescription("The main job on the embedded data, stage by stage; reruns skip finished stages.")
         .WithExample("speedrun", "--run-dir", "runs/speedrun");
     config.AddCommand<DoctorCommand>("doctor").WithDescription("Show versions, threads, device, CPU features, the libstdc++ fix and matmul GFLOP/s.");
@@ -95,4 +96,11 @@ app.Configure(config =>
     config.AddCommand<PlotCommand>("plot").WithDescription("Redraw a run's loss curve (loss.png) from its metrics.jsonl.")
         .WithExample("plot", "--run-dir", "runs/tiny");
 });
-return app.Run(args);
+try
+{
+    return app.Run(CommandLineCheck.Prepare(args));
+}
+catch (CommandLineException e)
+{
+    return ErrorReport.Print(e);
+}

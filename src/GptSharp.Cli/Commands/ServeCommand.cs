@@ -19,7 +19,7 @@ sealed class ServeSettings : CommonSettings
     public string? ApiKey { get; init; }
     [CommandOption("--max-concurrent")] [Description("Requests decoded at once per model (KV-cache slots); further requests wait for a free slot.")]
     public int MaxConcurrent { get; init; } = 4;
-    [CommandOption("--max-queue")] [Description("Requests that may wait per model; more are answered 429 with Retry-After.")]
+    [CommandOption("--max-queue")] [Description("Choices that may wait per model (a request of n choices takes n places, all or none); a request that does not fit is answered 429 with Retry-After, one with more choices than this 400.")]
     public int MaxQueue { get; init; } = 64;
     [CommandOption("--allowed-hosts")] [Description("Host header names to serve besides localhost and --host, comma-separated (* for any). Guards against DNS rebinding (default: localhost and --host only).")]
     public string? AllowedHosts { get; init; }

@@ -9,7 +9,9 @@ public sealed record LabelItem(string Id, string Prompt, IReadOnlyList<string> A
 /// A person's judgments over a list of items, kept as an append-only log (one JSON object per line, flushed to disk
 /// before the call returns): <c>{"item":ID,"choice":"2"}</c> picks the best answer (0-based), <c>"tie"</c> says none is
 /// better, <c>"bad"</c> that all are bad; <c>{"undo":ID}</c> withdraws the latest judgment. A crash loses nothing that
-/// was acknowledged; half a line left by a crash mid-write is cut off when the log is opened again.
+/// was acknowledged: when the log is opened again, a last line that does not parse (half written when the crash came)
+/// is cut off, a complete last line that only lacks its newline is kept and the newline added, and every line is
+/// checked as <see cref="Judge"/> checks a new judgment — an error names the file and line.
 /// </summary>
 public sealed class LabelingSession
 {
@@ -48,15 +50,23 @@ public sealed class LabelingSession
     /// <summary>Records a judgment: an answer's index, <c>tie</c> or <c>bad</c>; on disk when this returns.</summary>
     public void Judge(string itemId, string choice)
     {
-        if (!_byId.TryGetValue(itemId, out var item)) throw new ArgumentException($"No item '{itemId}'.", nameof(itemId));
-        bool valid = choice is "tie" or "bad" || int.TryParse(choice, out int index) && index >= 0 && index < item.Answers.Count;
-        if (!valid) throw new ArgumentException($"Choice '{choice}' for item '{itemId}': expected 0–{item.Answers.Count - 1}, tie or bad.", nameof(choice));
         lock (_lock)
         {
+            if (Problem(itemId, choice) is { } problem) throw new ArgumentException(problem, nameof(choice));
             if (_judgments.Any(j => j.Item == itemId)) throw new InvalidOperationException($"Item '{itemId}' is judged already; undo first.");
             Append(JsonSerializer.Serialize(new { item = itemId, choice }));
             _judgments.Add((itemId, choice));
         }
+    }
+
+    /// <summary>Why a judgment is not one of this item list's, or null.</summary>
+    string? Problem(string itemId, string choice)
+    {
+        if (!_byId.TryGetValue(itemId, out var item)) return $"No item '{itemId}' in the item list.";
+        // Digits only: "+1", " 1" or "01" would parse but are not what Judge writes.
+        bool valid = choice is "tie" or "bad" || choice.Length is > 0 and < 4 && choice.All(char.IsAsciiDigit) && (choice == "0" || choice[0] != '0')
+                     && int.Parse(choice) < item.Answers.Count;
+        return valid ? null : $"Choice '{choice}' for item '{itemId}': expected 0–{item.Answers.Count - 1}, tie or bad.";
     }
 
     /// <summary>Withdraws the latest judgment; returns its item (null when there is none).</summary>
@@ -105,30 +115,62 @@ public sealed class LabelingSession
     void Replay()
     {
         string text = File.ReadAllText(_log);
-        int complete = text.LastIndexOf('\n') + 1;
-        if (complete < text.Length) File.WriteAllText(_log, text[..complete]); // half a line: the crash came mid-write
-        int number = 0;
-        foreach (string line in text[..complete].Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        var lines = text.Split('\n').ToList();
+        string tail = lines[^1];   // what follows the last newline: "" when the log ends with one
+        lines.RemoveAt(lines.Count - 1);
+        if (tail.Length > 0)
         {
-            number++;
-            JsonElement entry;
-            try { entry = JsonDocument.Parse(line).RootElement; }
-            catch (JsonException e) { throw new InvalidDataException($"{_log}:{number}: invalid JSON: {e.Message}", e); }
+            if (!Parses(tail)) File.WriteAllText(_log, text[..^tail.Length]);   // half a line: the crash came mid-write
+            else
+            {
+                File.AppendAllText(_log, "\n");   // a whole judgment whose newline the crash kept from the disk
+                lines.Add(tail);
+            }
+        }
+        for (int number = 1; number <= lines.Count; number++)
+        {
+            string line = lines[number - 1];
+            if (string.IsNullOrWhiteSpace(line)) continue;
+            string where = $"{_log}:{number}";
+            var entry = Entry(line) ?? throw new InvalidDataException($"{where}: not a JSON object: {Shorten(line)}");
             if (entry.TryGetProperty("undo", out var undone))
             {
-                if (_judgments.Count == 0 || _judgments[^1].Item != undone.GetString())
-                    throw new InvalidDataException($"{_log}:{number}: undoes item '{undone}', which is not the latest judgment.");
+                string undoneId = undone.ValueKind == JsonValueKind.String ? undone.GetString()!
+                    : throw new InvalidDataException($"{where}: \"undo\" must be an item id (a string), not {undone.ValueKind.ToString().ToLowerInvariant()}.");
+                if (_judgments.Count == 0 || _judgments[^1].Item != undoneId)
+                    throw new InvalidDataException($"{where}: undoes item '{undoneId}', which is not the latest judgment.");
                 _judgments.RemoveAt(_judgments.Count - 1);
                 continue;
             }
             string itemId = entry.TryGetProperty("item", out var i) && i.ValueKind == JsonValueKind.String ? i.GetString()!
-                : throw new InvalidDataException($"{_log}:{number}: expected a string field \"item\" (or \"undo\").");
+                : throw new InvalidDataException($"{where}: expected a string field \"item\" (or \"undo\").");
             string choice = entry.TryGetProperty("choice", out var c) && c.ValueKind == JsonValueKind.String ? c.GetString()!
-                : throw new InvalidDataException($"{_log}:{number}: expected a string field \"choice\".");
-            if (!_byId.ContainsKey(itemId)) throw new InvalidDataException($"{_log}:{number}: item '{itemId}' is not in the item list: were these judgments made on another file?");
+                : throw new InvalidDataException($"{where}: expected a string field \"choice\".");
+            if (!_byId.ContainsKey(itemId)) throw new InvalidDataException($"{where}: item '{itemId}' is not in the item list: were these judgments made on another file?");
+            if (Problem(itemId, choice) is { } problem) throw new InvalidDataException($"{where}: {problem}");
+            if (_judgments.Any(j => j.Item == itemId)) throw new InvalidDataException($"{where}: item '{itemId}' is judged a second time without an undo between.");
             _judgments.Add((itemId, choice));
         }
     }
+
+    /// <summary>A log line as a JSON object, or null when it is not one.</summary>
+    static JsonElement? Entry(string line)
+    {
+        try
+        {
+            var root = JsonDocument.Parse(line).RootElement;
+            return root.ValueKind == JsonValueKind.Object ? root : null;
+        }
+        catch (JsonException) { return null; }
+    }
+
+    static bool Parses(string line)
+    {
+        try { using var _ = JsonDocument.Parse(line); return true; }
+        catch (JsonException) { return false; }
+    }
+
+    static string Shorten(string line) => line.Length <= 80 ? line : line[..80] + "…";
 
     /// <summary>Items from JSONL: <c>{"id": "...", "prompt": "...", "answers": ["...", "..."]}</c> per line (id optional:
     /// the line number). Errors name the file, line and field.</summary>

@@ -8,7 +8,7 @@ namespace GptSharp.Inference;
 
 /// <summary>How a <see cref="ContinuousBatcher"/> runs.</summary>
 /// <param name="Slots">Requests decoded at once, each with its own KV-cache slot.</param>
-/// <param name="MaxQueue">Requests that may wait for a free slot; more are refused.</param>
+/// <param name="MaxQueue">Rows (a request's choices each count) that may wait for a free slot; a request that would pass it is refused whole.</param>
 /// <param name="PrefillChunk">Prompt tokens run between two decode steps, so that a long prompt delays the running
 /// requests by one chunk at a time rather than by its whole length.</param>
 /// <param name="PrefixCache">Reuse the keys and values a free slot still holds when a new prompt starts with its tokens
@@ -42,6 +42,7 @@ public sealed class ContinuousBatcher : IGenerationScheduler
         public RowDecoding? Decoding;
         public int[] Prompt = [];
         public int Slot = -1, Fed, Cached;
+        public float[]? HeldLogits;   // logits waiting for the request's grammar mask (V)
         public double QueueMs = -1, PrefillMs, FirstTokenMs;
     }
 
@@ -52,7 +53,7 @@ public sealed class ContinuousBatcher : IGenerationScheduler
     readonly long[] _slotLastUsed;
     readonly Request?[] _slotOwner;
     readonly Channel<Request> _queue = Channel.CreateUnbounded<Request>();
-    readonly List<Request> _prefilling = [], _running = [];
+    readonly List<Request> _prefilling = [], _running = [], _masking = [];
     readonly Task _worker;
     long _clock;
     int _waiting, _busy;
@@ -93,21 +94,10 @@ public sealed class ContinuousBatcher : IGenerationScheduler
     /// <summary>The most requests decoded in one step.</summary>
     public int LargestBatch { get; private set; }
 
-    public Task<BatchResult>? TryEnqueue(BatchRow row)
-    {
-        if (Interlocked.Increment(ref _waiting) > _options.MaxQueue)
-        {
-            Interlocked.Decrement(ref _waiting);
-            return null;
-        }
-        var done = new TaskCompletionSource<BatchResult>(TaskCreationOptions.RunContinuationsAsynchronously);
-        if (!_queue.Writer.TryWrite(new Request(row, done)))
-        {
-            Interlocked.Decrement(ref _waiting);
-            done.SetException(new ObjectDisposedException(nameof(ContinuousBatcher)));
-        }
-        return done.Task;
-    }
+    public int QueueLimit => _options.MaxQueue;
+
+    public IReadOnlyList<Task<BatchResult>>? TryEnqueueAll(IReadOnlyList<BatchRow> rows) =>
+        GenerationSchedulerExtensions.Queue(rows, ref _waiting, _options.MaxQueue, (row, done) => _queue.Writer.TryWrite(new Request(row, done)), nameof(ContinuousBatcher));
 
     void Work()
     {
@@ -117,18 +107,25 @@ public sealed class ContinuousBatcher : IGenerationScheduler
             Admit();
             if (_prefilling.Count == 0 && _running.Count == 0)
             {
-                if (!_queue.Reader.WaitToReadAsync().AsTask().GetAwaiter().GetResult()) break;
-                continue;
+                var arrival = _queue.Reader.WaitToReadAsync().AsTask();
+                if (_masking.Count == 0)
+                {
+                    if (!arrival.GetAwaiter().GetResult()) break;
+                    continue;
+                }
+                // Only requests waiting for their grammar masks: sleep until one is ready, a request arrives or one is cancelled.
+                Task.WaitAny([arrival, .. _masking.Select(r => r.Decoding!.WhenReady)], 20);
             }
             using (var scope = NewDisposeScope())
             {
-                foreach (var request in _prefilling.Concat(_running).Where(r => r.Decoding!.CancelIfRequested()).ToList()) Complete(request);
+                foreach (var request in _prefilling.Concat(_running).Concat(_masking).Where(r => r.Decoding!.CancelIfRequested()).ToList()) Complete(request);
+                Unmask();
                 Prefill();
                 Decode();
             }
             if (iteration % 32 == 0) TorchRuntime.ReleaseStepGarbage();
         }
-        foreach (var request in _prefilling.Concat(_running).ToList())
+        foreach (var request in _prefilling.Concat(_running).Concat(_masking).ToList())
             request.Done.TrySetException(new ObjectDisposedException(nameof(ContinuousBatcher)));
         _slots.Dispose();
     }
@@ -241,20 +238,40 @@ public sealed class ContinuousBatcher : IGenerationScheduler
             if (!Continue(request, logits[k])) _running.Remove(request);
     }
 
-    /// <summary>Feeds a request's next-token logits to its sampler; completes it and frees its slot when it ended.</summary>
+    /// <summary>Feeds a request's next-token logits to its sampler; completes it and frees its slot when it ended. A request
+    /// whose grammar mask is still being computed keeps its logits and sits out the steps until the mask is ready.</summary>
     bool Continue(Request request, Tensor logits)
     {
         var decoding = request.Decoding!;
+        if (!decoding.Ready)
+        {
+            request.HeldLogits = logits.to(ScalarType.Float32).data<float>().ToArray();
+            _masking.Add(request);
+            return false;
+        }
         if (decoding.Step(logits) && _slotTokens[request.Slot].Count >= _rules.ContextLength) decoding.End(FinishReason.ContextFull);
         if (decoding.Active) return true;
         Complete(request);
         return false;
     }
 
+    /// <summary>Requests whose masks came ready sample from the logits they held and rejoin the decoding batch.</summary>
+    void Unmask()
+    {
+        foreach (var request in _masking.Where(r => r.Decoding!.Ready).ToList())
+        {
+            _masking.Remove(request);
+            var logits = tensor(request.HeldLogits!);
+            request.HeldLogits = null;
+            if (Continue(request, logits)) _running.Add(request);
+        }
+    }
+
     void Complete(Request request)
     {
         _prefilling.Remove(request);
         _running.Remove(request);
+        _masking.Remove(request);
         Release(request);
         double now = request.Clock.Elapsed.TotalMilliseconds;
         request.Done.TrySetResult(request.Decoding!.Result() with

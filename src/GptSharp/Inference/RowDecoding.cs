@@ -16,6 +16,7 @@ internal sealed class RowDecoding
     readonly List<bool> _inserted = [];   // per produced token: written by a tool, not sampled
     readonly Queue<int> _pending = new();
     readonly List<TokenLogprob?>? _logprobs;
+    Task<bool[]?>? _mask;   // the constraint's mask for the next sampled token, computed while the model runs
 
     public RowDecoding(BatchRow row, int[] prompt)
     {
@@ -23,6 +24,24 @@ internal sealed class RowDecoding
         _random = new SamplingRandom(row.Options.Seed);
         _context = [.. prompt];
         if (row.Options.TopLogprobs is not null) _logprobs = [];
+        PrepareMask();
+    }
+
+    /// <summary>Whether the next <see cref="Step"/> can sample without waiting for its grammar mask (a batcher lets the
+    /// others go on meanwhile, so one client's heavy grammar slows that client alone).</summary>
+    public bool Ready => _mask is null || _mask.IsCompleted;
+
+    /// <summary>Completes when <see cref="Ready"/> becomes true.</summary>
+    public Task WhenReady => _mask ?? Task.CompletedTask;
+
+    // Masks depend only on the constraint's state and the tokens left, both known once a token is accepted, so the next
+    // one is computed off the decoding thread, in parallel with the forward pass that produces the logits it masks.
+    void PrepareMask()
+    {
+        _mask = null;
+        if (Row.Constraint is not { } constraint || !Active || _pending.Count > 0) return;
+        int tokensLeft = Row.Options.MaxNewTokens - _produced.Count;
+        _mask = Task.Run(() => constraint.Allowed(tokensLeft));
     }
 
     public BatchRow Row { get; }
@@ -53,8 +72,9 @@ internal sealed class RowDecoding
         try
         {
             bool forced = _pending.Count > 0;
-            int token = forced ? _pending.Dequeue()
-                : Sampler.Sample(logits, _context, Row.Options, _random, _produced, Row.Constraint?.Allowed(Row.Options.MaxNewTokens - _produced.Count));
+            bool[]? allowed = forced || Row.Constraint is null ? null
+                : _mask is { } mask ? mask.GetAwaiter().GetResult() : Row.Constraint.Allowed(Row.Options.MaxNewTokens - _produced.Count);
+            int token = forced ? _pending.Dequeue() : Sampler.Sample(logits, _context, Row.Options, _random, _produced, allowed);
             if (!forced) Row.Constraint?.Accept(token);
             if (_logprobs is not null)
             {
@@ -74,6 +94,7 @@ internal sealed class RowDecoding
             else if (Row.Decode is { } decode && Row.Options.StopSequences is { Count: > 0 } stops
                      && StopText.Find(decode(_produced), stops) >= 0) End(FinishReason.Stop);
             if (Active && _produced.Count >= Row.Options.MaxNewTokens) End(FinishReason.Length);
+            PrepareMask();
         }
         catch (Exception e)
         {

@@ -91,7 +91,7 @@ public static class Checkpoint
     static int? CompleteStep(string folder)
     {
         string state = Path.Combine(folder, "state.json");
-        if (!File.Exists(state) || !File.Exists(Path.Combine(folder, "model.json")) || !File.Exists(Path.Combine(folder, "model.safetensors"))) return null;
+        if (!RegularFile.HasData(state) || !RegularFile.HasData(Path.Combine(folder, "model.json")) || !RegularFile.HasData(Path.Combine(folder, "model.safetensors"))) return null;
         try { return JsonSerializer.Deserialize<TrainingState>(File.ReadAllText(state), Json)?.Step; }
         catch (JsonException) { return null; }
     }
@@ -129,6 +129,8 @@ public static class Checkpoint
         if (Find(runDirectory) is { } found) return found;
         string state = Path.Combine(runDirectory, Folder, "state.json");
         if (File.Exists(state)) ReadStateFile(state); // a state.json that does not parse: say what is wrong with it
+        foreach (string file in new[] { "model.json", "model.safetensors" })
+            if (Path.Combine(runDirectory, Folder, file) is var path && File.Exists(path)) RegularFile.Require(path, file.EndsWith(".json") ? "a JSON file" : "a safetensors file");
         throw new FileNotFoundException($"No complete checkpoint in run folder '{runDirectory}' (expected {Folder}/ with model.json, model.safetensors " +
                                         "and state.json). Train first, or check --run-dir.");
     }
@@ -271,6 +273,7 @@ public static class Checkpoint
     static object ReadJson(string path, Type type)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"Checkpoint file missing: '{path}'.", path);
+        RegularFile.Require(path, "a JSON file");
         try
         {
             return JsonSerializer.Deserialize(File.ReadAllText(path), type, Json) ?? throw new InvalidDataException($"{path}: empty JSON (null).");

@@ -112,6 +112,7 @@ public static class SafeTensors
     public static Dictionary<string, string> Read(string path, Func<string, bool> wanted, Action<string, Tensor> use, bool allowNonFinite = false)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"No safetensors file at '{path}'.", path);
+        RegularFile.Require(path, "a safetensors file");
         using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
         long fileLength = stream.Length;
         if (fileLength < 8) throw new InvalidDataException($"{path}: {fileLength} bytes is too short for a safetensors file.");

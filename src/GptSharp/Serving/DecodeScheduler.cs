@@ -19,7 +19,7 @@ public sealed class DecodeScheduler : IGenerationScheduler
     readonly Task _worker;
     int _waiting;
 
-    /// <param name="maxQueue">Requests that may wait for a batch; <see cref="TryEnqueue"/> refuses more.</param>
+    /// <param name="maxQueue">Rows that may wait for a batch; <see cref="TryEnqueueAll"/> refuses a request that would pass it.</param>
     public DecodeScheduler(ServedModel model, int maxBatch, int maxQueue = int.MaxValue)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxBatch, 1);
@@ -35,31 +35,20 @@ public sealed class DecodeScheduler : IGenerationScheduler
     public int Batches { get; private set; }
     public int LargestBatch { get; private set; }
 
-    /// <summary>Requests waiting for a batch now.</summary>
+    /// <summary>Rows waiting for a batch now.</summary>
     public int Waiting => Volatile.Read(ref _waiting);
     public int Running => Volatile.Read(ref _running);
     public int Capacity => _maxBatch;
     int _running;
 
+    public int QueueLimit => _maxQueue;
+
     /// <summary>
-    /// Queues a generation unless <c>maxQueue</c> requests already wait (then null). The task ends with the row's
-    /// result; a row that cannot be generated at all ends with an <see cref="ArgumentException"/> result.
+    /// Queues a request's rows unless fewer than that many places are left of <c>maxQueue</c> (then null). Each task
+    /// ends with its row's result; a row that cannot be generated at all ends with an <see cref="ArgumentException"/> result.
     /// </summary>
-    public Task<BatchResult>? TryEnqueue(BatchRow row)
-    {
-        if (Interlocked.Increment(ref _waiting) > _maxQueue)
-        {
-            Interlocked.Decrement(ref _waiting);
-            return null;
-        }
-        var done = new TaskCompletionSource<BatchResult>(TaskCreationOptions.RunContinuationsAsynchronously);
-        if (!_queue.Writer.TryWrite(new Pending(row, done)))
-        {
-            Interlocked.Decrement(ref _waiting);
-            done.SetException(new ObjectDisposedException(nameof(DecodeScheduler)));
-        }
-        return done.Task;
-    }
+    public IReadOnlyList<Task<BatchResult>>? TryEnqueueAll(IReadOnlyList<BatchRow> rows) =>
+        GenerationSchedulerExtensions.Queue(rows, ref _waiting, _maxQueue, (row, done) => _queue.Writer.TryWrite(new Pending(row, done)), nameof(DecodeScheduler));
 
     async Task Work()
     {

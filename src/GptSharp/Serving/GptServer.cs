@@ -51,6 +51,8 @@ public sealed class GptServer : IAsyncDisposable
         builder.Logging.ClearProviders();
         // Running streams get the grace period to finish, then a few seconds to tell their clients that they were stopped.
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(options.ShutdownGraceSeconds + 5));
+        // SIGTERM and Ctrl+C drain the server (StopAsync) instead of closing its port at once.
+        builder.Services.AddSingleton<IHostLifetime>(new DrainingLifetime(() => _ = StopAsync()));
         builder.WebHost.UseKestrel(k =>
         {
             k.Limits.MaxRequestBodySize = options.MaxBodyBytes;
@@ -102,17 +104,34 @@ public sealed class GptServer : IAsyncDisposable
     public Task WaitForShutdownAsync(CancellationToken cancellation = default) => _app.WaitForShutdownAsync(cancellation);
 
     /// <summary>
-    /// Shuts down gracefully: new generation requests get 503, running ones have <see cref="ServerOptions.ShutdownGraceSeconds"/>
-    /// to finish, then are stopped (a stream ends with an error event and <c>[DONE]</c>, a whole answer with a 503).
+    /// Shuts down gracefully (SIGTERM and Ctrl+C come here): the port stays open while generations run, new generation
+    /// requests get 503 <c>server_shutting_down</c>, running ones have <see cref="ServerOptions.ShutdownGraceSeconds"/> to
+    /// finish, then are stopped (a stream ends with an error event and <c>[DONE]</c>, a whole answer with a 503); then the
+    /// server closes its port.
     /// </summary>
-    public Task StopAsync(CancellationToken cancellation = default) => _app.StopAsync(cancellation);
+    public async Task StopAsync(CancellationToken cancellation = default)
+    {
+        if (Interlocked.Exchange(ref _stopRequested, 1) == 0)
+        {
+            _draining = true;
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            var grace = TimeSpan.FromSeconds(_options.ShutdownGraceSeconds);
+            while (clock.Elapsed < grace && Volatile.Read(ref _generating) > 0) await Task.Delay(20, cancellation);
+            _stopping.Cancel();
+            // The stopped generations tell their clients so before the connections close.
+            for (var wait = System.Diagnostics.Stopwatch.StartNew(); Volatile.Read(ref _generating) > 0 && wait.Elapsed.TotalSeconds < 5;) await Task.Delay(10, cancellation);
+        }
+        await _app.StopAsync(cancellation);
+    }
+
+    int _stopRequested, _generating;
 
     /// <summary>The batching scheduler of a served model.</summary>
     public IGenerationScheduler Scheduler(string model) => _schedulers[model];
 
     public async ValueTask DisposeAsync()
     {
-        await _app.StopAsync();
+        await StopAsync();
         _stopping.Dispose();
         await _app.DisposeAsync();
         foreach (var scheduler in _schedulers.Values) await scheduler.DisposeAsync();
@@ -278,6 +297,13 @@ public sealed class GptServer : IAsyncDisposable
 
     async Task Respond(HttpContext context, ServedModel model, int[] prompt, RequestSampling sampling, bool chat, AnswerShape shape)
     {
+        Interlocked.Increment(ref _generating);
+        try { await Generate(context, model, prompt, sampling, chat, shape); }
+        finally { Interlocked.Decrement(ref _generating); }
+    }
+
+    async Task Generate(HttpContext context, ServedModel model, int[] prompt, RequestSampling sampling, bool chat, AnswerShape shape)
+    {
         var arrived = System.Diagnostics.Stopwatch.StartNew();
         if (prompt.Length >= model.ContextLength)
             throw new ApiError(400, $"The prompt is {prompt.Length} tokens; model '{model.Name}' reads at most {model.ContextLength} (prompt and answer together).",
@@ -309,7 +335,10 @@ public sealed class GptServer : IAsyncDisposable
         {
             if (Interlocked.Exchange(ref firstToken, 1) == 0) _metrics.FirstToken(model.Name, arrived.Elapsed);
         }
-        var queued = new List<Task<BatchResult>>();
+        var scheduler = _schedulers[model.Name];
+        if (n > scheduler.QueueLimit)
+            throw new ApiError(400, $"'n' is {n}; this server queues at most {scheduler.QueueLimit} choices per model (--max-queue), so this request could never be taken.", "n");
+        var rows = new List<BatchRow>();
         for (int i = 0; i < n; i++)
         {
             int choice = i;
@@ -330,15 +359,12 @@ public sealed class GptServer : IAsyncDisposable
             }
             var row = new BatchRow(prompt, options with { Seed = options.Seed + i }, OnToken, limit.Token, model.Decode,
                 Constraint: shape.NewConstraint(model), OnLogprob: sampling.Stream ? logprob => pending = logprob : null);
-            var task = _schedulers[model.Name].TryEnqueue(row);
-            if (task is null)
-            {
-                limit.Cancel();   // the choices already queued stop at once
-                throw new ApiError(429, $"The server is busy: {_options.MaxQueue} requests are already waiting for model '{model.Name}'. Retry shortly.",
-                    code: "rate_limit_exceeded", type: "rate_limit_error") { RetryAfterSeconds = 1 };
-            }
-            queued.Add(task);
+            rows.Add(row);
         }
+        // A request's choices are queued together or not at all; the limit counts choices (each takes a slot to decode).
+        var queued = scheduler.TryEnqueueAll(rows)
+            ?? throw new ApiError(429, $"The server is busy: {scheduler.Waiting} choices are waiting for model '{model.Name}' and --max-queue allows {scheduler.QueueLimit}; " +
+                                       $"this request needs room for {n}. Retry shortly.", code: "rate_limit_exceeded", type: "rate_limit_error") { RetryAfterSeconds = 1 };
         async Task<BatchResult> Outcome(Task<BatchResult> task)
         {
             var result = await task;
@@ -517,4 +543,29 @@ public sealed class GptServer : IAsyncDisposable
     static string FirstLine(string text) => text.Split('\n', 2)[0].Trim();
 
     static string Finish(Generation generation) => generation.Finish == FinishReason.Stop ? "stop" : "length";
+}
+
+/// <summary>The host's lifetime under <see cref="GptServer"/>: SIGTERM, SIGINT and SIGQUIT start the server's drain
+/// instead of stopping the host at once (which would close the port and refuse new clients without a word).</summary>
+sealed class DrainingLifetime(Action drain) : IHostLifetime, IDisposable
+{
+    readonly List<System.Runtime.InteropServices.PosixSignalRegistration> _signals = [];
+
+    public Task WaitForStartAsync(CancellationToken cancellationToken)
+    {
+        foreach (var signal in new[] { System.Runtime.InteropServices.PosixSignal.SIGTERM, System.Runtime.InteropServices.PosixSignal.SIGINT, System.Runtime.InteropServices.PosixSignal.SIGQUIT })
+            _signals.Add(System.Runtime.InteropServices.PosixSignalRegistration.Create(signal, context =>
+            {
+                context.Cancel = true;
+                drain();
+            }));
+        return Task.CompletedTask;
+    }
+
+    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public void Dispose()
+    {
+        foreach (var signal in _signals) signal.Dispose();
+    }
 }

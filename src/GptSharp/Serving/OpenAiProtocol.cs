@@ -111,7 +111,7 @@ public static class OpenAiProtocol
         return list;
     }
 
-    static readonly Regex ToolName = new("^[A-Za-z0-9_-]{1,64}$", RegexOptions.Compiled);
+    static readonly Regex ToolName = new(@"\A[A-Za-z0-9_-]{1,64}\z", RegexOptions.Compiled);
 
     /// <summary><c>response_format</c>, <c>tools</c> and <c>tool_choice</c>: what the answer must look like.</summary>
     static AnswerShape Shape(JsonElement root)

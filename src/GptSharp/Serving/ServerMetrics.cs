@@ -26,9 +26,9 @@ public sealed class ServerMetrics
             new HistogramConfiguration { LabelNames = ["model"], Buckets = buckets });
         _duration = factory.CreateHistogram("gptsharp_request_duration_seconds", "From a generation request's arrival to its last token.",
             new HistogramConfiguration { LabelNames = ["model"], Buckets = buckets });
-        var waiting = factory.CreateGauge("gptsharp_queue_length", "Requests waiting for a free slot.", ["model"]);
-        var running = factory.CreateGauge("gptsharp_slots_busy", "Requests being decoded.", ["model"]);
-        var slots = factory.CreateGauge("gptsharp_slots", "Requests a model decodes at once.", ["model"]);
+        var waiting = factory.CreateGauge("gptsharp_queue_length", "Choices (rows) waiting for a free slot; a request of n choices counts n, as --max-queue does.", ["model"]);
+        var running = factory.CreateGauge("gptsharp_slots_busy", "Choices (rows) being decoded.", ["model"]);
+        var slots = factory.CreateGauge("gptsharp_slots", "Choices (rows) a model decodes at once.", ["model"]);
         _registry.AddBeforeCollectCallback(() =>
         {
             foreach (var (model, scheduler) in schedulers)

@@ -9,7 +9,8 @@ namespace GptSharp.Serving;
 /// <param name="ApiKey">When set, every /v1 request needs <c>Authorization: Bearer KEY</c>.</param>
 /// <param name="MaxBodyBytes">Larger request bodies are answered 413.</param>
 /// <param name="MaxConcurrent">Requests decoded at once per model (KV-cache slots); more wait for a free slot.</param>
-/// <param name="MaxQueue">Requests that may wait for a batch per model; more are answered 429 with Retry-After.</param>
+/// <param name="MaxQueue">Choices that may wait for a batch per model (a request of <c>n</c> choices takes <c>n</c> places, all
+/// or none); a request that does not fit is answered 429 with Retry-After, one with more choices than this 400.</param>
 /// <param name="AllowedHosts">Host header names served besides loopback names and <paramref name="Host"/> itself
 /// (guards a keyless local server against DNS rebinding); <c>*</c> allows any.</param>
 /// <param name="Batching">Continuous batching (requests join and leave at every step), or the static batcher it replaced
@@ -26,7 +27,7 @@ public sealed record ServerOptions(string Host = "127.0.0.1", int Port = 8000, s
     {
         if (Port is < 0 or > 65535) throw new ArgumentException($"--port {Port} is not a TCP port: expected 0 (any free port) to 65535.");
         if (MaxConcurrent < 1) throw new ArgumentException($"--max-concurrent {MaxConcurrent}: expected at least 1 request per batch.");
-        if (MaxQueue < 1) throw new ArgumentException($"--max-queue {MaxQueue}: expected at least 1 waiting request.");
+        if (MaxQueue < 1) throw new ArgumentException($"--max-queue {MaxQueue}: expected at least 1 waiting choice.");
         if (MaxBodyBytes < 1) throw new ArgumentException($"The body limit {MaxBodyBytes} must be at least 1 byte.");
         if (RequestTimeoutSeconds < 0 || double.IsNaN(RequestTimeoutSeconds))
             throw new ArgumentException($"--request-timeout {RequestTimeoutSeconds}: expected seconds >= 0 (0: no limit).");

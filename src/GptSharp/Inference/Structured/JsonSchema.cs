@@ -30,7 +30,7 @@ public sealed class StringNode(int minLength, int maxLength) : SchemaNode
     public int MinLength { get; } = minLength;
     public int MaxLength { get; } = maxLength;
     public override bool Starts(byte b) => b == '"';
-    internal override int ComputeMinBytes() => 2 + MinLength;
+    internal override int ComputeMinBytes() => ArrayNode.Add(2, MinLength);
 }
 
 /// <summary>A number; <see cref="Integer"/> allows no fraction or exponent.</summary>
@@ -42,11 +42,80 @@ public sealed class NumberNode(bool integer) : SchemaNode
 }
 
 /// <summary>One of a fixed set of values, each as its compact JSON text (<c>true</c>, <c>null</c>, an <c>enum</c>, a <c>const</c>).</summary>
-public sealed class LiteralNode(IReadOnlyList<byte[]> options) : SchemaNode
+public sealed class LiteralNode(IEnumerable<byte[]> options) : SchemaNode
 {
-    public IReadOnlyList<byte[]> Options { get; } = options;
-    public override bool Starts(byte b) => Options.Any(o => o[0] == b);
-    internal override int ComputeMinBytes() => Options.Min(o => o.Length);
+    /// <summary>The values, distinct, in byte order: a matcher narrows a range of them byte by byte.</summary>
+    public LiteralSet Options { get; } = new(options);
+    public override bool Starts(byte b) => Options.Starts(b);
+    internal override int ComputeMinBytes() => Options.ShortestFrom(0, Options.Count, 0);
+}
+
+/// <summary>
+/// Distinct byte strings sorted in byte order, so the ones that share a prefix sit together: a matcher keeps the range
+/// still possible and narrows it by binary search, and the shortest string of a range comes from a sparse table — each
+/// byte costs O(log n), however large an <c>enum</c> is.
+/// </summary>
+public sealed class LiteralSet
+{
+    readonly byte[][] _values;
+    readonly int[][] _shortest;   // _shortest[k][i]: the shortest length among _values[i .. i + 2^k)
+    readonly bool[] _firstBytes = new bool[256];
+
+    public LiteralSet(IEnumerable<byte[]> values)
+    {
+        _values = [.. values.Distinct(Tokenization.ByteArrayComparer.Instance).OrderBy(v => v, ByteOrder.Instance)];
+        if (_values.Length == 0 || _values.Any(v => v.Length == 0)) throw new ArgumentException("A literal set needs at least one non-empty value.", nameof(values));
+        foreach (var value in _values) _firstBytes[value[0]] = true;
+        var levels = new List<int[]>();
+        levels.Add([.. _values.Select(v => v.Length)]);
+        for (int width = 2; width <= _values.Length; width *= 2)
+        {
+            var below = levels[^1];
+            var level = new int[_values.Length - width + 1];
+            for (int i = 0; i < level.Length; i++) level[i] = Math.Min(below[i], below[i + width / 2]);
+            levels.Add(level);
+        }
+        _shortest = [.. levels];
+    }
+
+    public int Count => _values.Length;
+    public byte[] this[int index] => _values[index];
+    public bool Starts(byte b) => _firstBytes[b];
+
+    /// <summary>Bytes left after <paramref name="position"/> in the shortest value of [<paramref name="lo"/>, <paramref name="hi"/>).</summary>
+    public int ShortestFrom(int lo, int hi, int position)
+    {
+        int level = System.Numerics.BitOperations.Log2((uint)(hi - lo));
+        return Math.Min(_shortest[level][lo], _shortest[level][hi - (1 << level)]) - position;
+    }
+
+    /// <summary>The values of [<paramref name="lo"/>, <paramref name="hi"/>) — which share their first <paramref name="position"/>
+    /// bytes — whose next byte is <paramref name="b"/>.</summary>
+    public (int Lo, int Hi) Narrow(int lo, int hi, int position, byte b)
+    {
+        if (_values[lo].Length == position) lo++;   // a value that ends here sorts before those that go on
+        return (Search(lo, hi, position, b), Search(lo, hi, position, b + 1));
+    }
+
+    /// <summary>Whether a value of the range ends after <paramref name="position"/> bytes.</summary>
+    public bool EndsAt(int lo, int position) => _values[lo].Length == position;
+
+    // The first index in [lo, hi) whose byte at position is at least `target`.
+    int Search(int lo, int hi, int position, int target)
+    {
+        while (lo < hi)
+        {
+            int mid = (lo + hi) >>> 1;
+            if (_values[mid][position] < target) lo = mid + 1; else hi = mid;
+        }
+        return lo;
+    }
+
+    sealed class ByteOrder : IComparer<byte[]>
+    {
+        public static readonly ByteOrder Instance = new();
+        public int Compare(byte[]? x, byte[]? y) => x.AsSpan().SequenceCompareTo(y);
+    }
 }
 
 /// <summary>An array of <see cref="Items"/>.</summary>
@@ -115,6 +184,15 @@ public static class JsonSchema
     public const int Unbounded = int.MaxValue / 4;
     /// <summary>At most this many declared properties per object (seen properties are kept in a 64-bit set).</summary>
     public const int MaxProperties = 64;
+    /// <summary>Schemas nest at most this deep, counting every <c>properties</c>, <c>items</c>, <c>anyOf</c> and <c>$ref</c>
+    /// step: the compiler recurses, and a stack overflow would end the process rather than the request.</summary>
+    public const int MaxDepth = 64;
+    /// <summary>At most this many schemas (each property, item, alternative and definition is one) in a compiled schema.</summary>
+    public const int MaxNodes = 10_000;
+    /// <summary>At most this many <c>enum</c>/<c>const</c> values in all.</summary>
+    public const int MaxLiterals = 100_000;
+    /// <summary><c>minLength</c> and <c>minItems</c> above this are refused: no answer within a model's context can meet them.</summary>
+    public const int MaxMinimum = 1_000_000;
 
     static readonly HashSet<string> Annotations =
         ["description", "title", "format", "default", "examples", "$schema", "$id", "$comment", "readOnly", "writeOnly", "deprecated", "$defs", "definitions", "strict", "nullable"];
@@ -131,7 +209,8 @@ public static class JsonSchema
         var compiler = new Compiler(schema);
         var root = compiler.Node(schema, "#");
         compiler.ResolveLengths();
-        if (root.MinBytes >= Unbounded) throw new JsonSchemaException("#", "no finite JSON value satisfies this schema (a required property contains itself).");
+        if (root.MinBytes >= Unbounded)
+            throw new JsonSchemaException("#", $"no JSON value shorter than {Unbounded:N0} bytes satisfies this schema (its minimum lengths multiply past that, or a required property contains itself).");
         return root;
     }
 
@@ -139,11 +218,29 @@ public static class JsonSchema
     {
         readonly List<SchemaNode> _nodes = [];
         readonly Dictionary<string, SchemaNode> _refs = [];
-        readonly List<(RefPlaceholder Placeholder, string Path)> _pending = [];
+        int _depth, _literals;
 
-        T Add<T>(T node) where T : SchemaNode { _nodes.Add(node); return node; }
+        T Add<T>(T node) where T : SchemaNode
+        {
+            if (_nodes.Count == MaxNodes) throw new JsonSchemaException("#", $"the schema has more than {MaxNodes:N0} parts (properties, items, alternatives, definitions); at most {MaxNodes:N0} are supported.");
+            if (node is LiteralNode literal && (_literals += literal.Options.Count) > MaxLiterals)
+                throw new JsonSchemaException("#", $"the schema lists more than {MaxLiterals:N0} enum/const values in all; at most {MaxLiterals:N0} are supported.");
+            _nodes.Add(node);
+            return node;
+        }
 
         public SchemaNode Node(JsonElement schema, string path)
+        {
+            // The limit comes before the recursion: a stack overflow cannot be caught.
+            if (++_depth > MaxDepth)
+                throw new JsonSchemaException(Shorten(path), $"the schema nests more than {MaxDepth} levels deep (counting properties, items, anyOf/oneOf and $ref); at most {MaxDepth} are supported.");
+            try { return Compile(schema, path); }
+            finally { _depth--; }
+        }
+
+        static string Shorten(string path) => path.Length <= 200 ? path : path[..100] + " … " + path[^100..];
+
+        SchemaNode Compile(JsonElement schema, string path)
         {
             if (schema.ValueKind == JsonValueKind.True) return AnyValue(path);
             if (schema.ValueKind == JsonValueKind.False) throw new JsonSchemaException(path, "the schema 'false' accepts no value.");
@@ -157,7 +254,9 @@ public static class JsonSchema
             {
                 if (values.ValueKind != JsonValueKind.Array || values.GetArrayLength() == 0)
                     throw new JsonSchemaException($"{path}/enum", "'enum' must be a non-empty array.");
-                return Add(new LiteralNode([.. values.EnumerateArray().Select(Compact).Distinct(Tokenization.ByteArrayComparer.Instance)]));
+                if (values.GetArrayLength() > MaxLiterals)
+                    throw new JsonSchemaException($"{path}/enum", $"'enum' lists {values.GetArrayLength():N0} values; at most {MaxLiterals:N0} are supported.");
+                return Add(new LiteralNode(values.EnumerateArray().Select(Compact)));
             }
             foreach (string any in new[] { "anyOf", "oneOf" })
                 if (schema.TryGetProperty(any, out var options))
@@ -257,7 +356,7 @@ public static class JsonSchema
             // Literals merge; other alternatives must start with different bytes so the first byte decides.
             var literals = options.OfType<LiteralNode>().ToList();
             var rest = options.Where(o => o is not LiteralNode).ToList();
-            if (literals.Count > 1) rest.Add(Add(new LiteralNode([.. literals.SelectMany(l => l.Options).Distinct(Tokenization.ByteArrayComparer.Instance)])));
+            if (literals.Count > 1) rest.Add(Add(new LiteralNode(literals.SelectMany(l => Enumerable.Range(0, l.Options.Count).Select(i => l.Options[i])))));
             else rest.AddRange(literals);
             for (int b = 0; b < 256; b++)
                 if (rest.Count(o => o.Starts((byte)b)) > 1)
@@ -301,8 +400,13 @@ public static class JsonSchema
         static int Count(JsonElement schema, string keyword, int fallback, string path)
         {
             if (!schema.TryGetProperty(keyword, out var value)) return fallback;
-            return value.ValueKind == JsonValueKind.Number && value.TryGetInt32(out int n) && n >= 0 ? n
-                : throw new JsonSchemaException($"{path}/{keyword}", $"'{keyword}' must be a non-negative integer.");
+            if (value.ValueKind != JsonValueKind.Number || !value.TryGetDouble(out double number) || number < 0 || number != Math.Floor(number))
+                throw new JsonSchemaException($"{path}/{keyword}", $"'{keyword}' must be a non-negative integer.");
+            bool minimum = keyword.StartsWith("min", StringComparison.Ordinal);
+            if (minimum && number > MaxMinimum)
+                throw new JsonSchemaException($"{path}/{keyword}", $"'{keyword}' {number:G} is more than {MaxMinimum:N0}: no answer within a model's context can meet it.");
+            // A maximum beyond what any answer can reach limits nothing.
+            return number > int.MaxValue ? int.MaxValue : (int)number;
         }
 
         static string Text(JsonElement value, string path)

@@ -102,22 +102,23 @@ public sealed class JsonState : IByteState
         {
             StringNode s => new StringFrame(s.MinLength, s.MaxLength),
             NumberNode n => new NumberFrame(n.Integer, NumberPhase.Start, 0),
-            LiteralNode l => new LiteralFrame(l.Options, 0),
+            LiteralNode l => new LiteralFrame(l.Options, 0, l.Options.Count, 0),
             ArrayNode a => new ArrayFrame(a, ArrayPhase.Open, 0),
             ObjectNode o => new ObjectFrame(o, ObjectPhase.Open, 0, [], 0, -1),
             _ => throw new InvalidOperationException($"No frame for {node.GetType().Name}."),
         };
     }
 
-    sealed class LiteralFrame(IReadOnlyList<byte[]> options, int position) : Frame
+    /// <summary>Values [<paramref name="lo"/>, <paramref name="hi"/>) of a literal set, which all begin with the bytes so far.</summary>
+    sealed class LiteralFrame(LiteralSet options, int lo, int hi, int position) : Frame
     {
-        public override int Remaining => options.Min(o => o.Length - position);
+        public override int Remaining => options.ShortestFrom(lo, hi, position);
 
         public override Step Feed(byte b)
         {
-            var next = options.Where(o => o.Length > position && o[position] == b).ToList();
-            if (next.Count == 0) return options.Any(o => o.Length == position) ? Step.Before(null) : Step.Reject;
-            return next.All(o => o.Length == position + 1) ? Step.Done : Step.Take(new LiteralFrame(next, position + 1));
+            var (nextLo, nextHi) = options.Narrow(lo, hi, position, b);
+            if (nextLo == nextHi) return options.EndsAt(lo, position) ? Step.Before(null) : Step.Reject;
+            return nextHi - nextLo == 1 && options[nextLo].Length == position + 1 ? Step.Done : Step.Take(new LiteralFrame(options, nextLo, nextHi, position + 1));
         }
     }
 
