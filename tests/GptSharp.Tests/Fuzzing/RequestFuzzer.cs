@@ -8,9 +8,11 @@ namespace GptSharp.Fuzzing;
 
 /// <summary>
 /// Mutates valid chat and completion requests (types, extreme and edge values, unicode, nesting, missing and extra
-/// fields, broken bytes) and sends them to a running server a few at a time, each round beside one well-formed greedy
-/// request. Invariants: never a 5xx; never a stack trace or a path in a body; every 4xx in OpenAI's error shape; every
-/// stream ends with [DONE]; health stays ok; the well-formed request in the same batch always gets its right answer.
+/// fields, broken bytes, and schemas built to hurt: <c>$ref</c> chains thousands long, deep nesting, bounds near 2^31,
+/// enums of thousands of values) and sends them to a running server a few at a time, each round beside one well-formed
+/// greedy request whose latency is reported. Invariants: never a 5xx; never a stack trace or a path in a body; every 4xx
+/// in OpenAI's error shape; every stream ends with [DONE]; health stays ok; the well-formed request in the same batch
+/// always gets its right answer.
 /// </summary>
 public static class RequestFuzzer
 {
@@ -25,13 +27,17 @@ public static class RequestFuzzer
         var random = new Random(seed);
         var outcomes = new Dictionary<string, int>();
         var violations = new List<string>();
+        var controlMilliseconds = new List<double>();
         var watch = Stopwatch.StartNew();
         for (int done = 0; done < cases; done += concurrency)
         {
             var bodies = Enumerable.Range(0, Math.Min(concurrency, cases - done)).Select(_ => Case(random, model)).ToList();
             var fuzzed = bodies.Select(b => Send(http, b)).ToList();
+            var controlClock = Stopwatch.StartNew();
             var controlReply = Send(http, (Encoding.UTF8.GetBytes(control.Body), "application/json"));
-            await Task.WhenAll([.. fuzzed, controlReply]);
+            await controlReply;
+            controlMilliseconds.Add(controlClock.Elapsed.TotalMilliseconds);
+            await Task.WhenAll(fuzzed);
             for (int i = 0; i < bodies.Count; i++)
             {
                 var (status, text) = fuzzed[i].Result;
@@ -49,7 +55,7 @@ public static class RequestFuzzer
             }
             if (violations.Count > 20) break;
         }
-        return new FuzzReport(cases, outcomes, violations, watch.Elapsed.TotalSeconds);
+        return new FuzzReport(cases, outcomes, violations, watch.Elapsed.TotalSeconds, controlMilliseconds);
     }
 
     static async Task<(int Status, string Text)> Send(HttpClient http, (byte[] Body, string ContentType) request)
@@ -188,11 +194,45 @@ public static class RequestFuzzer
 
     static JsonNode Schema(Random random)
     {
+        if (random.Next(3) == 0) return Hostile(random);
         var properties = new JsonObject { ["city"] = new JsonObject { ["type"] = "string", ["maxLength"] = random.Next(0, 12) }, ["n"] = new JsonObject { ["type"] = random.Next(4) == 0 ? Value(random) : "integer" } };
         var schema = new JsonObject { ["type"] = "object", ["properties"] = properties, ["required"] = new JsonArray("city") };
         if (random.Next(4) == 0) schema[random.Next(2) == 0 ? "pattern" : "items"] = Value(random);
         if (random.Next(6) == 0) schema["required"] = new JsonArray("nothing");
         return schema;
+    }
+
+    /// <summary>A schema built to hurt the compiler or the matcher: long <c>$ref</c> chains, deep nesting, huge bounds, large enums.</summary>
+    static JsonNode Hostile(Random random)
+    {
+        switch (random.Next(4))
+        {
+            case 0:
+                // def0 → def1 → … → defN, each an object whose one required property is the next: recursion as deep as N.
+                int length = random.Next(2) == 0 ? random.Next(2, 70) : random.Next(70, 500);
+                var defs = new JsonObject();
+                for (int i = 0; i < length; i++)
+                    defs[$"d{i}"] = i == length - 1 ? new JsonObject { ["type"] = "string" }
+                        : new JsonObject { ["type"] = "object", ["properties"] = new JsonObject { ["x"] = new JsonObject { ["$ref"] = $"#/$defs/d{i + 1}" } }, ["required"] = new JsonArray("x") };
+                return new JsonObject { ["$ref"] = "#/$defs/d0", ["$defs"] = defs };
+            case 1:
+                JsonNode nested = new JsonObject { ["type"] = "integer" };
+                for (int depth = random.Next(10, 40); depth > 0; depth--)
+                    nested = random.Next(2) == 0 ? new JsonObject { ["type"] = "array", ["items"] = nested }
+                        : new JsonObject { ["type"] = "object", ["properties"] = new JsonObject { ["a"] = nested } };
+                return nested;
+            case 2:
+                JsonNode[] bounds = [2147483647, 2147483600, 540_000_000, 1e300, 1_000_000, 1_000_001, -1, 1.5, 0, 3];
+                string keyword = random.Next(4) switch { 0 => "minLength", 1 => "maxLength", 2 => "minItems", _ => "maxItems" };
+                var bounded = keyword.EndsWith("Length") ? new JsonObject { ["type"] = "string" } : new JsonObject { ["type"] = "array", ["items"] = new JsonObject { ["type"] = "string", ["minLength"] = bounds[random.Next(bounds.Length)]?.DeepClone() } };
+                bounded[keyword] = bounds[random.Next(bounds.Length)]?.DeepClone();
+                return new JsonObject { ["type"] = "object", ["properties"] = new JsonObject { ["v"] = bounded }, ["required"] = new JsonArray("v") };
+            default:
+                int count = random.Next(2) == 0 ? random.Next(1, 50) : random.Next(500, 3000);
+                var values = new JsonArray();
+                for (int i = 0; i < count; i++) values.Add(random.Next(4) == 0 ? i : $"v{i}");
+                return new JsonObject { ["type"] = "object", ["properties"] = new JsonObject { ["pick"] = new JsonObject { ["enum"] = values } }, ["required"] = new JsonArray("pick") };
+        }
     }
 
     static JsonNode Tool(Random random) => new JsonObject
