@@ -22,13 +22,11 @@ static class CommandLineCheck
         public bool IsFlag => Type == typeof(bool) || Type == typeof(bool?);
     }
 
-    /// <summary>Every option of every command, by each of its names (<c>--steps</c>, <c>-n</c>).</summary>
-    static readonly Dictionary<string, List<OptionInfo>> Known = BuildTable();
-
-    static Dictionary<string, List<OptionInfo>> BuildTable()
+    /// <summary>Every option of the given settings types, by each of its names (<c>--steps</c>, <c>-n</c>).</summary>
+    static Dictionary<string, List<OptionInfo>> Table(IEnumerable<Type> settingsTypes)
     {
         var table = new Dictionary<string, List<OptionInfo>>(StringComparer.Ordinal);
-        foreach (var settings in typeof(CommandLineCheck).Assembly.GetTypes().Where(t => typeof(CommandSettings).IsAssignableFrom(t)))
+        foreach (var settings in settingsTypes)
             foreach (var option in Options(settings))
                 foreach (string name in option.Names)
                 {
@@ -37,6 +35,25 @@ static class CommandLineCheck
                 }
         return table;
     }
+
+    static IEnumerable<Type> AllSettings => typeof(CommandLineCheck).Assembly.GetTypes().Where(t => typeof(CommandSettings).IsAssignableFrom(t) && !t.IsAbstract);
+
+    /// <summary>
+    /// The settings type of the command that <paramref name="args"/> name, found by the naming rule every command follows
+    /// (<c>feedback label</c> is <c>FeedbackLabelCommand</c>); null when the words name no command.
+    /// </summary>
+    public static Type? SettingsOf(string[] args)
+    {
+        string name = string.Concat(args.TakeWhile(a => !a.StartsWith('-')).SelectMany(a => a.Split('-')).Where(w => w.Length > 0)
+            .Select(w => char.ToUpperInvariant(w[0]) + w[1..])) + "Command";
+        var command = typeof(CommandLineCheck).Assembly.GetTypes().FirstOrDefault(t => t.Name == name && typeof(ICommand).IsAssignableFrom(t));
+        for (var type = command?.BaseType; type is not null; type = type.BaseType)
+            if (type.IsGenericType && type.GetGenericArguments() is [var settings] && typeof(CommandSettings).IsAssignableFrom(settings)) return settings;
+        return null;
+    }
+
+    /// <summary>Checks one value of an option of <paramref name="settings"/>; throws as <see cref="Prepare"/> does.</summary>
+    public static void Check(Type settings, string name, string value) => CheckValue(name, value, Table([settings])[name]);
 
     static IEnumerable<OptionInfo> Options(Type settings) => Properties(settings).Select(x => x.Option);
 
@@ -65,6 +82,7 @@ static class CommandLineCheck
     /// </summary>
     public static string[] Prepare(string[] args)
     {
+        var known = Table(SettingsOf(args) is { } settings ? [settings] : AllSettings);
         var result = new List<string>(args.Length);
         for (int i = 0; i < args.Length; i++)
         {
@@ -81,7 +99,7 @@ static class CommandLineCheck
             }
             int split = arg.IndexOfAny(['=', ':']);
             string name = split > 0 ? arg[..split] : arg;
-            if (!Known.TryGetValue(name, out var options))
+            if (!known.TryGetValue(name, out var options))
             {
                 result.Add(arg);   // unknown here: the check after parsing names it against the command's own options
                 continue;
@@ -94,7 +112,7 @@ static class CommandLineCheck
             }
             string? value = split > 0 ? arg[(split + 1)..] : i + 1 < args.Length ? args[++i] : null;
             if (value is null) throw new CommandLineException($"{name} needs a value: {Expected(options[0].Type)}.");
-            if (split < 0 && Known.ContainsKey(value) && !Number(value))
+            if (split < 0 && known.ContainsKey(value) && !Number(value))
                 throw new CommandLineException($"{name} needs a value ({Expected(options[0].Type)}), but is followed by the option {value}.");
             CheckValue(name, value, options);
             result.Add(value.StartsWith('-') || split > 0 ? $"{name}={value}" : name);
