@@ -9,8 +9,9 @@ using GptSharp.Serving;
 namespace GptSharp.Bench;
 
 /// <summary>
-/// The test suite's request and file fuzzers, longer and from any seed: <c>fuzz [cases] [seed]</c> (default 20,000
-/// cases, seed 1). Prints what was tried, the outcomes and every invariant broken.
+/// The test suite's request, file and labeling fuzzers, longer and from any seed: <c>fuzz [cases] [seed]</c> (default
+/// 20,000 cases, seed 1; the labeling fuzzer runs a fiftieth as many restarts). Prints what was tried, the outcomes, the
+/// well-formed request's latency beside the fuzzed ones, and every invariant broken.
 /// </summary>
 static class FuzzBench
 {
@@ -30,6 +31,7 @@ static class FuzzBench
             Console.WriteLine($"\n## Fuzzing ({cases:N0} cases each, seed {seed})");
             RunRequests(served, cases, seed).GetAwaiter().GetResult();
             Console.WriteLine($"files: {FileFuzzer.Run(Path.Combine(dir, "files"), cases, seed)}");
+            Console.WriteLine($"labeling: {LabelingFuzzer.Run(Path.Combine(dir, "labeling"), Math.Max(1, cases / 50), seed).GetAwaiter().GetResult()}");
         }
         finally
         {
