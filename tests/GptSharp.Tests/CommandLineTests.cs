@@ -103,7 +103,7 @@ public class CommandLineTests(TrainedTokenizerFixture fixture) : IClassFixture<T
     }
 
     [Fact]
-    public void ACheckpointFileThatIsAPipeIsRefusedByNameInsteadOfWaitingForever()
+    public async Task ACheckpointFileThatIsAPipeIsRefusedByNameInsteadOfWaitingForever()
     {
         using var dir = new TempDirectory();
         string run = dir.File("run");
@@ -114,13 +114,15 @@ public class CommandLineTests(TrainedTokenizerFixture fixture) : IClassFixture<T
         var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (string arg in new[] { CliProcess.Dll, "generate", "--run-dir", run, "--max-tokens", "2" }) start.ArgumentList.Add(arg);
         using var process = Process.Start(start)!;
-        var stderr = process.StandardError.ReadToEndAsync();
-        string stdout = process.StandardOutput.ReadToEnd();
-        bool exited = process.WaitForExit(60_000);
-        if (!exited) process.Kill(entireProcessTree: true);
+        var output = Task.WhenAll(process.StandardOutput.ReadToEndAsync(), process.StandardError.ReadToEndAsync());
+        using var limit = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        bool exited = true;
+        try { await process.WaitForExitAsync(limit.Token); }
+        catch (OperationCanceledException) { exited = false; process.Kill(entireProcessTree: true); }
         Assert.True(exited, "generate waited on the pipe");
+        string[] texts = await output;
         Assert.Equal(1, process.ExitCode);
         // The console wraps long lines, a long path even within a word: compare without white space.
-        Assert.Contains("model.safetensors:empty,ornotaregularfile", System.Text.RegularExpressions.Regex.Replace(stdout + stderr.Result, @"\s+", ""));
+        Assert.Contains("model.safetensors:empty,ornotaregularfile", System.Text.RegularExpressions.Regex.Replace(texts[0] + texts[1], @"\s+", ""));
     }
 }
