@@ -79,6 +79,14 @@ app.Configure(config =>
         .WithExample("form-score", "--run-dir", "runs/tiny-sft,runs/tiny-dpo", "--prompts", "200");
     config.AddCommand<ArithmeticScoreCommand>("arithmetic-score").WithDescription("Exact answers to held-out multi-digit + − × problems, with the calculator offered and without; compares runs.")
         .WithExample("arithmetic-score", "--run-dir", "runs/speedrun/sft,runs/speedrun/grpo-tools/policy");
+    config.AddBranch("verse", verse =>
+    {
+        verse.SetDescription("The rules of regulated verse (rhyme, tones, acrostic) as the verse task checks them.");
+        verse.AddCommand<VerseCheckCommand>("check").WithDescription("Each rule's verdict for one poem, strict and graded; --prompt checks its instructions too.")
+            .WithExample("verse", "check", "白日依山盡，黃河入海流。/欲窮千里目，更上一層樓。");
+        verse.AddCommand<VerseRatesCommand>("rates").WithDescription("How many of the embedded Tang poems of each shape pass each rule and strict.")
+            .WithExample("verse", "rates");
+    });
     config.AddBranch("export", export =>
     {
         export.SetDescription("Write a run in another tool's format.");

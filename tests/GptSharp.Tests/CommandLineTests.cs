@@ -13,7 +13,7 @@ public class CommandLineTests(TrainedTokenizerFixture fixture) : IClassFixture<T
         ["speedrun"], ["doctor"], ["tokenizer", "train"], ["tokenizer", "encode"], ["tokenizer", "decode"], ["data", "prepare"], ["pretrain"],
         ["generate"], ["sft"], ["reward"], ["feedback", "collect"], ["feedback", "sample"], ["feedback", "label"], ["feedback", "agreement"],
         ["ppo"], ["grpo"], ["dpo"], ["serve"], ["chat"], ["eval"], ["report"], ["bert", "pretrain"], ["bert", "fill-mask"], ["bert", "finetune"],
-        ["bert", "classify"], ["form-score"], ["arithmetic-score"], ["export", "hf"], ["export", "gguf"], ["import", "hf"], ["plot"],
+        ["bert", "classify"], ["form-score"], ["arithmetic-score"], ["verse", "check"], ["verse", "rates"], ["export", "hf"], ["export", "gguf"], ["import", "hf"], ["plot"],
     ];
 
     [Fact]
