@@ -99,11 +99,43 @@ public class VerseTests(VerseFixture fixture) : IClassFixture<VerseFixture>
         Assert.False(wrongHeads.Strict);
         Assert.True(fixture.Verse.Check(Stork, VerseInstruction.FromPrompt("寫一首詩，題為《登樓》，用「秋」韻。")).Passed(VerseRule.AskedRhyme));
         Assert.False(fixture.Verse.Check(Stork, VerseInstruction.FromPrompt("寫一首詩，題為《登樓》，用「山」韻。")).Passed(VerseRule.AskedRhyme));
-        Assert.False(fixture.Verse.Check(Stork, VerseInstruction.FromPrompt("寫一首七言詩，題為《登樓》。")).Strict);   // five characters a clause, seven asked
+        Assert.False(fixture.Verse.Check(Stork, VerseInstruction.FromPrompt("寫一首詩，題為《登樓》，七言。")).Strict);   // five characters a clause, seven asked
+        Assert.Equal(VerseInstruction.None, VerseInstruction.FromPrompt("寫一首詩，題為《七言藏頭「春江花」》。"));   // words in a title ask nothing
         Assert.Contains("4 or 8 CJK characters", Assert.Throws<ArgumentException>(() => VerseInstruction.FromPrompt("藏頭「春江花」")).Message);
         Assert.Contains("one CJK character", Assert.Throws<ArgumentException>(() => VerseInstruction.FromPrompt("用「山水」韻")).Message);
         var instruction = new VerseInstruction(7, "春江花月", "東");
         Assert.Equal(instruction, VerseInstruction.FromPrompt(instruction.Prompt("春夜")));
+    }
+
+    [Fact]
+    public void TheBuiltInPoemsAnswerInstructionsTheyMeetByConstruction()
+    {
+        var chats = BuiltInDatasets.Build().TrainChats.Where(c => c[0].Content.StartsWith("寫一首詩", StringComparison.Ordinal)).Take(400).ToList();
+        var kinds = chats.Select(c => VerseInstruction.FromPrompt(c[0].Content)).ToList();
+        Assert.Contains(kinds, k => k.ClauseLength is not null);
+        Assert.Contains(kinds, k => k.Acrostic is not null);
+        Assert.Contains(kinds, k => k.Rhyme is not null);
+        Assert.Contains(kinds, k => k == VerseInstruction.None);
+        foreach (var chat in chats)
+        {
+            var verdict = fixture.Verse.Check(chat[0].Content, chat[1].Content);
+            foreach (var rule in new[] { VerseRule.Form, VerseRule.AskedLength, VerseRule.Acrostic, VerseRule.AskedRhyme })
+                Assert.NotEqual(false, verdict.Passed(rule));
+        }
+    }
+
+    [Fact]
+    public void TheGradedRewardPutsFormFirstThenEveryFurtherRule()
+    {
+        var reward = Rewards.VerseGraded(fixture.Verse);
+        Completion Answer(string prompt, string text) => new(prompt, text, [], [], Truncated: false);
+        const string plain = "寫一首詩，題為《登樓》。", acrostic = "寫一首詩，題為《登樓》，藏頭「白黃欲更」。";
+        double[] scores = reward([Answer(plain, Stork), Answer(plain, NightThoughts), Answer(plain, "白日依山盡，黃河入海。"), Answer(plain, ""),
+            Answer(acrostic, Stork), Answer(acrostic, NightThoughts)]);
+        Assert.True(scores[0] > scores[1] && scores[1] > 0.5 && 0.5 > scores[2] && scores[2] > scores[3]);
+        Assert.Equal(1.0, scores[4], 6);
+        Assert.True(scores[5] < scores[1]);   // the acrostic asked and missed costs more
+        Assert.Equal([1.0, 0.0], Rewards.VerseStrict(fixture.Verse)([Answer(acrostic, Stork), Answer(acrostic, NightThoughts)]));
     }
 
     [Fact]

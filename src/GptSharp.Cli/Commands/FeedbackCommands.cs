@@ -12,7 +12,7 @@ sealed class FeedbackCollectSettings : CommonSettings, ILibraryDefaults
 {
     [CommandOption("-r|--run-dir")] [Description("The policy whose answers are compared (usually the SFT run).")]
     public string RunDir { get; init; } = "runs/sft";
-    [CommandOption("--task")] [Description("Prompts and labeler: `form` (graded form check), `builtin` (every built-in task with its check) or a JSONL file of {\"prompt\", \"answer\"}.")]
+    [CommandOption("--task")] [Description("Prompts and labeler: `form` (graded form check), `verse` (titles with instructions, the graded verse check), `builtin` (every built-in task with its check) or a JSONL file of {\"prompt\", \"answer\"}.")]
     public string Task { get; init; } = "form";
     [CommandOption("--out")] [Description("Preference JSONL to write (continued where it stopped when its progress record is beside it).")]
     public string Out { get; init; } = "runs/feedback.jsonl";
@@ -85,7 +85,7 @@ sealed class FeedbackSampleSettings : CommonSettings, ILibraryDefaults
 {
     [CommandOption("-r|--run-dir")] [Description("The policy whose answers people will compare (usually the SFT run).")]
     public string RunDir { get; init; } = "runs/sft";
-    [CommandOption("--task")] [Description("Where the prompts come from: `form`, `builtin` or a JSONL file of {\"prompt\", \"answer\"}.")]
+    [CommandOption("--task")] [Description("Where the prompts come from: `form`, `verse`, `builtin` or a JSONL file of {\"prompt\", \"answer\"}.")]
     public string Task { get; init; } = "form";
     [CommandOption("--out")] [Description("Label items to write: one {\"id\", \"prompt\", \"answers\"} per line.")]
     public string Out { get; init; } = "runs/label-items.jsonl";

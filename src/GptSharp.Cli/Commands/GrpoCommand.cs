@@ -12,7 +12,7 @@ sealed class GrpoSettings : TrainingSettings
 {
     [CommandOption("--from")] [Description("The SFT run the policy starts from (and the reference when --beta > 0).")]
     public string From { get; init; } = "runs/sft";
-    [CommandOption("--task")] [Description("`form` (built-in: write a poem for a title; 1 for a regular form), `builtin` (every built-in task with its check), `arithmetic` (multi-digit + − × with the calculator; 1 for the exact result), or a JSONL file of {\"prompt\", \"answer\"} lines: 1 when the answer gives the expected one.")]
+    [CommandOption("--task")] [Description("`form` (built-in: write a poem for a title; 1 for a regular form), `verse` (a poem for a title and its instruction, scored by the graded verse check; see gptsharp verse check), `builtin` (every built-in task with its check), `arithmetic` (multi-digit + − × with the calculator; 1 for the exact result), or a JSONL file of {\"prompt\", \"answer\"} lines: 1 when the answer gives the expected one.")]
     public string Task { get; init; } = "form";
     [CommandOption("--reward-model")] [Description("Train against this reward-model run instead of the task's program (the program is still logged as the gold score; default: the program).")]
     public string? RewardModel { get; init; }

@@ -21,6 +21,8 @@ sealed class PpoSettings : TrainingSettings
     public bool Resume { get; init; }
     [CommandOption("--scorer")] [Description("`reward-model`, or `form`: 1 for a regular poem, else 0 (a program, not a learned reward).")]
     public string Scorer { get; init; } = "reward-model";
+    [CommandOption("--task")] [Description("The prompts and the gold check: `form` (write a poem for a title; 1 for a regular form) or `verse` (a poem for a title and its instruction, gold the strict verse check; see gptsharp verse check).")]
+    public string Task { get; init; } = "form";
     [CommandOption("--select-every")] [Description("Measure the held-out gold (form) score every this many rollouts and keep the best policy (0: keep the last).")]
     public int SelectEvery { get; init; } = 5;
     [CommandOption("--ptx-data")] [Description("Token shards (from `data prepare`) for the ptx loss (default: none, no ptx loss).")]
@@ -70,7 +72,13 @@ sealed class PpoCommand : Command<PpoSettings>
     public override int Execute(CommandContext context, PpoSettings s, CancellationToken cancellation)
     {
         var runtime = TorchRuntime.Initialize(s.Threads, s.Device);
-        var task = RlTasks.Form(); // the built-in split is fixed: the form score's held-out titles never reach training, whatever --seed
+        // The built-in split is fixed: the score's held-out titles never reach training, whatever --seed.
+        var task = s.Task switch
+        {
+            "form" => RlTasks.Form(),
+            "verse" => RlTasks.Verse(),
+            _ => throw new ArgumentException($"--task {s.Task}: expected form or verse."),
+        };
         var prompts = task.Prompts;
         var ppo = OptionDefaults.Apply(s, new PpoConfig());
         var training = s.Training() with { BatchSize = ppo.MiniBatch };
@@ -89,10 +97,10 @@ sealed class PpoCommand : Command<PpoSettings>
                 program: s.Scorer switch
                 {
                     "reward-model" => null,
-                    "form" => task.Program,
-                    _ => throw new ArgumentException($"--scorer {s.Scorer}: expected reward-model or form."),
+                    "form" or "program" => task.Program,
+                    _ => throw new ArgumentException($"--scorer {s.Scorer}: expected reward-model or program (the task's own check; form is its old name)."),
                 },
-                gold: task.Program,
+                gold: task.Gold,
                 selection: s.SelectEvery > 0 ? new PolicySelection(p => task.HeldOutGold!(p, tokenizer), s.SelectEvery) : null,
                 cancellation: cancellation, resume: s.Resume, ptxData: s.PtxData,
                 lora: s.LoraRank > 0 ? OptionDefaults.Apply(s, new GptSharp.Models.LoraConfig() with { Rank = s.LoraRank }).Validate() : null);

@@ -64,6 +64,8 @@ sealed class SpeedrunSettings : CommonSettings, ILibraryDefaults
 /// </summary>
 sealed class SpeedrunCommand : Command<SpeedrunSettings>
 {
+    static readonly System.Text.Json.JsonSerializerOptions AnswersJson = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
     static readonly string[] SampleQuestions = ["《靜夜思》的作者是誰？", "寫一首詩，題為《春曉》。", "請接下句：白日依山盡，"];
     static readonly string[] SamplePrompts = ["床前明月光", "白日依山盡", "春眠不覺曉"];
 
@@ -208,18 +210,34 @@ sealed class SpeedrunCommand : Command<SpeedrunSettings>
 
         if (Go("score")) RunStage(settings, "score", () =>
         {
-            // The verifiable task: the share of regular poems over fixed held-out titles, same seeds for every model.
-            var table = new Table().AddColumns("model", "regular poems", "share", "distinct poems");
+            // The verifiable task: every rule of regulated verse and strict over fixed held-out prompts (titles with
+            // their instructions), same seeds for every model; the form share is the first rule.
+            var verse = Verse.Embedded();
+            var rules = Enum.GetValues<VerseRule>();
+            var table = new Table().AddColumn("model");
+            foreach (var rule in rules) table.AddColumn(rule.ToString());
+            table.AddColumns("strict", "distinct");
             var shares = new Dictionary<string, double>();
             var distinct = new Dictionary<string, double>();
+            var strict = new Dictionary<string, double>();
+            var ruleRates = new Dictionary<string, Dictionary<string, double>>();
+            var answers = new List<string>();
             foreach (var (name, folder, bestOf) in AlignmentStages.ScoredModels(plan))
             {
-                var score = ProgressDisplay.Run($"score {name}", double.NaN, "", settings.Quiet, (Action<double> _) => AlignmentStages.Score(plan, folder, bestOf));
-                shares[name] = score.Share;
+                var score = ProgressDisplay.Run($"score {name}", double.NaN, "", settings.Quiet, (Action<double> _) => AlignmentStages.Score(plan, verse, folder, bestOf));
+                shares[name] = score.Form;
+                strict[name] = score.Strict;
                 distinct[name] = score.Distinct / (double)score.Prompts;
-                table.AddRow(name, $"{score.Regular}/{score.Prompts}", $"{score.Share:P1}", $"{score.Distinct}/{score.Prompts}");
+                ruleRates[name] = rules.ToDictionary(r => r.ToString(), r => Math.Round(score.RuleRates[r], 4));
+                table.AddRow([name, .. rules.Select(r => $"{score.RuleRates[r]:P1}"), $"{score.Strict:P1}", $"{score.Distinct}/{score.Prompts}"]);
+                answers.AddRange(score.Answers.Select(a => System.Text.Json.JsonSerializer.Serialize(new
+                {
+                    model = name, prompt = a.Prompt, answer = a.Poem, strict = a.Verdict.Strict, graded = Math.Round(a.Verdict.Graded, 4),
+                    rules = a.Verdict.Rules.ToDictionary(r => r.Rule.ToString(), r => r.Passed), unknown = a.Verdict.Unknown,
+                }, AnswersJson)));
             }
             AnsiConsole.Write(table);
+            GptSharp.Runtime.AtomicFile.WriteAllText(Path.Combine(plan.Folder("score"), "answers.jsonl"), string.Join("\n", answers) + "\n");
 
             // Arithmetic: exact answers with the calculator offered and without, for every chat model.
             var arithmetic = new Dictionary<string, object>();
@@ -231,7 +249,12 @@ sealed class SpeedrunCommand : Command<SpeedrunSettings>
                 arithmeticTable.AddRow(name, $"{without.Correct}/{without.Problems}", $"{with.Correct}/{with.Problems}", $"{with.ToolCalls}/{with.Problems}");
             }
             AnsiConsole.Write(arithmeticTable);
-            return new { shares, distinct, arithmetic };
+            string best = $"sft best-of-{plan.Options.BestOf}";
+            return new
+            {
+                task = "verse", @base = strict["base"], sft = strict["sft"], bestOf = strict[best], ppo = strict["ppo"], grpo = strict["grpo"], dpo = strict["dpo"],
+                form = shares, rules = ruleRates, distinct, arithmetic,
+            };
         });
 
         if (Go("eval")) RunStage(settings, "eval", () =>

@@ -31,6 +31,7 @@ public static class BuiltInDatasets
         poems = poems.Where(p => titleCounts[p.Title] == 1).Take(maxPoems).ToList();
         var authors = poems.Select(p => p.Author).Distinct().Order(StringComparer.Ordinal).ToArray();
 
+        var verse = Verse.Uncalibrated();
         var trainChats = new List<IReadOnlyList<ChatMessage>>();
         var heldChats = new List<IReadOnlyList<ChatMessage>>();
         var trainPairs = new List<PreferencePair>();
@@ -43,7 +44,8 @@ public static class BuiltInDatasets
             var pairs = heldOut ? heldPairs : trainPairs;
             string poem = string.Join("\n", lines);
 
-            var writePrompt = User($"寫一首詩，題為《{title}》。");
+            // The poem answers an instruction it meets by construction (its length, acrostic or rhyme), in turn by index.
+            var writePrompt = User(VerseInstruction.ForPoem(i % VerseInstruction.Kinds, poem, verse).Prompt(title));
             chats.Add([.. writePrompt, Assistant(poem)]);
             var whoPrompt = User($"《{title}》的作者是誰？");
             chats.Add([.. whoPrompt, Assistant($"{author}。")]);

@@ -44,6 +44,18 @@ public static class FormScore
     public static FormScoreReport Measure(Gpt model, GptTokenizer tokenizer, IReadOnlyList<string> prompts, double temperature, long seed,
         int bestOf, RewardFunction? chooser)
     {
+        var poems = Sample(model, tokenizer, prompts, temperature, seed, bestOf, chooser);
+        int regular = poems.Count(poem => BuiltInDatasets.IsRegularQuatrainOrRegulated(poem.Split('\n')));
+        return new FormScoreReport(prompts.Count, regular, [.. prompts.Zip(poems).Take(3)], poems.Distinct(StringComparer.Ordinal).Count());
+    }
+
+    /// <summary>
+    /// One answer per prompt, as every score of poems samples them: prompt i's answers with seeds seed + i·N …, at most
+    /// 80 tokens; with <paramref name="bestOf"/> N above 1 the one <paramref name="chooser"/> scores highest of N.
+    /// </summary>
+    public static List<string> Sample(Gpt model, GptTokenizer tokenizer, IReadOnlyList<string> prompts, double temperature, long seed,
+        int bestOf, RewardFunction? chooser)
+    {
         if (bestOf < 1) throw new ArgumentOutOfRangeException(nameof(bestOf), bestOf, "Best-of-N needs N >= 1.");
         if (bestOf > 1 && chooser is null) throw new ArgumentException("Best-of-N needs a reward to choose with.", nameof(chooser));
         var template = new ChatTemplate(tokenizer);
@@ -54,19 +66,14 @@ public static class FormScore
         var completions = Rewards.Describe(tokenizer, [.. prompts.SelectMany(p => Enumerable.Repeat(p, bestOf))], rendered,
             [.. answers.Select(a => a.Tokens)], [.. answers.Select(a => a.Finish != FinishReason.Stop)]);
         double[]? scores = bestOf > 1 ? chooser!(completions) : null;
-        int regular = 0;
-        var examples = new List<(string, string)>();
-        var poems = new HashSet<string>(StringComparer.Ordinal);
+        var chosen = new List<string>(prompts.Count);
         for (int i = 0; i < prompts.Count; i++)
         {
             int best = i * bestOf;
             for (int j = 1; j < bestOf; j++)
                 if (scores![i * bestOf + j] > scores[best]) best = i * bestOf + j;
-            string poem = completions[best].Answer;
-            poems.Add(poem);
-            if (BuiltInDatasets.IsRegularQuatrainOrRegulated(poem.Split('\n'))) regular++;
-            if (examples.Count < 3) examples.Add((prompts[i], poem));
+            chosen.Add(completions[best].Answer);
         }
-        return new FormScoreReport(prompts.Count, regular, examples, poems.Count);
+        return chosen;
     }
 }

@@ -52,6 +52,20 @@ public static class Rewards
     /// </summary>
     public static RewardFunction FormCloseness { get; } = FromProgram(c => FormDistanceScore(c.Answer));
 
+    /// <summary>
+    /// The verse task's graded reward: a poem of regular form scores 0.5 plus half the checker's graded share of the rules
+    /// it keeps (those its prompt asks included); any other answer at most 0.45, by how close it comes to the form
+    /// (<see cref="FormCloseness"/>). So form comes first, then every further rule kept is worth more.
+    /// </summary>
+    public static RewardFunction VerseGraded(Verse verse) => FromProgram(c =>
+    {
+        var verdict = verse.Check(c.Prompt, c.Answer);
+        return verdict.Passed(VerseRule.Form) == true ? 0.5 + 0.5 * verdict.Graded : 0.5 * FormDistanceScore(c.Answer);
+    });
+
+    /// <summary>1 when the answer passes the checker's strict verdict for its prompt, else 0.</summary>
+    public static RewardFunction VerseStrict(Verse verse) => FromProgram(c => verse.Check(c.Prompt, c.Answer).Strict ? 1 : 0);
+
     static double FormDistanceScore(string answer)
     {
         var lines = answer.Split('\n', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);

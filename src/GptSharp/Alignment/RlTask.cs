@@ -13,11 +13,16 @@ namespace GptSharp.Alignment;
 /// nonsense), used to label feedback; null: the program itself.</param>
 /// <param name="Tools">Built-in tools offered with every prompt and run in rollouts (comma-separated names, see
 /// <see cref="Inference.ToolBox.Named"/>); null: none.</param>
+/// <param name="StrictGold">The pass/fail check a policy is finally judged by, when <paramref name="Program"/> is a graded
+/// reward (logged beside PPO's learned reward); null: the program itself.</param>
 public sealed record RlTask(string Name, IReadOnlyList<string> Prompts, RewardFunction Program, Func<Gpt, GptTokenizer, double>? HeldOutGold,
-    RewardFunction? GradedLabeler = null, string? Tools = null)
+    RewardFunction? GradedLabeler = null, string? Tools = null, RewardFunction? StrictGold = null)
 {
     /// <summary>What ranks answers when feedback is collected.</summary>
     public RewardFunction Labeler => GradedLabeler ?? Program;
+
+    /// <summary>The gold check: <see cref="StrictGold"/>, or the program.</summary>
+    public RewardFunction Gold => StrictGold ?? Program;
 }
 
 /// <summary>The built-in RL tasks and a user's own from a file.</summary>
@@ -30,6 +35,20 @@ public static class RlTasks
     /// <summary>Write a poem for a title; 1 when it has a regular form. Trains on the built-in training titles.</summary>
     public static RlTask Form(long seed = 1337) => new("form", PpoRun.PoemPrompts(seed), Rewards.Form,
         (policy, tokenizer) => FormScore.Measure(policy, tokenizer, FormScore.SelectionPrompts(SelectionPrompts)).Share, Rewards.FormCloseness);
+
+    /// <summary>
+    /// Regulated verse (see <see cref="Verse"/>): write a poem for a title and its instruction (a clause length, an
+    /// acrostic, a rhyme). GRPO's reward and the feedback labeler are the graded check, the gold and the kept policy's
+    /// held-out score the strict one. Trains on the built-in training prompts.
+    /// </summary>
+    public static RlTask Verse(long seed = 1337)
+    {
+        var verse = Alignment.Verse.Embedded();
+        var selection = FormScore.SelectionPrompts(SelectionPrompts, seed);
+        var graded = Rewards.VerseGraded(verse);
+        return new RlTask("verse", PpoRun.PoemPrompts(seed), graded, (policy, tokenizer) => VerseScore.Measure(policy, tokenizer, selection, verse).Strict,
+            graded, StrictGold: Rewards.VerseStrict(verse));
+    }
 
     /// <summary>
     /// Every built-in task with its check: a poem for a title (regular form), the author of a poem, the next half-line,
@@ -73,10 +92,11 @@ public static class RlTasks
 
     static bool IsPoemRequest(string prompt) => prompt.StartsWith("寫一首詩", StringComparison.Ordinal);
 
-    /// <summary>A task by name: <c>form</c>, <c>builtin</c>, <c>arithmetic</c>, or a JSONL file (see <see cref="FromFile"/>).</summary>
+    /// <summary>A task by name: <c>form</c>, <c>verse</c>, <c>builtin</c>, <c>arithmetic</c>, or a JSONL file (see <see cref="FromFile"/>).</summary>
     public static RlTask Named(string name, long seed = 1337) => name switch
     {
         "form" => Form(seed),
+        "verse" => Verse(seed),
         "arithmetic" => Arithmetic(seed),
         "builtin" => BuiltIn(seed),
         _ => FromFile(name),

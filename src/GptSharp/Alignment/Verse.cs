@@ -40,6 +40,7 @@ public sealed record VerseInstruction(int? ClauseLength = null, string? Acrostic
     /// <summary>The instruction a prompt's text carries; a malformed one is an <see cref="ArgumentException"/> saying what is wrong.</summary>
     public static VerseInstruction FromPrompt(string prompt)
     {
+        prompt = prompt[(prompt.LastIndexOf('》') + 1)..];   // a title may hold any words; instructions follow it
         int? length = prompt.Contains("五言") ? 5 : prompt.Contains("七言") ? 7 : null;
         string? acrostic = null, rhyme = null;
         if (Regex.Match(prompt, "藏頭「([^」]*)」") is { Success: true } a)
@@ -58,12 +59,33 @@ public sealed record VerseInstruction(int? ClauseLength = null, string? Acrostic
         return new VerseInstruction(length, acrostic, rhyme);
     }
 
-    /// <summary>The prompt text for this instruction and a title, as the SFT data and the held-out prompts write it.</summary>
+    /// <summary>The prompt text for this instruction and a title, as the SFT data and the held-out prompts write it
+    /// (every kind begins 「寫一首詩，題為《…》」).</summary>
     public string Prompt(string title)
     {
-        string kind = ClauseLength switch { 5 => "五言", 7 => "七言", _ => "" };
-        string extra = (Acrostic is null ? "" : $"，藏頭「{Acrostic}」") + (Rhyme is null ? "" : $"，用「{Rhyme}」韻");
-        return $"寫一首{kind}詩，題為《{title}》{extra}。";
+        string extra = (ClauseLength switch { 5 => "，五言", 7 => "，七言", _ => "" }) + (Acrostic is null ? "" : $"，藏頭「{Acrostic}」")
+                       + (Rhyme is null ? "" : $"，用「{Rhyme}」韻");
+        return $"寫一首詩，題為《{title}》{extra}。";
+    }
+
+    /// <summary>The kinds of instruction a prompt carries, taken in turn by the built-in poems.</summary>
+    public const int Kinds = 4;
+
+    /// <summary>
+    /// Instruction <paramref name="kind"/> (0 title only, 1 the clause length, 2 an acrostic, 3 a rhyme) that a real
+    /// poem meets by construction: its own length, its clauses' first characters, the rhyme of its second clause (only
+    /// when the poem rhymes under <paramref name="verse"/>'s standard; otherwise the title alone).
+    /// </summary>
+    public static VerseInstruction ForPoem(int kind, string poem, Verse verse)
+    {
+        var clauses = Verse.Clauses(poem);
+        return kind switch
+        {
+            1 => new VerseInstruction(ClauseLength: clauses[0].Count),
+            2 when clauses.All(c => Verse.IsHan(c[0])) => new VerseInstruction(Acrostic: string.Concat(clauses.Select(c => c[0]))),
+            3 when verse.Check(poem).Passed(VerseRule.LevelRhyme) == true => new VerseInstruction(Rhyme: clauses[1][^1]),
+            _ => None,
+        };
     }
 
     internal static List<string> Elements(string text)
@@ -113,6 +135,12 @@ public sealed class Verse
         var phonology = Phonology.Embedded();
         return new Verse(phonology, Calibrate(phonology, Corpus.Read("tang").Select(d => d.Text)).Required);
     }
+
+    /// <summary>The checker with the shipped phonology and no tonal rule required (cheap: for building data).</summary>
+    public static Verse Uncalibrated() => new(Phonology.Embedded(), new Dictionary<(int, int), IReadOnlySet<VerseRule>>());
+
+    /// <summary>Checks an answer against the instructions of the prompt it answers.</summary>
+    public VerseVerdict Check(string prompt, string answer) => Check(answer, VerseInstruction.FromPrompt(prompt));
 
     /// <summary>The tonal rules strict requires of each shape.</summary>
     public IReadOnlyDictionary<(int Length, int Clauses), IReadOnlySet<VerseRule>> RequiredTonalRules => _required;

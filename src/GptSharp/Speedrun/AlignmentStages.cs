@@ -21,10 +21,13 @@ public sealed record ScoredModel(string Name, FormScoreReport Report);
 /// </summary>
 public static class AlignmentStages
 {
-    /// <summary>InstructGPT's loop: the SFT model answers training titles K times; the graded form check ranks them.</summary>
+    /// <summary>The task the main job's RL is judged on: regulated verse (see <see cref="Verse"/>).</summary>
+    public static RlTask Task() => RlTasks.Verse();
+
+    /// <summary>InstructGPT's loop: the SFT model answers training prompts K times; the graded verse check ranks them.</summary>
     public static FeedbackReport Feedback(SpeedrunPlan plan, Action<int>? onPrompts = null)
     {
-        var form = RlTasks.Form();
+        var form = Task();
         var (policy, state) = Checkpoint.LoadModel(plan.Sft);
         using var _ = policy;
         var options = plan.FeedbackSettings;
@@ -46,22 +49,23 @@ public static class AlignmentStages
         rewardModel.eval();
         var tokenizer = GptTokenizer.Load(state.Tokenizer);
         var (pairs, agreement) = Alignment.Feedback.Agreement(policy, tokenizer, FormScore.SelectionPrompts(RlTasks.SelectionPrompts),
-            Rewards.FromModel(rewardModel, tokenizer), Rewards.Form);
+            Rewards.FromModel(rewardModel, tokenizer), Task().Labeler);
         return new RewardStageReport(report, pairs, agreement);
     }
 
-    /// <summary>RLHF against the learned reward model; the form program is logged beside it and picks the policy kept.</summary>
+    /// <summary>RLHF against the learned reward model; the strict verse check is logged beside it as the gold, and its
+    /// held-out share picks the policy kept.</summary>
     public static PpoReport Ppo(SpeedrunPlan plan, string device, Action<StepMetrics>? onStep = null)
     {
-        var form = RlTasks.Form();
+        var task = Task();
         var tokenizer = GptTokenizer.Load(Checkpoint.ReadState(plan.Sft).Tokenizer);
-        return PpoRun.Execute(plan.Sft, plan.Reward, form.Prompts, plan.PpoSettings, plan.PpoTraining, plan.Ppo, device, onStep: onStep,
-            resume: Checkpoint.Find(plan.Ppo) is not null, gold: form.Program, selection: new PolicySelection(p => form.HeldOutGold!(p, tokenizer)));
+        return PpoRun.Execute(plan.Sft, plan.Reward, task.Prompts, plan.PpoSettings, plan.PpoTraining, plan.Ppo, device, onStep: onStep,
+            resume: Checkpoint.Find(plan.Ppo) is not null, gold: task.Gold, selection: new PolicySelection(p => task.HeldOutGold!(p, tokenizer)));
     }
 
-    /// <summary>RL with a verifiable reward: the form program itself, G answers per title, no critic, no reward model.</summary>
+    /// <summary>RL with a verifiable reward: the graded verse check itself, G answers per prompt, no critic, no reward model.</summary>
     public static GrpoReport Grpo(SpeedrunPlan plan, string device, Action<StepMetrics>? onStep = null) =>
-        GrpoOnTask(RlTasks.Form(), plan.Sft, plan.GrpoSettings, plan.GrpoTraining, plan.Grpo, device, onStep);
+        GrpoOnTask(Task(), plan.Sft, plan.GrpoSettings, plan.GrpoTraining, plan.Grpo, device, onStep);
 
     /// <summary>The SFT model taught to call the calculator: arithmetic conversations only, with and without the tool.</summary>
     public static SftReport ToolSft(SpeedrunPlan plan, string device, Action<StepMetrics>? onStep = null)
@@ -115,15 +119,16 @@ public static class AlignmentStages
         return (Arithmetic.Measure(model, tokenizer, problems, withTool: false), Arithmetic.Measure(model, tokenizer, problems, withTool: true));
     }
 
-    /// <summary>The form score of one model on the plan's held-out titles (best-of-N chooses with the plan's reward model).</summary>
-    public static FormScoreReport Score(SpeedrunPlan plan, string folder, int bestOf = 1)
+    /// <summary>The verse score of one model on the plan's held-out prompts — every rule, strict, and the form share
+    /// among them (best-of-N chooses with the plan's reward model).</summary>
+    public static VerseScoreReport Score(SpeedrunPlan plan, Verse verse, string folder, int bestOf = 1)
     {
         var (policy, state) = Checkpoint.LoadModel(folder);
         using var _ = policy;
         var tokenizer = GptTokenizer.Load(state.Tokenizer);
         using var rewardModel = bestOf > 1 ? RewardModel.Load(plan.Reward) : null;
         rewardModel?.eval();
-        return FormScore.Measure(policy, tokenizer, FormScore.Prompts(plan.Options.ScorePrompts), 0.7, 1, bestOf,
+        return VerseScore.Measure(policy, tokenizer, FormScore.Prompts(plan.Options.ScorePrompts), verse, 0.7, 1, bestOf,
             rewardModel is null ? null : Rewards.FromModel(rewardModel, tokenizer));
     }
 }

@@ -73,14 +73,15 @@ public static class ReportCard
             HeldOutGold(Path.Combine(runDirectory, "ppo", Alignment.PpoRun.PolicyFolder), "PPO", md);
         }
 
-        GrpoSection(runDirectory, "grpo", "GRPO", "reward (form program)", md);
+        GrpoSection(runDirectory, "grpo", "GRPO", "reward (graded verse check)", md);
         GrpoSection(runDirectory, "grpo-tools", "GRPO with the calculator", "exact answers (arithmetic)", md);
 
         string scoreMarker = Path.Combine(runDirectory, "score", "done.json");
         if (File.Exists(scoreMarker))
         {
             var outputs = JsonNode.Parse(File.ReadAllText(scoreMarker))!["outputs"]!.AsObject();
-            var shareNode = outputs["shares"]?.AsObject() ?? outputs; // folders from before distinct poems were counted hold the shares alone
+            // The form shares: "form" since the verse task, "shares" before it, the object itself before distinct poems were counted.
+            var shareNode = outputs["form"]?.AsObject() ?? outputs["shares"]?.AsObject() ?? outputs;
             var shares = shareNode.Select(kv => (kv.Key, kv.Value!.GetValue<double>())).ToList();
             var distinct = outputs["distinct"]?.AsObject();
             var plot = new Plot();
@@ -94,6 +95,7 @@ public static class ReportCard
             foreach (var (model, share) in shares)
                 md.AppendLine($"| {model} | {Percent(share)} | {(distinct?[model] is JsonNode d ? Percent(d.GetValue<double>()) : "")} |");
             md.AppendLine().AppendLine("![form score](form-score.png)").AppendLine();
+            if (outputs["rules"]?.AsObject() is { } rules) VerseSection(runDirectory, rules, outputs, md);
             if (outputs["arithmetic"]?.AsObject() is { } arithmetic)
             {
                 md.AppendLine("## Arithmetic with and without the calculator").AppendLine()
@@ -157,6 +159,52 @@ public static class ReportCard
         return path;
     }
 
+    /// <summary>The verse task: each rule's rate and strict per model (table and grouped bars), then two poems per model
+    /// with their verdicts, from <c>score/answers.jsonl</c>.</summary>
+    static void VerseSection(string runDirectory, JsonObject rules, JsonObject outputs, StringBuilder md)
+    {
+        var models = rules.Select(kv => kv.Key).ToList();
+        var names = rules[models[0]]!.AsObject().Select(kv => kv.Key).ToList();
+        double Rate(string model, string rule) => rules[model]![rule]!.GetValue<double>();
+        md.AppendLine("## Regulated verse").AppendLine()
+          .AppendLine("Each rule's share of the held-out answers (the instruction rules' share of the prompts that asked them), and strict: form, a level-tone rhyme, the prompt's instruction and the tonal rules most Tang poems of the shape keep.").AppendLine()
+          .AppendLine($"| model | {string.Join(" | ", names)} | strict |").AppendLine($"|---|{string.Concat(names.Select(_ => "---|"))}---|");
+        foreach (string model in models)
+        {
+            string key = model.StartsWith("sft best-of", StringComparison.Ordinal) ? "bestOf" : model;
+            string strict = outputs[key] is JsonNode value ? Percent(value.GetValue<double>()) : "";
+            md.AppendLine($"| {model} | {string.Join(" | ", names.Select(r => Percent(Rate(model, r))))} | {strict} |");
+        }
+        var plot = new Plot();
+        double width = 0.8 / models.Count;
+        for (int m = 0; m < models.Count; m++)
+        {
+            var bars = plot.Add.Bars([.. names.Select((_, r) => r + (m - (models.Count - 1) / 2.0) * width)], [.. names.Select(r => 100 * Rate(models[m], r))]);
+            foreach (var bar in bars.Bars) bar.Size = width;
+            bars.LegendText = models[m];
+        }
+        plot.Axes.Bottom.SetTicks([.. Enumerable.Range(0, names.Count).Select(i => (double)i)], [.. names]);
+        plot.Axes.Bottom.TickLabelStyle.Rotation = -30;
+        plot.Axes.Bottom.TickLabelStyle.Alignment = ScottPlot.Alignment.MiddleRight;
+        plot.Axes.Margins(bottom: 0);
+        plot.Title("Regulated verse: each rule by model (%)");
+        plot.YLabel("% of held-out answers that keep the rule");
+        plot.ShowLegend(Edge.Right);
+        Save(plot, runDirectory, "verse-rules.png");
+        md.AppendLine().AppendLine("![verse rules](verse-rules.png)").AppendLine();
+        string answersPath = Path.Combine(runDirectory, "score", "answers.jsonl");
+        if (!File.Exists(answersPath)) return;
+        md.AppendLine("Poems with their verdicts (the first two held-out prompts, each model):").AppendLine();
+        foreach (var group in File.ReadLines(answersPath).Select(l => JsonNode.Parse(l)!).GroupBy(a => a["model"]!.GetValue<string>()))
+            foreach (var answer in group.Take(2))
+            {
+                var failed = answer["rules"]!.AsObject().Where(kv => kv.Value is JsonValue v && !v.GetValue<bool>()).Select(kv => kv.Key).ToList();
+                md.AppendLine($"- **{group.Key}** — {answer["prompt"]!.GetValue<string>()} → {answer["answer"]!.GetValue<string>().Replace("\n", " / ")} — " +
+                              $"strict {(answer["strict"]!.GetValue<bool>() ? "pass" : "fail")}{(failed.Count > 0 ? $"; fails {string.Join(", ", failed)}" : "")}");
+            }
+        md.AppendLine();
+    }
+
     /// <summary>Gao et al.'s picture: as the policy drifts from the reference (KL), the proxy reward keeps rising while
     /// the gold score rises, then stalls or falls. Running means over 5 rollouts, against the running mean of KL.</summary>
     static void OverOptimisation(List<JsonNode> rows, string runDirectory, StringBuilder md)
@@ -166,7 +214,7 @@ public static class ReportCard
         double[] proxy = RunningMean([.. rows.Select(r => r["meanScore"]!.GetValue<double>())], 5);
         var plot = new Plot();
         var goldLine = plot.Add.ScatterLine(kl, gold);
-        goldLine.LegendText = "gold: regular poems (%, left)";
+        goldLine.LegendText = "gold: the task's strict check (%, left)";
         goldLine.MarkerSize = 5;
         var proxyLine = plot.Add.ScatterLine(kl, proxy);
         proxyLine.LegendText = "proxy: reward-model score (right)";
@@ -175,10 +223,10 @@ public static class ReportCard
         plot.Axes.Right.Label.Text = "reward-model score";
         plot.Title("PPO: gold score and proxy reward against KL");
         plot.XLabel("KL to the SFT model (nats per response, running mean)");
-        plot.YLabel("regular poems in the rollout (%)");
+        plot.YLabel("rollout answers passing the gold check (%)");
         plot.ShowLegend(ScottPlot.Alignment.LowerRight);
         Save(plot, runDirectory, "ppo-gold-vs-kl.png");
-        md.AppendLine("Over-optimisation: the proxy (the reward model) against the gold (the form program) as the policy moves away from SFT.").AppendLine()
+        md.AppendLine("Over-optimisation: the proxy (the reward model) against the gold (the task's strict check) as the policy moves away from SFT.").AppendLine()
           .AppendLine("![PPO gold and proxy against KL](ppo-gold-vs-kl.png)").AppendLine();
     }
 

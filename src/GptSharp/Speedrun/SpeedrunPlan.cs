@@ -127,15 +127,15 @@ public sealed class SpeedrunPlan
         new("data", "data", $"gptsharp data prepare --corpus {string.Join(',', PretrainCorpora)} --tokenizer RUN/tokenizer --out RUN/data"),
         new("pretrain", "pretrain", $"gptsharp pretrain --preset {Options.Preset} --data RUN/data --run-dir RUN/pretrain{Flags(PretrainTraining, PretrainRun.Defaults)}"),
         new("sft", "sft", $"gptsharp sft --from RUN/pretrain --data builtin --run-dir RUN/sft{Flags(SftTraining, SftRun.Defaults)}"),
-        new("feedback", "feedback", $"gptsharp feedback collect --run-dir RUN/sft --task form --prompts {Options.FeedbackPrompts} --out RUN/feedback/pairs.jsonl{(Options.AlignmentSeed is long seed ? $" --seed {seed}" : "")}"),
+        new("feedback", "feedback", $"gptsharp feedback collect --run-dir RUN/sft --task verse --prompts {Options.FeedbackPrompts} --out RUN/feedback/pairs.jsonl{(Options.AlignmentSeed is long seed ? $" --seed {seed}" : "")}"),
         new("reward", "reward", $"gptsharp reward --from RUN/sft --data RUN/feedback/pairs.jsonl --run-dir RUN/reward{Flags(RewardTraining, RewardRun.Defaults)}"),
-        new("ppo", "ppo", $"gptsharp ppo --sft RUN/sft --reward RUN/reward --run-dir RUN/ppo{Flags(PpoTraining, PpoRun.Defaults)}"),
-        new("grpo", "grpo", $"gptsharp grpo --from RUN/sft --task form --run-dir RUN/grpo{Flags(GrpoTraining, GrpoRun.Defaults)}"),
+        new("ppo", "ppo", $"gptsharp ppo --sft RUN/sft --reward RUN/reward --task verse --run-dir RUN/ppo{Flags(PpoTraining, PpoRun.Defaults)}"),
+        new("grpo", "grpo", $"gptsharp grpo --from RUN/sft --task verse --run-dir RUN/grpo{Flags(GrpoTraining, GrpoRun.Defaults)}"),
         new("dpo", "dpo", $"gptsharp dpo --from RUN/sft --data RUN/feedback/pairs.jsonl --run-dir RUN/dpo{Flags(DpoTraining, DpoRun.Defaults)}"),
         new("sft-tools", "sft-tools", $"gptsharp sft --from RUN/sft --data arithmetic --run-dir RUN/sft-tools{Flags(ToolSftTraining, SftRun.Defaults)}"),
         new("grpo-tools", "grpo-tools", $"gptsharp grpo --from RUN/sft-tools --task arithmetic --temperature {ToolGrpoSettings.Temperature.ToString(CultureInfo.InvariantCulture)} --run-dir RUN/grpo-tools{Flags(ToolGrpoTraining, GrpoRun.Defaults)}"),
-        new("score", "score", $"gptsharp form-score --run-dir RUN/pretrain,RUN/sft,RUN/ppo/policy,RUN/grpo/policy,RUN/dpo --prompts {Options.ScorePrompts}; " +
-                              $"gptsharp form-score --run-dir RUN/sft --best-of {Options.BestOf} --reward RUN/reward --prompts {Options.ScorePrompts}; " +
+        new("score", "score", $"gptsharp form-score --task verse --run-dir RUN/pretrain,RUN/sft,RUN/ppo/policy,RUN/grpo/policy,RUN/dpo --prompts {Options.ScorePrompts}; " +
+                              $"gptsharp form-score --task verse --run-dir RUN/sft --best-of {Options.BestOf} --reward RUN/reward --prompts {Options.ScorePrompts}; " +
                               $"gptsharp arithmetic-score --run-dir RUN/sft,RUN/ppo/policy,RUN/grpo/policy,RUN/dpo,RUN/sft-tools,RUN/grpo-tools/policy --problems {RlTasks.ScoreProblems}"),
         new("eval", "eval", $"gptsharp eval --run-dir RUN/pretrain,RUN/ppo/policy --shots 0,1,2,4 --items {Options.EvalItems}"),
         new("export", "export", "gptsharp export gguf --run-dir RUN/ppo/policy --out RUN/export/chat.gguf; gptsharp export hf --run-dir RUN/ppo/policy --out RUN/export/hf"),
