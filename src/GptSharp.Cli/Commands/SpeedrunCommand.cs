@@ -48,6 +48,8 @@ sealed class SpeedrunSettings : CommonSettings, ILibraryDefaults
     public int? ScorePrompts { get; init; }
     [CommandOption("--eval-items")] [Description("Held-out items per evaluation task.")]
     public int? EvalItems { get; init; }
+    [CommandOption("--seed")] [Description("Seed of every stage, pretraining included: an independently pretrained base and alignment from it (default: each stage's own).")]
+    public long? Seed { get; init; }
     [CommandOption("--device")] [Description("cpu, cuda, cuda:N or auto.")]
     public string Device { get; init; } = "cpu";
     [CommandOption("--from")] [Description("Rerun from this stage on (tokenizer, data, pretrain, sft, feedback, reward, ppo, grpo, dpo, sft-tools, grpo-tools, score, eval, export), discarding its folder and those of the stages after it (default: resume after the last finished stage).")]

@@ -41,6 +41,9 @@ public sealed record SpeedrunOptions
     /// <summary>Seed of every stage after SFT (feedback samples, reward model, PPO, GRPO, DPO); null: each stage's default.
     /// The RL seeds bench varies it to show how much RL results move from seed to seed.</summary>
     public long? AlignmentSeed { get; init; }
+    /// <summary>Seed of every stage, pretraining and SFT included (an independently pretrained base); the alignment stages
+    /// take <see cref="AlignmentSeed"/> when it is set. Null: each stage's default.</summary>
+    public long? Seed { get; init; }
     /// <summary>Held-out titles for the verifiable form score.</summary>
     public int ScorePrompts { get; init; } = 200;
     /// <summary>Held-out items per evaluation task.</summary>
@@ -101,9 +104,10 @@ public sealed class SpeedrunPlan
     {
         Steps = Options.PretrainSteps, WarmupSteps = Math.Min(100, Options.PretrainSteps / 10), EvalEvery = 250, CheckpointEvery = 250,
         Optimizer = OptimizerKind.Muon, LearningRate = 0.012, WarmdownRatio = 0.4, MinLrRatio = 0,
+        Seed = Options.Seed ?? PretrainRun.Defaults.Seed,
     };
-    public TrainingConfig SftTraining => SftRun.Defaults with { Steps = Options.SftSteps };
-    public FeedbackOptions FeedbackSettings => Options.AlignmentSeed is long seed ? new FeedbackOptions { Seed = seed } : new FeedbackOptions();
+    public TrainingConfig SftTraining => SftRun.Defaults with { Steps = Options.SftSteps, Seed = Options.Seed ?? SftRun.Defaults.Seed };
+    public FeedbackOptions FeedbackSettings => AlignmentSeed is long seed ? new FeedbackOptions { Seed = seed } : new FeedbackOptions();
     public TrainingConfig RewardTraining => Seeded(RewardRun.Defaults with { Steps = Options.RewardSteps });
     public PpoConfig PpoSettings => new();
     public TrainingConfig PpoTraining => Seeded(PpoRun.Defaults with { Steps = Options.PpoSteps, BatchSize = PpoSettings.MiniBatch });
@@ -117,7 +121,10 @@ public sealed class SpeedrunPlan
     public TrainingConfig ToolGrpoTraining => Seeded(GrpoRun.Defaults with { Steps = Options.ToolGrpoSteps, BatchSize = ToolGrpoSettings.MiniBatch });
     public TrainingConfig DpoTraining => Seeded(DpoRun.Defaults with { Steps = Options.DpoSteps });
 
-    TrainingConfig Seeded(TrainingConfig training) => Options.AlignmentSeed is long seed ? training with { Seed = seed } : training;
+    TrainingConfig Seeded(TrainingConfig training) => AlignmentSeed is long seed ? training with { Seed = seed } : training;
+
+    /// <summary>The seed of the stages after SFT: <see cref="SpeedrunOptions.AlignmentSeed"/>, else <see cref="SpeedrunOptions.Seed"/>.</summary>
+    long? AlignmentSeed => Options.AlignmentSeed ?? Options.Seed;
     public double DpoBeta => DpoRun.DefaultBeta;
 
     /// <summary>Every stage in order with the command that reproduces it; RUN stands for the speedrun's folder.</summary>
@@ -127,7 +134,7 @@ public sealed class SpeedrunPlan
         new("data", "data", $"gptsharp data prepare --corpus {string.Join(',', PretrainCorpora)} --tokenizer RUN/tokenizer --out RUN/data"),
         new("pretrain", "pretrain", $"gptsharp pretrain --preset {Options.Preset} --data RUN/data --run-dir RUN/pretrain{Flags(PretrainTraining, PretrainRun.Defaults)}"),
         new("sft", "sft", $"gptsharp sft --from RUN/pretrain --data builtin --run-dir RUN/sft{Flags(SftTraining, SftRun.Defaults)}"),
-        new("feedback", "feedback", $"gptsharp feedback collect --run-dir RUN/sft --task verse --prompts {Options.FeedbackPrompts} --out RUN/feedback/pairs.jsonl{(Options.AlignmentSeed is long seed ? $" --seed {seed}" : "")}"),
+        new("feedback", "feedback", $"gptsharp feedback collect --run-dir RUN/sft --task verse --prompts {Options.FeedbackPrompts} --out RUN/feedback/pairs.jsonl{(AlignmentSeed is long seed ? $" --seed {seed}" : "")}"),
         new("reward", "reward", $"gptsharp reward --from RUN/sft --data RUN/feedback/pairs.jsonl --run-dir RUN/reward{Flags(RewardTraining, RewardRun.Defaults)}"),
         new("ppo", "ppo", $"gptsharp ppo --sft RUN/sft --reward RUN/reward --task verse --run-dir RUN/ppo{Flags(PpoTraining, PpoRun.Defaults)}"),
         new("grpo", "grpo", $"gptsharp grpo --from RUN/sft --task verse --run-dir RUN/grpo{Flags(GrpoTraining, GrpoRun.Defaults)}"),
