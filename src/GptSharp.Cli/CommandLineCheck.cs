@@ -44,11 +44,15 @@ static class CommandLineCheck
     /// </summary>
     public static Type? SettingsOf(string[] args)
     {
-        string name = string.Concat(args.TakeWhile(a => !a.StartsWith('-')).SelectMany(a => a.Split('-')).Where(w => w.Length > 0)
-            .Select(w => char.ToUpperInvariant(w[0]) + w[1..])) + "Command";
-        var command = typeof(CommandLineCheck).Assembly.GetTypes().FirstOrDefault(t => t.Name == name && typeof(ICommand).IsAssignableFrom(t));
-        for (var type = command?.BaseType; type is not null; type = type.BaseType)
-            if (type.IsGenericType && type.GetGenericArguments() is [var settings] && typeof(CommandSettings).IsAssignableFrom(settings)) return settings;
+        var words = args.TakeWhile(a => !a.StartsWith('-')).Take(2).ToList();
+        for (int count = words.Count; count > 0; count--)   // a command's own arguments may follow its words
+        {
+            string name = string.Concat(words.Take(count).SelectMany(a => a.Split('-')).Where(w => w.Length > 0)
+                .Select(w => char.ToUpperInvariant(w[0]) + w[1..])) + "Command";
+            var command = typeof(CommandLineCheck).Assembly.GetTypes().FirstOrDefault(t => t.Name == name && typeof(ICommand).IsAssignableFrom(t));
+            for (var type = command?.BaseType; type is not null; type = type.BaseType)
+                if (type.IsGenericType && type.GetGenericArguments() is [var settings] && typeof(CommandSettings).IsAssignableFrom(settings)) return settings;
+        }
         return null;
     }
 

@@ -13,13 +13,14 @@ public class CommandLineTests(TrainedTokenizerFixture fixture) : IClassFixture<T
         ["speedrun"], ["doctor"], ["tokenizer", "train"], ["tokenizer", "encode"], ["tokenizer", "decode"], ["data", "prepare"], ["pretrain"],
         ["generate"], ["sft"], ["reward"], ["feedback", "collect"], ["feedback", "sample"], ["feedback", "label"], ["feedback", "agreement"],
         ["ppo"], ["grpo"], ["dpo"], ["serve"], ["chat"], ["eval"], ["report"], ["bert", "pretrain"], ["bert", "fill-mask"], ["bert", "finetune"],
-        ["bert", "classify"], ["form-score"], ["arithmetic-score"], ["verse", "check"], ["verse", "rates"], ["export", "hf"], ["export", "gguf"], ["import", "hf"], ["plot"],
+        ["bert", "classify"], ["form-score"], ["arithmetic-score"], ["verse", "check", "白日依山盡"], ["verse", "rates"], ["export", "hf"], ["export", "gguf"], ["import", "hf"], ["plot"],
     ];
 
     [Fact]
     public void EveryCommandIsListedHereAndItsSettingsAreFoundFromItsName()
     {
         int commands = typeof(CommonSettings).Assembly.GetTypes().Count(t => !t.IsAbstract && typeof(ICommand).IsAssignableFrom(t));
+        Assert.Equal(typeof(GptSharp.Cli.Commands.VerseCheckSettings), CommandLineCheck.SettingsOf(["verse", "check", "白日依山盡", "--prompt", "x"]));
         Assert.Equal(commands, Commands.Length);
         // The value checks read a command's own options (eval's --items is a number, feedback label's a file).
         foreach (var command in Commands) Assert.NotNull(CommandLineCheck.SettingsOf([.. command, "--quiet"]));

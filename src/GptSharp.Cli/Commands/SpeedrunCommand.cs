@@ -162,7 +162,7 @@ sealed class SpeedrunCommand : Command<SpeedrunSettings>
                 AlignmentStages.Reward(plan, runtime.Device, onStart: start => progress(start), onStep: m => progress(m.Step)));
             var training = report.Training;
             AnsiConsole.MarkupLine($"reward model: held-out accuracy {100 * training.HeldOutAccuracy:F1}% over {training.HeldOutPairs:N0} comparisons; " +
-                                   $"agrees with the form program on {100 * report.GoldAgreement:F1}% of {report.GoldPairs:N0} fresh pairs");
+                                   $"agrees with the labeler (the graded verse check) on {100 * report.GoldAgreement:F1}% of {report.GoldPairs:N0} fresh pairs");
             return new { training.TrainPairs, training.HeldOutPairs, training.HeldOutAccuracy, training.HeldOutLoss, report.GoldAgreement, report.GoldPairs, training.Training.Seconds };
         });
 

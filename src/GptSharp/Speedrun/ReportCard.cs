@@ -184,8 +184,9 @@ public static class ReportCard
             bars.LegendText = models[m];
         }
         plot.Axes.Bottom.SetTicks([.. Enumerable.Range(0, names.Count).Select(i => (double)i)], [.. names]);
-        plot.Axes.Bottom.TickLabelStyle.Rotation = -30;
-        plot.Axes.Bottom.TickLabelStyle.Alignment = ScottPlot.Alignment.MiddleRight;
+        plot.Axes.Bottom.TickLabelStyle.Rotation = 30;
+        plot.Axes.Bottom.TickLabelStyle.Alignment = ScottPlot.Alignment.MiddleLeft;
+        plot.Axes.Bottom.MinimumSize = 90;   // room for the slanted rule names
         plot.Axes.Margins(bottom: 0);
         plot.Title("Regulated verse: each rule by model (%)");
         plot.YLabel("% of held-out answers that keep the rule");
