@@ -29,7 +29,8 @@ public sealed class GptServer : IAsyncDisposable
     readonly Dictionary<string, IGenerationScheduler> _schedulers;
     readonly HashSet<string> _allowedHosts;
     readonly ServerMetrics _metrics;
-    readonly CancellationTokenSource _stopping = new();   // cancels the generations still running when the shutdown grace ends
+    readonly CancellationTokenSource _stopping = new();
+    readonly DrainingLifetime _lifetime;   // given to the host as an instance, so disposed here   // cancels the generations still running when the shutdown grace ends
     volatile bool _draining;
 
     public GptServer(IReadOnlyList<ServedModel> models, ServerOptions options)
@@ -52,7 +53,8 @@ public sealed class GptServer : IAsyncDisposable
         // Running streams get the grace period to finish, then a few seconds to tell their clients that they were stopped.
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(options.ShutdownGraceSeconds + 5));
         // SIGTERM and Ctrl+C drain the server (StopAsync) instead of closing its port at once.
-        builder.Services.AddSingleton<IHostLifetime>(new DrainingLifetime(() => _ = StopAsync()));
+        _lifetime = new DrainingLifetime(() => _ = StopAsync());
+        builder.Services.AddSingleton<IHostLifetime>(_lifetime);
         builder.WebHost.UseKestrel(k =>
         {
             k.Limits.MaxRequestBodySize = options.MaxBodyBytes;
@@ -132,6 +134,7 @@ public sealed class GptServer : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         await StopAsync();
+        _lifetime.Dispose();
         _stopping.Dispose();
         await _app.DisposeAsync();
         foreach (var scheduler in _schedulers.Values) await scheduler.DisposeAsync();
