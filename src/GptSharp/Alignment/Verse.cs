@@ -150,8 +150,8 @@ public sealed class Verse
 
     static readonly Dictionary<VerseRule, double> Weights = new()
     {
-        [VerseRule.Form] = 3, [VerseRule.Rhyme] = 2, [VerseRule.LevelRhyme] = 1, [VerseRule.Alternation] = 1, [VerseRule.Opposition] = 1,
-        [VerseRule.Adhesion] = 1, [VerseRule.NoRepeat] = 1, [VerseRule.AskedLength] = 2, [VerseRule.Acrostic] = 2, [VerseRule.AskedRhyme] = 2,
+        [VerseRule.Form] = 3, [VerseRule.Rhyme] = 3, [VerseRule.LevelRhyme] = 2, [VerseRule.Alternation] = 1, [VerseRule.Opposition] = 1,
+        [VerseRule.Adhesion] = 1, [VerseRule.NoRepeat] = 3, [VerseRule.AskedLength] = 2, [VerseRule.Acrostic] = 2, [VerseRule.AskedRhyme] = 2,
     };
 
     /// <summary>Whether a text element is a CJK ideograph (the unified block, extension A, compatibility ideographs, or the supplementary planes' extensions).</summary>
