@@ -113,8 +113,11 @@ public sealed class ContinuousBatcher : IGenerationScheduler
                     if (!arrival.GetAwaiter().GetResult()) break;
                     continue;
                 }
-                // Only requests waiting for their grammar masks: sleep until one is ready, a request arrives or one is cancelled.
-                Task.WaitAny([arrival, .. _masking.Select(r => r.Decoding!.WhenReady)], 20);
+                // Only requests waiting for their grammar masks: sleep until one is ready, a request arrives for a free
+                // slot, or 20 ms pass (a cancellation is seen then). A full batch or a closed queue must not wake the loop.
+                var masks = _masking.Select(r => r.Decoding!.WhenReady);
+                bool admits = Array.IndexOf(_slotOwner, null) >= 0 && !(arrival.IsCompleted && !arrival.Result);
+                Task.WaitAny(admits ? [arrival, .. masks] : [.. masks], 20);
             }
             using (var scope = NewDisposeScope())
             {
