@@ -129,12 +129,15 @@ public sealed class Verse
         _required = requiredTonalRules;
     }
 
-    /// <summary>The checker with the shipped phonology table, calibrated on the embedded Tang poems.</summary>
-    public static Verse Embedded()
+    /// <summary>The checker with the shipped phonology table, calibrated on the embedded Tang poems (built once per
+    /// process: both are read-only data, and the calibration reads every poem).</summary>
+    public static Verse Embedded() => EmbeddedChecker.Value;
+
+    static readonly Lazy<Verse> EmbeddedChecker = new(() =>
     {
         var phonology = Phonology.Embedded();
         return new Verse(phonology, Calibrate(phonology, Corpus.Read("tang").Select(d => d.Text)).Required);
-    }
+    });
 
     /// <summary>The checker with the shipped phonology and no tonal rule required (cheap: for building data).</summary>
     public static Verse Uncalibrated() => new(Phonology.Embedded(), new Dictionary<(int, int), IReadOnlySet<VerseRule>>());

@@ -92,8 +92,10 @@ public sealed class Phonology
     /// <summary>Whether the table has the character.</summary>
     public bool Knows(string character) => _readings.ContainsKey(character);
 
-    /// <summary>The table shipped in <c>data/</c>.</summary>
-    public static Phonology Embedded() => Load(Path.Combine(Corpus.DataDirectory(), "phonology.tsv.gz"));
+    /// <summary>The table shipped in <c>data/</c> (read once per process: it is read-only).</summary>
+    public static Phonology Embedded() => EmbeddedTable.Value;
+
+    static readonly Lazy<Phonology> EmbeddedTable = new(() => Load(Path.Combine(Corpus.DataDirectory(), "phonology.tsv.gz")));
 
     /// <summary>Reads a gzipped table; a damaged file is an <see cref="InvalidDataException"/> naming it (and the line).</summary>
     public static Phonology Load(string path)
