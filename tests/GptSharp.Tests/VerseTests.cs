@@ -118,7 +118,7 @@ public class VerseTests(VerseFixture fixture) : IClassFixture<VerseFixture>
         Assert.Contains(kinds, k => k == VerseInstruction.None);
         foreach (var chat in chats)
         {
-            var verdict = fixture.Verse.Check(chat[0].Content, chat[1].Content);
+            var verdict = fixture.Verse.CheckAnswer(chat[0].Content, chat[1].Content);
             foreach (var rule in new[] { VerseRule.Form, VerseRule.AskedLength, VerseRule.Acrostic, VerseRule.AskedRhyme })
                 Assert.NotEqual(false, verdict.Passed(rule));
         }

@@ -59,12 +59,12 @@ public static class Rewards
     /// </summary>
     public static RewardFunction VerseGraded(Verse verse) => FromProgram(c =>
     {
-        var verdict = verse.Check(c.Prompt, c.Answer);
+        var verdict = verse.CheckAnswer(c.Prompt, c.Answer);
         return verdict.Passed(VerseRule.Form) == true ? 0.5 + 0.5 * verdict.Graded : 0.5 * FormDistanceScore(c.Answer);
     });
 
     /// <summary>1 when the answer passes the checker's strict verdict for its prompt, else 0.</summary>
-    public static RewardFunction VerseStrict(Verse verse) => FromProgram(c => verse.Check(c.Prompt, c.Answer).Strict ? 1 : 0);
+    public static RewardFunction VerseStrict(Verse verse) => FromProgram(c => verse.CheckAnswer(c.Prompt, c.Answer).Strict ? 1 : 0);
 
     static double FormDistanceScore(string answer)
     {

@@ -143,7 +143,7 @@ public sealed class Verse
     public static Verse Uncalibrated() => new(Phonology.Embedded(), new Dictionary<(int, int), IReadOnlySet<VerseRule>>());
 
     /// <summary>Checks an answer against the instructions of the prompt it answers.</summary>
-    public VerseVerdict Check(string prompt, string answer) => Check(answer, VerseInstruction.FromPrompt(prompt));
+    public VerseVerdict CheckAnswer(string prompt, string answer) => Check(answer, VerseInstruction.FromPrompt(prompt));
 
     /// <summary>The tonal rules strict requires of each shape.</summary>
     public IReadOnlyDictionary<(int Length, int Clauses), IReadOnlySet<VerseRule>> RequiredTonalRules => _required;

@@ -28,7 +28,7 @@ public static class VerseScore
         double temperature = 0.7, long seed = 1, int bestOf = 1, RewardFunction? chooser = null)
     {
         var poems = FormScore.Sample(model, tokenizer, prompts, temperature, seed, bestOf, chooser);
-        var scored = prompts.Zip(poems, (prompt, poem) => new ScoredPoem(prompt, poem, verse.Check(prompt, poem))).ToList();
+        var scored = prompts.Zip(poems, (prompt, poem) => new ScoredPoem(prompt, poem, verse.CheckAnswer(prompt, poem))).ToList();
         return Report(scored);
     }
 
