@@ -7,16 +7,13 @@ using GptSharp.Training;
 namespace GptSharp.Speedrun;
 
 /// <summary>What the reward stage measured: held-out accuracy on comparisons from the same labeler, and agreement with
-/// the 0/1 form program on fresh answers of the SFT model (what RL will feel).</summary>
+/// the labeler (the graded verse check) on fresh answers of the SFT model (what RL will feel).</summary>
 public sealed record RewardStageReport(RewardReport Training, int GoldPairs, double GoldAgreement);
-
-/// <summary>One model's form score in the speedrun's table.</summary>
-public sealed record ScoredModel(string Name, FormScoreReport Report);
 
 /// <summary>
 /// The speedrun's alignment stages after SFT, as the plan lays them out: on-policy feedback → reward model → PPO;
-/// GRPO against the form program; DPO on the same comparisons; tool use (SFT on arithmetic with the calculator, then
-/// GRPO on it); the form score and arithmetic accuracy of every model. The <c>speedrun</c>
+/// GRPO against the graded verse check; DPO on the same comparisons; tool use (SFT on arithmetic with the calculator,
+/// then GRPO on it); the verse score (every rule, strict, the form share) and arithmetic accuracy of every model. The <c>speedrun</c>
 /// command and the RL seeds bench run these same functions.
 /// </summary>
 public static class AlignmentStages
