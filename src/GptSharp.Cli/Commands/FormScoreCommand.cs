@@ -39,60 +39,50 @@ sealed class FormScoreCommand : Command<FormScoreSettings>
     {
         TorchRuntime.Initialize(s.Threads);
         var prompts = FormScore.Prompts(s.Prompts);
-        if (s.Task == "verse") return Verse(s, prompts);
-        var table = new Table().AddColumns("run", "regular poems", "share", "distinct poems", "example");
-        foreach (string run in s.RunDir.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        if (s.Task == "verse")
         {
-            var (model, state) = Checkpoint.LoadModel(run);
-            using (model)
+            var verse = GptSharp.Alignment.Verse.Embedded();
+            var rules = Enum.GetValues<VerseRule>();
+            var verseTable = new Table().AddColumn("run");
+            foreach (var rule in rules) verseTable.AddColumn(rule.ToString());
+            verseTable.AddColumn("strict");
+            EachRun(s, (name, model, tokenizer, bestOf, chooser) =>
             {
-                var tokenizer = GptTokenizer.Load(state.Tokenizer);
-                void Row(string name, FormScoreReport report)
-                {
-                    var example = report.Examples.FirstOrDefault();
-                    table.AddRow(Markup.Escape(name), $"{report.Regular}/{report.Prompts}", $"{100 * report.Share:F1}%", $"{report.Distinct}/{report.Prompts}",
-                        Markup.Escape($"{example.Prompt} → {example.Poem.Replace('\n', ' ')}"));
-                }
-                Row(run, FormScore.Measure(model, tokenizer, prompts, s.Temperature, s.Seed));
-                if (s.BestOf > 1)
-                {
-                    using var reward = RewardModel.Load(s.Reward!);
-                    reward.eval();
-                    Row($"{run} best-of-{s.BestOf}", FormScore.Measure(model, tokenizer, prompts, s.Temperature, s.Seed, s.BestOf, Rewards.FromModel(reward, tokenizer)));
-                }
-            }
+                var report = VerseScore.Measure(model, tokenizer, prompts, verse, s.Temperature, s.Seed, bestOf, chooser);
+                verseTable.AddRow([Markup.Escape(name), .. rules.Select(r => $"{report.RuleRates[r]:P1}"), $"{report.Strict:P1}"]);
+            });
+            AnsiConsole.Write(verseTable);
+            AnsiConsole.MarkupLine("Instruction rules (AskedLength, Acrostic, AskedRhyme) are shares of the prompts that asked them; the others of all prompts.");
+            return 0;
         }
+        var table = new Table().AddColumns("run", "regular poems", "share", "distinct poems", "example");
+        EachRun(s, (name, model, tokenizer, bestOf, chooser) =>
+        {
+            var report = FormScore.Measure(model, tokenizer, prompts, s.Temperature, s.Seed, bestOf, chooser);
+            var example = report.Examples.FirstOrDefault();
+            table.AddRow(Markup.Escape(name), $"{report.Regular}/{report.Prompts}", $"{100 * report.Share:F1}%", $"{report.Distinct}/{report.Prompts}",
+                Markup.Escape($"{example.Prompt} → {example.Poem.Replace('\n', ' ')}"));
+        });
         AnsiConsole.Write(table);
         return 0;
     }
 
-    /// <summary>The verse task: per rule the share of answers that keep it, and strict, for each run (and best-of-N).</summary>
-    static int Verse(FormScoreSettings s, IReadOnlyList<string> prompts)
+    /// <summary>Each run once as it samples, and with --best-of N once more choosing with the --reward model: name, model,
+    /// tokenizer, N and the chooser (null for N = 1).</summary>
+    static void EachRun(FormScoreSettings s, Action<string, GptSharp.Models.Gpt, GptTokenizer, int, RewardFunction?> score)
     {
-        var verse = GptSharp.Alignment.Verse.Embedded();
-        var rules = Enum.GetValues<VerseRule>();
-        var table = new Table().AddColumn("run");
-        foreach (var rule in rules) table.AddColumn(rule.ToString());
-        table.AddColumn("strict");
         foreach (string run in s.RunDir.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
         {
             var (model, state) = Checkpoint.LoadModel(run);
             using (model)
             {
                 var tokenizer = GptTokenizer.Load(state.Tokenizer);
-                void Row(string name, VerseScoreReport report) =>
-                    table.AddRow([Markup.Escape(name), .. rules.Select(r => $"{report.RuleRates[r]:P1}"), $"{report.Strict:P1}"]);
-                Row(run, VerseScore.Measure(model, tokenizer, prompts, verse, s.Temperature, s.Seed));
-                if (s.BestOf > 1)
-                {
-                    using var reward = RewardModel.Load(s.Reward!);
-                    reward.eval();
-                    Row($"{run} best-of-{s.BestOf}", VerseScore.Measure(model, tokenizer, prompts, verse, s.Temperature, s.Seed, s.BestOf, Rewards.FromModel(reward, tokenizer)));
-                }
+                score(run, model, tokenizer, 1, null);
+                if (s.BestOf <= 1) continue;
+                using var reward = RewardModel.Load(s.Reward!);
+                reward.eval();
+                score($"{run} best-of-{s.BestOf}", model, tokenizer, s.BestOf, Rewards.FromModel(reward, tokenizer));
             }
         }
-        AnsiConsole.Write(table);
-        AnsiConsole.MarkupLine("Instruction rules (AskedLength, Acrostic, AskedRhyme) are shares of the prompts that asked them; the others of all prompts.");
-        return 0;
     }
 }
