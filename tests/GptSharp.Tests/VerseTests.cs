@@ -133,7 +133,7 @@ public class VerseTests(VerseFixture fixture) : IClassFixture<VerseFixture>
         double[] scores = reward([Answer(plain, Stork), Answer(plain, NightThoughts), Answer(plain, "白日依山盡，黃河入海。"), Answer(plain, ""),
             Answer(acrostic, Stork), Answer(acrostic, NightThoughts)]);
         Assert.True(scores[0] > scores[1] && scores[1] > 0.5 && 0.5 > scores[2] && scores[2] > scores[3]);
-        Assert.Equal(1.0, scores[4], 6);
+        Assert.Equal(1.5, scores[4], 6);   // every rule kept, the instruction too: strict, and the bonus for it
         Assert.True(scores[5] < scores[1]);   // the acrostic asked and missed costs more
         Assert.Equal([1.0, 0.0], Rewards.VerseStrict(fixture.Verse)([Answer(acrostic, Stork), Answer(acrostic, NightThoughts)]));
     }
@@ -156,6 +156,36 @@ public class VerseTests(VerseFixture fixture) : IClassFixture<VerseFixture>
         Assert.True(Graded(Stork) > Graded(NightThoughts));
         Assert.True(Graded(NightThoughts) > Graded("白日依山盡，黃河入海。\n欲窮千里目，更上一層樓。"));   // a clause short: the wrong form
         Assert.True(Graded("白日依山盡，黃河入海。") > Graded("hello"));
+    }
+
+    [Fact]
+    public void AnAcrosticHalfKeptEarnsHalfItsCreditButNotStrict()
+    {
+        VerseVerdict Heads(string acrostic) => fixture.Verse.Check(Stork, new VerseInstruction(Acrostic: acrostic));
+        var all = Heads("白黃欲更");
+        var half = Heads("白黃春月");
+        var none = Heads("春江花月");
+        Assert.True(all.Strict);
+        Assert.False(half.Strict);
+        Assert.Equal(0.5, half.Rules.First(r => r.Rule == VerseRule.Acrostic).Credit, 6);
+        Assert.True(all.Graded > half.Graded && half.Graded > none.Graded, $"{all.Graded} {half.Graded} {none.Graded}");
+        // Heads of an eight-clause acrostic met by a four-clause poem: four of eight at most.
+        Assert.Equal(0.5, Heads("白黃欲更春江花月").Rules.First(r => r.Rule == VerseRule.Acrostic).Credit, 6);
+    }
+
+    [Fact]
+    public void StrictRequiresNoRepeatedCharacterWhereThePoetsKeepThatRule()
+    {
+        // 白 again opens the third clause: its first character is no key position, so only the repetition changes.
+        var repeated = fixture.Verse.Check("白日依山盡，黃河入海流。\n白窮千里目，更上一層樓。");
+        Assert.False(repeated.Passed(VerseRule.NoRepeat));
+        Assert.True(fixture.Verse.RequiredTonalRules[(5, 4)].Contains(VerseRule.NoRepeat));
+        Assert.False(repeated.Strict);
+        Assert.True(repeated.Graded < fixture.Verse.Check(Stork).Graded);
+        // Two characters can keep every tonal rule and the rhyme; the poets' rule of no repetition is what fails it.
+        var hack = fixture.Verse.Check("日路人人路，人人路路人。\n人人人路路，不路不人人。");
+        Assert.True(hack.Passed(VerseRule.Form) == true && hack.Passed(VerseRule.LevelRhyme) == true);
+        Assert.False(hack.Strict);
     }
 
     [Fact]

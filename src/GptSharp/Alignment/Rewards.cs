@@ -55,13 +55,18 @@ public static class Rewards
     /// <summary>
     /// The verse task's graded reward: a poem of regular form scores 0.5 plus half the checker's graded share of the rules
     /// it keeps (those its prompt asks included); any other answer at most 0.45, by how close it comes to the form
-    /// (<see cref="FormCloseness"/>). So form comes first, then every further rule kept is worth more.
+    /// (<see cref="FormCloseness"/>); a poem that passes strict gets 0.5 more. So form comes first, then every further
+    /// rule kept is worth more, and keeping all the required ones at once most of all (the rules met one at a time
+    /// rarely add up to a strict poem).
     /// </summary>
     public static RewardFunction VerseGraded(Verse verse) => FromProgram(c =>
     {
         var verdict = verse.CheckAnswer(c.Prompt, c.Answer);
-        return verdict.Passed(VerseRule.Form) == true ? 0.5 + 0.5 * verdict.Graded : 0.5 * FormDistanceScore(c.Answer);
+        if (verdict.Passed(VerseRule.Form) != true) return 0.5 * FormDistanceScore(c.Answer);
+        return 0.5 + 0.5 * verdict.Graded + (verdict.Strict ? StrictBonus : 0);
     });
+
+    const double StrictBonus = 0.5;
 
     /// <summary>1 when the answer passes the checker's strict verdict for its prompt, else 0.</summary>
     public static RewardFunction VerseStrict(Verse verse) => FromProgram(c => verse.CheckAnswer(c.Prompt, c.Answer).Strict ? 1 : 0);

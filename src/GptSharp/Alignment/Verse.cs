@@ -98,7 +98,12 @@ public sealed record VerseInstruction(int? ClauseLength = null, string? Acrostic
 }
 
 /// <summary>One rule's verdict: passed, failed, or not applicable (<see cref="Passed"/> null), and why in a few words.</summary>
-public sealed record RuleVerdict(VerseRule Rule, bool? Passed, string Detail);
+public sealed record RuleVerdict(VerseRule Rule, bool? Passed, string Detail)
+{
+    /// <summary>The share of the rule met, for the graded score: 1 or 0 by <see cref="Passed"/>, except where a rule is
+    /// met part by part (an acrostic: the share of clauses that begin right), so shaping sees a step towards it.</summary>
+    public double Credit { get; init; } = Passed == true ? 1 : 0;
+}
 
 /// <summary>
 /// A poem's verdicts: each rule, <see cref="Strict"/> (every required rule passed) and <see cref="Graded"/> (the weighted
@@ -148,7 +153,9 @@ public sealed class Verse
     /// <summary>The tonal rules strict requires of each shape.</summary>
     public IReadOnlyDictionary<(int Length, int Clauses), IReadOnlySet<VerseRule>> RequiredTonalRules => _required;
 
-    /// <summary>Rules that tones decide, each required of a shape only when most Tang poems of that shape keep it.</summary>
+    /// <summary>Rules that tones decide, and no repeated character, each required of a shape only when most Tang poems
+    /// of that shape keep it. Repetition stays among them although no tone decides it: without it, GRPO against the
+    /// graded reward learnt to pass every tonal rule and rhyme with two characters (「人人路路人」).</summary>
     public static IReadOnlyList<VerseRule> TonalRules { get; } = [VerseRule.Alternation, VerseRule.Opposition, VerseRule.Adhesion, VerseRule.NoRepeat];
 
     static readonly Dictionary<VerseRule, double> Weights = new()
@@ -223,8 +230,10 @@ public sealed class Verse
         else
         {
             var heads = VerseInstruction.Elements(acrostic);
-            bool ok = clauses.Count == heads.Count && clauses.Select((c, i) => c[0] == heads[i]).All(x => x);
-            verdicts.Add(new(VerseRule.Acrostic, ok, ok ? $"clauses begin 「{acrostic}」" : $"clauses begin 「{string.Concat(clauses.Select(c => c[0]))}」, not 「{acrostic}」"));
+            int right = clauses.Take(heads.Count).Where((c, i) => c[0] == heads[i]).Count();
+            bool ok = clauses.Count == heads.Count && right == heads.Count;
+            double credit = (double)right / Math.Max(heads.Count, clauses.Count);
+            verdicts.Add(new(VerseRule.Acrostic, ok, ok ? $"clauses begin 「{acrostic}」" : $"clauses begin 「{string.Concat(clauses.Select(c => c[0]))}」, not 「{acrostic}」") { Credit = credit });
         }
         if (instruction.Rhyme is not { } wanted) verdicts.Add(new(VerseRule.AskedRhyme, null, "not asked"));
         else
@@ -238,7 +247,7 @@ public sealed class Verse
         if (shape is { } known && _required.TryGetValue(known, out var tonal)) required.UnionWith(tonal);
         bool strict = verdicts.All(v => required.Contains(v.Rule) ? v.Passed == true : !IsInstruction(v.Rule) || v.Passed != false);
         var applicable = verdicts.Where(v => v.Passed is not null).ToList();
-        double graded = applicable.Count == 0 ? 0 : applicable.Sum(v => v.Passed == true ? Weights[v.Rule] : 0) / applicable.Sum(v => Weights[v.Rule]);
+        double graded = applicable.Count == 0 ? 0 : applicable.Sum(v => v.Credit * Weights[v.Rule]) / applicable.Sum(v => Weights[v.Rule]);
         if (!form) graded *= 0.5;   // whatever else it gets right, a poem of the wrong form is worth at most half
         return new VerseVerdict(verdicts, strict, graded, unknown);
     }

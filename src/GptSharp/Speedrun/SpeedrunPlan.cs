@@ -27,8 +27,9 @@ public sealed record SpeedrunOptions
     /// more overfits them, as InstructGPT found.</summary>
     public int RewardSteps { get; init; } = 140;
     public int PpoSteps { get; init; } = PpoRun.Defaults.Steps;
-    /// <summary>GRPO steps: the held-out form score levels off after about 60 on the speedrun's model.</summary>
-    public int GrpoSteps { get; init; } = 60;
+    /// <summary>GRPO steps on the verse task: rhyme and the tonal rules are learnt in about 150, the strict score (no
+    /// repeated character with them) still rises at 300.</summary>
+    public int GrpoSteps { get; init; } = 300;
     /// <summary>Fine-tuning steps that teach the SFT model to call the calculator (arithmetic conversations only): the
     /// <c>tiny</c> model starts copying numbers into its calls after about 500 (batches of 8).</summary>
     public int ToolSftSteps { get; init; } = 1000;
@@ -112,7 +113,8 @@ public sealed class SpeedrunPlan
     public PpoConfig PpoSettings => new();
     public TrainingConfig PpoTraining => Seeded(PpoRun.Defaults with { Steps = Options.PpoSteps, BatchSize = PpoSettings.MiniBatch });
     public GrpoConfig GrpoSettings => new();
-    public TrainingConfig GrpoTraining => Seeded(GrpoRun.Defaults with { Steps = Options.GrpoSteps, BatchSize = GrpoSettings.MiniBatch });
+    /// <summary>At three times GRPO's usual rate: at 1e-4, 300 steps took the rhyme from 4% to 23% of poems, at 3e-4 to 99%.</summary>
+    public TrainingConfig GrpoTraining => Seeded(GrpoRun.Defaults with { Steps = Options.GrpoSteps, BatchSize = GrpoSettings.MiniBatch, LearningRate = 3e-4 });
     /// <summary>Small batches, many steps, a constant rate higher than SFT's: copying numbers is learnt late, after a
     /// number of steps more than of examples (batches of 4 never got there in 1,500 steps, of 16 it took as long).</summary>
     public TrainingConfig ToolSftTraining => SftRun.Defaults with { Steps = Options.ToolSftSteps, BatchSize = 8, LearningRate = 1.5e-3, MinLrRatio = 1 };
