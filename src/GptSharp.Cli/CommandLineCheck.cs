@@ -84,9 +84,26 @@ static class CommandLineCheck
     /// Checks the values of known options and rewrites those that begin with '-' as <c>--option=value</c>; throws a
     /// <see cref="CommandLineException"/> naming the option when a value cannot be read as its type.
     /// </summary>
+    /// <summary>Spellings options had before every command spoke one vocabulary (the starting run is <c>--from</c>, the
+    /// reward model <c>--reward-model</c>, a held-out share <c>--val-fraction</c>, a file of items <c>--data</c>): still
+    /// taken, with a one-line notice on standard error.</summary>
+    public static readonly IReadOnlyDictionary<(Type Settings, string Old), string> Renamed = new Dictionary<(Type, string), string>
+    {
+        [(typeof(Commands.PpoSettings), "--sft")] = "--from",
+        [(typeof(Commands.PpoSettings), "--reward")] = "--reward-model",
+        [(typeof(Commands.GenerateSettings), "--reward")] = "--reward-model",
+        [(typeof(Commands.FormScoreSettings), "--reward")] = "--reward-model",
+        [(typeof(Commands.FeedbackAgreementSettings), "--reward")] = "--reward-model",
+        [(typeof(Commands.SpeedrunSettings), "--from")] = "--from-stage",
+        [(typeof(Commands.BertPretrainSettings), "--held-out")] = "--val-fraction",
+        [(typeof(Commands.FeedbackLabelSettings), "--items")] = "--data",
+    };
+
     public static string[] Prepare(string[] args)
     {
-        var known = Table(SettingsOf(args) is { } settings ? [settings] : AllSettings);
+        var command = SettingsOf(args);
+        if (command is not null) args = [.. args.Select(arg => Rename(command, arg))];
+        var known = Table(command is { } settings ? [settings] : AllSettings);
         var result = new List<string>(args.Length);
         for (int i = 0; i < args.Length; i++)
         {
@@ -123,6 +140,15 @@ static class CommandLineCheck
             if (!value.StartsWith('-') && split < 0) result.Add(value);
         }
         return [.. result];
+    }
+
+    static string Rename(Type settings, string arg)
+    {
+        int split = arg.IndexOfAny(['=', ':']);
+        string name = split > 0 ? arg[..split] : arg;
+        if (!Renamed.TryGetValue((settings, name), out string? now)) return arg;
+        Console.Error.WriteLine($"note: {name} is now {now}; the old spelling still works for now.");
+        return now + arg[name.Length..];
     }
 
     static bool Number(string text) => double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out _);

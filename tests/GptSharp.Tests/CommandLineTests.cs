@@ -14,6 +14,7 @@ public class CommandLineTests(TrainedTokenizerFixture fixture) : IClassFixture<T
         ["generate"], ["sft"], ["reward"], ["feedback", "collect"], ["feedback", "sample"], ["feedback", "label"], ["feedback", "agreement"],
         ["ppo"], ["grpo"], ["dpo"], ["serve"], ["chat"], ["eval"], ["report"], ["bert", "pretrain"], ["bert", "fill-mask"], ["bert", "finetune"],
         ["bert", "classify"], ["form-score"], ["arithmetic-score"], ["verse", "check", "白日依山盡"], ["verse", "rates"], ["export", "hf"], ["export", "gguf"], ["import", "hf"], ["plot"],
+        ["cli-reference"],
     ];
 
     [Fact]
@@ -25,7 +26,8 @@ public class CommandLineTests(TrainedTokenizerFixture fixture) : IClassFixture<T
         // The value checks read a command's own options (eval's --items is a number, feedback label's a file).
         foreach (var command in Commands) Assert.NotNull(CommandLineCheck.SettingsOf([.. command, "--quiet"]));
         Assert.Contains("--items '1.5': expected a whole number", Assert.Throws<CommandLineException>(() => CommandLineCheck.Prepare(["eval", "--items", "1.5"])).Message);
-        Assert.Equal(["feedback", "label", "--items", "a.jsonl"], CommandLineCheck.Prepare(["feedback", "label", "--items", "a.jsonl"]));
+        // feedback label's file of items is --data now; the old --items (a file there) is taken as it and not checked as a number.
+        Assert.Equal(["feedback", "label", "--data", "a.jsonl"], CommandLineCheck.Prepare(["feedback", "label", "--items", "a.jsonl"]));
     }
 
     [Fact]

@@ -224,18 +224,23 @@ public class ReportCardTests
         File.WriteAllLines(Path.Combine(run, "pretrain", "metrics.jsonl"), Enumerable.Range(1, 5).Select(s => $$"""{"step":{{s}},"loss":{{6 - 0.2 * s}},"valLoss":{{(s == 5 ? "5.1" : "null")}}}"""));
         File.WriteAllLines(Path.Combine(run, "ppo", "ppo.jsonl"), Enumerable.Range(0, 4).Select(i => $$"""{"step":{{4 * i}},"iteration":{{i}},"meanScore":{{i}},"meanKl":0.5,"meanResponseLength":40}"""));
         var eval = new EvalReport("x", [new TaskScore("author", 0, 0.29, 0.24, 0.25, 100), new TaskScore("author", 4, 0.33, 0.26, 0.25, 100),
-            new TaskScore("form-steer", 0, 0.02, 0.02, 0, 100), new TaskScore("form-steer", 4, 0.62, 0.62, 0, 100)], [new CorpusScore("tang", 2.6, 195, 6855)]);
+            new TaskScore("form-steer", 0, 0.02, 0.02, 0, 100), new TaskScore("form-steer", 4, 0.62, 0.62, 0, 100)], [new CorpusScore("tang", 2.6, 195, 6855), new CorpusScore("sotu", 26.5, 1e8, 9000)]);
+        Directory.CreateDirectory(Path.Combine(run, "data"));
+        File.WriteAllText(Path.Combine(run, "data", GptSharp.Data.ShardSummary.MetaFile),
+            System.Text.Json.JsonSerializer.Serialize(new GptSharp.Data.ShardSummary("tokenizer", 8192, ["tang"], 10, 1, 100, 10, 300, 1)));
         File.WriteAllText(Path.Combine(run, "pretrain", EvalRun.FileName), System.Text.Json.JsonSerializer.Serialize(eval, GptSharp.Runs.Checkpoint.Json));
 
         string path = ReportCard.Write(run);
         string report = File.ReadAllText(path);
         Assert.Contains("| pretrain | 279 |", report);
         Assert.Contains("| **total** | **406** |", report);
-        Assert.Contains("gptsharp ppo --sft RUN/sft", report);
+        Assert.Contains("gptsharp ppo --from RUN/sft --reward-model RUN/reward", report);   // the command line's one vocabulary
         Assert.Contains("| ppo | 70.0% |", report);
         Assert.Contains("| author | 25% | 29.0% (24.0%) | 33.0% (26.0%) |", report);
         Assert.Contains("| form-steer | — | 2.0% (2.0%) | 62.0% (62.0%) |", report);   // generative: no chance, 0 shots is its baseline
         Assert.Contains("tang 2.600 bits/byte", report);
+        Assert.Contains("tang 2.600 bits/byte (pretrained on)", report);   // which corpora the base saw, so 10^8 reads as unseen text, not a bug
+        Assert.Contains("sotu 26.500 bits/byte (never seen)", report);
         Assert.Contains("In-context tasks (label-copy, label-form, form-steer)", report);
         foreach (string png in new[] { "pretrain/loss.png", "ppo-reward.png", "ppo-kl.png", "ppo-length.png", "form-score.png", "kshot-base.png" })
         {

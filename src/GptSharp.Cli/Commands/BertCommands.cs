@@ -45,7 +45,7 @@ sealed class BertPretrainSettings : BertTrainingSettings
     [CommandOption("--mask-probability")] [Description("Share of tokens chosen for prediction (of them 80% masked, 10% random, 10% kept).")] public double MaskProbability { get; init; } = 0.15;
     [CommandOption("--max-documents")] [Description("Read at most this many documents per corpus.")]
     public int MaxDocuments { get; init; } = int.MaxValue;
-    [CommandOption("--held-out")] [Description("Share of documents held out for the masked-token loss and accuracy.")]
+    [CommandOption("--val-fraction")] [Description("Share of documents held out for the masked-token loss and accuracy.")]
     public double HeldOut { get; init; } = 0.01;
 }
 
@@ -62,7 +62,7 @@ sealed class BertPretrainCommand : Command<BertPretrainSettings>
         BertPretrainReport report = null!;
         ProgressDisplay.Run("bert pretrain", training.Steps, "steps", s.Quiet, (Action<double, string?> progress) =>
             report = BertPretrainRun.Execute(config, training, masking, s.Corpus.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
-                s.Tokenizer, s.RunDir, s.Resume, runtime.Device, s.MaxDocuments, s.HeldOut, m => s.Report(progress, m), cancellation));
+                TokenizerReference.Resolve(s.Tokenizer, keepIn: Path.Combine(s.RunDir, "source-tokenizer")), s.RunDir, s.Resume, runtime.Device, s.MaxDocuments, s.HeldOut, m => s.Report(progress, m), cancellation));
         AnsiConsole.MarkupLine($"Done: {report.Training.StepsDone} steps in {report.Training.Seconds:F0} s on {report.TrainExamples:N0} examples; " +
                                $"held-out ({report.HeldOutExamples:N0} examples, {report.HeldOut.MaskedTokens:N0} masked tokens): loss {report.HeldOut.Loss:F3}, " +
                                $"masked-token accuracy {100 * report.HeldOut.Accuracy:F1}%. Checkpoint in {Markup.Escape(Path.Combine(s.RunDir, Checkpoint.Folder))}.");

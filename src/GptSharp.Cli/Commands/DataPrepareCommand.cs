@@ -37,11 +37,13 @@ sealed class DataPrepareCommand : Command<DataPrepareSettings>
 {
     public override int Execute(CommandContext context, DataPrepareSettings settings, CancellationToken cancellation)
     {
-        var tokenizer = GptTokenizer.Load(settings.Tokenizer);
+        // A Hugging Face tokenizer is converted beside the shards: meta.json names it, and pretraining copies it.
+        string reference = TokenizerReference.Resolve(settings.Tokenizer, keepIn: Path.Combine(settings.Out, "tokenizer"));
+        var tokenizer = GptTokenizer.Load(reference);
         var corpora = settings.Corpus.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         var options = new ShardOptions(corpora, settings.ValFraction, settings.Seed, settings.MaxDocuments);
         var summary = ProgressDisplay.Run("Tokenizing", double.NaN, "docs", settings.Quiet,
-            report => ShardBuilder.Build(tokenizer, Path.GetFullPath(settings.Tokenizer) is var p && Directory.Exists(p) ? p : settings.Tokenizer, options, settings.Out, n => report(n)));
+            report => ShardBuilder.Build(tokenizer, Path.GetFullPath(reference) is var p && Directory.Exists(p) ? p : reference, options, settings.Out, n => report(n)));
         AnsiConsole.MarkupLine($"train: {summary.TrainDocuments:N0} documents, {summary.TrainTokens:N0} tokens; val: {summary.ValDocuments:N0} documents, {summary.ValTokens:N0} tokens; " +
                                $"{summary.BytesPerToken:F2} bytes/token; {summary.Seconds:F1} s.");
         AnsiConsole.MarkupLine($"Wrote {Markup.Escape(settings.Out)}/{{train.bin, val.bin, meta.json}}.");

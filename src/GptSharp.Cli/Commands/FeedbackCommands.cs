@@ -54,7 +54,7 @@ sealed class FeedbackCollectCommand : Command<FeedbackCollectSettings>
 
 sealed class FeedbackAgreementSettings : CommonSettings
 {
-    [CommandOption("--reward")] [Description("The reward-model run to check.")]
+    [CommandOption("--reward-model")] [Description("The reward-model run to check.")]
     public string Reward { get; init; } = "runs/reward";
     [CommandOption("-r|--run-dir")] [Description("The policy whose fresh answers are compared.")]
     public string RunDir { get; init; } = "runs/sft";
@@ -115,14 +115,14 @@ sealed class FeedbackSampleCommand : Command<FeedbackSampleSettings>
         using var _ = policy;
         int items = Feedback.SampleForLabeling(policy, GptTokenizer.Load(state.Tokenizer), prompts, options, s.Out);
         AnsiConsole.MarkupLine($"{items:N0} items ({options.AnswersPerPrompt} answers to each of {prompts.Count:N0} prompts, those with two or more different answers) in {Markup.Escape(s.Out)}. " +
-                               $"Judge them with: gptsharp feedback label --items {Markup.Escape(s.Out)}");
+                               $"Judge them with: gptsharp feedback label --data {Markup.Escape(s.Out)}");
         return 0;
     }
 }
 
 sealed class FeedbackLabelSettings : CommonSettings
 {
-    [CommandOption("--items")] [Description("Label items (from `feedback sample`, or your own {\"prompt\", \"answers\"} lines).")]
+    [CommandOption("--data")] [Description("Label items (from `feedback sample`, or your own {\"prompt\", \"answers\"} lines).")]
     public string Items { get; init; } = "runs/label-items.jsonl";
     [CommandOption("--judgments")] [Description("The append-only judgment log (default: ITEMS.judgments.jsonl); reopening it continues where it stopped.")]
     public string? Judgments { get; init; }

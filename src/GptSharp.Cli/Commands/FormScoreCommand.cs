@@ -16,9 +16,9 @@ sealed class FormScoreSettings : CommonSettings
     public int Prompts { get; init; } = 200;
     [CommandOption("--temperature")] [Description("Sampling temperature of the poems.")] public double Temperature { get; init; } = 0.7;
     [CommandOption("--seed")] [Description("Prompt i samples with seed + i, the same for every run compared.")] public long Seed { get; init; } = 1;
-    [CommandOption("--best-of")] [Description("Also score best-of-N: N poems per title, the --reward model keeps one (1: off).")]
+    [CommandOption("--best-of")] [Description("Also score best-of-N: N poems per title, the --reward-model keeps one (1: off).")]
     public int BestOf { get; init; } = 1;
-    [CommandOption("--reward")] [Description("Reward-model run that chooses among --best-of poems (default: none; needed with --best-of).")]
+    [CommandOption("--reward-model")] [Description("Reward-model run that chooses among --best-of poems (default: none; needed with --best-of).")]
     public string? Reward { get; init; }
     [CommandOption("--task")] [Description("`form` (the share of regular poems) or `verse` (every rule of regulated verse and strict, over the same answers; see gptsharp verse check).")]
     public string Task { get; init; } = "form";
@@ -26,7 +26,7 @@ sealed class FormScoreSettings : CommonSettings
     public override Spectre.Console.ValidationResult Validate()
     {
         if (BestOf < 1) return Spectre.Console.ValidationResult.Error($"--best-of {BestOf}: N must be >= 1.");
-        if (BestOf > 1 && Reward is null) return Spectre.Console.ValidationResult.Error("--best-of needs --reward RUN: the reward model that chooses.");
+        if (BestOf > 1 && Reward is null) return Spectre.Console.ValidationResult.Error("--best-of needs --reward-model RUN: the reward model that chooses.");
         if (Task is not ("form" or "verse")) return Spectre.Console.ValidationResult.Error($"--task {Task}: expected form or verse.");
         return base.Validate();
     }
@@ -67,7 +67,7 @@ sealed class FormScoreCommand : Command<FormScoreSettings>
         return 0;
     }
 
-    /// <summary>Each run once as it samples, and with --best-of N once more choosing with the --reward model: name, model,
+    /// <summary>Each run once as it samples, and with --best-of N once more choosing with the --reward-model: name, model,
     /// tokenizer, N and the chooser (null for N = 1).</summary>
     static void EachRun(FormScoreSettings s, Action<string, GptSharp.Models.Gpt, GptTokenizer, int, RewardFunction?> score)
     {

@@ -31,16 +31,16 @@ sealed class GenerateSettings : CommonSettings
     public bool Chat { get; init; }
     [CommandOption("--tools")] [Description("With --chat: offer built-in tools the model may call (calculator); calls run as it answers and show in brackets (default: none).")]
     public string? Tools { get; init; }
-    [CommandOption("--best-of")] [Description("Sample N answers and print the one the --reward model scores highest (with --chat; 1: off).")]
+    [CommandOption("--best-of")] [Description("Sample N answers and print the one the --reward-model scores highest (with --chat; 1: off).")]
     public int BestOf { get; init; } = 1;
-    [CommandOption("--reward")] [Description("Reward-model run that chooses among --best-of answers (default: none; needed with --best-of).")]
+    [CommandOption("--reward-model")] [Description("Reward-model run that chooses among --best-of answers (default: none; needed with --best-of).")]
     public string? Reward { get; init; }
 
     public override Spectre.Console.ValidationResult Validate()
     {
         if (BestOf < 1) return Spectre.Console.ValidationResult.Error($"--best-of {BestOf}: N must be >= 1.");
         if (GptSharp.Inference.Cpu.DecodeEngine.Problem(Engine) is { } engineProblem) return Spectre.Console.ValidationResult.Error(engineProblem);
-        if (BestOf > 1 && Reward is null) return Spectre.Console.ValidationResult.Error("--best-of needs --reward RUN: the reward model that chooses.");
+        if (BestOf > 1 && Reward is null) return Spectre.Console.ValidationResult.Error("--best-of needs --reward-model RUN: the reward model that chooses.");
         if (BestOf > 1 && !Chat) return Spectre.Console.ValidationResult.Error("--best-of chooses among chat answers: add --chat.");
         if (Tools is not null && !Chat) return Spectre.Console.ValidationResult.Error("--tools are offered in a chat: add --chat.");
         if (Tools is not null && BestOf > 1) return Spectre.Console.ValidationResult.Error("--tools and --best-of cannot be combined.");

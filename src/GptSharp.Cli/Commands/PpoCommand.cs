@@ -9,9 +9,9 @@ namespace GptSharp.Cli.Commands;
 
 sealed class PpoSettings : TrainingSettings
 {
-    [CommandOption("--sft")] [Description("The SFT run: the actor starts from it and it is the frozen reference.")]
+    [CommandOption("--from")] [Description("The SFT run: the actor starts from it and it is the frozen reference.")]
     public string Sft { get; init; } = "runs/sft";
-    [CommandOption("--reward")] [Description("The reward-model run: frozen scorer, and the critic's starting point.")]
+    [CommandOption("--reward-model")] [Description("The reward-model run: frozen scorer, and the critic's starting point.")]
     public string Reward { get; init; } = "runs/reward";
     [CommandOption("-r|--run-dir")] [Description("Folder for the PPO run; the tuned policy goes to its policy/ folder.")]
     public string RunDir { get; init; } = "runs/ppo";

@@ -9,7 +9,7 @@ namespace GptSharp.Encoders;
 /// <summary>
 /// BERT's encoder: embeddings (token + position + segment, then LayerNorm and dropout) and post-norm layers built from
 /// the shared attention and MLP blocks, attention unmasked except for padding. Tensor names map one-to-one onto a
-/// Hugging Face <c>BertModel</c> (see README: "BERT tensor names"); only attention's q, k, v are fused here.
+/// Hugging Face <c>BertModel</c> (see docs/bert.md, "BERT tensor names"); only attention's q, k, v are fused here.
 /// </summary>
 public sealed class Bert : Module<Tensor, Tensor>
 {

@@ -29,7 +29,7 @@ public static partial class TorchRuntime
     {
         if (device == "auto") return torch.cuda.is_available() ? "cuda" : "cpu";
         if (device.StartsWith("cuda", StringComparison.Ordinal) && !torch.cuda.is_available())
-            throw new InvalidOperationException($"Device '{device}' was asked for, but libtorch sees no CUDA device (the CPU natives are installed; see README, 'GPU').");
+            throw new InvalidOperationException($"Device '{device}' was asked for, but libtorch sees no CUDA device (the CPU natives are installed; see docs/distributed.md, 'GPU').");
         if (device != "cpu" && !device.StartsWith("cuda", StringComparison.Ordinal))
             throw new ArgumentException($"Unknown device '{device}': expected cpu, cuda, cuda:N or auto.", nameof(device));
         return device;

@@ -1,3 +1,4 @@
+using GptSharp.Data;
 using GptSharp.Evaluation;
 using GptSharp.Runs;
 using GptSharp.Runtime;
@@ -21,6 +22,8 @@ public static class ReportCard
     public static string Write(string runDirectory)
     {
         if (!Directory.Exists(runDirectory)) throw new DirectoryNotFoundException($"No run folder '{runDirectory}'.");
+        string dataFolder = SpeedrunPlan.Load(runDirectory).Data;
+        var pretrained = File.Exists(Path.Combine(dataFolder, "meta.json")) ? ShardSummary.Load(dataFolder).Corpora.ToHashSet() : [];
         var md = new StringBuilder();
         md.AppendLine("# GptSharp report card").AppendLine();
         md.AppendLine($"Run folder `{Path.GetFullPath(runDirectory)}`, written {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC.").AppendLine();
@@ -30,7 +33,7 @@ public static class ReportCard
         // Stages: wall time and outputs, with the command that reproduces each (RUN = this folder).
         md.AppendLine("## Stages").AppendLine().AppendLine("| stage | seconds | metrics | command |").AppendLine("|---|---|---|---|");
         double total = 0;
-        foreach (var (stage, _, command) in SpeedrunPlan.Load(runDirectory).Stages)
+        foreach (var (stage, _, command, _) in SpeedrunPlan.Load(runDirectory).Stages)
         {
             string marker = Path.Combine(runDirectory, stage, "done.json");
             if (!File.Exists(marker)) continue;
@@ -151,7 +154,11 @@ public static class ReportCard
                 Save(plot, runDirectory, $"kshot-{model}.png");
                 md.AppendLine($"![{model} k-shot](kshot-{model}.png)").AppendLine();
                 if (report.Corpora.Count > 0)
-                    md.AppendLine(string.Join("; ", report.Corpora.Select(c => $"{c.Corpus} {c.BitsPerByte:F3} bits/byte"))).AppendLine();
+                {
+                    // A corpus the base never saw reads as a bug at 10^8 perplexity unless the page says so.
+                    md.AppendLine(string.Join("; ", report.Corpora.Select(c => $"{c.Corpus} {c.BitsPerByte:F3} bits/byte{(pretrained.Contains(c.Corpus) ? " (pretrained on)" : " (never seen)")}")));
+                    md.AppendLine().AppendLine($"Pretrained on: {(pretrained.Count > 0 ? string.Join(", ", pretrained) : "unknown (no data/meta.json)")}; the other corpora measure how far the model is from text it never saw.").AppendLine();
+                }
             }
         }
         string path = Path.Combine(runDirectory, FileName);

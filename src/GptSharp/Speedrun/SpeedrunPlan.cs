@@ -51,9 +51,6 @@ public sealed record SpeedrunOptions
     public int EvalItems { get; init; } = 60;
 }
 
-/// <summary>One stage of the speedrun and the command that reproduces it alone (RUN stands for the speedrun's folder).</summary>
-public sealed record PlannedStage(string Name, string Folder, string Command);
-
 /// <summary>
 /// The speedrun as data: each stage's folder and settings. The <c>speedrun</c> command runs the stages from it and the
 /// report card prints its commands, so a reported command trains exactly what the stage trained (same <c>config.json</c>).
@@ -129,25 +126,26 @@ public sealed class SpeedrunPlan
     long? AlignmentSeed => Options.AlignmentSeed ?? Options.Seed;
     public double DpoBeta => DpoRun.DefaultBeta;
 
-    /// <summary>Every stage in order with the command that reproduces it; RUN stands for the speedrun's folder.</summary>
-    public IReadOnlyList<PlannedStage> Stages =>
+    /// <summary>The main job: every stage in order, its folder, the command that reproduces it (RUN stands for the
+    /// speedrun's folder) and the function that runs it (<see cref="MainJob"/>).</summary>
+    public IReadOnlyList<SpeedrunStage> Stages =>
     [
-        new("tokenizer", "tokenizer", $"gptsharp tokenizer train --corpus {string.Join(',', TokenizerCorpora)} --vocab-size {Options.VocabSize} --out RUN/tokenizer"),
-        new("data", "data", $"gptsharp data prepare --corpus {string.Join(',', PretrainCorpora)} --tokenizer RUN/tokenizer --out RUN/data"),
-        new("pretrain", "pretrain", $"gptsharp pretrain --preset {Options.Preset} --data RUN/data --run-dir RUN/pretrain{Flags(PretrainTraining, PretrainRun.Defaults)}"),
-        new("sft", "sft", $"gptsharp sft --from RUN/pretrain --data builtin --run-dir RUN/sft{Flags(SftTraining, SftRun.Defaults)}"),
-        new("feedback", "feedback", $"gptsharp feedback collect --run-dir RUN/sft --task verse --prompts {Options.FeedbackPrompts} --out RUN/feedback/pairs.jsonl{(AlignmentSeed is long seed ? $" --seed {seed}" : "")}"),
-        new("reward", "reward", $"gptsharp reward --from RUN/sft --data RUN/feedback/pairs.jsonl --run-dir RUN/reward{Flags(RewardTraining, RewardRun.Defaults)}"),
-        new("ppo", "ppo", $"gptsharp ppo --sft RUN/sft --reward RUN/reward --task verse --run-dir RUN/ppo{Flags(PpoTraining, PpoRun.Defaults)}"),
-        new("grpo", "grpo", $"gptsharp grpo --from RUN/sft --task verse --run-dir RUN/grpo{Flags(GrpoTraining, GrpoRun.Defaults)}"),
-        new("dpo", "dpo", $"gptsharp dpo --from RUN/sft --data RUN/feedback/pairs.jsonl --run-dir RUN/dpo{Flags(DpoTraining, DpoRun.Defaults)}"),
-        new("sft-tools", "sft-tools", $"gptsharp sft --from RUN/sft --data arithmetic --run-dir RUN/sft-tools{Flags(ToolSftTraining, SftRun.Defaults)}"),
-        new("grpo-tools", "grpo-tools", $"gptsharp grpo --from RUN/sft-tools --task arithmetic --temperature {ToolGrpoSettings.Temperature.ToString(CultureInfo.InvariantCulture)} --run-dir RUN/grpo-tools{Flags(ToolGrpoTraining, GrpoRun.Defaults)}"),
+        new("tokenizer", "tokenizer", $"gptsharp tokenizer train --corpus {string.Join(',', TokenizerCorpora)} --vocab-size {Options.VocabSize} --out RUN/tokenizer", MainJob.Tokenizer),
+        new("data", "data", $"gptsharp data prepare --corpus {string.Join(',', PretrainCorpora)} --tokenizer RUN/tokenizer --out RUN/data", MainJob.Data),
+        new("pretrain", "pretrain", $"gptsharp pretrain --preset {Options.Preset} --data RUN/data --run-dir RUN/pretrain{Flags(PretrainTraining, PretrainRun.Defaults)}", MainJob.Pretrain),
+        new("sft", "sft", $"gptsharp sft --from RUN/pretrain --data builtin --run-dir RUN/sft{Flags(SftTraining, SftRun.Defaults)}", MainJob.Sft),
+        new("feedback", "feedback", $"gptsharp feedback collect --run-dir RUN/sft --task verse --prompts {Options.FeedbackPrompts} --out RUN/feedback/pairs.jsonl{(AlignmentSeed is long seed ? $" --seed {seed}" : "")}", MainJob.Feedback),
+        new("reward", "reward", $"gptsharp reward --from RUN/sft --data RUN/feedback/pairs.jsonl --run-dir RUN/reward{Flags(RewardTraining, RewardRun.Defaults)}", MainJob.Reward),
+        new("ppo", "ppo", $"gptsharp ppo --from RUN/sft --reward-model RUN/reward --task verse --run-dir RUN/ppo{Flags(PpoTraining, PpoRun.Defaults)}", MainJob.Ppo),
+        new("grpo", "grpo", $"gptsharp grpo --from RUN/sft --task verse --run-dir RUN/grpo{Flags(GrpoTraining, GrpoRun.Defaults)}", MainJob.Grpo),
+        new("dpo", "dpo", $"gptsharp dpo --from RUN/sft --data RUN/feedback/pairs.jsonl --run-dir RUN/dpo{Flags(DpoTraining, DpoRun.Defaults)}", MainJob.Dpo),
+        new("sft-tools", "sft-tools", $"gptsharp sft --from RUN/sft --data arithmetic --run-dir RUN/sft-tools{Flags(ToolSftTraining, SftRun.Defaults)}", MainJob.ToolSft),
+        new("grpo-tools", "grpo-tools", $"gptsharp grpo --from RUN/sft-tools --task arithmetic --temperature {ToolGrpoSettings.Temperature.ToString(CultureInfo.InvariantCulture)} --run-dir RUN/grpo-tools{Flags(ToolGrpoTraining, GrpoRun.Defaults)}", MainJob.ToolGrpo),
         new("score", "score", $"gptsharp form-score --task verse --run-dir RUN/pretrain,RUN/sft,RUN/ppo/policy,RUN/grpo/policy,RUN/dpo --prompts {Options.ScorePrompts}; " +
-                              $"gptsharp form-score --task verse --run-dir RUN/sft --best-of {Options.BestOf} --reward RUN/reward --prompts {Options.ScorePrompts}; " +
-                              $"gptsharp arithmetic-score --run-dir RUN/sft,RUN/ppo/policy,RUN/grpo/policy,RUN/dpo,RUN/sft-tools,RUN/grpo-tools/policy --problems {RlTasks.ScoreProblems}"),
-        new("eval", "eval", $"gptsharp eval --run-dir RUN/pretrain,RUN/ppo/policy --shots 0,1,2,4 --items {Options.EvalItems}"),
-        new("export", "export", "gptsharp export gguf --run-dir RUN/ppo/policy --out RUN/export/chat.gguf; gptsharp export hf --run-dir RUN/ppo/policy --out RUN/export/hf"),
+                              $"gptsharp form-score --task verse --run-dir RUN/sft --best-of {Options.BestOf} --reward-model RUN/reward --prompts {Options.ScorePrompts}; " +
+                              $"gptsharp arithmetic-score --run-dir RUN/sft,RUN/ppo/policy,RUN/grpo/policy,RUN/dpo,RUN/sft-tools,RUN/grpo-tools/policy --problems {RlTasks.ScoreProblems}", MainJob.Score),
+        new("eval", "eval", $"gptsharp eval --run-dir RUN/pretrain,RUN/ppo/policy --shots 0,1,2,4 --items {Options.EvalItems}", MainJob.Eval),
+        new("export", "export", "gptsharp export gguf --run-dir RUN/ppo/policy --out RUN/export/chat.gguf; gptsharp export hf --run-dir RUN/ppo/policy --out RUN/export/hf", MainJob.Export),
     ];
 
     /// <summary>The command-line options that turn a stage's defaults into <paramref name="training"/>.</summary>

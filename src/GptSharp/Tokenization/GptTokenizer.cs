@@ -1,3 +1,4 @@
+using System.Text.Json.Nodes;
 using GptSharp.Runtime;
 using System.Text;
 using System.Text.Json;
@@ -206,7 +207,10 @@ public sealed class GptTokenizer
         {
             throw new InvalidDataException($"{specPath}: invalid tokenizer JSON at line {e.LineNumber + 1}: {e.Message}", e);
         }
-        if (string.IsNullOrEmpty(spec.Pattern)) throw new InvalidDataException($"{specPath}: field 'pattern' is missing.");
+        if (string.IsNullOrEmpty(spec.Pattern))
+            throw new InvalidDataException(IsHuggingFaceFormat(specPath)
+                ? $"{specPath} is a Hugging Face tokenizer.json, not GptSharp's tokenizer files: the command line's --tokenizer converts such a folder itself; in code, convert it with Interop.HuggingFaceTokenizer.Import."
+                : $"{specPath}: field 'pattern' is missing.");
         if (spec.SpecialTokens is null) throw new InvalidDataException($"{specPath}: field 'specialTokens' is missing.");
         if (spec.ChatFormat is { } format && !ChatFormats.All.Contains(format))
             throw new InvalidDataException($"{specPath}: field 'chatFormat' is '{format}'; expected one of {string.Join(", ", ChatFormats.All)}.");
@@ -221,6 +225,8 @@ public sealed class GptTokenizer
             throw new InvalidDataException($"{specPath}: field 'vocabSize' is {spec.VocabSize}, but {spec.RankFile} has {tokenizer._ranks.Count} ranks and there are {spec.SpecialTokens.Count} special tokens ({expected}).");
         return tokenizer;
     }
+
+    static bool IsHuggingFaceFormat(string path) => JsonNode.Parse(File.ReadAllText(path)) is JsonObject root && root["model"] is JsonObject;
 
     static GptTokenizer FromBuiltIn(string encoding)
     {
