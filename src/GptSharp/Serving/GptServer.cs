@@ -1,6 +1,5 @@
 using System.Net;
 using System.Text.Json;
-using System.Threading.Channels;
 using GptSharp.Inference;
 using GptSharp.Tokenization;
 using Microsoft.AspNetCore.Builder;
@@ -22,7 +21,7 @@ namespace GptSharp.Serving;
 /// </summary>
 public sealed class GptServer : IAsyncDisposable
 {
-    static readonly JsonSerializerOptions Json = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+    static readonly JsonSerializerOptions Json = CompletionJson.Options;
     readonly WebApplication _app;
     readonly Dictionary<string, ServedModel> _models;
     readonly ServerOptions _options;
@@ -308,79 +307,18 @@ public sealed class GptServer : IAsyncDisposable
     async Task Generate(HttpContext context, ServedModel model, int[] prompt, RequestSampling sampling, bool chat, AnswerShape shape)
     {
         var arrived = System.Diagnostics.Stopwatch.StartNew();
-        if (prompt.Length >= model.ContextLength)
-            throw new ApiError(400, $"The prompt is {prompt.Length} tokens; model '{model.Name}' reads at most {model.ContextLength} (prompt and answer together).",
-                chat ? "messages" : "prompt", "context_length_exceeded");
-        if (sampling.MaxTokens > model.ContextLength)
-            throw new ApiError(400, $"'max_tokens' {sampling.MaxTokens} is more than model '{model.Name}''s context of {model.ContextLength} tokens.", "max_tokens");
-        var options = new SamplingOptions(Temperature: sampling.Temperature, TopP: sampling.TopP,
-            MaxNewTokens: Math.Min(sampling.MaxTokens ?? model.ContextLength, model.ContextLength - prompt.Length),
-            Seed: sampling.Seed ?? Random.Shared.NextInt64(), StopTokens: chat ? [model.Tokenizer.EndId, model.Tokenizer.BosId] : [model.Tokenizer.BosId, model.Tokenizer.EosId],
-            StopSequences: sampling.Stop, PresencePenalty: sampling.PresencePenalty, FrequencyPenalty: sampling.FrequencyPenalty, TopLogprobs: sampling.TopLogprobs);
-        if (shape.Constrained && options.MaxNewTokens < shape.MinTokens)
-            throw new ApiError(400, $"'max_tokens' leaves room for {options.MaxNewTokens} tokens; the response format or tool call asked for needs up to {shape.MinTokens} to be complete.",
-                sampling.MaxTokens is null ? "messages" : "max_tokens");
-        int toolCall = shape.Calls ? model.Tokenizer.SpecialId(SpecialTokens.ToolCall) : -1;
-        string id = (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("N")[..24];
-        long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
-        var aborted = context.RequestAborted;
-        // A generation ends early when its client leaves, the server shuts down, or it runs past the request timeout.
-        using var limit = CancellationTokenSource.CreateLinkedTokenSource(aborted, _stopping.Token);
-        if (_options.RequestTimeoutSeconds > 0) limit.CancelAfter(TimeSpan.FromSeconds(_options.RequestTimeoutSeconds));
-
-        int n = sampling.Choices;
-        var answers = new AnswerText[n];
-        var calling = new bool[n];   // the choice began a tool call: its tokens are the call, not text
-        var held = new string[n];   // text a choice's last token released, not yet sent
-        var events = Channel.CreateUnbounded<(int Choice, string Piece, TokenLogprob? Logprob)>();
-        int firstToken = 0;
-        void OnFirstToken()
-        {
-            if (Interlocked.Exchange(ref firstToken, 1) == 0) _metrics.FirstToken(model.Name, arrived.Elapsed);
-        }
+        using var choices = new RequestChoices(model, prompt, sampling, chat, shape, _options.RequestTimeoutSeconds, context.RequestAborted, _stopping.Token,
+            onFirstToken: () => _metrics.FirstToken(model.Name, arrived.Elapsed));
         var scheduler = _schedulers[model.Name];
+        int n = choices.Rows.Count;
         if (n > scheduler.QueueLimit)
             throw new ApiError(400, $"'n' is {n}; this server queues at most {scheduler.QueueLimit} choices per model (--max-queue), so this request could never be taken.", "n");
-        var rows = new List<BatchRow>();
-        for (int i = 0; i < n; i++)
-        {
-            int choice = i;
-            TokenLogprob? pending = null;
-            held[i] = "";
-            answers[i] = new AnswerText(model.Tokenizer, sampling.Stop, text => held[choice] += text);
-            void OnToken(int token)
-            {
-                OnFirstToken();
-                if (!sampling.Stream) return;
-                if (token == toolCall) calling[choice] = true;
-                if (calling[choice]) return;
-                bool counts = !answers[choice].Stopped && !model.Tokenizer.IsSpecial(token);
-                answers[choice].Add(token);
-                var logprob = counts ? pending : null;
-                if (held[choice].Length > 0 || logprob is not null) events.Writer.TryWrite((choice, held[choice], logprob));
-                (held[choice], pending) = ("", null);
-            }
-            var row = new BatchRow(prompt, options with { Seed = options.Seed + i }, OnToken, limit.Token, model.Decode,
-                Constraint: shape.NewConstraint(model), OnLogprob: sampling.Stream ? logprob => pending = logprob : null);
-            rows.Add(row);
-        }
         // A request's choices are queued together or not at all; the limit counts choices (each takes a slot to decode).
-        var queued = scheduler.TryEnqueueAll(rows)
+        var queued = scheduler.TryEnqueueAll(choices.Rows)
             ?? throw new ApiError(429, $"The server is busy: {scheduler.Waiting} choices are waiting for model '{model.Name}' and --max-queue allows {scheduler.QueueLimit}; " +
                                        $"this request needs room for {n}. Retry shortly.", code: "rate_limit_exceeded", type: "rate_limit_error") { RetryAfterSeconds = 1 };
-        async Task<BatchResult> Outcome(Task<BatchResult> task)
-        {
-            var result = await task;
-            if (result.Cancelled)
-            {
-                if (aborted.IsCancellationRequested) throw new OperationCanceledException(aborted);
-                if (_stopping.IsCancellationRequested) throw new ApiError(503, "The server is shutting down; this generation was stopped.", code: "server_shutting_down", type: "server_error");
-                throw new ApiError(408, $"The generation ran past the server's limit of {_options.RequestTimeoutSeconds:G} s (--request-timeout).", code: "request_timeout");
-            }
-            if (result.Error is { } error) throw GenerationFailed(error);
-            return result;
-        }
-        var outcomes = Task.WhenAll(queued.Select(Outcome));
+        var outcomes = choices.Outcomes(queued);
+        var json = new CompletionJson(model, sampling, chat, shape);
         object Usage(BatchResult[] results)
         {
             int completion = results.Sum(r => r.Generation.Tokens.Length);
@@ -392,183 +330,21 @@ public sealed class GptServer : IAsyncDisposable
                 prompt_tokens_details = new { cached_tokens = cached },
             };
         }
-
         try
         {
-            if (!sampling.Stream)
+            if (sampling.Stream) await EventStream.WriteAsync(context, choices, outcomes, json, chat, sampling.IncludeUsage, Usage);
+            else
             {
                 var results = await outcomes;
-                var choices = results.Select((result, i) =>
-                {
-                    var generation = result.Generation;
-                    var call = shape.ReadCall(model.Tokenizer, generation.Tokens);
-                    var (text, entries) = Replay(model, BeforeCall(generation, shape.CallStart(model.Tokenizer, generation.Tokens)), sampling.Stop);
-                    object? logprobs = sampling.TopLogprobs is null ? null : chat ? new { content = entries.Select(e => ChatLogprob(model, e)) } : CompletionLogprobs(model, entries);
-                    if (call is not null)
-                        return new { index = i, message = (object)new { role = "assistant", content = text.Length == 0 ? null : text, tool_calls = new[] { CallJson(call) } }, logprobs, finish_reason = "tool_calls" };
-                    return chat
-                        ? (object)new { index = i, message = new { role = "assistant", content = text }, logprobs, finish_reason = Finish(generation) }
-                        : new { index = i, text, logprobs, finish_reason = Finish(generation) };
-                }).ToArray();
-                object body = new { id, @object = chat ? "chat.completion" : "text_completion", created, model = model.Name, choices, usage = Usage(results), timings = Timings(results) };
-                await context.Response.WriteAsJsonAsync(body, Json, aborted);
-                return;
+                await context.Response.WriteAsJsonAsync(json.Whole(results, Usage(results)), Json, context.RequestAborted);
             }
-
-            _ = outcomes.ContinueWith(_ => events.Writer.TryComplete(), TaskScheduler.Default);
-            context.Response.ContentType = "text/event-stream";
-            context.Response.Headers.CacheControl = "no-cache";
-            async Task Send(object chunk) => await context.Response.WriteAsync($"data: {JsonSerializer.Serialize(chunk, Json)}\n\n", aborted);
-            object Chunk(int choice, string? content, string? role, string? finish, TokenLogprob? logprob)
-            {
-                object? logprobs = logprob is null ? null : chat ? new { content = new[] { ChatLogprob(model, logprob) } } : CompletionLogprobs(model, [logprob]);
-                return chat
-                    ? new { id, @object = "chat.completion.chunk", created, model = model.Name, choices = new[] { new { index = choice, delta = role is null ? (object)new { content } : new { role, content }, logprobs, finish_reason = finish } } }
-                    : new { id, @object = "text_completion", created, model = model.Name, choices = new[] { new { index = choice, text = content ?? "", logprobs, finish_reason = finish } } };
-            }
-            if (chat)
-                for (int i = 0; i < n; i++) await Send(Chunk(i, "", "assistant", null, null));
-            await context.Response.Body.FlushAsync(aborted);
-            await foreach (var (choice, piece, logprob) in events.Reader.ReadAllAsync(aborted))
-            {
-                await Send(Chunk(choice, piece, null, null, logprob));
-                await context.Response.Body.FlushAsync(aborted);
-            }
-            BatchResult[] done;
-            try
-            {
-                done = await outcomes;
-            }
-            catch (ApiError e)
-            {
-                // Headers are sent: the error goes out as an event, and the stream still ends properly.
-                await Send(e.Body);
-                await context.Response.WriteAsync("data: [DONE]\n\n", aborted);
-                return;
-            }
-            for (int i = 0; i < n; i++)
-            {
-                // What was held back (what might have begun a stop sequence) goes out before the last chunk.
-                answers[i].Finish();
-                if (held[i].Length > 0) await Send(Chunk(i, held[i], null, null, null));
-                var call = shape.ReadCall(model.Tokenizer, done[i].Generation.Tokens);
-                if (call is not null)
-                    await Send(new { id, @object = "chat.completion.chunk", created, model = model.Name, choices = new[] { new { index = i, delta = (object)new { tool_calls = new[] { CallJson(call, index: 0) } }, logprobs = (object?)null, finish_reason = (string?)null } } });
-                await Send(chat
-                    ? new { id, @object = "chat.completion.chunk", created, model = model.Name, choices = new[] { new { index = i, delta = new { }, logprobs = (object?)null, finish_reason = call is null ? Finish(done[i].Generation) : "tool_calls" } } }
-                    : Chunk(i, "", null, Finish(done[i].Generation), null));
-            }
-            object final = new { id, @object = chat ? "chat.completion.chunk" : "text_completion", created, model = model.Name, choices = Array.Empty<object>(), usage = Usage(done), timings = Timings(done) };
-            if (sampling.IncludeUsage) await Send(final);
-            await context.Response.WriteAsync("data: [DONE]\n\n", aborted);
-            await context.Response.Body.FlushAsync(aborted);
         }
         finally
         {
             // Leaving before the generations ended (the client went away, a write failed): stop them, so their slots
             // come free now rather than when they would have finished.
-            if (!outcomes.IsCompleted) limit.Cancel();
+            if (!outcomes.IsCompleted) choices.Cancel();
         }
     }
-
-    /// <summary>One request's generation failed (the rest of its batch went on): an OpenAI error without native detail.</summary>
-    static ApiError GenerationFailed(Exception error)
-    {
-        if (error is ApiError api) return api;
-        if (error is ArgumentException) return new ApiError(400, $"This request cannot be generated: {FirstLine(error.Message)}");
-        Console.Error.WriteLine($"gptsharp serve: a generation failed: {error}");
-        return new ApiError(500, "Generation failed for this request (other requests are unaffected); the server log has the details.", type: "server_error");
-    }
-
-    /// <summary>The part of a generation before its tool call (all of it when it makes none).</summary>
-    static Generation BeforeCall(Generation generation, int start) => start < 0 ? generation
-        : generation with { Tokens = generation.Tokens[..start], Logprobs = generation.Logprobs?[..start] };
-
-    /// <summary>A tool call in OpenAI's shape (<paramref name="index"/> only in stream deltas).</summary>
-    static object CallJson(FunctionCall call, int? index = null) => index is null
-        ? new { id = call.Id, type = "function", function = new { name = call.Name, arguments = call.Arguments } }
-        : new { index, id = call.Id, type = "function", function = new { name = call.Name, arguments = call.Arguments } };
-
-    /// <summary>The answer's text and the tokens it is made of (special tokens and tokens after a stop sequence left out), as streaming hands them out.</summary>
-    static (string Text, List<TokenLogprob> Logprobs) Replay(ServedModel model, Generation generation, IReadOnlyList<string> stops)
-    {
-        var answer = new AnswerText(model.Tokenizer, stops);
-        var logprobs = new List<TokenLogprob>();
-        for (int i = 0; i < generation.Tokens.Length; i++)
-        {
-            int token = generation.Tokens[i];
-            if (!answer.Stopped && !model.Tokenizer.IsSpecial(token) && generation.Logprobs?[i] is { } logprob) logprobs.Add(logprob);
-            answer.Add(token);
-        }
-        return (answer.Finish(), logprobs);
-    }
-
-    static object ChatLogprob(ServedModel model, TokenLogprob logprob)
-    {
-        object Entry(int token, double value) => new { token = model.Tokenizer.Decode([token]), logprob = value, bytes = model.Tokenizer.TokenBytes(token).Select(b => (int)b) };
-        return new
-        {
-            token = model.Tokenizer.Decode([logprob.Token]), logprob = logprob.Logprob, bytes = model.Tokenizer.TokenBytes(logprob.Token).Select(b => (int)b),
-            top_logprobs = logprob.Top.Select(t => Entry(t.Token, t.Logprob)),
-        };
-    }
-
-    /// <summary>The legacy completions shape: parallel lists of tokens, their log-probabilities, the alternatives and text offsets.</summary>
-    static object CompletionLogprobs(ServedModel model, IReadOnlyList<TokenLogprob> logprobs)
-    {
-        var tokens = logprobs.Select(l => model.Tokenizer.Decode([l.Token])).ToList();
-        var offsets = new List<int>();
-        int offset = 0;
-        foreach (string token in tokens) { offsets.Add(offset); offset += token.Length; }
-        return new
-        {
-            tokens, token_logprobs = logprobs.Select(l => l.Logprob), text_offset = offsets,
-            top_logprobs = logprobs.Select(l => l.Top.GroupBy(t => model.Tokenizer.Decode([t.Token])).ToDictionary(g => g.Key, g => g.Max(t => t.Logprob))),
-        };
-    }
-
-    /// <summary>llama.cpp's <c>timings</c>: prompt and generation speed (the first choice's prompt; all choices' tokens).</summary>
-    static object? Timings(BatchResult[] results)
-    {
-        if (results[0].Timings is not { } first) return null;
-        int predicted = results.Sum(r => r.Generation.Tokens.Length);
-        double decodeMs = results.Max(r => r.Timings?.DecodeMilliseconds ?? 0);
-        static double PerSecond(int count, double ms) => ms > 0 ? Math.Round(count * 1000 / ms, 2) : 0;
-        return new
-        {
-            cache_n = first.CachedTokens, prompt_n = first.PromptTokens, prompt_ms = Math.Round(first.PrefillMilliseconds, 3),
-            prompt_per_second = PerSecond(first.PromptTokens, first.PrefillMilliseconds),
-            predicted_n = predicted, predicted_ms = Math.Round(decodeMs, 3), predicted_per_second = PerSecond(predicted, decodeMs),
-            queue_ms = Math.Round(first.QueueMilliseconds, 3),
-        };
-    }
-
-    static string FirstLine(string text) => text.Split('\n', 2)[0].Trim();
-
-    static string Finish(Generation generation) => generation.Finish == FinishReason.Stop ? "stop" : "length";
 }
 
-/// <summary>The host's lifetime under <see cref="GptServer"/>: SIGTERM, SIGINT and SIGQUIT start the server's drain
-/// instead of stopping the host at once (which would close the port and refuse new clients without a word).</summary>
-sealed class DrainingLifetime(Action drain) : IHostLifetime, IDisposable
-{
-    readonly List<System.Runtime.InteropServices.PosixSignalRegistration> _signals = [];
-
-    public Task WaitForStartAsync(CancellationToken cancellationToken)
-    {
-        foreach (var signal in new[] { System.Runtime.InteropServices.PosixSignal.SIGTERM, System.Runtime.InteropServices.PosixSignal.SIGINT, System.Runtime.InteropServices.PosixSignal.SIGQUIT })
-            _signals.Add(System.Runtime.InteropServices.PosixSignalRegistration.Create(signal, context =>
-            {
-                context.Cancel = true;
-                drain();
-            }));
-        return Task.CompletedTask;
-    }
-
-    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
-
-    public void Dispose()
-    {
-        foreach (var signal in _signals) signal.Dispose();
-    }
-}
