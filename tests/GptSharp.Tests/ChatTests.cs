@@ -1,3 +1,4 @@
+using GptSharp.Data;
 using GptSharp.Alignment;
 using GptSharp.Tokenization;
 
@@ -89,8 +90,8 @@ public class ChatTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedT
         Assert.All(a.TrainPairs, p => Assert.NotEqual(p.Chosen, p.Rejected));
         // Every chosen poem has regular line lengths; the rejected ones include broken ones.
         var poemPairs = a.TrainPairs.Where(p => p.Prompt[0].Content.StartsWith("寫")).ToList();
-        Assert.All(poemPairs, p => Assert.True(BuiltInDatasets.IsRegularQuatrainOrRegulated(p.Chosen.Split('\n'))));
-        Assert.Contains(poemPairs, p => !BuiltInDatasets.IsRegularQuatrainOrRegulated(p.Rejected.Split('\n')));
+        Assert.All(poemPairs, p => Assert.True(PoemForm.IsRegularQuatrainOrRegulated(p.Chosen.Split('\n'))));
+        Assert.Contains(poemPairs, p => !PoemForm.IsRegularQuatrainOrRegulated(p.Rejected.Split('\n')));
         Assert.Contains(poemPairs, p => p.Rejected.Split('\n').Length > p.Chosen.Split('\n').Length); // too long is rejected too
         Assert.Contains(poemPairs, p => p.Rejected.Length < p.Chosen.Length);
         Assert.Contains(a.TrainChats, c => c[0].Content.StartsWith("Who gave the State of the Union address in"));

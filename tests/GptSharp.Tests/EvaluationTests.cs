@@ -1,3 +1,4 @@
+using GptSharp.Data;
 using GptSharp.Speedrun;
 using GptSharp.Evaluation;
 using GptSharp.Tokenization;
@@ -165,14 +166,14 @@ public class EvaluationTests(TrainedTokenizerFixture fixture) : IClassFixture<Tr
         Assert.All(steer.Items, i => Assert.Equal("", i.Context));
         Assert.Equal(20, steer.Items.Count(i => i.Group == "5"));
         Assert.Equal(20, steer.Items.Count(i => i.Group == "7"));
-        Assert.All(steer.ShotPool, e => Assert.Equal(e.Group, GptSharp.Alignment.BuiltInDatasets.ClauseLength(e.Context.Split('\n')[0]).ToString()));
+        Assert.All(steer.ShotPool, e => Assert.Equal(e.Group, GptSharp.Data.PoemForm.ClauseLength(e.Context.Split('\n')[0]).ToString()));
         Assert.Equal("", Evaluator.Prompt(steer, 0, 0));
         for (int i = 0; i < 2; i++)
         {
             string[] examples = Evaluator.Prompt(steer, i, 3).Split("<|bos|>");
             Assert.Equal(4, examples.Length);
             Assert.Equal("", examples[^1]);
-            Assert.All(examples[..^1], e => Assert.All(e.Split('\n'), line => Assert.Equal(steer.Items[i].Group, GptSharp.Alignment.BuiltInDatasets.ClauseLength(line).ToString())));
+            Assert.All(examples[..^1], e => Assert.All(e.Split('\n'), line => Assert.Equal(steer.Items[i].Group, GptSharp.Data.PoemForm.ClauseLength(line).ToString())));
         }
         var five = steer.Items.First(i => i.Group == "5");
         Assert.True(five.Accepts!("床前明月光，疑是地上霜。"));

@@ -24,7 +24,7 @@ public static class BuiltInDatasets
         var random = new Random((int)(seed & 0x7fffffff));
         var poems = Corpus.Read("tang")
             .Select(d => (Title: d.Field("title") ?? "", Author: d.Field("author") ?? "", Lines: d.Text.Split('\n')))
-            .Where(p => p.Title.Length is > 0 and <= 20 && p.Author.Length > 0 && IsRegularQuatrainOrRegulated(p.Lines))
+            .Where(p => p.Title.Length is > 0 and <= 20 && p.Author.Length > 0 && PoemForm.IsRegularQuatrainOrRegulated(p.Lines))
             .ToList();
         // A title shared by several poems would make "who wrote it?" ambiguous and leak across the split: keep unique titles.
         var titleCounts = poems.GroupBy(p => p.Title).ToDictionary(g => g.Key, g => g.Count());
@@ -115,21 +115,6 @@ public static class BuiltInDatasets
 
     /// <summary>The user's question of a conversation (its first user message).</summary>
     public static string Question(IReadOnlyList<ChatMessage> chat) => chat.First(m => m.Role == ChatRoles.User).Content;
-
-    /// <summary>Four or eight lines, each two clauses of five or seven characters: 「五言/七言」 quatrains and regulated verse.</summary>
-    public static bool IsRegularQuatrainOrRegulated(IReadOnlyList<string> lines)
-    {
-        if (lines.Count is not (2 or 4)) return false; // poems store two clauses per line: 2 lines = quatrain, 4 = regulated verse
-        int? clause = ClauseLength(lines[0]);
-        return clause is not null && lines.All(line => ClauseLength(line) == clause);
-    }
-
-    /// <summary>5 or 7 for a line of two clauses of five (or seven) characters, 「…，…。」; null for any other line.</summary>
-    public static int? ClauseLength(string line)
-    {
-        int comma = line.IndexOf('，');
-        return line.Length >= 4 && line[^1] == '。' && comma is 5 or 7 && comma == line.Length - 2 - comma ? comma : null;
-    }
 
     static string Corrupt(string[] lines, Random random)
     {

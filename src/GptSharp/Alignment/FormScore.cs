@@ -1,3 +1,4 @@
+using GptSharp.Data;
 using GptSharp.Inference;
 using GptSharp.Models;
 using GptSharp.Tokenization;
@@ -45,7 +46,7 @@ public static class FormScore
         int bestOf, RewardFunction? chooser)
     {
         var poems = Sample(model, tokenizer, prompts, temperature, seed, bestOf, chooser);
-        int regular = poems.Count(poem => BuiltInDatasets.IsRegularQuatrainOrRegulated(poem.Split('\n')));
+        int regular = poems.Count(poem => PoemForm.IsRegularQuatrainOrRegulated(poem.Split('\n')));
         return new FormScoreReport(prompts.Count, regular, [.. prompts.Zip(poems).Take(3)], poems.Distinct(StringComparer.Ordinal).Count());
     }
 

@@ -1,3 +1,4 @@
+using GptSharp.Data;
 using GptSharp.Tokenization;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -41,8 +42,8 @@ public static class Rewards
         return scores;
     };
 
-    /// <summary>1 for a regular quatrain or regulated verse (see <see cref="BuiltInDatasets.IsRegularQuatrainOrRegulated"/>), else 0.</summary>
-    public static RewardFunction Form { get; } = FromProgram(c => BuiltInDatasets.IsRegularQuatrainOrRegulated(c.Answer.Split('\n')) ? 1 : 0);
+    /// <summary>1 for a regular quatrain or regulated verse (see <see cref="PoemForm.IsRegularQuatrainOrRegulated"/>), else 0.</summary>
+    public static RewardFunction Form { get; } = FromProgram(c => PoemForm.IsRegularQuatrainOrRegulated(c.Answer.Split('\n')) ? 1 : 0);
 
     /// <summary>
     /// A graded form check, as a labeler who ranks near misses above nonsense would give: 1 for a regular poem (as
@@ -75,7 +76,7 @@ public static class Rewards
     {
         var lines = answer.Split('\n', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
         if (lines.Length == 0) return 0;
-        if (BuiltInDatasets.IsRegularQuatrainOrRegulated(lines)) return 1;
+        if (PoemForm.IsRegularQuatrainOrRegulated(lines)) return 1;
         double distance = lines.Length <= 3 ? Math.Abs(lines.Length - 2) : Math.Abs(lines.Length - 4);
         var clauses = new List<int>();
         foreach (string line in lines)

@@ -195,7 +195,7 @@ public sealed class Verse
     public static (int Length, int Clauses)? Shape(string poem)
     {
         var lines = poem.Split('\n', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
-        return BuiltInDatasets.IsRegularQuatrainOrRegulated(lines) ? (BuiltInDatasets.ClauseLength(lines[0])!.Value, lines.Length * 2) : null;
+        return PoemForm.IsRegularQuatrainOrRegulated(lines) ? (PoemForm.ClauseLength(lines[0])!.Value, lines.Length * 2) : null;
     }
 
     /// <summary>Checks a poem (lines of two clauses, 「…，…。」) against every rule and what <paramref name="instruction"/> asks.</summary>

@@ -1,4 +1,3 @@
-using GptSharp.Alignment;
 using GptSharp.Data;
 using GptSharp.Tokenization;
 
@@ -74,7 +73,7 @@ public static class BuiltInTasks
 
     static EvalTask Form(int items, long seed)
     {
-        static string? FormOf(Poem p) => BuiltInDatasets.IsRegularQuatrainOrRegulated(p.Lines)
+        static string? FormOf(Poem p) => PoemForm.IsRegularQuatrainOrRegulated(p.Lines)
             ? (p.Lines[0].Length == 12 ? "五言" : "七言") + (p.Lines.Length == 2 ? "絕句" : "律詩")
             : null;
         string[] forms = ["五言絕句", "七言絕句", "五言律詩", "七言律詩"];
@@ -160,12 +159,12 @@ public static class BuiltInTasks
     static EvalTask FormSteer(int items, long seed)
     {
         var random = new Random((int)(seed & 0x7fffffff));
-        var examples = Poems().Where(p => !p.HeldOut && p.Lines.Length >= 2 && BuiltInDatasets.IsRegularQuatrainOrRegulated(p.Lines[..2]))
-            .Select(p => new EvalItem(string.Join("\n", p.Lines[..2]), Expected: "", Group: BuiltInDatasets.ClauseLength(p.Lines[0]).ToString())).ToList();
+        var examples = Poems().Where(p => !p.HeldOut && p.Lines.Length >= 2 && PoemForm.IsRegularQuatrainOrRegulated(p.Lines[..2]))
+            .Select(p => new EvalItem(string.Join("\n", p.Lines[..2]), Expected: "", Group: PoemForm.ClauseLength(p.Lines[0]).ToString())).ToList();
         random.Shuffle(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(examples));
         var pool = examples.Where(e => e.Group == "5").Take(64).Concat(examples.Where(e => e.Group == "7").Take(64)).ToList();
         static EvalItem Query(int form) =>
-            new("", Expected: form == 5 ? "五言" : "七言", Group: form.ToString()) { Accepts = line => BuiltInDatasets.ClauseLength(line) == form };
+            new("", Expected: form == 5 ? "五言" : "七言", Group: form.ToString()) { Accepts = line => PoemForm.ClauseLength(line) == form };
         var queries = Enumerable.Range(0, items).Select(i => Query(i % 2 == 0 ? 5 : 7)).ToList();
         return new EvalTask("form-steer", "in context, generative: a new poem's first line in the form of k example poems (5 or 7 characters a clause)",
             queries, pool, SpecialTokens.Bos);

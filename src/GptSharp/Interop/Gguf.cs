@@ -74,7 +74,7 @@ public static class Gguf
     static byte[] Blocks(Tensor matrix, GgmlType type)
     {
         float[] values = matrix.to(ScalarType.Float32).cpu().contiguous().data<float>().ToArray();
-        var (quants, scales) = type == GgmlType.Q4_0 ? Inference.Cpu.BlockQuantization.Q4_0(values) : Inference.Cpu.BlockQuantization.Q8_0(values);
+        var (quants, scales) = type == GgmlType.Q4_0 ? Models.BlockQuantization.Q4_0(values) : Models.BlockQuantization.Q8_0(values);
         int size = quants.Length / scales.Length, stride = size + 2;
         var bytes = new byte[scales.Length * stride];
         for (int b = 0; b < scales.Length; b++)
