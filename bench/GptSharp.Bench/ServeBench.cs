@@ -39,15 +39,15 @@ static class ServeBench
             ReportStepCost(served);
 
             Console.WriteLine($"\n## Serving under a mixed load ({Requests} requests, Poisson arrivals at {ArrivalsPerSecond}/s, {Slots} slots, streamed)");
-            Console.WriteLine("| in flight | batching | engine | failed | tok/s | first token p50 / p95 ms | latency p50 / p95 ms |");
+            Console.WriteLine("| in flight | engine | failed | tok/s | first token p50 / p95 ms | latency p50 / p95 ms |");
             Console.WriteLine("|---|---|---|---|---|---|---|");
-            var runs = new[] { (Batching.Continuous, served), (Batching.Continuous, servedTorch), (Batching.Static, served), (Batching.Static, servedTorch) };
+            var runs = new[] { served, servedTorch };
             foreach (int concurrency in new[] { 2, 4, 8 })
             {
                 var jobs = Schedule(seed: concurrency);
                 // Rotate which goes first, so none always runs on a warmer machine.
-                foreach (var (batching, model) in runs.Skip(concurrency % runs.Length).Concat(runs.Take(concurrency % runs.Length)))
-                    Report(concurrency, batching, model.Decoder.Engine is null ? "libtorch" : "CPU F32", Measure(model, batching, prefixCache: true, concurrency, jobs).GetAwaiter().GetResult());
+                foreach (var model in runs.Skip(concurrency % runs.Length).Concat(runs.Take(concurrency % runs.Length)))
+                    Report(concurrency, model.Decoder.Engine is null ? "libtorch" : "CPU F32", Measure(model, prefixCache: true, concurrency, jobs).GetAwaiter().GetResult());
             }
 
             Console.WriteLine("\n## A chat's second turn (a 400-word system prompt, a 32-token first answer), 5 pairs interleaved");
@@ -117,9 +117,9 @@ static class ServeBench
         Console.WriteLine($"CPU engine F32: one prefill of a 300-token prompt {cpuPrefill:F0} ms; one decode step of {Slots} rows at 200 cached tokens {cpuStep:F1} ms.");
     }
 
-    static async Task<List<Outcome?>> Measure(ServedModel served, Batching batching, bool prefixCache, int concurrency, List<Job> jobs)
+    static async Task<List<Outcome?>> Measure(ServedModel served, bool prefixCache, int concurrency, List<Job> jobs)
     {
-        await using var server = new GptServer([served], new ServerOptions(Port: 0, MaxConcurrent: Slots, Batching: batching, PrefixCache: prefixCache));
+        await using var server = new GptServer([served], new ServerOptions(Port: 0, MaxConcurrent: Slots, PrefixCache: prefixCache));
         await server.StartAsync();
         using var http = new HttpClient { BaseAddress = new Uri(server.Address), Timeout = TimeSpan.FromMinutes(5) };
         using var inFlight = new SemaphoreSlim(concurrency);
@@ -179,10 +179,10 @@ static class ServeBench
         return (second.FirstTokenMs, (int)batcher.CachedPromptTokens);
     }
 
-    static void Report(int concurrency, Batching batching, string engine, List<Outcome?> outcomes)
+    static void Report(int concurrency, string engine, List<Outcome?> outcomes)
     {
         var done = outcomes.OfType<Outcome>().ToList();
-        Console.WriteLine($"| {concurrency} | {batching.ToString().ToLowerInvariant()} | {engine} | {outcomes.Count - done.Count} | {done.Sum(o => o.Tokens) / Elapsed:N0} | " +
+        Console.WriteLine($"| {concurrency} | {engine} | {outcomes.Count - done.Count} | {done.Sum(o => o.Tokens) / Elapsed:N0} | " +
                           $"{Percentile([.. done.Select(o => o.FirstTokenMs)], 0.5):F0} / {Percentile([.. done.Select(o => o.FirstTokenMs)], 0.95):F0} | " +
                           $"{Percentile([.. done.Select(o => o.LatencyMs)], 0.5):F0} / {Percentile([.. done.Select(o => o.LatencyMs)], 0.95):F0} |");
     }

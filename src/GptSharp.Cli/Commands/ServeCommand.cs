@@ -23,8 +23,6 @@ sealed class ServeSettings : CommonSettings
     public int MaxQueue { get; init; } = 64;
     [CommandOption("--allowed-hosts")] [Description("Host header names to serve besides localhost and --host, comma-separated (* for any). Guards against DNS rebinding (default: localhost and --host only).")]
     public string? AllowedHosts { get; init; }
-    [CommandOption("--batching")] [Description("continuous (requests join and leave the running batch at every step) or static (a batch runs to its end before the next starts).")]
-    public Batching Batching { get; init; } = Batching.Continuous;
     [CommandOption("--no-prefix-cache")] [Description("Do not reuse the KV cache of an earlier request whose tokens a new prompt starts with.")]
     public bool NoPrefixCache { get; init; }
     [CommandOption("--request-timeout")] [Description("Seconds a generation may run before it is stopped with a 408 (0: no limit).")]
@@ -38,7 +36,7 @@ sealed class ServeSettings : CommonSettings
 
     public ServerOptions Options() => new(Host, Port, ApiKey, MaxConcurrent: MaxConcurrent, MaxQueue: MaxQueue,
         AllowedHosts: AllowedHosts?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
-        Batching: Batching, PrefixCache: !NoPrefixCache, RequestTimeoutSeconds: RequestTimeout, ShutdownGraceSeconds: ShutdownGrace);
+        PrefixCache: !NoPrefixCache, RequestTimeoutSeconds: RequestTimeout, ShutdownGraceSeconds: ShutdownGrace);
 
     public override ValidationResult Validate()
     {

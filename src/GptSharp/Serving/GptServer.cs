@@ -43,9 +43,7 @@ public sealed class GptServer : IAsyncDisposable
         _allowedHosts = new HashSet<string>(["localhost", "127.0.0.1", "::1", options.Host.Trim().Trim('[', ']'), .. options.AllowedHosts ?? []],
             StringComparer.OrdinalIgnoreCase);
         _models = models.ToDictionary(m => m.Name);
-        _schedulers = models.ToDictionary(m => m.Name, m => options.Batching == Batching.Static
-            ? (IGenerationScheduler)new DecodeScheduler(m, options.MaxConcurrent, options.MaxQueue)
-            : ContinuousBatcher.For(m.Model, m.Decoder, new BatcherOptions(options.MaxConcurrent, options.MaxQueue, PrefixCache: options.PrefixCache)));
+        _schedulers = models.ToDictionary(m => m.Name, m => (IGenerationScheduler)ContinuousBatcher.For(m.Model, m.Decoder, new BatcherOptions(options.MaxConcurrent, options.MaxQueue, PrefixCache: options.PrefixCache)));
         _metrics = new ServerMetrics(_schedulers);
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();

@@ -13,13 +13,11 @@ namespace GptSharp.Serving;
 /// or none); a request that does not fit is answered 429 with Retry-After, one with more choices than this 400.</param>
 /// <param name="AllowedHosts">Host header names served besides loopback names and <paramref name="Host"/> itself
 /// (guards a keyless local server against DNS rebinding); <c>*</c> allows any.</param>
-/// <param name="Batching">Continuous batching (requests join and leave at every step), or the static batcher it replaced
-/// (a batch runs to its end before the next starts; kept for comparison).</param>
 /// <param name="PrefixCache">Reuse the KV cache of an earlier request whose tokens a new prompt starts with.</param>
 /// <param name="RequestTimeoutSeconds">A generation still running after this long is stopped (0: never).</param>
 /// <param name="ShutdownGraceSeconds">On shutdown, how long running generations may go on before they are stopped.</param>
 public sealed record ServerOptions(string Host = "127.0.0.1", int Port = 8000, string? ApiKey = null, long MaxBodyBytes = 1 << 20,
-    int MaxConcurrent = 4, int MaxQueue = 64, IReadOnlyList<string>? AllowedHosts = null, Batching Batching = Batching.Continuous,
+    int MaxConcurrent = 4, int MaxQueue = 64, IReadOnlyList<string>? AllowedHosts = null,
     bool PrefixCache = true, double RequestTimeoutSeconds = 600, double ShutdownGraceSeconds = 10)
 {
     /// <summary>Checks every field; errors name the option and say what is expected.</summary>
@@ -64,5 +62,3 @@ public sealed record ServerOptions(string Host = "127.0.0.1", int Port = 8000, s
     static bool LooksLikeAddress(string host) => host.Contains(':') || host.Split('.').Length == 4;
 }
 
-/// <summary>How a server batches the requests for one model.</summary>
-public enum Batching { Continuous, Static }
