@@ -5,18 +5,11 @@ using Spectre.Console.Cli;
 
 namespace GptSharp.Cli;
 
-/// <summary>Options shared by the commands that fine-tune a run on conversations or preference pairs (sft, reward, dpo).</summary>
-public abstract class FineTuneSettings : TrainingSettings
+/// <summary>The training options of the commands that may train LoRA adapters instead of every weight (sft, reward,
+/// dpo, ppo, grpo).</summary>
+public abstract class AdaptableSettings : TrainingSettings
 {
-    [CommandOption("--data")] [Description("`builtin` (tasks from the embedded corpora), `arithmetic` (sft: multi-digit + − × with the calculator offered, and without) or a .jsonl file.")]
-    public string Data { get; init; } = "builtin";
-    [CommandOption("--val")] [Description("Held-out .jsonl (default with a file: 5% of it, chosen by seed).")]
-    public string? Val { get; init; }
-    [CommandOption("--resume")] [Description("Continue from the run folder's checkpoint.")]
-    public bool Resume { get; init; }
-    [CommandOption("--device")] [Description("cpu, cuda, cuda:N or auto.")]
-    public string Device { get; init; } = "cpu";
-    [CommandOption("--lora-rank")] [Description("Train LoRA adapters of this rank instead of every weight (0: full fine-tuning).")]
+    [CommandOption("--lora-rank")] [Description("Train LoRA adapters of this rank instead of every weight (0: every weight; on ppo: the actor and the critic's backbone).")]
     public int LoraRank { get; init; }
     [CommandOption("--lora-alpha")] [Description("LoRA scale numerator (scale = alpha / rank).")]
     public double? Alpha { get; init; }
@@ -27,6 +20,15 @@ public abstract class FineTuneSettings : TrainingSettings
 
     /// <summary>The LoRA settings, or null for full fine-tuning.</summary>
     public LoraConfig? Lora() => LoraRank > 0 ? OptionDefaults.Apply(this, new LoraConfig() with { Rank = LoraRank }).Validate() : null;
+}
+
+/// <summary>Options shared by the commands that fine-tune a run on conversations or preference pairs (sft, reward, dpo).</summary>
+public abstract class FineTuneSettings : AdaptableSettings
+{
+    [CommandOption("--data")] [Description("`builtin` (tasks from the embedded corpora), `arithmetic` (sft: multi-digit + − × with the calculator offered, and without) or a .jsonl file.")]
+    public string Data { get; init; } = "builtin";
+    [CommandOption("--val")] [Description("Held-out .jsonl (default with a file: 5% of it, chosen by seed).")]
+    public string? Val { get; init; }
 
     /// <summary>Reports each step to the progress display, and held-out losses as plain lines with --quiet.</summary>
     public Action<StepMetrics> StepReporter(Action<double, string?> progress) => m =>

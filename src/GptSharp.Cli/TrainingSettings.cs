@@ -14,6 +14,10 @@ public abstract class TrainingSettings : CommonSettings, ILibraryDefaults
     protected abstract TrainingConfig StageDefaults { get; }
     public virtual IEnumerable<object> Defaults => [StageDefaults];
 
+    [CommandOption("--resume")] [Description("Continue the run folder's checkpoint (RL runs: from the rollout after the one it saved).")]
+    public bool Resume { get; init; }
+    [CommandOption("--device")] [Description("cpu, cuda, cuda:N or auto.")]
+    public string Device { get; init; } = "cpu";
     [CommandOption("--steps")] [Description("Optimiser steps.")]
     public int? Steps { get; init; }
     [CommandOption("--batch-size")] [Description("Sequences (or pairs) per step, over all processes under mpirun.")]

@@ -14,10 +14,6 @@ abstract class BertTrainingSettings : TrainingSettings
 {
     [CommandOption("-r|--run-dir")] [Description("Folder for checkpoints, metrics.jsonl and loss.png.")]
     public string RunDir { get; init; } = "runs/bert";
-    [CommandOption("--resume")] [Description("Continue from the run folder's checkpoint.")]
-    public bool Resume { get; init; }
-    [CommandOption("--device")] [Description("cpu, cuda, cuda:N or auto.")]
-    public string Device { get; init; } = "cpu";
     protected override TrainingConfig StageDefaults => BertPretrainRun.Defaults;
 
     public void Report(Action<double, string?> progress, StepMetrics m)

@@ -8,7 +8,7 @@ using Spectre.Console.Cli;
 
 namespace GptSharp.Cli.Commands;
 
-sealed class GrpoSettings : TrainingSettings
+sealed class GrpoSettings : AdaptableSettings
 {
     [CommandOption("--from")] [Description("The SFT run the policy starts from (and the reference when --beta > 0).")]
     public string From { get; init; } = "runs/sft";
@@ -18,14 +18,8 @@ sealed class GrpoSettings : TrainingSettings
     public string? RewardModel { get; init; }
     [CommandOption("-r|--run-dir")] [Description("Folder for the GRPO run; the policy goes to its policy/ folder.")]
     public string RunDir { get; init; } = "runs/grpo";
-    [CommandOption("--device")] [Description("cpu, cuda, cuda:N or auto.")]
-    public string Device { get; init; } = "cpu";
-    [CommandOption("--resume")] [Description("Continue the run folder's checkpoint (from the rollout after the one it saved).")]
-    public bool Resume { get; init; }
     [CommandOption("--select-every")] [Description("Measure the held-out gold score every this many rollouts and keep the best policy (0: keep the last; built-in tasks only).")]
     public int SelectEvery { get; init; } = 5;
-    [CommandOption("--lora-rank")] [Description("Train LoRA adapters of this rank (0: full).")]
-    public int LoraRank { get; init; }
 
     // GRPO's own settings, named as GrpoConfig's properties.
     [CommandOption("--group")] [Description("Answers per prompt (G).")]
@@ -101,7 +95,7 @@ sealed class GrpoCommand : Command<GrpoSettings>
                 },
                 onStep: m => progress(m.Step, last is null ? null : $"reward {last.MeanReward:F3}"),
                 cancellation: cancellation, resume: s.Resume,
-                lora: s.LoraRank > 0 ? new GptSharp.Models.LoraConfig { Rank = s.LoraRank }.Validate() : null,
+                lora: s.Lora(),
                 rewardDescription: s.RewardModel is null ? task.Name : new { task = task.Name, rewardModel = GptSharp.Runs.RunFolder.Reference(s.RunDir, s.RewardModel) });
             return report;
         });

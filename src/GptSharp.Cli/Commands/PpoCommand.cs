@@ -7,7 +7,7 @@ using Spectre.Console.Cli;
 
 namespace GptSharp.Cli.Commands;
 
-sealed class PpoSettings : TrainingSettings
+sealed class PpoSettings : AdaptableSettings
 {
     [CommandOption("--from")] [Description("The SFT run: the actor starts from it and it is the frozen reference.")]
     public string Sft { get; init; } = "runs/sft";
@@ -15,10 +15,6 @@ sealed class PpoSettings : TrainingSettings
     public string Reward { get; init; } = "runs/reward";
     [CommandOption("-r|--run-dir")] [Description("Folder for the PPO run; the tuned policy goes to its policy/ folder.")]
     public string RunDir { get; init; } = "runs/ppo";
-    [CommandOption("--device")] [Description("cpu, cuda, cuda:N or auto.")]
-    public string Device { get; init; } = "cpu";
-    [CommandOption("--resume")] [Description("Continue the run folder's checkpoint (from the rollout after the one it saved).")]
-    public bool Resume { get; init; }
     [CommandOption("--scorer")] [Description("`reward-model`, or `form`: 1 for a regular poem, else 0 (a program, not a learned reward).")]
     public string Scorer { get; init; } = "reward-model";
     [CommandOption("--task")] [Description("The prompts and the gold check: `form` (write a poem for a title; 1 for a regular form) or `verse` (a poem for a title and its instruction, gold the strict verse check; see gptsharp verse check).")]
@@ -27,10 +23,6 @@ sealed class PpoSettings : TrainingSettings
     public int SelectEvery { get; init; } = 5;
     [CommandOption("--ptx-data")] [Description("Token shards (from `data prepare`) for the ptx loss (default: none, no ptx loss).")]
     public string? PtxData { get; init; }
-    [CommandOption("--lora-rank")] [Description("Train LoRA adapters of this rank on the actor and the critic's backbone (0: full).")]
-    public int LoraRank { get; init; }
-    [CommandOption("--lora-alpha")] [Description("LoRA scale numerator (scale = alpha / rank).")]
-    public double? Alpha { get; init; }
 
     // PPO's own settings, named as PpoConfig's properties.
     [CommandOption("--kl")] [Description("KL penalty coefficient against the reference.")]
@@ -63,7 +55,7 @@ sealed class PpoSettings : TrainingSettings
         BatchSize is not null ? Spectre.Console.ValidationResult.Error("--batch-size: PPO's optimisation batch is --minibatch.")
         : RolloutEngine is not null && GptSharp.Inference.Cpu.DecodeEngine.Problem(RolloutEngine, "--rollout-engine") is { } problem ? Spectre.Console.ValidationResult.Error(problem)
         : base.Validate();
-    public override IEnumerable<object> Defaults => [.. base.Defaults, new PpoConfig(), new GptSharp.Models.LoraConfig()];
+    public override IEnumerable<object> Defaults => [.. base.Defaults, new PpoConfig()];
 }
 
 /// <summary><c>gptsharp ppo</c>: RLHF of an SFT run against a reward model, on the built-in poem prompts.</summary>
@@ -103,7 +95,7 @@ sealed class PpoCommand : Command<PpoSettings>
                 gold: task.Gold,
                 selection: s.SelectEvery > 0 ? new PolicySelection(p => task.HeldOutGold!(p, tokenizer), s.SelectEvery) : null,
                 cancellation: cancellation, resume: s.Resume, ptxData: s.PtxData,
-                lora: s.LoraRank > 0 ? OptionDefaults.Apply(s, new GptSharp.Models.LoraConfig() with { Rank = s.LoraRank }).Validate() : null);
+                lora: s.Lora());
             return report;
         });
         var first = report.Rollouts.Take(3).Average(r => r.MeanScore);

@@ -19,10 +19,6 @@ sealed class PretrainSettings : TrainingSettings
     public string Data { get; init; } = "runs/data";
     [CommandOption("-r|--run-dir")] [Description("Folder for checkpoints, metrics.jsonl and loss.png.")]
     public string RunDir { get; init; } = "runs/pretrain";
-    [CommandOption("--resume")] [Description("Continue from the run folder's checkpoint.")]
-    public bool Resume { get; init; }
-    [CommandOption("--device")] [Description("cpu, cuda, cuda:N or auto.")]
-    public string Device { get; init; } = "cpu";
     protected override TrainingConfig StageDefaults => PretrainRun.Defaults;
 
     // Model overrides: named as GptConfig's properties, applied over the preset.
