@@ -68,8 +68,7 @@ static class OpenModelBench
             {
                 var metrics = new List<StepMetrics>();
                 var training = new TrainingConfig { Steps = 4, BatchSize = 1, LearningRate = 1e-5, WarmupSteps = 0, EvalEvery = 1000, CheckpointEvery = 1000 };
-                SftRun.Execute(Path.Combine(dir, "run"), train, [train[0]], training, Path.Combine(dir, lora is null ? "sft-full" : "sft-lora"), resume: false,
-                    onStep: metrics.Add, lora: lora);
+                SftRun.Execute(Path.Combine(dir, "run"), train, [train[0]], training, new RunOptions(Path.Combine(dir, lora is null ? "sft-full" : "sft-lora")) { Resume = false, OnStep = metrics.Add, Lora = lora });
                 double tokensPerSecond = metrics.Skip(1).Average(m => m.TokensPerSecond);   // the first step warms up
                 Console.WriteLine($"SFT {(lora is null ? "full" : "LoRA rank 16")}: {tokensPerSecond:F0} tokens/s (batch 1 × ~250 tokens, steps 2–4)");
                 Directory.Delete(Path.Combine(dir, lora is null ? "sft-full" : "sft-lora"), recursive: true);

@@ -1,3 +1,4 @@
+using GptSharp.Training;
 using GptSharp.Alignment;
 using GptSharp.Runs;
 using GptSharp.Speedrun;
@@ -31,8 +32,7 @@ static class OverOptimisationBench
             var settings = plan.PpoSettings with { KlTarget = target };
             var training = plan.PpoTraining with { Steps = steps };
             string folder = Path.Combine(root, $"target-{target}");
-            var report = PpoRun.Execute(plan.Sft, plan.Reward, task.Prompts, settings, training, folder, "cpu", gold: task.Gold,
-                selection: new PolicySelection(p => task.HeldOutGold!(p, tokenizer)));
+            var report = PpoRun.Execute(plan.Sft, plan.Reward, task.Prompts, settings, training, new RunOptions(folder) { Device = "cpu" }, gold: task.Gold, selection: new PolicySelection(p => task.HeldOutGold!(p, tokenizer)));
             var rollouts = report.Rollouts;
             Console.WriteLine($"\n### KL target {target}: {rollouts.Count} rollouts");
             Console.WriteLine("| KL bin (nats) | rollouts | proxy (reward model) | gold (strict, rollout answers) |");

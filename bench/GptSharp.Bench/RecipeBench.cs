@@ -77,8 +77,7 @@ static class RecipeBench
                     var training = recipe.Training(baseline) with { Steps = steps, Seed = 1337 + seed, TimeLimitSeconds = budget * 1.1 };
                     var curve = new List<(double, double)>();
                     string run = Path.Combine(root, $"{seed}-{Array.IndexOf(Recipes, recipe)}");
-                    var result = PretrainRun.Execute(recipe.Config(vocab), training, data, run, resume: false,
-                        onStep: m => curve.Add((m.ElapsedSeconds, m.Loss)));
+                    var result = PretrainRun.Execute(recipe.Config(vocab), training, data, new RunOptions(run) { Resume = false, OnStep = m => curve.Add((m.ElapsedSeconds, m.Loss)) });
                     results[recipe.Name].Add((result.FinalValLoss ?? double.NaN, result.StepsDone, result.Seconds, curve));
                     Console.WriteLine($"  seed {seed}: {recipe.Name}: {result.StepsDone} steps in {result.Seconds:F0} s, validation loss {result.FinalValLoss:F3}");
                     Directory.Delete(run, true);
@@ -105,8 +104,7 @@ static class RecipeBench
     static double StepSeconds(Recipe recipe, TrainingConfig baseline, string data, int vocab, string run)
     {
         var elapsed = new Dictionary<int, double>();
-        PretrainRun.Execute(recipe.Config(vocab), recipe.Training(baseline) with { Steps = 100 }, data, run, resume: false,
-            onStep: m => elapsed[m.Step] = m.ElapsedSeconds);
+        PretrainRun.Execute(recipe.Config(vocab), recipe.Training(baseline) with { Steps = 100 }, data, new RunOptions(run) { Resume = false, OnStep = m => elapsed[m.Step] = m.ElapsedSeconds });
         Directory.Delete(run, true);
         return (elapsed[100] - elapsed[20]) / 80;
     }

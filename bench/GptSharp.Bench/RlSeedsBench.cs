@@ -1,3 +1,4 @@
+using GptSharp.Training;
 using System.Diagnostics;
 using GptSharp.Runs;
 using GptSharp.Speedrun;
@@ -39,9 +40,9 @@ static class RlSeedsBench
             {
                 Link(basePlan.Tokenizer, plan.Tokenizer);
                 Link(basePlan.Data, plan.Data);
-                var pretrained = Training.PretrainRun.Execute(plan.Model(Data.ShardSummary.Load(plan.Data).VocabSize), plan.PretrainTraining, plan.Data, plan.Pretrain, false, "cpu");
+                var pretrained = Training.PretrainRun.Execute(plan.Model(Data.ShardSummary.Load(plan.Data).VocabSize), plan.PretrainTraining, plan.Data, new RunOptions(plan.Pretrain) { Resume = false, Device = "cpu" });
                 var data = Alignment.BuiltInDatasets.Build();
-                Alignment.SftRun.Execute(plan.Pretrain, data.TrainChats, data.HeldOutChats, plan.SftTraining, plan.Sft, false, "cpu");
+                Alignment.SftRun.Execute(plan.Pretrain, data.TrainChats, data.HeldOutChats, plan.SftTraining, new RunOptions(plan.Sft) { Resume = false, Device = "cpu" });
                 Add(extras, "pretrain validation loss", pretrained.FinalValLoss ?? double.NaN);
             }
             else

@@ -18,6 +18,10 @@ public abstract class TrainingSettings : CommonSettings, ILibraryDefaults
     public bool Resume { get; init; }
     [CommandOption("--device")] [Description("cpu, cuda, cuda:N or auto.")]
     public string Device { get; init; } = "cpu";
+    /// <summary>The run's folder, device and reports as the trainers take them, with this command's --resume (and LoRA, where it has it).</summary>
+    public RunOptions Run(string runDirectory, string device, Action<StepMetrics> onStep, CancellationToken cancellation) =>
+        new(runDirectory) { Resume = Resume, Device = device, OnStep = onStep, Cancellation = cancellation, Lora = (this as AdaptableSettings)?.Lora() };
+
     [CommandOption("--steps")] [Description("Optimiser steps.")]
     public int? Steps { get; init; }
     [CommandOption("--batch-size")] [Description("Sequences (or pairs) per step, over all processes under mpirun.")]

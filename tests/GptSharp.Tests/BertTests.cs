@@ -132,7 +132,7 @@ public class BertTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedT
         var masking = new MaskingConfig();
 
         var straight = new List<double>();
-        var report = BertPretrainRun.Execute(config, Training(600), masking, [corpus], fixture.Directory, dir.File("straight"), resume: false, heldOutFraction: 0.1, onStep: m => straight.Add(m.Loss));
+        var report = BertPretrainRun.Execute(config, Training(600), masking, [corpus], fixture.Directory, new RunOptions(dir.File("straight")) { Resume = false, OnStep = m => straight.Add(m.Loss) }, heldOutFraction: 0.1);
         Assert.True(straight.TakeLast(10).Average() < straight.Take(10).Average() / 3, $"loss {straight[0]:F2} -> {straight[^1]:F2}");
         Assert.True(report.HeldOut.Accuracy > 0.6, $"held-out masked-token accuracy {report.HeldOut.Accuracy:P1}");
         Assert.True(report.HeldOutExamples > 0 && report.TrainExamples + report.HeldOutExamples == 400);
@@ -140,9 +140,9 @@ public class BertTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedT
         // Half, then a resume from the checkpoint for the rest: the same losses, masks and dropout included.
         var halves = new List<double>();
         var whole = new List<double>();
-        BertPretrainRun.Execute(config, Training(40), masking, [corpus], fixture.Directory, dir.File("whole"), resume: false, heldOutFraction: 0.1, onStep: m => whole.Add(m.Loss));
-        BertPretrainRun.Execute(config, Training(40), masking, [corpus], fixture.Directory, dir.File("halves"), resume: false, heldOutFraction: 0.1, onStep: m => halves.Add(m.Loss), untilStep: 20);
-        BertPretrainRun.Execute(config, Training(40), masking, [corpus], fixture.Directory, dir.File("halves"), resume: true, heldOutFraction: 0.1, onStep: m => halves.Add(m.Loss));
+        BertPretrainRun.Execute(config, Training(40), masking, [corpus], fixture.Directory, new RunOptions(dir.File("whole")) { Resume = false, OnStep = m => whole.Add(m.Loss) }, heldOutFraction: 0.1);
+        BertPretrainRun.Execute(config, Training(40), masking, [corpus], fixture.Directory, new RunOptions(dir.File("halves")) { Resume = false, OnStep = m => halves.Add(m.Loss), UntilStep = 20 }, heldOutFraction: 0.1);
+        BertPretrainRun.Execute(config, Training(40), masking, [corpus], fixture.Directory, new RunOptions(dir.File("halves")) { Resume = true, OnStep = m => halves.Add(m.Loss) }, heldOutFraction: 0.1);
         Assert.Equal(whole, halves);
         var (model, tokenizer) = BertPretrainRun.Load(dir.File("straight"));
         using (model)
@@ -190,8 +190,7 @@ public class BertTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedT
         // A small pretrained encoder: a few masked-LM steps on the poems corpus.
         string poems = dir.File("poems.jsonl");
         File.WriteAllLines(poems, Enumerable.Range(0, 200).Select(i => System.Text.Json.JsonSerializer.Serialize(new { text = $"床前明月光，疑是地上霜。{i}" })));
-        BertPretrainRun.Execute(Tiny(8), new TrainingConfig { Steps = 5, BatchSize = 8, WarmupSteps = 1, EvalEvery = 1000, EvalBatches = 2, CheckpointEvery = 1000 },
-            new MaskingConfig(), [poems], fixture.Directory, dir.File("bert"), resume: false, heldOutFraction: 0.1);
+        BertPretrainRun.Execute(Tiny(8), new TrainingConfig { Steps = 5, BatchSize = 8, WarmupSteps = 1, EvalEvery = 1000, EvalBatches = 2, CheckpointEvery = 1000 }, new MaskingConfig(), [poems], fixture.Directory, new RunOptions(dir.File("bert")) { Resume = false }, heldOutFraction: 0.1);
 
         string data = dir.File("labels.jsonl");
         var random = new Random(3);
@@ -201,8 +200,7 @@ public class BertTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedT
         var labeled = LabeledData.Load(data, null, seed: 1);
         Assert.Equal(["ham", "spam"], labeled.Labels);
         Assert.Equal("spam", labeled.Labels[labeled.PositiveLabel]);
-        var report = BertFinetuneRun.Execute(dir.File("bert"), labeled,
-            new TrainingConfig { Steps = 60, BatchSize = 16, LearningRate = 5e-3, WarmupSteps = 4, EvalEvery = 20, EvalBatches = 4, CheckpointEvery = 1000 }, dir.File("spam"), resume: false);
+        var report = BertFinetuneRun.Execute(dir.File("bert"), labeled, new TrainingConfig { Steps = 60, BatchSize = 16, LearningRate = 5e-3, WarmupSteps = 4, EvalEvery = 20, EvalBatches = 4, CheckpointEvery = 1000 }, new RunOptions(dir.File("spam")) { Resume = false });
         Assert.True(report.Model.Accuracy > report.Majority.Accuracy + 0.2, $"BERT {report.Model.Accuracy:P1} vs majority {report.Majority.Accuracy:P1}");
         Assert.Equal(0, report.Majority.F1); // the majority class is ham: no spam found
         var (model, labels, loadedTokenizer) = BertFinetuneRun.Load(dir.File("spam"));

@@ -161,13 +161,11 @@ public class CheckpointHardeningTests(TrainedTokenizerFixture fixture) : IClassF
         string longQuestion = string.Concat(Enumerable.Repeat("床前明月光，疑是地上霜。", 4));
         var training = new TrainingConfig { Steps = 2, BatchSize = 2, WarmupSteps = 1, EvalEvery = 1, LogEvery = 1, CheckpointEvery = 100 };
 
-        var error = Assert.Throws<InvalidDataException>(() => SftRun.Execute(dir.File("base"), [Chat(longQuestion), Chat(longQuestion)], [Chat("誰？")],
-            training, dir.File("sft"), resume: false));
+        var error = Assert.Throws<InvalidDataException>(() => SftRun.Execute(dir.File("base"), [Chat(longQuestion), Chat(longQuestion)], [Chat("誰？")], training, new RunOptions(dir.File("sft")) { Resume = false }));
         Assert.Contains("No training conversation has an assistant token within the context of 16 tokens (all 2 dropped)", error.Message);
         Assert.False(Directory.Exists(dir.File("sft/checkpoint")));
 
-        var report = SftRun.Execute(dir.File("base"), [Chat(longQuestion), Chat("誰？"), Chat("何人？"), Chat(longQuestion)], [Chat("誰？"), Chat(longQuestion)],
-            training, dir.File("sft2"), resume: false);
+        var report = SftRun.Execute(dir.File("base"), [Chat(longQuestion), Chat("誰？"), Chat("何人？"), Chat(longQuestion)], [Chat("誰？"), Chat(longQuestion)], training, new RunOptions(dir.File("sft2")) { Resume = false });
         Assert.Equal(3, report.Dropped);
         Assert.Equal(2, report.TrainConversations);
         Assert.Equal(1, report.HeldOutConversations);

@@ -41,7 +41,7 @@ public class DpoTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedTo
             new([new ChatMessage("user", $"《{f.Title}》的作者是誰？")], $"{f.Right}。", $"{f.Wrong}。");
         var train = Enumerable.Range(0, 16).Select(i => Pair(facts[i % 2])).ToList();
         var training = new TrainingConfig { Steps = 30, BatchSize = 4, LearningRate = 3e-3, WarmupSteps = 2, EvalEvery = 10, CheckpointEvery = 100, WeightDecay = 0 };
-        var report = DpoRun.Execute(dir.File("sft"), train, facts.Select(Pair).ToList(), training, dir.File("dpo"), resume: false, beta: 0.5);
+        var report = DpoRun.Execute(dir.File("sft"), train, facts.Select(Pair).ToList(), training, new RunOptions(dir.File("dpo")) { Resume = false }, beta: 0.5);
         Assert.Equal(1.0, report.HeldOutPreferenceAccuracy);
         Assert.True(report.HeldOutLoss < 0.3, $"held-out DPO loss {report.HeldOutLoss} (log 2 = 0.693 at the start)");
     }

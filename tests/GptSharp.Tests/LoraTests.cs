@@ -40,7 +40,7 @@ public class LoraTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedT
         var training = new TrainingConfig { Steps = 30, BatchSize = 8, LearningRate = 1e-2, WarmupSteps = 2, EvalEvery = 100, CheckpointEvery = 100 };
         var lora = new LoraConfig(Rank: 4, Alpha: 8);
         var losses = new List<double>();
-        var report = SftRun.Execute(dir.File("base"), train, [Ask("靜夜思", "李白")], training, dir.File("sft"), resume: false, onStep: m => losses.Add(m.Loss), lora: lora);
+        var report = SftRun.Execute(dir.File("base"), train, [Ask("靜夜思", "李白")], training, new RunOptions(dir.File("sft")) { Resume = false, OnStep = m => losses.Add(m.Loss), Lora = lora });
 
         var (baseModel, _) = Checkpoint.LoadModel(dir.File("base"));
         using (baseModel)

@@ -29,7 +29,7 @@ public class OpenModelPathTests
         var train = Enumerable.Range(0, 32).Select(i => i % 2 == 0 ? Ask("Who wrote Quiet Night Thought?", "Li Bai.") : Ask("Who wrote Spring Dawn?", "Meng Haoran.")).ToList();
         var training = new TrainingConfig { Steps = 80, BatchSize = 4, LearningRate = 1e-2, WarmupSteps = 2, EvalEvery = 1000, CheckpointEvery = 1000 };
         var losses = new List<double>();
-        SftRun.Execute(dir.File("imported"), train, [train[0]], training, dir.File("sft"), resume: false, onStep: m => losses.Add(m.Loss));
+        SftRun.Execute(dir.File("imported"), train, [train[0]], training, new RunOptions(dir.File("sft")) { Resume = false, OnStep = m => losses.Add(m.Loss) });
         Assert.True(losses[^1] < 0.1 * losses[0], $"loss {losses[0]:F2} -> {losses[^1]:F2}");
 
         using var served = ServedModel.Load(dir.File("sft"));
@@ -46,7 +46,7 @@ public class OpenModelPathTests
             ? new PreferencePair([new(ChatRoles.User, "Who wrote Quiet Night Thought?")], "Li Bai!", "Li Bai.")
             : new PreferencePair([new(ChatRoles.User, "Who wrote Spring Dawn?")], "Meng Haoran!", "Meng Haoran.")).ToList();
         var dpoLosses = new List<double>();
-        var dpo = DpoRun.Execute(dir.File("sft"), pairs, pairs[..2], training with { Steps = 20, LearningRate = 2e-3 }, dir.File("dpo"), resume: false, onStep: m => dpoLosses.Add(m.Loss));
+        var dpo = DpoRun.Execute(dir.File("sft"), pairs, pairs[..2], training with { Steps = 20, LearningRate = 2e-3 }, new RunOptions(dir.File("dpo")) { Resume = false, OnStep = m => dpoLosses.Add(m.Loss) });
         Assert.True(dpoLosses[^1] < dpoLosses[0], $"DPO loss {dpoLosses[0]:F3} -> {dpoLosses[^1]:F3}");
         Assert.Equal(1.0, dpo.HeldOutPreferenceAccuracy);
     }
@@ -79,12 +79,12 @@ public class OpenModelPathTests
         var train = Enumerable.Range(0, 32).Select(i => (IReadOnlyList<ChatMessage>)
             [new(ChatRoles.User, questions[i % 2]), new(ChatRoles.Assistant, i / 2 % 2 == 0 ? "Li Bai." : "Li Bai!")]).ToList();
         var sft = new TrainingConfig { Steps = 60, BatchSize = 4, LearningRate = 1e-2, WarmupSteps = 2, EvalEvery = 1000, CheckpointEvery = 1000 };
-        SftRun.Execute(dir.File("imported"), train, [train[0]], sft, dir.File("sft"), resume: false);
+        SftRun.Execute(dir.File("imported"), train, [train[0]], sft, new RunOptions(dir.File("sft")) { Resume = false });
 
         var exclaims = Rewards.FromProgram(c => c.Answer.Contains('!') ? 1 : 0);
         var grpo = new GrpoConfig { PromptsPerRollout = 4, GroupSize = 8, MiniBatch = 32, MaxNewTokens = 8, MaskTruncated = false };
         var training = GrpoRun.Defaults with { Steps = 24, BatchSize = 32, LearningRate = 1e-2, CheckpointEvery = 1000 };
-        var report = GrpoRun.Execute(dir.File("sft"), [.. questions, .. questions], exclaims, grpo, training, dir.File("grpo"), lora: new LoraConfig(Rank: 8));
+        var report = GrpoRun.Execute(dir.File("sft"), [.. questions, .. questions], exclaims, grpo, training, new RunOptions(dir.File("grpo")) { Lora = new LoraConfig(Rank: 8) });
         var rewards = report.Rollouts.Select(r => r.MeanReward).ToList();
         Assert.Equal(24, rewards.Count);
         Assert.True(rewards.Take(2).Average() is > 0.1 and < 0.9, $"the SFT model should answer both ways: {rewards[0]:F2}, {rewards[1]:F2}");

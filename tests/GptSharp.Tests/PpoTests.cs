@@ -51,13 +51,13 @@ public class PpoTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedTo
         string[] prompts = ["寫一首詩", "寫一個字", "春曉"];
 
         var straight = new List<double>();
-        var whole = PpoRun.Execute(dir.File("sft"), dir.File("reward"), prompts, ppo, training, dir.File("straight"), program: LowHalfShare(tokenizer), onStep: m => straight.Add(m.Loss));
+        var whole = PpoRun.Execute(dir.File("sft"), dir.File("reward"), prompts, ppo, training, new RunOptions(dir.File("straight")) { OnStep = m => straight.Add(m.Loss) }, program: LowHalfShare(tokenizer));
         var halves = new List<double>();
-        var first = PpoRun.Execute(dir.File("sft"), dir.File("reward"), prompts, ppo, training, dir.File("halves"), program: LowHalfShare(tokenizer), onStep: m => halves.Add(m.Loss), untilStep: 8);
+        var first = PpoRun.Execute(dir.File("sft"), dir.File("reward"), prompts, ppo, training, new RunOptions(dir.File("halves")) { OnStep = m => halves.Add(m.Loss), UntilStep = 8 }, program: LowHalfShare(tokenizer));
         var saved = PpoExperience.ParsePosition(Checkpoint.ReadState(dir.File("halves")).DataPosition);
         Assert.Equal(2, saved.Iteration); // 4 steps per rollout: the next is the third
         Assert.Equal(16, saved.Moments!.Count); // the reward normaliser has seen both rollouts' 8 scores
-        var second = PpoRun.Execute(dir.File("sft"), dir.File("reward"), prompts, ppo, training, dir.File("halves"), program: LowHalfShare(tokenizer), onStep: m => halves.Add(m.Loss), resume: true);
+        var second = PpoRun.Execute(dir.File("sft"), dir.File("reward"), prompts, ppo, training, new RunOptions(dir.File("halves")) { Resume = true, OnStep = m => halves.Add(m.Loss) }, program: LowHalfShare(tokenizer));
         Assert.Equal(straight, halves);
         Assert.Equal(whole.Rollouts.Select(r => r.MeanScore), first.Rollouts.Concat(second.Rollouts).Select(r => r.MeanScore));
     }

@@ -43,7 +43,7 @@ public class RewardTests(TrainedTokenizerFixture fixture) : IClassFixture<Traine
         var train = Enumerable.Range(0, 32).Select(i => Pair(facts[i % 4])).ToList();
         var heldOut = facts.Select(Pair).ToList();
         var training = new TrainingConfig { Steps = 40, BatchSize = 8, LearningRate = 3e-3, WarmupSteps = 2, EvalEvery = 20, CheckpointEvery = 100, WeightDecay = 0 };
-        var report = RewardRun.Execute(dir.File("base"), train, heldOut, training, dir.File("rm"), resume: false);
+        var report = RewardRun.Execute(dir.File("base"), train, heldOut, training, new RunOptions(dir.File("rm")) { Resume = false });
         Assert.Equal(1.0, report.HeldOutAccuracy);
         Assert.True(report.HeldOutLoss < 0.3, $"held-out loss {report.HeldOutLoss}");
         using var loaded = RewardModel.Load(dir.File("rm"));

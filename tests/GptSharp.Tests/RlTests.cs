@@ -192,7 +192,7 @@ public class RlRunTests(TrainedTokenizerFixture fixture) : IClassFixture<Trained
         using var dir = new TempDirectory();
         fixture.SaveInitialRun(dir.File("sft"), context: 32);
         var training = GrpoRun.Defaults with { Steps = 60, BatchSize = 8, LearningRate = 1e-2, CheckpointEvery = 1000 };
-        var report = GrpoRun.Execute(dir.File("sft"), Prompts, PpoTests.LowHalfShare(fixture.Tokenizer), TinyGrpo, training, dir.File("grpo"), gold: MostlyLow());
+        var report = GrpoRun.Execute(dir.File("sft"), Prompts, PpoTests.LowHalfShare(fixture.Tokenizer), TinyGrpo, training, new RunOptions(dir.File("grpo")), gold: MostlyLow());
 
         var rewards = report.Rollouts.Select(r => r.MeanReward).ToList();
         Assert.Equal(30, rewards.Count); // 16 answers per rollout, 2 minibatches of 8
@@ -200,7 +200,7 @@ public class RlRunTests(TrainedTokenizerFixture fixture) : IClassFixture<Trained
         var gold = report.Rollouts.Select(r => r.MeanGold!.Value).ToList();
         Assert.True(gold.TakeLast(5).Average() > gold.Take(5).Average() + 0.2, $"gold did not rise: {string.Join(", ", gold.Select(r => r.ToString("F2")))}");
         Assert.Equal(30, File.ReadLines(Path.Combine(dir.File("grpo"), GrpoRun.RolloutFile)).Count());
-        Assert.True(File.Exists(Checkpoint.WeightsPath(Path.Combine(dir.File("grpo"), GrpoRun.PolicyFolder))));
+        Assert.True(File.Exists(Checkpoint.WeightsPath(Path.Combine(dir.File("grpo"), RlRun.PolicyFolder))));
     }
 
     [Fact]
@@ -213,7 +213,7 @@ public class RlRunTests(TrainedTokenizerFixture fixture) : IClassFixture<Trained
         var reward = PpoTests.LowHalfShare(fixture.Tokenizer);
 
         var straight = new List<double>();
-        GrpoRun.Execute(dir.File("sft"), Prompts, reward, config, training, dir.File("straight"), onStep: m => straight.Add(m.Loss));
+        GrpoRun.Execute(dir.File("sft"), Prompts, reward, config, training, new RunOptions(dir.File("straight")) { OnStep = m => straight.Add(m.Loss) });
 
         // The third rollout's reward fails: the step fails naming the prompt; the run resumes from its checkpoint.
         int calls = 0;
@@ -221,13 +221,13 @@ public class RlRunTests(TrainedTokenizerFixture fixture) : IClassFixture<Trained
             ? Rewards.FromProgram(c => throw new InvalidOperationException("the checker crashed"))(completions)
             : reward(completions);
         var halves = new List<double>();
-        var e = Assert.ThrowsAny<Exception>(() => GrpoRun.Execute(dir.File("sft"), Prompts, flaky, config, training, dir.File("halves"), onStep: m => halves.Add(m.Loss)));
+        var e = Assert.ThrowsAny<Exception>(() => GrpoRun.Execute(dir.File("sft"), Prompts, flaky, config, training, new RunOptions(dir.File("halves")) { OnStep = m => halves.Add(m.Loss) }));
         var failure = e as RewardProgramException ?? e.InnerException as RewardProgramException;
         Assert.NotNull(failure);
         Assert.Contains(failure.Prompt, Prompts);
         Assert.Equal(8, Checkpoint.ReadState(dir.File("halves")).Step);
         Assert.Equal("2", Checkpoint.ReadState(dir.File("halves")).DataPosition);
-        GrpoRun.Execute(dir.File("sft"), Prompts, reward, config, training, dir.File("halves"), onStep: m => halves.Add(m.Loss), resume: true);
+        GrpoRun.Execute(dir.File("sft"), Prompts, reward, config, training, new RunOptions(dir.File("halves")) { Resume = true, OnStep = m => halves.Add(m.Loss) });
         Assert.Equal(straight, halves);
     }
 

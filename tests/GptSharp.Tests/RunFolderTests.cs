@@ -27,7 +27,7 @@ public class RunFolderTests(TrainedTokenizerFixture fixture) : IClassFixture<Tra
         ShardBuilder.Build(tokenizer, dir.File("tok"), new ShardOptions(["tang"], MaxDocuments: 200), dir.File("data"));
         var config = GptConfig.Gpt2(tokenizer.VocabSize, context: 32, layers: 1, heads: 2, width: 32);
         var training = new TrainingConfig { Steps = 4, BatchSize = 4, WarmupSteps = 1, EvalEvery = 2, EvalBatches = 1, CheckpointEvery = 2 };
-        PretrainRun.Execute(config, training, dir.File("data"), dir.File("runs/base"), resume: false);
+        PretrainRun.Execute(config, training, dir.File("data"), new RunOptions(dir.File("runs/base")) { Resume = false });
         var (original, _) = Checkpoint.LoadModel(dir.File("runs/base"));
         int[] prompt = [tokenizer.BosId, .. tokenizer.Encode("床前明月光")];
         var greedy = new SamplingOptions(Temperature: 0, MaxNewTokens: 8);
@@ -55,12 +55,11 @@ public class RunFolderTests(TrainedTokenizerFixture fixture) : IClassFixture<Tra
         Assert.True(new FileInfo(dir.File("export/model.gguf")).Length > 0);
 
         // Resume to the end of a longer schedule, then fine-tune from the moved run: the next run names it relatively.
-        var resumed = PretrainRun.Execute(config, training with { Steps = 6 }, dir.File("data"), moved, resume: true);
+        var resumed = PretrainRun.Execute(config, training with { Steps = 6 }, dir.File("data"), new RunOptions(moved) { Resume = true });
         Assert.Equal(2, resumed.StepsDone);
         Assert.Equal(6, Checkpoint.ReadState(moved).Step);
         var data = BuiltInDatasets.Build();
-        SftRun.Execute(moved, data.TrainChats.Take(40).ToList(), data.HeldOutChats.Take(8).ToList(),
-            new TrainingConfig { Steps = 2, BatchSize = 4, WarmupSteps = 0, EvalEvery = 2, EvalBatches = 1 }, dir.File("elsewhere/sft"), resume: false);
+        SftRun.Execute(moved, data.TrainChats.Take(40).ToList(), data.HeldOutChats.Take(8).ToList(), new TrainingConfig { Steps = 2, BatchSize = 4, WarmupSteps = 0, EvalEvery = 2, EvalBatches = 1 }, new RunOptions(dir.File("elsewhere/sft")) { Resume = false });
         var sftConfig = JsonDocument.Parse(File.ReadAllText(dir.File("elsewhere/sft/config.json"))).RootElement;
         Assert.Equal("../renamed", sftConfig.GetProperty("from").GetString());
         Assert.Equal(RunFolder.TokenizerFolder, sftConfig.GetProperty("tokenizer").GetString());

@@ -35,7 +35,7 @@ public class SftTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedTo
         var train = Enumerable.Range(0, 32).Select(i => Ask(poems[i % 4])).ToList();
         var training = new TrainingConfig { Steps = 40, BatchSize = 8, LearningRate = 1e-2, WarmupSteps = 2, EvalEvery = 10, LogEvery = 1, CheckpointEvery = 100 };
         var losses = new List<double>();
-        var report = SftRun.Execute(dir.File("base"), train, [Ask(poems[0])], training, dir.File("sft"), resume: false, onStep: m => losses.Add(m.Loss));
+        var report = SftRun.Execute(dir.File("base"), train, [Ask(poems[0])], training, new RunOptions(dir.File("sft")) { Resume = false, OnStep = m => losses.Add(m.Loss) });
 
         Assert.Equal(40, report.Training.StepsDone);
         Assert.True(losses[^1] < losses[0] / 4, $"assistant-token loss did not fall: {losses[0]:F2} -> {losses[^1]:F2}");

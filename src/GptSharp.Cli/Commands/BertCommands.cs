@@ -58,7 +58,8 @@ sealed class BertPretrainCommand : Command<BertPretrainSettings>
         BertPretrainReport report = null!;
         ProgressDisplay.Run("bert pretrain", training.Steps, "steps", s.Quiet, (Action<double, string?> progress) =>
             report = BertPretrainRun.Execute(config, training, masking, s.Corpus.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
-                TokenizerReference.Resolve(s.Tokenizer, keepIn: Path.Combine(s.RunDir, "source-tokenizer")), s.RunDir, s.Resume, runtime.Device, s.MaxDocuments, s.HeldOut, m => s.Report(progress, m), cancellation));
+                TokenizerReference.Resolve(s.Tokenizer, keepIn: Path.Combine(s.RunDir, "source-tokenizer")),
+                new RunOptions(s.RunDir) { Resume = s.Resume, Device = runtime.Device, OnStep = m => s.Report(progress, m), Cancellation = cancellation }, s.MaxDocuments, s.HeldOut));
         AnsiConsole.MarkupLine($"Done: {report.Training.StepsDone} steps in {report.Training.Seconds:F0} s on {report.TrainExamples:N0} examples; " +
                                $"held-out ({report.HeldOutExamples:N0} examples, {report.HeldOut.MaskedTokens:N0} masked tokens): loss {report.HeldOut.Loss:F3}, " +
                                $"masked-token accuracy {100 * report.HeldOut.Accuracy:F1}%. Checkpoint in {Markup.Escape(Path.Combine(s.RunDir, Checkpoint.Folder))}.");
@@ -114,7 +115,8 @@ sealed class BertFinetuneCommand : Command<BertFinetuneSettings>
         var training = s.Training();
         BertFinetuneReport report = null!;
         ProgressDisplay.Run("bert finetune", training.Steps, "steps", s.Quiet, (Action<double, string?> progress) =>
-            report = BertFinetuneRun.Execute(s.From, data, training, s.RunDir, s.Resume, runtime.Device, m => s.Report(progress, m), cancellation));
+            report = BertFinetuneRun.Execute(s.From, data, training,
+                new RunOptions(s.RunDir) { Resume = s.Resume, Device = runtime.Device, OnStep = m => s.Report(progress, m), Cancellation = cancellation }));
         var table = new Table().AddColumns("held-out", "accuracy", $"F1 ({Markup.Escape(report.PositiveLabel)})", "precision", "recall");
         foreach (var (name, score) in new[] { ("BERT", report.Model), ("majority class", report.Majority), ("bag-of-words logistic", report.BagOfWords) })
             table.AddRow(name, $"{score.Accuracy:P1}", $"{score.F1:F3}", $"{score.Precision:F3}", $"{score.Recall:F3}");

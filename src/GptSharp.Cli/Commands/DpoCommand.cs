@@ -29,10 +29,8 @@ sealed class DpoCommand : Command<DpoSettings>
         DpoReport report = null!;
         ProgressDisplay.Run("dpo", training.Steps, "steps", s.Quiet, (Action<double, string?> progress) =>
         {
-            report = DpoRun.Execute(s.From, train, heldOut, training, s.RunDir, s.Resume, s.Beta, runtime.Device,
-                onStart: start => progress(start, null),
-                onStep: s.StepReporter(progress),
-                cancellation: cancellation, lora: s.Lora());
+            report = DpoRun.Execute(s.From, train, heldOut, training, s.Run(s.RunDir, runtime.Device, s.StepReporter(progress), cancellation), s.Beta,
+                onStart: start => progress(start, null));
             return report;
         });
         AnsiConsole.MarkupLine($"DPO on {report.TrainPairs:N0} pairs: held-out loss {report.HeldOutLoss:F3} (log 2 = 0.693 at the start), " +

@@ -86,23 +86,21 @@ sealed class GrpoCommand : Command<GrpoSettings>
         ProgressDisplay.Run("grpo", training.Steps, "steps", s.Quiet, (Action<double, string?> progress) =>
         {
             GrpoRolloutStats? last = null;
-            report = GrpoRun.Execute(s.From, task.Prompts, reward, grpo, training, s.RunDir, runtime.Device,
+            report = GrpoRun.Execute(s.From, task.Prompts, reward, grpo, training,
+                s.Run(s.RunDir, runtime.Device, m => progress(m.Step, last is null ? null : $"reward {last.MeanReward:F3}"), cancellation),
                 gold: rewardModel is null ? null : task.Program, selection: selection,
                 onRollout: r =>
                 {
                     last = r;
                     if (s.Quiet) Console.WriteLine($"rollout {r.Iteration}: reward {r.MeanReward:F3}{(r.MeanGold is double g ? $", gold {g:F3}" : "")}, length {r.MeanResponseLength:F1}, groups that teach {r.SolvedGroups:P0}");
                 },
-                onStep: m => progress(m.Step, last is null ? null : $"reward {last.MeanReward:F3}"),
-                cancellation: cancellation, resume: s.Resume,
-                lora: s.Lora(),
                 rewardDescription: s.RewardModel is null ? task.Name : new { task = task.Name, rewardModel = GptSharp.Runs.RunFolder.Reference(s.RunDir, s.RewardModel) });
             return report;
         });
         double first = report.Rollouts.Take(3).Average(r => r.MeanReward), final = report.Rollouts.TakeLast(3).Average(r => r.MeanReward);
         AnsiConsole.MarkupLine($"GRPO: {report.Rollouts.Count} rollouts, mean reward {first:F3} → {final:F3} (first/last 3)." +
             (report.Kept is { } kept ? $" Kept the policy of step {kept.Step} (held-out gold {kept.Score:F3})." : "") +
-            $" Policy in {Markup.Escape(Path.Combine(s.RunDir, GrpoRun.PolicyFolder))}.");
+            $" Policy in {Markup.Escape(Path.Combine(s.RunDir, RlRun.PolicyFolder))}.");
         return 0;
     }
 }

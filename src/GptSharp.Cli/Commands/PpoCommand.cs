@@ -79,13 +79,13 @@ sealed class PpoCommand : Command<PpoSettings>
         ProgressDisplay.Run("ppo", training.Steps, "steps", s.Quiet, (Action<double, string?> progress) =>
         {
             RolloutStats? last = null;
-            report = PpoRun.Execute(s.Sft, s.Reward, prompts, ppo, training, s.RunDir, runtime.Device,
+            report = PpoRun.Execute(s.Sft, s.Reward, prompts, ppo, training,
+                s.Run(s.RunDir, runtime.Device, m => progress(m.Step, last is null ? null : $"reward {last.MeanScore:F3} KL {last.MeanKl:F3}"), cancellation),
                 onRollout: r =>
                 {
                     last = r;
                     if (s.Quiet) Console.WriteLine($"rollout {r.Iteration}: reward {r.MeanScore:F3}{(r.MeanGold is double g ? $", gold {g:F3}" : "")}, KL {r.MeanKl:F3} (β {r.KlCoefficient:G3}), length {r.MeanResponseLength:F1}");
                 },
-                onStep: m => progress(m.Step, last is null ? null : $"reward {last.MeanScore:F3} KL {last.MeanKl:F3}"),
                 program: s.Scorer switch
                 {
                     "reward-model" => null,
@@ -94,15 +94,14 @@ sealed class PpoCommand : Command<PpoSettings>
                 },
                 gold: task.Gold,
                 selection: s.SelectEvery > 0 ? new PolicySelection(p => task.HeldOutGold!(p, tokenizer), s.SelectEvery) : null,
-                cancellation: cancellation, resume: s.Resume, ptxData: s.PtxData,
-                lora: s.Lora());
+                ptxData: s.PtxData);
             return report;
         });
         var first = report.Rollouts.Take(3).Average(r => r.MeanScore);
         var final = report.Rollouts.TakeLast(3).Average(r => r.MeanScore);
         AnsiConsole.MarkupLine($"PPO: {report.Rollouts.Count} rollouts, mean reward {first:F3} → {final:F3} (first/last 3), final KL {report.Rollouts[^1].MeanKl:F3}. " +
                                (report.Kept is { } kept ? $"Kept the policy of step {kept.Step} (held-out gold {kept.Score:F3}). " : "") +
-                               $"Policy in {Markup.Escape(Path.Combine(s.RunDir, PpoRun.PolicyFolder))}.");
+                               $"Policy in {Markup.Escape(Path.Combine(s.RunDir, RlRun.PolicyFolder))}.");
         return 0;
     }
 }

@@ -66,7 +66,11 @@ sealed class PretrainCommand : Command<PretrainSettings>
         TrainingResult result = null!;
         ProgressDisplay.Run("pretrain", training.Steps, "steps", s.Quiet, (Action<double, string?> report) =>
         {
-            result = PretrainRun.Execute(config, training, s.Data, s.RunDir, s.Resume, runtime.Device,
+            result = PretrainRun.Execute(config, training, s.Data, s.Run(s.RunDir, runtime.Device, m =>
+                {
+                    report(m.Step, $"loss {m.Loss:F3} lr {m.LearningRate:E1} {m.TokensPerSecond:N0} tok/s");
+                    if (s.Quiet && (m.Step % training.LogEvery == 0 || m.ValLoss is not null)) Log(m);
+                }, cancellation),
                 onStart: (model, start, optimizer) =>
                 {
                     report(start, null);
@@ -76,13 +80,7 @@ sealed class PretrainCommand : Command<PretrainSettings>
                     long tokensPerStep = (long)training.BatchSize * training.GradAccumulation * config.ContextLength;
                     Console.WriteLine($"{(start > 0 ? $"Resumed at step {start}. " : "")}Model: {model.ParameterCount / 1e6:F2}M parameters ({s.Preset}: {config.Layers} layers, " +
                                       $"width {config.Width}, {config.Heads} heads, context {config.ContextLength}); {tokensPerStep:N0} tokens/step; {runtime.Threads} threads on {runtime.Device}.");
-                },
-                onStep: m =>
-                {
-                    report(m.Step, $"loss {m.Loss:F3} lr {m.LearningRate:E1} {m.TokensPerSecond:N0} tok/s");
-                    if (s.Quiet && (m.Step % training.LogEvery == 0 || m.ValLoss is not null)) Log(m);
-                },
-                cancellation: cancellation);
+                });
             return result;
         });
         AnsiConsole.MarkupLine($"Done: {result.StepsDone} steps in {result.Seconds:F0} s; train loss {result.FinalLoss:F3}, val loss {result.FinalValLoss:F3}. " +

@@ -27,10 +27,8 @@ sealed class RewardCommand : Command<RewardSettings>
         RewardReport report = null!;
         ProgressDisplay.Run("reward", training.Steps, "steps", s.Quiet, (Action<double, string?> progress) =>
         {
-            report = RewardRun.Execute(s.From, train, heldOut, training, s.RunDir, s.Resume, runtime.Device,
-                onStart: start => progress(start, null),
-                onStep: s.StepReporter(progress),
-                cancellation: cancellation, lora: s.Lora());
+            report = RewardRun.Execute(s.From, train, heldOut, training, s.Run(s.RunDir, runtime.Device, s.StepReporter(progress), cancellation),
+                onStart: start => progress(start, null));
             return report;
         });
         AnsiConsole.MarkupLine($"Reward model on {report.TrainPairs:N0} pairs: held-out pairwise accuracy [bold]{100 * report.HeldOutAccuracy:F1}%[/] " +

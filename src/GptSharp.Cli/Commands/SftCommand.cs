@@ -27,10 +27,8 @@ sealed class SftCommand : Command<SftSettings>
         SftReport report = null!;
         ProgressDisplay.Run("sft", training.Steps, "steps", s.Quiet, (Action<double, string?> progress) =>
         {
-            report = SftRun.Execute(s.From, train, heldOut, training, s.RunDir, s.Resume, runtime.Device,
-                onStart: (_, start) => progress(start, null),
-                onStep: s.StepReporter(progress),
-                cancellation: cancellation, lora: s.Lora());
+            report = SftRun.Execute(s.From, train, heldOut, training, s.Run(s.RunDir, runtime.Device, s.StepReporter(progress), cancellation),
+                onStart: (_, start) => progress(start, null));
             return report;
         });
         AnsiConsole.MarkupLine($"SFT on {report.TrainConversations:N0} conversations ({report.HeldOutConversations:N0} held out, {report.Truncated:N0} cut to the context, {report.Dropped:N0} dropped with no assistant token within it): " +

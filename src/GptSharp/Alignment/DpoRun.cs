@@ -28,9 +28,10 @@ public static class DpoRun
     public const double DefaultBeta = 0.5;
 
     public static DpoReport Execute(string fromRun, IReadOnlyList<PreferencePair> train, IReadOnlyList<PreferencePair> heldOut,
-        TrainingConfig training, string runDirectory, bool resume, double beta = DefaultBeta, string device = "cpu",
-        Action<int>? onStart = null, Action<StepMetrics>? onStep = null, CancellationToken cancellation = default, LoraConfig? lora = null)
+        TrainingConfig training, RunOptions options, double beta = DefaultBeta, Action<int>? onStart = null)
     {
+        var (runDirectory, resume, device, onStep, cancellation) = (options.Directory, options.Resume, options.Device, options.OnStep, options.Cancellation);
+        var lora = options.Lora;
         training.Validate();
         if (beta <= 0) throw new ArgumentOutOfRangeException(nameof(beta), beta, "beta must be > 0.");
         if (heldOut.Count == 0) throw new InvalidDataException("DPO needs held-out preference pairs to report on.");

@@ -24,16 +24,16 @@ public static class GrpoRun
     public static TrainingConfig Defaults { get; } = new()
         { Steps = 100, BatchSize = new GrpoConfig().MiniBatch, LearningRate = 1e-4, WarmupSteps = 0, MinLrRatio = 1, WeightDecay = 0, EvalEvery = 100, CheckpointEvery = 20 };
 
-    public const string PolicyFolder = "policy";
     public const string RolloutFile = "grpo.jsonl";
 
     /// <param name="gold">A program logged beside the reward in every rollout (e.g. the form check when the reward is learned).</param>
-    /// <param name="untilStep">Stop there (with a checkpoint) on the full run's schedule.</param>
+    /// <param name="options">The run folder, resume, device, LoRA; <see cref="RunOptions.UntilStep"/> stops there (with a checkpoint) on the full run's schedule.</param>
     public static GrpoReport Execute(string fromRun, IReadOnlyList<string> prompts, RewardFunction reward, GrpoConfig grpo, TrainingConfig training,
-        string runDirectory, string device = "cpu", RewardFunction? gold = null, PolicySelection? selection = null,
-        Action<GrpoRolloutStats>? onRollout = null, Action<StepMetrics>? onStep = null, CancellationToken cancellation = default,
-        bool resume = false, int? untilStep = null, LoraConfig? lora = null, object? rewardDescription = null)
+        RunOptions options, RewardFunction? gold = null, PolicySelection? selection = null,
+        Action<GrpoRolloutStats>? onRollout = null, object? rewardDescription = null)
     {
+        var (runDirectory, resume, device, onStep, cancellation) = (options.Directory, options.Resume, options.Device, options.OnStep, options.Cancellation);
+        var (lora, untilStep) = (options.Lora, options.UntilStep);
         grpo.Validate();
         int perRollout = grpo.StepsPerRollout;
         training = training with { CheckpointEvery = Math.Max(1, (int)Math.Round(training.CheckpointEvery / (double)perRollout)) * perRollout };
@@ -53,7 +53,7 @@ public static class GrpoRun
             foreach (var p in reference.parameters()) p.requires_grad = false;
         }
 
-        var log = new RlRunLog<GrpoRolloutStats>(runDirectory, RolloutFile, Path.Combine(runDirectory, PolicyFolder), resume, start.Tokenizer, selection, perRollout,
+        var log = new RlRunLog<GrpoRolloutStats>(runDirectory, RolloutFile, Path.Combine(runDirectory, RlRun.PolicyFolder), resume, start.Tokenizer, selection, perRollout,
             (m, r) => new
             {
                 step = m.Step, iteration = r.Iteration, meanReward = r.MeanReward, meanGold = r.MeanGold, meanResponseLength = r.MeanResponseLength,

@@ -26,7 +26,6 @@ public static class PpoRun
     public static TrainingConfig Defaults { get; } = new()
         { Steps = 200, BatchSize = new PpoConfig().MiniBatch, LearningRate = 5e-5, WarmupSteps = 0, MinLrRatio = 1, WeightDecay = 0, EvalEvery = 200, CheckpointEvery = 48 };
 
-    public const string PolicyFolder = "policy";
 
     /// <summary>The built-in prompts PPO trains on: the poem requests of the built-in SFT data.</summary>
     public static List<string> PoemPrompts(long seed = 1337) =>
@@ -36,14 +35,14 @@ public static class PpoRun
     /// <param name="program">When given, scores rollouts instead of the reward model (which still starts the critic).</param>
     /// <param name="gold">A program logged beside the score in every rollout: how the proxy reward compares with the truth.</param>
     /// <param name="selection">Measure a held-out gold score every few rollouts and keep the best policy in <c>RUN/policy</c>.</param>
-    /// <param name="resume">Continue the run folder's checkpoint (at the rollout after the one it saved).</param>
     /// <param name="ptxData">Token shards (from <c>data prepare</c>) for the pretraining-mix loss, needed when <see cref="PpoConfig.PtxCoefficient"/> &gt; 0.</param>
-    /// <param name="untilStep">Stop there (with a checkpoint) on the full run's schedule.</param>
+    /// <param name="options">The run folder; <see cref="RunOptions.Resume"/> continues its checkpoint at the rollout after the one it saved, <see cref="RunOptions.UntilStep"/> stops there (with a checkpoint) on the full run's schedule.</param>
     public static PpoReport Execute(string sftRun, string rewardRun, IReadOnlyList<string> prompts, PpoConfig ppo, TrainingConfig training,
-        string runDirectory, string device = "cpu", Action<RolloutStats>? onRollout = null, Action<StepMetrics>? onStep = null,
-        RewardFunction? program = null, CancellationToken cancellation = default,
-        bool resume = false, string? ptxData = null, int? untilStep = null, LoraConfig? lora = null, RewardFunction? gold = null, PolicySelection? selection = null)
+        RunOptions options, Action<RolloutStats>? onRollout = null, RewardFunction? program = null, string? ptxData = null,
+        RewardFunction? gold = null, PolicySelection? selection = null)
     {
+        var (runDirectory, resume, device, onStep, cancellation) = (options.Directory, options.Resume, options.Device, options.OnStep, options.Cancellation);
+        var (lora, untilStep) = (options.Lora, options.UntilStep);
         // Checkpoints on rollout boundaries, where a resume continues exactly.
         int perRollout = ppo.StepsPerRollout;
         training = training with { CheckpointEvery = Math.Max(1, (int)Math.Round(training.CheckpointEvery / (double)perRollout)) * perRollout };
@@ -71,7 +70,7 @@ public static class PpoRun
         foreach (var p in reference.parameters().Concat(reward.parameters())) p.requires_grad = false;
 
         var tokenizer = GptTokenizer.Load(sft.Tokenizer);
-        var log = new RlRunLog<RolloutStats>(runDirectory, RolloutFile, Path.Combine(runDirectory, PolicyFolder), resume, sft.Tokenizer, selection, perRollout,
+        var log = new RlRunLog<RolloutStats>(runDirectory, RolloutFile, Path.Combine(runDirectory, RlRun.PolicyFolder), resume, sft.Tokenizer, selection, perRollout,
             (m, r) => new
             {
                 step = m.Step, iteration = r.Iteration, meanScore = r.MeanScore, meanGold = r.MeanGold, meanKl = r.MeanKl, klCoefficient = r.KlCoefficient,

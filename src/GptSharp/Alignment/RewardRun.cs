@@ -23,9 +23,10 @@ public static class RewardRun
         { Steps = 800, LearningRate = 1e-3, WarmupSteps = 20, WeightDecay = 0, EvalEvery = 200, CheckpointEvery = 200 };
 
     public static RewardReport Execute(string fromRun, IReadOnlyList<PreferencePair> train, IReadOnlyList<PreferencePair> heldOut,
-        TrainingConfig training, string runDirectory, bool resume, string device = "cpu",
-        Action<int>? onStart = null, Action<StepMetrics>? onStep = null, CancellationToken cancellation = default, LoraConfig? lora = null)
+        TrainingConfig training, RunOptions options, Action<int>? onStart = null)
     {
+        var (runDirectory, resume, device, onStep, cancellation) = (options.Directory, options.Resume, options.Device, options.OnStep, options.Cancellation);
+        var lora = options.Lora;
         training.Validate();
         if (heldOut.Count == 0) throw new InvalidDataException("The reward model needs held-out preference pairs to measure its accuracy.");
         var config = Checkpoint.ReadConfig(fromRun);

@@ -27,9 +27,10 @@ public static class SftRun
     /// <param name="train">Training conversations.</param>
     /// <param name="heldOut">Held-out conversations for the validation loss.</param>
     public static SftReport Execute(string fromRun, IReadOnlyList<IReadOnlyList<ChatMessage>> train, IReadOnlyList<IReadOnlyList<ChatMessage>> heldOut,
-        TrainingConfig training, string runDirectory, bool resume, string device = "cpu",
-        Action<Gpt, int>? onStart = null, Action<StepMetrics>? onStep = null, CancellationToken cancellation = default, LoraConfig? lora = null)
+        TrainingConfig training, RunOptions options, Action<Gpt, int>? onStart = null)
     {
+        var (runDirectory, resume, device, onStep, cancellation) = (options.Directory, options.Resume, options.Device, options.OnStep, options.Cancellation);
+        var lora = options.Lora;
         training.Validate();
         if (heldOut.Count == 0) throw new InvalidDataException("SFT needs at least one held-out conversation for its validation loss.");
         var (model, pretrained) = Checkpoint.LoadModel(fromRun);

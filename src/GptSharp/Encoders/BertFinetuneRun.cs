@@ -98,9 +98,10 @@ public sealed record BertFinetuneReport(TrainingResult Training, IReadOnlyList<s
 /// </summary>
 public static class BertFinetuneRun
 {
-    public static BertFinetuneReport Execute(string fromRun, LabeledData data, TrainingConfig training, string runDirectory, bool resume,
-        string device = "cpu", Action<StepMetrics>? onStep = null, CancellationToken cancellation = default)
+    public static BertFinetuneReport Execute(string fromRun, LabeledData data, TrainingConfig training, RunOptions options)
     {
+        var (runDirectory, resume, device, onStep, cancellation) = (options.Directory, options.Resume, options.Device, options.OnStep, options.Cancellation);
+        options.WithoutLora("BERT fine-tuning");
         training.Validate();
         var (pretrained, tokenizer) = BertPretrainRun.Load(fromRun);
         using var _ = pretrained;

@@ -19,11 +19,12 @@ public static class BertPretrainRun
     public static TrainingConfig Defaults { get; } = new()
         { Steps = 1000, BatchSize = 32, LearningRate = 1e-3, WarmupSteps = 50, WeightDecay = 0.01, Beta2 = 0.999, EvalEvery = 200, CheckpointEvery = 250 };
 
-    /// <param name="untilStep">Stop there (with a checkpoint) on the full run's schedule; resume later.</param>
+    /// <param name="options">The run folder, resume, device; <see cref="RunOptions.UntilStep"/> stops there (with a checkpoint) on the full run's schedule.</param>
     public static BertPretrainReport Execute(BertConfig config, TrainingConfig training, MaskingConfig masking, IReadOnlyList<string> corpora,
-        string tokenizerName, string runDirectory, bool resume, string device = "cpu", int maxDocuments = int.MaxValue, double heldOutFraction = 0.01,
-        Action<StepMetrics>? onStep = null, CancellationToken cancellation = default, int? untilStep = null)
+        string tokenizerName, RunOptions options, int maxDocuments = int.MaxValue, double heldOutFraction = 0.01)
     {
+        var (runDirectory, resume, device, onStep, cancellation) = (options.Directory, options.Resume, options.Device, options.OnStep, options.Cancellation);
+        int? untilStep = options.WithoutLora("BERT pretraining").UntilStep;
         training.Validate();
         var tokenizer = GptTokenizer.Load(tokenizerName);
         config = config with { VocabSize = tokenizer.VocabSize };

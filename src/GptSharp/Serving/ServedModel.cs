@@ -41,7 +41,7 @@ public sealed class ServedModel : IDisposable
         string path = equals > 0 ? spec[(equals + 1)..] : spec;
         string full = Path.GetFullPath(path).TrimEnd(Path.DirectorySeparatorChar);
         string name = equals > 0 ? spec[..equals]
-            : Path.GetFileName(full) == PpoRun.PolicyFolder ? Path.GetFileName(Path.GetDirectoryName(full)!) : Path.GetFileName(full);
+            : Path.GetFileName(full) == RlRun.PolicyFolder ? Path.GetFileName(Path.GetDirectoryName(full)!) : Path.GetFileName(full);
         var (model, state) = Checkpoint.LoadModel(path, allowNonFinite);
         return new ServedModel(name, path, model, GptTokenizer.Load(state.Tokenizer), engine);
     }

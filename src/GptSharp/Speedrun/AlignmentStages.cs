@@ -38,8 +38,7 @@ public static class AlignmentStages
     {
         var training = plan.RewardTraining;
         var (train, heldOut) = ChatData.SplitByGroup(ChatData.ReadPreferences(plan.FeedbackPairs).ToList(), training.Seed, "reward");
-        bool resume = Checkpoint.Find(plan.Reward) is not null;
-        var report = RewardRun.Execute(plan.Sft, train, heldOut, training, plan.Reward, resume, device, onStart, onStep);
+        var report = RewardRun.Execute(plan.Sft, train, heldOut, training, Run(plan.Reward, device, onStep), onStart);
         var (policy, state) = Checkpoint.LoadModel(plan.Sft);
         using var _ = policy;
         using var rewardModel = RewardModel.Load(plan.Reward);
@@ -56,8 +55,8 @@ public static class AlignmentStages
     {
         var task = Task();
         var tokenizer = GptTokenizer.Load(Checkpoint.ReadState(plan.Sft).Tokenizer);
-        return PpoRun.Execute(plan.Sft, plan.Reward, task.Prompts, plan.PpoSettings, plan.PpoTraining, plan.Ppo, device, onStep: onStep,
-            resume: Checkpoint.Find(plan.Ppo) is not null, gold: task.Gold, selection: new PolicySelection(p => task.HeldOutGold!(p, tokenizer)));
+        return PpoRun.Execute(plan.Sft, plan.Reward, task.Prompts, plan.PpoSettings, plan.PpoTraining, Run(plan.Ppo, device, onStep),
+            gold: task.Gold, selection: new PolicySelection(p => task.HeldOutGold!(p, tokenizer)));
     }
 
     /// <summary>RL with a verifiable reward: the graded verse check itself, G answers per prompt, no critic, no reward model.</summary>
@@ -68,7 +67,7 @@ public static class AlignmentStages
     public static SftReport ToolSft(SpeedrunPlan plan, string device, Action<StepMetrics>? onStep = null)
     {
         var (train, heldOut) = BuiltInDatasets.ArithmeticChats();
-        return SftRun.Execute(plan.Sft, train, heldOut, plan.ToolSftTraining, plan.ToolSft, Checkpoint.Find(plan.ToolSft) is not null, device, onStep: onStep);
+        return SftRun.Execute(plan.Sft, train, heldOut, plan.ToolSftTraining, Run(plan.ToolSft, device, onStep));
     }
 
     /// <summary>RL with tools: multi-digit arithmetic from the tool-SFT model, the calculator run inside every rollout,
@@ -80,9 +79,8 @@ public static class AlignmentStages
     static GrpoReport GrpoOnTask(RlTask task, string from, GrpoConfig settings, TrainingConfig training, string folder, string device, Action<StepMetrics>? onStep)
     {
         var tokenizer = GptTokenizer.Load(Checkpoint.ReadState(from).Tokenizer);
-        return GrpoRun.Execute(from, task.Prompts, task.Program, settings, training, folder, device,
-            selection: new PolicySelection(p => task.HeldOutGold!(p, tokenizer)), onStep: onStep, resume: Checkpoint.Find(folder) is not null,
-            rewardDescription: task.Name);
+        return GrpoRun.Execute(from, task.Prompts, task.Program, settings, training, Run(folder, device, onStep),
+            selection: new PolicySelection(p => task.HeldOutGold!(p, tokenizer)), rewardDescription: task.Name);
     }
 
     /// <summary>DPO on the reward model's comparisons (the same split): no reward model, no sampling while training.</summary>
@@ -90,8 +88,12 @@ public static class AlignmentStages
     {
         var training = plan.DpoTraining;
         var (train, heldOut) = ChatData.SplitByGroup(ChatData.ReadPreferences(plan.FeedbackPairs).ToList(), training.Seed, "dpo");
-        return DpoRun.Execute(plan.Sft, train, heldOut, training, plan.Dpo, Checkpoint.Find(plan.Dpo) is not null, plan.DpoBeta, device, onStart, onStep);
+        return DpoRun.Execute(plan.Sft, train, heldOut, training, Run(plan.Dpo, device, onStep), plan.DpoBeta, onStart);
     }
+
+    /// <summary>A stage's run in <paramref name="folder"/>: a checkpoint left there by a killed stage is continued.</summary>
+    public static RunOptions Run(string folder, string device, Action<StepMetrics>? onStep = null) =>
+        new(folder) { Resume = Checkpoint.Find(folder) is not null, Device = device, OnStep = onStep };
 
     /// <summary>The models the score stage compares, with the best-of-N baseline (N from the plan) after SFT.</summary>
     public static IReadOnlyList<(string Name, string Folder, int BestOf)> ScoredModels(SpeedrunPlan plan) =>

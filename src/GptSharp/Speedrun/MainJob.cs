@@ -135,10 +135,9 @@ public static class MainJob
         var plan = c.Plan;
         var config = plan.Model(ShardSummary.Load(plan.Data).VocabSize);
         var training = plan.PretrainTraining;
-        bool resume = Checkpoint.Find(plan.Pretrain) is not null;
         var result = c.Display.Progress("pretrain", training.Steps, "steps", report =>
-            PretrainRun.Execute(config, training, plan.Data, plan.Pretrain, resume, c.Device,
-                onStart: (_, start, _) => report(start), onStep: m => report(m.Step)));
+            PretrainRun.Execute(config, training, plan.Data, AlignmentStages.Run(plan.Pretrain, c.Device, m => report(m.Step)),
+                onStart: (_, start, _) => report(start)));
         return new { plan.Options.Preset, result.StepsDone, result.FinalLoss, result.FinalValLoss, result.Seconds };
     }
 
@@ -147,10 +146,9 @@ public static class MainJob
         var plan = c.Plan;
         var data = BuiltInDatasets.Build();
         var training = plan.SftTraining;
-        bool resume = Checkpoint.Find(plan.Sft) is not null;
         var report = c.Display.Progress("sft", training.Steps, "steps", progress =>
-            SftRun.Execute(plan.Pretrain, data.TrainChats, data.HeldOutChats, training, plan.Sft, resume, c.Device,
-                onStart: (_, start) => progress(start), onStep: m => progress(m.Step)));
+            SftRun.Execute(plan.Pretrain, data.TrainChats, data.HeldOutChats, training, AlignmentStages.Run(plan.Sft, c.Device, m => progress(m.Step)),
+                onStart: (_, start) => progress(start)));
         return new { report.TrainConversations, report.HeldOutConversations, report.Training.FinalLoss, report.Training.FinalValLoss, report.Training.Seconds };
     }
 

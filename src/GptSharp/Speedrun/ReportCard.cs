@@ -73,7 +73,7 @@ public static class ReportCard
                 md.AppendLine($"![PPO {label}]({file})").AppendLine();
             }
             if (rows.All(r => r["meanGold"] is not null)) OverOptimisation(rows, runDirectory, md);
-            HeldOutGold(Path.Combine(runDirectory, "ppo", Alignment.PpoRun.PolicyFolder), "PPO", md);
+            HeldOutGold(Path.Combine(runDirectory, "ppo", Alignment.RlRun.PolicyFolder), "PPO", md);
         }
 
         GrpoSection(runDirectory, "grpo", "GRPO", "reward (graded verse check)", md);
@@ -110,7 +110,7 @@ public static class ReportCard
             }
         }
 
-        var evals = new[] { ("base", "pretrain"), ("sft", "sft"), ("ppo", Path.Combine("ppo", Alignment.PpoRun.PolicyFolder)) }
+        var evals = new[] { ("base", "pretrain"), ("sft", "sft"), ("ppo", Path.Combine("ppo", Alignment.RlRun.PolicyFolder)) }
             .Select(m => (m.Item1, Path: Path.Combine(runDirectory, m.Item2, EvalRun.FileName))).Where(m => File.Exists(m.Path))
             .Select(m => (Model: m.Item1, Report: JsonSerializer.Deserialize<EvalReport>(File.ReadAllText(m.Path), Checkpoint.Json)!)).ToList();
         if (evals.Count > 0)
@@ -259,7 +259,7 @@ public static class ReportCard
         plot.ShowLegend(ScottPlot.Alignment.LowerRight);
         Save(plot, runDirectory, $"{stage}.png");
         md.AppendLine($"## {title}").AppendLine().AppendLine($"![{title} reward per step]({stage}.png)").AppendLine();
-        HeldOutGold(Path.Combine(runDirectory, stage, Alignment.GrpoRun.PolicyFolder), title, md);
+        HeldOutGold(Path.Combine(runDirectory, stage, Alignment.RlRun.PolicyFolder), title, md);
     }
 
     static void HeldOutGold(string policyFolder, string name, StringBuilder md)

@@ -80,14 +80,14 @@ public sealed class SpeedrunPlan
     public string FeedbackPairs => Path.Combine(Feedback, "pairs.jsonl");
     public string Reward => Folder("reward");
     public string Ppo => Folder("ppo");
-    public string Policy => Path.Combine(Ppo, PpoRun.PolicyFolder);
+    public string Policy => Path.Combine(Ppo, RlRun.PolicyFolder);
     public string Grpo => Folder("grpo");
-    public string GrpoPolicy => Path.Combine(Grpo, GrpoRun.PolicyFolder);
+    public string GrpoPolicy => Path.Combine(Grpo, RlRun.PolicyFolder);
     /// <summary>The SFT model taught to call the calculator.</summary>
     public string ToolSft => Folder("sft-tools");
     /// <summary>GRPO on arithmetic with the calculator.</summary>
     public string ToolGrpo => Folder("grpo-tools");
-    public string ToolGrpoPolicy => Path.Combine(ToolGrpo, GrpoRun.PolicyFolder);
+    public string ToolGrpoPolicy => Path.Combine(ToolGrpo, RlRun.PolicyFolder);
     public string Dpo => Folder("dpo");
     public string Export => Folder("export");
 

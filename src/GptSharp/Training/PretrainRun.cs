@@ -15,11 +15,13 @@ public static class PretrainRun
     /// <summary>The optimiser settings <c>pretrain</c> uses unless told otherwise.</summary>
     public static TrainingConfig Defaults { get; } = new();
 
-    /// <summary>Trains into <paramref name="runDirectory"/>; with <paramref name="resume"/> continues its checkpoint.</summary>
+    /// <summary>Trains into the run folder of <paramref name="options"/>; with <see cref="RunOptions.Resume"/> continues its checkpoint.</summary>
     /// <param name="onStart">Receives the model, the step training starts from and the optimiser (sharded or not), before the first step.</param>
-    public static TrainingResult Execute(GptConfig config, TrainingConfig training, string dataDirectory, string runDirectory, bool resume,
-        string device = "cpu", Action<Gpt, int, AdamW>? onStart = null, Action<StepMetrics>? onStep = null, CancellationToken cancellation = default)
+    public static TrainingResult Execute(GptConfig config, TrainingConfig training, string dataDirectory, RunOptions options,
+        Action<Gpt, int, AdamW>? onStart = null)
     {
+        var (runDirectory, resume, device, onStep, cancellation) = (options.Directory, options.Resume, options.Device, options.OnStep, options.Cancellation);
+        options.WithoutLora("Pretraining");
         config.Validate();
         var data = ShardSummary.Load(dataDirectory);
         if (data.VocabSize != config.VocabSize)
