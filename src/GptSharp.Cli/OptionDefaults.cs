@@ -41,7 +41,9 @@ public static class OptionDefaults
         foreach (var option in settings.GetType().GetProperties().Where(p => p.GetCustomAttribute<CommandOptionAttribute>() is not null))
         {
             if (option.GetValue(settings) is not { } value) continue;
-            if (typeof(T).GetProperty(option.Name) is { CanWrite: true } target && (Nullable.GetUnderlyingType(option.PropertyType) ?? option.PropertyType) == target.PropertyType)
+            // Options are nullable so that "not given" shows; the record's property may be nullable too (speedrun's --seed).
+            if (typeof(T).GetProperty(option.Name) is { CanWrite: true } target
+                && (Nullable.GetUnderlyingType(option.PropertyType) ?? option.PropertyType) == (Nullable.GetUnderlyingType(target.PropertyType) ?? target.PropertyType))
                 target.SetValue(copy, value);
         }
         return copy;

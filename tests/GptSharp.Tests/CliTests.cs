@@ -47,6 +47,19 @@ public class CliTests
     }
 
     [Fact]
+    public void SpeedrunSeedReachesThePlan()
+    {
+        // A nullable option onto a nullable property of the plan: --seed was once dropped here, and every "independent" base was the default one.
+        var options = OptionDefaults.Apply(new GptSharp.Cli.Commands.SpeedrunSettings { Seed = 2, SftSteps = 7 }, new Speedrun.SpeedrunOptions());
+        Assert.Equal(2L, options.Seed);
+        Assert.Equal(7, options.SftSteps);
+        var plan = new Speedrun.SpeedrunPlan("runs/x", options);
+        Assert.Equal(2L, plan.PretrainTraining.Seed);
+        Assert.Equal(2L, plan.SftTraining.Seed);
+        Assert.NotEqual(new Speedrun.SpeedrunPlan("runs/x").PretrainTraining.Seed, plan.PretrainTraining.Seed);
+    }
+
+    [Fact]
     public void ReportedCommandsReproduceTheSpeedrunStagesConfigs()
     {
         using var dir = new TempDirectory();
