@@ -50,7 +50,7 @@ public class ArchitectureTests(ITestOutputHelper output)
         // The direction as docs/architecture.md states it, written from the tiers above.
         string direction = string.Join(" ← ", Tiers.GroupBy(t => t.Value).OrderBy(g => g.Key)
             .Select(g => string.Join(", ", g.Where(t => t.Key != "Build").Select(t => t.Key.ToLowerInvariant()))));
-        string docs = File.ReadAllText(Path.Combine(Root(), "docs", "architecture.md"));
+        string docs = File.ReadAllText(Path.Combine(Repository.Root, "docs", "architecture.md"));
         Assert.True(docs.Contains($"Direction: {direction}."), $"docs/architecture.md should state: Direction: {direction}.");
     }
 
@@ -58,7 +58,7 @@ public class ArchitectureTests(ITestOutputHelper output)
     [Fact]
     public void NoSourceFileNamesAPartAboveItsOwn()
     {
-        string library = Path.Combine(Root(), "src", "GptSharp");
+        string library = Path.Combine(Repository.Root, "src", "GptSharp");
         var wrong = new List<string>();
         foreach (string file in Directory.GetFiles(library, "*.cs", SearchOption.AllDirectories).Where(f => !f.Contains("/obj/") && !f.Contains("/bin/")))
         {
@@ -72,17 +72,10 @@ public class ArchitectureTests(ITestOutputHelper output)
                 foreach (System.Text.RegularExpressions.Match m in System.Text.RegularExpressions.Regex.Matches(code, @"\bGptSharp\.(\w+)"))
                     if (Tiers.TryGetValue(m.Groups[1].Value, out int other) && m.Groups[1].Value != part && other >= tier
                         && !SameTierAllowed.Contains((part, m.Groups[1].Value)))
-                        wrong.Add($"{Path.GetRelativePath(Root(), file)}:{i + 1}: {part} names {m.Groups[1].Value}");
+                        wrong.Add($"{Path.GetRelativePath(Repository.Root, file)}:{i + 1}: {part} names {m.Groups[1].Value}");
             }
         }
         Assert.True(wrong.Count == 0, "Sources naming a part of the same tier or above:\n" + string.Join("\n", wrong));
-    }
-
-    static string Root()
-    {
-        var dir = new DirectoryInfo(AppContext.BaseDirectory);
-        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "GptSharp.slnx"))) dir = dir.Parent;
-        return dir!.FullName;
     }
 
     [Fact]

@@ -11,12 +11,7 @@ static class CliProcess
     {
         get
         {
-            var here = new DirectoryInfo(AppContext.BaseDirectory);
-            string configuration = here.Parent!.Name;
-            var root = here;
-            while (root is not null && !File.Exists(Path.Combine(root.FullName, "GptSharp.slnx"))) root = root.Parent;
-            Assert.NotNull(root);
-            string cli = Path.Combine(root!.FullName, "src", "GptSharp.Cli", "bin", configuration, "net10.0", "GptSharp.Cli.dll");
+            string cli = Path.Combine(Repository.Root, "src", "GptSharp.Cli", "bin", Repository.Configuration, "net10.0", "GptSharp.Cli.dll");
             Assert.True(File.Exists(cli), $"{cli} is missing: build the solution (dotnet test GptSharp.slnx builds it).");
             return cli;
         }

@@ -7,14 +7,7 @@ namespace GptSharp.Tests;
 /// cite exists, and the README stays a front door.</summary>
 public class DocsTests
 {
-    static readonly string Root = FindRoot();
-
-    static string FindRoot()
-    {
-        var dir = new DirectoryInfo(AppContext.BaseDirectory);
-        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "GptSharp.slnx"))) dir = dir.Parent;
-        return dir?.FullName ?? throw new DirectoryNotFoundException("No GptSharp.slnx above the test folder.");
-    }
+    static readonly string Root = Repository.Root;
 
     static IEnumerable<string> Pages() =>
         [Path.Combine(Root, "README.md"), .. Directory.GetFiles(Path.Combine(Root, "docs"), "*.md").Order(StringComparer.Ordinal)];

@@ -15,10 +15,7 @@ static class NodePackages
     {
         get
         {
-            var root = new DirectoryInfo(AppContext.BaseDirectory);
-            while (root is not null && !File.Exists(Path.Combine(root.FullName, "GptSharp.slnx"))) root = root.Parent;
-            Assert.NotNull(root);
-            string folder = Path.Combine(root!.FullName, "tests", "js");
+            string folder = Path.Combine(Repository.Root, "tests", "js");
             lock (Gate)
             {
                 using var manifest = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(folder, "package.json")));

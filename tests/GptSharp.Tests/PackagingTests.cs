@@ -11,11 +11,6 @@ public class PackagingTests(TrainedTokenizerFixture fixture) : IClassFixture<Tra
     public void TheLibraryAndTheToolInstallFromTheirPackagesAndWork()
     {
         using var dir = new TempDirectory();
-        var here = new DirectoryInfo(AppContext.BaseDirectory);
-        string configuration = here.Parent!.Name;
-        var root = here;
-        while (root is not null && !File.Exists(Path.Combine(root.FullName, "GptSharp.slnx"))) root = root.Parent;
-        Assert.NotNull(root);
         // A version no earlier run used, so the global package cache cannot hand back an older package of the same number.
         string version = $"0.1.0-test{Guid.NewGuid():N}"[..18];
         string feed = dir.File("feed");
@@ -24,7 +19,7 @@ public class PackagingTests(TrainedTokenizerFixture fixture) : IClassFixture<Tra
         {
             foreach (string project in new[] { "src/GptSharp/GptSharp.csproj", "src/GptSharp.Cli/GptSharp.Cli.csproj" })
             {
-                var (packed, packLog) = NodePackages.Run("dotnet", root!.FullName, "pack", project, "--no-build", "-c", configuration, "-o", feed, $"-p:Version={version}");
+                var (packed, packLog) = NodePackages.Run("dotnet", Repository.Root, "pack", project, "--no-build", "-c", Repository.Configuration, "-o", feed, $"-p:Version={version}");
                 Assert.True(packed == 0, packLog);
             }
             Assert.True(File.Exists(Path.Combine(feed, $"GptSharp.{version}.nupkg")));

@@ -220,8 +220,7 @@ public class VerseTests(VerseFixture fixture) : IClassFixture<VerseFixture>
     [Fact]
     public void TheTableIsRebuiltByteForByteFromTheScript()
     {
-        string root = Path.GetDirectoryName(Path.GetDirectoryName(Corpus.DataDirectory()))!;
-        while (!File.Exists(Path.Combine(root, "GptSharp.slnx"))) root = Path.GetDirectoryName(root)!;
+        string root = Repository.Root;
         using var dir = new TempDirectory();
         string output = dir.File("phonology.tsv.gz");
         var start = new ProcessStartInfo("node", [Path.Combine(root, "scripts", "build-phonology.mjs"), "--out", output]) { RedirectStandardOutput = true, RedirectStandardError = true };
