@@ -1,3 +1,4 @@
+using GptSharp.Tokenization;
 using GptSharp.Interop;
 
 namespace GptSharp.Cli;
@@ -8,15 +9,36 @@ namespace GptSharp.Cli;
 /// </summary>
 static class TokenizerReference
 {
-    /// <summary>The folder or name to load. A Hugging Face folder is converted first, into <paramref name="keepIn"/>
-    /// when what the command writes refers to the tokenizer later (token shards), else into a temporary folder.</summary>
-    public static string Resolve(string reference, string? keepIn = null)
+    /// <summary>The folder or name to load; a Hugging Face folder is converted into <paramref name="keepIn"/> first, for
+    /// commands whose output refers to the tokenizer later (token shards, a BERT run).</summary>
+    public static string Resolve(string reference, string keepIn)
     {
-        if (!HuggingFaceTokenizer.IsHuggingFaceTokenizer(reference)) return reference;
+        if (!GptTokenizer.IsHuggingFaceFormat(reference)) return reference;
+        Convert(reference, keepIn);
+        return keepIn;
+    }
+
+    /// <summary>Runs <paramref name="use"/> on the folder or name to load; a Hugging Face folder is converted into a
+    /// temporary folder that is removed once <paramref name="use"/> returns (it loads or copies what it needs).</summary>
+    public static T Use<T>(string reference, Func<string, T> use)
+    {
+        if (!GptTokenizer.IsHuggingFaceFormat(reference)) return use(reference);
+        string temporary = Path.Combine(Path.GetTempPath(), "gptsharp-tokenizer-" + Guid.NewGuid().ToString("N")[..8]);
+        try
+        {
+            Convert(reference, temporary);
+            return use(temporary);
+        }
+        finally
+        {
+            if (Directory.Exists(temporary)) Directory.Delete(temporary, recursive: true);
+        }
+    }
+
+    static void Convert(string reference, string target)
+    {
         string folder = Directory.Exists(reference) ? reference : Path.GetDirectoryName(Path.GetFullPath(reference))!;
-        string target = keepIn ?? Path.Combine(Path.GetTempPath(), "gptsharp-tokenizer-" + Guid.NewGuid().ToString("N")[..8]);
         HuggingFaceTokenizer.Import(folder, target);
-        Console.Error.WriteLine($"note: {reference} holds a Hugging Face tokenizer.json; converted into {target}.");
-        return target;
+        Console.Error.WriteLine($"note: {reference} holds a Hugging Face tokenizer.json; converted{(target.StartsWith(Path.GetTempPath(), StringComparison.Ordinal) ? "" : $" into {target}")}.");
     }
 }

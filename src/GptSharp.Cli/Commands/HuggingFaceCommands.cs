@@ -44,7 +44,9 @@ sealed class ImportHfCommand : Command<ImportHfSettings>
     public override int Execute(CommandContext context, ImportHfSettings s, CancellationToken cancellation)
     {
         TorchRuntime.Initialize(s.Threads);
-        var (config, added) = HuggingFace.Import(s.From, s.RunDir, s.Tokenizer is null ? null : TokenizerReference.Resolve(s.Tokenizer), s.ChatTemplate);
+        // The run keeps its own copy of the tokenizer, so a converted one need not outlive the import.
+        var (config, added) = s.Tokenizer is null ? HuggingFace.Import(s.From, s.RunDir, null, s.ChatTemplate)
+            : TokenizerReference.Use(s.Tokenizer, tokenizer => HuggingFace.Import(s.From, s.RunDir, tokenizer, s.ChatTemplate));
         AnsiConsole.MarkupLine($"Imported a {HuggingFace.Architecture(config)} model ({config.Layers} layers, width {config.Width}) into {Markup.Escape(s.RunDir)}." +
                                (added > 0 ? $" The tokenizer has {added} more ids than the model had: the embedding grew by {added} rows (each the mean row) — fine-tune before using them." : ""));
         return 0;

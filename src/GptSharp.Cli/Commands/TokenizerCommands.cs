@@ -73,7 +73,7 @@ sealed class TokenizerEncodeCommand : Command<TokenizerEncodeSettings>
 {
     public override int Execute(CommandContext context, TokenizerEncodeSettings settings, CancellationToken cancellation)
     {
-        var tokenizer = GptTokenizer.Load(TokenizerReference.Resolve(settings.Tokenizer));
+        var tokenizer = TokenizerReference.Use(settings.Tokenizer, GptTokenizer.Load);
         string text = settings.Text ?? Console.In.ReadToEnd();
         int[] ids = settings.AllowSpecial ? tokenizer.EncodeWithSpecialTokens(text) : tokenizer.Encode(text);
         Console.WriteLine(string.Join(' ', ids));
@@ -98,7 +98,7 @@ sealed class TokenizerDecodeCommand : Command<TokenizerDecodeSettings>
 {
     public override int Execute(CommandContext context, TokenizerDecodeSettings settings, CancellationToken cancellation)
     {
-        var tokenizer = GptTokenizer.Load(TokenizerReference.Resolve(settings.Tokenizer));
+        var tokenizer = TokenizerReference.Use(settings.Tokenizer, GptTokenizer.Load);
         string raw = settings.Ids ?? Console.In.ReadToEnd();
         var ids = raw.Split([' ', ',', '\n', '\t', '\r'], StringSplitOptions.RemoveEmptyEntries)
             .Select((s, i) => int.TryParse(s, out int id) ? id : throw new FormatException($"--ids: item {i + 1} ('{s}') is not an integer token id."))

@@ -48,24 +48,6 @@ public static class HuggingFaceTokenizer
         return Directory.Exists(tokenizer) && File.Exists(path) ? File.ReadAllText(path) : null;
     }
 
-    /// <summary>Whether <paramref name="reference"/> is a folder (or the file itself) holding a Hugging Face
-    /// <c>tokenizer.json</c> (a <c>model</c> object at its root), rather than GptSharp's own tokenizer files.</summary>
-    public static bool IsHuggingFaceTokenizer(string reference)
-    {
-        string path = Directory.Exists(reference) ? Path.Combine(reference, "tokenizer.json") : reference;
-        if (!File.Exists(path) || Path.GetFileName(path) != "tokenizer.json") return false;
-        try
-        {
-            using var stream = File.OpenRead(path);
-            using var json = JsonDocument.Parse(stream);
-            return json.RootElement.ValueKind == JsonValueKind.Object && json.RootElement.TryGetProperty("model", out var model) && model.ValueKind == JsonValueKind.Object;
-        }
-        catch (JsonException)
-        {
-            return false;   // not JSON at all: the loader that reads it names what is wrong
-        }
-    }
-
     /// <summary>
     /// Converts a Hugging Face <c>tokenizer.json</c> of the byte-level BPE kind (GPT-2, Llama 3, Qwen, SmolLM, DeepSeek)
     /// into a GptSharp tokenizer folder, as it is: the vocabulary as tiktoken ranks (id = rank), the Split regex of the

@@ -1,4 +1,3 @@
-using System.Text.Json.Nodes;
 using GptSharp.Runtime;
 using System.Text;
 using System.Text.Json;
@@ -226,7 +225,23 @@ public sealed class GptTokenizer
         return tokenizer;
     }
 
-    static bool IsHuggingFaceFormat(string path) => JsonNode.Parse(File.ReadAllText(path)) is JsonObject root && root["model"] is JsonObject;
+    /// <summary>Whether <paramref name="reference"/> is a folder (or the file itself) holding a Hugging Face
+    /// <c>tokenizer.json</c> (a <c>model</c> object at its root), rather than GptSharp's own tokenizer files of that name.</summary>
+    public static bool IsHuggingFaceFormat(string reference)
+    {
+        string path = Directory.Exists(reference) ? Path.Combine(reference, SpecFileName) : reference;
+        if (!File.Exists(path) || Path.GetFileName(path) != SpecFileName) return false;
+        try
+        {
+            using var stream = File.OpenRead(path);
+            using var json = JsonDocument.Parse(stream);
+            return json.RootElement.ValueKind == JsonValueKind.Object && json.RootElement.TryGetProperty("model", out var model) && model.ValueKind == JsonValueKind.Object;
+        }
+        catch (JsonException)
+        {
+            return false;   // not JSON at all: the loader that reads it names what is wrong
+        }
+    }
 
     static GptTokenizer FromBuiltIn(string encoding)
     {
