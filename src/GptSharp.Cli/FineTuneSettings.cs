@@ -19,7 +19,7 @@ public abstract class AdaptableSettings : TrainingSettings
     public override IEnumerable<object> Defaults => [.. base.Defaults, new LoraConfig()];
 
     /// <summary>The LoRA settings, or null for full fine-tuning.</summary>
-    public LoraConfig? Lora() => LoraRank > 0 ? OptionDefaults.Apply(this, new LoraConfig() with { Rank = LoraRank }).Validate() : null;
+    public override LoraConfig? Lora() => LoraRank > 0 ? OptionDefaults.Apply(this, new LoraConfig() with { Rank = LoraRank }).Validate() : null;
 }
 
 /// <summary>Options shared by the commands that fine-tune a run on conversations or preference pairs (sft, reward, dpo).</summary>

@@ -20,7 +20,10 @@ public abstract class TrainingSettings : CommonSettings, ILibraryDefaults
     public string Device { get; init; } = "cpu";
     /// <summary>The run's folder, device and reports as the trainers take them, with this command's --resume (and LoRA, where it has it).</summary>
     public RunOptions Run(string runDirectory, string device, Action<StepMetrics> onStep, CancellationToken cancellation) =>
-        new(runDirectory) { Resume = Resume, Device = device, OnStep = onStep, Cancellation = cancellation, Lora = (this as AdaptableSettings)?.Lora() };
+        new(runDirectory) { Resume = Resume, Device = device, OnStep = onStep, Cancellation = cancellation, Lora = Lora() };
+
+    /// <summary>The LoRA settings, or null to train every weight (commands without LoRA options).</summary>
+    public virtual GptSharp.Models.LoraConfig? Lora() => null;
 
     [CommandOption("--steps")] [Description("Optimiser steps.")]
     public int? Steps { get; init; }

@@ -30,7 +30,7 @@ public static class DpoRun
     public static DpoReport Execute(string fromRun, IReadOnlyList<PreferencePair> train, IReadOnlyList<PreferencePair> heldOut,
         TrainingConfig training, RunOptions options, double beta = DefaultBeta, Action<int>? onStart = null)
     {
-        var (runDirectory, resume, device, onStep, cancellation) = (options.Directory, options.Resume, options.Device, options.OnStep, options.Cancellation);
+        var (runDirectory, resume, device, onStep, cancellation) = options;
         var lora = options.Lora;
         training.Validate();
         if (beta <= 0) throw new ArgumentOutOfRangeException(nameof(beta), beta, "beta must be > 0.");

@@ -32,7 +32,7 @@ public static class GrpoRun
         RunOptions options, RewardFunction? gold = null, PolicySelection? selection = null,
         Action<GrpoRolloutStats>? onRollout = null, object? rewardDescription = null)
     {
-        var (runDirectory, resume, device, onStep, cancellation) = (options.Directory, options.Resume, options.Device, options.OnStep, options.Cancellation);
+        var (runDirectory, resume, device, onStep, cancellation) = options;
         var (lora, untilStep) = (options.Lora, options.UntilStep);
         grpo.Validate();
         int perRollout = grpo.StepsPerRollout;

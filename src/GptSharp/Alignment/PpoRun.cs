@@ -41,7 +41,7 @@ public static class PpoRun
         RunOptions options, Action<RolloutStats>? onRollout = null, RewardFunction? program = null, string? ptxData = null,
         RewardFunction? gold = null, PolicySelection? selection = null)
     {
-        var (runDirectory, resume, device, onStep, cancellation) = (options.Directory, options.Resume, options.Device, options.OnStep, options.Cancellation);
+        var (runDirectory, resume, device, onStep, cancellation) = options;
         var (lora, untilStep) = (options.Lora, options.UntilStep);
         // Checkpoints on rollout boundaries, where a resume continues exactly.
         int perRollout = ppo.StepsPerRollout;

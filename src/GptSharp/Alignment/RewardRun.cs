@@ -25,7 +25,7 @@ public static class RewardRun
     public static RewardReport Execute(string fromRun, IReadOnlyList<PreferencePair> train, IReadOnlyList<PreferencePair> heldOut,
         TrainingConfig training, RunOptions options, Action<int>? onStart = null)
     {
-        var (runDirectory, resume, device, onStep, cancellation) = (options.Directory, options.Resume, options.Device, options.OnStep, options.Cancellation);
+        var (runDirectory, resume, device, onStep, cancellation) = options;
         var lora = options.Lora;
         training.Validate();
         if (heldOut.Count == 0) throw new InvalidDataException("The reward model needs held-out preference pairs to measure its accuracy.");

@@ -29,7 +29,7 @@ public static class SftRun
     public static SftReport Execute(string fromRun, IReadOnlyList<IReadOnlyList<ChatMessage>> train, IReadOnlyList<IReadOnlyList<ChatMessage>> heldOut,
         TrainingConfig training, RunOptions options, Action<Gpt, int>? onStart = null)
     {
-        var (runDirectory, resume, device, onStep, cancellation) = (options.Directory, options.Resume, options.Device, options.OnStep, options.Cancellation);
+        var (runDirectory, resume, device, onStep, cancellation) = options;
         var lora = options.Lora;
         training.Validate();
         if (heldOut.Count == 0) throw new InvalidDataException("SFT needs at least one held-out conversation for its validation loss.");

@@ -100,8 +100,8 @@ public static class BertFinetuneRun
 {
     public static BertFinetuneReport Execute(string fromRun, LabeledData data, TrainingConfig training, RunOptions options)
     {
-        var (runDirectory, resume, device, onStep, cancellation) = (options.Directory, options.Resume, options.Device, options.OnStep, options.Cancellation);
-        options.WithoutLora("BERT fine-tuning");
+        var (runDirectory, resume, device, onStep, cancellation) = options;
+        options.RejectLora("BERT fine-tuning");
         training.Validate();
         var (pretrained, tokenizer) = BertPretrainRun.Load(fromRun);
         using var _ = pretrained;

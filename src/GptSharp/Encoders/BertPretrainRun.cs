@@ -23,8 +23,9 @@ public static class BertPretrainRun
     public static BertPretrainReport Execute(BertConfig config, TrainingConfig training, MaskingConfig masking, IReadOnlyList<string> corpora,
         string tokenizerName, RunOptions options, int maxDocuments = int.MaxValue, double heldOutFraction = 0.01)
     {
-        var (runDirectory, resume, device, onStep, cancellation) = (options.Directory, options.Resume, options.Device, options.OnStep, options.Cancellation);
-        int? untilStep = options.WithoutLora("BERT pretraining").UntilStep;
+        var (runDirectory, resume, device, onStep, cancellation) = options;
+        options.RejectLora("BERT pretraining");
+        int? untilStep = options.UntilStep;
         training.Validate();
         var tokenizer = GptTokenizer.Load(tokenizerName);
         config = config with { VocabSize = tokenizer.VocabSize };

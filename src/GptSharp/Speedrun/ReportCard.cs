@@ -22,8 +22,8 @@ public static class ReportCard
     public static string Write(string runDirectory)
     {
         if (!Directory.Exists(runDirectory)) throw new DirectoryNotFoundException($"No run folder '{runDirectory}'.");
-        string dataFolder = SpeedrunPlan.Load(runDirectory).Data;
-        var pretrained = File.Exists(Path.Combine(dataFolder, "meta.json")) ? ShardSummary.Load(dataFolder).Corpora.ToHashSet() : [];
+        var plan = SpeedrunPlan.Load(runDirectory);
+        var pretrained = File.Exists(Path.Combine(plan.Data, ShardSummary.MetaFile)) ? ShardSummary.Load(plan.Data).Corpora.ToHashSet() : [];
         var md = new StringBuilder();
         md.AppendLine("# GptSharp report card").AppendLine();
         md.AppendLine($"Run folder `{Path.GetFullPath(runDirectory)}`, written {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC.").AppendLine();
@@ -33,7 +33,7 @@ public static class ReportCard
         // Stages: wall time and outputs, with the command that reproduces each (RUN = this folder).
         md.AppendLine("## Stages").AppendLine().AppendLine("| stage | seconds | metrics | command |").AppendLine("|---|---|---|---|");
         double total = 0;
-        foreach (var (stage, _, command, _) in SpeedrunPlan.Load(runDirectory).Stages)
+        foreach (var (stage, _, command, _) in plan.Stages)
         {
             string marker = Path.Combine(runDirectory, stage, "done.json");
             if (!File.Exists(marker)) continue;

@@ -20,8 +20,8 @@ public static class PretrainRun
     public static TrainingResult Execute(GptConfig config, TrainingConfig training, string dataDirectory, RunOptions options,
         Action<Gpt, int, AdamW>? onStart = null)
     {
-        var (runDirectory, resume, device, onStep, cancellation) = (options.Directory, options.Resume, options.Device, options.OnStep, options.Cancellation);
-        options.WithoutLora("Pretraining");
+        var (runDirectory, resume, device, onStep, cancellation) = options;
+        options.RejectLora("Pretraining");
         config.Validate();
         var data = ShardSummary.Load(dataDirectory);
         if (data.VocabSize != config.VocabSize)

@@ -21,7 +21,13 @@ public sealed record RunOptions(string Directory)
     /// <summary>Stop after this step with a checkpoint, as a killed run would (RL and BERT runs; for tests of resuming).</summary>
     public int? UntilStep { get; init; }
 
+    /// <summary>What every trainer reads of the options, in one line: <c>var (runDirectory, resume, device, onStep, cancellation) = options;</c>.</summary>
+    public void Deconstruct(out string directory, out bool resume, out string device, out Action<StepMetrics>? onStep, out CancellationToken cancellation) =>
+        (directory, resume, device, onStep, cancellation) = (Directory, Resume, Device, OnStep, Cancellation);
+
     /// <summary>Refuses LoRA for a trainer that trains every weight, naming it.</summary>
-    public RunOptions WithoutLora(string trainer) => Lora is null ? this
-        : throw new ArgumentException($"{trainer} trains every weight; LoRA adapters are for fine-tuning (sft, reward, dpo, ppo, grpo).", nameof(Lora));
+    public void RejectLora(string trainer)
+    {
+        if (Lora is not null) throw new ArgumentException($"{trainer} trains every weight; LoRA adapters are for fine-tuning (sft, reward, dpo, ppo, grpo).", nameof(Lora));
+    }
 }
