@@ -1,3 +1,4 @@
+using GptSharp.Evaluation;
 using GptSharp.Training;
 using GptSharp.Alignment;
 using GptSharp.Runs;

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using GptSharp.Alignment;
+using GptSharp.Evaluation;
 using GptSharp.Inference.Cpu;
 using GptSharp.Runs;
 using GptSharp.Tokenization;

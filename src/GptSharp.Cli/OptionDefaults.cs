@@ -27,27 +27,54 @@ public static class OptionDefaults
         object settings = Activator.CreateInstance(settingsType)!;
         if (option.GetValue(settings) is { } initial) return initial;
         return settings is ILibraryDefaults library
-            ? library.Defaults.Select(d => d.GetType().GetProperty(option.Name)?.GetValue(d)).FirstOrDefault(v => v is not null)
+            ? library.Defaults.Select(d => Find(d, option.Name)).FirstOrDefault(v => v is not null)
             : null;
     }
 
     /// <summary>
     /// A copy of the record <paramref name="defaults"/> with every option of <paramref name="settings"/> that was set
-    /// (non-null) and shares a property name with it put in its place.
+    /// (non-null) and shares a property name with it, or with a record it holds (GRPO's and PPO's rollout settings), put
+    /// in its place.
     /// </summary>
     public static T Apply<T>(object settings, T defaults) where T : class
     {
-        var copy = (T)typeof(T).GetMethod("<Clone>$")!.Invoke(defaults, null)!;
+        object copy = defaults;
         foreach (var option in settings.GetType().GetProperties().Where(p => p.GetCustomAttribute<CommandOptionAttribute>() is not null))
-        {
-            if (option.GetValue(settings) is not { } value) continue;
-            // Options are nullable so that "not given" shows; the record's property may be nullable too (speedrun's --seed).
-            if (typeof(T).GetProperty(option.Name) is { CanWrite: true } target
-                && (Nullable.GetUnderlyingType(option.PropertyType) ?? option.PropertyType) == (Nullable.GetUnderlyingType(target.PropertyType) ?? target.PropertyType))
-                target.SetValue(copy, value);
-        }
-        return copy;
+            if (option.GetValue(settings) is { } value) copy = With(copy, option, value) ?? copy;
+        return (T)copy;
     }
+
+    /// <summary>A copy of <paramref name="record"/> with <paramref name="value"/> in the property named as the option, or
+    /// in that of a record it holds; null when neither has one of its type.</summary>
+    static object? With(object record, PropertyInfo option, object value)
+    {
+        var type = record.GetType();
+        // Options are nullable so that "not given" shows; the record's property may be nullable too (speedrun's --seed).
+        if (type.GetProperty(option.Name) is { CanWrite: true } target && Underlying(option.PropertyType) == Underlying(target.PropertyType))
+        {
+            object copy = Clone(record);
+            target.SetValue(copy, value);
+            return copy;
+        }
+        foreach (var nested in type.GetProperties().Where(p => p.CanWrite && IsRecord(p.PropertyType)))
+            if (nested.GetValue(record) is { } inner && With(inner, option, value) is { } changed)
+            {
+                object copy = Clone(record);
+                nested.SetValue(copy, changed);
+                return copy;
+            }
+        return null;
+    }
+
+    /// <summary>The value of the property named <paramref name="name"/> on <paramref name="record"/> or a record it holds.</summary>
+    static object? Find(object record, string name) =>
+        record.GetType().GetProperty(name)?.GetValue(record)
+        ?? record.GetType().GetProperties().Where(p => IsRecord(p.PropertyType)).Select(p => p.GetValue(record)).OfType<object>()
+            .Select(inner => Find(inner, name)).FirstOrDefault(v => v is not null);
+
+    static Type Underlying(Type type) => Nullable.GetUnderlyingType(type) ?? type;
+    static bool IsRecord(Type type) => type.IsClass && type.GetMethod("<Clone>$") is not null;
+    static object Clone(object record) => record.GetType().GetMethod("<Clone>$")!.Invoke(record, null)!;
 }
 
 /// <summary>Spectre's help, with a DEFAULT for every option that has one: its initial value or its library default.</summary>

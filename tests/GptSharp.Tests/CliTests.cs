@@ -41,8 +41,8 @@ public class CliTests
         var training = settings.Training();
         Assert.Equal(Alignment.SftRun.Defaults with { LearningRate = 0.5, ShardOptimizerState = true }, training);
         var ppo = new GptSharp.Cli.Commands.PpoSettings();
-        Assert.Equal(new Alignment.PpoConfig().MaxNewTokens, OptionDefaults.Of(typeof(GptSharp.Cli.Commands.PpoSettings),
-            typeof(GptSharp.Cli.Commands.PpoSettings).GetProperty(nameof(Alignment.PpoConfig.MaxNewTokens))!));
+        Assert.Equal(new Alignment.PpoConfig().Rollout.MaxNewTokens, OptionDefaults.Of(typeof(GptSharp.Cli.Commands.PpoSettings),
+            typeof(GptSharp.Cli.Commands.PpoSettings).GetProperty(nameof(Alignment.RolloutSettings.MaxNewTokens))!));
         Assert.Equal(Alignment.PpoRun.Defaults, ppo.Training());
     }
 
@@ -57,6 +57,18 @@ public class CliTests
         Assert.Equal(2L, plan.PretrainTraining.Seed);
         Assert.Equal(2L, plan.SftTraining.Seed);
         Assert.NotEqual(new Speedrun.SpeedrunPlan("runs/x").PretrainTraining.Seed, plan.PretrainTraining.Seed);
+    }
+
+    [Fact]
+    public void RolloutOptionsReachTheRolloutSettingsPpoAndGrpoShare()
+    {
+        var grpo = new GptSharp.Cli.Commands.GrpoSettings { Temperature = 0.5, MaxNewTokens = 20, Engine = "torch", GroupSize = 4 }.Grpo();
+        Assert.Equal(new Alignment.RolloutSettings { Temperature = 0.5, MaxNewTokens = 20, Engine = "torch" }, grpo.Rollout);
+        Assert.Equal(4, grpo.GroupSize);
+        var ppo = OptionDefaults.Apply(new GptSharp.Cli.Commands.PpoSettings { MaxNewTokens = 12 }, new Alignment.PpoConfig());
+        Assert.Equal(12, ppo.Rollout.MaxNewTokens);
+        Assert.Equal(new Alignment.PpoConfig().Rollout.Temperature, ppo.Rollout.Temperature);   // untouched options keep PPO's own default
+        Assert.Equal(0.7, OptionDefaults.Of(typeof(GptSharp.Cli.Commands.PpoSettings), typeof(GptSharp.Cli.Commands.PpoSettings).GetProperty("Temperature")!));
     }
 
     [Fact]

@@ -82,7 +82,7 @@ public class OpenModelPathTests
         SftRun.Execute(dir.File("imported"), train, [train[0]], sft, new RunOptions(dir.File("sft")) { Resume = false });
 
         var exclaims = Rewards.FromProgram(c => c.Answer.Contains('!') ? 1 : 0);
-        var grpo = new GrpoConfig { PromptsPerRollout = 4, GroupSize = 8, MiniBatch = 32, MaxNewTokens = 8, MaskTruncated = false };
+        var grpo = new GrpoConfig { PromptsPerRollout = 4, GroupSize = 8, MiniBatch = 32, Rollout = new() { MaxNewTokens = 8 }, MaskTruncated = false };
         var training = GrpoRun.Defaults with { Steps = 24, BatchSize = 32, LearningRate = 1e-2, CheckpointEvery = 1000 };
         var report = GrpoRun.Execute(dir.File("sft"), [.. questions, .. questions], exclaims, grpo, training, new RunOptions(dir.File("grpo")) { Lora = new LoraConfig(Rank: 8) });
         var rewards = report.Rollouts.Select(r => r.MeanReward).ToList();

@@ -24,7 +24,7 @@ public class PpoTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedTo
         using var model = new ActorCritic(actor, critic);
         var score = LowHalfShare(tokenizer);
 
-        var ppo = new PpoConfig { RolloutPrompts = 16, Epochs = 2, MiniBatch = 8, MaxNewTokens = 8, KlCoefficient = 0.01 };
+        var ppo = new PpoConfig { RolloutPrompts = 16, Epochs = 2, MiniBatch = 8, Rollout = new() { MaxNewTokens = 8, Temperature = 0.7 }, KlCoefficient = 0.01 };
         using var experience = new PpoExperience(model, reference, score, tokenizer, ["寫一個字"], ppo, CPU, seed: 3);
         var training = new TrainingConfig { Steps = 160, BatchSize = 8, LearningRate = 1e-2, WarmupSteps = 2, WeightDecay = 0, EvalEvery = 1000, CheckpointEvery = 1000 };
         var trainer = new Trainer<PpoBatch>(model, config, training, dir.File("ppo"), fixture.Directory, PpoExperience.Objective(model, ppo), experience);
@@ -46,7 +46,7 @@ public class PpoTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedTo
         torch.manual_seed(1);
         using (var rewardModel = new RewardModel(config))
             Checkpoint.Save(dir.File("reward"), rewardModel, config, null, new TrainingState(0, "0:0", "", fixture.Directory));
-        var ppo = new PpoConfig { RolloutPrompts = 8, Epochs = 2, MiniBatch = 4, MaxNewTokens = 6 };
+        var ppo = new PpoConfig { RolloutPrompts = 8, Epochs = 2, MiniBatch = 4, Rollout = new() { MaxNewTokens = 6, Temperature = 0.7 } };
         var training = new TrainingConfig { Steps = 16, BatchSize = 4, LearningRate = 1e-3, WarmupSteps = 0, MinLrRatio = 1, WeightDecay = 0, EvalEvery = 1000, CheckpointEvery = 1000 };
         string[] prompts = ["寫一首詩", "寫一個字", "春曉"];
 

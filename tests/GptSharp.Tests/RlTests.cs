@@ -1,4 +1,5 @@
 using GptSharp.Alignment;
+using GptSharp.Evaluation;
 using GptSharp.Models;
 using GptSharp.Runs;
 using GptSharp.Tokenization;
@@ -184,7 +185,7 @@ public class RlRunTests(TrainedTokenizerFixture fixture) : IClassFixture<Trained
     RewardFunction MostlyLow() => Rewards.FromProgram(c =>
         c.AnswerTokens.Count(t => t < fixture.Tokenizer.VocabSize / 2) * 2 > c.AnswerTokens.Length ? 1 : 0);
 
-    static GrpoConfig TinyGrpo => new() { PromptsPerRollout = 4, GroupSize = 4, MiniBatch = 8, MaxNewTokens = 8, MaskTruncated = false };
+    static GrpoConfig TinyGrpo => new() { PromptsPerRollout = 4, GroupSize = 4, MiniBatch = 8, Rollout = new() { MaxNewTokens = 8 }, MaskTruncated = false };
 
     [Fact]
     public void GrpoRaisesTheRewardAndTheGoldScoreOfATinyModel()

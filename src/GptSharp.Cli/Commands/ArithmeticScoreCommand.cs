@@ -1,5 +1,6 @@
 using System.ComponentModel;
 using GptSharp.Alignment;
+using GptSharp.Evaluation;
 using GptSharp.Runs;
 using GptSharp.Runtime;
 using GptSharp.Tokenization;
@@ -33,11 +34,11 @@ sealed class ArithmeticScoreCommand : Command<ArithmeticScoreSettings>
             using (model)
             {
                 var tokenizer = GptTokenizer.Load(state.Tokenizer);
-                var without = Arithmetic.Measure(model, tokenizer, problems, withTool: false);
+                var without = ArithmeticScore.Measure(model, tokenizer, problems, withTool: false);
                 string with = "-", calls = "-", example = "(the tokenizer has no tool tokens)";
                 if (new ChatTemplate(tokenizer).SupportsTools)
                 {
-                    var report = Arithmetic.Measure(model, tokenizer, problems, withTool: true);
+                    var report = ArithmeticScore.Measure(model, tokenizer, problems, withTool: true);
                     (with, calls) = ($"{report.Correct}/{report.Problems} ({100 * report.Accuracy:F1}%)", $"{report.ToolCalls}/{report.Problems}");
                     example = $"{report.Samples[0].Question} → {report.Samples[0].Answer}";
                 }

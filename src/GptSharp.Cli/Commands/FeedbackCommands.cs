@@ -1,5 +1,6 @@
 using System.ComponentModel;
 using GptSharp.Alignment;
+using GptSharp.Evaluation;
 using GptSharp.Runs;
 using GptSharp.Runtime;
 using GptSharp.Tokenization;

@@ -1,3 +1,4 @@
+using GptSharp.Evaluation;
 using GptSharp.Runs;
 using GptSharp.Runtime;
 using System.ComponentModel;

@@ -1,5 +1,6 @@
 using System.ComponentModel;
 using GptSharp.Alignment;
+using GptSharp.Evaluation;
 using GptSharp.Runtime;
 using GptSharp.Tokenization;
 using GptSharp.Training;
@@ -35,7 +36,7 @@ sealed class GrpoSettings : AdaptableSettings
     [CommandOption("--temperature")] [Description("Sampling temperature (log-probabilities are taken at it too).")]
     public double? Temperature { get; init; }
     [CommandOption("--rollout-engine")] [Description("What samples the rollouts: auto (the CPU engine on a CPU), torch, cpu, cpu-f16, cpu-bf16, cpu-q8_0 or cpu-q4_0 (see generate --engine).")]
-    public string? RolloutEngine { get; init; }
+    public string? Engine { get; init; }
     [CommandOption("--loss")] [Description("grpo, dr_grpo (no std or length normalisation) or dapo (token-level mean, clip-higher).")]
     public string Loss { get; init; } = "grpo";
     [CommandOption("--clip")] [Description("Ratio clip ε.")]
@@ -52,7 +53,7 @@ sealed class GrpoSettings : AdaptableSettings
     protected override TrainingConfig StageDefaults => GrpoRun.Defaults;
     public override ValidationResult Validate() =>
         BatchSize is not null ? ValidationResult.Error("--batch-size: GRPO's optimisation batch is --minibatch.")
-        : RolloutEngine is not null && GptSharp.Inference.Cpu.DecodeEngine.Problem(RolloutEngine, "--rollout-engine") is { } problem ? ValidationResult.Error(problem)
+        : Engine is not null && GptSharp.Inference.Cpu.DecodeEngine.Problem(Engine, "--rollout-engine") is { } problem ? ValidationResult.Error(problem)
         : base.Validate();
     public override IEnumerable<object> Defaults => [.. base.Defaults, new GrpoConfig()];
 

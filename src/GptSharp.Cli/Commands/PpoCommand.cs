@@ -1,3 +1,4 @@
+using GptSharp.Evaluation;
 using GptSharp.Runtime;
 using System.ComponentModel;
 using GptSharp.Alignment;
@@ -44,7 +45,7 @@ sealed class PpoSettings : AdaptableSettings
     [CommandOption("--temperature")] [Description("Rollout sampling temperature (log-probabilities are taken at it too).")]
     public double? Temperature { get; init; }
     [CommandOption("--rollout-engine")] [Description("What samples the rollouts: auto (the CPU engine on a CPU), torch, cpu, cpu-f16, cpu-bf16, cpu-q8_0 or cpu-q4_0 (see generate --engine).")]
-    public string? RolloutEngine { get; init; }
+    public string? Engine { get; init; }
     [CommandOption("--entropy")] [Description("Entropy bonus coefficient.")]
     public double? EntropyCoefficient { get; init; }
     [CommandOption("--ptx")] [Description("Pretraining-mix (PPO-ptx) loss weight; needs --ptx-data.")]
@@ -53,7 +54,7 @@ sealed class PpoSettings : AdaptableSettings
     protected override TrainingConfig StageDefaults => PpoRun.Defaults;
     public override Spectre.Console.ValidationResult Validate() =>
         BatchSize is not null ? Spectre.Console.ValidationResult.Error("--batch-size: PPO's optimisation batch is --minibatch.")
-        : RolloutEngine is not null && GptSharp.Inference.Cpu.DecodeEngine.Problem(RolloutEngine, "--rollout-engine") is { } problem ? Spectre.Console.ValidationResult.Error(problem)
+        : Engine is not null && GptSharp.Inference.Cpu.DecodeEngine.Problem(Engine, "--rollout-engine") is { } problem ? Spectre.Console.ValidationResult.Error(problem)
         : base.Validate();
     public override IEnumerable<object> Defaults => [.. base.Defaults, new PpoConfig()];
 }

@@ -73,29 +73,4 @@ public static class Arithmetic
         foreach (var p in problems) expected[p.Question] = p.Answer;
         return Rewards.ExpectedAnswers(expected);
     }
-
-    /// <summary>Exact-answer accuracy on held-out problems, greedy, with or without the calculator offered and run.</summary>
-    public static ArithmeticReport Measure(Gpt model, GptTokenizer tokenizer, IReadOnlyList<ArithmeticProblem> problems, bool withTool, int maxNewTokens = 64)
-    {
-        var prompts = problems.Select(p => p.Question).ToList();
-        var tools = withTool ? Tools : null;
-        var rendered = Rollout.RenderPrompts(tokenizer, prompts, tools);
-        using var decoder = TokenDecoder.Create(model);
-        var answers = decoder.Generate(rendered, new SamplingOptions(Temperature: 0, MaxNewTokens: maxNewTokens,
-            StopTokens: [tokenizer.EndId, tokenizer.BosId]), interject: tools?.Interjection(tokenizer));
-        var completions = Rewards.Describe(tokenizer, prompts, rendered, [.. answers.Select(a => a.Tokens)],
-            [.. answers.Select(a => a.Finish != FinishReason.Stop)], [.. answers.Select(a => a.Inserted)]);
-        var scores = Reward(problems)(completions);
-        int called = answers.Count(a => a.Inserted is not null);
-        return new ArithmeticReport(withTool, problems.Count, (int)scores.Sum(), called,
-            [.. completions.Take(6).Select(c => (c.Prompt, string.Join(" | ", ToolBox.Messages(tokenizer, c.AnswerTokens).Select(Describe))))]);
-    }
-
-    static string Describe(ChatMessage m) => m.ToolCall is { } call ? $"{m.Content}[{call.Text}]" : m.Role == ChatRoles.Tool ? $"→ {m.Content}" : m.Content;
-}
-
-/// <summary>Exact answers out of the problems asked; <paramref name="ToolCalls"/> counts answers in which the calculator ran.</summary>
-public sealed record ArithmeticReport(bool WithTool, int Problems, int Correct, int ToolCalls, IReadOnlyList<(string Question, string Answer)> Samples)
-{
-    public double Accuracy => Problems == 0 ? 0 : Correct / (double)Problems;
 }

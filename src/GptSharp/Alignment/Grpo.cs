@@ -17,13 +17,8 @@ public sealed record GrpoConfig
     public int MiniBatch { get; init; } = 32;
     /// <summary>Passes over each rollout's answers.</summary>
     public int Epochs { get; init; } = 1;
-    public int MaxNewTokens { get; init; } = 64;
-    /// <summary>Sampling temperature of the rollouts; log-probabilities are taken at it too.</summary>
-    public double Temperature { get; init; } = 1.0;
-    /// <summary>What samples the rollouts (<see cref="Inference.Cpu.DecodeEngine"/>): <c>auto</c> is the CPU engine on a
-    /// CPU for rollouts of up to <see cref="Inference.Cpu.DecodeEngine.AutoRowLimit"/> answers (the policy's weights
-    /// packed afresh for each), libtorch for larger ones.</summary>
-    public string RolloutEngine { get; init; } = Inference.Cpu.DecodeEngine.Auto;
+    /// <summary>How answers are sampled (temperature 1 by default: the group needs answers that differ).</summary>
+    public RolloutSettings Rollout { get; init; } = new();
     public GrpoLoss Loss { get; init; } = GrpoLoss.Grpo;
     /// <summary>ε: the ratio is clipped to [1 − ε, 1 + ε] (the upper bound is <see cref="ClipHigh"/> for DAPO).</summary>
     public double Clip { get; init; } = 0.2;
@@ -48,12 +43,10 @@ public sealed record GrpoConfig
         if (GroupSize < 2) throw new ArgumentOutOfRangeException(nameof(GroupSize), GroupSize, "A group needs at least 2 answers: its advantages are relative to each other.");
         if (MiniBatch < 1) throw new ArgumentOutOfRangeException(nameof(MiniBatch), MiniBatch, "The minibatch must hold at least one answer.");
         if (Epochs < 1) throw new ArgumentOutOfRangeException(nameof(Epochs), Epochs, "Need at least one epoch.");
-        if (MaxNewTokens < 1) throw new ArgumentOutOfRangeException(nameof(MaxNewTokens), MaxNewTokens, "Answers need at least one token.");
-        if (Temperature <= 0) throw new ArgumentOutOfRangeException(nameof(Temperature), Temperature, "GRPO samples: the temperature must be > 0.");
+        Rollout.Validate();
         if (Clip is <= 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(Clip), Clip, "The clip ε must be in (0, 1).");
         if (ClipHigh <= 0) throw new ArgumentOutOfRangeException(nameof(ClipHigh), ClipHigh, "ε_high must be > 0.");
         if (Beta < 0) throw new ArgumentOutOfRangeException(nameof(Beta), Beta, "β must be >= 0.");
-        if (Inference.Cpu.DecodeEngine.Problem(RolloutEngine, nameof(RolloutEngine)) is { } problem) throw new ArgumentException(problem, nameof(RolloutEngine));
         return this;
     }
 }
@@ -122,13 +115,13 @@ public sealed class GrpoExperience : IBatchSource<GrpoBatch>, IDisposable
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         _policy.eval();
-        using var rollout = Rollout.Sample(_policy, _tokenizer, prompts, _config.Temperature, _config.MaxNewTokens,
-            _seed * 1000 + (long)_iteration * prompts.Count, keepTruncated: !_config.MaskTruncated, tools: _tools, engine: _config.RolloutEngine);
+        using var rollout = Rollout.Sample(_policy, _tokenizer, prompts, _config.Rollout.Temperature, _config.Rollout.MaxNewTokens,
+            _seed * 1000 + (long)_iteration * prompts.Count, keepTruncated: !_config.MaskTruncated, tools: _tools, engine: _config.Rollout.Engine);
         var rewards = _reward(rollout.Completions);
         double[]? gold = _gold?.Invoke(rollout.Completions);
         var advantages = GrpoMath.GroupAdvantages(rewards, _config.GroupSize, scaleByStd: _config.Loss != GrpoLoss.DrGrpo);
-        var oldLogp = PpoExperience.ResponseLogProbabilities(_policy, rollout.Sequences, rollout.Positions, rollout.Tokens, _config.Temperature);
-        var refLogp = _config.Beta > 0 ? PpoExperience.ResponseLogProbabilities(_reference!, rollout.Sequences, rollout.Positions, rollout.Tokens, _config.Temperature) : null;
+        var oldLogp = PpoExperience.ResponseLogProbabilities(_policy, rollout.Sequences, rollout.Positions, rollout.Tokens, _config.Rollout.Temperature);
+        var refLogp = _config.Beta > 0 ? PpoExperience.ResponseLogProbabilities(_reference!, rollout.Sequences, rollout.Positions, rollout.Tokens, _config.Rollout.Temperature) : null;
         _policy.train();
 
         int groups = _config.PromptsPerRollout, solved = 0;
@@ -163,9 +156,9 @@ public sealed class GrpoExperience : IBatchSource<GrpoBatch>, IDisposable
     /// <summary>GRPO's loss for one minibatch (see <see cref="GrpoMath.Loss"/>).</summary>
     public static Func<GrpoBatch, ObjectiveOutput> Objective(Gpt policy, GrpoConfig config) => batch =>
     {
-        var logp = PpoExperience.ResponseLogProbabilities(policy, batch.Sequences, batch.Positions, batch.Tokens, config.Temperature);
+        var logp = PpoExperience.ResponseLogProbabilities(policy, batch.Sequences, batch.Positions, batch.Tokens, config.Rollout.Temperature);
         var loss = GrpoMath.Loss(config.Loss, logp, batch.OldLogProbabilities, batch.Advantages, batch.Mask, config.Clip, config.UpperClip,
-            config.MaxNewTokens, batch.ReferenceLogProbabilities, config.Beta);
+            config.Rollout.MaxNewTokens, batch.ReferenceLogProbabilities, config.Beta);
         return new ObjectiveOutput(loss, Math.Max(1, (long)batch.Mask.sum().item<float>()));
     };
 

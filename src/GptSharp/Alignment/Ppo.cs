@@ -17,14 +17,8 @@ public sealed record PpoConfig
     public int Epochs { get; init; } = 2;
     /// <summary>Responses per optimisation minibatch.</summary>
     public int MiniBatch { get; init; } = 8;
-    public int MaxNewTokens { get; init; } = 64;
-    /// <summary>Sampling temperature of the rollouts; log-probabilities (policy and reference) are taken at the same
-    /// temperature, so the policy is optimised as it will be sampled.</summary>
-    public double Temperature { get; init; } = 0.7;
-    /// <summary>What samples the rollouts (<see cref="Inference.Cpu.DecodeEngine"/>): <c>auto</c> is the CPU engine on a
-    /// CPU for rollouts of up to <see cref="Inference.Cpu.DecodeEngine.AutoRowLimit"/> answers (the policy's weights
-    /// packed afresh for each), libtorch for larger ones.</summary>
-    public string RolloutEngine { get; init; } = Inference.Cpu.DecodeEngine.Auto;
+    /// <summary>How responses are sampled (temperature 0.7 by default: InstructGPT-like answers, not the tails).</summary>
+    public RolloutSettings Rollout { get; init; } = new() { Temperature = 0.7 };
     /// <summary>β of the KL penalty; with <see cref="KlTarget"/> set, its starting value.</summary>
     public double KlCoefficient { get; init; } = 0.1;
     /// <summary>Adaptive KL (Ziegler et al. 2019): after each rollout β is scaled towards keeping the mean KL per answer
@@ -232,8 +226,8 @@ public sealed class PpoExperience : IBatchSource<PpoBatch>, IDisposable
 
         using var noGrad = no_grad();
         _model.eval();
-        using var rollout = Rollout.Sample(_model.Actor, _tokenizer, prompts, _config.Temperature, _config.MaxNewTokens,
-            _seed * 1000 + _iteration * _config.RolloutPrompts, engine: _config.RolloutEngine);
+        using var rollout = Rollout.Sample(_model.Actor, _tokenizer, prompts, _config.Rollout.Temperature, _config.Rollout.MaxNewTokens,
+            _seed * 1000 + _iteration * _config.RolloutPrompts, engine: _config.Rollout.Engine);
         var (seq, pos, tok, m) = (rollout.Sequences, rollout.Positions, rollout.Tokens, rollout.Mask);
         int b = rollout.Rows;
         var rawScores = _score(rollout.Completions);
@@ -241,8 +235,8 @@ public sealed class PpoExperience : IBatchSource<PpoBatch>, IDisposable
         _moments.Update(rawScores);
         var scoreValues = _config.NormalizeRewards ? rawScores.Select(x => (x - _moments.Mean) / Math.Max(_moments.Std, 1e-6)) : rawScores;
         var scores = tensor(scoreValues.Select(x => (float)x).ToArray(), device: _device);
-        var oldLogp = ResponseLogProbabilities(_model.Actor, seq, pos, tok, _config.Temperature);
-        var refLogp = ResponseLogProbabilities(_reference, seq, pos, tok, _config.Temperature);
+        var oldLogp = ResponseLogProbabilities(_model.Actor, seq, pos, tok, _config.Rollout.Temperature);
+        var refLogp = ResponseLogProbabilities(_reference, seq, pos, tok, _config.Rollout.Temperature);
         var values = _model.Critic.forward(seq).gather(1, pos) * m;
         var kl = PpoMath.Kl(oldLogp, refLogp, _config.RewardKl) * m;
         double beta = KlCoefficient;
@@ -305,7 +299,7 @@ public sealed class PpoExperience : IBatchSource<PpoBatch>, IDisposable
     /// <summary>PPO's loss for one minibatch: clipped policy loss + c_v · clipped value loss − c_e · entropy (+ c_ptx · pretraining loss).</summary>
     public static Func<PpoBatch, ObjectiveOutput> Objective(ActorCritic model, PpoConfig config) => batch =>
     {
-        var atPositions = ResponseLogits(model.Actor, batch.Sequences, batch.Positions, config.Temperature);
+        var atPositions = ResponseLogits(model.Actor, batch.Sequences, batch.Positions, config.Rollout.Temperature);
         var logp = atPositions.log_softmax(-1).gather(-1, batch.Tokens.unsqueeze(-1)).squeeze(-1);
         var (policyLoss, _) = PpoMath.PolicyLoss(logp, batch.OldLogProbabilities, batch.Advantages, batch.Mask, config.Clip);
         var values = model.Critic.forward(batch.Sequences).gather(1, batch.Positions);

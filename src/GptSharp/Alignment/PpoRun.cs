@@ -47,6 +47,7 @@ public static class PpoRun
         int perRollout = ppo.StepsPerRollout;
         training = training with { CheckpointEvery = Math.Max(1, (int)Math.Round(training.CheckpointEvery / (double)perRollout)) * perRollout };
         training.Validate();
+        ppo.Rollout.Validate();
         if (ppo.PtxCoefficient > 0 && ptxData is null) throw new ArgumentException("--ptx needs --ptx-data: token shards from `data prepare`.", nameof(ptxData));
         var torchDevice = torch.device(device);
         var (actor, sft) = Checkpoint.LoadModel(sftRun);

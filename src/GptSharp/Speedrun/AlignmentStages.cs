@@ -1,4 +1,5 @@
 using GptSharp.Alignment;
+using GptSharp.Evaluation;
 using GptSharp.Models;
 using GptSharp.Runs;
 using GptSharp.Tokenization;
@@ -115,7 +116,7 @@ public static class AlignmentStages
         using var _ = model;
         var tokenizer = GptTokenizer.Load(state.Tokenizer);
         var problems = Arithmetic.Problems(heldOut: true, RlTasks.ScoreProblems);
-        return (Arithmetic.Measure(model, tokenizer, problems, withTool: false), Arithmetic.Measure(model, tokenizer, problems, withTool: true));
+        return (Evaluation.ArithmeticScore.Measure(model, tokenizer, problems, withTool: false), Evaluation.ArithmeticScore.Measure(model, tokenizer, problems, withTool: true));
     }
 
     /// <summary>The verse score of one model on the plan's held-out prompts — every rule, strict, and the form share

@@ -102,7 +102,7 @@ public static class ReportCard
             if (outputs["arithmetic"]?.AsObject() is { } arithmetic)
             {
                 md.AppendLine("## Arithmetic with and without the calculator").AppendLine()
-                  .AppendLine($"Exact answers to {Alignment.RlTasks.ScoreProblems} held-out multi-digit + − × problems, greedy.").AppendLine()
+                  .AppendLine($"Exact answers to {RlTasks.ScoreProblems} held-out multi-digit + − × problems, greedy.").AppendLine()
                   .AppendLine("| model | no tool | with calculator | answers that called it |").AppendLine("|---|---|---|---|");
                 foreach (var (model, node) in arithmetic)
                     md.AppendLine($"| {model} | {Percent(node!["withoutTool"]!.GetValue<double>())} | {Percent(node["withTool"]!.GetValue<double>())} | {Percent(node["toolCalls"]!.GetValue<double>())} |");

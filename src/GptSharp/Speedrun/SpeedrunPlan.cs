@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.Json;
 using GptSharp.Alignment;
 using GptSharp.Data;
+using GptSharp.Evaluation;
 using GptSharp.Models;
 using GptSharp.Runs;
 using GptSharp.Runtime;
@@ -116,7 +117,7 @@ public sealed class SpeedrunPlan
     /// number of steps more than of examples (batches of 4 never got there in 1,500 steps, of 16 it took as long).</summary>
     public TrainingConfig ToolSftTraining => SftRun.Defaults with { Steps = Options.ToolSftSteps, BatchSize = 8, LearningRate = 1.5e-3, MinLrRatio = 1 };
     /// <summary>Sampling at 0.5: at 1.0 a half-taught model miscopies most numbers and few groups have a right answer to learn from.</summary>
-    public GrpoConfig ToolGrpoSettings => new() { Tools = Arithmetic.ToolName, Temperature = 0.5 };
+    public GrpoConfig ToolGrpoSettings => new() { Tools = Arithmetic.ToolName, Rollout = new() { Temperature = 0.5 } };
     public TrainingConfig ToolGrpoTraining => Seeded(GrpoRun.Defaults with { Steps = Options.ToolGrpoSteps, BatchSize = ToolGrpoSettings.MiniBatch });
     public TrainingConfig DpoTraining => Seeded(DpoRun.Defaults with { Steps = Options.DpoSteps });
 
@@ -140,7 +141,7 @@ public sealed class SpeedrunPlan
         new("grpo", "grpo", $"gptsharp grpo --from RUN/sft --task verse --run-dir RUN/grpo{Flags(GrpoTraining, GrpoRun.Defaults)}", MainJob.Grpo),
         new("dpo", "dpo", $"gptsharp dpo --from RUN/sft --data RUN/feedback/pairs.jsonl --run-dir RUN/dpo{Flags(DpoTraining, DpoRun.Defaults)}", MainJob.Dpo),
         new("sft-tools", "sft-tools", $"gptsharp sft --from RUN/sft --data arithmetic --run-dir RUN/sft-tools{Flags(ToolSftTraining, SftRun.Defaults)}", MainJob.ToolSft),
-        new("grpo-tools", "grpo-tools", $"gptsharp grpo --from RUN/sft-tools --task arithmetic --temperature {ToolGrpoSettings.Temperature.ToString(CultureInfo.InvariantCulture)} --run-dir RUN/grpo-tools{Flags(ToolGrpoTraining, GrpoRun.Defaults)}", MainJob.ToolGrpo),
+        new("grpo-tools", "grpo-tools", $"gptsharp grpo --from RUN/sft-tools --task arithmetic --temperature {ToolGrpoSettings.Rollout.Temperature.ToString(CultureInfo.InvariantCulture)} --run-dir RUN/grpo-tools{Flags(ToolGrpoTraining, GrpoRun.Defaults)}", MainJob.ToolGrpo),
         new("score", "score", $"gptsharp form-score --task verse --run-dir RUN/pretrain,RUN/sft,RUN/ppo/policy,RUN/grpo/policy,RUN/dpo --prompts {Options.ScorePrompts}; " +
                               $"gptsharp form-score --task verse --run-dir RUN/sft --best-of {Options.BestOf} --reward-model RUN/reward --prompts {Options.ScorePrompts}; " +
                               $"gptsharp arithmetic-score --run-dir RUN/sft,RUN/ppo/policy,RUN/grpo/policy,RUN/dpo,RUN/sft-tools,RUN/grpo-tools/policy --problems {RlTasks.ScoreProblems}", MainJob.Score),

@@ -1,7 +1,8 @@
+using GptSharp.Alignment;
 using GptSharp.Models;
 using GptSharp.Tokenization;
 
-namespace GptSharp.Alignment;
+namespace GptSharp.Evaluation;
 
 /// <summary>One scored answer: the prompt, the poem, and the checker's verdict on it.</summary>
 public sealed record ScoredPoem(string Prompt, string Poem, VerseVerdict Verdict);

@@ -1,3 +1,4 @@
+using GptSharp.Alignment;
 using GptSharp.Data;
 using GptSharp.Inference;
 using GptSharp.Models;
@@ -5,7 +6,7 @@ using GptSharp.Tokenization;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace GptSharp.Alignment;
+namespace GptSharp.Evaluation;
 
 /// <summary>The verifiable task's result: how many sampled poems had a regular form, and how many of them were
 /// different poems (a policy that answers every title with one couplet scores high on form and low here).</summary>

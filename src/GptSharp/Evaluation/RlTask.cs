@@ -1,8 +1,9 @@
 using System.Text.Json;
+using GptSharp.Alignment;
 using GptSharp.Models;
 using GptSharp.Tokenization;
 
-namespace GptSharp.Alignment;
+namespace GptSharp.Evaluation;
 
 /// <summary>
 /// What RL trains on: prompts, the program that scores an answer, and (optionally) held-out prompts on which the same
@@ -87,7 +88,7 @@ public static class RlTasks
         var problems = Alignment.Arithmetic.Problems(heldOut: false, Alignment.Arithmetic.TrainingProblems, seed);
         var selection = Alignment.Arithmetic.Problems(heldOut: true, ScoreProblems + SelectionPrompts, seed).Skip(ScoreProblems).ToList();
         return new RlTask("arithmetic", [.. problems.Select(p => p.Question)], Alignment.Arithmetic.Reward(problems),
-            (policy, tokenizer) => Alignment.Arithmetic.Measure(policy, tokenizer, selection, withTool: true).Accuracy, Tools: Alignment.Arithmetic.ToolName);
+            (policy, tokenizer) => ArithmeticScore.Measure(policy, tokenizer, selection, withTool: true).Accuracy, Tools: Alignment.Arithmetic.ToolName);
     }
 
     static bool IsPoemRequest(string prompt) => prompt.StartsWith("寫一首詩", StringComparison.Ordinal);
