@@ -77,7 +77,7 @@ public class CliTests
         using var dir = new TempDirectory();
         string run = dir.File("speedrun");
         var speedrun = Cli("speedrun", "--run-dir", run, "--vocab-size", "400", "--pretrain-steps", "3", "--sft-steps", "2", "--reward-steps", "2",
-            "--feedback-prompts", "40", "--ppo-steps", "4", "--grpo-steps", "2", "--dpo-steps", "2", "--tool-sft-steps", "2", "--tool-grpo-steps", "2", "--stop-after", "grpo-tools", "--threads", "1", "--quiet");
+            "--feedback-prompts", "40", "--ppo-steps", "4", "--grpo-steps", "2", "--dpo-steps", "2", "--with-tools", "--tool-sft-steps", "2", "--tool-grpo-steps", "2", "--stop-after", "grpo-tools", "--threads", "1", "--quiet");
         Assert.True(speedrun.Code == 0, speedrun.Output);
         string report = File.ReadAllText(Path.Combine(run, ReportCard.FileName));
         var plan = SpeedrunPlan.Load(run);

@@ -189,6 +189,22 @@ public class VerseTests(VerseFixture fixture) : IClassFixture<VerseFixture>
     }
 
     [Fact]
+    public void EachRepeatedCharacterCostsGradedCreditSoShapingSeesFewerRepeatsAsProgress()
+    {
+        // The same stork poem with one, then two, then three characters written twice over (third and fourth clauses' heads and tails).
+        var once = fixture.Verse.Check("白日依山盡，黃河入海流。\n白窮千里目，更上一層樓。");
+        var twice = fixture.Verse.Check("白日依山盡，黃河入海流。\n白窮千里目，日上一層樓。");
+        var thrice = fixture.Verse.Check("白日依山盡，黃河入海流。\n白窮千里山，日上一層樓。");
+        double Credit(VerseVerdict v) => v.Rules.First(r => r.Rule == VerseRule.NoRepeat).Credit;
+        Assert.Equal(1.0, Credit(fixture.Verse.Check(Stork)), 6);
+        Assert.Equal(0.5, Credit(once), 6);
+        Assert.Equal(1 / 3.0, Credit(twice), 6);
+        Assert.Equal(0.25, Credit(thrice), 6);
+        Assert.All([once, twice, thrice], v => Assert.False(v.Passed(VerseRule.NoRepeat)));
+        Assert.True(fixture.Verse.Check(Stork).Graded > once.Graded && once.Graded > twice.Graded, $"{once.Graded} {twice.Graded}");
+    }
+
+    [Fact]
     public void TheTangPoetsKeepTheRequiredRulesOfTheirShape()
     {
         var calibration = Verse.Calibrate(fixture.Phonology, Corpus.Read("tang").Select(d => d.Text));

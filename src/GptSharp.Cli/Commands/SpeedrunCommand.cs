@@ -26,6 +26,8 @@ sealed class SpeedrunSettings : CommonSettings, ILibraryDefaults
     public int? PpoSteps { get; init; }
     [CommandOption("--grpo-steps")] [Description("GRPO steps (2 per rollout of 8 titles × 8 answers).")]
     public int? GrpoSteps { get; init; }
+    [CommandOption("--with-tools")] [Description("Also teach the calculator: the sft-tools and grpo-tools stages, and arithmetic with and without it in the score (about 100 s more on 2 cores).")]
+    public bool WithTools { get; init; }
     [CommandOption("--tool-sft-steps")] [Description("Steps that teach the SFT model to call the calculator (arithmetic conversations).")]
     public int? ToolSftSteps { get; init; }
     [CommandOption("--tool-grpo-steps")] [Description("GRPO steps on arithmetic with the calculator.")]
@@ -42,7 +44,7 @@ sealed class SpeedrunSettings : CommonSettings, ILibraryDefaults
     public long? Seed { get; init; }
     [CommandOption("--device")] [Description("cpu, cuda, cuda:N or auto.")]
     public string Device { get; init; } = "cpu";
-    [CommandOption("--from-stage")] [Description("Rerun from this stage on (tokenizer, data, pretrain, sft, feedback, reward, ppo, grpo, dpo, sft-tools, grpo-tools, score, eval, export), discarding its folder and those of the stages after it (default: resume after the last finished stage).")]
+    [CommandOption("--from-stage")] [Description("Rerun from this stage on (tokenizer, data, pretrain, sft, feedback, reward, ppo, grpo, dpo, sft-tools and grpo-tools with --with-tools, score, eval, export), discarding its folder and those of the stages after it (default: resume after the last finished stage).")]
     public string? From { get; init; }
     [CommandOption("--stop-after")] [Description("Stop after this stage (same names as --from-stage; default: run every stage).")]
     public string? StopAfter { get; init; }

@@ -291,8 +291,9 @@ public sealed class PpoExperience : IBatchSource<PpoBatch>, IDisposable
     /// <summary>The logits (B, R, V) that predict each response token, divided by the temperature.</summary>
     static Tensor ResponseLogits(Gpt model, Tensor sequences, Tensor positions, double temperature)
     {
-        var logits = model.forward(sequences);                                                       // (B, T, V)
-        var atPositions = logits.gather(1, positions.unsqueeze(-1).expand(-1, -1, logits.shape[2])); // (B, R, V)
+        // The vocabulary projection only where a response token is predicted: the prompt's positions would cost as much again.
+        var hidden = model.Hidden(sequences);                                                              // (B, T, W)
+        var atPositions = model.Project(hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[2])));  // (B, R, V)
         return temperature == 1.0 ? atPositions : atPositions / temperature;
     }
 

@@ -101,7 +101,8 @@ public sealed record VerseInstruction(int? ClauseLength = null, string? Acrostic
 public sealed record RuleVerdict(VerseRule Rule, bool? Passed, string Detail)
 {
     /// <summary>The share of the rule met, for the graded score: 1 or 0 by <see cref="Passed"/>, except where a rule is
-    /// met part by part (an acrostic: the share of clauses that begin right), so shaping sees a step towards it.</summary>
+    /// met part by part (an acrostic: the share of clauses that begin right; no repeat: 1 / (1 + extra occurrences)), so
+    /// shaping sees a step towards it.</summary>
     public double Credit { get; init; } = Passed == true ? 1 : 0;
 }
 
@@ -221,9 +222,12 @@ public sealed class Verse
         verdicts.Add(Alternation(clauses));
         verdicts.Add(Opposition(clauses));
         verdicts.Add(Adhesion(clauses));
-        var repeated = clauses.SelectMany(c => c).GroupBy(c => c).Where(g => g.Count() > 1).Select(g => g.Key).ToList();
+        var characters = clauses.SelectMany(c => c).ToList();
+        var repeated = characters.GroupBy(c => c).Where(g => g.Count() > 1).Select(g => g.Key).ToList();
+        int extra = characters.Count - characters.Distinct().Count();
+        // Credit falls with each extra occurrence, so shaping sees three repeats become one before one becomes none.
         verdicts.Add(clauses.Count == 0 ? new(VerseRule.NoRepeat, null, "no CJK text")
-            : new(VerseRule.NoRepeat, repeated.Count == 0, repeated.Count == 0 ? "every character once" : $"repeats {string.Concat(repeated)}"));
+            : new(VerseRule.NoRepeat, repeated.Count == 0, repeated.Count == 0 ? "every character once" : $"repeats {string.Concat(repeated)}") { Credit = 1.0 / (1 + extra) });
         verdicts.Add(instruction.ClauseLength is not { } asked ? new(VerseRule.AskedLength, null, "not asked")
             : new(VerseRule.AskedLength, clauses.Count > 0 && clauses.All(c => c.Count == asked), $"{asked} characters a clause asked"));
         if (instruction.Acrostic is not { } acrostic) verdicts.Add(new(VerseRule.Acrostic, null, "not asked"));

@@ -62,10 +62,12 @@ public sealed class Gpt : Module<Tensor, Tensor>
     public Tensor Forward(Tensor tokens, IAttentionCache? cache)
     {
         using var scope = NewDisposeScope();
-        var x = Hidden(tokens, cache);
-        var logits = lm_head is not null ? lm_head.forward(x) : functional.linear(x, wte.weight!);
-        return logits.MoveToOuterDisposeScope();
+        return Project(Hidden(tokens, cache)).MoveToOuterDisposeScope();
     }
+
+    /// <summary>hidden (…, Width) → logits (…, Vocab): the vocabulary projection alone, for callers that need the logits
+    /// of some positions only (RL scores the answer's tokens, not the prompt's).</summary>
+    public Tensor Project(Tensor hidden) => lm_head is not null ? lm_head.forward(hidden) : functional.linear(hidden, wte.weight!);
 
     /// <summary>tokens: (B, T) → the final normalised hidden states (B, T, Width), before the vocabulary projection.</summary>
     public Tensor Hidden(Tensor tokens, IAttentionCache? cache = null)

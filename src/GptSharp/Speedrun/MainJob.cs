@@ -46,6 +46,7 @@ public static class MainJob
     {
         var stages = plan.Stages;
         int Index(string option, string name) => stages.Select(s => s.Name).ToList().IndexOf(name) is >= 0 and var i ? i
+            : plan.ToolStages.Any(s => s.Name == name) ? throw new ArgumentException($"{option} {name}: the tool stages run only with --with-tools.")
             : throw new ArgumentException($"{option} {name}: unknown stage; stages are {string.Join(", ", stages.Select(s => s.Name))}.");
         int last = stopAfter is null ? stages.Count - 1 : Index("--stop-after", stopAfter);
         if (fromStage is not null)
@@ -218,7 +219,7 @@ public static class MainJob
 
     /// <summary>The verifiable task: every rule of regulated verse and strict over fixed held-out prompts (titles with
     /// their instructions), the same seeds for every model, each answer with its verdicts in <c>score/answers.jsonl</c>;
-    /// then arithmetic with and without the calculator for every chat model.</summary>
+    /// then, with the tool stages, arithmetic with and without the calculator for every chat model.</summary>
     public static object Score(StageContext c)
     {
         var plan = c.Plan;
@@ -247,15 +248,19 @@ public static class MainJob
         c.Display.Table(["model", .. rules.Select(r => r.ToString()), "strict", "distinct"], rows);
         AtomicFile.WriteAllText(Path.Combine(plan.Folder("score"), "answers.jsonl"), string.Join("\n", answers) + "\n");
 
-        var arithmetic = new Dictionary<string, object>();
-        var arithmeticRows = new List<IReadOnlyList<string>>();
-        foreach (var (name, folder) in AlignmentStages.ArithmeticModels(plan))
+        Dictionary<string, object>? arithmetic = null;
+        if (plan.Options.WithTools)
         {
-            var (without, with) = c.Display.Progress($"arithmetic {name}", double.NaN, "", _ => AlignmentStages.ArithmeticScore(folder));
-            arithmetic[name] = new { withoutTool = without.Accuracy, withTool = with.Accuracy, toolCalls = with.ToolCalls / (double)with.Problems };
-            arithmeticRows.Add([name, $"{without.Correct}/{without.Problems}", $"{with.Correct}/{with.Problems}", $"{with.ToolCalls}/{with.Problems}"]);
+            arithmetic = [];
+            var arithmeticRows = new List<IReadOnlyList<string>>();
+            foreach (var (name, folder) in AlignmentStages.ArithmeticModels(plan))
+            {
+                var (without, with) = c.Display.Progress($"arithmetic {name}", double.NaN, "", _ => AlignmentStages.ArithmeticScore(folder));
+                arithmetic[name] = new { withoutTool = without.Accuracy, withTool = with.Accuracy, toolCalls = with.ToolCalls / (double)with.Problems };
+                arithmeticRows.Add([name, $"{without.Correct}/{without.Problems}", $"{with.Correct}/{with.Problems}", $"{with.ToolCalls}/{with.Problems}"]);
+            }
+            c.Display.Table(["model", "arithmetic, no tool", "with calculator", "answers that called it"], arithmeticRows);
         }
-        c.Display.Table(["model", "arithmetic, no tool", "with calculator", "answers that called it"], arithmeticRows);
         string best = $"sft best-of-{plan.Options.BestOf}";
         return new
         {
