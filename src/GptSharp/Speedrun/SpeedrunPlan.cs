@@ -28,9 +28,9 @@ public sealed record SpeedrunOptions
     /// more overfits them, as InstructGPT found.</summary>
     public int RewardSteps { get; init; } = 140;
     public int PpoSteps { get; init; } = PpoRun.Defaults.Steps;
-    /// <summary>GRPO steps on the verse task: rhyme and the tonal rules are learnt in about 150; the strict score (no
-    /// repeated character with them) still rises at 500, which the main job's twenty minutes do not hold.</summary>
-    public int GrpoSteps { get; init; } = 400;
+    /// <summary>GRPO steps on the verse task: rhyme and the tonal rules are learnt in about 150, the strict score (no
+    /// repeated character with them) still rises at 500.</summary>
+    public int GrpoSteps { get; init; } = 500;
     /// <summary>Also teach the calculator (the sft-tools and grpo-tools stages, arithmetic in the score; about 100 s on
     /// 2 cores). Off by default: the main job's twenty minutes go to the verse task's GRPO.</summary>
     public bool WithTools { get; init; }
