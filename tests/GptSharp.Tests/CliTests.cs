@@ -72,6 +72,30 @@ public class CliTests
     }
 
     [Fact]
+    public void TheCalculatorStagesJoinTheMainJobOnlyWithTools()
+    {
+        using var dir = new TempDirectory();
+        var plain = new SpeedrunPlan(dir.File("plain"));
+        Assert.DoesNotContain(plain.Stages, s => s.Name is "sft-tools" or "grpo-tools");
+        Assert.DoesNotContain("arithmetic-score", plain.Stages.Single(s => s.Name == "score").Command);
+        var error = Assert.Throws<ArgumentException>(() => MainJob.Run(plain, "cpu", new SilentDisplay(), fromStage: "sft-tools"));
+        Assert.Contains("--with-tools", error.Message);
+        Assert.False(Directory.Exists(plain.RunDirectory));   // refused before any stage ran or any folder was written
+
+        var names = new SpeedrunPlan(dir.File("tools"), new SpeedrunOptions { WithTools = true }).Stages.Select(s => s.Name).ToList();
+        Assert.Equal(names.IndexOf("dpo") + 1, names.IndexOf("sft-tools"));
+        Assert.Equal(names.IndexOf("sft-tools") + 1, names.IndexOf("grpo-tools"));
+        Assert.Equal(names.IndexOf("grpo-tools") + 1, names.IndexOf("score"));
+    }
+
+    sealed class SilentDisplay : IStageDisplay
+    {
+        public T Progress<T>(string label, double total, string unit, Func<Action<double>, T> work) => work(_ => { });
+        public void Line(string text) { }
+        public void Table(IReadOnlyList<string> header, IReadOnlyList<IReadOnlyList<string>> rows) { }
+    }
+
+    [Fact]
     public void ReportedCommandsReproduceTheSpeedrunStagesConfigs()
     {
         using var dir = new TempDirectory();
