@@ -14,7 +14,7 @@ static class TokenizerReference
     public static string Resolve(string reference, string keepIn)
     {
         if (!GptTokenizer.IsHuggingFaceFormat(reference)) return reference;
-        Convert(reference, keepIn);
+        Convert(reference, keepIn, kept: true);
         return keepIn;
     }
 
@@ -26,7 +26,7 @@ static class TokenizerReference
         string temporary = Path.Combine(Path.GetTempPath(), "gptsharp-tokenizer-" + Guid.NewGuid().ToString("N")[..8]);
         try
         {
-            Convert(reference, temporary);
+            Convert(reference, temporary, kept: false);
             return use(temporary);
         }
         finally
@@ -35,10 +35,11 @@ static class TokenizerReference
         }
     }
 
-    static void Convert(string reference, string target)
+    /// <summary>Converts the Hugging Face tokenizer into <paramref name="target"/>, saying so (and where, when the folder is kept).</summary>
+    static void Convert(string reference, string target, bool kept)
     {
         string folder = Directory.Exists(reference) ? reference : Path.GetDirectoryName(Path.GetFullPath(reference))!;
         HuggingFaceTokenizer.Import(folder, target);
-        Console.Error.WriteLine($"note: {reference} holds a Hugging Face tokenizer.json; converted{(target.StartsWith(Path.GetTempPath(), StringComparison.Ordinal) ? "" : $" into {target}")}.");
+        Console.Error.WriteLine($"note: {reference} holds a Hugging Face tokenizer.json; converted{(kept ? $" into {target}" : "")}.");
     }
 }

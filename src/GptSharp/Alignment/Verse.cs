@@ -222,12 +222,11 @@ public sealed class Verse
         verdicts.Add(Alternation(clauses));
         verdicts.Add(Opposition(clauses));
         verdicts.Add(Adhesion(clauses));
-        var characters = clauses.SelectMany(c => c).ToList();
-        var repeated = characters.GroupBy(c => c).Where(g => g.Count() > 1).Select(g => g.Key).ToList();
-        int extra = characters.Count - characters.Distinct().Count();
+        var repeated = clauses.SelectMany(c => c).GroupBy(c => c).Where(g => g.Count() > 1).ToList();
         // Credit falls with each extra occurrence, so shaping sees three repeats become one before one becomes none.
+        int extra = repeated.Sum(g => g.Count() - 1);
         verdicts.Add(clauses.Count == 0 ? new(VerseRule.NoRepeat, null, "no CJK text")
-            : new(VerseRule.NoRepeat, repeated.Count == 0, repeated.Count == 0 ? "every character once" : $"repeats {string.Concat(repeated)}") { Credit = 1.0 / (1 + extra) });
+            : new(VerseRule.NoRepeat, repeated.Count == 0, repeated.Count == 0 ? "every character once" : $"repeats {string.Concat(repeated.Select(g => g.Key))}") { Credit = 1.0 / (1 + extra) });
         verdicts.Add(instruction.ClauseLength is not { } asked ? new(VerseRule.AskedLength, null, "not asked")
             : new(VerseRule.AskedLength, clauses.Count > 0 && clauses.All(c => c.Count == asked), $"{asked} characters a clause asked"));
         if (instruction.Acrostic is not { } acrostic) verdicts.Add(new(VerseRule.Acrostic, null, "not asked"));

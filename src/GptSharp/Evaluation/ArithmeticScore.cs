@@ -29,7 +29,6 @@ public static class ArithmeticScore
     static string Describe(ChatMessage m) => m.ToolCall is { } call ? $"{m.Content}[{call.Text}]" : m.Role == ChatRoles.Tool ? $"→ {m.Content}" : m.Content;
 }
 
-
 /// <summary>Exact answers out of the problems asked; <paramref name="ToolCalls"/> counts answers in which the calculator ran.</summary>
 public sealed record ArithmeticReport(bool WithTool, int Problems, int Correct, int ToolCalls, IReadOnlyList<(string Question, string Answer)> Samples)
 {

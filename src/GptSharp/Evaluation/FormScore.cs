@@ -24,16 +24,18 @@ public sealed record FormScoreReport(int Prompts, int Regular, IReadOnlyList<(st
 public static class FormScore
 {
     /// <summary>The fixed prompts: "write a poem titled …" for held-out poems of the built-in data.</summary>
-    public static IReadOnlyList<string> Prompts(int count, long seed = 1337) =>
-        [.. BuiltInDatasets.Build(seed).HeldOutChats.Select(c => c[0].Content).Where(q => q.StartsWith("寫一首詩", StringComparison.Ordinal)).Take(count)];
+    public static IReadOnlyList<string> Prompts(int count, long seed = 1337) => [.. HeldOutPoemRequests(seed).Take(count)];
 
     /// <summary>Held-out titles from the other end of the list, disjoint from <see cref="Prompts"/> while both are
     /// shorter than half of it: for choosing a model without touching the prompts it is scored on.</summary>
     public static IReadOnlyList<string> SelectionPrompts(int count, long seed = 1337)
     {
-        var all = BuiltInDatasets.Build(seed).HeldOutChats.Select(c => c[0].Content).Where(q => q.StartsWith("寫一首詩", StringComparison.Ordinal)).ToList();
+        var all = HeldOutPoemRequests(seed);
         return [.. Enumerable.Reverse(all).Take(Math.Min(count, all.Count / 2))];
     }
+
+    static List<string> HeldOutPoemRequests(long seed) =>
+        [.. BuiltInDatasets.Build(seed).HeldOutChats.Select(c => c[0].Content).Where(q => q.StartsWith("寫一首詩", StringComparison.Ordinal))];
 
     /// <summary>Samples one poem per prompt (prompt i with seed + i) and counts the regular ones.</summary>
     public static FormScoreReport Measure(Gpt model, GptTokenizer tokenizer, IReadOnlyList<string> prompts, double temperature = 0.7, long seed = 1) =>

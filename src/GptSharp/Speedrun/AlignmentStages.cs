@@ -110,13 +110,13 @@ public static class AlignmentStages
     ];
 
     /// <summary>Exact answers of one model on the held-out arithmetic problems, without the calculator and with it.</summary>
-    public static (ArithmeticReport Without, ArithmeticReport With) ArithmeticScore(string folder)
+    public static (ArithmeticReport Without, ArithmeticReport With) MeasureArithmetic(string folder)
     {
         var (model, state) = Checkpoint.LoadModel(folder);
         using var _ = model;
         var tokenizer = GptTokenizer.Load(state.Tokenizer);
         var problems = Arithmetic.Problems(heldOut: true, RlTasks.ScoreProblems);
-        return (Evaluation.ArithmeticScore.Measure(model, tokenizer, problems, withTool: false), Evaluation.ArithmeticScore.Measure(model, tokenizer, problems, withTool: true));
+        return (ArithmeticScore.Measure(model, tokenizer, problems, withTool: false), ArithmeticScore.Measure(model, tokenizer, problems, withTool: true));
     }
 
     /// <summary>The verse score of one model on the plan's held-out prompts — every rule, strict, and the form share

@@ -255,7 +255,7 @@ public static class MainJob
             var arithmeticRows = new List<IReadOnlyList<string>>();
             foreach (var (name, folder) in AlignmentStages.ArithmeticModels(plan))
             {
-                var (without, with) = c.Display.Progress($"arithmetic {name}", double.NaN, "", _ => AlignmentStages.ArithmeticScore(folder));
+                var (without, with) = c.Display.Progress($"arithmetic {name}", double.NaN, "", _ => AlignmentStages.MeasureArithmetic(folder));
                 arithmetic[name] = new { withoutTool = without.Accuracy, withTool = with.Accuracy, toolCalls = with.ToolCalls / (double)with.Problems };
                 arithmeticRows.Add([name, $"{without.Correct}/{without.Problems}", $"{with.Correct}/{with.Problems}", $"{with.ToolCalls}/{with.Problems}"]);
             }
