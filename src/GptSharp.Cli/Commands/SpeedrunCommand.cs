@@ -24,7 +24,7 @@ sealed class SpeedrunSettings : CommonSettings, ILibraryDefaults
     public int? RewardSteps { get; init; }
     [CommandOption("--ppo-steps")] [Description("PPO steps (4 per rollout of 16 prompts).")]
     public int? PpoSteps { get; init; }
-    [CommandOption("--grpo-steps")] [Description("GRPO steps (2 per rollout of 8 titles × 8 answers).")]
+    [CommandOption("--grpo-steps")] [Description("GRPO steps (4 per rollout of 8 titles × 8 answers: two passes over two minibatches).")]
     public int? GrpoSteps { get; init; }
     [CommandOption("--with-tools")] [Description("Also teach the calculator: the sft-tools and grpo-tools stages, and arithmetic with and without it in the score (about 100 s more on 2 cores).")]
     public bool WithTools { get; init; }

@@ -62,7 +62,7 @@ public static class AlignmentStages
 
     /// <summary>RL with a verifiable reward: the graded verse check itself, G answers per prompt, no critic, no reward model.</summary>
     public static GrpoReport Grpo(SpeedrunPlan plan, string device, Action<StepMetrics>? onStep = null) =>
-        GrpoOnTask(Task(), plan.Sft, plan.GrpoSettings, plan.GrpoTraining, plan.Grpo, device, onStep);
+        GrpoOnTask(Task(), plan.Sft, plan.GrpoSettings, plan.GrpoTraining, plan.Grpo, device, onStep, plan.GrpoSelectEvery);
 
     /// <summary>The SFT model taught to call the calculator: arithmetic conversations only, with and without the tool.</summary>
     public static SftReport ToolSft(SpeedrunPlan plan, string device, Action<StepMetrics>? onStep = null)
@@ -77,11 +77,18 @@ public static class AlignmentStages
         GrpoOnTask(RlTasks.Arithmetic(), plan.ToolSft, plan.ToolGrpoSettings, plan.ToolGrpoTraining, plan.ToolGrpo, device, onStep);
 
     /// <summary>GRPO from <paramref name="from"/> against a built-in task's program, keeping the best policy by its held-out gold.</summary>
-    static GrpoReport GrpoOnTask(RlTask task, string from, GrpoConfig settings, TrainingConfig training, string folder, string device, Action<StepMetrics>? onStep)
+    static GrpoReport GrpoOnTask(RlTask task, string from, GrpoConfig settings, TrainingConfig training, string folder, string device, Action<StepMetrics>? onStep,
+        int? selectEvery = null)
     {
         var tokenizer = GptTokenizer.Load(Checkpoint.ReadState(from).Tokenizer);
         return GrpoRun.Execute(from, task.Prompts, task.Program, settings, training, Run(folder, device, onStep),
-            selection: new PolicySelection(p => task.HeldOutGold!(p, tokenizer)), rewardDescription: task.Name);
+            selection: Selection(task, tokenizer, selectEvery), rewardDescription: task.Name);
+    }
+
+    static PolicySelection Selection(RlTask task, GptTokenizer tokenizer, int? everyRollouts)
+    {
+        var selection = new PolicySelection(p => task.HeldOutGold!(p, tokenizer));
+        return everyRollouts is int every ? selection with { EveryRollouts = every } : selection;
     }
 
     /// <summary>DPO on the reward model's comparisons (the same split): no reward model, no sampling while training.</summary>
