@@ -19,7 +19,7 @@ public class DpoTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedTo
         model.eval();
         var batch = new GptSharp.Data.TokenBatch(
             [1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 9, 9, 9, 9], [-1, -1, 4, 5, -1, -1, -1, -1, -1, -1, 4, 9, 9, -1, -1, -1], 2, 8, default);
-        var (loss, margins) = DpoRun.Loss(model, model, batch, beta: 0.1, CPU);
+        var (loss, margins) = DpoRun.Loss(model, model, new DpoBatch(batch, [0], [1]), beta: 0.1, CPU);
         Assert.Equal(Math.Log(2), loss.item<float>(), 5);
         Assert.Equal(0f, margins[0].item<float>(), 6);
 
@@ -28,6 +28,32 @@ public class DpoTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedTo
         var all = model.forward(tensor(batch.Inputs, [2, 8])).log_softmax(-1);
         double expected = all[0, 2, 4].item<float>() + all[0, 3, 5].item<float>();
         Assert.Equal(expected, logp[0].item<float>(), 4);
+    }
+
+    [Fact]
+    public void SharedAnswersAreScoredOnceWithTheLossOfEveryPairApart()
+    {
+        using var scope = NewDisposeScope();
+        RenderedChat Chat(params int[] tokens) => new(tokens, [false, .. tokens.Skip(1).Select(_ => true)]);
+        var (a, b, c) = (Chat(1, 2, 3), Chat(1, 2, 4, 5), Chat(1, 2, 6));
+        (RenderedChat, RenderedChat)[] pairs = [(a, b), (a, c), (b, c)];
+        var shared = DpoBatch.Pack(pairs, sequenceLength: 8, padId: 0);
+        Assert.Equal(3, shared.Rows.BatchSize);
+        Assert.Equal(new long[] { 0, 0, 1 }, shared.ChosenRows);
+        Assert.Equal(new long[] { 1, 2, 2 }, shared.RejectedRows);
+
+        var config = GptConfig.Gpt2(16, context: 8, layers: 1, heads: 2, width: 16);
+        torch.manual_seed(1);
+        using var policy = new Gpt(config);
+        torch.manual_seed(2);
+        using var reference = new Gpt(config);
+        policy.eval();
+        reference.eval();
+        var (together, margins) = DpoRun.Loss(policy, reference, shared, beta: 0.5, CPU);
+        var apart = pairs.Select(p => DpoRun.Loss(policy, reference, DpoBatch.Pack([p], 8, 0), beta: 0.5, CPU)).ToList();
+        Assert.Equal(apart.Average(x => (double)x.Loss.item<float>()), together.item<float>(), 5);
+        for (int i = 0; i < pairs.Length; i++) Assert.Equal(apart[i].Margins[0].item<float>(), margins[i].item<float>(), 5);
+        Assert.NotEqual(0f, margins[0].item<float>());   // two different models: the test compares real margins
     }
 
     [Fact]

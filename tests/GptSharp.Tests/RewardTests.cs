@@ -28,7 +28,30 @@ public class RewardTests(TrainedTokenizerFixture fixture) : IClassFixture<Traine
         Assert.Equal(new long[] { 2, 3 }, batch.LastIndex); // the rejected row is cut to T tokens
         var shortBatch = PairBatchSource.Pack([(a, a)], sequenceLength: 128, padId: 0);
         Assert.Equal(3, shortBatch.SequenceLength); // padded to the longest row, not the context
-        Assert.Equal(new long[] { 1, 2, 3, 1, 2, 3 }, shortBatch.Tokens);
+        Assert.Equal(new long[] { 1, 2, 3 }, shortBatch.Tokens);   // the same conversation on both sides is one row
+        Assert.Equal(new long[] { 0 }, shortBatch.ChosenRows);
+        Assert.Equal(new long[] { 0 }, shortBatch.RejectedRows);
+    }
+
+    [Fact]
+    public void OnePromptsComparisonsScoreEachAnswerOnceWithTheLossOfScoringEveryPairApart()
+    {
+        using var scope = NewDisposeScope();
+        RenderedChat Chat(params int[] tokens) => new(tokens, [.. tokens.Select(_ => true)]);
+        var (a, b, c) = (Chat(1, 2, 3), Chat(1, 2, 4, 5), Chat(1, 2, 6));
+        (RenderedChat, RenderedChat)[] pairs = [(a, b), (a, c), (b, c)];   // K = 3 answers ranked a > b > c
+        var shared = PairBatchSource.Pack(pairs, sequenceLength: 8, padId: 0);
+        Assert.Equal(3, shared.Rows);
+        Assert.Equal(new long[] { 0, 0, 1 }, shared.ChosenRows);
+        Assert.Equal(new long[] { 1, 2, 2 }, shared.RejectedRows);
+
+        torch.manual_seed(0);
+        using var model = new RewardModel(Models.GptConfig.Gpt2(16, context: 8, layers: 1, heads: 2, width: 16));
+        model.eval();
+        var objective = RewardRun.Objective(model, CPU);
+        double together = objective(shared).Loss.item<float>();
+        double apart = pairs.Select(p => (double)objective(PairBatchSource.Pack([p], 8, 0)).Loss.item<float>()).Average();
+        Assert.Equal(apart, together, 5);
     }
 
     [Fact]

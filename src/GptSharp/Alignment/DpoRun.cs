@@ -47,8 +47,7 @@ public static class DpoRun
         var tokenizer = GptTokenizer.Load(sft.Tokenizer);
         var template = new ChatTemplate(tokenizer);
         int t = policy.Config.ContextLength;
-        TokenBatch Pack(IReadOnlyList<(RenderedChat Chosen, RenderedChat Rejected)> rows) =>
-            ChatBatchSource.Pack([.. rows.Select(r => r.Chosen), .. rows.Select(r => r.Rejected)], t, tokenizer.PadId);
+        DpoBatch Pack(IReadOnlyList<(RenderedChat Chosen, RenderedChat Rejected)> rows) => DpoBatch.Pack(rows, t, tokenizer.PadId);
         var trainPairs = train.Select(p => RewardRun.Render(template, p)).ToList();
         var heldBatches = heldOut.Select(p => RewardRun.Render(template, p)).Chunk(training.BatchSize).Select(rows => Pack(rows)).ToList();
 
@@ -56,10 +55,10 @@ public static class DpoRun
         {
             policy.to(run.Device);
             reference.to(run.Device);
-            var source = new PairBatchSource<TokenBatch>(trainPairs, training.BatchSize, training.Seed, Pack, run.Position, run.Rank, run.Processes,
-                PairBatchSource<TokenBatch>.Groups(train));
-            return new RunObjective<TokenBatch>(policy, policy.Config,
-                batch => { var (loss, _) = Loss(policy, reference, batch, beta, run.Device); return new ObjectiveOutput(loss, batch.BatchSize / 2); },
+            var source = new PairBatchSource<DpoBatch>(trainPairs, training.BatchSize, training.Seed, Pack, run.Position, run.Rank, run.Processes,
+                PairBatchSource<DpoBatch>.Groups(train));
+            return new RunObjective<DpoBatch>(policy, policy.Config,
+                batch => { var (loss, _) = Loss(policy, reference, batch, beta, run.Device); return new ObjectiveOutput(loss, batch.Pairs); },
                 source, () => Evaluate(policy, reference, heldBatches.Take(training.EvalBatches).ToList(), beta, run.Device).Loss, new
                 {
                     objective = "dpo", beta, from = RunFolder.Reference(runDirectory, fromRun), model = policy.Config, training, tokenizer = run.Tokenizer,
@@ -84,21 +83,21 @@ public static class DpoRun
         return (logProbabilities * mask).sum(-1).MoveToOuterDisposeScope();
     }
 
-    /// <summary>The DPO loss (mean over pairs) and the implicit-reward margins (B) for a batch of B chosen rows then B rejected rows.</summary>
-    public static (Tensor Loss, Tensor Margins) Loss(Gpt policy, Gpt reference, TokenBatch batch, double beta, Device device)
+    /// <summary>The DPO loss (mean over pairs) and the implicit-reward margins (one a pair).</summary>
+    public static (Tensor Loss, Tensor Margins) Loss(Gpt policy, Gpt reference, DpoBatch batch, double beta, Device device)
     {
         using var scope = NewDisposeScope();
-        int pairs = batch.BatchSize / 2;
-        var policyLogp = SequenceLogProbabilities(policy, batch, device);
+        var policyLogp = SequenceLogProbabilities(policy, batch.Rows, device);
         Tensor referenceLogp;
-        using (no_grad()) referenceLogp = SequenceLogProbabilities(reference, batch, device);
-        var ratios = policyLogp - referenceLogp;
-        var margins = beta * (ratios.narrow(0, 0, pairs) - ratios.narrow(0, pairs, pairs));
+        using (no_grad()) referenceLogp = SequenceLogProbabilities(reference, batch.Rows, device);
+        var ratios = policyLogp - referenceLogp;   // [Rows]: each distinct conversation once
+        var (chosen, rejected) = (tensor(batch.ChosenRows, device: device), tensor(batch.RejectedRows, device: device));
+        var margins = beta * (ratios.index_select(0, chosen) - ratios.index_select(0, rejected));
         var loss = -nn.functional.logsigmoid(margins).mean();
         return (loss.MoveToOuterDisposeScope(), margins.detach().MoveToOuterDisposeScope());
     }
 
-    static (double Loss, double Accuracy) Evaluate(Gpt policy, Gpt reference, IReadOnlyList<TokenBatch> batches, double beta, Device device)
+    static (double Loss, double Accuracy) Evaluate(Gpt policy, Gpt reference, IReadOnlyList<DpoBatch> batches, double beta, Device device)
     {
         using var noGrad = no_grad();
         double loss = 0;
@@ -107,11 +106,27 @@ public static class DpoRun
         {
             using var scope = NewDisposeScope();
             var (l, margins) = Loss(policy, reference, batch, beta, device);
-            int pairs = batch.BatchSize / 2;
+            int pairs = batch.Pairs;
             loss += l.item<float>() * pairs;
             correct += (margins > 0).sum().item<long>();
             total += pairs;
         }
         return (loss / Math.Max(1, total), correct / (double)Math.Max(1, total));
+    }
+}
+
+/// <summary>
+/// DPO's batch: the distinct conversations of B preference pairs as rows (see <see cref="DistinctPairRows"/>: one
+/// prompt's comparisons share their answers, so each is scored once) and for each pair the rows of its chosen and
+/// rejected answers.
+/// </summary>
+public sealed record DpoBatch(TokenBatch Rows, long[] ChosenRows, long[] RejectedRows)
+{
+    public int Pairs => ChosenRows.Length;
+
+    public static DpoBatch Pack(IReadOnlyList<(RenderedChat Chosen, RenderedChat Rejected)> pairs, int sequenceLength, int padId)
+    {
+        var distinct = DistinctPairRows.Of(pairs);
+        return new DpoBatch(ChatBatchSource.Pack(distinct.Rows, sequenceLength, padId), distinct.ChosenRows, distinct.RejectedRows);
     }
 }

@@ -5,10 +5,38 @@ using GptSharp.Training;
 namespace GptSharp.Alignment;
 
 /// <summary>
-/// B preference pairs as 2B rows: the first B are prompt + chosen answer, the last B prompt + rejected, each padded to T,
-/// with the index of each row's last token (its closing <c>&lt;|end|&gt;</c>, or the last token kept if cut).
+/// B preference pairs as the distinct conversations among them (prompt + answer, <see cref="Rows"/> of them, each padded
+/// to T) with the index of each row's last token (its closing <c>&lt;|end|&gt;</c>, or the last token kept if cut), and
+/// for each pair the rows of its chosen and rejected answers. The comparisons of one prompt's K answers share their
+/// answers (K(K−1)/2 pairs of K conversations), so each is scored once, not once per pair it is in.
 /// </summary>
-public sealed record PairBatch(long[] Tokens, long[] LastIndex, int Pairs, int SequenceLength);
+public sealed record PairBatch(long[] Tokens, long[] LastIndex, int Rows, int SequenceLength, long[] ChosenRows, long[] RejectedRows)
+{
+    public int Pairs => ChosenRows.Length;
+}
+
+/// <summary>The distinct conversations of a batch of pairs, and for each pair the rows of its chosen and rejected answers.</summary>
+public sealed record DistinctPairRows(IReadOnlyList<RenderedChat> Rows, long[] ChosenRows, long[] RejectedRows)
+{
+    public int Pairs => ChosenRows.Length;
+
+    /// <summary>Rows in first-seen order; two conversations are the same row when their tokens are.</summary>
+    public static DistinctPairRows Of(IReadOnlyList<(RenderedChat Chosen, RenderedChat Rejected)> pairs)
+    {
+        var rows = new List<RenderedChat>();
+        var rowOf = new Dictionary<string, long>(StringComparer.Ordinal);
+        long Row(RenderedChat chat)
+        {
+            string key = string.Join(',', chat.Tokens);
+            if (!rowOf.TryGetValue(key, out long row)) { rowOf[key] = row = rows.Count; rows.Add(chat); }
+            return row;
+        }
+        var chosen = new long[pairs.Count];
+        var rejected = new long[pairs.Count];
+        for (int i = 0; i < pairs.Count; i++) (chosen[i], rejected[i]) = (Row(pairs[i].Chosen), Row(pairs[i].Rejected));
+        return new DistinctPairRows(rows, chosen, rejected);
+    }
+}
 
 /// <summary>
 /// Serves preference pairs B at a time in a per-epoch shuffled order, packed by a function (the reward
@@ -67,17 +95,18 @@ public static class PairBatchSource
     {
         // Padded to the longest row (at most the context): the score is read at each row's last token, which causal
         // attention computes the same whatever padding follows it.
-        int b = pairs.Count, t = Math.Min(sequenceLength, pairs.Max(p => Math.Max(p.Chosen.Tokens.Length, p.Rejected.Tokens.Length)));
-        var tokens = new long[2 * b * t];
-        var last = new long[2 * b];
+        var distinct = DistinctPairRows.Of(pairs);
+        int rows = distinct.Rows.Count, t = Math.Min(sequenceLength, distinct.Rows.Max(r => r.Tokens.Length));
+        var tokens = new long[rows * t];
+        var last = new long[rows];
         Array.Fill(tokens, padId);
-        for (int row = 0; row < 2 * b; row++)
+        for (int row = 0; row < rows; row++)
         {
-            var chat = row < b ? pairs[row].Chosen : pairs[row - b].Rejected;
+            var chat = distinct.Rows[row];
             int length = Math.Min(chat.Tokens.Length, t);
             for (int j = 0; j < length; j++) tokens[row * t + j] = chat.Tokens[j];
             last[row] = length - 1;
         }
-        return new PairBatch(tokens, last, b, t);
+        return new PairBatch(tokens, last, rows, t, distinct.ChosenRows, distinct.RejectedRows);
     }
 }

@@ -90,9 +90,9 @@ public static class RewardRun
 
     static (Tensor Chosen, Tensor Rejected) Scores(RewardModel model, PairBatch batch, Device device)
     {
-        var tokens = tensor(batch.Tokens, [2 * batch.Pairs, batch.SequenceLength], device: device);
+        var tokens = tensor(batch.Tokens, [batch.Rows, batch.SequenceLength], device: device);
         var last = tensor(batch.LastIndex, device: device);
-        var scores = model.Score(tokens, last);
-        return (scores.narrow(0, 0, batch.Pairs), scores.narrow(0, batch.Pairs, batch.Pairs));
+        var scores = model.Score(tokens, last);   // [Rows]: each distinct conversation once
+        return (scores.index_select(0, tensor(batch.ChosenRows, device: device)), scores.index_select(0, tensor(batch.RejectedRows, device: device)));
     }
 }
