@@ -95,6 +95,11 @@ public sealed class ChatClientTests : IClassFixture<TrainedTokenizerFixture>, ID
         Assert.All(embeddings, e => Assert.Equal(32, e.Vector.Length));
         Assert.Equal(embeddings[0].Vector.ToArray(), embeddings[2].Vector.ToArray());
         Assert.NotEqual(embeddings[0].Vector.ToArray(), embeddings[1].Vector.ToArray());
+
+        // A text longer than the context is refused by its index, not cut to fit.
+        var tooLong = await Assert.ThrowsAsync<ArgumentException>(() => generator.GenerateAsync(["月", string.Concat(Enumerable.Repeat("床前明月光，疑是地上霜。", 200))]));
+        Assert.Contains("Text 1", tooLong.Message);
+        Assert.Contains("embeds at most", tooLong.Message);
     }
 
     [Fact]

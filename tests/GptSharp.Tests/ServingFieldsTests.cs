@@ -283,3 +283,66 @@ public class ServerLimitTests(TrainedTokenizerFixture fixture) : IClassFixture<T
         await server.DisposeAsync();
     }
 }
+
+/// <summary>POST /v1/embeddings: the official SDK's client (which asks for base64) and raw requests (floats, token ids, refusals).</summary>
+public class EmbeddingsEndpointTests(ServerFixture fixture) : IClassFixture<ServerFixture>
+{
+    static StringContent Json(object body) => new(JsonSerializer.Serialize(body), Encoding.UTF8, "application/json");
+
+    [Fact]
+    public async Task TheSdksEmbeddingsAreTheModelsOwnAndFollowTheText()
+    {
+        var client = fixture.OpenAi().GetEmbeddingClient("tiny-chat");
+        var result = (await client.GenerateEmbeddingsAsync(["床前明月光", "白日依山盡", "床前明月光"])).Value;
+        var vectors = result.Select(e => e.ToFloats().ToArray()).ToList();
+        int width = fixture.Model.Model.Config.Width;
+        Assert.All(vectors, v => Assert.Equal(width, v.Length));
+        Assert.Equal(vectors[0], vectors[2]);
+        Assert.NotEqual(vectors[0], vectors[1]);
+        // The same numbers as the model's own embedding: base64 carries the floats bit for bit.
+        Assert.Equal(fixture.Model.Embed(fixture.Model.Tokenizer.Encode("白日依山盡")), vectors[1]);
+        Assert.Equal(2 * fixture.Model.Tokenizer.Encode("床前明月光").Length + fixture.Model.Tokenizer.Encode("白日依山盡").Length, result.Usage.InputTokenCount);
+    }
+
+    [Fact]
+    public async Task FloatsByDefaultAndTokenIdsEmbedLikeTheirText()
+    {
+        var ids = fixture.Model.Tokenizer.Encode("春眠不覺曉");
+        var reply = await fixture.Http.PostAsync("/v1/embeddings", Json(new { model = "tiny-chat", input = new object[] { "春眠不覺曉", ids } }));
+        string text = await reply.Content.ReadAsStringAsync();
+        Assert.True(reply.IsSuccessStatusCode, text);
+        using var doc = JsonDocument.Parse(text);
+        var data = doc.RootElement.GetProperty("data").EnumerateArray().ToList();
+        Assert.Equal([0, 1], data.Select(d => d.GetProperty("index").GetInt32()));
+        var fromText = data[0].GetProperty("embedding").EnumerateArray().Select(x => x.GetSingle()).ToArray();
+        var fromIds = data[1].GetProperty("embedding").EnumerateArray().Select(x => x.GetSingle()).ToArray();
+        Assert.Equal(fixture.Model.Model.Config.Width, fromText.Length);
+        Assert.Equal(fromText, fromIds);
+        Assert.Equal("tiny-chat", doc.RootElement.GetProperty("model").GetString());
+    }
+
+    [Theory]
+    [InlineData("long", "input[1]", "embeds at most 64")]
+    [InlineData("format", "encoding_format", "expected 'float' or 'base64'")]
+    [InlineData("dimensions", "dimensions", "the width of 'tiny-chat'")]
+    [InlineData("empty", "input[0]", "is empty")]
+    [InlineData("token", "input[0][1]", "must be a token id")]
+    public async Task BadRequestsAreRefusedByTheFieldAtFault(string fault, string param, string message)
+    {
+        object body = fault switch
+        {
+            "long" => new { model = "tiny-chat", input = new[] { "短", string.Concat(Enumerable.Repeat("床前明月光，疑是地上霜。", 40)) } },
+            "format" => new { model = "tiny-chat", input = "月", encoding_format = "int8" },
+            "dimensions" => new { model = "tiny-chat", input = "月", dimensions = 3 },
+            "empty" => new { model = "tiny-chat", input = new[] { "" } },
+            _ => new { model = "tiny-chat", input = new[] { new[] { 1, -5 } } },
+        };
+        var reply = await fixture.Http.PostAsync("/v1/embeddings", Json(body));
+        string text = await reply.Content.ReadAsStringAsync();
+        Assert.Equal(HttpStatusCode.BadRequest, reply.StatusCode);
+        using var doc = JsonDocument.Parse(text);
+        var error = doc.RootElement.GetProperty("error");
+        Assert.Equal(param, error.GetProperty("param").GetString());
+        Assert.Contains(message, error.GetProperty("message").GetString());
+    }
+}

@@ -187,20 +187,20 @@ public sealed class GptChatClient : IChatClient, IEmbeddingGenerator<string, Emb
         return new AnswerShape(format, tools, mode, named);
     }
 
-    /// <summary>Each text's embedding: the mean of the model's final hidden states over its tokens (BOS first).</summary>
+    /// <summary>Each text's embedding (<see cref="ServedModel.Embed"/>): the mean of the model's final hidden states over
+    /// its tokens (BOS first); a text longer than the context is refused, naming its index.</summary>
     public Task<GeneratedEmbeddings<Embedding<float>>> GenerateAsync(IEnumerable<string> values, EmbeddingGenerationOptions? options = null, CancellationToken cancellationToken = default)
     {
         var embeddings = new GeneratedEmbeddings<Embedding<float>>();
-        using var noGrad = no_grad();
+        int index = 0;
         foreach (string value in values)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            using var scope = NewDisposeScope();
-            int[] tokens = [_model.Tokenizer.BosId, .. _model.Tokenizer.Encode(value)];
-            if (tokens.Length > _model.ContextLength) tokens = tokens[..(int)_model.ContextLength];
-            var ids = tensor(tokens.Select(t => (long)t).ToArray(), device: _model.Model.parameters().First().device).unsqueeze(0);
-            var hidden = _model.Model.Hidden(ids).mean([1]).squeeze(0).to(ScalarType.Float32).cpu();   // (C)
-            embeddings.Add(new Embedding<float>(hidden.data<float>().ToArray()) { ModelId = _model.Name, CreatedAt = DateTimeOffset.UtcNow });
+            float[] vector;
+            try { vector = _model.Embed(_model.Tokenizer.Encode(value)); }
+            catch (ArgumentException e) { throw new ArgumentException($"Text {index}: {e.Message}", nameof(values), e); }
+            embeddings.Add(new Embedding<float>(vector) { ModelId = _model.Name, CreatedAt = DateTimeOffset.UtcNow });
+            index++;
         }
         return Task.FromResult(embeddings);
     }

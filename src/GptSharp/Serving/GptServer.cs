@@ -78,6 +78,7 @@ public sealed class GptServer : IAsyncDisposable
         _app.MapMethods("/v1/models/{id}", get, (string id) => Results.Json(ModelObject(Find(id, param: null)), Json));
         _app.MapPost("/v1/chat/completions", ChatCompletions);
         _app.MapPost("/v1/completions", Completions);
+        _app.MapPost("/v1/embeddings", Embeddings);
         _app.MapPost("/tokenize", Tokenize);
         _app.MapPost("/detokenize", Detokenize);
         _app.MapMethods("/metrics", get, async (HttpContext context) =>
@@ -240,6 +241,75 @@ public sealed class GptServer : IAsyncDisposable
         ? Find(m.ValueKind == JsonValueKind.String ? m.GetString()! : throw new ApiError(400, "'model' must be a string.", "model"))
         : _models.Count == 1 ? _models.Values.First()
         : throw new ApiError(400, $"Several models are served: name one in 'model' ({string.Join(", ", _models.Keys)}).", "model");
+
+    /// <summary>
+    /// POST /v1/embeddings (OpenAI's shape): <c>input</c> a string, an array of strings, an array of token ids or an array
+    /// of such arrays; <c>encoding_format</c> <c>float</c> (default) or <c>base64</c> (little-endian float32, as the
+    /// official SDKs ask); <c>dimensions</c> only the model's own width. Each input is the mean of the final hidden states
+    /// (<see cref="ServedModel.Embed"/>); one longer than the context is refused by its index, never cut.
+    /// </summary>
+    async Task Embeddings(HttpContext context)
+    {
+        var body = await Body(context);
+        var model = ModelOf(body);
+        if (!body.TryGetProperty("input", out var input)) throw new ApiError(400, "'input' is required: a string, an array of strings or of token ids.", "input");
+        var inputs = EmbeddingInputs(input, model);
+        string format = body.TryGetProperty("encoding_format", out var f) && f.ValueKind != JsonValueKind.Null
+            ? f.ValueKind == JsonValueKind.String ? f.GetString()! : throw new ApiError(400, "'encoding_format' must be a string.", "encoding_format")
+            : "float";
+        if (format is not ("float" or "base64")) throw new ApiError(400, $"'encoding_format' is '{format}'; expected 'float' or 'base64'.", "encoding_format");
+        int width = model.Model.Config.Width;
+        if (body.TryGetProperty("dimensions", out var d) && d.ValueKind != JsonValueKind.Null && (!d.TryGetInt32(out int asked) || asked != width))
+            throw new ApiError(400, $"'dimensions' must be {width}, the width of '{model.Name}' (its embeddings are not truncatable).", "dimensions");
+
+        var data = new List<object>();
+        int tokens = 0;
+        for (int i = 0; i < inputs.Count; i++)
+        {
+            float[] vector;
+            try { vector = model.Embed(inputs[i]); }
+            catch (ArgumentException e) { throw new ApiError(400, $"input[{i}]: {e.Message}", inputs.Count == 1 && input.ValueKind == JsonValueKind.String ? "input" : $"input[{i}]"); }
+            tokens += inputs[i].Length;
+            object embedding = format == "float" ? vector : Convert.ToBase64String(System.Runtime.InteropServices.MemoryMarshal.AsBytes(vector.AsSpan()));
+            data.Add(new { @object = "embedding", index = i, embedding });
+        }
+        await context.Response.WriteAsJsonAsync(new { @object = "list", data, model = model.Name, usage = new { prompt_tokens = tokens, total_tokens = tokens } },
+            Json, context.RequestAborted);
+    }
+
+    /// <summary>The token ids of each input of an embeddings request, refusing a malformed one by its index.</summary>
+    static List<int[]> EmbeddingInputs(JsonElement input, ServedModel model)
+    {
+        int[] Text(JsonElement element, string field)
+        {
+            string text;
+            try { text = element.GetString()!; }
+            catch (InvalidOperationException) { throw new ApiError(400, $"'{field}' is not valid Unicode text (it holds a lone surrogate).", field); }
+            return text.Length > 0 ? model.Tokenizer.Encode(text) : throw new ApiError(400, $"'{field}' is empty; an embedding needs text.", field);
+        }
+        int[] Ids(JsonElement element, string field)
+        {
+            var ids = new List<int>();
+            foreach (var token in element.EnumerateArray())
+            {
+                if (token.ValueKind != JsonValueKind.Number || !token.TryGetInt32(out int id) || id < 0 || id >= model.Tokenizer.VocabSize)
+                    throw new ApiError(400, $"'{field}[{ids.Count}]' must be a token id from 0 to {model.Tokenizer.VocabSize - 1}.", $"{field}[{ids.Count}]");
+                ids.Add(id);
+            }
+            return ids.Count > 0 ? [.. ids] : throw new ApiError(400, $"'{field}' is empty; an embedding needs tokens.", field);
+        }
+        if (input.ValueKind == JsonValueKind.String) return [Text(input, "input")];
+        if (input.ValueKind != JsonValueKind.Array || input.GetArrayLength() == 0)
+            throw new ApiError(400, "'input' must be a string or a non-empty array of strings or of token ids.", "input");
+        var items = input.EnumerateArray().ToList();
+        if (items.All(i => i.ValueKind == JsonValueKind.Number)) return [Ids(input, "input")];
+        return [.. items.Select((item, i) => item.ValueKind switch
+        {
+            JsonValueKind.String => Text(item, $"input[{i}]"),
+            JsonValueKind.Array => Ids(item, $"input[{i}]"),
+            _ => throw new ApiError(400, $"'input[{i}]' must be a string or an array of token ids.", $"input[{i}]"),
+        })];
+    }
 
     /// <summary>POST /tokenize {"content": "...", "add_special": false, "with_pieces": false} → {"tokens": [...]}.</summary>
     async Task Tokenize(HttpContext context)

@@ -47,6 +47,21 @@ public sealed class ServedModel : IDisposable
     }
 
     /// <summary>
+    /// A text's embedding: the mean of the model's final hidden states over its tokens (BOS first), width C. A text
+    /// longer than the context is refused (an <see cref="ArgumentException"/> with both counts), never cut.
+    /// </summary>
+    public float[] Embed(int[] tokens)
+    {
+        int[] ids = [Tokenizer.BosId, .. tokens];
+        if (ids.Length > ContextLength)
+            throw new ArgumentException($"{tokens.Length} tokens (with BOS {ids.Length}); '{Name}' embeds at most {ContextLength} with BOS.", nameof(tokens));
+        using var noGrad = TorchSharp.torch.no_grad();
+        using var scope = TorchSharp.torch.NewDisposeScope();
+        var input = TorchSharp.torch.tensor(ids.Select(t => (long)t).ToArray(), device: Model.parameters().First().device).unsqueeze(0);
+        return Model.Hidden(input).mean([1]).squeeze(0).to(TorchSharp.torch.ScalarType.Float32).cpu().data<float>().ToArray();   // (C)
+    }
+
+    /// <summary>
     /// Generates and hands out text as it grows: <paramref name="onText"/> gets each new piece (never half a UTF-8
     /// character, never a stop sequence). Cancelling (e.g. the client went away) stops generation at the next token.
     /// </summary>
