@@ -161,7 +161,7 @@ public sealed class GptServer : IAsyncDisposable
         }
     }
 
-    static readonly HashSet<string> KnownPaths = ["/", "/health", "/metrics", "/tokenize", "/detokenize", "/v1/models", "/v1/chat/completions", "/v1/completions"];
+    static readonly HashSet<string> KnownPaths = ["/", "/health", "/metrics", "/tokenize", "/detokenize", "/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/embeddings"];
 
     async Task Checked(HttpContext context, RequestDelegate next)
     {
