@@ -18,8 +18,6 @@ public sealed record PairBatch(long[] Tokens, long[] LastIndex, int Rows, int Se
 /// <summary>The distinct conversations of a batch of pairs, and for each pair the rows of its chosen and rejected answers.</summary>
 public sealed record DistinctPairRows(IReadOnlyList<RenderedChat> Rows, long[] ChosenRows, long[] RejectedRows)
 {
-    public int Pairs => ChosenRows.Length;
-
     /// <summary>Rows in first-seen order; two conversations are the same row when their tokens are.</summary>
     public static DistinctPairRows Of(IReadOnlyList<(RenderedChat Chosen, RenderedChat Rejected)> pairs)
     {

@@ -266,9 +266,10 @@ public sealed class GptServer : IAsyncDisposable
         int tokens = 0;
         for (int i = 0; i < inputs.Count; i++)
         {
+            string field = input.ValueKind == JsonValueKind.Array && input[0].ValueKind != JsonValueKind.Number ? $"input[{i}]" : "input";   // one text or one token list: "input"
             float[] vector;
             try { vector = model.Embed(inputs[i]); }
-            catch (ArgumentException e) { throw new ApiError(400, $"input[{i}]: {e.Message}", inputs.Count == 1 && input.ValueKind == JsonValueKind.String ? "input" : $"input[{i}]"); }
+            catch (ArgumentException e) { throw new ApiError(400, $"{field}: {e.Message}", field); }
             tokens += inputs[i].Length;
             object embedding = format == "float" ? vector : Convert.ToBase64String(System.Runtime.InteropServices.MemoryMarshal.AsBytes(vector.AsSpan()));
             data.Add(new { @object = "embedding", index = i, embedding });
@@ -280,24 +281,10 @@ public sealed class GptServer : IAsyncDisposable
     /// <summary>The token ids of each input of an embeddings request, refusing a malformed one by its index.</summary>
     static List<int[]> EmbeddingInputs(JsonElement input, ServedModel model)
     {
-        int[] Text(JsonElement element, string field)
-        {
-            string text;
-            try { text = element.GetString()!; }
-            catch (InvalidOperationException) { throw new ApiError(400, $"'{field}' is not valid Unicode text (it holds a lone surrogate).", field); }
-            return text.Length > 0 ? model.Tokenizer.Encode(text) : throw new ApiError(400, $"'{field}' is empty; an embedding needs text.", field);
-        }
-        int[] Ids(JsonElement element, string field)
-        {
-            var ids = new List<int>();
-            foreach (var token in element.EnumerateArray())
-            {
-                if (token.ValueKind != JsonValueKind.Number || !token.TryGetInt32(out int id) || id < 0 || id >= model.Tokenizer.VocabSize)
-                    throw new ApiError(400, $"'{field}[{ids.Count}]' must be a token id from 0 to {model.Tokenizer.VocabSize - 1}.", $"{field}[{ids.Count}]");
-                ids.Add(id);
-            }
-            return ids.Count > 0 ? [.. ids] : throw new ApiError(400, $"'{field}' is empty; an embedding needs tokens.", field);
-        }
+        int[] Text(JsonElement element, string field) => StringField(element, field) is { Length: > 0 } text
+            ? model.Tokenizer.Encode(text) : throw new ApiError(400, $"'{field}' is empty; an embedding needs text.", field);
+        int[] Ids(JsonElement element, string field) => TokenIds(element, field, model) is { Length: > 0 } ids
+            ? ids : throw new ApiError(400, $"'{field}' is empty; an embedding needs tokens.", field);
         if (input.ValueKind == JsonValueKind.String) return [Text(input, "input")];
         if (input.ValueKind != JsonValueKind.Array || input.GetArrayLength() == 0)
             throw new ApiError(400, "'input' must be a string or a non-empty array of strings or of token ids.", "input");
@@ -318,9 +305,7 @@ public sealed class GptServer : IAsyncDisposable
         var model = ModelOf(body);
         if (!body.TryGetProperty("content", out var content) || content.ValueKind != JsonValueKind.String)
             throw new ApiError(400, "'content' is required and must be a string.", "content");
-        string text;
-        try { text = content.GetString()!; }
-        catch (InvalidOperationException) { throw new ApiError(400, "'content' is not valid Unicode text (it holds a lone surrogate).", "content"); }
+        string text = StringField(content, "content");
         bool special = body.TryGetProperty("add_special", out var a) && a.ValueKind == JsonValueKind.True;
         bool pieces = body.TryGetProperty("with_pieces", out var p) && p.ValueKind == JsonValueKind.True;
         int[] ids = [.. special ? [model.Tokenizer.BosId] : Array.Empty<int>(), .. model.Tokenizer.Encode(text)];
@@ -335,15 +320,28 @@ public sealed class GptServer : IAsyncDisposable
         var model = ModelOf(body);
         if (!body.TryGetProperty("tokens", out var tokens) || tokens.ValueKind != JsonValueKind.Array)
             throw new ApiError(400, "'tokens' is required and must be an array of token ids.", "tokens");
+        await context.Response.WriteAsJsonAsync(new { content = model.Tokenizer.Decode(TokenIds(tokens, "tokens", model)) }, Json, context.RequestAborted);
+    }
+
+    /// <summary>A JSON string's text, refusing one that is not valid Unicode (a lone surrogate) by its field.</summary>
+    static string StringField(JsonElement element, string field)
+    {
+        try { return element.GetString()!; }
+        catch (InvalidOperationException) { throw new ApiError(400, $"'{field}' is not valid Unicode text (it holds a lone surrogate).", field); }
+    }
+
+    /// <summary>A JSON array of token ids of <paramref name="model"/>'s vocabulary, refusing a bad one by its index.</summary>
+    static int[] TokenIds(JsonElement array, string field, ServedModel model)
+    {
         var ids = new List<int>();
-        foreach (var token in tokens.EnumerateArray())
+        foreach (var token in array.EnumerateArray())
         {
-            string field = $"tokens[{ids.Count}]";
+            string at = $"{field}[{ids.Count}]";
             if (token.ValueKind != JsonValueKind.Number || !token.TryGetInt32(out int id) || id < 0 || id >= model.Tokenizer.VocabSize)
-                throw new ApiError(400, $"{field} must be a token id from 0 to {model.Tokenizer.VocabSize - 1}.", field);
+                throw new ApiError(400, $"{at} must be a token id from 0 to {model.Tokenizer.VocabSize - 1}.", at);
             ids.Add(id);
         }
-        await context.Response.WriteAsJsonAsync(new { content = model.Tokenizer.Decode(ids) }, Json, context.RequestAborted);
+        return [.. ids];
     }
 
     async Task ChatCompletions(HttpContext context)
