@@ -29,6 +29,8 @@ sealed class ServeSettings : CommonSettings
     public double RequestTimeout { get; init; } = 600;
     [CommandOption("--shutdown-grace")] [Description("On Ctrl+C or SIGTERM, seconds running generations may go on before they are stopped.")]
     public double ShutdownGrace { get; init; } = 10;
+    [CommandOption("--stored-responses")] [Description("Responses API answers kept for previous_response_id (oldest evicted first; 0 stores none).")]
+    public int StoredResponses { get; init; } = 1000;
     [CommandOption("--allow-nonfinite")] [Description("Load weights that hold NaN or infinity instead of refusing them.")]
     public bool AllowNonFinite { get; init; }
     [CommandOption("--engine")] [Description("What decodes: auto (default: the CPU engine on a CPU), torch, cpu, cpu-f16, cpu-bf16, cpu-q8_0 or cpu-q4_0 (see generate --engine).")]
@@ -36,7 +38,7 @@ sealed class ServeSettings : CommonSettings
 
     public ServerOptions Options() => new(Host, Port, ApiKey, MaxConcurrent: MaxConcurrent, MaxQueue: MaxQueue,
         AllowedHosts: AllowedHosts?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
-        PrefixCache: !NoPrefixCache, RequestTimeoutSeconds: RequestTimeout, ShutdownGraceSeconds: ShutdownGrace);
+        PrefixCache: !NoPrefixCache, RequestTimeoutSeconds: RequestTimeout, ShutdownGraceSeconds: ShutdownGrace, StoredResponses: StoredResponses);
 
     public override ValidationResult Validate()
     {

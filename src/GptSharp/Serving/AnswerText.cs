@@ -18,6 +18,9 @@ public sealed class AnswerText(GptTokenizer tokenizer, IReadOnlyList<string>? st
     /// <summary>Whether a stop sequence ended the answer (later tokens add nothing).</summary>
     public bool Stopped => _stopped;
 
+    /// <summary>The stop sequence that ended the answer, or null.</summary>
+    public string? StoppedBy { get; private set; }
+
     /// <summary>The text handed out so far (all of it after <see cref="Finish"/>).</summary>
     public string Text => _sent.ToString();
 
@@ -40,7 +43,11 @@ public sealed class AnswerText(GptTokenizer tokenizer, IReadOnlyList<string>? st
         if (_stopped) return;
         string text = tokenizer.Decode(_tokens);
         int end = text.Length, stop = StopText.Find(text, stops);
-        if (stop >= 0) (end, _stopped) = (stop, true);
+        if (stop >= 0)
+        {
+            (end, _stopped) = (stop, true);
+            StoppedBy = stops!.First(s => text.AsSpan(stop).StartsWith(s, StringComparison.Ordinal));
+        }
         else if (!final)
         {
             end -= StopText.PartialMatch(text, stops);

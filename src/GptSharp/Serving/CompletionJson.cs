@@ -3,6 +3,10 @@ using GptSharp.Inference;
 
 namespace GptSharp.Serving;
 
+/// <summary>A finished answer: its text (before any tool call, cut at a stop sequence), the call it ends with, the stop sequence
+/// that ended it, and whether it ran out of tokens instead of ending.</summary>
+sealed record ChoiceAnswer(string Text, FunctionCall? Call, string? StopSequence, bool Cut);
+
 /// <summary>
 /// OpenAI's response shapes for one request: the whole answer (<c>chat.completion</c> / <c>text_completion</c>) and the
 /// stream's chunks, with tool calls, log-probabilities (the chat and the legacy completions shapes), usage and
@@ -57,6 +61,16 @@ sealed class CompletionJson(ServedModel model, RequestSampling sampling, bool ch
     /// <summary>The stream's last chunk when <c>stream_options.include_usage</c> asks for it: no choices, the usage.</summary>
     public object UsageChunk(BatchResult[] results, object usage) =>
         new { id = _id, @object = ChunkObject, created = _created, model = model.Name, choices = Array.Empty<object>(), usage, timings = Timings(results) };
+
+    /// <summary>A finished choice read as an answer, the same for every API's shape.</summary>
+    public static ChoiceAnswer Read(ServedModel model, AnswerShape shape, IReadOnlyList<string> stops, Generation generation)
+    {
+        var call = shape.ReadCall(model.Tokenizer, generation.Tokens);
+        var before = BeforeCall(generation, shape.CallStart(model.Tokenizer, generation.Tokens));
+        var answer = new AnswerText(model.Tokenizer, stops);
+        foreach (int token in before.Tokens) answer.Add(token);
+        return new ChoiceAnswer(answer.Finish(), call, answer.StoppedBy, Cut: call is null && generation.Finish != FinishReason.Stop);
+    }
 
     /// <summary>The part of a generation before its tool call (all of it when it makes none).</summary>
     static Generation BeforeCall(Generation generation, int start) => start < 0 ? generation

@@ -19,7 +19,7 @@ namespace GptSharp.Serving;
 /// only loopback names, the bound host and <see cref="ServerOptions.AllowedHosts"/> are served (no DNS rebinding), and a
 /// POST must be <c>application/json</c> (no cross-site form posts).
 /// </summary>
-public sealed class GptServer : IAsyncDisposable
+public sealed partial class GptServer : IAsyncDisposable
 {
     static readonly JsonSerializerOptions Json = CompletionJson.Options;
     readonly WebApplication _app;
@@ -28,6 +28,7 @@ public sealed class GptServer : IAsyncDisposable
     readonly Dictionary<string, IGenerationScheduler> _schedulers;
     readonly HashSet<string> _allowedHosts;
     readonly ServerMetrics _metrics;
+    readonly ResponseStore _responses;
     readonly CancellationTokenSource _stopping = new();
     readonly DrainingLifetime _lifetime;   // given to the host as an instance, so disposed here   // cancels the generations still running when the shutdown grace ends
     volatile bool _draining;
@@ -45,6 +46,7 @@ public sealed class GptServer : IAsyncDisposable
         _models = models.ToDictionary(m => m.Name);
         _schedulers = models.ToDictionary(m => m.Name, m => (IGenerationScheduler)ContinuousBatcher.For(m.Model, m.Decoder, new BatcherOptions(options.MaxConcurrent, options.MaxQueue, PrefixCache: options.PrefixCache)));
         _metrics = new ServerMetrics(_schedulers);
+        _responses = new ResponseStore(options.StoredResponses);
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
         // Running streams get the grace period to finish, then a few seconds to tell their clients that they were stopped.
@@ -79,6 +81,9 @@ public sealed class GptServer : IAsyncDisposable
         _app.MapPost("/v1/chat/completions", ChatCompletions);
         _app.MapPost("/v1/completions", Completions);
         _app.MapPost("/v1/embeddings", Embeddings);
+        _app.MapPost("/v1/responses", CreateResponse);
+        _app.MapGet("/v1/responses/{id}", GetResponse);
+        _app.MapDelete("/v1/responses/{id}", DeleteResponse);
         _app.MapPost("/tokenize", Tokenize);
         _app.MapPost("/detokenize", Detokenize);
         _app.MapMethods("/metrics", get, async (HttpContext context) =>
@@ -161,7 +166,7 @@ public sealed class GptServer : IAsyncDisposable
         }
     }
 
-    static readonly HashSet<string> KnownPaths = ["/", "/health", "/metrics", "/tokenize", "/detokenize", "/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/embeddings"];
+    static readonly HashSet<string> KnownPaths = ["/", "/health", "/metrics", "/tokenize", "/detokenize", "/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"];
 
     async Task Checked(HttpContext context, RequestDelegate next)
     {
@@ -363,54 +368,65 @@ public sealed class GptServer : IAsyncDisposable
         await Respond(context, model, prompt, request.Sampling, chat: false, AnswerShape.Free);
     }
 
-    async Task Respond(HttpContext context, ServedModel model, int[] prompt, RequestSampling sampling, bool chat, AnswerShape shape)
-    {
-        Interlocked.Increment(ref _generating);
-        try { await Generate(context, model, prompt, sampling, chat, shape); }
-        finally { Interlocked.Decrement(ref _generating); }
-    }
-
-    async Task Generate(HttpContext context, ServedModel model, int[] prompt, RequestSampling sampling, bool chat, AnswerShape shape)
-    {
-        var arrived = System.Diagnostics.Stopwatch.StartNew();
-        using var choices = new RequestChoices(model, prompt, sampling, chat, shape, _options.RequestTimeoutSeconds, context.RequestAborted, _stopping.Token,
-            onFirstToken: () => _metrics.FirstToken(model.Name, arrived.Elapsed));
-        var scheduler = _schedulers[model.Name];
-        int n = choices.Rows.Count;
-        if (n > scheduler.QueueLimit)
-            throw new ApiError(400, $"'n' is {n}; this server queues at most {scheduler.QueueLimit} choices per model (--max-queue), so this request could never be taken.", "n");
-        // A request's choices are queued together or not at all; the limit counts choices (each takes a slot to decode).
-        var queued = scheduler.TryEnqueueAll(choices.Rows)
-            ?? throw new ApiError(429, $"The server is busy: {scheduler.Waiting} choices are waiting for model '{model.Name}' and --max-queue allows {scheduler.QueueLimit}; " +
-                                       $"this request needs room for {n}. Retry shortly.", code: "rate_limit_exceeded", type: "rate_limit_error") { RetryAfterSeconds = 1 };
-        var outcomes = choices.Outcomes(queued);
-        var json = new CompletionJson(model, sampling, chat, shape);
-        object Usage(BatchResult[] results)
+    async Task Respond(HttpContext context, ServedModel model, int[] prompt, RequestSampling sampling, bool chat, AnswerShape shape) =>
+        await Run(context, model, prompt, sampling, chat, shape, async (choices, outcomes, usage) =>
         {
-            int completion = results.Sum(r => r.Generation.Tokens.Length);
-            int cached = results[0].Timings?.CachedTokens ?? 0;
-            _metrics.Generated(model.Name, prompt.Length, completion, cached, arrived.Elapsed);
-            return new
+            var json = new CompletionJson(model, sampling, chat, shape);
+            object Usage(BatchResult[] results)
             {
-                prompt_tokens = prompt.Length, completion_tokens = completion, total_tokens = prompt.Length + completion,
-                prompt_tokens_details = new { cached_tokens = cached },
-            };
-        }
-        try
-        {
+                var used = usage(results);
+                return new
+                {
+                    prompt_tokens = used.Prompt, completion_tokens = used.Completion, total_tokens = used.Prompt + used.Completion,
+                    prompt_tokens_details = new { cached_tokens = used.Cached },
+                };
+            }
             if (sampling.Stream) await EventStream.WriteAsync(context, choices, outcomes, json, chat, sampling.IncludeUsage, Usage);
             else
             {
                 var results = await outcomes;
                 await context.Response.WriteAsJsonAsync(json.Whole(results, Usage(results)), Json, context.RequestAborted);
             }
-        }
-        finally
+        });
+
+    /// <summary>Writes one API's answer from a request's queued generations: its rows, their outcomes, and the token counts of finished results (counted in the metrics once).</summary>
+    delegate Task Answer(RequestChoices choices, Task<BatchResult[]> outcomes, Func<BatchResult[], TokenUsage> usage);
+
+    /// <summary>
+    /// Queues a request's choices on its model's batcher (all or none; a full queue is a 429) and hands them to
+    /// <paramref name="answer"/>, the writer of one API's shape; generations still running when it returns are stopped.
+    /// </summary>
+    async Task Run(HttpContext context, ServedModel model, int[] prompt, RequestSampling sampling, bool chat, AnswerShape shape, Answer answer, RequestFields? fields = null)
+    {
+        Interlocked.Increment(ref _generating);
+        try
         {
-            // Leaving before the generations ended (the client went away, a write failed): stop them, so their slots
-            // come free now rather than when they would have finished.
-            if (!outcomes.IsCompleted) choices.Cancel();
+            var arrived = System.Diagnostics.Stopwatch.StartNew();
+            using var choices = new RequestChoices(model, prompt, sampling, chat, shape, _options.RequestTimeoutSeconds, context.RequestAborted, _stopping.Token,
+                onFirstToken: () => _metrics.FirstToken(model.Name, arrived.Elapsed), fields);
+            var scheduler = _schedulers[model.Name];
+            int n = choices.Rows.Count;
+            if (n > scheduler.QueueLimit)
+                throw new ApiError(400, $"'n' is {n}; this server queues at most {scheduler.QueueLimit} choices per model (--max-queue), so this request could never be taken.", "n");
+            // A request's choices are queued together or not at all; the limit counts choices (each takes a slot to decode).
+            var queued = scheduler.TryEnqueueAll(choices.Rows)
+                ?? throw new ApiError(429, $"The server is busy: {scheduler.Waiting} choices are waiting for model '{model.Name}' and --max-queue allows {scheduler.QueueLimit}; " +
+                                           $"this request needs room for {n}. Retry shortly.", code: "rate_limit_exceeded", type: "rate_limit_error") { RetryAfterSeconds = 1 };
+            var outcomes = choices.Outcomes(queued);
+            TokenUsage Usage(BatchResult[] results)
+            {
+                var used = new TokenUsage(prompt.Length, results.Sum(r => r.Generation.Tokens.Length), results[0].Timings?.CachedTokens ?? 0);
+                _metrics.Generated(model.Name, used.Prompt, used.Completion, used.Cached, arrived.Elapsed);
+                return used;
+            }
+            try { await answer(choices, outcomes, Usage); }
+            finally
+            {
+                // Leaving before the generations ended (the client went away, a write failed): stop them, so their slots
+                // come free now rather than when they would have finished.
+                if (!outcomes.IsCompleted) choices.Cancel();
+            }
         }
+        finally { Interlocked.Decrement(ref _generating); }
     }
 }
-

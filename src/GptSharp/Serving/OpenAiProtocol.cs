@@ -60,9 +60,7 @@ public static class OpenAiProtocol
         if (!root.TryGetProperty("messages", out var messages) || messages.ValueKind != JsonValueKind.Array)
             throw new ApiError(400, "'messages' is required and must be an array.", "messages");
         if (messages.GetArrayLength() == 0) throw new ApiError(400, "'messages' must not be empty.", "messages");
-        var list = new List<(ChatMessage Message, IReadOnlyList<FunctionCall> Calls, string? AnswersCall)>();
-        var openCalls = new HashSet<string>();
-        var callIds = new HashSet<string>();
+        var conversation = new Conversation();
         int i = 0;
         foreach (var message in messages.EnumerateArray())
         {
@@ -73,21 +71,14 @@ public static class OpenAiProtocol
             if (role is not (ChatRoles.System or ChatRoles.User or ChatRoles.Assistant or ChatRoles.Tool))
                 throw new ApiError(400, $"{where}.role '{role}' is not supported; expected system, developer, user, assistant or tool.", $"{where}.role");
             string content = Content(message, where);
-            var calls = role == ChatRoles.Assistant ? Calls(message, where) : [];
             if (content.Length == 0 && role != ChatRoles.Assistant && role != ChatRoles.Tool) throw new ApiError(400, $"{where}.content must not be empty.", $"{where}.content");
-            string? answers = null;
             if (role == ChatRoles.Tool)
-            {
-                answers = message.TryGetProperty("tool_call_id", out var callId) && callId.ValueKind == JsonValueKind.String ? Text(callId, $"{where}.tool_call_id") : "";
-                if (!openCalls.Remove(answers))
-                    throw new ApiError(400, $"{where}.tool_call_id '{answers}' does not answer a tool call of an earlier assistant message (or answers it twice).", $"{where}.tool_call_id");
-            }
-            foreach (var call in calls)
-                if (!callIds.Add(call.Id) || !openCalls.Add(call.Id)) throw new ApiError(400, $"{where}.tool_calls: the id '{call.Id}' is used by an earlier call.", $"{where}.tool_calls");
-            list.Add((new ChatMessage(role, content), calls, answers));
+                conversation.AddResult(message.TryGetProperty("tool_call_id", out var callId) && callId.ValueKind == JsonValueKind.String ? Text(callId, $"{where}.tool_call_id") : "",
+                    content, $"{where}.tool_call_id");
+            else if (role == ChatRoles.Assistant && Calls(message, where) is { Count: > 0 } calls) conversation.AddCalls(content, calls, $"{where}.tool_calls");
+            else conversation.Add(role, content);
         }
-        if (!list.Any(m => m.Message.Role == ChatRoles.User)) throw new ApiError(400, "'messages' needs at least one user message.", "messages");
-        return new ChatRequest(model, AnswerShape.Turns(list), Sampling(root, chat: true), Shape(root));
+        return new ChatRequest(model, conversation.Turns("messages"), Sampling(root, chat: true), Shape(root));
     }
 
     /// <summary>An assistant message's <c>tool_calls</c>: [{"id", "type": "function", "function": {"name", "arguments"}}].</summary>
@@ -118,18 +109,11 @@ public static class OpenAiProtocol
     {
         SchemaNode? format = null;
         if (root.TryGetProperty("response_format", out var rf) && rf.ValueKind != JsonValueKind.Null)
-        {
-            string type = rf.ValueKind == JsonValueKind.Object && rf.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String ? Text(t, "response_format.type") : "";
-            format = type switch
-            {
-                "text" => null,
-                "json_object" => JsonSchema.AnyObject(),
-                "json_schema" => rf.TryGetProperty("json_schema", out var js) && js.ValueKind == JsonValueKind.Object && js.TryGetProperty("schema", out var schema)
+            format = rf.ValueKind == JsonValueKind.Object && rf.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String && Text(t, "response_format.type") == "json_schema"
+                ? rf.TryGetProperty("json_schema", out var js) && js.ValueKind == JsonValueKind.Object && js.TryGetProperty("schema", out var schema)
                     ? Schema(schema, "response_format.json_schema.schema")
-                    : throw new ApiError(400, "'response_format.json_schema.schema' is required for type json_schema.", "response_format.json_schema.schema"),
-                _ => throw new ApiError(400, "'response_format.type' must be text, json_object or json_schema.", "response_format.type"),
-            };
-        }
+                    : throw new ApiError(400, "'response_format.json_schema.schema' is required for type json_schema.", "response_format.json_schema.schema")
+                : Format(rf, "response_format");
         var tools = new List<FunctionTool>();
         if (root.TryGetProperty("tools", out var list) && list.ValueKind != JsonValueKind.Null)
         {
@@ -141,39 +125,64 @@ public static class OpenAiProtocol
                     throw new ApiError(400, $"{field}.type must be \"function\".", $"{field}.type");
                 if (!tool.TryGetProperty("function", out var function) || function.ValueKind != JsonValueKind.Object)
                     throw new ApiError(400, $"{field}.function must be an object.", $"{field}.function");
-                string name = function.TryGetProperty("name", out var n) && n.ValueKind == JsonValueKind.String ? Text(n, $"{field}.function.name") : "";
-                if (!ToolName.IsMatch(name)) throw new ApiError(400, $"{field}.function.name must be 1–64 letters, digits, '_' or '-'.", $"{field}.function.name");
-                if (tools.Any(x => x.Name == name)) throw new ApiError(400, $"{field}.function.name '{name}' is already the name of another tool.", $"{field}.function.name");
-                string? description = function.TryGetProperty("description", out var d) && d.ValueKind == JsonValueKind.String ? Text(d, $"{field}.function.description") : null;
-                var arguments = function.TryGetProperty("parameters", out var p) && p.ValueKind != JsonValueKind.Null
-                    ? Schema(p, $"{field}.function.parameters") : JsonSchema.Compile(JsonDocument.Parse("""{"type": "object", "properties": {}}""").RootElement);
-                tools.Add(new FunctionTool(name, description, arguments));
+                tools.Add(Tool(function, $"{field}.function", "parameters", tools));
             }
         }
-        var choice = ToolChoiceMode.Auto;
-        string? named = null;
+        var (choice, named) = (ToolChoiceMode.Auto, (string?)null);
         if (root.TryGetProperty("tool_choice", out var tc) && tc.ValueKind != JsonValueKind.Null)
         {
-            if (tools.Count == 0) throw new ApiError(400, "'tool_choice' needs 'tools'.", "tool_choice");
-            if (tc.ValueKind == JsonValueKind.String)
-                choice = Text(tc, "tool_choice") switch
-                {
-                    "auto" => ToolChoiceMode.Auto, "none" => ToolChoiceMode.None, "required" => ToolChoiceMode.Required,
-                    _ => throw new ApiError(400, "'tool_choice' must be auto, none, required or {\"type\": \"function\", \"function\": {\"name\": ...}}.", "tool_choice"),
-                };
-            else if (tc.ValueKind == JsonValueKind.Object && tc.TryGetProperty("function", out var f) && f.ValueKind == JsonValueKind.Object
-                     && f.TryGetProperty("name", out var fn) && fn.ValueKind == JsonValueKind.String)
-            {
-                named = Text(fn, "tool_choice.function.name");
-                if (tools.All(x => x.Name != named)) throw new ApiError(400, $"'tool_choice' names '{named}', which is not among 'tools' ({string.Join(", ", tools.Select(x => x.Name))}).", "tool_choice");
-                choice = ToolChoiceMode.Named;
-            }
-            else throw new ApiError(400, "'tool_choice' must be auto, none, required or {\"type\": \"function\", \"function\": {\"name\": ...}}.", "tool_choice");
+            const string expected = "'tool_choice' must be auto, none, required or {\"type\": \"function\", \"function\": {\"name\": ...}}.";
+            (choice, named) = tc.ValueKind == JsonValueKind.String ? (ChoiceMode(Text(tc, "tool_choice"), "tool_choice", expected), null)
+                : tc.ValueKind == JsonValueKind.Object && tc.TryGetProperty("function", out var f) && f.ValueKind == JsonValueKind.Object
+                  && f.TryGetProperty("name", out var fn) && fn.ValueKind == JsonValueKind.String ? (ToolChoiceMode.Named, Text(fn, "tool_choice.function.name"))
+                : throw new ApiError(400, expected, "tool_choice");
         }
+        return NewShape(format, tools, choice, named, root.TryGetProperty("tool_choice", out var given) && given.ValueKind != JsonValueKind.Null, "tool_choice");
+    }
+
+    /// <summary>A response format object <c>{"type": "text" | "json_object" | "json_schema", ...}</c> whose schema sits in <c>schema</c> (Responses' <c>text.format</c>); null for text.</summary>
+    internal static SchemaNode? Format(JsonElement format, string field)
+    {
+        string type = format.ValueKind == JsonValueKind.Object && format.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String ? Text(t, $"{field}.type") : "";
+        return type switch
+        {
+            "text" => null,
+            "json_object" => JsonSchema.AnyObject(),
+            "json_schema" => format.TryGetProperty("schema", out var schema) && schema.ValueKind == JsonValueKind.Object
+                ? Schema(schema, $"{field}.schema") : throw new ApiError(400, $"'{field}.schema' is required for type json_schema.", $"{field}.schema"),
+            _ => throw new ApiError(400, $"'{field}.type' must be text, json_object or json_schema.", $"{field}.type"),
+        };
+    }
+
+    /// <summary>A function tool from an object holding <c>name</c>, <c>description</c> and its arguments' schema in <paramref name="parametersName"/>.</summary>
+    internal static FunctionTool Tool(JsonElement function, string field, string parametersName, IReadOnlyList<FunctionTool> earlier)
+    {
+        string name = function.TryGetProperty("name", out var n) && n.ValueKind == JsonValueKind.String ? Text(n, $"{field}.name") : "";
+        if (!ToolName.IsMatch(name)) throw new ApiError(400, $"{field}.name must be 1–64 letters, digits, '_' or '-'.", $"{field}.name");
+        if (earlier.Any(x => x.Name == name)) throw new ApiError(400, $"{field}.name '{name}' is already the name of another tool.", $"{field}.name");
+        string? description = function.TryGetProperty("description", out var d) && d.ValueKind == JsonValueKind.String ? Text(d, $"{field}.description") : null;
+        var arguments = function.TryGetProperty(parametersName, out var p) && p.ValueKind != JsonValueKind.Null
+            ? Schema(p, $"{field}.{parametersName}") : JsonSchema.Compile(JsonDocument.Parse("""{"type": "object", "properties": {}}""").RootElement);
+        return new FunctionTool(name, description, arguments);
+    }
+
+    /// <summary>A tool choice given by name (auto, none, required, or another API's word for them).</summary>
+    internal static ToolChoiceMode ChoiceMode(string mode, string field, string expected) => mode switch
+    {
+        "auto" => ToolChoiceMode.Auto, "none" => ToolChoiceMode.None, "required" or "any" => ToolChoiceMode.Required,
+        _ => throw new ApiError(400, expected, field),
+    };
+
+    /// <summary>The answer's shape, checking that a tool choice has tools to choose from and names one of them.</summary>
+    internal static AnswerShape NewShape(SchemaNode? format, IReadOnlyList<FunctionTool> tools, ToolChoiceMode choice, string? named, bool choiceGiven, string choiceField)
+    {
+        if (choiceGiven && tools.Count == 0) throw new ApiError(400, $"'{choiceField}' needs 'tools'.", choiceField);
+        if (named is not null && tools.All(x => x.Name != named))
+            throw new ApiError(400, $"'{choiceField}' names '{named}', which is not among 'tools' ({string.Join(", ", tools.Select(x => x.Name))}).", choiceField);
         return new AnswerShape(format, tools.Count == 0 ? null : tools, choice, named);
     }
 
-    static SchemaNode Schema(JsonElement schema, string field)
+    internal static SchemaNode Schema(JsonElement schema, string field)
     {
         try { return JsonSchema.Compile(schema); }
         catch (JsonSchemaException e) { throw new ApiError(400, $"'{field}' is not a schema structured output can follow: {e.Message}", field, "invalid_json_schema"); }
@@ -199,7 +208,7 @@ public static class OpenAiProtocol
             ? name : throw new ApiError(400, "'model' is required and must be a non-empty string.", "model");
 
     /// <summary>A JSON string's value; a lone UTF-16 surrogate (valid JSON, invalid text) is a 400 naming the field.</summary>
-    static string Text(JsonElement value, string field)
+    internal static string Text(JsonElement value, string field)
     {
         try { return value.GetString()!; }
         catch (InvalidOperationException)
@@ -263,14 +272,14 @@ public static class OpenAiProtocol
         return new RequestSampling(temperature, topP, maxTokens, stop, seed, stream, usage, choices, presence, frequency, topLogprobs);
     }
 
-    static bool Boolean(JsonElement root, string name) => root.TryGetProperty(name, out var v) && v.ValueKind switch
+    internal static bool Boolean(JsonElement root, string name) => root.TryGetProperty(name, out var v) && v.ValueKind switch
     {
         JsonValueKind.True => true,
         JsonValueKind.False or JsonValueKind.Null => false,
         _ => throw new ApiError(400, $"'{name}' must be a boolean.", name),
     };
 
-    static int? Integer(JsonElement root, string name, int? fallback, int min, int max)
+    internal static int? Integer(JsonElement root, string name, int? fallback, int min, int max)
     {
         if (!root.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null) return fallback;
         if (v.ValueKind != JsonValueKind.Number || !v.TryGetInt32(out int n) || n < min || n > max)
@@ -278,7 +287,7 @@ public static class OpenAiProtocol
         return n;
     }
 
-    static double Number(JsonElement root, string name, double fallback, double min, double max)
+    internal static double Number(JsonElement root, string name, double fallback, double min, double max)
     {
         if (!root.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null) return fallback;
         if (v.ValueKind != JsonValueKind.Number || !v.TryGetDouble(out double d) || d < min || d > max)

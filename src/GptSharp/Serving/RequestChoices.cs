@@ -7,6 +7,16 @@ namespace GptSharp.Serving;
 /// <summary>A piece of a choice's streamed text, with the log-probability of the token that released it.</summary>
 readonly record struct ChoicePiece(int Choice, string Text, TokenLogprob? Logprob);
 
+/// <summary>A request's token counts: its prompt, the tokens generated over all its choices, and the prompt tokens found in the prefix cache.</summary>
+readonly record struct TokenUsage(int Prompt, int Completion, int Cached);
+
+/// <summary>The fields an API names when a request does not fit: where its prompt came from, and its answer-length limit.</summary>
+readonly record struct RequestFields(string Prompt, string MaxTokens)
+{
+    public static RequestFields Chat => new("messages", "max_tokens");
+    public static RequestFields Completion => new("prompt", "max_tokens");
+}
+
 /// <summary>
 /// One completion request turned into generation rows, one per choice (<c>n</c>): the sampling options the request
 /// asks for, checked against the model's context; as tokens arrive, each choice's text (held back while it might begin a
@@ -24,21 +34,22 @@ sealed class RequestChoices : IDisposable
     readonly Channel<ChoicePiece> _pieces = Channel.CreateUnbounded<ChoicePiece>();
 
     public RequestChoices(ServedModel model, int[] prompt, RequestSampling sampling, bool chat, AnswerShape shape,
-        double timeoutSeconds, CancellationToken aborted, CancellationToken stopping, Action onFirstToken)
+        double timeoutSeconds, CancellationToken aborted, CancellationToken stopping, Action onFirstToken, RequestFields? fields = null)
     {
+        var (promptField, maxField) = fields ?? (chat ? RequestFields.Chat : RequestFields.Completion);
         if (prompt.Length >= model.ContextLength)
             throw new ApiError(400, $"The prompt is {prompt.Length} tokens; model '{model.Name}' reads at most {model.ContextLength} (prompt and answer together).",
-                chat ? "messages" : "prompt", "context_length_exceeded");
+                promptField, "context_length_exceeded");
         if (sampling.MaxTokens > model.ContextLength)
-            throw new ApiError(400, $"'max_tokens' {sampling.MaxTokens} is more than model '{model.Name}''s context of {model.ContextLength} tokens.", "max_tokens");
+            throw new ApiError(400, $"'{maxField}' {sampling.MaxTokens} is more than model '{model.Name}''s context of {model.ContextLength} tokens.", maxField);
         var tokenizer = model.Tokenizer;
         var options = new SamplingOptions(Temperature: sampling.Temperature, TopP: sampling.TopP,
             MaxNewTokens: Math.Min(sampling.MaxTokens ?? model.ContextLength, model.ContextLength - prompt.Length),
             Seed: sampling.Seed ?? Random.Shared.NextInt64(), StopTokens: chat ? [tokenizer.EndId, tokenizer.BosId] : [tokenizer.BosId, tokenizer.EosId],
             StopSequences: sampling.Stop, PresencePenalty: sampling.PresencePenalty, FrequencyPenalty: sampling.FrequencyPenalty, TopLogprobs: sampling.TopLogprobs);
         if (shape.Constrained && options.MaxNewTokens < shape.MinTokens)
-            throw new ApiError(400, $"'max_tokens' leaves room for {options.MaxNewTokens} tokens; the response format or tool call asked for needs up to {shape.MinTokens} to be complete.",
-                sampling.MaxTokens is null ? "messages" : "max_tokens");
+            throw new ApiError(400, $"'{maxField}' leaves room for {options.MaxNewTokens} tokens; the response format or tool call asked for needs up to {shape.MinTokens} to be complete.",
+                sampling.MaxTokens is null ? promptField : maxField);
 
         _model = model;
         _aborted = aborted;
