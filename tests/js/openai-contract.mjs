@@ -82,4 +82,50 @@ const checks = [];
   checks.push('400 as APIError');
 }
 
+// The Responses API, whole: output_text (the SDK's convenience) matches the streamed deltas of the same greedy request.
+{
+  const request = { model, input: '床前明月光', instructions: '你是詩人。', temperature: 0, max_output_tokens: 8 };
+  const whole = await client.responses.create(request);
+  assert.equal(whole.object, 'response');
+  assert.ok(whole.usage.input_tokens > 0 && whole.usage.output_tokens >= 1, `usage ${JSON.stringify(whole.usage)}`);
+  const stream = await client.responses.create({ ...request, stream: true });
+  let deltas = '', types = [], completed = null;
+  for await (const event of stream) {
+    types.push(event.type);
+    if (event.type === 'response.output_text.delta') deltas += event.delta;
+    if (event.type === 'response.completed' || event.type === 'response.incomplete') completed = event.response;
+  }
+  assert.equal(deltas, whole.output_text);
+  assert.equal(types[0], 'response.created');
+  assert.ok(['response.completed', 'response.incomplete'].includes(types.at(-1)), types.join(','));
+  assert.equal(completed.output[0].content[0].text, whole.output_text);
+  checks.push('responses whole + stream');
+}
+
+// The Responses API, a function call streamed as argument deltas, its output sent back by previous_response_id.
+{
+  const tools = [{ type: 'function', name: 'get_weather', description: 'The weather in a city', parameters: { type: 'object', properties: { city: { type: 'string', maxLength: 8 } }, required: ['city'] }, strict: true }];
+  const stream = await client.responses.create({ model, input: '床前明月光', tools, tool_choice: 'required', stream: true, max_output_tokens: 40 });
+  let args = '', done = null, response = null;
+  for await (const event of stream) {
+    if (event.type === 'response.function_call_arguments.delta') args += event.delta;
+    if (event.type === 'response.output_item.done' && event.item.type === 'function_call') done = event.item;
+    if (event.type === 'response.completed') response = event.response;
+  }
+  assert.equal(done.name, 'get_weather');
+  assert.equal(args, done.arguments);
+  assert.equal(typeof JSON.parse(args).city, 'string');
+  const next = await client.responses.create({ model, previous_response_id: response.id, input: [{ type: 'function_call_output', call_id: done.call_id, output: '晴' }], tools, tool_choice: 'none', max_output_tokens: 6 });
+  assert.equal(next.previous_response_id, response.id);
+  assert.equal(next.output[0].type, 'message');
+  checks.push('responses function call + previous_response_id');
+}
+
+// An unknown previous_response_id is a NotFoundError carrying OpenAI's error code.
+{
+  await assert.rejects(client.responses.create({ model, input: 'hi', previous_response_id: 'resp_unknown' }),
+    e => e.status === 404 && e.code === 'previous_response_not_found');
+  checks.push('responses 404');
+}
+
 console.log(JSON.stringify({ ok: true, checks }));

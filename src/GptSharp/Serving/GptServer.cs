@@ -13,9 +13,10 @@ using Microsoft.Net.Http.Headers;
 namespace GptSharp.Serving;
 
 /// <summary>
-/// An OpenAI-compatible HTTP server over loaded runs (ASP.NET Core minimal APIs): <c>GET /v1/models</c>,
-/// <c>POST /v1/chat/completions</c> and <c>POST /v1/completions</c> (both streamed as server-sent events or whole),
-/// <c>GET /health</c>, and the web chat at <c>/</c>. Bad requests get OpenAI-style error JSON with a 4xx status;
+/// An OpenAI- and Anthropic-compatible HTTP server over loaded runs (ASP.NET Core minimal APIs): <c>GET /v1/models</c>,
+/// <c>POST /v1/chat/completions</c>, <c>/v1/completions</c>, <c>/v1/responses</c> and <c>/v1/messages</c> (each streamed
+/// as server-sent events or whole), <c>/v1/embeddings</c>, <c>GET /health</c>, and the web chat at <c>/</c>. Bad requests
+/// get each API's own error JSON with a 4xx status;
 /// only loopback names, the bound host and <see cref="ServerOptions.AllowedHosts"/> are served (no DNS rebinding), and a
 /// POST must be <c>application/json</c> (no cross-site form posts).
 /// </summary>
@@ -84,6 +85,8 @@ public sealed partial class GptServer : IAsyncDisposable
         _app.MapPost("/v1/responses", CreateResponse);
         _app.MapGet("/v1/responses/{id}", GetResponse);
         _app.MapDelete("/v1/responses/{id}", DeleteResponse);
+        _app.MapPost("/v1/messages", CreateMessage);
+        _app.MapPost("/v1/messages/count_tokens", CountMessageTokens);
         _app.MapPost("/tokenize", Tokenize);
         _app.MapPost("/detokenize", Detokenize);
         _app.MapMethods("/metrics", get, async (HttpContext context) =>
@@ -166,7 +169,7 @@ public sealed partial class GptServer : IAsyncDisposable
         }
     }
 
-    static readonly HashSet<string> KnownPaths = ["/", "/health", "/metrics", "/tokenize", "/detokenize", "/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"];
+    static readonly HashSet<string> KnownPaths = ["/", "/health", "/metrics", "/tokenize", "/detokenize", "/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/messages", "/v1/messages/count_tokens"];
 
     async Task Checked(HttpContext context, RequestDelegate next)
     {
@@ -177,9 +180,10 @@ public sealed partial class GptServer : IAsyncDisposable
             if (!_allowedHosts.Contains("*") && !_allowedHosts.Contains(host))
                 throw new ApiError(400, $"The Host '{context.Request.Host.Host}' is not served here; start the server with --allowed-hosts {context.Request.Host.Host} to allow it.",
                     code: "host_not_allowed");
+            // The key comes as OpenAI's clients send it (Authorization: Bearer) or as Anthropic's do (x-api-key).
             if (_options.ApiKey is { } key && !(context.Request.Path == "/" || context.Request.Path == "/health")
-                && context.Request.Headers.Authorization.ToString() != $"Bearer {key}")
-                throw new ApiError(401, "Invalid or missing API key: send Authorization: Bearer <key>.", code: "invalid_api_key", type: "authentication_error");
+                && context.Request.Headers.Authorization.ToString() != $"Bearer {key}" && context.Request.Headers["x-api-key"].ToString() != key)
+                throw new ApiError(401, "Invalid or missing API key: send Authorization: Bearer <key> or x-api-key: <key>.", code: "invalid_api_key", type: "authentication_error");
             if (HttpMethods.IsPost(context.Request.Method) && !IsJson(context.Request.ContentType))
                 throw new ApiError(415, $"The request body must be sent as Content-Type: application/json (got '{context.Request.ContentType}').", code: "unsupported_media_type");
             if (_draining && HttpMethods.IsPost(context.Request.Method))
@@ -218,7 +222,7 @@ public sealed partial class GptServer : IAsyncDisposable
         context.Response.Clear();
         context.Response.StatusCode = error.Status;
         if (error.RetryAfterSeconds is { } seconds) context.Response.Headers.RetryAfter = seconds.ToString();
-        return context.Response.WriteAsJsonAsync(error.Body, Json);
+        return context.Response.WriteAsJsonAsync(IsAnthropic(context.Request.Path) ? MessagesJson.Error(error) : error.Body, Json);
     }
 
     static readonly System.Text.UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);

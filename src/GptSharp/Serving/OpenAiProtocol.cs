@@ -22,8 +22,9 @@ public sealed class ApiError(int status, string message, string? param = null, s
 /// <summary>The sampling part of a request, validated against OpenAI's ranges.</summary>
 /// <param name="Choices">OpenAI's <c>n</c>: answers to generate for the prompt, each with its own seed.</param>
 /// <param name="TopLogprobs">Null: no log-probabilities; otherwise how many alternatives to report per token.</param>
+/// <param name="TopK">Sample among the k likeliest tokens only (Anthropic's <c>top_k</c>; 0: all).</param>
 public sealed record RequestSampling(double Temperature, double TopP, int? MaxTokens, IReadOnlyList<string> Stop, long? Seed, bool Stream, bool IncludeUsage,
-    int Choices = 1, double PresencePenalty = 0, double FrequencyPenalty = 0, int? TopLogprobs = null);
+    int Choices = 1, double PresencePenalty = 0, double FrequencyPenalty = 0, int? TopLogprobs = null, int TopK = 0);
 
 /// <summary>A parsed <c>/v1/chat/completions</c> request; <paramref name="Shape"/> holds its response format and tools.</summary>
 public sealed record ChatRequest(string Model, IReadOnlyList<ChatMessage> Messages, RequestSampling Sampling, AnswerShape Shape);

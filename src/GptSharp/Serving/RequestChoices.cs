@@ -43,7 +43,7 @@ sealed class RequestChoices : IDisposable
         if (sampling.MaxTokens > model.ContextLength)
             throw new ApiError(400, $"'{maxField}' {sampling.MaxTokens} is more than model '{model.Name}''s context of {model.ContextLength} tokens.", maxField);
         var tokenizer = model.Tokenizer;
-        var options = new SamplingOptions(Temperature: sampling.Temperature, TopP: sampling.TopP,
+        var options = new SamplingOptions(Temperature: sampling.Temperature, TopP: sampling.TopP, TopK: sampling.TopK,
             MaxNewTokens: Math.Min(sampling.MaxTokens ?? model.ContextLength, model.ContextLength - prompt.Length),
             Seed: sampling.Seed ?? Random.Shared.NextInt64(), StopTokens: chat ? [tokenizer.EndId, tokenizer.BosId] : [tokenizer.BosId, tokenizer.EosId],
             StopSequences: sampling.Stop, PresencePenalty: sampling.PresencePenalty, FrequencyPenalty: sampling.FrequencyPenalty, TopLogprobs: sampling.TopLogprobs);

@@ -7,17 +7,26 @@ using System.Text.Json.Nodes;
 namespace GptSharp.Fuzzing;
 
 /// <summary>
-/// Mutates valid chat and completion requests (types, extreme and edge values, unicode, nesting, missing and extra
+/// Mutates valid chat, completion, Responses and Anthropic Messages requests (types, extreme and edge values, unicode, nesting, missing and extra
 /// fields, broken bytes, and schemas built to hurt: <c>$ref</c> chains thousands long, deep nesting, bounds near 2^31,
 /// enums of thousands of values) and sends them to a running server a few at a time, each round beside one well-formed
 /// greedy request whose latency is reported. Invariants: never a 5xx; never a stack trace or a path in a body; every 4xx
-/// in OpenAI's error shape; every stream ends with [DONE]; health stays ok; the well-formed request in the same batch
+/// in its API's error shape (OpenAI's, or Anthropic's on /v1/messages); every stream ends as its API ends one ([DONE],
+/// response.completed, message_stop) without an error event; health stays ok; the well-formed request in the same batch
 /// always gets its right answer.
 /// </summary>
 public static class RequestFuzzer
 {
     const string Surrogate = "@@SURROGATE@@", Huge = "@@HUGE@@";
     static readonly JsonSerializerOptions Deep = new() { MaxDepth = 256 };
+
+    /// <summary>The API a fuzzed request goes to.</summary>
+    enum Api { Chat, Completion, Responses, Messages }
+
+    static string PathOf(Api api) => api switch
+    {
+        Api.Chat => "/v1/chat/completions", Api.Completion => "/v1/completions", Api.Responses => "/v1/responses", _ => "/v1/messages",
+    };
 
     static readonly string[] Leaks = ["   at ", ".cs:line", "Exception", "/usr/", "/home/", "/tmp/", "/work/", "libtorch", "c10::", "TorchSharp"];
 
@@ -32,9 +41,9 @@ public static class RequestFuzzer
         for (int done = 0; done < cases; done += concurrency)
         {
             var bodies = Enumerable.Range(0, Math.Min(concurrency, cases - done)).Select(_ => Case(random, model)).ToList();
-            var fuzzed = bodies.Select(b => Send(http, b)).ToList();
+            var fuzzed = bodies.Select(b => Send(http, PathOf(b.Api), (b.Body, b.ContentType))).ToList();
             var controlClock = Stopwatch.StartNew();
-            var controlReply = Send(http, (Encoding.UTF8.GetBytes(control.Body), "application/json"));
+            var controlReply = Send(http, PathOf(Api.Chat), (Encoding.UTF8.GetBytes(control.Body), "application/json"));
             await controlReply;
             controlMilliseconds.Add(controlClock.Elapsed.TotalMilliseconds);
             await Task.WhenAll(fuzzed);
@@ -43,7 +52,7 @@ public static class RequestFuzzer
                 var (status, text) = fuzzed[i].Result;
                 string key = status.ToString();
                 outcomes[key] = outcomes.GetValueOrDefault(key) + 1;
-                if (Check(status, text, status == 200 ? ChoicesAsked(bodies[i].Body) : 1) is { } problem) violations.Add($"{problem} — request {Encoding.UTF8.GetString(bodies[i].Body)[..Math.Min(600, bodies[i].Body.Length)]} — reply {status} {text[..Math.Min(300, text.Length)]}");
+                if (Check(bodies[i].Api, status, text, status == 200 ? ChoicesAsked(bodies[i].Body) : 1) is { } problem) violations.Add($"{problem} — request {Encoding.UTF8.GetString(bodies[i].Body)[..Math.Min(600, bodies[i].Body.Length)]} — reply {status} {text[..Math.Min(300, text.Length)]}");
             }
             var (controlStatus, controlText) = controlReply.Result;
             string? answer = controlStatus == 200 ? JsonNode.Parse(controlText)?["choices"]?[0]?["message"]?["content"]?.GetValue<string>() : null;
@@ -58,17 +67,16 @@ public static class RequestFuzzer
         return new FuzzReport(cases, outcomes, violations, watch.Elapsed.TotalSeconds, controlMilliseconds);
     }
 
-    static async Task<(int Status, string Text)> Send(HttpClient http, (byte[] Body, string ContentType) request)
+    static async Task<(int Status, string Text)> Send(HttpClient http, string path, (byte[] Body, string ContentType) request)
     {
         var content = new ByteArrayContent(request.Body);
         content.Headers.ContentType = MediaTypeHeaderValue.Parse(request.ContentType);
-        var path = request.Body.Length > 0 && Encoding.UTF8.GetString(request.Body).Contains("\"prompt\"") ? "/v1/completions" : "/v1/chat/completions";
         using var reply = await http.PostAsync(path, content);
         return ((int)reply.StatusCode, await reply.Content.ReadAsStringAsync());
     }
 
     /// <summary>Why a reply breaks an invariant, or null.</summary>
-    static string? Check(int status, string text, int choicesAsked)
+    static string? Check(Api api, int status, string text, int choicesAsked)
     {
         if (status >= 500) return $"a {status}";
         if (Leaks.FirstOrDefault(text.Contains) is { } leak) return $"the body leaks '{leak}'";
@@ -76,9 +84,11 @@ public static class RequestFuzzer
         {
             try
             {
-                var error = JsonNode.Parse(text)?["error"];
+                var body = JsonNode.Parse(text);
+                var error = body?["error"];
                 if (error?["message"]?.GetValueKind() != JsonValueKind.String || error["type"]?.GetValueKind() != JsonValueKind.String)
-                    return "a 4xx not in OpenAI's error shape";
+                    return "a 4xx not in its API's error shape";
+                if (api == Api.Messages && body?["type"]?.GetValue<string>() != "error") return "a /v1/messages 4xx not in Anthropic's error shape";
             }
             catch (JsonException) { return "a 4xx whose body is not JSON"; }
             return null;
@@ -89,7 +99,24 @@ public static class RequestFuzzer
             if (text.Contains("\"error\"")) return "an error inside a 200 stream";
             return null;
         }
-        try { return JsonNode.Parse(text)?["choices"] is JsonArray choices && choices.Count == choicesAsked ? null : $"a 200 without {choicesAsked} choice(s)"; }
+        if (text.StartsWith("event: ", StringComparison.Ordinal))
+        {
+            string last = text.TrimEnd().Split("\n\n")[^1];
+            string[] endings = api == Api.Messages ? ["event: message_stop"] : ["event: response.completed", "event: response.incomplete"];
+            if (!endings.Any(last.StartsWith)) return $"a stream that does not end with {string.Join(" or ", endings)}";
+            if (text.Contains("event: error")) return "an error inside a 200 stream";
+            return null;
+        }
+        try
+        {
+            var body = JsonNode.Parse(text);
+            return api switch
+            {
+                Api.Responses => body?["object"]?.GetValue<string>() == "response" && body["output"] is JsonArray { Count: > 0 } ? null : "a 200 without a response's output",
+                Api.Messages => body?["type"]?.GetValue<string>() == "message" && body["content"] is JsonArray { Count: > 0 } ? null : "a 200 without a message's content",
+                _ => body?["choices"] is JsonArray choices && choices.Count == choicesAsked ? null : $"a 200 without {choicesAsked} choice(s)",
+            };
+        }
         catch (JsonException) { return "a 200 whose body is not JSON"; }
     }
 
@@ -100,16 +127,34 @@ public static class RequestFuzzer
         catch (JsonException) { return 1; }
     }
 
-    static (byte[] Body, string ContentType) Case(Random random, string model)
+    static (byte[] Body, string ContentType, Api Api) Case(Random random, string model)
     {
-        bool chat = random.Next(4) > 0;
-        var root = new JsonObject { ["model"] = model, ["max_tokens"] = random.Next(1, 6) };
-        if (chat) root["messages"] = new JsonArray(Message("system", "你是詩人。"), Message("user", "床前明月光"));
-        else root["prompt"] = "床前明月光";
+        var api = random.Next(8) switch { < 4 => Api.Chat, 4 => Api.Completion, 5 or 6 => Api.Responses, _ => Api.Messages };
+        bool chat = api == Api.Chat;
+        var root = new JsonObject { ["model"] = model };
+        root[api == Api.Responses ? "max_output_tokens" : "max_tokens"] = random.Next(1, 6);
+        switch (api)
+        {
+            case Api.Chat: root["messages"] = new JsonArray(Message("system", "你是詩人。"), Message("user", "床前明月光")); break;
+            case Api.Completion: root["prompt"] = "床前明月光"; break;
+            case Api.Responses:
+                root["input"] = random.Next(2) == 0 ? "床前明月光" : new JsonArray(Message("user", "床前明月光"));
+                if (random.Next(2) == 0) root["instructions"] = "你是詩人。";
+                break;
+            default:
+                root["system"] = "你是詩人。";
+                root["messages"] = new JsonArray(Message("user", "床前明月光"));
+                break;
+        }
         if (random.Next(3) == 0) root["stream"] = true;
-        if (random.Next(3) == 0) root["temperature"] = random.NextDouble() * 2;
+        if (random.Next(3) == 0) root["temperature"] = random.NextDouble() * (api == Api.Messages ? 1 : 2);
         int mutations = 1 + random.Next(3);
-        for (int m = 0; m < mutations; m++) Mutate(random, root, chat);
+        for (int m = 0; m < mutations; m++)
+        {
+            if (api == Api.Responses) MutateResponses(random, root);
+            else if (api == Api.Messages) MutateMessages(random, root);
+            else Mutate(random, root, chat);
+        }
         string text = root.ToJsonString(Deep);
         text = text.Replace($"\"{Surrogate}\"", "\"\\ud800x\"").Replace($"\"{Huge}\"", "1e400");
         byte[] bytes = Encoding.UTF8.GetBytes(text);
@@ -118,9 +163,77 @@ public static class RequestFuzzer
             case 0: bytes = bytes[..random.Next(bytes.Length)]; break;                                        // truncated
             case 1: bytes[random.Next(bytes.Length)] = (byte)random.Next(256); break;                        // one byte replaced
             case 2: bytes = [.. bytes[..(bytes.Length / 2)], 0xC3, 0x28, .. bytes[(bytes.Length / 2)..]]; break; // invalid UTF-8
-            case 3: return (bytes, random.Next(2) == 0 ? "text/plain" : "application/x-www-form-urlencoded");
+            case 3: return (bytes, random.Next(2) == 0 ? "text/plain" : "application/x-www-form-urlencoded", api);
         }
-        return (bytes, random.Next(10) == 0 ? "application/json; charset=utf-8" : "application/json");
+        return (bytes, random.Next(10) == 0 ? "application/json; charset=utf-8" : "application/json", api);
+    }
+
+    static readonly string[] ResponsesFields =
+        ["model", "input", "instructions", "temperature", "top_p", "max_output_tokens", "stream", "store", "previous_response_id", "tools", "tool_choice", "text", "metadata", "parallel_tool_calls"];
+
+    /// <summary>A Responses request's fields, input items (messages, calls and outputs, matching or not, unknown types), tools and formats.</summary>
+    static void MutateResponses(Random random, JsonObject root)
+    {
+        switch (random.Next(6))
+        {
+            case 0 or 1: root[ResponsesFields[random.Next(ResponsesFields.Length)]] = Value(random); break;
+            case 2: root.Remove(ResponsesFields[random.Next(ResponsesFields.Length)]); break;
+            case 3:
+                var items = root["input"] as JsonArray ?? [];
+                root["input"] = items;
+                items.Add(random.Next(5) switch
+                {
+                    0 => new JsonObject { ["type"] = "function_call", ["call_id"] = "c1", ["name"] = "get_weather", ["arguments"] = random.Next(2) == 0 ? "{\"city\":\"x\"}" : Value(random) },
+                    1 => new JsonObject { ["type"] = "function_call_output", ["call_id"] = random.Next(2) == 0 ? "c1" : Value(random), ["output"] = Value(random) },
+                    2 => new JsonObject { ["type"] = Value(random), ["role"] = "user", ["content"] = "x" },
+                    3 => new JsonObject { ["role"] = random.Next(2) == 0 ? "assistant" : Value(random), ["content"] = new JsonArray(new JsonObject { ["type"] = random.Next(2) == 0 ? "output_text" : Value(random), ["text"] = Value(random) }) },
+                    _ => Value(random),
+                });
+                break;
+            case 4:
+                root["tools"] = new JsonArray(new JsonObject { ["type"] = random.Next(6) == 0 ? Value(random) : "function", ["name"] = random.Next(4) == 0 ? Value(random) : "get_weather", ["parameters"] = random.Next(3) == 0 ? Value(random) : Schema(random) });
+                root["tool_choice"] = random.Next(4) switch { 0 => "required", 1 => "none", 2 => new JsonObject { ["type"] = "function", ["name"] = random.Next(2) == 0 ? "get_weather" : Value(random) }, _ => Value(random) };
+                break;
+            default:
+                root["text"] = new JsonObject { ["format"] = random.Next(3) switch
+                {
+                    0 => new JsonObject { ["type"] = "json_schema", ["name"] = "x", ["schema"] = Schema(random) },
+                    1 => new JsonObject { ["type"] = random.Next(2) == 0 ? "json_object" : Value(random) },
+                    _ => Value(random),
+                } };
+                break;
+        }
+    }
+
+    static readonly string[] MessagesFields =
+        ["model", "messages", "system", "max_tokens", "temperature", "top_p", "top_k", "stop_sequences", "stream", "tools", "tool_choice", "metadata"];
+
+    /// <summary>An Anthropic request's fields, content blocks (text, tool_use, tool_result matching or not, images), tools and tool choices.</summary>
+    static void MutateMessages(Random random, JsonObject root)
+    {
+        switch (random.Next(6))
+        {
+            case 0 or 1: root[MessagesFields[random.Next(MessagesFields.Length)]] = Value(random); break;
+            case 2: root.Remove(MessagesFields[random.Next(MessagesFields.Length)]); break;
+            case 3 when root["messages"] is JsonArray turns:
+                turns.Add(new JsonObject { ["role"] = "assistant", ["content"] = new JsonArray(
+                    new JsonObject { ["type"] = "text", ["text"] = Value(random) },
+                    new JsonObject { ["type"] = "tool_use", ["id"] = "toolu_1", ["name"] = "get_weather", ["input"] = random.Next(2) == 0 ? new JsonObject { ["city"] = "x" } : Value(random) }) });
+                turns.Add(new JsonObject { ["role"] = random.Next(6) == 0 ? Value(random) : "user", ["content"] = new JsonArray(
+                    new JsonObject { ["type"] = random.Next(6) == 0 ? Value(random) : "tool_result", ["tool_use_id"] = random.Next(3) == 0 ? Value(random) : "toolu_1", ["content"] = Value(random) }) });
+                break;
+            case 4:
+                root["tools"] = new JsonArray(new JsonObject { ["name"] = random.Next(4) == 0 ? Value(random) : "get_weather", ["input_schema"] = random.Next(3) == 0 ? Value(random) : Schema(random) });
+                root["tool_choice"] = random.Next(4) switch
+                {
+                    0 => new JsonObject { ["type"] = "any" }, 1 => new JsonObject { ["type"] = "none" },
+                    2 => new JsonObject { ["type"] = "tool", ["name"] = random.Next(2) == 0 ? "get_weather" : Value(random) }, _ => Value(random),
+                };
+                break;
+            default:
+                root["stop_sequences"] = random.Next(2) == 0 ? new JsonArray("月", Value(random)) : Value(random);
+                break;
+        }
     }
 
     static JsonObject Message(string role, string content) => new() { ["role"] = role, ["content"] = content };
