@@ -58,7 +58,7 @@ public static class CommandTree
             .WithExample("grpo", "--from", "runs/tiny-sft", "--task", "form", "--run-dir", "runs/tiny-grpo");
         config.AddCommand<DpoCommand>("dpo").WithDescription("Direct Preference Optimization of an SFT run on preference pairs (frozen SFT reference).")
             .WithExample("dpo", "--from", "runs/tiny-sft", "--data", "builtin", "--run-dir", "runs/tiny-dpo");
-        config.AddCommand<ServeCommand>("serve").WithDescription("Serve runs over an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models) with a web chat at /.")
+        config.AddCommand<ServeCommand>("serve").WithDescription("Serve runs over OpenAI's and Anthropic's APIs (/v1/chat/completions, /v1/completions, /v1/responses, /v1/messages, /v1/embeddings, /v1/models) with a web chat at /.")
             .WithExample("serve", "--run-dir", "runs/speedrun/sft,runs/speedrun/ppo/policy", "--port", "8000");
         config.AddCommand<ChatCommand>("chat").WithDescription("Chat in the terminal, streamed, with history; /reset, /system, /temp, /quit; Ctrl+C stops an answer.")
             .WithExample("chat", "--run-dir", "runs/speedrun/sft");

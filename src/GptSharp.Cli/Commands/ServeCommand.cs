@@ -15,7 +15,7 @@ sealed class ServeSettings : CommonSettings
     public string Host { get; init; } = "127.0.0.1";
     [CommandOption("--port")] [Description("TCP port, 1 to 65535 (0: any free port).")]
     public int Port { get; init; } = 8000;
-    [CommandOption("--api-key")] [Description("Require Authorization: Bearer KEY on every request but the web chat page and /health (default: none, no key required).")]
+    [CommandOption("--api-key")] [Description("Require Authorization: Bearer KEY (or x-api-key: KEY) on every request but the web chat page and /health (default: none, no key required).")]
     public string? ApiKey { get; init; }
     [CommandOption("--max-concurrent")] [Description("Requests decoded at once per model (KV-cache slots); further requests wait for a free slot.")]
     public int MaxConcurrent { get; init; } = 4;
@@ -55,7 +55,7 @@ sealed class ServeSettings : CommonSettings
     }
 }
 
-/// <summary><c>gptsharp serve</c>: the OpenAI-compatible API and the web chat.</summary>
+/// <summary><c>gptsharp serve</c>: the OpenAI- and Anthropic-compatible APIs and the web chat.</summary>
 sealed class ServeCommand : AsyncCommand<ServeSettings>
 {
     public override async Task<int> ExecuteAsync(CommandContext context, ServeSettings s, CancellationToken cancellation)

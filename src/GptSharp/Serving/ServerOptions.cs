@@ -6,7 +6,7 @@ namespace GptSharp.Serving;
 /// <summary>Where and how the server listens.</summary>
 /// <param name="Host">An IP address or a host name that resolves; never silently every interface.</param>
 /// <param name="Port">0 picks a free port (see <see cref="GptServer.Address"/>).</param>
-/// <param name="ApiKey">When set, every /v1 request needs <c>Authorization: Bearer KEY</c>.</param>
+/// <param name="ApiKey">When set, every /v1 request needs <c>Authorization: Bearer KEY</c> or <c>x-api-key: KEY</c>.</param>
 /// <param name="MaxBodyBytes">Larger request bodies are answered 413.</param>
 /// <param name="MaxConcurrent">Requests decoded at once per model (KV-cache slots); more wait for a free slot.</param>
 /// <param name="MaxQueue">Choices that may wait for a batch per model (a request of <c>n</c> choices takes <c>n</c> places, all
