@@ -103,6 +103,8 @@ sealed class BertFinetuneSettings : BertTrainingSettings
     public string Data { get; init; } = "spam";
     [CommandOption("--labels")] [Description("The labels, comma-separated (default: those found in the data); any other label is an error.")]
     public string? Labels { get; init; }
+    [CommandOption("--scratch")] [Description("Take only --from's shape and tokenizer, not its weights: the same encoder trained on the task alone (what pretraining adds).")]
+    public bool Scratch { get; init; }
 }
 
 /// <summary><c>gptsharp bert finetune</c>: a classifier on labelled texts, scored against majority and bag-of-words baselines.</summary>
@@ -116,7 +118,7 @@ sealed class BertFinetuneCommand : Command<BertFinetuneSettings>
         BertFinetuneReport report = null!;
         ProgressDisplay.Run("bert finetune", training.Steps, "steps", s.Quiet, (Action<double, string?> progress) =>
             report = BertFinetuneRun.Execute(s.From, data, training,
-                new RunOptions(s.RunDir) { Resume = s.Resume, Device = runtime.Device, OnStep = m => s.Report(progress, m), Cancellation = cancellation }));
+                new RunOptions(s.RunDir) { Resume = s.Resume, Device = runtime.Device, OnStep = m => s.Report(progress, m), Cancellation = cancellation }, s.Scratch));
         var table = new Table().AddColumns("held-out", "accuracy", $"F1 ({Markup.Escape(report.PositiveLabel)})", "precision", "recall");
         foreach (var (name, score) in new[] { ("BERT", report.Model), ("majority class", report.Majority), ("bag-of-words logistic", report.BagOfWords) })
             table.AddRow(name, $"{score.Accuracy:P1}", $"{score.F1:F3}", $"{score.Precision:F3}", $"{score.Recall:F3}");

@@ -31,6 +31,8 @@ sealed class ServeSettings : CommonSettings
     public double ShutdownGrace { get; init; } = 10;
     [CommandOption("--stored-responses")] [Description("Responses API answers kept for previous_response_id (oldest evicted first; 0 stores none).")]
     public int StoredResponses { get; init; } = 1000;
+    [CommandOption("--pooling")] [Description("How a BERT run's embeddings are read from its final hidden states: mean (over the input's tokens) or cls.")]
+    public string Pooling { get; init; } = "mean";
     [CommandOption("--allow-nonfinite")] [Description("Load weights that hold NaN or infinity instead of refusing them.")]
     public bool AllowNonFinite { get; init; }
     [CommandOption("--engine")] [Description("What decodes: auto (default: the CPU engine on a CPU), torch, cpu, cpu-f16, cpu-bf16, cpu-q8_0 or cpu-q4_0 (see generate --engine).")]
@@ -43,6 +45,7 @@ sealed class ServeSettings : CommonSettings
     public override ValidationResult Validate()
     {
         if (GptSharp.Inference.Cpu.DecodeEngine.Problem(Engine) is { } engineProblem) return ValidationResult.Error(engineProblem);
+        if (Pooling is not ("mean" or "cls")) return ValidationResult.Error($"--pooling '{Pooling}': expected mean or cls.");
         try
         {
             Options().Validate();
@@ -63,15 +66,20 @@ sealed class ServeCommand : AsyncCommand<ServeSettings>
         var options = s.Options();
         var bind = options.BindAddress(); // before loading weights: a mistyped host fails at once
         TorchRuntime.Initialize(s.Threads);
-        var models = s.RunDir.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(spec => ServedModel.Load(spec, s.AllowNonFinite, s.Engine)).ToList();
-        await using var server = new GptServer(models, options);
+        var specs = s.RunDir.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        // A BERT run is served for /v1/embeddings only; every other run is a GPT.
+        var pooling = Enum.Parse<GptSharp.Encoders.Pooling>(s.Pooling, ignoreCase: true);
+        var encoders = specs.Where(spec => ServedEncoder.IsEncoderRun(ServedModel.NameAndPath(spec).Path)).Select(spec => ServedEncoder.Load(spec, pooling)).ToList();
+        var models = specs.Where(spec => !ServedEncoder.IsEncoderRun(ServedModel.NameAndPath(spec).Path)).Select(spec => ServedModel.Load(spec, s.AllowNonFinite, s.Engine)).ToList();
+        await using var server = new GptServer(models, options, encoders);
         await server.StartAsync(cancellation);
         if (server.ExposedWithoutKey)
             AnsiConsole.MarkupLine($"[yellow]Warning:[/] listening on {Markup.Escape(bind.ToString())}, beyond this machine, without --api-key: anyone who can reach it can use it.");
-        AnsiConsole.MarkupLine($"Serving {Markup.Escape(string.Join(", ", models.Select(m => m.Name)))} at [link]{Markup.Escape(server.Address)}[/] " +
+        AnsiConsole.MarkupLine($"Serving {Markup.Escape(string.Join(", ", models.Select(m => m.Name).Concat(encoders.Select(e => $"{e.Name} (embeddings)"))))} at [link]{Markup.Escape(server.Address)}[/] " +
                                $"(web chat at /, OpenAI API at /v1{(s.ApiKey is null ? "" : ", API key required")}). Ctrl+C stops.");
         await server.WaitForShutdownAsync(cancellation);
         foreach (var model in models) model.Dispose();
+        foreach (var encoder in encoders) encoder.Dispose();
         return 0;
     }
 }

@@ -98,7 +98,9 @@ public sealed record BertFinetuneReport(TrainingResult Training, IReadOnlyList<s
 /// </summary>
 public static class BertFinetuneRun
 {
-    public static BertFinetuneReport Execute(string fromRun, LabeledData data, TrainingConfig training, RunOptions options)
+    /// <param name="fromScratch">Take only the run's shape and tokenizer, not its weights: the same encoder trained on the task
+    /// alone from a random start (what pretraining adds is the difference).</param>
+    public static BertFinetuneReport Execute(string fromRun, LabeledData data, TrainingConfig training, RunOptions options, bool fromScratch = false)
     {
         var (runDirectory, resume, device, onStep, cancellation) = options;
         options.RejectLora("BERT fine-tuning");
@@ -115,14 +117,14 @@ public static class BertFinetuneRun
         var outcome = TrainingRun.Execute(new RunSetup(runDirectory, training, resume, tokenizerName, "BERT fine-tuning (classification)", device), run =>
         {
             var model = built = new BertForClassification(config.Bert, data.Labels.Count);   // fresh pooler and classifier from the run's seed
-            model.Encoder.load_state_dict(pretrained.Encoder.state_dict());
+            if (!fromScratch) model.Encoder.load_state_dict(pretrained.Encoder.state_dict());
             model.to(run.Device);
             var source = new ClassBatchSource(train, training.BatchSize, tokenizer.PadId, training.Seed, run.Position, run.Rank, run.Processes);
             validation = heldOut.Chunk(training.BatchSize).Select(rows => ClassBatchSource.Pack(rows, tokenizer.PadId)).ToList();
             return new RunObjective<ClassBatch>(model, config, Objective(model, run.Device), source,
                 () => Predict(model, validation.Take(training.EvalBatches), run.Device).Loss, new
                 {
-                    objective = "classification", from = RunFolder.Reference(runDirectory, fromRun), model = config, training, tokenizer = run.Tokenizer,
+                    objective = "classification", from = RunFolder.Reference(runDirectory, fromRun), fromScratch, model = config, training, tokenizer = run.Tokenizer,
                     trainExamples = train.Count, heldOutExamples = heldOut.Count,
                 });
         }, onStep: onStep, cancellation: cancellation);

@@ -59,7 +59,7 @@ public static class ClassificationBaselines
     }
 
     /// <summary>log(1 + count) of every token id in each text: (N, V).</summary>
-    static Tensor Features(IReadOnlyList<string> texts, GptTokenizer tokenizer)
+    public static Tensor Features(IReadOnlyList<string> texts, GptTokenizer tokenizer)
     {
         var counts = new float[texts.Count * (long)tokenizer.VocabSize];
         for (int i = 0; i < texts.Count; i++)

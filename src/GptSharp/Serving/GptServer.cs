@@ -25,6 +25,7 @@ public sealed partial class GptServer : IAsyncDisposable
     static readonly JsonSerializerOptions Json = CompletionJson.Options;
     readonly WebApplication _app;
     readonly Dictionary<string, ServedModel> _models;
+    readonly Dictionary<string, ServedEncoder> _encoders;
     readonly ServerOptions _options;
     readonly Dictionary<string, IGenerationScheduler> _schedulers;
     readonly HashSet<string> _allowedHosts;
@@ -34,10 +35,12 @@ public sealed partial class GptServer : IAsyncDisposable
     readonly DrainingLifetime _lifetime;   // given to the host as an instance, so disposed here   // cancels the generations still running when the shutdown grace ends
     volatile bool _draining;
 
-    public GptServer(IReadOnlyList<ServedModel> models, ServerOptions options)
+    /// <param name="encoders">BERT runs served for <c>/v1/embeddings</c> only, beside the GPT runs.</param>
+    public GptServer(IReadOnlyList<ServedModel> models, ServerOptions options, IReadOnlyList<ServedEncoder>? encoders = null)
     {
-        if (models.Count == 0) throw new ArgumentException("Serve at least one run.", nameof(models));
-        var duplicate = models.GroupBy(m => m.Name).FirstOrDefault(g => g.Count() > 1);
+        encoders ??= [];
+        if (models.Count + encoders.Count == 0) throw new ArgumentException("Serve at least one run.", nameof(models));
+        var duplicate = models.Select(m => m.Name).Concat(encoders.Select(e => e.Name)).GroupBy(n => n).FirstOrDefault(g => g.Count() > 1);
         if (duplicate is not null) throw new ArgumentException($"Two runs are both named '{duplicate.Key}'; name them with name=folder.", nameof(models));
         _options = options.Validate();
         var bind = options.BindAddress();
@@ -45,6 +48,7 @@ public sealed partial class GptServer : IAsyncDisposable
         _allowedHosts = new HashSet<string>(["localhost", "127.0.0.1", "::1", options.Host.Trim().Trim('[', ']'), .. options.AllowedHosts ?? []],
             StringComparer.OrdinalIgnoreCase);
         _models = models.ToDictionary(m => m.Name);
+        _encoders = encoders.ToDictionary(e => e.Name);
         _schedulers = models.ToDictionary(m => m.Name, m => (IGenerationScheduler)ContinuousBatcher.For(m.Model, m.Decoder, new BatcherOptions(options.MaxConcurrent, options.MaxQueue, PrefixCache: options.PrefixCache)));
         _metrics = new ServerMetrics(_schedulers);
         _responses = new ResponseStore(options.StoredResponses);
@@ -76,9 +80,9 @@ public sealed partial class GptServer : IAsyncDisposable
                                                              "connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
             return Results.Content(ChatPage(), "text/html; charset=utf-8");
         });
-        _app.MapMethods("/health", get, () => Results.Json(new { status = "ok", models = _models.Keys }, Json));
-        _app.MapMethods("/v1/models", get, () => Results.Json(new { @object = "list", data = _models.Values.Select(ModelObject) }, Json));
-        _app.MapMethods("/v1/models/{id}", get, (string id) => Results.Json(ModelObject(Find(id, param: null)), Json));
+        _app.MapMethods("/health", get, () => Results.Json(new { status = "ok", models = _models.Keys.Concat(_encoders.Keys) }, Json));
+        _app.MapMethods("/v1/models", get, () => Results.Json(new { @object = "list", data = _models.Values.Concat<IEmbeddingModel>(_encoders.Values).Select(ModelObject) }, Json));
+        _app.MapMethods("/v1/models/{id}", get, (string id) => Results.Json(ModelObject(_encoders.TryGetValue(id, out var e) ? e : Find(id, param: null)), Json));
         _app.MapPost("/v1/chat/completions", ChatCompletions);
         _app.MapPost("/v1/completions", Completions);
         _app.MapPost("/v1/embeddings", Embeddings);
@@ -99,7 +103,7 @@ public sealed partial class GptServer : IAsyncDisposable
     /// <summary>True when the server listens beyond this machine without an API key (the CLI warns).</summary>
     public bool ExposedWithoutKey { get; }
 
-    static object ModelObject(ServedModel m) => new { id = m.Name, @object = "model", created = m.Created, owned_by = "gptsharp" };
+    static object ModelObject(IEmbeddingModel m) => new { id = m.Name, @object = "model", created = m.Created, owned_by = "gptsharp" };
 
     /// <summary>Generations stopped because their client went away (each freed its slot).</summary>
     public int CancelledGenerations => _cancelled;
@@ -243,7 +247,14 @@ public sealed partial class GptServer : IAsyncDisposable
     }
 
     ServedModel Find(string name, string? param = "model") => _models.TryGetValue(name, out var model) ? model
-        : throw new ApiError(404, $"The model '{name}' does not exist; available: {string.Join(", ", _models.Keys)}.", param, "model_not_found");
+        : _encoders.ContainsKey(name) ? throw new ApiError(400, $"The model '{name}' is an encoder (BERT): it serves /v1/embeddings only.", param, "model_not_supported")
+        : throw new ApiError(404, $"The model '{name}' does not exist; available: {string.Join(", ", _models.Keys.Concat(_encoders.Keys))}.", param, "model_not_found");
+
+    /// <summary>The model an embeddings request names (a GPT or a BERT run), or the only one served.</summary>
+    IEmbeddingModel EmbedderOf(JsonElement body) => body.TryGetProperty("model", out var m) && m.ValueKind != JsonValueKind.Null
+        ? m.ValueKind == JsonValueKind.String && _encoders.TryGetValue(m.GetString()!, out var encoder) ? encoder : ModelOf(body)
+        : _models.Count + _encoders.Count == 1 ? _models.Values.Concat<IEmbeddingModel>(_encoders.Values).Single()
+        : throw new ApiError(400, $"Several models are served: name one in 'model' ({string.Join(", ", _models.Keys.Concat(_encoders.Keys))}).", "model");
 
     /// <summary>The model a request names, or the only one served when it names none (llama.cpp's /tokenize takes no model).</summary>
     ServedModel ModelOf(JsonElement body) => body.TryGetProperty("model", out var m) && m.ValueKind != JsonValueKind.Null
@@ -252,22 +263,22 @@ public sealed partial class GptServer : IAsyncDisposable
         : throw new ApiError(400, $"Several models are served: name one in 'model' ({string.Join(", ", _models.Keys)}).", "model");
 
     /// <summary>
-    /// POST /v1/embeddings (OpenAI's shape): <c>input</c> a string, an array of strings, an array of token ids or an array
+    /// POST /v1/embeddings (OpenAI's shape), from a GPT or a BERT run: <c>input</c> a string, an array of strings, an array of token ids or an array
     /// of such arrays; <c>encoding_format</c> <c>float</c> (default) or <c>base64</c> (little-endian float32, as the
-    /// official SDKs ask); <c>dimensions</c> only the model's own width. Each input is the mean of the final hidden states
-    /// (<see cref="ServedModel.Embed"/>); one longer than the context is refused by its index, never cut.
+    /// official SDKs ask); <c>dimensions</c> only the model's own width. Each input is pooled from the final hidden states
+    /// (<see cref="IEmbeddingModel.Embed"/>); one longer than the model reads is refused by its index, never cut.
     /// </summary>
     async Task Embeddings(HttpContext context)
     {
         var body = await Body(context);
-        var model = ModelOf(body);
+        var model = EmbedderOf(body);
         if (!body.TryGetProperty("input", out var input)) throw new ApiError(400, "'input' is required: a string, an array of strings or of token ids.", "input");
         var inputs = EmbeddingInputs(input, model);
         string format = body.TryGetProperty("encoding_format", out var f) && f.ValueKind != JsonValueKind.Null
             ? f.ValueKind == JsonValueKind.String ? f.GetString()! : throw new ApiError(400, "'encoding_format' must be a string.", "encoding_format")
             : "float";
         if (format is not ("float" or "base64")) throw new ApiError(400, $"'encoding_format' is '{format}'; expected 'float' or 'base64'.", "encoding_format");
-        int width = model.Model.Config.Width;
+        int width = model.Width;
         if (body.TryGetProperty("dimensions", out var d) && d.ValueKind != JsonValueKind.Null && (!d.TryGetInt32(out int asked) || asked != width))
             throw new ApiError(400, $"'dimensions' must be {width}, the width of '{model.Name}' (its embeddings are not truncatable).", "dimensions");
 
@@ -288,7 +299,7 @@ public sealed partial class GptServer : IAsyncDisposable
     }
 
     /// <summary>The token ids of each input of an embeddings request, refusing a malformed one by its index.</summary>
-    static List<int[]> EmbeddingInputs(JsonElement input, ServedModel model)
+    static List<int[]> EmbeddingInputs(JsonElement input, IEmbeddingModel model)
     {
         int[] Text(JsonElement element, string field) => StringField(element, field) is { Length: > 0 } text
             ? model.Tokenizer.Encode(text) : throw new ApiError(400, $"'{field}' is empty; an embedding needs text.", field);
@@ -340,7 +351,7 @@ public sealed partial class GptServer : IAsyncDisposable
     }
 
     /// <summary>A JSON array of token ids of <paramref name="model"/>'s vocabulary, refusing a bad one by its index.</summary>
-    static int[] TokenIds(JsonElement array, string field, ServedModel model)
+    static int[] TokenIds(JsonElement array, string field, IEmbeddingModel model)
     {
         var ids = new List<int>();
         foreach (var token in array.EnumerateArray())

@@ -7,7 +7,7 @@ using GptSharp.Tokenization;
 namespace GptSharp.Serving;
 
 /// <summary>A run's model loaded for serving under a name: weights (safetensors), tokenizer and chat template.</summary>
-public sealed class ServedModel : IDisposable
+public sealed class ServedModel : IEmbeddingModel, IDisposable
 {
     ServedModel(string name, string runDirectory, Gpt model, GptTokenizer tokenizer, string engine)
     {
@@ -37,14 +37,24 @@ public sealed class ServedModel : IDisposable
     /// <param name="engine">What <see cref="Decoder"/> and a batcher over this model run on (<see cref="Inference.Cpu.DecodeEngine"/>).</param>
     public static ServedModel Load(string spec, bool allowNonFinite = false, string engine = Inference.Cpu.DecodeEngine.Auto)
     {
-        int equals = spec.IndexOf('=');
-        string path = equals > 0 ? spec[(equals + 1)..] : spec;
-        string full = Path.GetFullPath(path).TrimEnd(Path.DirectorySeparatorChar);
-        string name = equals > 0 ? spec[..equals]
-            : Path.GetFileName(full) == RlRun.PolicyFolder ? Path.GetFileName(Path.GetDirectoryName(full)!) : Path.GetFileName(full);
+        var (name, path) = NameAndPath(spec);
         var (model, state) = Checkpoint.LoadModel(path, allowNonFinite);
         return new ServedModel(name, path, model, GptTokenizer.Load(state.Tokenizer), engine);
     }
+
+    /// <summary>A serve spec's name and folder: <c>name=folder</c>, or the folder's last component (a PPO run's <c>policy</c> folder by its run's).</summary>
+    public static (string Name, string Path) NameAndPath(string spec)
+    {
+        int equals = spec.IndexOf('=');
+        string path = equals > 0 ? spec[(equals + 1)..] : spec;
+        string full = System.IO.Path.GetFullPath(path).TrimEnd(System.IO.Path.DirectorySeparatorChar);
+        string name = equals > 0 ? spec[..equals]
+            : System.IO.Path.GetFileName(full) == RlRun.PolicyFolder ? System.IO.Path.GetFileName(System.IO.Path.GetDirectoryName(full)!) : System.IO.Path.GetFileName(full);
+        return (name, path);
+    }
+
+    /// <summary>The embeddings' width (the model's).</summary>
+    public int Width => Model.Config.Width;
 
     /// <summary>
     /// A text's embedding: the mean of the model's final hidden states over its tokens (BOS first), width C. A text

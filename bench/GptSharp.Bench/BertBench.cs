@@ -1,0 +1,113 @@
+using System.Diagnostics;
+using System.Text.Json;
+using GptSharp.Data;
+using GptSharp.Encoders;
+using GptSharp.Evaluation;
+using GptSharp.Runs;
+using GptSharp.Tokenization;
+using GptSharp.Training;
+
+namespace GptSharp.Bench;
+
+/// <summary>
+/// <c>bert ROOT [pretrain-steps] [finetune-steps] [seeds] [context]</c>: does pretraining by cloze pay on an English task?
+/// One fixed split of the spam/ham messages (the stage seed's); an English BPE tokenizer and a tiny BERT pretrained on the
+/// Brown corpus, the State of the Union speeches, Moby-Dick and the training split's messages (never the held-out ones);
+/// then per seed, interleaved, the same encoder fine-tuned from the pretrained weights and from scratch, beside the
+/// bag-of-words logistic baseline on the same tokens; and what the pretrained encoder's embeddings are worth as they are
+/// (5-nearest-neighbour spam classification, mean and [CLS] pooling) against bag-of-words vectors. Folders in ROOT are
+/// reused when present, so a rerun with more seeds trains only what is new.
+/// </summary>
+static class BertBench
+{
+    public static void Run(string[] args)
+    {
+        string root = args.Length > 1 ? args[1] : "runs/bert-bench";
+        int pretrainSteps = args.Length > 2 ? int.Parse(args[2]) : 2000;
+        int finetuneSteps = args.Length > 3 ? int.Parse(args[3]) : 400;
+        long[] seeds = args.Length > 4 ? [.. args[4].Split(',').Select(long.Parse)] : [1, 2, 3];
+        int context = args.Length > 5 ? int.Parse(args[5]) : 256;
+        Directory.CreateDirectory(root);
+
+        var data = LabeledData.Load("spam", null, new TrainingConfig().Seed);
+        string trainCorpus = Path.Combine(root, "spam-train.jsonl");
+        File.WriteAllLines(trainCorpus, data.Train.Select(t => JsonSerializer.Serialize(new { text = t.Text })));
+        string[] corpora = ["brown", "sotu", "moby-dick", trainCorpus];
+
+        string tokenizerDir = Path.Combine(root, "tokenizer");
+        if (!File.Exists(Path.Combine(tokenizerDir, GptTokenizer.SpecFileName)))
+        {
+            var trained = BpeTrainer.Train(corpora.SelectMany(c => Corpus.Read(c)).Select(d => d.Text), new BpeTrainingOptions(8192, "gpt4"));
+            GptTokenizer.Save(trained, "english", tokenizerDir);
+        }
+        var tokenizer = GptTokenizer.Load(tokenizerDir);
+        var lengths = data.Train.Select(t => tokenizer.Encode(t.Text).Length).Order().ToList();
+        Console.WriteLine($"spam: {data.Train.Count} train / {data.HeldOut.Count} held-out messages; tokens per message median {lengths[lengths.Count / 2]}, " +
+                          $"p90 {lengths[lengths.Count * 9 / 10]}; context {context} reads {100.0 * data.Train.Count(t => tokenizer.Encode(t.Text).Length <= context - 2) / data.Train.Count:F0}% of messages whole");
+
+        string pretrained = Path.Combine(root, "bert-en");
+        var clock = Stopwatch.StartNew();
+        {
+            var report = BertPretrainRun.Execute(BertConfig.Preset("tiny", tokenizer.VocabSize) with { ContextLength = context },
+                BertPretrainRun.Defaults with { Steps = pretrainSteps, EvalEvery = 500, CheckpointEvery = 500 }, new MaskingConfig(), corpora, tokenizerDir,
+                new RunOptions(pretrained) { Resume = Checkpoint.Find(pretrained) is not null });
+            Console.WriteLine($"pretrain: {pretrainSteps} steps on {report.TrainExamples:N0} examples in {clock.Elapsed.TotalSeconds:F0} s; held-out masked-token loss " +
+                              $"{report.HeldOut.Loss:F3}, accuracy {100 * report.HeldOut.Accuracy:F1}%");
+        }
+
+        // What the pretrained encoder's vectors are worth untouched: 5-NN on the same split, beside bag-of-words vectors.
+        var (encoder, _) = BertPretrainRun.Load(pretrained);
+        using (encoder)
+        {
+            var trainTexts = data.Train.Select(t => t.Text).ToList();
+            var heldTexts = data.HeldOut.Select(t => t.Text).ToList();
+            int[] trainLabels = [.. data.Train.Select(t => t.Label)], heldLabels = [.. data.HeldOut.Select(t => t.Label)];
+            foreach (var pooling in new[] { Pooling.Mean, Pooling.Cls })
+            {
+                var watch = Stopwatch.StartNew();
+                var train = BertEmbeddings.EmbedTexts(encoder.Encoder, tokenizer, trainTexts, pooling);
+                var held = BertEmbeddings.EmbedTexts(encoder.Encoder, tokenizer, heldTexts, pooling);
+                Console.WriteLine($"5-NN spam accuracy, pretrained BERT {pooling} pooling: {100 * EmbeddingScore.NearestNeighbourAccuracy(train, trainLabels, held, heldLabels):F1}% " +
+                                  $"({watch.Elapsed.TotalSeconds:F0} s to embed {train.Length + held.Length} messages)");
+            }
+            using var scope = TorchSharp.torch.NewDisposeScope();
+            var bowTrain = EmbeddingScore.Rows(ClassificationBaselines.Features(trainTexts, tokenizer));
+            var bowHeld = EmbeddingScore.Rows(ClassificationBaselines.Features(heldTexts, tokenizer));
+            Console.WriteLine($"5-NN spam accuracy, bag-of-words vectors (log counts, whole message): {100 * EmbeddingScore.NearestNeighbourAccuracy(bowTrain, trainLabels, bowHeld, heldLabels):F1}%");
+            var bowCut = EmbeddingScore.Rows(ClassificationBaselines.Features([.. trainTexts.Select(t => Cut(t, tokenizer, context))], tokenizer));
+            var bowHeldCut = EmbeddingScore.Rows(ClassificationBaselines.Features([.. heldTexts.Select(t => Cut(t, tokenizer, context))], tokenizer));
+            Console.WriteLine($"5-NN spam accuracy, bag-of-words vectors of the same {context - 2} tokens BERT reads: {100 * EmbeddingScore.NearestNeighbourAccuracy(bowCut, trainLabels, bowHeldCut, heldLabels):F1}%");
+        }
+
+        // Fine-tuning, interleaved per seed: pretrained, then from scratch (same shape, tokenizer, recipe and data order).
+        var finetune = BertPretrainRun.Defaults with { Steps = finetuneSteps, LearningRate = 1e-4, WarmupSteps = finetuneSteps / 10, EvalEvery = finetuneSteps, CheckpointEvery = finetuneSteps };
+        var rows = new List<(long Seed, string Start, ClassificationScore Score, double Seconds)>();
+        ClassificationScore? bagOfWords = null;
+        foreach (long seed in seeds)
+            foreach (bool scratch in new[] { false, true })
+            {
+                string dir = Path.Combine(root, $"spam-{(scratch ? "scratch" : "pretrained")}-s{seed}");
+                var watch = Stopwatch.StartNew();
+                var report = BertFinetuneRun.Execute(pretrained, data, finetune with { Seed = seed }, new RunOptions(dir) { Resume = Checkpoint.Find(dir) is not null }, scratch);
+                bagOfWords ??= report.BagOfWords;
+                rows.Add((seed, scratch ? "scratch" : "pretrained", report.Model, watch.Elapsed.TotalSeconds));
+                Console.WriteLine($"seed {seed} {(scratch ? "scratch   " : "pretrained")}: accuracy {100 * report.Model.Accuracy:F1}%, F1 {report.Model.F1:F3} ({watch.Elapsed.TotalSeconds:F0} s)");
+            }
+        Console.WriteLine();
+        Console.WriteLine($"| held-out ({data.HeldOut.Count} messages), {seeds.Length} seeds | accuracy | F1 (spam) |");
+        Console.WriteLine("|---|---|---|");
+        foreach (var start in new[] { "pretrained", "scratch" })
+        {
+            var mine = rows.Where(r => r.Start == start).ToList();
+            Console.WriteLine($"| BERT tiny, context {context}, {start} | {100 * mine.Min(r => r.Score.Accuracy):F1}–{100 * mine.Max(r => r.Score.Accuracy):F1}% | {mine.Min(r => r.Score.F1):F3}–{mine.Max(r => r.Score.F1):F3} |");
+        }
+        Console.WriteLine($"| bag-of-words logistic (whole message) | {100 * bagOfWords!.Accuracy:F1}% | {bagOfWords.F1:F3} |");
+    }
+
+    /// <summary>The text of a message's first context − 2 tokens (what the encoder reads of it).</summary>
+    static string Cut(string text, GptTokenizer tokenizer, int context)
+    {
+        var ids = tokenizer.Encode(text);
+        return tokenizer.Decode(ids[..Math.Min(ids.Length, context - 2)]);
+    }
+}
