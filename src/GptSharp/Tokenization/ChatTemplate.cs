@@ -56,31 +56,84 @@ public sealed class ChatTemplate(GptTokenizer tokenizer)
     /// <summary>The format conversations are written in: GptSharp's own, or an imported model family's (<see cref="ChatFormats"/>).</summary>
     public string Format => tokenizer.Spec.ChatFormat ?? ChatFormats.GptSharp;
 
-    /// <summary>Whether the tokenizer has the tool-call tokens (tokenizers trained before them do not) and the format writes tool turns.</summary>
+    /// <summary>
+    /// Whether conversations with tools can be written: GptSharp's format with its tool-call tokens (tokenizers trained before
+    /// them lack them), Qwen's with its <c>&lt;tool_call&gt;</c> tokens, or Llama 3.1/3.2's.
+    /// </summary>
     public bool SupportsTools => Format == ChatFormats.GptSharp
-        && tokenizer.Spec.SpecialTokens.ContainsKey(SpecialTokens.ToolCall) && tokenizer.Spec.SpecialTokens.ContainsKey(SpecialTokens.Tool);
+        ? tokenizer.Spec.SpecialTokens.ContainsKey(SpecialTokens.ToolCall) && tokenizer.Spec.SpecialTokens.ContainsKey(SpecialTokens.Tool)
+        : ChatFormats.WritesTools(Format) && (Format == ChatFormats.Llama31 || tokenizer.Spec.SpecialTokens.ContainsKey(QwenToolCall.Open));
 
     /// <summary>Renders a whole conversation for training.</summary>
     public RenderedChat Render(IReadOnlyList<ChatMessage> messages) => Format == ChatFormats.GptSharp ? RenderOwn(messages) : RenderFamily(messages, false);
 
+    /// <summary>Renders a whole conversation with tools offered, for training an imported family on tool use.</summary>
+    public RenderedChat Render(IReadOnlyList<ChatMessage> messages, IReadOnlyList<System.Text.Json.JsonElement> tools) => Format == ChatFormats.GptSharp
+        ? throw new InvalidOperationException("GptSharp's format offers tools by name in the system turn (Inference.Tools.Offer), not as definitions.")
+        : RenderFamily(messages, false, tools);
+
     /// <summary>An imported family's format: markup may hold special tokens, message content never does.</summary>
-    RenderedChat RenderFamily(IReadOnlyList<ChatMessage> messages, bool addGenerationPrompt)
+    RenderedChat RenderFamily(IReadOnlyList<ChatMessage> messages, bool addGenerationPrompt, IReadOnlyList<System.Text.Json.JsonElement>? tools = null)
     {
         string? bos = tokenizer.Spec.Aliases?.GetValueOrDefault(SpecialTokens.Bos);
         var tokens = new List<int>();
         var mask = new List<bool>();
-        // Neighbouring pieces of one kind are encoded together, as the template's whole string would be ("\n" + "\n" is one token).
-        var pieces = new List<ChatPiece>();
-        foreach (var piece in ChatFormats.Render(Format, tokenizer.Spec.DefaultSystemPrompt, messages, addGenerationPrompt, bos))
-            if (pieces.Count > 0 && pieces[^1].Markup == piece.Markup && pieces[^1].Learn == piece.Learn) pieces[^1] = pieces[^1] with { Text = pieces[^1].Text + piece.Text };
-            else pieces.Add(piece);
-        foreach (var piece in pieces)
-            foreach (int id in piece.Markup ? tokenizer.EncodeWithSpecialTokens(piece.Text) : tokenizer.Encode(piece.Text))
+        // As Hugging Face encodes a rendered template: split at the special tokens, then encode each stretch of text between
+        // them whole ("check." + "\n" is one token ".\n"). Only markup may hold special tokens; message content never does.
+        var text = new System.Text.StringBuilder();
+        var learnBytes = new List<bool>();
+        void Flush()
+        {
+            if (text.Length == 0) return;
+            int at = 0;
+            foreach (int id in tokenizer.Encode(text.ToString()))
             {
                 tokens.Add(id);
-                mask.Add(piece.Learn);
+                mask.Add(learnBytes[Math.Min(at, learnBytes.Count - 1)]);   // a token is learnt when its first byte is
+                at += tokenizer.TokenBytes(id).Length;
             }
+            text.Clear();
+            learnBytes.Clear();
+        }
+        void Text(string piece, bool learn)
+        {
+            text.Append(piece);
+            learnBytes.AddRange(Enumerable.Repeat(learn, System.Text.Encoding.UTF8.GetByteCount(piece)));
+        }
+        foreach (var piece in ChatFormats.Render(Format, tokenizer.Spec.DefaultSystemPrompt, messages, addGenerationPrompt, bos, tools))
+        {
+            if (!piece.Markup) { Text(piece.Text, piece.Learn); continue; }
+            foreach (var (part, special) in SplitSpecials(piece.Text))
+                if (special is { } id)
+                {
+                    Flush();
+                    tokens.Add(id);
+                    mask.Add(piece.Learn);
+                }
+                else Text(part, piece.Learn);
+        }
+        Flush();
         return new RenderedChat([.. tokens], [.. mask]);
+    }
+
+    /// <summary>Markup cut at the special tokens it names: (text, null) stretches and (token text, id) specials, in order.</summary>
+    IEnumerable<(string Text, int? Special)> SplitSpecials(string markup)
+    {
+        int at = 0;
+        while (at < markup.Length)
+        {
+            int next = -1;
+            string? found = null;
+            foreach (string special in tokenizer.Spec.SpecialTokens.Keys)
+            {
+                int i = markup.IndexOf(special, at, StringComparison.Ordinal);
+                if (i >= 0 && (next < 0 || i < next || (i == next && special.Length > found!.Length))) (next, found) = (i, special);
+            }
+            if (found is null) { yield return (markup[at..], null); yield break; }
+            if (next > at) yield return (markup[at..next], null);
+            yield return (found, tokenizer.Spec.SpecialTokens[found]);
+            at = next + found.Length;
+        }
     }
 
     RenderedChat RenderOwn(IReadOnlyList<ChatMessage> messages)
@@ -110,6 +163,15 @@ public sealed class ChatTemplate(GptTokenizer tokenizer)
     public int[] RenderPrompt(IReadOnlyList<ChatMessage> messages) => Format == ChatFormats.GptSharp
         ? [.. Render(messages).Tokens, tokenizer.SpecialId(SpecialTokens.Assistant)]
         : RenderFamily(messages, addGenerationPrompt: true).Tokens;
+
+    /// <summary>
+    /// The prompt with tools offered in an imported family's format: the tools' definitions (OpenAI function objects)
+    /// written where the family's template writes them. (GptSharp's own format names the tools in the system turn instead:
+    /// <c>Tools.Offer</c>.)
+    /// </summary>
+    public int[] RenderPrompt(IReadOnlyList<ChatMessage> messages, IReadOnlyList<System.Text.Json.JsonElement> tools) => Format == ChatFormats.GptSharp
+        ? throw new InvalidOperationException("GptSharp's format offers tools by name in the system turn (Inference.Tools.Offer), not as definitions.")
+        : RenderFamily(messages, addGenerationPrompt: true, tools).Tokens;
 
     int RoleToken(string role) => role switch
     {
