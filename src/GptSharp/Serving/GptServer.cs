@@ -371,7 +371,7 @@ public sealed partial class GptServer : IAsyncDisposable
         if (request.Shape.NeedsToolTokens(request.Messages) && !model.Template.SupportsTools)
             throw new ApiError(400, $"Model '{model.Name}' cannot take tools: its tokenizer has no tool-call tokens (it was trained before tool calls existed).",
                 request.Shape.Calls ? "tools" : "messages");
-        int[] prompt = model.Template.RenderPrompt(request.Shape.Offer(request.Messages));
+        int[] prompt = request.Shape.Prompt(model.Template, request.Messages);
         await Respond(context, model, prompt, request.Sampling, chat: true, request.Shape);
     }
 

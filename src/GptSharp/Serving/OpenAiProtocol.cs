@@ -164,7 +164,7 @@ public static class OpenAiProtocol
         string? description = function.TryGetProperty("description", out var d) && d.ValueKind == JsonValueKind.String ? Text(d, $"{field}.description") : null;
         var arguments = function.TryGetProperty(parametersName, out var p) && p.ValueKind != JsonValueKind.Null
             ? Schema(p, $"{field}.{parametersName}") : JsonSchema.Compile(JsonDocument.Parse("""{"type": "object", "properties": {}}""").RootElement);
-        return new FunctionTool(name, description, arguments);
+        return new FunctionTool(name, description, arguments, function.TryGetProperty(parametersName, out var given) && given.ValueKind == JsonValueKind.Object ? given.Clone() : null);
     }
 
     /// <summary>A tool choice given by name (auto, none, required, or another API's word for them).</summary>

@@ -31,6 +31,9 @@ sealed class RequestChoices : IDisposable
     readonly double _timeoutSeconds;
     readonly AnswerText[] _answers;
     readonly string[] _held;   // text a choice's last token released, not yet sent
+    readonly List<int>[] _heldCall;   // tokens held back as (maybe) a tool call
+    readonly AnswerShape _shape;
+    readonly GptTokenizer _tokenizer;
     readonly Channel<ChoicePiece> _pieces = Channel.CreateUnbounded<ChoicePiece>();
 
     public RequestChoices(ServedModel model, int[] prompt, RequestSampling sampling, bool chat, AnswerShape shape,
@@ -47,8 +50,8 @@ sealed class RequestChoices : IDisposable
             MaxNewTokens: Math.Min(sampling.MaxTokens ?? model.ContextLength, model.ContextLength - prompt.Length),
             Seed: sampling.Seed ?? Random.Shared.NextInt64(), StopTokens: chat ? [tokenizer.EndId, tokenizer.BosId] : [tokenizer.BosId, tokenizer.EosId],
             StopSequences: sampling.Stop, PresencePenalty: sampling.PresencePenalty, FrequencyPenalty: sampling.FrequencyPenalty, TopLogprobs: sampling.TopLogprobs);
-        if (shape.Constrained && options.MaxNewTokens < shape.MinTokens)
-            throw new ApiError(400, $"'{maxField}' leaves room for {options.MaxNewTokens} tokens; the response format or tool call asked for needs up to {shape.MinTokens} to be complete.",
+        if (shape.Constrained && options.MaxNewTokens < shape.MinTokens(tokenizer))
+            throw new ApiError(400, $"'{maxField}' leaves room for {options.MaxNewTokens} tokens; the response format or tool call asked for needs up to {shape.MinTokens(tokenizer)} to be complete.",
                 sampling.MaxTokens is null ? promptField : maxField);
 
         _model = model;
@@ -59,10 +62,17 @@ sealed class RequestChoices : IDisposable
         _limit = CancellationTokenSource.CreateLinkedTokenSource(aborted, stopping);
         if (timeoutSeconds > 0) _limit.CancelAfter(TimeSpan.FromSeconds(timeoutSeconds));
 
-        int toolCall = shape.Calls ? tokenizer.SpecialId(SpecialTokens.ToolCall) : -1;
+        var syntax = shape.Calls ? ToolCallSyntax.For(tokenizer) : null;
+        int toolCall = syntax?.OpenToken ?? -1;
+        // A format whose call is the answer's own JSON (Llama 3.1): a required call is all call; otherwise an answer that
+        // opens with '{' is held back as a call until it ends (it is read as one, or released as text if it is not).
+        bool bareCalls = syntax is { OpenToken: < 0 };
+        bool forcedBare = bareCalls && shape.ToolChoice is Inference.Structured.ToolChoiceMode.Required or Inference.Structured.ToolChoiceMode.Named;
         int n = sampling.Choices;
         _answers = new AnswerText[n];
         _held = new string[n];
+        _heldCall = new List<int>[n];
+        (_shape, _tokenizer) = (shape, tokenizer);
         var calling = new bool[n];   // the choice began a tool call: its tokens are the call, not text
         int firstToken = 0;
         var rows = new List<BatchRow>(n);
@@ -72,11 +82,25 @@ sealed class RequestChoices : IDisposable
             TokenLogprob? pending = null;
             _held[i] = "";
             _answers[i] = new AnswerText(tokenizer, sampling.Stop, text => _held[choice] += text);
+            bool deciding = bareCalls && !forcedBare;   // a bare-call format's answer that may still open a call
+            _heldCall[i] = [];
+            calling[i] = forcedBare;
             void OnToken(int token)
             {
                 if (Interlocked.Exchange(ref firstToken, 1) == 0) onFirstToken();
                 if (!sampling.Stream) return;
-                if (token == toolCall) calling[choice] = true;
+                if (token == toolCall && toolCall >= 0) calling[choice] = true;
+                if (calling[choice] || deciding) _heldCall[choice].Add(token);
+                if (deciding)
+                {
+                    string lead = tokenizer.Decode(_heldCall[choice]).TrimStart();
+                    if (lead.Length == 0) return;               // only whitespace yet: undecided
+                    deciding = false;
+                    if (lead[0] == '{') { calling[choice] = true; return; }
+                    var leading = _heldCall[choice][..^1];      // text after all: release what was held before this token
+                    _heldCall[choice].Clear();
+                    foreach (int held in leading) _answers[choice].Add(held);
+                }
                 if (calling[choice]) return;
                 bool counts = !_answers[choice].Stopped && !tokenizer.IsSpecial(token);
                 _answers[choice].Add(token);
@@ -99,9 +123,14 @@ sealed class RequestChoices : IDisposable
     /// <summary>Ends <see cref="Pieces"/> (the generations are over).</summary>
     public void Complete() => _pieces.Writer.TryComplete();
 
-    /// <summary>What a streamed choice held back (what might have begun a stop sequence), released at its end.</summary>
+    /// <summary>
+    /// What a streamed choice held back (what might have begun a stop sequence), released at its end — with the tokens held
+    /// as a possible tool call when they turned out not to be one (a Llama 3.1 answer that opened with '{' but is no call).
+    /// </summary>
     public string Rest(int choice)
     {
+        if (_heldCall[choice].Count > 0 && _shape.ReadCall(_tokenizer, _heldCall[choice]) is null && _shape.CallStart(_tokenizer, _heldCall[choice]) < 0)
+            foreach (int token in _heldCall[choice]) _answers[choice].Add(token);
         _answers[choice].Finish();
         return _held[choice];
     }

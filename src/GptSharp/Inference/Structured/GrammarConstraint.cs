@@ -48,7 +48,19 @@ public sealed class GrammarConstraint(IByteState start, VocabularyTrie vocabular
     }
 }
 
-/// <summary>The text of one tool call: a tool's name, a space, then its arguments as JSON following the tool's schema.</summary>
+/// <summary>A text followed by fixed bytes (a tool call's closing <c>}</c> after its arguments).</summary>
+public sealed class SuffixedState(IByteState inner, byte[] suffix, int position = 0) : IByteState
+{
+    public int Remaining { get; } = inner.Remaining + suffix.Length - position;
+
+    public IByteState? Feed(byte b)
+    {
+        if (position == 0 && inner.Feed(b) is { } next) return new SuffixedState(next, suffix, 0);
+        return inner.Remaining == 0 && position < suffix.Length && suffix[position] == b ? new SuffixedState(inner, suffix, position + 1) : null;
+    }
+}
+
+/// <summary>The text of one tool call: a tool's name (in the text before its arguments), then its arguments as JSON following the tool's schema.</summary>
 public sealed class ToolCallState : IByteState
 {
     readonly IReadOnlyList<(byte[] Prefix, SchemaNode Arguments)> _tools;
@@ -61,8 +73,10 @@ public sealed class ToolCallState : IByteState
         Remaining = arguments?.Remaining ?? tools.Min(t => ArrayNode.Add(t.Prefix.Length - position, t.Arguments.MinBytes));
     }
 
-    public static ToolCallState Start(IEnumerable<(string Name, SchemaNode Arguments)> tools) =>
-        new([.. tools.Select(t => (System.Text.Encoding.UTF8.GetBytes(t.Name + " "), t.Arguments))], 0, null);
+    /// <param name="before">The text before a tool's arguments, which names it (default GptSharp's: the name and a space); it must end
+    /// after the name with a character no name holds, so that a finished prefix names one tool.</param>
+    public static ToolCallState Start(IEnumerable<(string Name, SchemaNode Arguments)> tools, Func<string, string>? before = null) =>
+        new([.. tools.Select(t => (System.Text.Encoding.UTF8.GetBytes((before ?? (name => name + " "))(t.Name)), t.Arguments))], 0, null);
 
     public int Remaining { get; }
 
@@ -82,43 +96,66 @@ public sealed class ToolCallState : IByteState
 public enum ToolChoiceMode { Auto, None, Required, Named }
 
 /// <summary>
-/// A chat answer with tools offered: text (itself constrained when a response format is set), or a
-/// <c>&lt;|tool_call|&gt;</c> whose name is one of the tools and whose arguments follow that tool's schema, closed by
-/// <c>&lt;|end|&gt;</c>. <c>none</c> forbids the call, <c>required</c> and a named tool make the answer start with it.
+/// A chat answer with tools offered: text (itself constrained when a response format is set), or a call in the model's
+/// format (<see cref="GptSharp.Tokenization.ToolCallSyntax"/>) — its opening token, the text naming one of the tools, arguments
+/// following that tool's schema, the text and token that close it — then the end of the turn. <c>none</c> forbids the call;
+/// <c>required</c> and a named tool make the answer start with it. A format whose call has no opening token (Llama 3.1's
+/// JSON) is constrained only when the call is required.
 /// </summary>
-public sealed class ToolCallConstraint(VocabularyTrie vocabulary, Func<int, byte[]> tokenBytes, int toolCallToken, int endToken,
+public sealed class ToolCallConstraint(VocabularyTrie vocabulary, Func<int, byte[]> tokenBytes, GptSharp.Tokenization.ToolCallSyntax syntax, int endToken,
     IReadOnlyList<(string Name, SchemaNode Arguments)> tools, ToolChoiceMode mode, GrammarConstraint? content) : ITokenConstraint
 {
-    bool _started;
+    bool _started, _closed;
     GrammarConstraint? _call;
+    bool Forced => mode is ToolChoiceMode.Required or ToolChoiceMode.Named;
+
+    GrammarConstraint NewCall() => new(new SuffixedState(ToolCallState.Start(tools, syntax.Before), System.Text.Encoding.UTF8.GetBytes(syntax.After)),
+        vocabulary, tokenBytes, [syntax.CloseToken >= 0 ? syntax.CloseToken : endToken], reserve: syntax.CloseToken >= 0 ? 2 : 1);
 
     public bool[]? Allowed(int tokensLeft)
     {
+        if (_closed) return Only(endToken);
+        StartBareCall();
         if (_call is not null) return _call.Allowed(tokensLeft);
-        bool mayCall = mode != ToolChoiceMode.None && (!_started || content is null);
-        if (!_started && mode is ToolChoiceMode.Required or ToolChoiceMode.Named)
-        {
-            var only = new bool[vocabulary.VocabularySize];
-            only[toolCallToken] = true;
-            return only;
-        }
+        if (!_started && Forced) return Only(syntax.OpenToken);
+        bool mayCall = mode != ToolChoiceMode.None && syntax.OpenToken >= 0 && (!_started || content is null);
         var allowed = content?.Allowed(tokensLeft);
         if (allowed is null)
         {
-            if (mayCall) return null;
+            if (mayCall || syntax.OpenToken < 0) return null;
             allowed = new bool[vocabulary.VocabularySize];
             Array.Fill(allowed, true);
         }
-        allowed[toolCallToken] = mayCall;
+        if (syntax.OpenToken >= 0) allowed[syntax.OpenToken] = mayCall;
         return allowed;
+    }
+
+    bool[] Only(int token)
+    {
+        var only = new bool[vocabulary.VocabularySize];
+        only[token] = true;
+        return only;
+    }
+
+    /// <summary>A required call in a format without an opening token is the whole answer: it starts with the first token.</summary>
+    void StartBareCall()
+    {
+        if (_call is null && !_started && Forced && syntax.OpenToken < 0) _call = NewCall();
     }
 
     public void Accept(int token)
     {
-        if (_call is not null) { _call.Accept(token); return; }
-        if (token == toolCallToken && mode != ToolChoiceMode.None && (!_started || content is null))
+        if (_closed) return;
+        StartBareCall();
+        if (_call is not null)
         {
-            _call = new GrammarConstraint(ToolCallState.Start(tools), vocabulary, tokenBytes, [endToken]);
+            if (token == syntax.CloseToken && syntax.CloseToken >= 0) { _closed = true; return; }
+            _call.Accept(token);
+            return;
+        }
+        if (syntax.OpenToken >= 0 && token == syntax.OpenToken && mode != ToolChoiceMode.None && (!_started || content is null))
+        {
+            _call = NewCall();
             return;
         }
         _started = true;
