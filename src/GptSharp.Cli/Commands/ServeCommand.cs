@@ -31,6 +31,10 @@ sealed class ServeSettings : CommonSettings
     public double ShutdownGrace { get; init; } = 10;
     [CommandOption("--stored-responses")] [Description("Responses API answers kept for previous_response_id (oldest evicted first; 0 stores none).")]
     public int StoredResponses { get; init; } = 1000;
+    [CommandOption("--adapters")] [Description("LoRA runs served on a base's weights held once, comma-separated: name=folder (on the one GPT served) or base:name=folder; each is served as base:name. Needs the CPU engine.")]
+    public string? Adapters { get; init; }
+    [CommandOption("--admin-key")] [Description("Allow POST and DELETE /v1/adapters (load and unload adapters while serving) with Authorization: Bearer KEY.")]
+    public string? AdminKey { get; init; }
     [CommandOption("--pooling")] [Description("How a BERT run's embeddings are read from its final hidden states: mean (over the input's tokens) or cls.")]
     public string Pooling { get; init; } = "mean";
     [CommandOption("--allow-nonfinite")] [Description("Load weights that hold NaN or infinity instead of refusing them.")]
@@ -40,7 +44,7 @@ sealed class ServeSettings : CommonSettings
 
     public ServerOptions Options() => new(Host, Port, ApiKey, MaxConcurrent: MaxConcurrent, MaxQueue: MaxQueue,
         AllowedHosts: AllowedHosts?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
-        PrefixCache: !NoPrefixCache, RequestTimeoutSeconds: RequestTimeout, ShutdownGraceSeconds: ShutdownGrace, StoredResponses: StoredResponses);
+        PrefixCache: !NoPrefixCache, RequestTimeoutSeconds: RequestTimeout, ShutdownGraceSeconds: ShutdownGrace, StoredResponses: StoredResponses, AdminKey: AdminKey);
 
     public override ValidationResult Validate()
     {
@@ -71,11 +75,22 @@ sealed class ServeCommand : AsyncCommand<ServeSettings>
         var pooling = Enum.Parse<GptSharp.Encoders.Pooling>(s.Pooling, ignoreCase: true);
         var encoders = specs.Where(spec => ServedEncoder.IsEncoderRun(ServedModel.NameAndPath(spec).Path)).Select(spec => ServedEncoder.Load(spec, pooling)).ToList();
         var models = specs.Where(spec => !ServedEncoder.IsEncoderRun(ServedModel.NameAndPath(spec).Path)).Select(spec => ServedModel.Load(spec, s.AllowNonFinite, s.Engine)).ToList();
+        foreach (string spec in (s.Adapters ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            int equals = spec.IndexOf('=');
+            if (equals <= 0) throw new ArgumentException($"--adapters '{spec}': expected name=folder or base:name=folder.");
+            string target = spec[..equals];
+            int colon = target.IndexOf(':');
+            var model = colon > 0 ? models.FirstOrDefault(m => m.Name == target[..colon]) ?? throw new ArgumentException($"--adapters '{spec}': no served run is named '{target[..colon]}'.")
+                : models.Count == 1 ? models[0] : throw new ArgumentException($"--adapters '{spec}': several runs are served; name the base as base:name=folder.");
+            var adapter = model.LoadAdapter(colon > 0 ? target[(colon + 1)..] : target, spec[(equals + 1)..]);
+            AnsiConsole.MarkupLine($"Adapter {Markup.Escape($"{model.Name}:{adapter.Name}")}: {adapter.Parameters:N0} values beside the base's weights.");
+        }
         await using var server = new GptServer(models, options, encoders);
         await server.StartAsync(cancellation);
         if (server.ExposedWithoutKey)
             AnsiConsole.MarkupLine($"[yellow]Warning:[/] listening on {Markup.Escape(bind.ToString())}, beyond this machine, without --api-key: anyone who can reach it can use it.");
-        AnsiConsole.MarkupLine($"Serving {Markup.Escape(string.Join(", ", models.Select(m => m.Name).Concat(encoders.Select(e => $"{e.Name} (embeddings)"))))} at [link]{Markup.Escape(server.Address)}[/] " +
+        AnsiConsole.MarkupLine($"Serving {Markup.Escape(string.Join(", ", models.SelectMany(m => m.Adapters.Keys.Select(a => $"{m.Name}:{a}").Prepend(m.Name)).Concat(encoders.Select(e => $"{e.Name} (embeddings)"))))} at [link]{Markup.Escape(server.Address)}[/] " +
                                $"(web chat at /, OpenAI API at /v1{(s.ApiKey is null ? "" : ", API key required")}). Ctrl+C stops.");
         await server.WaitForShutdownAsync(cancellation);
         foreach (var model in models) model.Dispose();

@@ -52,6 +52,7 @@ public sealed class ContinuousBatcher : IGenerationScheduler
     readonly List<int>[] _slotTokens;   // the tokens whose keys each slot holds, in order
     readonly long[] _slotLastUsed;
     readonly Request?[] _slotOwner;
+    readonly Cpu.CpuAdapter?[] _slotAdapter;   // the adapter whose keys and values a slot holds
     readonly Channel<Request> _queue = Channel.CreateUnbounded<Request>();
     readonly List<Request> _prefilling = [], _running = [], _masking = [];
     readonly Task _worker;
@@ -79,6 +80,7 @@ public sealed class ContinuousBatcher : IGenerationScheduler
         _slotTokens = [.. Enumerable.Range(0, _options.Slots).Select(_ => new List<int>())];
         _slotLastUsed = new long[_options.Slots];
         _slotOwner = new Request?[_options.Slots];
+        _slotAdapter = new Cpu.CpuAdapter?[_options.Slots];
         _worker = Task.Factory.StartNew(Work, TaskCreationOptions.LongRunning);
     }
 
@@ -150,26 +152,29 @@ public sealed class ContinuousBatcher : IGenerationScheduler
                 continue;
             }
             request.Prompt = _rules.PromptOf(request.Row);
-            var (slot, shared) = ChooseSlot(request.Prompt);
+            var (slot, shared) = ChooseSlot(request.Prompt, request.Row.Adapter);
             int reuse = Math.Min(shared, request.Prompt.Length - 1);   // the last prompt token runs again: its logits choose the first answer token
             _slots.Truncate(slot, reuse);
             _slotTokens[slot].RemoveRange(reuse, _slotTokens[slot].Count - reuse);
             (request.Slot, request.Fed, request.Cached) = (slot, reuse, reuse);
             request.Decoding = new RowDecoding(request.Row, request.Prompt);
             _slotOwner[slot] = request;
+            _slotAdapter[slot] = request.Row.Adapter;
             Interlocked.Increment(ref _busy);
             CachedPromptTokens += reuse;
             _prefilling.Add(request);
         }
     }
 
-    (int Slot, int Shared) ChooseSlot(int[] prompt)
+    /// <summary>A free slot for a prompt: the one whose cached tokens it shares most of (cached under the same adapter: an
+    /// adapter changes every key and value), the least recently used among equals.</summary>
+    (int Slot, int Shared) ChooseSlot(int[] prompt, Cpu.CpuAdapter? adapter)
     {
         int best = -1, bestShared = -1;
         for (int slot = 0; slot < _slotOwner.Length; slot++)
         {
             if (_slotOwner[slot] is not null) continue;
-            int shared = _options.PrefixCache ? SharedPrefix(_slotTokens[slot], prompt) : 0;
+            int shared = _options.PrefixCache && _slotAdapter[slot] == adapter ? SharedPrefix(_slotTokens[slot], prompt) : 0;
             if (shared > bestShared || (shared == bestShared && _slotLastUsed[slot] < _slotLastUsed[best]))
                 (best, bestShared) = (slot, shared);
         }
@@ -198,7 +203,7 @@ public sealed class ContinuousBatcher : IGenerationScheduler
             try
             {
                 var chunk = request.Prompt.AsSpan(request.Fed, count).ToArray();
-                logits = _slots.Prefill(request.Slot, request.Fed, chunk);   // (V)
+                logits = _slots.Prefill(request.Slot, request.Fed, chunk, request.Row.Adapter);   // (V)
                 _slotTokens[request.Slot].AddRange(chunk);
                 request.Fed += count;
                 PrefillChunks++;
@@ -224,10 +229,11 @@ public sealed class ContinuousBatcher : IGenerationScheduler
         int[] slots = [.. _running.Select(r => r.Slot)];
         int[] next = [.. _running.Select(r => r.Decoding!.Next)];
         int[] positions = [.. slots.Select(s => _slotTokens[s].Count)];
+        Cpu.CpuAdapter?[] adapters = [.. _running.Select(r => r.Row.Adapter)];
         Tensor logits;
         try
         {
-            logits = _slots.Decode(slots, next, positions);   // (B, V)
+            logits = _slots.Decode(slots, next, positions, adapters);   // (B, V)
         }
         catch (Exception e)
         {
@@ -311,10 +317,10 @@ public sealed class ContinuousBatcher : IGenerationScheduler
     /// <summary>The model under the batcher: a KV cache of slots, and forward passes that extend them.</summary>
     interface ISlotModel : IDisposable
     {
-        /// <summary>Runs <paramref name="chunk"/> at positions <paramref name="start"/>… of <paramref name="slot"/>; the logits (V) of its last token.</summary>
-        Tensor Prefill(int slot, int start, int[] chunk);
-        /// <summary>Feeds tokens[k] into slots[k] at positions[k] (each slot's length), one token per slot; their logits (B, V).</summary>
-        Tensor Decode(int[] slots, int[] tokens, int[] positions);
+        /// <summary>Runs <paramref name="chunk"/> at positions <paramref name="start"/>… of <paramref name="slot"/> (through a LoRA adapter, if given); the logits (V) of its last token.</summary>
+        Tensor Prefill(int slot, int start, int[] chunk, Cpu.CpuAdapter? adapter);
+        /// <summary>Feeds tokens[k] into slots[k] at positions[k] (each slot's length), one token per slot, each through its adapter; their logits (B, V).</summary>
+        Tensor Decode(int[] slots, int[] tokens, int[] positions, Cpu.CpuAdapter?[] adapters);
         /// <summary>Forgets all but the first <paramref name="length"/> positions of a slot.</summary>
         void Truncate(int slot, int length);
     }
@@ -326,14 +332,22 @@ public sealed class ContinuousBatcher : IGenerationScheduler
 
         Device Device { get; } = model.parameters().First().device;
 
-        public Tensor Prefill(int slot, int start, int[] chunk)
+        static void NoAdapters(IEnumerable<Cpu.CpuAdapter?> adapters)
         {
+            if (adapters.Any(a => a is not null))
+                throw new NotSupportedException("LoRA adapters are decoded apart from the base by the CPU engine only; serve with --engine cpu (or auto on a CPU).");
+        }
+
+        public Tensor Prefill(int slot, int start, int[] chunk, Cpu.CpuAdapter? adapter)
+        {
+            NoAdapters([adapter]);
             _cache.Select(slot);
             return model.Forward(tensor(chunk.Select(t => (long)t).ToArray(), [1, chunk.Length], device: Device), _cache)[0, -1];   // (1, T, V) → (V)
         }
 
-        public Tensor Decode(int[] slots, int[] tokens, int[] positions)
+        public Tensor Decode(int[] slots, int[] tokens, int[] positions, Cpu.CpuAdapter?[] adapters)
         {
+            NoAdapters(adapters);
             _cache.Select(slots);
             return model.Forward(tensor(tokens.Select(t => (long)t).ToArray(), [tokens.Length, 1], device: Device), _cache).select(1, 0);   // (B, 1, V) → (B, V)
         }
@@ -351,17 +365,18 @@ public sealed class ContinuousBatcher : IGenerationScheduler
 
         int VocabSize => engine.Config.VocabSize;
 
-        public Tensor Prefill(int slot, int start, int[] chunk)
+        public Tensor Prefill(int slot, int start, int[] chunk, Cpu.CpuAdapter? adapter)
         {
             int n = chunk.Length;
-            engine.Forward(_cache, n, chunk, [.. Enumerable.Repeat(slot, n)], [.. Enumerable.Range(start, n)], [n - 1], _prefillLogits);
+            engine.Forward(_cache, n, chunk, [.. Enumerable.Repeat(slot, n)], [.. Enumerable.Range(start, n)], [n - 1], _prefillLogits,
+                adapter is null ? null : [.. Enumerable.Repeat(adapter, n)]);
             return frombuffer(_prefillLogits, ScalarType.Float32);
         }
 
-        public Tensor Decode(int[] slots, int[] tokens, int[] positions)
+        public Tensor Decode(int[] slots, int[] tokens, int[] positions, Cpu.CpuAdapter?[] adapters)
         {
             int b = slots.Length;
-            engine.Forward(_cache, b, tokens, slots, positions, _decodeOutputs[..b], _decodeLogits);
+            engine.Forward(_cache, b, tokens, slots, positions, _decodeOutputs[..b], _decodeLogits, adapters);
             return frombuffer(_decodeLogits, ScalarType.Float32).narrow(0, 0, (long)b * VocabSize).view(b, VocabSize);
         }
 

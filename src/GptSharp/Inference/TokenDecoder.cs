@@ -14,7 +14,7 @@ namespace GptSharp.Inference;
 /// log-probabilities just before <paramref name="OnToken"/> is called with the token.</param>
 public sealed record BatchRow(int[] Prompt, SamplingOptions Options, Action<int>? OnToken = null, CancellationToken Cancellation = default,
     Func<IEnumerable<int>, string>? Decode = null, Func<IReadOnlyList<int>, int[]?>? Interject = null, ITokenConstraint? Constraint = null,
-    Action<TokenLogprob>? OnLogprob = null);
+    Action<TokenLogprob>? OnLogprob = null, Cpu.CpuAdapter? Adapter = null);
 
 /// <summary>What one row of a batch produced: its tokens, whether its client cancelled, and the error that ended it alone.</summary>
 public sealed record BatchResult(Generation Generation, bool Cancelled, Exception? Error = null)

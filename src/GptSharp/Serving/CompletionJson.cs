@@ -12,8 +12,11 @@ sealed record ChoiceAnswer(string Text, FunctionCall? Call, string? StopSequence
 /// stream's chunks, with tool calls, log-probabilities (the chat and the legacy completions shapes), usage and
 /// llama.cpp's <c>timings</c>.
 /// </summary>
-sealed class CompletionJson(ServedModel model, RequestSampling sampling, bool chat, AnswerShape shape)
+sealed class CompletionJson(ServedModel model, RequestSampling sampling, bool chat, AnswerShape shape, string? name = null)
 {
+    /// <summary>The name the request asked for (<c>base:adapter</c> for an adapter).</summary>
+    string Served => name ?? model.Name;
+
     public static readonly JsonSerializerOptions Options = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
     readonly string _id = (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("N")[..24];
@@ -35,7 +38,7 @@ sealed class CompletionJson(ServedModel model, RequestSampling sampling, bool ch
                 ? (object)new { index = i, message = new { role = "assistant", content = text }, logprobs, finish_reason = Finish(generation) }
                 : new { index = i, text, logprobs, finish_reason = Finish(generation) };
         }).ToArray();
-        return new { id = _id, @object = chat ? "chat.completion" : "text_completion", created = _created, model = model.Name, choices, usage, timings = Timings(results) };
+        return new { id = _id, @object = chat ? "chat.completion" : "text_completion", created = _created, model = Served, choices, usage, timings = Timings(results) };
     }
 
     /// <summary>A stream chunk of one choice: a piece of text (the first chat chunk carries the role), or its finish.</summary>
@@ -43,8 +46,8 @@ sealed class CompletionJson(ServedModel model, RequestSampling sampling, bool ch
     {
         object? logprobs = logprob is null ? null : chat ? new { content = new[] { ChatLogprob(logprob) } } : CompletionLogprobs([logprob]);
         return chat
-            ? new { id = _id, @object = ChunkObject, created = _created, model = model.Name, choices = new[] { new { index = choice, delta = role is null ? (object)new { content } : new { role, content }, logprobs, finish_reason = finish } } }
-            : new { id = _id, @object = ChunkObject, created = _created, model = model.Name, choices = new[] { new { index = choice, text = content ?? "", logprobs, finish_reason = finish } } };
+            ? new { id = _id, @object = ChunkObject, created = _created, model = Served, choices = new[] { new { index = choice, delta = role is null ? (object)new { content } : new { role, content }, logprobs, finish_reason = finish } } }
+            : new { id = _id, @object = ChunkObject, created = _created, model = Served, choices = new[] { new { index = choice, text = content ?? "", logprobs, finish_reason = finish } } };
     }
 
     /// <summary>The chunks that end one streamed choice: its tool call if it made one, then its finish reason.</summary>
@@ -52,15 +55,15 @@ sealed class CompletionJson(ServedModel model, RequestSampling sampling, bool ch
     {
         var call = shape.ReadCall(model.Tokenizer, generation.Tokens);
         if (call is not null)
-            yield return new { id = _id, @object = ChunkObject, created = _created, model = model.Name, choices = new[] { new { index = choice, delta = (object)new { tool_calls = new[] { CallJson(call, index: 0) } }, logprobs = (object?)null, finish_reason = (string?)null } } };
+            yield return new { id = _id, @object = ChunkObject, created = _created, model = Served, choices = new[] { new { index = choice, delta = (object)new { tool_calls = new[] { CallJson(call, index: 0) } }, logprobs = (object?)null, finish_reason = (string?)null } } };
         yield return chat
-            ? new { id = _id, @object = ChunkObject, created = _created, model = model.Name, choices = new[] { new { index = choice, delta = new { }, logprobs = (object?)null, finish_reason = call is null ? Finish(generation) : "tool_calls" } } }
+            ? new { id = _id, @object = ChunkObject, created = _created, model = Served, choices = new[] { new { index = choice, delta = new { }, logprobs = (object?)null, finish_reason = call is null ? Finish(generation) : "tool_calls" } } }
             : Chunk(choice, "", finish: Finish(generation));
     }
 
     /// <summary>The stream's last chunk when <c>stream_options.include_usage</c> asks for it: no choices, the usage.</summary>
     public object UsageChunk(BatchResult[] results, object usage) =>
-        new { id = _id, @object = ChunkObject, created = _created, model = model.Name, choices = Array.Empty<object>(), usage, timings = Timings(results) };
+        new { id = _id, @object = ChunkObject, created = _created, model = Served, choices = Array.Empty<object>(), usage, timings = Timings(results) };
 
     /// <summary>A finished choice read as an answer, the same for every API's shape.</summary>
     public static ChoiceAnswer Read(ServedModel model, AnswerShape shape, IReadOnlyList<string> stops, Generation generation)

@@ -10,34 +10,34 @@ public sealed partial class GptServer
     /// <summary>Whether a path answers errors in Anthropic's shape.</summary>
     static bool IsAnthropic(PathString path) => path.StartsWithSegments("/v1/messages");
 
-    (ServedModel Model, int[] Prompt) MessagesPrompt(MessagesRequest request)
+    (ServedModel Model, Inference.Cpu.CpuAdapter? Adapter, int[] Prompt) MessagesPrompt(MessagesRequest request)
     {
-        var model = Find(request.Model);
+        var (model, adapter) = Target(request.Model);
         if (request.Shape.NeedsToolTokens(request.Turns) && !model.Template.SupportsTools)
             throw new ApiError(400, $"tools: model '{model.Name}' cannot take tools: its tokenizer has no tool-call tokens (it was trained before tool calls existed).",
                 request.Shape.Calls ? "tools" : "messages");
-        return (model, request.Shape.Prompt(model.Template, request.Turns));
+        return (model, adapter, request.Shape.Prompt(model.Template, request.Turns));
     }
 
     async Task CreateMessage(HttpContext context)
     {
         var request = AnthropicProtocol.Parse(await Body(context));
-        var (model, prompt) = MessagesPrompt(request);
+        var (model, adapter, prompt) = MessagesPrompt(request);
         await Run(context, model, prompt, request.Sampling, chat: true, request.Shape, async (choices, outcomes, usage) =>
         {
-            var json = new MessagesJson(model, request);
+            var json = new MessagesJson(model, request, request.Model);
             if (request.Sampling.Stream) await json.StreamAsync(context, choices, outcomes, usage, prompt.Length);
             else
             {
                 var results = await outcomes;
                 await context.Response.WriteAsJsonAsync(json.Whole(json.Read(results[0].Generation), usage(results)), Json, context.RequestAborted);
             }
-        }, MessagesFields);
+        }, MessagesFields, adapter);
     }
 
     async Task CountMessageTokens(HttpContext context)
     {
-        var (_, prompt) = MessagesPrompt(AnthropicProtocol.Parse(await Body(context), countOnly: true));
+        var (_, _, prompt) = MessagesPrompt(AnthropicProtocol.Parse(await Body(context), countOnly: true));
         await context.Response.WriteAsJsonAsync(new { input_tokens = prompt.Length }, Json, context.RequestAborted);
     }
 }

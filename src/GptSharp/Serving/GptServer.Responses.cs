@@ -11,7 +11,7 @@ public sealed partial class GptServer
     async Task CreateResponse(HttpContext context)
     {
         var request = ResponsesProtocol.Parse(await Body(context), _responses.Find);
-        var model = Find(request.Model);
+        var (model, adapter) = Target(request.Model);
         var turns = request.Turns();
         if (request.Shape.NeedsToolTokens(turns) && !model.Template.SupportsTools)
             throw new ApiError(400, $"Model '{model.Name}' cannot take tools: its tokenizer has no tool-call tokens (it was trained before tool calls existed).",
@@ -19,7 +19,7 @@ public sealed partial class GptServer
         int[] prompt = request.Shape.Prompt(model.Template, turns);
         await Run(context, model, prompt, request.Sampling, chat: true, request.Shape, async (choices, outcomes, usage) =>
         {
-            var json = new ResponsesJson(model, request);
+            var json = new ResponsesJson(model, request, request.Model);
             if (request.Sampling.Stream)
             {
                 if (await json.StreamAsync(context, choices, outcomes, usage) is { } streamed) Store(json.Id, request, streamed.Answer, streamed.Response);
@@ -30,7 +30,7 @@ public sealed partial class GptServer
             var response = json.Response(answer, usage(results));
             Store(json.Id, request, answer, response);
             await context.Response.WriteAsJsonAsync(response, Json, context.RequestAborted);
-        }, ResponsesFields);
+        }, ResponsesFields, adapter);
     }
 
     /// <summary>Keeps a finished response (when the request asked to store it) with its conversation, for <c>previous_response_id</c>.</summary>

@@ -81,8 +81,16 @@ public sealed partial class GptServer : IAsyncDisposable
             return Results.Content(ChatPage(), "text/html; charset=utf-8");
         });
         _app.MapMethods("/health", get, () => Results.Json(new { status = "ok", models = _models.Keys.Concat(_encoders.Keys) }, Json));
-        _app.MapMethods("/v1/models", get, () => Results.Json(new { @object = "list", data = _models.Values.Concat<IEmbeddingModel>(_encoders.Values).Select(ModelObject) }, Json));
-        _app.MapMethods("/v1/models/{id}", get, (string id) => Results.Json(ModelObject(_encoders.TryGetValue(id, out var e) ? e : Find(id, param: null)), Json));
+        _app.MapMethods("/v1/models", get, () => Results.Json(new
+        {
+            @object = "list",
+            data = _models.Values.Concat<IEmbeddingModel>(_encoders.Values).Select(ModelObject)
+                .Concat(_models.Values.SelectMany(m => m.Adapters.Keys.Order(StringComparer.Ordinal).Select(a => AdapterObject(m, a)))),
+        }, Json));
+        _app.MapPost("/v1/adapters", LoadAdapter);
+        _app.MapDelete("/v1/adapters/{id}", UnloadAdapter);
+        _app.MapMethods("/v1/models/{id}", get, (string id) => Results.Json(_encoders.TryGetValue(id, out var e) ? ModelObject(e)
+            : Target(id, param: null) is var (model, adapter) && adapter is not null ? AdapterObject(model, adapter.Name) : ModelObject(model), Json));
         _app.MapPost("/v1/chat/completions", ChatCompletions);
         _app.MapPost("/v1/completions", Completions);
         _app.MapPost("/v1/embeddings", Embeddings);
@@ -104,6 +112,9 @@ public sealed partial class GptServer : IAsyncDisposable
     public bool ExposedWithoutKey { get; }
 
     static object ModelObject(IEmbeddingModel m) => new { id = m.Name, @object = "model", created = m.Created, owned_by = "gptsharp" };
+
+    static object AdapterObject(ServedModel m, string adapter) =>
+        new { id = $"{m.Name}:{adapter}", @object = "model", created = m.Created, owned_by = "gptsharp", parent = m.Name };
 
     /// <summary>Generations stopped because their client went away (each freed its slot).</summary>
     public int CancelledGenerations => _cancelled;
@@ -173,7 +184,7 @@ public sealed partial class GptServer : IAsyncDisposable
         }
     }
 
-    static readonly HashSet<string> KnownPaths = ["/", "/health", "/metrics", "/tokenize", "/detokenize", "/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/messages", "/v1/messages/count_tokens"];
+    static readonly HashSet<string> KnownPaths = ["/", "/health", "/metrics", "/tokenize", "/detokenize", "/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/messages", "/v1/messages/count_tokens", "/v1/adapters"];
 
     async Task Checked(HttpContext context, RequestDelegate next)
     {
@@ -184,8 +195,16 @@ public sealed partial class GptServer : IAsyncDisposable
             if (!_allowedHosts.Contains("*") && !_allowedHosts.Contains(host))
                 throw new ApiError(400, $"The Host '{context.Request.Host.Host}' is not served here; start the server with --allowed-hosts {context.Request.Host.Host} to allow it.",
                     code: "host_not_allowed");
+            // Loading and unloading adapters takes the admin key, and nothing else does.
+            if (context.Request.Path.StartsWithSegments("/v1/adapters"))
+            {
+                if (_options.AdminKey is not { } admin)
+                    throw new ApiError(403, "Adapters are loaded and unloaded at run time only on a server started with --admin-key.", code: "admin_disabled", type: "permission_error");
+                if (context.Request.Headers.Authorization.ToString() != $"Bearer {admin}" && context.Request.Headers["x-api-key"].ToString() != admin)
+                    throw new ApiError(401, "Invalid or missing admin key: send Authorization: Bearer <admin key>.", code: "invalid_api_key", type: "authentication_error");
+            }
             // The key comes as OpenAI's clients send it (Authorization: Bearer) or as Anthropic's do (x-api-key).
-            if (_options.ApiKey is { } key && !(context.Request.Path == "/" || context.Request.Path == "/health")
+            else if (_options.ApiKey is { } key && !(context.Request.Path == "/" || context.Request.Path == "/health")
                 && context.Request.Headers.Authorization.ToString() != $"Bearer {key}" && context.Request.Headers["x-api-key"].ToString() != key)
                 throw new ApiError(401, "Invalid or missing API key: send Authorization: Bearer <key> or x-api-key: <key>.", code: "invalid_api_key", type: "authentication_error");
             if (HttpMethods.IsPost(context.Request.Method) && !IsJson(context.Request.ContentType))
@@ -249,6 +268,19 @@ public sealed partial class GptServer : IAsyncDisposable
     ServedModel Find(string name, string? param = "model") => _models.TryGetValue(name, out var model) ? model
         : _encoders.ContainsKey(name) ? throw new ApiError(400, $"The model '{name}' is an encoder (BERT): it serves /v1/embeddings only.", param, "model_not_supported")
         : throw new ApiError(404, $"The model '{name}' does not exist; available: {string.Join(", ", _models.Keys.Concat(_encoders.Keys))}.", param, "model_not_found");
+
+    /// <summary>
+    /// The model a generation request names and the LoRA adapter it decodes with: <c>base</c>, or <c>base:adapter</c> for an
+    /// adapter loaded on that base (<see cref="ServedModel.LoadAdapter"/>).
+    /// </summary>
+    (ServedModel Model, Inference.Cpu.CpuAdapter? Adapter) Target(string name, string? param = "model")
+    {
+        int colon = name.IndexOf(':');
+        if (colon < 0 || _models.ContainsKey(name)) return (Find(name, param), null);
+        var model = Find(name[..colon], param);
+        return model.Adapters.TryGetValue(name[(colon + 1)..], out var adapter) ? (model, adapter)
+            : throw new ApiError(404, $"The model '{name}' does not exist: '{model.Name}' serves {(model.Adapters.Count == 0 ? "no adapters" : "the adapters " + string.Join(", ", model.Adapters.Keys))}.", param, "model_not_found");
+    }
 
     /// <summary>The model an embeddings request names (a GPT or a BERT run), or the only one served.</summary>
     IEmbeddingModel EmbedderOf(JsonElement body) => body.TryGetProperty("model", out var m) && m.ValueKind != JsonValueKind.Null
@@ -367,26 +399,27 @@ public sealed partial class GptServer : IAsyncDisposable
     async Task ChatCompletions(HttpContext context)
     {
         var request = OpenAiProtocol.Chat(await Body(context));
-        var model = Find(request.Model);
+        var (model, adapter) = Target(request.Model);
         if (request.Shape.NeedsToolTokens(request.Messages) && !model.Template.SupportsTools)
             throw new ApiError(400, $"Model '{model.Name}' cannot take tools: its tokenizer has no tool-call tokens (it was trained before tool calls existed).",
                 request.Shape.Calls ? "tools" : "messages");
         int[] prompt = request.Shape.Prompt(model.Template, request.Messages);
-        await Respond(context, model, prompt, request.Sampling, chat: true, request.Shape);
+        await Respond(context, model, prompt, request.Sampling, chat: true, request.Shape, adapter, request.Model);
     }
 
     async Task Completions(HttpContext context)
     {
         var request = OpenAiProtocol.Completion(await Body(context));
-        var model = Find(request.Model);
+        var (model, adapter) = Target(request.Model);
         int[] prompt = [model.Tokenizer.BosId, .. model.Tokenizer.Encode(request.Prompt)];
-        await Respond(context, model, prompt, request.Sampling, chat: false, AnswerShape.Free);
+        await Respond(context, model, prompt, request.Sampling, chat: false, AnswerShape.Free, adapter, request.Model);
     }
 
-    async Task Respond(HttpContext context, ServedModel model, int[] prompt, RequestSampling sampling, bool chat, AnswerShape shape) =>
+    async Task Respond(HttpContext context, ServedModel model, int[] prompt, RequestSampling sampling, bool chat, AnswerShape shape,
+        Inference.Cpu.CpuAdapter? adapter, string name) =>
         await Run(context, model, prompt, sampling, chat, shape, async (choices, outcomes, usage) =>
         {
-            var json = new CompletionJson(model, sampling, chat, shape);
+            var json = new CompletionJson(model, sampling, chat, shape, name);
             object Usage(BatchResult[] results)
             {
                 var used = usage(results);
@@ -402,7 +435,7 @@ public sealed partial class GptServer : IAsyncDisposable
                 var results = await outcomes;
                 await context.Response.WriteAsJsonAsync(json.Whole(results, Usage(results)), Json, context.RequestAborted);
             }
-        });
+        }, adapter: adapter);
 
     /// <summary>Writes one API's answer from a request's queued generations: its rows, their outcomes, and the token counts of finished results (counted in the metrics once).</summary>
     delegate Task Answer(RequestChoices choices, Task<BatchResult[]> outcomes, Func<BatchResult[], TokenUsage> usage);
@@ -411,14 +444,15 @@ public sealed partial class GptServer : IAsyncDisposable
     /// Queues a request's choices on its model's batcher (all or none; a full queue is a 429) and hands them to
     /// <paramref name="answer"/>, the writer of one API's shape; generations still running when it returns are stopped.
     /// </summary>
-    async Task Run(HttpContext context, ServedModel model, int[] prompt, RequestSampling sampling, bool chat, AnswerShape shape, Answer answer, RequestFields? fields = null)
+    async Task Run(HttpContext context, ServedModel model, int[] prompt, RequestSampling sampling, bool chat, AnswerShape shape, Answer answer, RequestFields? fields = null,
+        Inference.Cpu.CpuAdapter? adapter = null)
     {
         Interlocked.Increment(ref _generating);
         try
         {
             var arrived = System.Diagnostics.Stopwatch.StartNew();
             using var choices = new RequestChoices(model, prompt, sampling, chat, shape, _options.RequestTimeoutSeconds, context.RequestAborted, _stopping.Token,
-                onFirstToken: () => _metrics.FirstToken(model.Name, arrived.Elapsed), fields);
+                onFirstToken: () => _metrics.FirstToken(model.Name, arrived.Elapsed), fields, adapter);
             var scheduler = _schedulers[model.Name];
             int n = choices.Rows.Count;
             if (n > scheduler.QueueLimit)

@@ -9,8 +9,11 @@ namespace GptSharp.Serving;
 /// <c>stop_reason</c>, <c>stop_sequence</c>, usage), the streamed events from <c>message_start</c> to
 /// <c>message_stop</c>, and Anthropic's error shape.
 /// </summary>
-sealed class MessagesJson(ServedModel model, MessagesRequest request)
+sealed class MessagesJson(ServedModel model, MessagesRequest request, string? name = null)
 {
+    /// <summary>The name the request asked for (<c>base:adapter</c> for an adapter).</summary>
+    string Served => name ?? model.Name;
+
     readonly string _id = "msg_" + Guid.NewGuid().ToString("N")[..24];
 
     /// <summary>Anthropic's <c>{"type": "error", "error": {"type", "message"}}</c> for an error, its type read from the status.</summary>
@@ -47,7 +50,7 @@ sealed class MessagesJson(ServedModel model, MessagesRequest request)
         if (answer.Call is { } call) content.Add(ToolUse(call));
         return new
         {
-            id = _id, type = "message", role = "assistant", model = model.Name, content,
+            id = _id, type = "message", role = "assistant", model = Served, content,
             stop_reason = StopReason(answer), stop_sequence = answer.StopSequence, usage = Usage(used, used.Completion),
         };
     }
@@ -73,7 +76,7 @@ sealed class MessagesJson(ServedModel model, MessagesRequest request)
         {
             message = new
             {
-                id = _id, type = "message", role = "assistant", model = model.Name, content = Array.Empty<object>(),
+                id = _id, type = "message", role = "assistant", model = Served, content = Array.Empty<object>(),
                 stop_reason = (string?)null, stop_sequence = (string?)null, usage = Usage(new TokenUsage(promptTokens, 0, 0), 0),
             },
         });

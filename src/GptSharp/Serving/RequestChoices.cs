@@ -37,7 +37,8 @@ sealed class RequestChoices : IDisposable
     readonly Channel<ChoicePiece> _pieces = Channel.CreateUnbounded<ChoicePiece>();
 
     public RequestChoices(ServedModel model, int[] prompt, RequestSampling sampling, bool chat, AnswerShape shape,
-        double timeoutSeconds, CancellationToken aborted, CancellationToken stopping, Action onFirstToken, RequestFields? fields = null)
+        double timeoutSeconds, CancellationToken aborted, CancellationToken stopping, Action onFirstToken, RequestFields? fields = null,
+        Inference.Cpu.CpuAdapter? adapter = null)
     {
         var (promptField, maxField) = fields ?? (chat ? RequestFields.Chat : RequestFields.Completion);
         if (prompt.Length >= model.ContextLength)
@@ -109,7 +110,7 @@ sealed class RequestChoices : IDisposable
                 (_held[choice], pending) = ("", null);
             }
             rows.Add(new BatchRow(prompt, options with { Seed = options.Seed + i }, OnToken, _limit.Token, model.Decode,
-                Constraint: shape.NewConstraint(model), OnLogprob: sampling.Stream ? logprob => pending = logprob : null));
+                Constraint: shape.NewConstraint(model), OnLogprob: sampling.Stream ? logprob => pending = logprob : null, Adapter: adapter));
         }
         Rows = rows;
     }

@@ -10,8 +10,11 @@ namespace GptSharp.Serving;
 /// <c>output_text</c>, a <c>function_call</c> — usage, and the request's settings echoed), and the streamed event
 /// sequence from <c>response.created</c> to <c>response.completed</c>.
 /// </summary>
-sealed class ResponsesJson(ServedModel model, ResponsesRequest request)
+sealed class ResponsesJson(ServedModel model, ResponsesRequest request, string? name = null)
 {
+    /// <summary>The name the request asked for (<c>base:adapter</c> for an adapter).</summary>
+    string Served => name ?? model.Name;
+
     public string Id { get; } = "resp_" + Guid.NewGuid().ToString("N");
     readonly string _messageId = "msg_" + Guid.NewGuid().ToString("N"), _callItemId = "fc_" + Guid.NewGuid().ToString("N");
     readonly long _created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
@@ -35,7 +38,7 @@ sealed class ResponsesJson(ServedModel model, ResponsesRequest request)
         {
             id = Id, @object = "response", created_at = _created, status, error = (object?)null,
             incomplete_details = answer?.Cut == true ? new { reason = "max_output_tokens" } : null,
-            instructions = request.Instructions, max_output_tokens = request.Sampling.MaxTokens, model = model.Name,
+            instructions = request.Instructions, max_output_tokens = request.Sampling.MaxTokens, model = Served,
             output = answer is null ? [] : Output(answer),
             parallel_tool_calls = Echoed("parallel_tool_calls")?.ValueKind != JsonValueKind.False,
             previous_response_id = request.PreviousResponseId, store = request.Store,

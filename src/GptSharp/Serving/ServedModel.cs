@@ -42,6 +42,46 @@ public sealed class ServedModel : IEmbeddingModel, IDisposable
         return new ServedModel(name, path, model, GptTokenizer.Load(state.Tokenizer), engine);
     }
 
+    readonly System.Collections.Concurrent.ConcurrentDictionary<string, Inference.Cpu.CpuAdapter> _adapters = new();
+
+    /// <summary>LoRA adapters served on this model's weights (each as <c>name:adapter</c>), by name.</summary>
+    public IReadOnlyDictionary<string, Inference.Cpu.CpuAdapter> Adapters => _adapters;
+
+    static readonly System.Text.RegularExpressions.Regex AdapterName = new(@"\A[A-Za-z0-9_.-]{1,64}\z");
+
+    /// <summary>
+    /// Loads a LoRA run's adapters to decode beside this model's weights, held once: <paramref name="name"/> (1–64 letters,
+    /// digits, <c>_ . -</c>) must be new, the run's frozen weights this model's own, and this model decoded by the CPU
+    /// engine (which adds each row's adapter in the batch). Errors: <see cref="ArgumentException"/> (a bad name or folder),
+    /// <see cref="InvalidOperationException"/> (the name is taken), <see cref="InvalidDataException"/> (another base, or shapes that do not fit).
+    /// </summary>
+    public Inference.Cpu.CpuAdapter LoadAdapter(string name, string runDirectory)
+    {
+        if (!AdapterName.IsMatch(name)) throw new ArgumentException($"Adapter name '{name}': expected 1–64 letters, digits, '_', '.' or '-'.", nameof(name));
+        if (_adapters.ContainsKey(name)) throw new InvalidOperationException($"'{Name}:{name}' is already served; remove it first.");
+        if (Decoder.Engine is null)
+            throw new NotSupportedException($"Adapters are decoded apart from the base by the CPU engine only, and '{Name}' runs on libtorch; serve it with --engine cpu (or auto on a CPU).");
+        string weights;
+        try { weights = Checkpoint.WeightsPath(runDirectory); }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException or InvalidDataException)
+        {
+            throw new ArgumentException($"No LoRA run at '{runDirectory}': {e.Message}", nameof(runDirectory), e);
+        }
+        var (state, _) = Runtime.SafeTensors.Load(weights);
+        using var scope = TorchSharp.torch.NewDisposeScope();
+        try
+        {
+            var baseState = Model.state_dict().Where(kv => kv.Value.is_floating_point() && !kv.Key.Contains(".lora_")).ToDictionary(kv => kv.Key, kv => kv.Value);
+            var adapter = Inference.Cpu.CpuAdapter.From(name, Model.Config, state, baseState);
+            if (!_adapters.TryAdd(name, adapter)) throw new InvalidOperationException($"'{Name}:{name}' is already served; remove it first.");
+            return adapter;
+        }
+        finally { foreach (var tensor in state.Values) tensor.Dispose(); }
+    }
+
+    /// <summary>Stops serving an adapter (requests already decoding with it finish); false when there is none of that name.</summary>
+    public bool RemoveAdapter(string name) => _adapters.TryRemove(name, out _);
+
     /// <summary>A serve spec's name and folder: <c>name=folder</c>, or the folder's last component (a PPO run's <c>policy</c> folder by its run's).</summary>
     public static (string Name, string Path) NameAndPath(string spec)
     {

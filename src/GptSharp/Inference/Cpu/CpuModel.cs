@@ -127,15 +127,27 @@ public sealed class CpuModel : IDisposable
     /// or come earlier in this call). Writes the logits of the tokens listed in <paramref name="outputs"/> to
     /// <paramref name="logits"/> (outputs.Length × Vocab).
     /// </summary>
+    /// <param name="adapters">Per token, the LoRA adapter it decodes with (null: the base alone); null for none at all.</param>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public void Forward(CpuKvCache cache, int n, int[] tokens, int[] slots, int[] positions, int[] outputs, float[] logits)
+    public void Forward(CpuKvCache cache, int n, int[] tokens, int[] slots, int[] positions, int[] outputs, float[] logits, CpuAdapter?[]? adapters = null)
     {
+        if (adapters is not null && adapters.Length < n) throw new ArgumentException($"{adapters.Length} adapters for {n} tokens.", nameof(adapters));
+        if (adapters is not null && adapters.All(a => a is null)) adapters = null;
         // The pool and the work items are the model's own: one forward pass at a time (a chat and a batcher may share a model).
-        lock (_pool) ForwardLocked(cache, n, tokens, slots, positions, outputs, logits);
+        lock (_pool) ForwardLocked(cache, n, tokens, slots, positions, outputs, logits, adapters);
+    }
+
+    /// <summary>Adds each token's adapter term to a product's output rows (input rows of width <paramref name="inputs"/>, outputs of <paramref name="outputs"/>).</summary>
+    static void Adapt(CpuAdapter?[]? adapters, int n, int layer, CpuAdapter.Product product, float[] x, int inputs, float[] y, int outputs)
+    {
+        if (adapters is null) return;
+        for (int i = 0; i < n; i++)
+            if (adapters[i] is { } adapter && adapter.Adapts(layer, product))
+                adapter.Apply(layer, product, x.AsSpan(i * inputs, inputs), y.AsSpan(i * outputs, outputs));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    void ForwardLocked(CpuKvCache cache, int n, int[] tokens, int[] slots, int[] positions, int[] outputs, float[] logits)
+    void ForwardLocked(CpuKvCache cache, int n, int[] tokens, int[] slots, int[] positions, int[] outputs, float[] logits, CpuAdapter?[]? adapters)
     {
         var config = Config;
         int c = config.Width, hd = config.HeadDim, h = config.Heads, kvh = config.KvHeads, hidden = config.MlpHidden;
@@ -163,20 +175,22 @@ public sealed class CpuModel : IDisposable
             var layer = _layers[l];
             Norm(x, normed, n, layer.Norm1, layer.Norm1Bias);
             Multiply(layer.Qkv, normed, n, cache.Qkv, layer.QkvBias);
+            Adapt(adapters, n, l, CpuAdapter.Product.Qkv, normed, c, cache.Qkv, qkvWidth);
             for (int i = 0; i < n; i++) PrepareKeysAndQueries(cache, l, layer, i, slots[i], positions[i]);
             _attention.Set(cache, l, n, slots, positions);
             _pool.Run(_attention, parallel: (long)n * h * (positions[n - 1] + 1) * hd >= 1 << 14);
             Multiply(layer.Out, cache.Attention, n, cache.Projected, layer.OutBias);
+            Adapt(adapters, n, l, CpuAdapter.Product.Out, cache.Attention, h * hd, cache.Projected, c);
             if (layer.Norm2 is null)
             {
                 // PaLM's parallel block: the MLP reads the same normalised input as attention.
-                Mlp(layer, cache, normed, n);
+                Mlp(layer, l, cache, normed, n, adapters);
                 for (int i = 0; i < n * c; i++) x[i] += cache.Projected[i] + cache.MlpOut[i];
                 continue;
             }
             Kernels.AddScaled(x.AsSpan(0, n * c), 1, cache.Projected.AsSpan(0, n * c));
             Norm(x, normed, n, layer.Norm2, layer.Norm2Bias);
-            Mlp(layer, cache, normed, n);
+            Mlp(layer, l, cache, normed, n, adapters);
             Kernels.AddScaled(x.AsSpan(0, n * c), 1, cache.MlpOut.AsSpan(0, n * c));
         }
         // Only the rows asked for go through the final norm and the head.
@@ -187,24 +201,36 @@ public sealed class CpuModel : IDisposable
 
     /// <summary>MLP of normalised input into cache.MlpOut.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    void Mlp(Layer layer, CpuKvCache cache, float[] normed, int n)
+    void Mlp(Layer layer, int l, CpuKvCache cache, float[] normed, int n, CpuAdapter?[]? adapters)
     {
         var activation = Config.Activation;
-        int hidden = Config.MlpHidden;
+        int hidden = Config.MlpHidden, c = Config.Width;
         float[] up = cache.Hidden, activated = cache.Activated;
-        if (activation != ActivationKind.SwiGlu)
+        bool adapted = adapters is not null && adapters.Take(n).Any(a => a?.Adapts(l, CpuAdapter.Product.Up) == true);
+        if (activation != ActivationKind.SwiGlu && !adapted)
         {
             // GELU and ReLU² act on each row of the product alone: each thread applies them to the rows it computed.
             Multiply(layer.Up, normed, n, up, layer.UpBias, activation, activated);
+        }
+        else if (activation != ActivationKind.SwiGlu)
+        {
+            // An adapter's term joins the product before the activation.
+            Multiply(layer.Up, normed, n, up, layer.UpBias);
+            Adapt(adapters, n, l, CpuAdapter.Product.Up, normed, c, up, hidden);
+            for (int i = 0; i < n; i++)
+                if (activation == ActivationKind.ReluSquared) Activations.ReluSquared(up.AsSpan(i * hidden, hidden), activated.AsSpan(i * hidden, hidden));
+                else Activations.GeluTanh(up.AsSpan(i * hidden, hidden), activated.AsSpan(i * hidden, hidden));
         }
         else
         {
             Multiply(layer.Up, normed, n, up, layer.UpBias);
             int width = layer.Up.Rows;
+            Adapt(adapters, n, l, CpuAdapter.Product.Up, normed, c, up, width);
             for (int i = 0; i < n; i++)
                 Activations.SwiGlu(up.AsSpan(i * width, hidden), up.AsSpan(i * width + hidden, hidden), activated.AsSpan(i * hidden, hidden));
         }
         Multiply(layer.Down, activated, n, cache.MlpOut, layer.DownBias);
+        Adapt(adapters, n, l, CpuAdapter.Product.Down, activated, hidden, cache.MlpOut, c);
     }
 
     /// <summary>Queries and keys of token i: QK-norm and rotary in place, then its key and value into the cache.</summary>
