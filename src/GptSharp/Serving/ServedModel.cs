@@ -67,16 +67,31 @@ public sealed class ServedModel : IEmbeddingModel, IDisposable
         {
             throw new ArgumentException($"No LoRA run at '{runDirectory}': {e.Message}", nameof(runDirectory), e);
         }
-        var (state, _) = Runtime.SafeTensors.Load(weights);
+        // The run's file holds the whole model: its frozen weights are checked against ours one at a time and dropped, and
+        // only the adapters' tensors are kept, so loading an adapter never holds a second copy of the base.
+        var lora = new Dictionary<string, TorchSharp.torch.Tensor>();
         using var scope = TorchSharp.torch.NewDisposeScope();
         try
         {
             var baseState = Model.state_dict().Where(kv => kv.Value.is_floating_point() && !kv.Key.Contains(".lora_")).ToDictionary(kv => kv.Key, kv => kv.Value);
-            var adapter = Inference.Cpu.CpuAdapter.From(name, Model.Config, state, baseState);
+            var seen = new HashSet<string>();
+            Runtime.SafeTensors.Read(weights, _ => true, (key, tensor) =>
+            {
+                if (key.Contains(".lora_")) { lora[key] = tensor; return; }
+                using (tensor)
+                    if (tensor.is_floating_point())
+                    {
+                        Inference.Cpu.CpuAdapter.CheckBaseWeight(name, key, tensor, baseState);
+                        seen.Add(key);
+                    }
+            });
+            if (baseState.Keys.FirstOrDefault(k => !seen.Contains(k)) is { } absent)
+                throw new InvalidDataException($"Adapter '{name}' was trained on another base: it has no '{absent}'.");
+            var adapter = Inference.Cpu.CpuAdapter.From(name, Model.Config, lora);
             if (!_adapters.TryAdd(name, adapter)) throw new InvalidOperationException($"'{Name}:{name}' is already served; remove it first.");
             return adapter;
         }
-        finally { foreach (var tensor in state.Values) tensor.Dispose(); }
+        finally { foreach (var tensor in lora.Values) tensor.Dispose(); }
     }
 
     /// <summary>Stops serving an adapter (requests already decoding with it finish); false when there is none of that name.</summary>

@@ -31,25 +31,28 @@ public sealed class CpuAdapter
     public long Parameters { get; }
 
     /// <summary>
-    /// Reads the adapters of a LoRA run's state for a base of <paramref name="config"/>: every <c>X.lora_A</c> must sit on a
-    /// product the base has, with shapes that fit it (errors name the tensor and both shapes), and the run's frozen weights
-    /// must be the base's own (an adapter trained on another base is refused, naming the first weight that differs).
+    /// Checks one of a LoRA run's frozen weights against the served base's: an adapter is only meaningful on the weights it
+    /// was trained with, so one from another base is refused, naming the weight and, when they differ, both shapes.
     /// </summary>
-    public static CpuAdapter From(string name, GptConfig config, IReadOnlyDictionary<string, Tensor> state, IReadOnlyDictionary<string, Tensor> baseState)
+    public static void CheckBaseWeight(string name, string weight, Tensor theirs, IReadOnlyDictionary<string, Tensor> baseState)
+    {
+        if (!baseState.TryGetValue(weight, out var value))
+            throw new InvalidDataException($"Adapter '{name}' was trained on another base: it has '{weight}', which the served model has not.");
+        if (!theirs.shape.SequenceEqual(value.shape))
+            throw new InvalidDataException($"Adapter '{name}' was trained on another base: '{weight}' is [{string.Join(", ", theirs.shape)}] there, [{string.Join(", ", value.shape)}] here.");
+        if (!theirs.to(value.dtype).allclose(value, 0, 0))
+            throw new InvalidDataException($"Adapter '{name}' was trained on another base: its '{weight}' differs from the served model's.");
+    }
+
+    /// <summary>
+    /// Builds an adapter from a LoRA run's <c>lora_*</c> tensors for a base of <paramref name="config"/>: every <c>X.lora_A</c>
+    /// must sit on a product the base has, with shapes that fit it (errors name the tensor and both shapes).
+    /// </summary>
+    public static CpuAdapter From(string name, GptConfig config, IReadOnlyDictionary<string, Tensor> state)
     {
         int c = config.Width, hd = config.HeadDim, hidden = config.MlpHidden;
         int qkvWidth = (config.Heads + 2 * config.KvHeads) * hd;
         bool swiGlu = config.Activation == ActivationKind.SwiGlu;
-        // The run's frozen weights first: an adapter is only meaningful on the weights it was trained with.
-        foreach (var (weight, value) in baseState)
-        {
-            if (!state.TryGetValue(weight, out var theirs))
-                throw new InvalidDataException($"Adapter '{name}' was trained on another base: it has no '{weight}'.");
-            if (!theirs.shape.SequenceEqual(value.shape))
-                throw new InvalidDataException($"Adapter '{name}' was trained on another base: '{weight}' is [{string.Join(", ", theirs.shape)}] there, [{string.Join(", ", value.shape)}] here.");
-            if (!theirs.to(value.dtype).allclose(value, 0, 0))
-                throw new InvalidDataException($"Adapter '{name}' was trained on another base: its '{weight}' differs from the served model's.");
-        }
         var parts = Enumerable.Range(0, config.Layers).Select(_ => Enumerable.Range(0, 4).Select(_ => new List<Part>()).ToArray()).ToArray();
         long parameters = 0;
         int found = 0;
