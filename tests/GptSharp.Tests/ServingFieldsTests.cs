@@ -325,6 +325,7 @@ public class EmbeddingsEndpointTests(ServerFixture fixture) : IClassFixture<Serv
     [InlineData("long", "input[1]", "embeds at most 64")]
     [InlineData("format", "encoding_format", "expected 'float' or 'base64'")]
     [InlineData("dimensions", "dimensions", "the width of 'tiny-chat'")]
+    [InlineData("dimensions-text", "dimensions", "the width of 'tiny-chat'")]
     [InlineData("empty", "input[0]", "is empty")]
     [InlineData("token", "input[0][1]", "must be a token id")]
     public async Task BadRequestsAreRefusedByTheFieldAtFault(string fault, string param, string message)
@@ -334,6 +335,7 @@ public class EmbeddingsEndpointTests(ServerFixture fixture) : IClassFixture<Serv
             "long" => new { model = "tiny-chat", input = new[] { "短", string.Concat(Enumerable.Repeat("床前明月光，疑是地上霜。", 40)) } },
             "format" => new { model = "tiny-chat", input = "月", encoding_format = "int8" },
             "dimensions" => new { model = "tiny-chat", input = "月", dimensions = 3 },
+            "dimensions-text" => new { model = "tiny-chat", input = "月", dimensions = "32" },   // the fuzzer's find: not a number was a 500
             "empty" => new { model = "tiny-chat", input = new[] { "" } },
             _ => new { model = "tiny-chat", input = new[] { new[] { 1, -5 } } },
         };

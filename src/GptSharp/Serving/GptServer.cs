@@ -311,7 +311,7 @@ public sealed partial class GptServer : IAsyncDisposable
             : "float";
         if (format is not ("float" or "base64")) throw new ApiError(400, $"'encoding_format' is '{format}'; expected 'float' or 'base64'.", "encoding_format");
         int width = model.Width;
-        if (body.TryGetProperty("dimensions", out var d) && d.ValueKind != JsonValueKind.Null && (!d.TryGetInt32(out int asked) || asked != width))
+        if (body.TryGetProperty("dimensions", out var d) && d.ValueKind != JsonValueKind.Null && (d.ValueKind != JsonValueKind.Number || !d.TryGetInt32(out int asked) || asked != width))
             throw new ApiError(400, $"'dimensions' must be {width}, the width of '{model.Name}' (its embeddings are not truncatable).", "dimensions");
 
         var data = new List<object>();

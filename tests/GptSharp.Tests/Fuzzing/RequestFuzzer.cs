@@ -7,7 +7,7 @@ using System.Text.Json.Nodes;
 namespace GptSharp.Fuzzing;
 
 /// <summary>
-/// Mutates valid chat, completion, Responses and Anthropic Messages requests (types, extreme and edge values, unicode, nesting, missing and extra
+/// Mutates valid chat, completion, Responses, Anthropic Messages and embeddings requests (types, extreme and edge values, unicode, nesting, missing and extra
 /// fields, broken bytes, and schemas built to hurt: <c>$ref</c> chains thousands long, deep nesting, bounds near 2^31,
 /// enums of thousands of values) and sends them to a running server a few at a time, each round beside one well-formed
 /// greedy request whose latency is reported. Invariants: never a 5xx; never a stack trace or a path in a body; every 4xx
@@ -21,11 +21,12 @@ public static class RequestFuzzer
     static readonly JsonSerializerOptions Deep = new() { MaxDepth = 256 };
 
     /// <summary>The API a fuzzed request goes to.</summary>
-    enum Api { Chat, Completion, Responses, Messages }
+    enum Api { Chat, Completion, Responses, Messages, Embeddings }
 
     static string PathOf(Api api) => api switch
     {
-        Api.Chat => "/v1/chat/completions", Api.Completion => "/v1/completions", Api.Responses => "/v1/responses", _ => "/v1/messages",
+        Api.Chat => "/v1/chat/completions", Api.Completion => "/v1/completions", Api.Responses => "/v1/responses", Api.Messages => "/v1/messages",
+        _ => "/v1/embeddings",
     };
 
     static readonly string[] Leaks = ["   at ", ".cs:line", "Exception", "/usr/", "/home/", "/tmp/", "/work/", "libtorch", "c10::", "TorchSharp"];
@@ -114,6 +115,7 @@ public static class RequestFuzzer
             {
                 Api.Responses => body?["object"]?.GetValue<string>() == "response" && body["output"] is JsonArray { Count: > 0 } ? null : "a 200 without a response's output",
                 Api.Messages => body?["type"]?.GetValue<string>() == "message" && body["content"] is JsonArray { Count: > 0 } ? null : "a 200 without a message's content",
+                Api.Embeddings => body?["data"] is JsonArray { Count: > 0 } ? null : "a 200 without embeddings",
                 _ => body?["choices"] is JsonArray choices && choices.Count == choicesAsked ? null : $"a 200 without {choicesAsked} choice(s)",
             };
         }
@@ -129,7 +131,7 @@ public static class RequestFuzzer
 
     static (byte[] Body, string ContentType, Api Api) Case(Random random, string model)
     {
-        var api = random.Next(8) switch { < 4 => Api.Chat, 4 => Api.Completion, 5 or 6 => Api.Responses, _ => Api.Messages };
+        var api = random.Next(9) switch { < 4 => Api.Chat, 4 => Api.Completion, 5 or 6 => Api.Responses, 7 => Api.Messages, _ => Api.Embeddings };
         bool chat = api == Api.Chat;
         var root = new JsonObject { ["model"] = model };
         root[api == Api.Responses ? "max_output_tokens" : "max_tokens"] = random.Next(1, 6);
@@ -137,6 +139,10 @@ public static class RequestFuzzer
         {
             case Api.Chat: root["messages"] = new JsonArray(Message("system", "你是詩人。"), Message("user", "床前明月光")); break;
             case Api.Completion: root["prompt"] = "床前明月光"; break;
+            case Api.Embeddings:
+                root.Remove("max_tokens");
+                root["input"] = random.Next(2) == 0 ? "床前明月光" : new JsonArray("床前明月光", "疑是地上霜");
+                break;
             case Api.Responses:
                 root["input"] = random.Next(2) == 0 ? "床前明月光" : new JsonArray(Message("user", "床前明月光"));
                 if (random.Next(2) == 0) root["instructions"] = "你是詩人。";
@@ -151,7 +157,8 @@ public static class RequestFuzzer
         int mutations = 1 + random.Next(3);
         for (int m = 0; m < mutations; m++)
         {
-            if (api == Api.Responses) MutateResponses(random, root);
+            if (api == Api.Embeddings) MutateEmbeddings(random, root);
+            else if (api == Api.Responses) MutateResponses(random, root);
             else if (api == Api.Messages) MutateMessages(random, root);
             else Mutate(random, root, chat);
         }
@@ -166,6 +173,27 @@ public static class RequestFuzzer
             case 3: return (bytes, random.Next(2) == 0 ? "text/plain" : "application/x-www-form-urlencoded", api);
         }
         return (bytes, random.Next(10) == 0 ? "application/json; charset=utf-8" : "application/json", api);
+    }
+
+    /// <summary>An embeddings request's fields and inputs: strings, token ids in and out of the vocabulary, nesting, too long, empty.</summary>
+    static void MutateEmbeddings(Random random, JsonObject root)
+    {
+        string[] fields = ["model", "input", "encoding_format", "dimensions", "user"];
+        switch (random.Next(4))
+        {
+            case 0: root[fields[random.Next(fields.Length)]] = Value(random); break;
+            case 1: root.Remove(fields[random.Next(fields.Length)]); break;
+            case 2:
+                root["input"] = random.Next(4) switch
+                {
+                    0 => new JsonArray(1, 2, random.Next(2) == 0 ? 3 : Value(random)),
+                    1 => new JsonArray(new JsonArray(5, 6), Value(random)),
+                    2 => new string('詩', random.Next(1, 200)),
+                    _ => new JsonArray(),
+                };
+                break;
+            default: root["encoding_format"] = random.Next(2) == 0 ? "base64" : Value(random); break;
+        }
     }
 
     static readonly string[] ResponsesFields =
