@@ -31,9 +31,9 @@ sealed class ServeSettings : CommonSettings
     public double ShutdownGrace { get; init; } = 10;
     [CommandOption("--stored-responses")] [Description("Responses API answers kept for previous_response_id (oldest evicted first; 0 stores none).")]
     public int StoredResponses { get; init; } = 1000;
-    [CommandOption("--adapters")] [Description("LoRA runs served on a base's weights held once, comma-separated: name=folder (on the one GPT served) or base:name=folder; each is served as base:name. Needs the CPU engine.")]
+    [CommandOption("--adapters")] [Description("LoRA runs served on a base's weights held once, comma-separated: name=folder (on the one GPT served) or base:name=folder; each is served as base:name. Needs the CPU engine (default: none).")]
     public string? Adapters { get; init; }
-    [CommandOption("--admin-key")] [Description("Allow POST and DELETE /v1/adapters (load and unload adapters while serving) with Authorization: Bearer KEY.")]
+    [CommandOption("--admin-key")] [Description("Allow POST and DELETE /v1/adapters (load and unload adapters while serving) with Authorization: Bearer KEY (default: none, adapters fixed at start).")]
     public string? AdminKey { get; init; }
     [CommandOption("--pooling")] [Description("How a BERT run's embeddings are read from its final hidden states: mean (over the input's tokens) or cls.")]
     public string Pooling { get; init; } = "mean";

@@ -51,3 +51,48 @@ static class EventStream
         await context.Response.Body.FlushAsync(aborted);
     }
 }
+
+/// <summary>
+/// Server-sent events with names, as the Responses and Messages APIs stream (<c>event: TYPE</c>, then data holding
+/// <c>"type": TYPE</c> first, and for Responses a <c>sequence_number</c>), and the relay of a request's streamed text.
+/// </summary>
+sealed class NamedEventStream
+{
+    readonly HttpContext _context;
+    readonly bool _sequenced;
+    int _sequence;
+
+    public NamedEventStream(HttpContext context, RequestChoices choices, Task<Inference.BatchResult[]> outcomes, bool sequenced)
+    {
+        (_context, _sequenced) = (context, sequenced);
+        _ = outcomes.ContinueWith(_ => choices.Complete(), TaskScheduler.Default);
+        context.Response.ContentType = "text/event-stream";
+        context.Response.Headers.CacheControl = "no-cache";
+    }
+
+    public async Task Send(string type, object fields)
+    {
+        var data = JsonSerializer.SerializeToNode(fields, CompletionJson.Options)!.AsObject();
+        data.Insert(0, "type", type);
+        if (_sequenced) data["sequence_number"] = _sequence++;
+        await _context.Response.WriteAsync($"event: {type}\ndata: {data.ToJsonString(CompletionJson.Options)}\n\n", _context.RequestAborted);
+    }
+
+    public Task Flush() => _context.Response.Body.FlushAsync(_context.RequestAborted);
+
+    /// <summary>
+    /// Hands each piece of the answer's text to <paramref name="onText"/> as it is released, then the generations' results;
+    /// a stopped or failed generation comes back as its error (for the API's own error event), not thrown.
+    /// </summary>
+    public async Task<(Inference.BatchResult[]? Done, ApiError? Error)> Relay(RequestChoices choices, Task<Inference.BatchResult[]> outcomes, Func<string, Task> onText)
+    {
+        await foreach (var piece in choices.Pieces.ReadAllAsync(_context.RequestAborted))
+        {
+            if (piece.Text.Length == 0) continue;
+            await onText(piece.Text);
+            await Flush();
+        }
+        try { return (await outcomes, null); }
+        catch (ApiError e) { return (null, e); }
+    }
+}

@@ -189,21 +189,8 @@ public sealed class GptChatClient : IChatClient, IEmbeddingGenerator<string, Emb
 
     /// <summary>Each text's embedding (<see cref="ServedModel.Embed"/>): the mean of the model's final hidden states over
     /// its tokens (BOS first); a text longer than the context is refused, naming its index.</summary>
-    public Task<GeneratedEmbeddings<Embedding<float>>> GenerateAsync(IEnumerable<string> values, EmbeddingGenerationOptions? options = null, CancellationToken cancellationToken = default)
-    {
-        var embeddings = new GeneratedEmbeddings<Embedding<float>>();
-        int index = 0;
-        foreach (string value in values)
-        {
-            cancellationToken.ThrowIfCancellationRequested();
-            float[] vector;
-            try { vector = _model.Embed(_model.Tokenizer.Encode(value)); }
-            catch (ArgumentException e) { throw new ArgumentException($"Text {index}: {e.Message}", nameof(values), e); }
-            embeddings.Add(new Embedding<float>(vector) { ModelId = _model.Name, CreatedAt = DateTimeOffset.UtcNow });
-            index++;
-        }
-        return Task.FromResult(embeddings);
-    }
+    public Task<GeneratedEmbeddings<Embedding<float>>> GenerateAsync(IEnumerable<string> values, EmbeddingGenerationOptions? options = null, CancellationToken cancellationToken = default) =>
+        Task.FromResult(EmbeddingGeneration.Embed(_model, values, cancellationToken));
 
     public object? GetService(Type serviceType, object? serviceKey = null) =>
         serviceKey is not null ? null

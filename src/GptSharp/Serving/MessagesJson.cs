@@ -62,16 +62,8 @@ sealed class MessagesJson(ServedModel model, MessagesRequest request, string? na
     /// </summary>
     public async Task StreamAsync(HttpContext context, RequestChoices choices, Task<BatchResult[]> outcomes, Func<BatchResult[], TokenUsage> usage, int promptTokens)
     {
-        var aborted = context.RequestAborted;
-        _ = outcomes.ContinueWith(_ => choices.Complete(), TaskScheduler.Default);
-        context.Response.ContentType = "text/event-stream";
-        context.Response.Headers.CacheControl = "no-cache";
-        async Task Send(string type, object fields)
-        {
-            var data = JsonSerializer.SerializeToNode(fields, CompletionJson.Options)!.AsObject();
-            data.Insert(0, "type", type);
-            await context.Response.WriteAsync($"event: {type}\ndata: {data.ToJsonString(CompletionJson.Options)}\n\n", aborted);
-        }
+        var events = new NamedEventStream(context, choices, outcomes, sequenced: false);
+        Func<string, object, Task> Send = events.Send;
         await Send("message_start", new
         {
             message = new
@@ -81,7 +73,7 @@ sealed class MessagesJson(ServedModel model, MessagesRequest request, string? na
             },
         });
         await Send("ping", new { });
-        await context.Response.Body.FlushAsync(aborted);
+        await events.Flush();
 
         bool textOpen = false;
         async Task Text(string text)
@@ -93,21 +85,14 @@ sealed class MessagesJson(ServedModel model, MessagesRequest request, string? na
             }
             if (text.Length > 0) await Send("content_block_delta", new { index = 0, delta = new { type = "text_delta", text } });
         }
-        await foreach (var piece in choices.Pieces.ReadAllAsync(aborted))
+        var (done, error) = await events.Relay(choices, outcomes, Text);
+        if (error is not null)
         {
-            if (piece.Text.Length == 0) continue;
-            await Text(piece.Text);
-            await context.Response.Body.FlushAsync(aborted);
-        }
-        BatchResult[] done;
-        try { done = await outcomes; }
-        catch (ApiError e)
-        {
-            await Send("error", new { error = new { type = ErrorType(e.Status), message = e.Message } });
+            await Send("error", new { error = new { type = ErrorType(error.Status), message = error.Message } });
             return;
         }
         string rest = choices.Rest(0);
-        var answer = Read(done[0].Generation);
+        var answer = Read(done![0].Generation);
         if (rest.Length > 0 || (answer.Call is null && !textOpen)) await Text(rest);
         int index = 0;
         if (textOpen) await Send("content_block_stop", new { index = index++ });
@@ -120,6 +105,6 @@ sealed class MessagesJson(ServedModel model, MessagesRequest request, string? na
         var used = usage(done);
         await Send("message_delta", new { delta = new { stop_reason = StopReason(answer), stop_sequence = answer.StopSequence }, usage = new { output_tokens = used.Completion } });
         await Send("message_stop", new { });
-        await context.Response.Body.FlushAsync(aborted);
+        await events.Flush();
     }
 }

@@ -71,21 +71,11 @@ sealed class ResponsesJson(ServedModel model, ResponsesRequest request, string? 
     /// </summary>
     public async Task<(ChoiceAnswer Answer, object Response)?> StreamAsync(HttpContext context, RequestChoices choices, Task<BatchResult[]> outcomes, Func<BatchResult[], TokenUsage> usage)
     {
-        var aborted = context.RequestAborted;
-        _ = outcomes.ContinueWith(_ => choices.Complete(), TaskScheduler.Default);
-        context.Response.ContentType = "text/event-stream";
-        context.Response.Headers.CacheControl = "no-cache";
-        int sequence = 0;
-        async Task Send(string type, object fields)
-        {
-            var data = JsonSerializer.SerializeToNode(fields, CompletionJson.Options)!.AsObject();
-            data.Insert(0, "type", type);
-            data["sequence_number"] = sequence++;
-            await context.Response.WriteAsync($"event: {type}\ndata: {data.ToJsonString(CompletionJson.Options)}\n\n", aborted);
-        }
+        var events = new NamedEventStream(context, choices, outcomes, sequenced: true);
+        Func<string, object, Task> Send = events.Send;
         await Send("response.created", new { response = Response(null, null) });
         await Send("response.in_progress", new { response = Response(null, null) });
-        await context.Response.Body.FlushAsync(aborted);
+        await events.Flush();
 
         bool messageOpen = false;
         var text = new System.Text.StringBuilder();
@@ -101,21 +91,14 @@ sealed class ResponsesJson(ServedModel model, ResponsesRequest request, string? 
             text.Append(delta);
             await Send("response.output_text.delta", new { item_id = _messageId, output_index = 0, content_index = 0, delta, logprobs = Array.Empty<object>() });
         }
-        await foreach (var piece in choices.Pieces.ReadAllAsync(aborted))
+        var (done, error) = await events.Relay(choices, outcomes, Text);
+        if (error is not null)
         {
-            if (piece.Text.Length == 0) continue;
-            await Text(piece.Text);
-            await context.Response.Body.FlushAsync(aborted);
-        }
-        BatchResult[] done;
-        try { done = await outcomes; }
-        catch (ApiError e)
-        {
-            await Send("error", new { code = e.Code ?? e.Type, message = e.Message, param = e.Param });
+            await Send("error", new { code = error.Code ?? error.Type, message = error.Message, param = error.Param });
             return null;
         }
         string rest = choices.Rest(0);
-        var answer = CompletionJson.Read(model, request.Shape, [], done[0].Generation);
+        var answer = CompletionJson.Read(model, request.Shape, [], done![0].Generation);
         if (rest.Length > 0 || (answer.Call is null && !messageOpen)) await Text(rest);
         int index = 0;
         if (messageOpen)
@@ -136,7 +119,7 @@ sealed class ResponsesJson(ServedModel model, ResponsesRequest request, string? 
         }
         var response = Response(answer, usage(done));
         await Send(answer.Cut ? "response.incomplete" : "response.completed", new { response });
-        await context.Response.Body.FlushAsync(aborted);
+        await events.Flush();
         return (answer, response);
     }
 }

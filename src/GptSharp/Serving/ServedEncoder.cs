@@ -18,6 +18,27 @@ public interface IEmbeddingModel
     float[] Embed(int[] tokens);
 }
 
+/// <summary>Microsoft.Extensions.AI's embeddings from any <see cref="IEmbeddingModel"/>.</summary>
+static class EmbeddingGeneration
+{
+    /// <summary>Each text's vector; one the model cannot read whole is refused, naming its index.</summary>
+    public static GeneratedEmbeddings<Embedding<float>> Embed(IEmbeddingModel model, IEnumerable<string> values, CancellationToken cancellation)
+    {
+        var embeddings = new GeneratedEmbeddings<Embedding<float>>();
+        int index = 0;
+        foreach (string value in values)
+        {
+            cancellation.ThrowIfCancellationRequested();
+            float[] vector;
+            try { vector = model.Embed(model.Tokenizer.Encode(value)); }
+            catch (ArgumentException e) { throw new ArgumentException($"Text {index}: {e.Message}", nameof(values), e); }
+            embeddings.Add(new Embedding<float>(vector) { ModelId = model.Name, CreatedAt = DateTimeOffset.UtcNow });
+            index++;
+        }
+        return embeddings;
+    }
+}
+
 /// <summary>
 /// A BERT run (a <c>bert pretrain</c> or <c>bert finetune</c> folder) served for embeddings: each input as
 /// <c>[CLS] tokens [SEP]</c>, its final hidden states pooled (<see cref="Pooling"/>). Also an
@@ -74,21 +95,8 @@ public sealed class ServedEncoder : IEmbeddingModel, IEmbeddingGenerator<string,
         lock (_gate) return BertEmbeddings.Embed(Encoder, [[Tokenizer.BosId, .. tokens, Tokenizer.EosId]], Tokenizer.PadId, Pooling)[0];
     }
 
-    public Task<GeneratedEmbeddings<Embedding<float>>> GenerateAsync(IEnumerable<string> values, EmbeddingGenerationOptions? options = null, CancellationToken cancellationToken = default)
-    {
-        var embeddings = new GeneratedEmbeddings<Embedding<float>>();
-        int index = 0;
-        foreach (string value in values)
-        {
-            cancellationToken.ThrowIfCancellationRequested();
-            float[] vector;
-            try { vector = Embed(Tokenizer.Encode(value)); }
-            catch (ArgumentException e) { throw new ArgumentException($"Text {index}: {e.Message}", nameof(values), e); }
-            embeddings.Add(new Embedding<float>(vector) { ModelId = Name, CreatedAt = DateTimeOffset.UtcNow });
-            index++;
-        }
-        return Task.FromResult(embeddings);
-    }
+    public Task<GeneratedEmbeddings<Embedding<float>>> GenerateAsync(IEnumerable<string> values, EmbeddingGenerationOptions? options = null, CancellationToken cancellationToken = default) =>
+        Task.FromResult(EmbeddingGeneration.Embed(this, values, cancellationToken));
 
     public object? GetService(Type serviceType, object? serviceKey = null) =>
         serviceKey is not null ? null
