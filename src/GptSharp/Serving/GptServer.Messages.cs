@@ -13,10 +13,7 @@ public sealed partial class GptServer
     (ServedModel Model, Inference.Cpu.CpuAdapter? Adapter, int[] Prompt) MessagesPrompt(MessagesRequest request)
     {
         var (model, adapter) = Target(request.Model);
-        if (request.Shape.NeedsToolTokens(request.Turns) && !model.Template.SupportsTools)
-            throw new ApiError(400, $"tools: model '{model.Name}' cannot take tools: its tokenizer has no tool-call tokens (it was trained before tool calls existed).",
-                request.Shape.Calls ? "tools" : "messages");
-        return (model, adapter, request.Shape.Prompt(model.Template, request.Turns));
+        return (model, adapter, ChatPrompt(model, request.Shape, request.Turns, "messages", messagePrefix: "tools: model"));
     }
 
     async Task CreateMessage(HttpContext context)

@@ -12,11 +12,7 @@ public sealed partial class GptServer
     {
         var request = ResponsesProtocol.Parse(await Body(context), _responses.Find);
         var (model, adapter) = Target(request.Model);
-        var turns = request.Turns();
-        if (request.Shape.NeedsToolTokens(turns) && !model.Template.SupportsTools)
-            throw new ApiError(400, $"Model '{model.Name}' cannot take tools: its tokenizer has no tool-call tokens (it was trained before tool calls existed).",
-                request.Shape.Calls ? "tools" : "input");
-        int[] prompt = request.Shape.Prompt(model.Template, turns);
+        int[] prompt = ChatPrompt(model, request.Shape, request.Turns(), "input");
         await Run(context, model, prompt, request.Sampling, chat: true, request.Shape, async (choices, outcomes, usage) =>
         {
             var json = new ResponsesJson(model, request, request.Model);

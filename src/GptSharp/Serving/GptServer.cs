@@ -400,11 +400,21 @@ public sealed partial class GptServer : IAsyncDisposable
     {
         var request = OpenAiProtocol.Chat(await Body(context));
         var (model, adapter) = Target(request.Model);
-        if (request.Shape.NeedsToolTokens(request.Messages) && !model.Template.SupportsTools)
-            throw new ApiError(400, $"Model '{model.Name}' cannot take tools: its tokenizer has no tool-call tokens (it was trained before tool calls existed).",
-                request.Shape.Calls ? "tools" : "messages");
-        int[] prompt = request.Shape.Prompt(model.Template, request.Messages);
+        int[] prompt = ChatPrompt(model, request.Shape, request.Messages, "messages");
         await Respond(context, model, prompt, request.Sampling, chat: true, request.Shape, adapter, request.Model);
+    }
+
+    /// <summary>
+    /// The prompt a chat-shaped request (chat, Responses, Messages) is answered from, refusing tools — offered, or turns of
+    /// them in the conversation — that the model's tokenizer cannot write; <paramref name="conversationField"/> names where
+    /// the turns came from, <paramref name="messagePrefix"/> starts the message as the API starts its errors.
+    /// </summary>
+    static int[] ChatPrompt(ServedModel model, AnswerShape shape, IReadOnlyList<ChatMessage> turns, string conversationField, string messagePrefix = "Model")
+    {
+        if (shape.NeedsToolTokens(turns) && !model.Template.SupportsTools)
+            throw new ApiError(400, $"{messagePrefix} '{model.Name}' cannot take tools: its tokenizer has no tool-call tokens (it was trained before tool calls existed).",
+                shape.Calls ? "tools" : conversationField);
+        return shape.Prompt(model.Template, turns);
     }
 
     async Task Completions(HttpContext context)

@@ -204,7 +204,7 @@ public static class OpenAiProtocol
         return new CompletionRequest(model, text, Sampling(root, chat: false));
     }
 
-    static string Model(JsonElement root) =>
+    internal static string Model(JsonElement root) =>
         root.TryGetProperty("model", out var m) && m.ValueKind == JsonValueKind.String && Text(m, "model") is { Length: > 0 } name
             ? name : throw new ApiError(400, "'model' is required and must be a non-empty string.", "model");
 

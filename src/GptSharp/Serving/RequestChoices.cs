@@ -130,7 +130,7 @@ sealed class RequestChoices : IDisposable
     /// </summary>
     public string Rest(int choice)
     {
-        if (_heldCall[choice].Count > 0 && _shape.ReadCall(_tokenizer, _heldCall[choice]) is null && _shape.CallStart(_tokenizer, _heldCall[choice]) < 0)
+        if (_heldCall[choice].Count > 0 && _shape.CallStart(_tokenizer, _heldCall[choice]) < 0)
             foreach (int token in _heldCall[choice]) _answers[choice].Add(token);
         _answers[choice].Finish();
         return _held[choice];

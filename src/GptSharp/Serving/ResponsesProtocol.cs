@@ -22,8 +22,7 @@ static class ResponsesProtocol
 {
     public static ResponsesRequest Parse(JsonElement root, Func<string, StoredResponse?> stored)
     {
-        string model = root.TryGetProperty("model", out var m) && m.ValueKind == JsonValueKind.String && Text(m, "model") is { Length: > 0 } name
-            ? name : throw new ApiError(400, "'model' is required and must be a non-empty string.", "model");
+        string model = Model(root);
         string? previous = root.TryGetProperty("previous_response_id", out var p) && p.ValueKind != JsonValueKind.Null
             ? p.ValueKind == JsonValueKind.String ? Text(p, "previous_response_id") : throw new ApiError(400, "'previous_response_id' must be a string.", "previous_response_id")
             : null;

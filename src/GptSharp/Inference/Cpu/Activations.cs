@@ -21,6 +21,13 @@ internal static class Activations
     /// <summary>ReLU²: max(v, 0)².</summary>
     public static void ReluSquared(ReadOnlySpan<float> source, Span<float> target) => Map<ReluSquaredOp>(source, source, target);
 
+    /// <summary>A one-input activation by kind (tanh GELU or ReLU²; SwiGLU takes two inputs, and others none here).</summary>
+    public static void Apply(Models.ActivationKind kind, ReadOnlySpan<float> source, Span<float> target)
+    {
+        if (kind == Models.ActivationKind.ReluSquared) ReluSquared(source, target);
+        else if (kind == Models.ActivationKind.GeluTanh) GeluTanh(source, target);
+    }
+
     interface IActivation
     {
         static abstract Vector<float> Apply(Vector<float> x, Vector<float> y);

@@ -217,9 +217,7 @@ public sealed class CpuModel : IDisposable
             // An adapter's term joins the product before the activation.
             Multiply(layer.Up, normed, n, up, layer.UpBias);
             Adapt(adapters, n, l, CpuAdapter.Product.Up, normed, c, up, hidden);
-            for (int i = 0; i < n; i++)
-                if (activation == ActivationKind.ReluSquared) Activations.ReluSquared(up.AsSpan(i * hidden, hidden), activated.AsSpan(i * hidden, hidden));
-                else Activations.GeluTanh(up.AsSpan(i * hidden, hidden), activated.AsSpan(i * hidden, hidden));
+            for (int i = 0; i < n; i++) Activations.Apply(activation, up.AsSpan(i * hidden, hidden), activated.AsSpan(i * hidden, hidden));
         }
         else
         {
@@ -345,8 +343,7 @@ public sealed class CpuModel : IDisposable
             {
                 var rowsOut = _y.AsSpan(i * rows + start, end - start);
                 if (_bias is not null) Kernels.AddScaled(rowsOut, 1, _bias.AsSpan(start, end - start));
-                if (_activation == ActivationKind.ReluSquared) Activations.ReluSquared(rowsOut, _activated.AsSpan(i * rows + start, end - start));
-                else if (_activation == ActivationKind.GeluTanh) Activations.GeluTanh(rowsOut, _activated.AsSpan(i * rows + start, end - start));
+                if (_activation is { } activation) Activations.Apply(activation, rowsOut, _activated.AsSpan(i * rows + start, end - start));
             }
         }
     }
