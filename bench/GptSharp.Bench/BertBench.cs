@@ -10,7 +10,7 @@ using GptSharp.Training;
 namespace GptSharp.Bench;
 
 /// <summary>
-/// <c>bert ROOT [pretrain-steps] [finetune-steps] [seeds] [context]</c>: does pretraining by cloze pay on an English task?
+/// <c>bert ROOT [pretrain-steps] [finetune-steps] [seeds] [context] [cls|mean] [first|windows] [learning-rate]</c>: does pretraining by cloze pay on an English task?
 /// One fixed split of the spam/ham messages (the stage seed's); an English BPE tokenizer and a tiny BERT pretrained on the
 /// Brown corpus, the State of the Union speeches, Moby-Dick and the training split's messages (never the held-out ones);
 /// then per seed, interleaved, the same encoder fine-tuned from the pretrained weights and from scratch, beside the
@@ -27,6 +27,10 @@ static class BertBench
         int finetuneSteps = args.Length > 3 ? int.Parse(args[3]) : 400;
         long[] seeds = args.Length > 4 ? [.. args[4].Split(',').Select(long.Parse)] : [1, 2, 3];
         int context = args.Length > 5 ? int.Parse(args[5]) : 256;
+        var pooling = args.Length > 6 ? Enum.Parse<Pooling>(args[6], ignoreCase: true) : Pooling.Cls;
+        bool windows = args.Length > 7 && args[7] == "windows";
+        double learningRate = args.Length > 8 ? double.Parse(args[8], System.Globalization.CultureInfo.InvariantCulture) : 1e-4;
+        string reading = (pooling == Pooling.Cls ? "" : "-mean") + (windows ? "-windows" : "") + (learningRate == 1e-4 ? "" : $"-lr{learningRate:G2}");
         Directory.CreateDirectory(root);
 
         var data = LabeledData.Load("spam", null, new TrainingConfig().Seed);
@@ -55,40 +59,19 @@ static class BertBench
                               $"{report.HeldOut.Loss:F3}, accuracy {100 * report.HeldOut.Accuracy:F1}%");
         }
 
-        // What the pretrained encoder's vectors are worth untouched: 5-NN on the same split, beside bag-of-words vectors.
-        var (encoder, _) = BertPretrainRun.Load(pretrained);
-        using (encoder)
-        {
-            var trainTexts = data.Train.Select(t => t.Text).ToList();
-            var heldTexts = data.HeldOut.Select(t => t.Text).ToList();
-            int[] trainLabels = [.. data.Train.Select(t => t.Label)], heldLabels = [.. data.HeldOut.Select(t => t.Label)];
-            foreach (var pooling in new[] { Pooling.Mean, Pooling.Cls })
-            {
-                var watch = Stopwatch.StartNew();
-                var train = BertEmbeddings.EmbedTexts(encoder.Encoder, tokenizer, trainTexts, pooling);
-                var held = BertEmbeddings.EmbedTexts(encoder.Encoder, tokenizer, heldTexts, pooling);
-                Console.WriteLine($"5-NN spam accuracy, pretrained BERT {pooling} pooling: {100 * EmbeddingScore.NearestNeighbourAccuracy(train, trainLabels, held, heldLabels):F1}% " +
-                                  $"({watch.Elapsed.TotalSeconds:F0} s to embed {train.Length + held.Length} messages)");
-            }
-            using var scope = TorchSharp.torch.NewDisposeScope();
-            var bowTrain = EmbeddingScore.Rows(ClassificationBaselines.Features(trainTexts, tokenizer));
-            var bowHeld = EmbeddingScore.Rows(ClassificationBaselines.Features(heldTexts, tokenizer));
-            Console.WriteLine($"5-NN spam accuracy, bag-of-words vectors (log counts, whole message): {100 * EmbeddingScore.NearestNeighbourAccuracy(bowTrain, trainLabels, bowHeld, heldLabels):F1}%");
-            var bowCut = EmbeddingScore.Rows(ClassificationBaselines.Features([.. trainTexts.Select(t => Cut(t, tokenizer, context))], tokenizer));
-            var bowHeldCut = EmbeddingScore.Rows(ClassificationBaselines.Features([.. heldTexts.Select(t => Cut(t, tokenizer, context))], tokenizer));
-            Console.WriteLine($"5-NN spam accuracy, bag-of-words vectors of the same {context - 2} tokens BERT reads: {100 * EmbeddingScore.NearestNeighbourAccuracy(bowCut, trainLabels, bowHeldCut, heldLabels):F1}%");
-        }
+        // What the pretrained encoder's vectors are worth untouched, measured with the default reading (a run naming a pooling skips it).
+        if (args.Length <= 6) MeasureVectors(pretrained, data, tokenizer, context);
 
         // Fine-tuning, interleaved per seed: pretrained, then from scratch (same shape, tokenizer, recipe and data order).
-        var finetune = BertPretrainRun.Defaults with { Steps = finetuneSteps, LearningRate = 1e-4, WarmupSteps = finetuneSteps / 10, EvalEvery = finetuneSteps, CheckpointEvery = finetuneSteps };
+        var finetune = BertPretrainRun.Defaults with { Steps = finetuneSteps, LearningRate = learningRate, WarmupSteps = finetuneSteps / 10, EvalEvery = finetuneSteps, CheckpointEvery = finetuneSteps };
         var rows = new List<(long Seed, string Start, ClassificationScore Score, double Seconds)>();
         ClassificationScore? bagOfWords = null;
         foreach (long seed in seeds)
             foreach (bool scratch in new[] { false, true })
             {
-                string dir = Path.Combine(root, $"spam-{(scratch ? "scratch" : "pretrained")}-s{seed}");
+                string dir = Path.Combine(root, $"spam-{(scratch ? "scratch" : "pretrained")}{reading}-s{seed}");
                 var watch = Stopwatch.StartNew();
-                var report = BertFinetuneRun.Execute(pretrained, data, finetune with { Seed = seed }, new RunOptions(dir) { Resume = Checkpoint.Find(dir) is not null }, scratch);
+                var report = BertFinetuneRun.Execute(pretrained, data, finetune with { Seed = seed }, new RunOptions(dir) { Resume = Checkpoint.Find(dir) is not null }, new FinetuneChoices(scratch, pooling, windows));
                 bagOfWords ??= report.BagOfWords;
                 rows.Add((seed, scratch ? "scratch" : "pretrained", report.Model, watch.Elapsed.TotalSeconds));
                 Console.WriteLine($"seed {seed} {(scratch ? "scratch   " : "pretrained")}: accuracy {100 * report.Model.Accuracy:F1}%, F1 {report.Model.F1:F3} ({watch.Elapsed.TotalSeconds:F0} s)");
@@ -99,7 +82,7 @@ static class BertBench
         foreach (var start in new[] { "pretrained", "scratch" })
         {
             var mine = rows.Where(r => r.Start == start).ToList();
-            Console.WriteLine($"| BERT tiny, context {context}, {start} | {100 * mine.Min(r => r.Score.Accuracy):F1}–{100 * mine.Max(r => r.Score.Accuracy):F1}% | {mine.Min(r => r.Score.F1):F3}–{mine.Max(r => r.Score.F1):F3} |");
+            Console.WriteLine($"| BERT tiny, context {context}, {pooling} pooling, {(windows ? "whole message in windows" : "first window")}, lr {learningRate:G2}, {start} | {100 * mine.Min(r => r.Score.Accuracy):F1}–{100 * mine.Max(r => r.Score.Accuracy):F1}% | {mine.Min(r => r.Score.F1):F3}–{mine.Max(r => r.Score.F1):F3} |");
         }
         Console.WriteLine($"| bag-of-words logistic (whole message) | {100 * bagOfWords!.Accuracy:F1}% | {bagOfWords.F1:F3} |");
     }
@@ -142,6 +125,33 @@ static class BertBench
             var bq = EmbeddingScore.Rows(ClassificationBaselines.Features(queries, tokenizer));
             var bd = EmbeddingScore.Rows(ClassificationBaselines.Features(documents, tokenizer));
             Console.WriteLine($"| bag-of-words (log counts) | {100 * EmbeddingScore.RecallAtK(bq, bd, 1):F1}% | {100 * EmbeddingScore.RecallAtK(bq, bd, 5):F1}% |");
+        }
+    }
+
+    /// <summary>5-NN spam accuracy on the split with the pretrained encoder's vectors (mean and [CLS]) beside bag-of-words vectors.</summary>
+    static void MeasureVectors(string pretrained, LabeledData data, GptTokenizer tokenizer, int context)
+    {
+        var (encoder, _) = BertPretrainRun.Load(pretrained);
+        using (encoder)
+        {
+            var trainTexts = data.Train.Select(t => t.Text).ToList();
+            var heldTexts = data.HeldOut.Select(t => t.Text).ToList();
+            int[] trainLabels = [.. data.Train.Select(t => t.Label)], heldLabels = [.. data.HeldOut.Select(t => t.Label)];
+            foreach (var vectors in new[] { Pooling.Mean, Pooling.Cls })
+            {
+                var watch = Stopwatch.StartNew();
+                var train = BertEmbeddings.EmbedTexts(encoder.Encoder, tokenizer, trainTexts, vectors);
+                var held = BertEmbeddings.EmbedTexts(encoder.Encoder, tokenizer, heldTexts, vectors);
+                Console.WriteLine($"5-NN spam accuracy, pretrained BERT {vectors} pooling: {100 * EmbeddingScore.NearestNeighbourAccuracy(train, trainLabels, held, heldLabels):F1}% " +
+                                  $"({watch.Elapsed.TotalSeconds:F0} s to embed {train.Length + held.Length} messages)");
+            }
+            using var scope = TorchSharp.torch.NewDisposeScope();
+            var bowTrain = EmbeddingScore.Rows(ClassificationBaselines.Features(trainTexts, tokenizer));
+            var bowHeld = EmbeddingScore.Rows(ClassificationBaselines.Features(heldTexts, tokenizer));
+            Console.WriteLine($"5-NN spam accuracy, bag-of-words vectors (log counts, whole message): {100 * EmbeddingScore.NearestNeighbourAccuracy(bowTrain, trainLabels, bowHeld, heldLabels):F1}%");
+            var bowCut = EmbeddingScore.Rows(ClassificationBaselines.Features([.. trainTexts.Select(t => Cut(t, tokenizer, context))], tokenizer));
+            var bowHeldCut = EmbeddingScore.Rows(ClassificationBaselines.Features([.. heldTexts.Select(t => Cut(t, tokenizer, context))], tokenizer));
+            Console.WriteLine($"5-NN spam accuracy, bag-of-words vectors of the same {context - 2} tokens BERT reads: {100 * EmbeddingScore.NearestNeighbourAccuracy(bowCut, trainLabels, bowHeldCut, heldLabels):F1}%");
         }
     }
 

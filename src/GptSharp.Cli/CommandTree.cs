@@ -75,6 +75,8 @@ public static class CommandTree
                 .WithExample("bert", "fill-mask", "--run-dir", "runs/bert", "--text", "床前明月<|mask|>");
             bert.AddCommand<BertFinetuneCommand>("finetune").WithDescription("Fine-tune a classifier (spam/ham by default); reports accuracy and F1 beside majority and bag-of-words baselines.")
                 .WithExample("bert", "finetune", "--from", "runs/bert", "--data", "spam", "--run-dir", "runs/bert-spam");
+            bert.AddCommand<BertContrastiveCommand>("contrastive").WithDescription("Train an encoder's vectors on pairs (a poem's first line and the rest, texts of one label, a file); reports held-out recall or 5-NN accuracy before, after and by bag-of-words.")
+                .WithExample("bert", "contrastive", "--from", "runs/bert", "--first-lines", "tang", "--run-dir", "runs/bert-lines");
             bert.AddCommand<BertClassifyCommand>("classify").WithDescription("Label probabilities for a text from a fine-tuned classifier.")
                 .WithExample("bert", "classify", "--run-dir", "runs/bert-spam", "--text", "Win a free prize now!");
         });

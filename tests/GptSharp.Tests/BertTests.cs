@@ -1,3 +1,5 @@
+using GptSharp.Evaluation;
+using GptSharp.Serving;
 using GptSharp.Encoders;
 using GptSharp.Training;
 using TorchSharp;
@@ -203,13 +205,14 @@ public class BertTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedT
         var report = BertFinetuneRun.Execute(dir.File("bert"), labeled, new TrainingConfig { Steps = 60, BatchSize = 16, LearningRate = 5e-3, WarmupSteps = 4, EvalEvery = 20, EvalBatches = 4, CheckpointEvery = 1000 }, new RunOptions(dir.File("spam")) { Resume = false });
         Assert.True(report.Model.Accuracy > report.Majority.Accuracy + 0.2, $"BERT {report.Model.Accuracy:P1} vs majority {report.Majority.Accuracy:P1}");
         Assert.Equal(0, report.Majority.F1); // the majority class is ham: no spam found
-        var (model, labels, loadedTokenizer) = BertFinetuneRun.Load(dir.File("spam"));
+        var (model, config, loadedTokenizer) = BertFinetuneRun.Load(dir.File("spam"));
         using (model)
         {
-            var probabilities = BertFinetuneRun.Classify(model, labels, loadedTokenizer, "win free money now, click 7");
+            Assert.Equal(Pooling.Cls, config.Pooling);
+            var probabilities = BertFinetuneRun.Classify(model, config, loadedTokenizer, "win free money now, click 7");
             Assert.Equal("spam", probabilities[0].Label);
             Assert.Equal(1.0, probabilities.Sum(p => p.Probability), 4);
-            Assert.Throws<ArgumentException>(() => BertFinetuneRun.Classify(model, labels, loadedTokenizer, "  "));
+            Assert.Throws<ArgumentException>(() => BertFinetuneRun.Classify(model, config, loadedTokenizer, "  "));
         }
 
         File.WriteAllLines(data, ["{\"text\":\"hello\",\"label\":\"ham\"}", "{\"text\":\"buy\",\"label\":\"eggs\"}"]);
@@ -220,5 +223,96 @@ public class BertTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedT
         Assert.Contains(":2: field 'label'", Assert.Throws<InvalidDataException>(() => LabeledData.Load(data, null, 1)).Message);
         File.WriteAllLines(data, ["{\"text\":\"\",\"label\":\"ham\"}"]);
         Assert.Contains(":1: field 'text'", Assert.Throws<InvalidDataException>(() => LabeledData.Load(data, null, 1)).Message);
+    }
+
+    [Fact]
+    public void WindowsReadTheLabelAtTheEndOfALongTextThatTheFirstWindowNeverSees()
+    {
+        using var dir = new TempDirectory();
+        string poems = dir.File("poems.jsonl");
+        File.WriteAllLines(poems, Enumerable.Range(0, 200).Select(i => System.Text.Json.JsonSerializer.Serialize(new { text = $"床前明月光，疑是地上霜。{i}" })));
+        BertPretrainRun.Execute(Tiny(8), new TrainingConfig { Steps = 5, BatchSize = 8, WarmupSteps = 1, EvalEvery = 1000, EvalBatches = 2, CheckpointEvery = 1000 }, new MaskingConfig(), [poems], fixture.Directory, new RunOptions(dir.File("bert")) { Resume = false }, heldOutFraction: 0.1);
+        // Every text opens with the same 40+ tokens; only its last words tell the label, past the first window of 30.
+        string opening = string.Concat(Enumerable.Repeat("the minutes of the meeting ", 8));
+        Assert.True(fixture.Tokenizer.Encode(opening).Length > 30);
+        string data = dir.File("labels.jsonl");
+        var random = new Random(5);
+        File.WriteAllLines(data, Enumerable.Range(0, 300).Select(i => System.Text.Json.JsonSerializer.Serialize(i % 2 == 0
+            ? new { text = $"{opening}win free money {random.Next(100)}", label = "spam" }
+            : new { text = $"{opening}see you at noon {random.Next(100)}", label = "ham" })));
+        var labeled = LabeledData.Load(data, null, seed: 1);
+        var training = new TrainingConfig { Steps = 60, BatchSize = 16, LearningRate = 5e-3, WarmupSteps = 4, EvalEvery = 30, EvalBatches = 2, CheckpointEvery = 1000 };
+
+        var firstWindow = BertFinetuneRun.Execute(dir.File("bert"), labeled, training, new RunOptions(dir.File("first")) { Resume = false }, new FinetuneChoices(Pooling: Pooling.Mean));
+        var windows = BertFinetuneRun.Execute(dir.File("bert"), labeled, training, new RunOptions(dir.File("windows")) { Resume = false }, new FinetuneChoices(Pooling: Pooling.Mean, Windows: true));
+        Assert.True(firstWindow.Model.Accuracy <= firstWindow.Majority.Accuracy + 0.05, $"first window {firstWindow.Model.Accuracy:P1} vs majority {firstWindow.Majority.Accuracy:P1}");
+        Assert.True(windows.Model.Accuracy >= 0.9, $"windows {windows.Model.Accuracy:P1}");
+        Assert.Equal(labeled.HeldOut.Count, windows.HeldOutExamples);
+
+        var (model, config, tokenizer) = BertFinetuneRun.Load(dir.File("windows"));
+        using (model)
+        {
+            Assert.Equal((Pooling.Mean, true), (config.Pooling, config.Windows));
+            Assert.Equal("spam", BertFinetuneRun.Classify(model, config, tokenizer, $"{opening}win free money 7")[0].Label);
+            Assert.Equal("ham", BertFinetuneRun.Classify(model, config, tokenizer, $"{opening}see you at noon 7")[0].Label);
+        }
+    }
+
+    [Fact]
+    public void ContrastiveLossIsInfoNceBothWaysOverCosinesAndLeavesPairsOfOneGroupOutOfTheNegatives()
+    {
+        using var scope = torch.NewDisposeScope();
+        var queries = torch.tensor(new float[] { 3, 0, 0, 2 }, [2, 2]);            // unit (1, 0) and (0, 1), scaled: cosines ignore length
+        var positives = torch.tensor(new float[] { 1, 0, 0.6f, 0.8f }, [2, 2]);
+        static double Nll(double target, double other) => -Math.Log(Math.Exp(target) / (Math.Exp(target) + Math.Exp(other)));
+        // Similarities: q0·p0 1, q0·p1 0.6, q1·p0 0, q1·p1 0.8; at temperature 0.5 each is doubled.
+        double queriesToPositives = (Nll(2, 1.2) + Nll(1.6, 0)) / 2, positivesToQueries = (Nll(2, 0) + Nll(1.6, 1.2)) / 2;
+        Assert.Equal((queriesToPositives + positivesToQueries) / 2, ContrastiveRun.Loss(queries, positives, 0.5).item<float>(), 5);
+        Assert.Equal((queriesToPositives + positivesToQueries) / 2, ContrastiveRun.Loss(queries, positives, 0.5, torch.tensor(new long[] { 0, 1 })).item<float>(), 5);
+        Assert.Equal((queriesToPositives + positivesToQueries) / 2, ContrastiveRun.Loss(queries, positives, 0.5, torch.tensor(new long[] { -1, -1 })).item<float>(), 5);
+        Assert.Equal(0, ContrastiveRun.Loss(queries, positives, 0.5, torch.tensor(new long[] { 4, 4 })).item<float>(), 5);   // alike: no negatives left
+        Assert.Throws<ArgumentOutOfRangeException>(() => new ContrastiveConfig(Temperature: 0).Validate());
+    }
+
+    [Fact]
+    public void ContrastiveTrainingTeachesPairsThatShareNoTokenAndWritesAServableEncoder()
+    {
+        using var dir = new TempDirectory();
+        string poems = dir.File("poems.jsonl");
+        File.WriteAllLines(poems, Enumerable.Range(0, 200).Select(i => System.Text.Json.JsonSerializer.Serialize(new { text = $"床前明月光，疑是地上霜。{i}" })));
+        BertPretrainRun.Execute(Tiny(8), new TrainingConfig { Steps = 5, BatchSize = 8, WarmupSteps = 1, EvalEvery = 1000, EvalBatches = 2, CheckpointEvery = 1000 }, new MaskingConfig(), [poems], fixture.Directory, new RunOptions(dir.File("bert")) { Resume = false }, heldOutFraction: 0.1);
+        // Ten topics: a query names one by a word, its positive by another word that shares no token with it.
+        string[] asked = ["山", "水", "月", "风", "花", "雪", "云", "雨", "鸟", "松"], answered = ["江", "海", "星", "日", "草", "冰", "天", "雷", "鱼", "竹"];
+        var random = new Random(11);
+        string pairs = dir.File("pairs.jsonl");
+        File.WriteAllLines(pairs, Enumerable.Range(0, 400).Select(i => System.Text.Json.JsonSerializer.Serialize(
+            new { text = $"{asked[i % 10]}{random.Next(10)}", positive = $"{answered[i % 10]}{random.Next(10)}", group = $"{i % 10}" })));
+        var data = ContrastiveData.Load(pairs, seed: 1);
+        Assert.Equal(400, data.Train.Count + data.HeldOut.Count);
+        Assert.All(data.Train, p => Assert.InRange(p.Group, 0, 9));
+
+        var (start, tokenizer) = BertPretrainRun.Load(dir.File("bert"));
+        double before;
+        using (start) before = EmbeddingScore.Of(start.Encoder, tokenizer, data).Value;
+        var report = ContrastiveRun.Execute(dir.File("bert"), data, new TrainingConfig { Steps = 80, BatchSize = 16, LearningRate = 3e-3, WarmupSteps = 5, EvalEvery = 40, EvalBatches = 4, CheckpointEvery = 1000 },
+            new ContrastiveConfig(), new RunOptions(dir.File("pairs-run")) { Resume = false });
+        var (trained, _) = BertPretrainRun.Load(dir.File("pairs-run"));   // the same shape as a pretraining run: served and fine-tuned as one
+        using (trained)
+        using (var pretrained = BertPretrainRun.Load(dir.File("bert")).Model)
+        {
+            double after = EmbeddingScore.Of(trained.Encoder, tokenizer, data).Value;
+            Assert.True(after >= 0.8 && after > before + 0.2, $"held-out recall@5 {before:P1} → {after:P1}");
+            Assert.True(report.HeldOutLoss < 1.0, $"held-out loss {report.HeldOutLoss:F3}");
+            var trainedHead = trained.named_parameters().Where(p => !p.name.StartsWith("bert.")).ToList();
+            Assert.NotEmpty(trainedHead);
+            foreach (var (name, parameter) in trainedHead)   // the masked-LM head rode along frozen
+                Assert.True(parameter.allclose(pretrained.named_parameters().Single(p => p.name == name).parameter, 0, 0), name);
+        }
+        Assert.True(ServedEncoder.IsEncoderRun(dir.File("pairs-run")));
+
+        File.WriteAllLines(pairs, ["{\"text\":\"山\",\"positive\":\"江\"}", "{\"text\":\"水\"}"]);
+        Assert.Contains(":2: field 'positive'", Assert.Throws<InvalidDataException>(() => ContrastiveData.Load(pairs, 1)).Message);
+        File.WriteAllLines(pairs, ["{\"text\":\"山\",\"positive\":\"江\"}"]);
+        Assert.Contains("at least two", Assert.Throws<InvalidDataException>(() => ContrastiveData.Load(pairs, 1)).Message);
     }
 }

@@ -1,4 +1,5 @@
 using GptSharp.Encoders;
+using GptSharp.Evaluation;
 using GptSharp.Runs;
 using GptSharp.Runtime;
 using System.ComponentModel;
@@ -105,6 +106,14 @@ sealed class BertFinetuneSettings : BertTrainingSettings
     public string? Labels { get; init; }
     [CommandOption("--scratch")] [Description("Take only --from's shape and tokenizer, not its weights: the same encoder trained on the task alone (what pretraining adds).")]
     public bool Scratch { get; init; }
+    [CommandOption("--pooling")] [Description("What the classifier reads: cls (the pooler on [CLS], as BERT was published) or mean (the mean of the tokens' final states). Default: cls.")]
+    public string Pooling { get; init; } = "cls";
+    [CommandOption("--windows")] [Description("Read each text whole, in context-sized windows: each window trains with the text's label, and a text's prediction averages its windows' logits (default: off, a text is its first context − 2 tokens).")]
+    public bool Windows { get; init; }
+
+    public override ValidationResult Validate() => Pooling is "cls" or "mean"
+        ? base.Validate()
+        : ValidationResult.Error($"--pooling '{Pooling}': expected cls or mean.");
 }
 
 /// <summary><c>gptsharp bert finetune</c>: a classifier on labelled texts, scored against majority and bag-of-words baselines.</summary>
@@ -118,7 +127,7 @@ sealed class BertFinetuneCommand : Command<BertFinetuneSettings>
         BertFinetuneReport report = null!;
         ProgressDisplay.Run("bert finetune", training.Steps, "steps", s.Quiet, (Action<double, string?> progress) =>
             report = BertFinetuneRun.Execute(s.From, data, training,
-                new RunOptions(s.RunDir) { Resume = s.Resume, Device = runtime.Device, OnStep = m => s.Report(progress, m), Cancellation = cancellation }, s.Scratch));
+                new RunOptions(s.RunDir) { Resume = s.Resume, Device = runtime.Device, OnStep = m => s.Report(progress, m), Cancellation = cancellation }, new FinetuneChoices(s.Scratch, Enum.Parse<Pooling>(s.Pooling, ignoreCase: true), s.Windows)));
         var table = new Table().AddColumns("held-out", "accuracy", $"F1 ({Markup.Escape(report.PositiveLabel)})", "precision", "recall");
         foreach (var (name, score) in new[] { ("BERT", report.Model), ("majority class", report.Majority), ("bag-of-words logistic", report.BagOfWords) })
             table.AddRow(name, $"{score.Accuracy:P1}", $"{score.F1:F3}", $"{score.Precision:F3}", $"{score.Recall:F3}");
@@ -126,6 +135,65 @@ sealed class BertFinetuneCommand : Command<BertFinetuneSettings>
         AnsiConsole.MarkupLine($"{report.TrainExamples:N0} train / {report.HeldOutExamples:N0} held-out texts; labels {Markup.Escape(string.Join(", ", report.Labels))}. " +
                                $"Checkpoint in {Markup.Escape(Path.Combine(s.RunDir, Checkpoint.Folder))}.");
         return 0;
+    }
+}
+
+sealed class BertContrastiveSettings : BertTrainingSettings
+{
+    [CommandOption("--from")] [Description("The `bert pretrain` run (or an earlier contrastive one) whose encoder starts.")]
+    public string From { get; init; } = "runs/bert";
+    [CommandOption("--pairs")] [Description("JSON lines pairing `text` with the `positive` text it should sit nearest (optional `group`: pairs of one group are not each other's negatives); 10% held out. Give exactly one of --pairs, --first-lines, --same-label.")]
+    public string? Pairs { get; init; }
+    [CommandOption("--first-lines")] [Description("A corpus (embedded name or file) whose documents pair their first line with the rest, as a poem's opening with the poem; its held-out 1% as pretraining holds it out. Default: none.")]
+    public string? FirstLines { get; init; }
+    [CommandOption("--same-label")] [Description("Labelled JSON lines (`text`, `label`; e.g. spam): each text paired with another of its label, scored by 5-NN accuracy on the data's held-out 20%. Default: none.")]
+    public string? SameLabel { get; init; }
+    [CommandOption("--pooling")] [Description("How a text's vector is read, in training and when served: mean or cls. Default: mean.")]
+    public string Pooling { get; init; } = "mean";
+    [CommandOption("--temperature")] [Description("Softmax temperature over cosine similarities.")]
+    public double? Temperature { get; init; }
+    protected override TrainingConfig StageDefaults => ContrastiveRun.Defaults;
+    public override IEnumerable<object> Defaults => [.. base.Defaults, new ContrastiveConfig()];
+
+    public override ValidationResult Validate() =>
+        new[] { Pairs, FirstLines, SameLabel }.Count(source => source is not null) != 1 ? ValidationResult.Error("Give exactly one of --pairs, --first-lines, --same-label.")
+        : Pooling is not ("mean" or "cls") ? ValidationResult.Error($"--pooling '{Pooling}': expected mean or cls.")
+        : base.Validate();
+}
+
+/// <summary><c>gptsharp bert contrastive</c>: an encoder's vectors trained on pairs; reports what they are worth before, after and by bag-of-words.</summary>
+sealed class BertContrastiveCommand : Command<BertContrastiveSettings>
+{
+    public override int Execute(CommandContext context, BertContrastiveSettings s, CancellationToken cancellation)
+    {
+        var runtime = TorchRuntime.Initialize(s.Threads, s.Device);
+        var training = s.Training().Validate();
+        var contrastive = OptionDefaults.Apply(s, new ContrastiveConfig() with { Pooling = Enum.Parse<Pooling>(s.Pooling, ignoreCase: true) }).Validate();
+        var data = s.Pairs is not null ? ContrastiveData.Load(s.Pairs, training.Seed)
+            : s.FirstLines is not null ? ContrastiveData.FirstLines(s.FirstLines, training.Seed)
+            : ContrastiveData.SameLabel(LabeledData.Load(s.SameLabel!, null, training.Seed), training.Seed);
+        var (pretrained, tokenizer) = BertPretrainRun.Load(s.From);
+        var before = Scored(pretrained, () => EmbeddingScore.Of(pretrained.Encoder, tokenizer, data, contrastive.Pooling));
+        ContrastiveReport report = null!;
+        ProgressDisplay.Run("bert contrastive", training.Steps, "steps", s.Quiet, (Action<double, string?> progress) =>
+            report = ContrastiveRun.Execute(s.From, data, training, contrastive,
+                new RunOptions(s.RunDir) { Resume = s.Resume, Device = runtime.Device, OnStep = m => s.Report(progress, m), Cancellation = cancellation }));
+        var (trained, _) = BertPretrainRun.Load(s.RunDir);
+        var after = Scored(trained, () => EmbeddingScore.Of(trained.Encoder, tokenizer, data, contrastive.Pooling));
+        var bagOfWords = EmbeddingScore.Of(null, tokenizer, data);
+        var table = new Table().AddColumns("held-out", before.Measure);
+        table.AddRow($"BERT before ({Markup.Escape(s.From)})", $"{before.Value:P1}");
+        table.AddRow("BERT after contrastive training", $"{after.Value:P1}");
+        table.AddRow("bag-of-words vectors", $"{bagOfWords.Value:P1}");
+        AnsiConsole.Write(table);
+        AnsiConsole.MarkupLine($"{report.TrainPairs:N0} train / {report.HeldOutPairs:N0} held-out pairs; held-out contrastive loss {report.HeldOutLoss:F3}. " +
+                               $"Checkpoint in {Markup.Escape(Path.Combine(s.RunDir, Checkpoint.Folder))}; serve it with `serve --run-dir {Markup.Escape(s.RunDir)} --pooling {s.Pooling}`.");
+        return 0;
+    }
+
+    static (string Measure, double Value) Scored(BertForMaskedLm model, Func<(string, double)> score)
+    {
+        using (model) return score();
     }
 }
 
@@ -142,9 +210,9 @@ sealed class BertClassifyCommand : Command<BertClassifySettings>
     public override int Execute(CommandContext context, BertClassifySettings s, CancellationToken cancellation)
     {
         TorchRuntime.Initialize(s.Threads);
-        var (model, labels, tokenizer) = BertFinetuneRun.Load(s.RunDir);
+        var (model, config, tokenizer) = BertFinetuneRun.Load(s.RunDir);
         using var _ = model;
-        foreach (var (label, probability) in BertFinetuneRun.Classify(model, labels, tokenizer, s.Text))
+        foreach (var (label, probability) in BertFinetuneRun.Classify(model, config, tokenizer, s.Text))
             Console.WriteLine($"{label}\t{probability:P1}");
         return 0;
     }

@@ -140,26 +140,34 @@ public sealed class BertForMaskedLm : Module<Tensor, Tensor>
     }
 }
 
-/// <summary>BERT with a sequence classifier: the pooler (dense + tanh on the [CLS] position), dropout, a linear layer to the labels.</summary>
+/// <summary>
+/// BERT with a sequence classifier. <see cref="Pooling.Cls"/>: the pooler (dense + tanh on the [CLS] position), dropout,
+/// a linear layer to the labels, as BERT was published. <see cref="Pooling.Mean"/>: dropout and the linear layer on the mean
+/// of the real tokens' final states — a direct path from every token to the label, which a bag of words has too.
+/// </summary>
 public sealed class BertForClassification : Module<Tensor, Tensor>
 {
     readonly Bert bert;
-    readonly Linear pooler, classifier;
+    readonly Linear? pooler;
+    readonly Linear classifier;
     readonly Dropout drop;
 
-    public BertForClassification(BertConfig config, int labels) : base(nameof(BertForClassification))
+    public BertForClassification(BertConfig config, int labels, Pooling pooling = Pooling.Cls) : base(nameof(BertForClassification))
     {
         if (labels < 2) throw new ArgumentOutOfRangeException(nameof(labels), labels, "A classifier needs at least two labels.");
         bert = new Bert(config);
-        pooler = Linear(config.Width, config.Width);
+        Pooling = pooling;
+        if (pooling == Pooling.Cls) pooler = Linear(config.Width, config.Width);
         classifier = Linear(config.Width, labels);
         drop = Dropout(config.Dropout);
         RegisterComponents();
-        Bert.Initialise(pooler, classifier);
+        if (pooler is not null) Bert.Initialise(pooler);
+        Bert.Initialise(classifier);
     }
 
     public Bert Encoder => bert;
     public BertConfig Config => bert.Config;
+    public Pooling Pooling { get; }
 
     /// <summary>tokens (B, T) → label logits (B, labels).</summary>
     public override Tensor forward(Tensor tokens) => Logits(tokens, null);
@@ -167,7 +175,8 @@ public sealed class BertForClassification : Module<Tensor, Tensor>
     public Tensor Logits(Tensor tokens, Tensor? keyMask)
     {
         using var scope = NewDisposeScope();
-        var cls = bert.Hidden(tokens, null, keyMask).select(1, 0);   // (B, C) at [CLS]
-        return classifier.forward(drop.forward(tanh(pooler.forward(cls)))).MoveToOuterDisposeScope();
+        var hidden = bert.Hidden(tokens, null, keyMask);   // (B, T, C)
+        var pooled = pooler is not null ? tanh(pooler.forward(hidden.select(1, 0))) : BertEmbeddings.Pool(hidden, keyMask, Pooling.Mean);
+        return classifier.forward(drop.forward(pooled)).MoveToOuterDisposeScope();
     }
 }

@@ -30,14 +30,19 @@ public static class BertEmbeddings
             var (ids, mask, t) = EncoderExamples.Pad(rows, padId);
             var keyMask = tensor(mask, [rows.Length, t], device: device);
             var hidden = encoder.Hidden(tensor(ids, [rows.Length, t], device: device), null, keyMask);   // (B, T, C)
-            var pooled = pooling == Pooling.Cls ? hidden.select(1, 0)
-                : (hidden * keyMask.unsqueeze(-1)).sum(1) / keyMask.sum(1, keepdim: true, type: ScalarType.Float32);
+            var pooled = Pool(hidden, keyMask, pooling);
             var flat = pooled.contiguous().to(ScalarType.Float32).cpu().data<float>().ToArray();
             int width = (int)pooled.shape[1];
             for (int r = 0; r < rows.Length; r++) vectors.Add(flat.AsSpan(r * width, width).ToArray());
         }
         return [.. vectors];
     }
+
+    /// <summary>Final hidden states (B, T, C) → one vector per row (B, C): the state at [CLS], or the mean over the key mask's real tokens.</summary>
+    public static Tensor Pool(Tensor hidden, Tensor? keyMask, Pooling pooling) =>
+        pooling == Pooling.Cls ? hidden.select(1, 0)
+        : keyMask is null ? hidden.mean([1])
+        : (hidden * keyMask.unsqueeze(-1)).sum(1) / keyMask.sum(1, keepdim: true, type: ScalarType.Float32);
 
     /// <summary>Embeds texts, each cut to its first context − 2 tokens (for measuring; the server refuses a longer input instead).</summary>
     public static float[][] EmbedTexts(Bert encoder, GptTokenizer tokenizer, IReadOnlyList<string> texts, Pooling pooling) =>

@@ -7,12 +7,24 @@ using static TorchSharp.torch;
 
 namespace GptSharp.Encoders;
 
-/// <summary>A classifier's saved shape: the encoder's config and the label names, in id order.</summary>
-public sealed record BertClassifierConfig(BertConfig Bert, IReadOnlyList<string> Labels)
+/// <summary>
+/// A classifier's saved shape: the encoder's config, the label names in id order, how a text's states become one vector
+/// (<see cref="Pooling"/>) and whether a text longer than the context is read whole, in windows whose logits are averaged.
+/// </summary>
+public sealed record BertClassifierConfig(BertConfig Bert, IReadOnlyList<string> Labels, Pooling Pooling = Pooling.Cls, bool Windows = false)
 {
-    public bool Equals(BertClassifierConfig? other) => other is not null && Bert == other.Bert && Labels.SequenceEqual(other.Labels);
-    public override int GetHashCode() => HashCode.Combine(Bert, Labels.Count);
+    public bool Equals(BertClassifierConfig? other) =>
+        other is not null && Bert == other.Bert && Labels.SequenceEqual(other.Labels) && Pooling == other.Pooling && Windows == other.Windows;
+    public override int GetHashCode() => HashCode.Combine(Bert, Labels.Count, Pooling, Windows);
 }
+
+/// <summary>
+/// How a classifier is started and reads its texts. <paramref name="FromScratch"/>: only the pretrained run's shape and
+/// tokenizer, not its weights (what pretraining adds is the difference). <paramref name="Windows"/>: every
+/// context-sized window of a text is a training example with the text's label, and a text's prediction averages its
+/// windows' logits; otherwise a text is its first context − 2 tokens.
+/// </summary>
+public sealed record FinetuneChoices(bool FromScratch = false, Pooling Pooling = Pooling.Cls, bool Windows = false);
 
 /// <summary>A labelled text.</summary>
 public sealed record LabeledText(string Text, int Label);
@@ -98,34 +110,33 @@ public sealed record BertFinetuneReport(TrainingResult Training, IReadOnlyList<s
 /// </summary>
 public static class BertFinetuneRun
 {
-    /// <param name="fromScratch">Take only the run's shape and tokenizer, not its weights: the same encoder trained on the task
-    /// alone from a random start (what pretraining adds is the difference).</param>
-    public static BertFinetuneReport Execute(string fromRun, LabeledData data, TrainingConfig training, RunOptions options, bool fromScratch = false)
+    public static BertFinetuneReport Execute(string fromRun, LabeledData data, TrainingConfig training, RunOptions options, FinetuneChoices? choices = null)
     {
+        var (fromScratch, pooling, windows) = choices ?? new FinetuneChoices();
         var (runDirectory, resume, device, onStep, cancellation) = options;
         options.RejectLora("BERT fine-tuning");
         training.Validate();
         var (pretrained, tokenizer) = BertPretrainRun.Load(fromRun);
         using var _ = pretrained;
         string tokenizerName = Checkpoint.ReadState(fromRun).Tokenizer;
-        var config = new BertClassifierConfig(pretrained.Config, data.Labels);
-        var train = Encode(data.Train, tokenizer, config.Bert.ContextLength);
-        var heldOut = Encode(data.HeldOut, tokenizer, config.Bert.ContextLength);
+        var config = new BertClassifierConfig(pretrained.Config, data.Labels, pooling, windows);
+        var train = Encode(data.Train, tokenizer, config);
+        var heldOut = Encode(data.HeldOut, tokenizer, config);
         var torchDevice = torch.device(device);
         BertForClassification? built = null;
         List<ClassBatch> validation = [];
         var outcome = TrainingRun.Execute(new RunSetup(runDirectory, training, resume, tokenizerName, "BERT fine-tuning (classification)", device), run =>
         {
-            var model = built = new BertForClassification(config.Bert, data.Labels.Count);   // fresh pooler and classifier from the run's seed
+            var model = built = new BertForClassification(config.Bert, data.Labels.Count, pooling);   // fresh pooler and classifier from the run's seed
             if (!fromScratch) model.Encoder.load_state_dict(pretrained.Encoder.state_dict());
             model.to(run.Device);
-            var source = new ClassBatchSource(train, training.BatchSize, tokenizer.PadId, training.Seed, run.Position, run.Rank, run.Processes);
-            validation = heldOut.Chunk(training.BatchSize).Select(rows => ClassBatchSource.Pack(rows, tokenizer.PadId)).ToList();
+            var source = new ClassBatchSource([.. train.Select(w => (w.Example, w.Label))], training.BatchSize, tokenizer.PadId, training.Seed, run.Position, run.Rank, run.Processes);
+            validation = heldOut.Select(w => (w.Example, w.Label)).Chunk(training.BatchSize).Select(rows => ClassBatchSource.Pack(rows, tokenizer.PadId)).ToList();
             return new RunObjective<ClassBatch>(model, config, Objective(model, run.Device), source,
-                () => Predict(model, validation.Take(training.EvalBatches), run.Device).Loss, new
+                () => Loss(model, validation.Take(training.EvalBatches), run.Device), new
                 {
                     objective = "classification", from = RunFolder.Reference(runDirectory, fromRun), fromScratch, model = config, training, tokenizer = run.Tokenizer,
-                    trainExamples = train.Count, heldOutExamples = heldOut.Count,
+                    trainExamples = data.Train.Count, heldOutExamples = data.HeldOut.Count, trainWindows = train.Count, heldOutWindows = heldOut.Count,
                 });
         }, onStep: onStep, cancellation: cancellation);
         var result = outcome.Training;
@@ -134,19 +145,29 @@ public static class BertFinetuneRun
         model.eval();
         int positive = data.PositiveLabel;
         var actual = data.HeldOut.Select(t => t.Label).ToList();
-        var predicted = Predict(model, validation, torchDevice).Labels;
+        var predicted = Predict(model, validation, [.. heldOut.Select(w => w.Text)], data.HeldOut.Count, torchDevice);
         int majority = ClassificationBaselines.MajorityLabel([.. data.Train.Select(t => t.Label)]);
         var bagOfWords = ClassificationBaselines.BagOfWordsLogistic([.. data.Train.Select(t => t.Text)], [.. data.Train.Select(t => t.Label)],
             [.. data.HeldOut.Select(t => t.Text)], tokenizer, data.Labels.Count, seed: training.Seed);
         return new BertFinetuneReport(result, data.Labels, data.Labels[positive],
             ClassificationScore.Of(predicted, actual, positive),
             ClassificationScore.Of([.. actual.Select(_ => majority)], actual, positive),
-            ClassificationScore.Of(bagOfWords, actual, positive), train.Count, heldOut.Count);
+            ClassificationScore.Of(bagOfWords, actual, positive), data.Train.Count, data.HeldOut.Count);
     }
 
-    /// <summary>Each text's first context-length − 2 tokens; a text with no tokens is an error.</summary>
-    public static List<(EncoderExample, int)> Encode(IReadOnlyList<LabeledText> texts, GptTokenizer tokenizer, int contextLength) =>
-        [.. texts.Select(t => (EncoderExamples.Truncated(t.Text, tokenizer, contextLength), t.Label))];
+    /// <summary>
+    /// The encoder inputs of each text with its label and index: its first context − 2 tokens, or with
+    /// <see cref="BertClassifierConfig.Windows"/> one input per context − 2 tokens. A text with no tokens is an error.
+    /// </summary>
+    public static List<(EncoderExample Example, int Label, int Text)> Encode(IReadOnlyList<LabeledText> texts, GptTokenizer tokenizer, BertClassifierConfig config) =>
+        [.. texts.SelectMany((t, i) => Inputs(t.Text, tokenizer, config).Select(example => (example, t.Label, i)))];
+
+    static IEnumerable<EncoderExample> Inputs(string text, GptTokenizer tokenizer, BertClassifierConfig config)
+    {
+        if (!config.Windows) return [EncoderExamples.Truncated(text, tokenizer, config.Bert.ContextLength)];
+        var windows = EncoderExamples.FromText(text, tokenizer, config.Bert.ContextLength).ToList();
+        return windows.Count > 0 ? windows : throw new ArgumentException("The text has no tokens.", nameof(text));
+    }
 
     public static Func<ClassBatch, ObjectiveOutput> Objective(BertForClassification model, Device device) => batch =>
     {
@@ -161,42 +182,65 @@ public static class BertFinetuneRun
         return (model.Logits(inputs, keyMask), tensor(batch.Labels, device: device));
     }
 
-    /// <summary>Mean loss and predicted labels over batches.</summary>
-    public static (double Loss, List<int> Labels) Predict(BertForClassification model, IEnumerable<ClassBatch> batches, Device device)
+    /// <summary>Mean loss per input over batches.</summary>
+    static double Loss(BertForClassification model, IEnumerable<ClassBatch> batches, Device device)
     {
         using var noGrad = no_grad();
         double lossSum = 0;
-        var labels = new List<int>();
+        int count = 0;
         foreach (var batch in batches)
         {
             using var scope = NewDisposeScope();
             var (logits, actual) = Forward(model, batch, device);
             lossSum += nn.functional.cross_entropy(logits, actual, reduction: nn.Reduction.Sum).item<float>();
-            labels.AddRange(logits.argmax(-1).data<long>().ToArray().Select(v => (int)v));
+            count += batch.BatchSize;
         }
-        return (lossSum / Math.Max(1, labels.Count), labels);
+        return lossSum / Math.Max(1, count);
+    }
+
+    /// <summary>Each text's predicted label: the argmax of the mean logits of its inputs (<paramref name="textOfInput"/>, in batch order).</summary>
+    public static List<int> Predict(BertForClassification model, IEnumerable<ClassBatch> batches, IReadOnlyList<int> textOfInput, int texts, Device device)
+    {
+        using var noGrad = no_grad();
+        var sums = new double[texts][];
+        int input = 0;
+        foreach (var batch in batches)
+        {
+            using var scope = NewDisposeScope();
+            var (logits, _) = Forward(model, batch, device);
+            int labels = (int)logits.shape[1];
+            var flat = logits.to(ScalarType.Float32).cpu().data<float>().ToArray();
+            for (int row = 0; row < batch.BatchSize; row++, input++)
+            {
+                var sum = sums[textOfInput[input]] ??= new double[labels];
+                for (int l = 0; l < labels; l++) sum[l] += flat[row * labels + l];
+            }
+        }
+        if (input != textOfInput.Count) throw new ArgumentException($"{input} inputs in the batches for {textOfInput.Count} input positions.");
+        return [.. sums.Select((sum, i) => sum is null ? throw new ArgumentException($"Text {i} has no input.") : Array.IndexOf(sum, sum.Max()))];
     }
 
     /// <summary>Loads a fine-tuned classifier, its label names and tokenizer.</summary>
-    public static (BertForClassification Model, IReadOnlyList<string> Labels, GptTokenizer Tokenizer) Load(string runDirectory)
+    public static (BertForClassification Model, BertClassifierConfig Config, GptTokenizer Tokenizer) Load(string runDirectory)
     {
         var config = Checkpoint.ReadConfig<BertClassifierConfig>(runDirectory);
-        var model = new BertForClassification(config.Bert, config.Labels.Count);
+        var model = new BertForClassification(config.Bert, config.Labels.Count, config.Pooling);
         Checkpoint.LoadWeights(model, Checkpoint.WeightsPath(runDirectory));
         model.eval();
-        return (model, config.Labels, GptTokenizer.Load(Checkpoint.ReadState(runDirectory).Tokenizer));
+        return (model, config, GptTokenizer.Load(Checkpoint.ReadState(runDirectory).Tokenizer));
     }
 
-    /// <summary>Label probabilities for one text (its first context-length − 2 tokens).</summary>
-    public static IReadOnlyList<(string Label, double Probability)> Classify(BertForClassification model, IReadOnlyList<string> labels, GptTokenizer tokenizer, string text)
+    /// <summary>Label probabilities for one text: the softmax of its inputs' mean logits (its first context − 2 tokens, or every window).</summary>
+    public static IReadOnlyList<(string Label, double Probability)> Classify(BertForClassification model, BertClassifierConfig config, GptTokenizer tokenizer, string text)
     {
         if (string.IsNullOrWhiteSpace(text)) throw new ArgumentException("The text is empty.", nameof(text));
-        var example = EncoderExamples.Truncated(text, tokenizer, model.Config.ContextLength);
+        var inputs = Inputs(text, tokenizer, config).ToList();
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         var device = model.parameters().First().device;
-        var logits = model.forward(tensor(example.Tokens.Select(t => (long)t).ToArray(), [1, example.Tokens.Length], device: device));
-        var p = logits[0].softmax(-1).data<float>().ToArray();
-        return [.. labels.Select((label, i) => (label, (double)p[i])).OrderByDescending(x => x.Item2)];
+        var (ids, mask, t) = EncoderExamples.Pad([.. inputs.Select(i => i.Tokens)], tokenizer.PadId);
+        var logits = model.Logits(tensor(ids, [inputs.Count, t], device: device), tensor(mask, [inputs.Count, t], device: device)).mean([0]);
+        var p = logits.softmax(-1).to(ScalarType.Float32).cpu().data<float>().ToArray();
+        return [.. config.Labels.Select((label, i) => (label, (double)p[i])).OrderByDescending(x => x.Item2)];
     }
 }

@@ -1,3 +1,5 @@
+using GptSharp.Encoders;
+using GptSharp.Tokenization;
 using static TorchSharp.torch;
 
 namespace GptSharp.Evaluation;
@@ -33,6 +35,25 @@ public static class EmbeddingScore
         for (int i = 0; i < queries.Count; i++)
             if (top.AsSpan(i * k, k).Contains(i)) found++;
         return (double)found / queries.Count;
+    }
+
+    /// <summary>
+    /// What an encoder's vectors are worth on contrastive data's held-out side: for pairs drawn from labelled texts, 5-NN
+    /// accuracy of the held-out texts against the training texts; otherwise recall@5 of each held-out query's own positive
+    /// among all held-out positives. <paramref name="encoder"/> null: bag-of-words vectors (log token counts) instead.
+    /// </summary>
+    public static (string Measure, double Value) Of(Bert? encoder, GptTokenizer tokenizer, ContrastiveData data, Pooling pooling = Pooling.Mean)
+    {
+        float[][] Vectors(IReadOnlyList<string> texts)
+        {
+            if (encoder is not null) return BertEmbeddings.EmbedTexts(encoder, tokenizer, texts, pooling);
+            using var scope = NewDisposeScope();
+            return Rows(ClassificationBaselines.Features(texts, tokenizer));
+        }
+        if (data.Labeled is { } labeled)
+            return ("5-NN accuracy", NearestNeighbourAccuracy(Vectors([.. labeled.Train.Select(t => t.Text)]), [.. labeled.Train.Select(t => t.Label)],
+                Vectors([.. labeled.HeldOut.Select(t => t.Text)]), [.. labeled.HeldOut.Select(t => t.Label)]));
+        return ("recall@5", RecallAtK(Vectors([.. data.HeldOut.Select(p => p.Query)]), Vectors([.. data.HeldOut.Select(p => p.Positive)]), 5));
     }
 
     /// <summary>Cosine similarities (A, B) of two sets of vectors.</summary>
