@@ -128,6 +128,51 @@ static class BertBench
         }
     }
 
+    /// <summary>
+    /// <c>bert-contrastive POEMS_RUN SPAM_RUN [steps] [seeds]</c>: contrastive training of the pretrained encoders of
+    /// <c>bert-poems</c> and <c>bert</c> — a held-out poem found by its first line (pairs: the training poems' first line →
+    /// the rest) and spam/ham by 5 nearest neighbours (pairs: two messages of one label) — each measured before, after (per
+    /// seed) and by bag-of-words vectors on the same held-out texts. Runs are written beside each pretraining run.
+    /// </summary>
+    public static void RunContrastive(string[] args)
+    {
+        string poemsRun = args.Length > 1 ? args[1] : "runs/bert-poems/bert-tang";
+        string spamRun = args.Length > 2 ? args[2] : "runs/bert-bench/bert-en";
+        int steps = args.Length > 3 ? int.Parse(args[3]) : 300;
+        long[] seeds = args.Length > 4 ? [.. args[4].Split(',').Select(long.Parse)] : [1, 2, 3];
+        long split = BertPretrainRun.Defaults.Seed;   // the pretraining runs' held-out documents and the spam split
+        var tasks = new[]
+        {
+            (Name: "poem by its first line", Run: poemsRun, Data: (Func<ContrastiveData>)(() => ContrastiveData.FirstLines("tang", split))),
+            (Name: "spam/ham", Run: spamRun, Data: () => ContrastiveData.SameLabel(LabeledData.Load("spam", null, split), split)),
+        };
+        Console.WriteLine("| task | measure | pretrained BERT | after contrastive training (per seed) | bag-of-words vectors | seconds per run |");
+        Console.WriteLine("|---|---|---|---|---|---|");
+        foreach (var task in tasks)
+        {
+            var data = task.Data();
+            var (pretrained, tokenizer) = BertPretrainRun.Load(task.Run);
+            (string Measure, double Value) before;
+            using (pretrained) before = EmbeddingScore.Of(pretrained.Encoder, tokenizer, data);
+            var bagOfWords = EmbeddingScore.Of(null, tokenizer, data);
+            var after = new List<double>();
+            var seconds = new List<double>();
+            foreach (long seed in seeds)
+            {
+                string dir = $"{task.Run}-contrastive-s{seed}";
+                var watch = Stopwatch.StartNew();
+                var report = ContrastiveRun.Execute(task.Run, data, ContrastiveRun.Defaults with { Steps = steps, Seed = seed, EvalEvery = steps, CheckpointEvery = steps },
+                    new ContrastiveConfig(), new RunOptions(dir) { Resume = Checkpoint.Find(dir) is not null });
+                seconds.Add(watch.Elapsed.TotalSeconds);
+                var (trained, _) = BertPretrainRun.Load(dir);
+                using (trained) after.Add(EmbeddingScore.Of(trained.Encoder, tokenizer, data).Value);
+                Console.WriteLine($"{task.Name}, seed {seed}: {before.Measure} {100 * before.Value:F1}% → {100 * after[^1]:F1}% (held-out loss {report.HeldOutLoss:F3}; " +
+                                  $"{report.TrainPairs:N0} train / {report.HeldOutPairs:N0} held-out pairs; {seconds[^1]:F0} s)");
+            }
+            Console.WriteLine($"| {task.Name} | {before.Measure} | {100 * before.Value:F1}% | {string.Join(", ", after.Select(a => $"{100 * a:F1}%"))} | {100 * bagOfWords.Value:F1}% | {seconds.Average():F0} |");
+        }
+    }
+
     /// <summary>5-NN spam accuracy on the split with the pretrained encoder's vectors (mean and [CLS]) beside bag-of-words vectors.</summary>
     static void MeasureVectors(string pretrained, LabeledData data, GptTokenizer tokenizer, int context)
     {

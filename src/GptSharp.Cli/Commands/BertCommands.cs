@@ -106,7 +106,7 @@ sealed class BertFinetuneSettings : BertTrainingSettings
     public string? Labels { get; init; }
     [CommandOption("--scratch")] [Description("Take only --from's shape and tokenizer, not its weights: the same encoder trained on the task alone (what pretraining adds).")]
     public bool Scratch { get; init; }
-    [CommandOption("--pooling")] [Description("What the classifier reads: cls (the pooler on [CLS], as BERT was published) or mean (the mean of the tokens' final states). Default: cls.")]
+    [CommandOption("--pooling")] [Description("What the classifier reads: cls (the pooler on [[CLS]], as BERT was published) or mean (the mean of the tokens' final states). Default: cls.")]
     public string Pooling { get; init; } = "cls";
     [CommandOption("--windows")] [Description("Read each text whole, in context-sized windows: each window trains with the text's label, and a text's prediction averages its windows' logits (default: off, a text is its first context − 2 tokens).")]
     public bool Windows { get; init; }
@@ -142,7 +142,7 @@ sealed class BertContrastiveSettings : BertTrainingSettings
 {
     [CommandOption("--from")] [Description("The `bert pretrain` run (or an earlier contrastive one) whose encoder starts.")]
     public string From { get; init; } = "runs/bert";
-    [CommandOption("--pairs")] [Description("JSON lines pairing `text` with the `positive` text it should sit nearest (optional `group`: pairs of one group are not each other's negatives); 10% held out. Give exactly one of --pairs, --first-lines, --same-label.")]
+    [CommandOption("--pairs")] [Description("JSON lines pairing `text` with the `positive` text it should sit nearest (optional `group`: pairs of one group are not each other's negatives); 10% held out. Give exactly one of --pairs, --first-lines, --same-label. Default: none.")]
     public string? Pairs { get; init; }
     [CommandOption("--first-lines")] [Description("A corpus (embedded name or file) whose documents pair their first line with the rest, as a poem's opening with the poem; its held-out 1% as pretraining holds it out. Default: none.")]
     public string? FirstLines { get; init; }
