@@ -75,26 +75,7 @@ internal sealed class RowDecoding
             bool[]? allowed = forced || Row.Constraint is null ? null
                 : _mask is { } mask ? mask.GetAwaiter().GetResult() : Row.Constraint.Allowed(Row.Options.MaxNewTokens - _produced.Count);
             int token = forced ? _pending.Dequeue() : Sampler.Sample(logits, _context, Row.Options, _random, _produced, allowed);
-            if (!forced) Row.Constraint?.Accept(token);
-            if (_logprobs is not null)
-            {
-                var logprob = forced ? null : Logprob(logits, token, Row.Options.TopLogprobs!.Value);
-                _logprobs.Add(logprob);
-                if (logprob is not null) Row.OnLogprob?.Invoke(logprob);
-            }
-            Next = token;
-            _produced.Add(token);
-            _inserted.Add(forced);
-            _context.Add(token);
-            Row.OnToken?.Invoke(token);
-            if (!forced && Row.Interject?.Invoke(_produced) is { Length: > 0 } interjection)
-                foreach (int id in interjection) _pending.Enqueue(id);
-            if (forced || _pending.Count > 0) { }   // tokens a tool wrote, and the call they answer, never stop a row
-            else if (Row.Options.StopTokens?.Contains(token) == true) End(FinishReason.Stop);
-            else if (Row.Decode is { } decode && Row.Options.StopSequences is { Count: > 0 } stops
-                     && StopText.Find(decode(_produced), stops) >= 0) End(FinishReason.Stop);
-            if (Active && _produced.Count >= Row.Options.MaxNewTokens) End(FinishReason.Length);
-            PrepareMask();
+            Take(token, forced, logits);
         }
         catch (Exception e)
         {
@@ -102,6 +83,71 @@ internal sealed class RowDecoding
             Active = false;
         }
         return Active;
+    }
+
+    /// <summary>
+    /// Speculative decoding's step: checks a drafted token against this row's distribution from (V) logits and takes
+    /// it, or in its place a token drawn from what the draft left (the residual max(p − q, 0)), so the row's tokens are
+    /// distributed exactly as <see cref="Step"/>'s. Greedy: the draft is taken when it is the first largest logit, else
+    /// that token is. <paramref name="draftProbabilities"/> is the drafter's distribution (V); null for a drafter that
+    /// proposes one token for certain (n-gram lookup). Returns whether the draft was taken; the row may have ended either way.
+    /// </summary>
+    public bool StepDrafted(Tensor logits, int draft, double[]? draftProbabilities = null)
+    {
+        if (!Active || CancelIfRequested()) return false;
+        if (Row.Constraint is not null || _pending.Count > 0) throw new InvalidOperationException("A constrained row, or one a tool writes into, is not drafted.");
+        try
+        {
+            using var contiguous = logits.is_contiguous() && logits.dtype == ScalarType.Float32 ? null : logits.to(ScalarType.Float32).cpu().contiguous();
+            var values = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>((contiguous ?? logits).bytes);
+            var p = Sampler.Distribution(values, _context, Row.Options, _produced);
+            double q = draftProbabilities?[draft] ?? 1;
+            bool taken = Row.Options.Temperature == 0 ? p[draft] == 1 : _random.NextDouble() < Math.Min(1, p[draft] / q);
+            int token = draft;
+            if (!taken)
+            {
+                int best = Array.IndexOf(p, p.Max());
+                if (Row.Options.Temperature == 0) token = best;
+                else
+                {
+                    for (int k = 0; k < p.Length; k++) p[k] = Math.Max(0, p[k] - (draftProbabilities?[k] ?? (k == draft ? 1 : 0)));
+                    token = Sampler.Draw(p, p.Sum(), _random.NextDouble(), best);
+                }
+            }
+            Take(token, false, logits);
+            return taken;
+        }
+        catch (Exception e)
+        {
+            Error = e;
+            Active = false;
+            return false;
+        }
+    }
+
+    /// <summary>Appends a chosen token and applies the stop rules.</summary>
+    void Take(int token, bool forced, Tensor logits)
+    {
+        if (!forced) Row.Constraint?.Accept(token);
+        if (_logprobs is not null)
+        {
+            var logprob = forced ? null : Logprob(logits, token, Row.Options.TopLogprobs!.Value);
+            _logprobs.Add(logprob);
+            if (logprob is not null) Row.OnLogprob?.Invoke(logprob);
+        }
+        Next = token;
+        _produced.Add(token);
+        _inserted.Add(forced);
+        _context.Add(token);
+        Row.OnToken?.Invoke(token);
+        if (!forced && Row.Interject?.Invoke(_produced) is { Length: > 0 } interjection)
+            foreach (int id in interjection) _pending.Enqueue(id);
+        if (forced || _pending.Count > 0) { }   // tokens a tool wrote, and the call they answer, never stop a row
+        else if (Row.Options.StopTokens?.Contains(token) == true) End(FinishReason.Stop);
+        else if (Row.Decode is { } decode && Row.Options.StopSequences is { Count: > 0 } stops
+                 && StopText.Find(decode(_produced), stops) >= 0) End(FinishReason.Stop);
+        if (Active && _produced.Count >= Row.Options.MaxNewTokens) End(FinishReason.Length);
+        PrepareMask();
     }
 
     static TokenLogprob Logprob(Tensor logits, int token, int top)

@@ -99,8 +99,53 @@ public static class Sampler
     static int SampleInPlace(ReadOnlySpan<float> source, IReadOnlyCollection<int> context, SamplingOptions options, SamplingRandom random,
         IReadOnlyList<int>? produced, bool[]? allowed)
     {
+        var x = random.Scratch(source.Length).AsSpan(0, source.Length);
+        var (best, sum) = Weights(source, context, options, random, produced, allowed, x);
+        if (options.Temperature == 0) return best;
+        return Draw(x, sum, random.NextDouble(), best);
+    }
+
+    /// <summary>
+    /// The probability of every token as <see cref="Sample"/> would draw it from (V) logits: penalties, mask, temperature,
+    /// top-k and top-p applied; one-hot at the first largest logit when the temperature is 0. Speculative decoding checks
+    /// drafted tokens against it.
+    /// </summary>
+    public static double[] Distribution(ReadOnlySpan<float> logits, IReadOnlyCollection<int> context, SamplingOptions options,
+        IReadOnlyList<int>? produced = null, bool[]? allowed = null)
+    {
+        var x = new double[logits.Length];
+        var (best, sum) = Weights(logits, context, options, new SamplingRandom(0), produced, allowed, x);
+        if (options.Temperature == 0)
+        {
+            Array.Clear(x);
+            x[best] = 1;
+            return x;
+        }
+        for (int k = 0; k < x.Length; k++) x[k] /= sum;
+        return x;
+    }
+
+    /// <summary>A token drawn from <paramref name="weights"/> (≥ 0, summing to <paramref name="sum"/>) by the uniform draw <paramref name="u"/> in [0, 1).</summary>
+    internal static int Draw(ReadOnlySpan<double> weights, double sum, double u, int fallback)
+    {
+        double target = u * sum, running = 0;
+        int last = fallback;
+        for (int k = 0; k < weights.Length; k++)
+        {
+            if (weights[k] == 0) continue;
+            running += weights[k];
+            last = k;
+            if (target < running) return k;
+        }
+        return last;   // u fell past the rounding of the running sum
+    }
+
+    /// <summary>Writes each token's unnormalised weight to <paramref name="x"/> (V); returns the first largest logit's token and the weights' sum (the
+    /// top token weighs 1, so the sum is ≥ 1; with temperature 0 only the token is computed).</summary>
+    static (int Best, double Sum) Weights(ReadOnlySpan<float> source, IReadOnlyCollection<int> context, SamplingOptions options, SamplingRandom random,
+        IReadOnlyList<int>? produced, bool[]? allowed, Span<double> x)
+    {
         int vocab = source.Length;
-        var x = random.Scratch(vocab).AsSpan(0, vocab);
         for (int k = 0; k < vocab; k++)
         {
             if (!float.IsFinite(source[k])) throw new InvalidOperationException("The model produced non-finite logits (NaN or infinity); its weights are broken.");
@@ -118,7 +163,7 @@ public static class Sampler
         }
         int best = 0;
         for (int k = 1; k < vocab; k++) if (x[k] > x[best]) best = k;
-        if (options.Temperature == 0) return best;
+        if (options.Temperature == 0) return (best, 1);
         double top = x[best];
         for (int k = 0; k < vocab; k++) x[k] = (x[k] - top) / options.Temperature;   // <= 0 everywhere, 0 at the top
         if (options.TopK > 0 && options.TopK < vocab)
@@ -147,17 +192,8 @@ public static class Sampler
             }
         }
         double sum = 0;
-        for (int k = 0; k < vocab; k++) sum += x[k] = Math.Exp(x[k]);   // the top token weighs 1: the sum is >= 1
-        double u = random.NextDouble() * sum, running = 0;
-        int last = best;
-        for (int k = 0; k < vocab; k++)
-        {
-            if (x[k] == 0) continue;
-            running += x[k];
-            last = k;
-            if (u < running) return k;
-        }
-        return last;   // u fell past the rounding of the running sum
+        for (int k = 0; k < vocab; k++) sum += x[k] = Math.Exp(x[k]);
+        return (best, sum);
     }
 
     /// <summary>The k-th largest of <paramref name="values"/> (k ≥ 1), by a min-heap of the k largest seen.</summary>
