@@ -10,7 +10,7 @@ namespace GptSharp.Tests;
 /// Speculative decoding: greedy output identical to one token a pass whatever the drafter proposes, and sampled output
 /// distributed as the target model's (a chi-square test over thousands of draws against the exact probabilities).
 /// </summary>
-public class SpeculativeDecodingTests
+public class SpeculativeDecodingTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedTokenizerFixture>
 {
     /// <summary>Proposes the same tokens whatever the context: drafts that are sometimes right and often wrong.</summary>
     sealed class FixedDrafter(params int[] tokens) : IDrafter
@@ -116,6 +116,35 @@ public class SpeculativeDecodingTests
         // The same test rejects a sampler that takes every draft: its outcome (4, 0) alone would be far off.
         double wrong = (draws - exact[4 * vocab] * draws) * (draws - exact[4 * vocab] * draws) / (exact[4 * vocab] * draws);
         Assert.True(wrong > critical);
+    }
+
+    [Fact]
+    public void ADraftModelMustShareTheTokenizerAndSpeculationRunsOnTheCpuEngineOnly()
+    {
+        using var dir = new TempDirectory();
+        var config = GptConfig.Gpt2(fixture.Tokenizer.VocabSize, 64, layers: 2, heads: 2, width: 32);
+        string target = fixture.SaveRandomRun(dir.File("target"), config, seed: 1), draft = fixture.SaveRandomRun(dir.File("draft"), config with { Layers = 1 }, seed: 2);
+        TorchSharp.torch.manual_seed(3);
+        using (var gpt2Model = new Gpt(GptConfig.Gpt2(50257, 64, layers: 1, heads: 1, width: 16)))
+            GptSharp.Runs.Checkpoint.Save(dir.File("gpt2-draft"), gpt2Model, null, new GptSharp.Runs.TrainingState(0, "0:0", "", "gpt2"));
+        var refused = Assert.Throws<ArgumentException>(() => ModelDrafter.Load(dir.File("gpt2-draft"), fixture.Tokenizer, WeightFormat.F32));
+        Assert.Contains("'gpt2'", refused.Message);
+        Assert.Contains($"'{fixture.Tokenizer.Spec.Name}'", refused.Message);
+        Assert.Contains("vocabularies of", refused.Message);
+
+        var (model, _) = GptSharp.Runs.Checkpoint.LoadModel(target);
+        using (model)
+        using (var drafter = ModelDrafter.Load(draft, fixture.Tokenizer, WeightFormat.F32))
+        {
+            int[] prompt = [fixture.Tokenizer.BosId, .. fixture.Tokenizer.Encode("床前明月光，疑是地上霜。")];
+            var options = new SamplingOptions { Temperature = 0, MaxNewTokens = 30 };
+            using var decoder = TokenDecoder.Create(model, DecodeEngine.Auto);
+            var (speculative, stats) = decoder.Generate(prompt, options, drafter, 3);
+            Assert.Equal(decoder.Generate(prompt, options).Tokens, speculative.Tokens);
+            Assert.True(stats.Drafted > 0);
+            using var torchDecoder = TokenDecoder.Create(model, DecodeEngine.Torch);
+            Assert.Contains("CPU engine", Assert.Throws<InvalidOperationException>(() => torchDecoder.Generate(prompt, options, new NgramDrafter(), 3)).Message);
+        }
     }
 
     /// <summary>The distribution the sampler draws the next token from after <paramref name="context"/>.</summary>

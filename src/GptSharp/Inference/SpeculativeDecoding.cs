@@ -1,4 +1,6 @@
 using GptSharp.Inference.Cpu;
+using GptSharp.Runs;
+using GptSharp.Tokenization;
 using TorchSharp;
 
 namespace GptSharp.Inference;
@@ -34,16 +36,18 @@ public sealed class NgramDrafter(int shortest = 2, int longest = 4) : IDrafter
 }
 
 /// <summary>A smaller model of the same tokenizer drafts greedily, keeping its own cache of the context it has read.</summary>
-public sealed class ModelDrafter : IDrafter
+public sealed class ModelDrafter : IDrafter, IDisposable
 {
     readonly CpuModel _model;
+    readonly bool _owned;
     readonly CpuKvCache _cache;
     readonly List<int> _fed = [];   // the tokens in the draft model's cache, in order
     float[] _logits;
 
-    public ModelDrafter(CpuModel model)
+    /// <param name="owned">Dispose the model with the drafter.</param>
+    public ModelDrafter(CpuModel model, bool owned = false)
     {
-        _model = model;
+        (_model, _owned) = (model, owned);
         _cache = model.CreateCache(1);
         _logits = new float[model.Config.VocabSize];
     }
@@ -73,6 +77,28 @@ public sealed class ModelDrafter : IDrafter
             int[] positions = [.. Enumerable.Range(_fed.Count, n)];
             _model.Forward(_cache, n, tokens[start..(start + n)], new int[n], positions, [n - 1], _logits);
             _fed.AddRange(tokens[start..(start + n)]);
+        }
+    }
+
+    public void Dispose()
+    {
+        if (_owned) _model.Dispose();
+    }
+
+    /// <summary>
+    /// A run's model packed in <paramref name="format"/> as a drafter for a model of <paramref name="tokenizer"/>; a run of
+    /// another tokenizer is refused, naming both and how they differ.
+    /// </summary>
+    public static ModelDrafter Load(string runDirectory, GptTokenizer tokenizer, WeightFormat format)
+    {
+        var (model, state) = Checkpoint.LoadModel(runDirectory);
+        using (model)
+        {
+            var draftTokenizer = GptTokenizer.Load(state.Tokenizer);
+            if (tokenizer.DifferenceFrom(draftTokenizer) is { } difference)
+                throw new ArgumentException($"--draft-model {runDirectory}: its tokenizer '{draftTokenizer.Spec.Name}' is not the model's '{tokenizer.Spec.Name}' ({difference}); " +
+                                            "a draft model must share the tokenizer, token for token.");
+            return new ModelDrafter(CpuModel.From(model, format), owned: true);
         }
     }
 

@@ -144,6 +144,22 @@ public sealed class TokenDecoder : IDisposable
         return result.Generation;
     }
 
+    /// <summary>
+    /// Generates one prompt by speculative decoding on the CPU engine (<see cref="SpeculativeDecoding"/>): the same
+    /// tokens greedy, the same distribution sampled, fewer passes where the drafts are right. A model that decodes with
+    /// libtorch is refused.
+    /// </summary>
+    public (Generation Generation, SpeculationStats Stats) Generate(int[] prompt, SamplingOptions options, IDrafter drafter, int draftTokens,
+        Action<int>? onToken = null, Func<IEnumerable<int>, string>? decode = null, CancellationToken cancellation = default)
+    {
+        var engine = Engine ?? throw new InvalidOperationException("Speculative decoding runs on the CPU engine (--engine auto on a CPU, or cpu-*); this model decodes with libtorch.");
+        var row = new BatchRow(prompt, options, onToken, cancellation, decode);
+        Check(row);
+        var (result, stats) = SpeculativeDecoding.Generate(engine, row, PromptOf(row), drafter, draftTokens);
+        cancellation.ThrowIfCancellationRequested();
+        return (result.Generation, stats);
+    }
+
     /// <summary>Generates several prompts in one batch with the same options; prompt i samples with seed
     /// <c>options.Seed + i</c>. The first row error, if any, is thrown.</summary>
     public IReadOnlyList<Generation> Generate(IReadOnlyList<int[]> prompts, SamplingOptions options, Func<IEnumerable<int>, string>? decode = null,

@@ -66,6 +66,16 @@ public sealed class GptTokenizer
         Spec.SpecialTokens.TryGetValue(Spec.Aliases?.GetValueOrDefault(token) ?? token, out int id) ? id
             : throw new KeyNotFoundException($"Tokenizer '{Spec.Name}' has no special token {token}.");
 
+    /// <summary>How <paramref name="other"/> encodes differently from this tokenizer (vocabulary size, pattern, special
+    /// tokens, ordinary tokens), or null when the two give every text the same ids.</summary>
+    public string? DifferenceFrom(GptTokenizer other) =>
+        VocabSize != other.VocabSize ? $"vocabularies of {VocabSize} and {other.VocabSize} tokens"
+        : Spec.Pattern != other.Spec.Pattern ? "different pre-tokenizer patterns"
+        : Spec.Normalization != other.Spec.Normalization ? "different normalisation"
+        : Spec.SpecialTokens.Count != other.Spec.SpecialTokens.Count || Spec.SpecialTokens.Any(kv => !other.Spec.SpecialTokens.TryGetValue(kv.Key, out int id) || id != kv.Value) ? "different special tokens"
+        : _ranks.Count != other._ranks.Count || _ranks.Any(kv => !other._ranks.TryGetValue(kv.Key, out var bytes) || !bytes.AsSpan().SequenceEqual(kv.Value)) ? "different ordinary tokens"
+        : null;
+
     /// <summary>Whether <paramref name="token"/> names one of this tokenizer's special tokens (directly or by alias).</summary>
     public bool HasSpecialToken(string token) => Spec.SpecialTokens.ContainsKey(Spec.Aliases?.GetValueOrDefault(token) ?? token);
 

@@ -1,0 +1,82 @@
+using System.Diagnostics;
+using GptSharp.Inference;
+using GptSharp.Inference.Cpu;
+using GptSharp.Models;
+using GptSharp.Runs;
+using GptSharp.Tokenization;
+using static TorchSharp.torch;
+
+namespace GptSharp.Bench;
+
+/// <summary>
+/// <c>speculative [rounds] [RUN]</c>: batch-1 tokens/s of the CPU engine decoding one token a pass against speculative
+/// decoding with prompt lookup (4 drafted tokens a pass), interleaved round by round, prefill included (one prompt per
+/// generation, as <c>generate</c> runs it); medians and per-round ratios, and the share of drafts taken. Workloads: a
+/// trained run (default the main job's pretrained model) continuing a poem it was shown twice (copying: drafts right)
+/// and opening a new poem sampled at 0.8 (free text: drafts mostly wrong); and a random-weight GPT-2-124M-shaped model,
+/// greedy (its output falls into a loop, which drafts find) and sampled at 1.0.
+/// </summary>
+static class SpeculativeBench
+{
+    public static void Run(string[] args)
+    {
+        int rounds = args.Length > 1 ? int.Parse(args[1]) : 3;
+        string run = args.Length > 2 ? args[2] : "runs/speedrun/pretrain";
+        Console.WriteLine($"\n## Speculative decoding (prompt lookup, 4 tokens a pass) against one token a pass, batch 1, CPU engine; {rounds} interleaved rounds");
+        Console.WriteLine("| model | workload | tokens | one a pass tok/s | speculative tok/s | ratio by round | drafts taken | passes per token |");
+        Console.WriteLine("|---|---|---|---|---|---|---|---|");
+
+        var (trained, state) = Checkpoint.LoadModel(run);
+        using (trained)
+        {
+            var tokenizer = GptTokenizer.Load(state.Tokenizer);
+            string poem = "床前明月光，疑是地上霜。举头望明月，低头思故乡。";
+            using var engine = CpuModel.From(trained);
+            int room = trained.Config.ContextLength;
+            int[] copying = [tokenizer.BosId, .. tokenizer.Encode(poem + "\n" + poem + "\n床前")];
+            int[] opening = [tokenizer.BosId, .. tokenizer.Encode("春")];
+            Compare($"{Path.GetFileName(Path.GetDirectoryName(Path.GetFullPath(run + "/")))} ({trained.Config.Layers} layers, width {trained.Config.Width})", engine, rounds, [
+                ("a poem shown twice, continued greedy", copying, new SamplingOptions { Temperature = 0, MaxNewTokens = room - copying.Length }),
+                ("a new poem sampled at 0.8", opening, new SamplingOptions { Temperature = 0.8, TopK = 0, TopP = 1, MaxNewTokens = room - opening.Length, Seed = 7 }),
+            ]);
+        }
+
+        var config = GptConfig.Preset("gpt2-124m", 50257);
+        manual_seed(1);
+        using var random = new Gpt(config);
+        random.eval();
+        using var gpt2 = CpuModel.From(random);
+        int[] prompt = [.. Enumerable.Range(0, 64).Select(i => (i * 977 + 13) % config.VocabSize)];
+        Compare("random-weight gpt2-124m", gpt2, rounds, [
+            ("greedy (falls into a loop)", prompt, new SamplingOptions { Temperature = 0, MaxNewTokens = 200 }),
+            ("sampled at 1.0", prompt, new SamplingOptions { Temperature = 1, TopK = 0, TopP = 1, MaxNewTokens = 200, Seed = 7 }),
+        ]);
+    }
+
+    static void Compare(string model, CpuModel engine, int rounds, (string Name, int[] Prompt, SamplingOptions Options)[] workloads)
+    {
+        var decoder = new TokenDecoder(engine);
+        foreach (var (name, prompt, options) in workloads)
+        {
+            var plain = new List<double>();
+            var speculative = new List<double>();
+            SpeculationStats? stats = null;
+            int tokens = 0;
+            for (int round = 0; round < rounds; round++)
+                foreach (bool draft in round % 2 == 0 ? new[] { false, true } : [true, false])
+                {
+                    var watch = Stopwatch.StartNew();
+                    if (draft)
+                    {
+                        (var generation, stats) = decoder.Generate(prompt, options, new NgramDrafter(), 4);
+                        speculative.Add(generation.Tokens.Length / watch.Elapsed.TotalSeconds);
+                        tokens = generation.Tokens.Length;
+                    }
+                    else plain.Add(decoder.Generate(prompt, options).Tokens.Length / watch.Elapsed.TotalSeconds);
+                }
+            var ratios = plain.Zip(speculative, (p, s) => s / p).ToList();
+            Console.WriteLine($"| {model} | {name} | {tokens} | {Stats.Median(plain):F1} | {Stats.Median(speculative):F1} | {string.Join(", ", ratios.Select(r => r.ToString("F2")))} | " +
+                              $"{stats!.Accepted} of {stats.Drafted} ({100 * stats.AcceptanceRate:F0}%) | {(double)stats.Passes / tokens:F2} |");
+        }
+    }
+}
