@@ -147,6 +147,24 @@ public class SpeculativeDecodingTests(TrainedTokenizerFixture fixture) : IClassF
         }
     }
 
+    [Fact]
+    public void AChatAnswersTheSameWithPromptLookup()
+    {
+        using var dir = new TempDirectory();
+        string run = fixture.SaveRandomRun(dir.File("chat"), GptConfig.Gpt2(fixture.Tokenizer.VocabSize, 128, layers: 2, heads: 2, width: 32), seed: 4);
+        using var model = GptSharp.Serving.ServedModel.Load(run);
+        using var speculation = new Speculation(new NgramDrafter(), 4);
+        var plain = new GptSharp.Serving.ChatSession(model, temperature: 0, maxTokens: 40);
+        var drafted = new GptSharp.Serving.ChatSession(model, temperature: 0, maxTokens: 40, speculation: speculation);
+        foreach (string line in new[] { "床前明月光，床前明月光，床前明月光", "疑是地上霜" })
+        {
+            plain.Handle(line, _ => { }, seed: 1);
+            drafted.Handle(line, _ => { }, seed: 1);
+        }
+        Assert.Equal(plain.History.Select(m => m.Content), drafted.History.Select(m => m.Content));
+        Assert.Equal(4, drafted.History.Count);
+    }
+
     /// <summary>The distribution the sampler draws the next token from after <paramref name="context"/>.</summary>
     static double[] Probabilities(CpuModel engine, int[] context, SamplingOptions options, int[]? produced = null)
     {

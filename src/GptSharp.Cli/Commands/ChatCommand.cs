@@ -5,7 +5,7 @@ using Spectre.Console.Cli;
 
 namespace GptSharp.Cli.Commands;
 
-sealed class ChatSettings : CommonSettings
+sealed class ChatSettings : DraftingSettings
 {
     [CommandOption("-r|--run-dir")] [Description("An SFT, PPO (its policy folder) or DPO run.")]
     public string RunDir { get; init; } = "runs/speedrun/sft";
@@ -20,6 +20,7 @@ sealed class ChatSettings : CommonSettings
 
     public override Spectre.Console.ValidationResult Validate() => GptSharp.Inference.Cpu.DecodeEngine.Problem(Engine) is { } problem
         ? Spectre.Console.ValidationResult.Error(problem)
+        : Drafting && Tools is not null ? Spectre.Console.ValidationResult.Error("Speculative decoding (--draft, --draft-model) decodes plain answers: not with --tools.")
         : base.Validate();
 }
 
@@ -34,7 +35,8 @@ sealed class ChatCommand : Command<ChatSettings>
         var tools = s.Tools is null ? null : GptSharp.Inference.ToolBox.Named(s.Tools);
         if (tools is not null && !model.Template.SupportsTools)
             throw new ArgumentException($"--tools: {s.RunDir}'s tokenizer has no tool-call tokens (it was trained before they existed); train a new tokenizer and model to use tools.");
-        var session = new ChatSession(model, s.System, s.Temperature, s.MaxTokens, tools);
+        using var speculation = s.Speculation(model.Tokenizer, model.Decoder);
+        var session = new ChatSession(model, s.System, s.Temperature, s.MaxTokens, tools, speculation);
         CancellationTokenSource? answering = null;
         Console.CancelKeyPress += (_, e) =>
         {

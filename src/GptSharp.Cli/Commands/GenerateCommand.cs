@@ -8,7 +8,7 @@ using TorchSharp;
 
 namespace GptSharp.Cli.Commands;
 
-sealed class GenerateSettings : CommonSettings
+sealed class GenerateSettings : DraftingSettings
 {
     [CommandOption("-r|--run-dir")] [Description("A trained run folder (its checkpoint/ is loaded).")]
     public string RunDir { get; init; } = "runs/pretrain";
@@ -33,21 +33,12 @@ sealed class GenerateSettings : CommonSettings
     public string? Tools { get; init; }
     [CommandOption("--best-of")] [Description("Sample N answers and print the one the --reward-model scores highest (with --chat; 1: off).")]
     public int BestOf { get; init; } = 1;
-    [CommandOption("--draft")] [Description("Speculative decoding on the CPU engine: none, or ngram (drafts copied from what followed the context's latest repeat; the same output, fewer passes where text repeats). Default: none.")]
-    public string Draft { get; init; } = "none";
-    [CommandOption("--draft-model")] [Description("A smaller run of the same tokenizer that drafts for speculative decoding (instead of --draft ngram). Default: none.")]
-    public string? DraftModel { get; init; }
-    [CommandOption("--draft-tokens")] [Description("Tokens drafted per pass, 1 to 16.")]
-    public int DraftTokens { get; init; } = 4;
     [CommandOption("--reward-model")] [Description("Reward-model run that chooses among --best-of answers (default: none; needed with --best-of).")]
     public string? Reward { get; init; }
 
     public override Spectre.Console.ValidationResult Validate()
     {
-        if (Draft is not ("none" or "ngram")) return Spectre.Console.ValidationResult.Error($"--draft '{Draft}': expected none or ngram (or give --draft-model RUN).");
-        if (DraftModel is not null && Draft != "none") return Spectre.Console.ValidationResult.Error("--draft ngram and --draft-model are two drafters: give one.");
-        if (DraftTokens is < 1 or > SpeculativeDecoding.MaxDraftTokens) return Spectre.Console.ValidationResult.Error($"--draft-tokens {DraftTokens}: expected 1 to {SpeculativeDecoding.MaxDraftTokens}.");
-        if ((Draft != "none" || DraftModel is not null) && (Tools is not null || BestOf > 1))
+        if (Drafting && (Tools is not null || BestOf > 1))
             return Spectre.Console.ValidationResult.Error("Speculative decoding (--draft, --draft-model) decodes one plain answer: not with --tools or --best-of.");
         if (BestOf < 1) return Spectre.Console.ValidationResult.Error($"--best-of {BestOf}: N must be >= 1.");
         if (GptSharp.Inference.Cpu.DecodeEngine.Problem(Engine) is { } engineProblem) return Spectre.Console.ValidationResult.Error(engineProblem);
@@ -82,9 +73,7 @@ sealed class GenerateCommand : Command<GenerateSettings>
         using var generator = TokenDecoder.Create(model, s.Engine);
         if (generator.Engine is { } engine && GptSharp.Inference.Cpu.DecodeEngine.SlowPathWarning(engine.Format) is { } warning) Console.Error.WriteLine(warning);
         if (s.BestOf > 1) return BestOf(s, generator, tokenizer, prompt, options, runtime.Device);
-        IDrafter? drafter = s.DraftModel is not null ? ModelDrafter.Load(s.DraftModel, tokenizer, generator.Engine?.Format ?? GptSharp.Inference.Cpu.WeightFormat.F32)
-            : s.Draft == "ngram" ? new NgramDrafter() : null;
-        using var ownedDrafter = drafter as IDisposable;
+        using var speculation = s.Speculation(tokenizer, generator);
         for (int sample = 0; sample < s.Samples; sample++)
         {
             if (s.Samples > 1) Console.WriteLine($"--- sample {sample + 1} (seed {s.Seed + sample})");
@@ -111,8 +100,8 @@ sealed class GenerateCommand : Command<GenerateSettings>
             var sampleOptions = options with { Seed = s.Seed + sample };
             SpeculationStats? stats = null;
             Generation result;
-            if (drafter is null) result = generator.Generate(prompt, sampleOptions, Show, cancellation: cancellation);
-            else (result, stats) = generator.Generate(prompt, sampleOptions, drafter, s.DraftTokens, Show, cancellation: cancellation);
+            if (speculation is null) result = generator.Generate(prompt, sampleOptions, Show, cancellation: cancellation);
+            else (result, stats) = generator.Generate(prompt, sampleOptions, speculation.Drafter, speculation.Tokens, Show, cancellation: cancellation);
             if (pending.Count > 0) Console.Write(tokenizer.Decode(pending));
             Console.WriteLine();
             if (!s.Quiet) Console.Error.WriteLine($"[{result.Tokens.Length} tokens, finished: {result.Finish}" +

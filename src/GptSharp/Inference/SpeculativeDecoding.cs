@@ -110,6 +110,12 @@ public sealed class ModelDrafter : IDrafter, IDisposable
     }
 }
 
+/// <summary>A drafter and how many tokens it drafts a pass: what speculative decoding needs besides the target model.</summary>
+public sealed record Speculation(IDrafter Drafter, int Tokens) : IDisposable
+{
+    public void Dispose() => (Drafter as IDisposable)?.Dispose();
+}
+
 /// <summary>How many tokens were drafted and how many of them the target model took, over how many passes.</summary>
 public sealed record SpeculationStats(int Passes, int Drafted, int Accepted)
 {

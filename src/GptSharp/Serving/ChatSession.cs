@@ -9,7 +9,8 @@ namespace GptSharp.Serving;
 /// </summary>
 /// With <paramref name="tools"/>, the system turn offers them, the model's calls run while it answers, and the call and
 /// the tool's result are shown in brackets: <c>[calculator 12 × 34 → 408]</c>.
-public sealed class ChatSession(ServedModel model, string? system = null, double temperature = 0.7, int maxTokens = 128, ToolBox? tools = null)
+/// <param name="speculation">A drafter for speculative decoding of answers without tools (null: one token a pass).</param>
+public sealed class ChatSession(ServedModel model, string? system = null, double temperature = 0.7, int maxTokens = 128, ToolBox? tools = null, Speculation? speculation = null)
 {
     readonly List<ChatMessage> _history = [];
 
@@ -50,7 +51,7 @@ public sealed class ChatSession(ServedModel model, string? system = null, double
         {
             var options = new SamplingOptions(Temperature: Temperature, TopK: 50, MaxNewTokens: Math.Max(1, Math.Min(maxTokens, model.ContextLength - prompt.Length)),
                 Seed: seed ?? Random.Shared.NextInt64(), StopTokens: [model.Tokenizer.EndId, model.Tokenizer.BosId]);
-            if (tools is null) model.Generate(prompt, options, piece => { write(piece); answer.Append(piece); }, cancellation);
+            if (tools is null) model.Generate(prompt, options, piece => { write(piece); answer.Append(piece); }, cancellation, speculation);
             else
             {
                 var shown = new ToolTurnText(model.Tokenizer, write);

@@ -129,11 +129,13 @@ public sealed class ServedModel : IEmbeddingModel, IDisposable
     /// <summary>
     /// Generates and hands out text as it grows: <paramref name="onText"/> gets each new piece (never half a UTF-8
     /// character, never a stop sequence). Cancelling (e.g. the client went away) stops generation at the next token.
+    /// With <paramref name="speculation"/>, by speculative decoding (the same tokens greedy, the same distribution sampled).
     /// </summary>
-    public Generation Generate(int[] prompt, SamplingOptions options, Action<string>? onText, CancellationToken cancellation)
+    public Generation Generate(int[] prompt, SamplingOptions options, Action<string>? onText, CancellationToken cancellation, Speculation? speculation = null)
     {
         var text = new AnswerText(Tokenizer, options.StopSequences, onText);
-        var generation = Decoder.Generate(prompt, options, text.Add, Decode, cancellation);
+        var generation = speculation is null ? Decoder.Generate(prompt, options, text.Add, Decode, cancellation)
+            : Decoder.Generate(prompt, options, speculation.Drafter, speculation.Tokens, text.Add, Decode, cancellation).Generation;
         text.Finish();
         return generation;
     }
