@@ -57,6 +57,35 @@ public class BatcherTests
         Assert.True(batcher.PrefillChunks > rows.Length, "no prompt was split into chunks");
     }
 
+    [Fact]
+    public async Task WithPromptLookupEachRequestGetsTheTokensItGetsAloneInFewerSteps()
+    {
+        using var model = NewModel(llama: true, context: 96);
+        using var decoder = TokenDecoder.Create(model, "cpu");
+        // Prompts that repeat themselves, greedy and sampled, one with a stop token and one cut by the context.
+        var rows = Enumerable.Range(0, 7).Select(i => new BatchRow([.. Enumerable.Range(0, 12 + i * 9).Select(j => (j % (3 + i) * 7 + i) % 89)],
+            new SamplingOptions(Temperature: i % 3 == 1 ? 0.8 : 0, MaxNewTokens: i == 6 ? 200 : 20 + i * 5, Seed: 70 + i, StopTokens: i == 2 ? [9] : null))).ToArray();
+        var alone = rows.Select(r => decoder.Generate([r])[0].Generation).ToArray();
+
+        await using var plain = ContinuousBatcher.For(model, decoder, new BatcherOptions(Slots: 3, PrefillChunk: 8));
+        await using var drafted = ContinuousBatcher.For(model, decoder, new BatcherOptions(Slots: 3, PrefillChunk: 8, PromptLookupTokens: 4));
+        var plainResults = await Task.WhenAll(rows.Select(plain.Enqueue));
+        var draftedResults = await Task.WhenAll(rows.Select(drafted.Enqueue));
+        for (int i = 0; i < rows.Length; i++)
+        {
+            Assert.Null(draftedResults[i].Error);
+            if (rows[i].Options.Temperature > 0) continue;   // sampled rows draw their own way (the same distribution: SpeculativeDecodingTests)
+            Assert.Equal(alone[i].Tokens, plainResults[i].Generation.Tokens);
+            Assert.Equal(alone[i].Tokens, draftedResults[i].Generation.Tokens);
+            Assert.Equal(alone[i].Finish, draftedResults[i].Generation.Finish);
+        }
+        Assert.Equal(FinishReason.ContextFull, draftedResults[6].Generation.Finish);
+        Assert.True(drafted.AcceptedDrafts > 0 && drafted.DecodeSteps < plain.DecodeSteps,
+            $"{drafted.AcceptedDrafts} of {drafted.DraftedTokens} drafts taken; {drafted.DecodeSteps} steps against {plain.DecodeSteps}");
+        Assert.Throws<NotSupportedException>(() => ContinuousBatcher.For(model, TokenDecoder.Create(model, "torch"), new BatcherOptions(PromptLookupTokens: 4)));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new BatcherOptions(PromptLookupTokens: 17).Validate());
+    }
+
     [Theory]
     [MemberData(nameof(Engines))]
     public async Task AShortRequestFinishesWhileALongOneDecodes(string engine)

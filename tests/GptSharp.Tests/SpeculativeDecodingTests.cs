@@ -165,6 +165,29 @@ public class SpeculativeDecodingTests(TrainedTokenizerFixture fixture) : IClassF
         Assert.Equal(4, drafted.History.Count);
     }
 
+    [Fact]
+    public async Task AServerDraftingByPromptLookupAnswersAsOneWithout()
+    {
+        using var dir = new TempDirectory();
+        string run = fixture.SaveRandomRun(dir.File("served"), GptConfig.Gpt2(fixture.Tokenizer.VocabSize, 128, layers: 2, heads: 2, width: 32), seed: 6);
+        using var model = GptSharp.Serving.ServedModel.Load(run);
+        await using var server = new GptSharp.Serving.GptServer([model], new GptSharp.Serving.ServerOptions(Port: 0, PromptLookupTokens: 4));
+        await server.StartAsync();
+        using var http = new HttpClient { BaseAddress = new Uri(server.Address) };
+        string question = "床前明月光，床前明月光，床前明月光";
+        var reply = await http.PostAsync("/v1/chat/completions", new StringContent(System.Text.Json.JsonSerializer.Serialize(
+            new { model = "served", messages = new[] { new { role = "user", content = question } }, max_tokens = 40, temperature = 0 }), System.Text.Encoding.UTF8, "application/json"));
+        Assert.Equal(System.Net.HttpStatusCode.OK, reply.StatusCode);
+        using var body = System.Text.Json.JsonDocument.Parse(await reply.Content.ReadAsStringAsync());
+        string served = body.RootElement.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString()!;
+
+        var prompt = model.Template.RenderPrompt([new GptSharp.Tokenization.ChatMessage(GptSharp.Tokenization.ChatRoles.User, question)]);
+        var alone = model.Generate(prompt, new SamplingOptions(Temperature: 0, MaxNewTokens: 40, StopTokens: [model.Tokenizer.EndId, model.Tokenizer.BosId]), null, default);
+        Assert.Equal(model.Text(alone, null), served);
+        Assert.True(((ContinuousBatcher)server.Scheduler("served")).DraftedTokens > 0, "nothing was drafted");
+        Assert.Throws<ArgumentException>(() => new GptSharp.Serving.ServerOptions(PromptLookupTokens: 17).Validate());
+    }
+
     /// <summary>The distribution the sampler draws the next token from after <paramref name="context"/>.</summary>
     static double[] Probabilities(CpuModel engine, int[] context, SamplingOptions options, int[]? produced = null)
     {

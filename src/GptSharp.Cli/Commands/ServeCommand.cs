@@ -41,15 +41,22 @@ sealed class ServeSettings : CommonSettings
     public bool AllowNonFinite { get; init; }
     [CommandOption("--engine")] [Description("What decodes: auto (default: the CPU engine on a CPU), torch, cpu, cpu-f16, cpu-bf16, cpu-q8_0 or cpu-q4_0 (see generate --engine).")]
     public string Engine { get; init; } = GptSharp.Inference.Cpu.DecodeEngine.Auto;
+    [CommandOption("--draft")] [Description("Speculative decoding of every request without a grammar or tools: none, or ngram (prompt lookup; the same tokens greedy, the same distribution sampled; the CPU engine only). Default: none.")]
+    public string Draft { get; init; } = "none";
+    [CommandOption("--draft-tokens")] [Description("Tokens drafted per request and step with --draft ngram, 1 to 16.")]
+    public int DraftTokens { get; init; } = 4;
 
     public ServerOptions Options() => new(Host, Port, ApiKey, MaxConcurrent: MaxConcurrent, MaxQueue: MaxQueue,
         AllowedHosts: AllowedHosts?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
-        PrefixCache: !NoPrefixCache, RequestTimeoutSeconds: RequestTimeout, ShutdownGraceSeconds: ShutdownGrace, StoredResponses: StoredResponses, AdminKey: AdminKey);
+        PrefixCache: !NoPrefixCache, RequestTimeoutSeconds: RequestTimeout, ShutdownGraceSeconds: ShutdownGrace, StoredResponses: StoredResponses, AdminKey: AdminKey,
+        PromptLookupTokens: Draft == "ngram" ? DraftTokens : 0);
 
     public override ValidationResult Validate()
     {
         if (GptSharp.Inference.Cpu.DecodeEngine.Problem(Engine) is { } engineProblem) return ValidationResult.Error(engineProblem);
         if (Pooling is not ("mean" or "cls")) return ValidationResult.Error($"--pooling '{Pooling}': expected mean or cls.");
+        if (Draft is not ("none" or "ngram")) return ValidationResult.Error($"--draft '{Draft}': expected none or ngram (the server drafts by prompt lookup; a draft model is for generate and chat).");
+        if (DraftTokens is < 1 or > GptSharp.Inference.SpeculativeDecoding.MaxDraftTokens) return ValidationResult.Error($"--draft-tokens {DraftTokens}: expected 1 to {GptSharp.Inference.SpeculativeDecoding.MaxDraftTokens}.");
         try
         {
             Options().Validate();

@@ -13,10 +13,15 @@ namespace GptSharp.Inference;
 /// requests by one chunk at a time rather than by its whole length.</param>
 /// <param name="PrefixCache">Reuse the keys and values a free slot still holds when a new prompt starts with its tokens
 /// (the previous turn of a chat, a shared system prompt).</param>
-public sealed record BatcherOptions(int Slots = 4, int MaxQueue = int.MaxValue, int PrefillChunk = 256, bool PrefixCache = true)
+/// <param name="PromptLookupTokens">Speculative decoding by prompt lookup (<see cref="NgramDrafter"/>): up to this many
+/// drafted tokens per request and step, checked in the same pass (the CPU engine only; 0: off). Requests with an output
+/// constraint or tools decode one token a step.</param>
+public sealed record BatcherOptions(int Slots = 4, int MaxQueue = int.MaxValue, int PrefillChunk = 256, bool PrefixCache = true, int PromptLookupTokens = 0)
 {
     public BatcherOptions Validate()
     {
+        if (PromptLookupTokens is < 0 or > SpeculativeDecoding.MaxDraftTokens)
+            throw new ArgumentOutOfRangeException(nameof(PromptLookupTokens), PromptLookupTokens, $"Draft 0 (off) to {SpeculativeDecoding.MaxDraftTokens} tokens a step.");
         ArgumentOutOfRangeException.ThrowIfLessThan(Slots, 1, nameof(Slots));
         ArgumentOutOfRangeException.ThrowIfNegative(MaxQueue, nameof(MaxQueue));
         ArgumentOutOfRangeException.ThrowIfLessThan(PrefillChunk, 1, nameof(PrefillChunk));
@@ -56,6 +61,7 @@ public sealed class ContinuousBatcher : IGenerationScheduler
     readonly Channel<Request> _queue = Channel.CreateUnbounded<Request>();
     readonly List<Request> _prefilling = [], _running = [], _masking = [];
     readonly Task _worker;
+    readonly NgramDrafter _drafter = new();
     long _clock;
     int _waiting, _busy;
 
@@ -75,6 +81,8 @@ public sealed class ContinuousBatcher : IGenerationScheduler
     ContinuousBatcher(ISlotModel slots, TokenDecoder rules, BatcherOptions? options)
     {
         _options = (options ?? new BatcherOptions()).Validate();
+        if (_options.PromptLookupTokens > 0 && slots is not CpuSlots)
+            throw new NotSupportedException("Speculative decoding (prompt lookup) runs on the CPU engine; serve with --engine auto on a CPU, or cpu-*.");
         _slots = slots;
         _rules = rules;   // for its checks of a request and its prompt truncation
         _slotTokens = [.. Enumerable.Range(0, _options.Slots).Select(_ => new List<int>())];
@@ -95,6 +103,9 @@ public sealed class ContinuousBatcher : IGenerationScheduler
     public long CachedPromptTokens { get; private set; }
     /// <summary>The most requests decoded in one step.</summary>
     public int LargestBatch { get; private set; }
+    /// <summary>Tokens drafted by prompt lookup, and those of them the model took.</summary>
+    public long DraftedTokens { get; private set; }
+    public long AcceptedDrafts { get; private set; }
 
     public int QueueLimit => _options.MaxQueue;
 
@@ -226,6 +237,11 @@ public sealed class ContinuousBatcher : IGenerationScheduler
     {
         if (_running.Count == 0) return;
         _running.Sort((a, b) => a.Slot.CompareTo(b.Slot));   // neighbouring slots are read as one view, without a copy
+        if (_options.PromptLookupTokens > 0)
+        {
+            DecodeDrafted();
+            return;
+        }
         int[] slots = [.. _running.Select(r => r.Slot)];
         int[] next = [.. _running.Select(r => r.Decoding!.Next)];
         int[] positions = [.. slots.Select(s => _slotTokens[s].Count)];
@@ -245,6 +261,63 @@ public sealed class ContinuousBatcher : IGenerationScheduler
         for (int k = 0; k < next.Length; k++) _slotTokens[slots[k]].Add(next[k]);
         foreach (var (request, k) in _running.Select((r, k) => (r, k)).ToList())
             if (!Continue(request, logits[k])) _running.Remove(request);
+    }
+
+    /// <summary>
+    /// One forward pass feeding every running request its last token and the tokens prompt lookup drafts after it; each
+    /// request takes the drafts its sampler agrees with (<see cref="RowDecoding.StepDrafted"/>) and one token more.
+    /// </summary>
+    void DecodeDrafted()
+    {
+        var fed = new int[_running.Count][];   // per request: its last token, then its drafts
+        for (int k = 0; k < _running.Count; k++)
+        {
+            var request = _running[k];
+            var decoding = request.Decoding!;
+            var context = _slotTokens[request.Slot];
+            int room = Math.Min(_options.PromptLookupTokens, Math.Min(_rules.ContextLength - context.Count - 1, request.Row.Options.MaxNewTokens - decoding.Produced - 1));
+            int[] drafts = room > 0 && request.Row.Constraint is null && request.Row.Interject is null ? _drafter.Propose([.. context, decoding.Next], room) : [];
+            fed[k] = [decoding.Next, .. drafts];
+            DraftedTokens += drafts.Length;
+        }
+        Tensor logits;
+        try
+        {
+            logits = _slots.Verify([.. _running.Select(r => r.Slot)], fed, [.. _running.Select(r => _slotTokens[r.Slot].Count)], [.. _running.Select(r => r.Row.Adapter)]);   // (Σ fed, V)
+        }
+        catch (Exception e)
+        {
+            foreach (var request in _running.ToList()) Fail(request, e);
+            return;
+        }
+        DecodeSteps++;
+        LargestBatch = Math.Max(LargestBatch, _running.Count);
+        int row = 0;
+        foreach (var (request, k) in _running.Select((r, k) => (r, k)).ToList())
+        {
+            var decoding = request.Decoding!;
+            var tokens = fed[k];
+            for (int j = 0; j < tokens.Length; j++)
+            {
+                _slotTokens[request.Slot].Add(tokens[j]);   // its keys are valid: the token was chosen, or a draft just taken
+                var position = logits[row + j];
+                if (j == tokens.Length - 1)
+                {
+                    if (!Continue(request, position)) _running.Remove(request);
+                    break;
+                }
+                bool took = decoding.StepDrafted(position, tokens[j + 1]);
+                if (decoding.Active && _slotTokens[request.Slot].Count >= _rules.ContextLength) decoding.End(FinishReason.ContextFull);
+                if (!decoding.Active)
+                {
+                    Complete(request);
+                    break;
+                }
+                if (!took) break;
+                AcceptedDrafts++;
+            }
+            row += tokens.Length;
+        }
     }
 
     /// <summary>Feeds a request's next-token logits to its sampler; completes it and frees its slot when it ended. A request
@@ -321,6 +394,8 @@ public sealed class ContinuousBatcher : IGenerationScheduler
         Tensor Prefill(int slot, int start, int[] chunk, Cpu.CpuAdapter? adapter);
         /// <summary>Feeds tokens[k] into slots[k] at positions[k] (each slot's length), one token per slot, each through its adapter; their logits (B, V).</summary>
         Tensor Decode(int[] slots, int[] tokens, int[] positions, Cpu.CpuAdapter?[] adapters);
+        /// <summary>Feeds tokens[k] (several per slot) into slots[k] from positions[k]; the logits of every token fed (Σ tokens, V).</summary>
+        Tensor Verify(int[] slots, int[][] tokens, int[] positions, Cpu.CpuAdapter?[] adapters);
         /// <summary>Forgets all but the first <paramref name="length"/> positions of a slot.</summary>
         void Truncate(int slot, int length);
     }
@@ -352,6 +427,9 @@ public sealed class ContinuousBatcher : IGenerationScheduler
             return model.Forward(tensor(tokens.Select(t => (long)t).ToArray(), [tokens.Length, 1], device: Device), _cache).select(1, 0);   // (B, 1, V) → (B, V)
         }
 
+        public Tensor Verify(int[] slots, int[][] tokens, int[] positions, Cpu.CpuAdapter?[] adapters) =>
+            throw new NotSupportedException("Speculative decoding runs on the CPU engine.");
+
         public void Truncate(int slot, int length) => _cache.Truncate(slot, length);
         public void Dispose() => _cache.Dispose();
     }
@@ -362,6 +440,7 @@ public sealed class ContinuousBatcher : IGenerationScheduler
         readonly Cpu.CpuKvCache _cache = engine.CreateCache(slots);
         readonly float[] _prefillLogits = new float[engine.Config.VocabSize], _decodeLogits = new float[slots * engine.Config.VocabSize];
         readonly int[] _decodeOutputs = [.. Enumerable.Range(0, slots)];
+        float[] _verifyLogits = [];
 
         int VocabSize => engine.Config.VocabSize;
 
@@ -378,6 +457,18 @@ public sealed class ContinuousBatcher : IGenerationScheduler
             int b = slots.Length;
             engine.Forward(_cache, b, tokens, slots, positions, _decodeOutputs[..b], _decodeLogits, adapters);
             return frombuffer(_decodeLogits, ScalarType.Float32).narrow(0, 0, (long)b * VocabSize).view(b, VocabSize);
+        }
+
+        public Tensor Verify(int[] slots, int[][] tokens, int[] positions, Cpu.CpuAdapter?[] adapters)
+        {
+            int n = tokens.Sum(t => t.Length);
+            int[] flat = [.. tokens.SelectMany(t => t)];
+            int[] tokenSlots = [.. tokens.SelectMany((t, k) => Enumerable.Repeat(slots[k], t.Length))];
+            int[] tokenPositions = [.. tokens.SelectMany((t, k) => Enumerable.Range(positions[k], t.Length))];
+            Cpu.CpuAdapter?[] tokenAdapters = [.. tokens.SelectMany((t, k) => Enumerable.Repeat(adapters[k], t.Length))];
+            if (_verifyLogits.Length < n * VocabSize) _verifyLogits = new float[n * VocabSize];
+            engine.Forward(_cache, n, flat, tokenSlots, tokenPositions, [.. Enumerable.Range(0, n)], _verifyLogits, tokenAdapters);
+            return frombuffer(_verifyLogits, ScalarType.Float32).narrow(0, 0, (long)n * VocabSize).view(n, VocabSize);
         }
 
         // Positions past a slot's length are never attended to and are overwritten when the slot grows again.
