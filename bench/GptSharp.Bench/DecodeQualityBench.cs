@@ -8,7 +8,8 @@ namespace GptSharp.Bench;
 
 /// <summary>
 /// Held-out perplexity of a trained run through the CPU engine in each weight format, beside libtorch's: the same
-/// windows of the validation shard, every position scored. Usage: bench -- decode-quality RUN_DIR VAL_SHARD [windows].
+/// windows of the validation shard, every position scored; then F32 weights with each cache format (F32, F16, Q8_0).
+/// Usage: bench -- decode-quality RUN_DIR VAL_SHARD [windows].
 /// </summary>
 static class DecodeQualityBench
 {
@@ -82,6 +83,17 @@ static class DecodeQualityBench
             using var _e = engine;
             double loss = Engine(engine);
             Console.WriteLine($"| CPU {format} | {loss:F4} | {Math.Exp(loss):F3} | {Signed(100 * (Math.Exp(loss) / Math.Exp(reference) - 1))}% perplexity |");
+        }
+        // The cache formats beside F32 weights, against the F32 cache: what --kv costs.
+        double? f32Cache = null;
+        foreach (var kv in Enum.GetValues<KvFormat>())
+        {
+            if (kv == KvFormat.Q8_0 && model.Config.HeadDim % 32 != 0) continue;
+            using var engine = CpuModel.From(model, WeightFormat.F32, kvFormat: kv);
+            double loss = Engine(engine);
+            f32Cache ??= loss;
+            long bytes = new CpuKvCache(model.Config, 1, format: kv).BytesPerToken;
+            Console.WriteLine($"| CPU F32, {kv} cache ({bytes:N0} bytes a token) | {loss:F4} | {Math.Exp(loss):F3} | {Signed(100 * (Math.Exp(loss) / Math.Exp(f32Cache.Value) - 1))}% perplexity against the F32 cache |");
         }
     }
 }

@@ -184,6 +184,48 @@ public class CpuEngineTests
     }
 
     [Fact]
+    public void AQ8CacheStaysCloseToF32InAboutHalfOfF16sMemoryAndRefusesHeadsThatAreNotWholeBlocks()
+    {
+        using var model = RandomModel(Layout("qwen3"));   // heads of 32, two query heads per key head
+        int[] tokens = Prompt(60, 4);
+        float[] Logits(KvFormat kv, bool oneByOne)
+        {
+            using var engine = CpuModel.From(model, kvFormat: kv);
+            var cache = engine.CreateCache(1);
+            var logits = new float[Vocab];
+            if (oneByOne) for (int i = 0; i < tokens.Length; i++) engine.Forward(cache, 1, [tokens[i]], [0], [i], [0], logits);
+            else engine.Forward(cache, tokens.Length, tokens, new int[tokens.Length], [.. Enumerable.Range(0, tokens.Length)], [tokens.Length - 1], logits);
+            return logits;
+        }
+        var reference = Logits(KvFormat.F32, oneByOne: true);
+        AssertClose(reference, Logits(KvFormat.Q8_0, oneByOne: true), "Q8_0 cache, token by token", 0.03);
+        AssertClose(reference, Logits(KvFormat.Q8_0, oneByOne: false), "Q8_0 cache, one prefill", 0.03);
+        var config = model.Config;
+        long f16 = new CpuKvCache(config, 1, format: KvFormat.F16).BytesPerToken, q8 = new CpuKvCache(config, 1, format: KvFormat.Q8_0).BytesPerToken;
+        Assert.Equal(f16 * 34, q8 * 64);   // 34 bytes per 32 values against 64
+
+        using var narrow = RandomModel(Layout("gpt2"));   // heads of 16
+        Assert.Contains("head size is 16", Assert.Throws<ArgumentException>(() => new CpuKvCache(narrow.Config, 1, format: KvFormat.Q8_0)).Message);
+        Assert.Contains("head size is 16", Assert.Throws<ArgumentException>(() => TokenDecoder.Create(narrow, "cpu", KvFormat.Q8_0)).Message);
+        Assert.Contains("--kv must be one of", DecodeEngine.KvProblem("q4", "cpu"));
+        Assert.Contains("--engine torch", DecodeEngine.KvProblem("q8_0", "torch"));
+    }
+
+    [Fact]
+    public void Q8BlocksQuantizeAsLlamaCppLaysThemOut()
+    {
+        var x = new float[64];   // the second block all zeros
+        (x[0], x[1], x[2], x[3], x[4], x[5]) = (254f, -127f, 1.5f, 1f, -1f, 0.9f);
+        var values = new sbyte[64];
+        var scales = new ushort[2];
+        CpuKvCache.Quantize(x, values, scales);
+        Assert.Equal(2f, (float)BitConverter.UInt16BitsToHalf(scales[0]));   // max |x| / 127
+        Assert.Equal([127, -64, 1, 1, -1, 0], values[..6]);              // −63.5 and 0.5 round away from zero, 0.45 to 0
+        Assert.Equal(0, scales[1]);
+        Assert.All(values[32..], v => Assert.Equal(0, v));
+    }
+
+    [Fact]
     public void KeysAndValuesRoundToHalfAsTheHardwareDoesSaturatingInsteadOfOverflowing()
     {
         // Vector lanes (the first 32) and the scalar tail (the rest) alike: normal values equal .NET's F16 rounding.

@@ -17,9 +17,12 @@ sealed class ChatSettings : DraftingSettings
     public string? Tools { get; init; }
     [CommandOption("--engine")] [Description("What decodes: auto (the CPU engine on a CPU, else libtorch), torch, cpu (F32 weights, equal to libtorch up to rounding), cpu-f16, cpu-bf16, cpu-q8_0 or cpu-q4_0 (weights packed at load: a half, a quarter or an eighth of the bytes per token, slightly different logits).")]
     public string Engine { get; init; } = GptSharp.Inference.Cpu.DecodeEngine.Auto;
+    [CommandOption("--kv")] [Description("How the CPU engine caches keys and values: f32, f16 or q8_0 (blocks of 32 bytes with a scale: about half of f16's memory; heads must be whole blocks). Default: f32 beside cpu, f16 beside the smaller formats.")]
+    public string? Kv { get; init; }
 
     public override Spectre.Console.ValidationResult Validate() => GptSharp.Inference.Cpu.DecodeEngine.Problem(Engine) is { } problem
         ? Spectre.Console.ValidationResult.Error(problem)
+        : GptSharp.Inference.Cpu.DecodeEngine.KvProblem(Kv, Engine) is { } kvProblem ? Spectre.Console.ValidationResult.Error(kvProblem)
         : Drafting && Tools is not null ? Spectre.Console.ValidationResult.Error("Speculative decoding (--draft, --draft-model) decodes plain answers: not with --tools.")
         : base.Validate();
 }
@@ -30,7 +33,7 @@ sealed class ChatCommand : Command<ChatSettings>
     public override int Execute(CommandContext context, ChatSettings s, CancellationToken cancellation)
     {
         TorchRuntime.Initialize(s.Threads);
-        using var model = ServedModel.Load(s.RunDir, engine: s.Engine);
+        using var model = ServedModel.Load(s.RunDir, engine: s.Engine, kv: GptSharp.Inference.Cpu.DecodeEngine.Kv(s.Kv));
         if (model.Decoder.Engine is { } engine && GptSharp.Inference.Cpu.DecodeEngine.SlowPathWarning(engine.Format) is { } warning) Console.Error.WriteLine(warning);
         var tools = s.Tools is null ? null : GptSharp.Inference.ToolBox.Named(s.Tools);
         if (tools is not null && !model.Template.SupportsTools)

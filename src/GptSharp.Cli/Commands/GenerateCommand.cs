@@ -17,6 +17,8 @@ sealed class GenerateSettings : DraftingSettings
     [CommandOption("--max-tokens")] [Description("Tokens to generate at most.")] public int MaxTokens { get; init; } = 64;
     [CommandOption("--engine")] [Description("What decodes: auto (the CPU engine on a CPU, else libtorch), torch, cpu (F32 weights, equal to libtorch up to rounding), cpu-f16, cpu-bf16, cpu-q8_0 or cpu-q4_0 (weights packed at load: a half, a quarter or an eighth of the bytes per token, slightly different logits).")]
     public string Engine { get; init; } = GptSharp.Inference.Cpu.DecodeEngine.Auto;
+    [CommandOption("--kv")] [Description("How the CPU engine caches keys and values: f32, f16 or q8_0 (blocks of 32 bytes with a scale: about half of f16's memory; heads must be whole blocks). Default: f32 beside cpu, f16 beside the smaller formats.")]
+    public string? Kv { get; init; }
     [CommandOption("--temperature")] [Description("0 for greedy.")] public double Temperature { get; init; } = 0.8;
     [CommandOption("--top-k")] [Description("Sample among the k most likely tokens (0: all).")] public int TopK { get; init; } = 50;
     [CommandOption("--top-p")] [Description("Sample among the most likely tokens whose probability sums to p (1: all).")] public double TopP { get; init; } = 0.95;
@@ -42,6 +44,7 @@ sealed class GenerateSettings : DraftingSettings
             return Spectre.Console.ValidationResult.Error("Speculative decoding (--draft, --draft-model) decodes one plain answer: not with --tools or --best-of.");
         if (BestOf < 1) return Spectre.Console.ValidationResult.Error($"--best-of {BestOf}: N must be >= 1.");
         if (GptSharp.Inference.Cpu.DecodeEngine.Problem(Engine) is { } engineProblem) return Spectre.Console.ValidationResult.Error(engineProblem);
+        if (GptSharp.Inference.Cpu.DecodeEngine.KvProblem(Kv, Engine) is { } kvProblem) return Spectre.Console.ValidationResult.Error(kvProblem);
         if (BestOf > 1 && Reward is null) return Spectre.Console.ValidationResult.Error("--best-of needs --reward-model RUN: the reward model that chooses.");
         if (BestOf > 1 && !Chat) return Spectre.Console.ValidationResult.Error("--best-of chooses among chat answers: add --chat.");
         if (Tools is not null && !Chat) return Spectre.Console.ValidationResult.Error("--tools are offered in a chat: add --chat.");
@@ -70,7 +73,7 @@ sealed class GenerateCommand : Command<GenerateSettings>
             : [tokenizer.BosId, .. tokenizer.Encode(s.Prompt)];
         var options = new SamplingOptions(s.Temperature, s.TopK, s.TopP, s.RepetitionPenalty, s.MaxTokens, s.Seed,
             StopTokens: [tokenizer.BosId, tokenizer.EosId, tokenizer.EndId], TruncatePrompt: s.Truncate);
-        using var generator = TokenDecoder.Create(model, s.Engine);
+        using var generator = TokenDecoder.Create(model, s.Engine, GptSharp.Inference.Cpu.DecodeEngine.Kv(s.Kv));
         if (generator.Engine is { } engine && GptSharp.Inference.Cpu.DecodeEngine.SlowPathWarning(engine.Format) is { } warning) Console.Error.WriteLine(warning);
         if (s.BestOf > 1) return BestOf(s, generator, tokenizer, prompt, options, runtime.Device);
         using var speculation = s.Speculation(tokenizer, generator);

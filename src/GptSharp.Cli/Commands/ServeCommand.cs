@@ -41,6 +41,8 @@ sealed class ServeSettings : CommonSettings
     public bool AllowNonFinite { get; init; }
     [CommandOption("--engine")] [Description("What decodes: auto (default: the CPU engine on a CPU), torch, cpu, cpu-f16, cpu-bf16, cpu-q8_0 or cpu-q4_0 (see generate --engine).")]
     public string Engine { get; init; } = GptSharp.Inference.Cpu.DecodeEngine.Auto;
+    [CommandOption("--kv")] [Description("How the CPU engine caches keys and values: f32, f16 or q8_0 (blocks of 32 bytes with a scale: about half of f16's memory; heads must be whole blocks). Default: f32 beside cpu, f16 beside the smaller formats.")]
+    public string? Kv { get; init; }
     [CommandOption("--draft")] [Description("Speculative decoding of every request without a grammar or tools: none, or ngram (prompt lookup; the same tokens greedy, the same distribution sampled; the CPU engine only). Default: none.")]
     public string Draft { get; init; } = "none";
     [CommandOption("--draft-tokens")] [Description("Tokens drafted per request and step with --draft ngram, 1 to 16.")]
@@ -54,6 +56,7 @@ sealed class ServeSettings : CommonSettings
     public override ValidationResult Validate()
     {
         if (GptSharp.Inference.Cpu.DecodeEngine.Problem(Engine) is { } engineProblem) return ValidationResult.Error(engineProblem);
+        if (GptSharp.Inference.Cpu.DecodeEngine.KvProblem(Kv, Engine) is { } kvProblem) return ValidationResult.Error(kvProblem);
         if (Pooling is not ("mean" or "cls")) return ValidationResult.Error($"--pooling '{Pooling}': expected mean or cls.");
         if (Draft is not ("none" or "ngram")) return ValidationResult.Error($"--draft '{Draft}': expected none or ngram (the server drafts by prompt lookup; a draft model is for generate and chat).");
         if (DraftTokens is < 1 or > GptSharp.Inference.SpeculativeDecoding.MaxDraftTokens) return ValidationResult.Error($"--draft-tokens {DraftTokens}: expected 1 to {GptSharp.Inference.SpeculativeDecoding.MaxDraftTokens}.");
@@ -81,7 +84,7 @@ sealed class ServeCommand : AsyncCommand<ServeSettings>
         // A BERT run is served for /v1/embeddings only; every other run is a GPT.
         var pooling = Enum.Parse<GptSharp.Encoders.Pooling>(s.Pooling, ignoreCase: true);
         var encoders = specs.Where(spec => ServedEncoder.IsEncoderRun(ServedModel.NameAndPath(spec).Path)).Select(spec => ServedEncoder.Load(spec, pooling)).ToList();
-        var models = specs.Where(spec => !ServedEncoder.IsEncoderRun(ServedModel.NameAndPath(spec).Path)).Select(spec => ServedModel.Load(spec, s.AllowNonFinite, s.Engine)).ToList();
+        var models = specs.Where(spec => !ServedEncoder.IsEncoderRun(ServedModel.NameAndPath(spec).Path)).Select(spec => ServedModel.Load(spec, s.AllowNonFinite, s.Engine, GptSharp.Inference.Cpu.DecodeEngine.Kv(s.Kv))).ToList();
         foreach (string spec in (s.Adapters ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
         {
             int equals = spec.IndexOf('=');

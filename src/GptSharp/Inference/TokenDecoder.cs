@@ -45,12 +45,16 @@ public sealed class TokenDecoder : IDisposable
     /// decodes batches of up to <see cref="Cpu.DecodeEngine.AutoRowLimit"/> rows on the CPU engine and larger ones on
     /// libtorch, whose matrix products win once a step is bound by arithmetic rather than by reading the weights.
     /// </summary>
-    public static TokenDecoder Create(Gpt model, string engine = Cpu.DecodeEngine.Auto)
+    /// <param name="kv">The CPU engine's cache format (null: F32 beside F32 weights, F16 beside smaller ones); a Q8_0 cache
+    /// for heads that are not whole blocks of 32 is refused naming the head size.</param>
+    public static TokenDecoder Create(Gpt model, string engine = Cpu.DecodeEngine.Auto, Cpu.KvFormat? kv = null)
     {
         var on = model.parameters().First().device;
         string device = on.type == DeviceType.CPU ? "cpu" : on.ToString();
         if (Cpu.DecodeEngine.Format(engine, model.Config, device) is not { } format) return new TokenDecoder(model);
-        return new TokenDecoder(model, new Lazy<Cpu.CpuModel>(() => Cpu.CpuModel.From(model, format)),
+        if (kv == Cpu.KvFormat.Q8_0 && model.Config.HeadDim % 32 != 0)
+            throw new ArgumentException($"--kv q8_0 stores blocks of 32 values; this model's head size is {model.Config.HeadDim}, not a multiple of 32. Use --kv f16.");
+        return new TokenDecoder(model, new Lazy<Cpu.CpuModel>(() => Cpu.CpuModel.From(model, format, kvFormat: kv)),
             engine == Cpu.DecodeEngine.Auto ? Cpu.DecodeEngine.AutoRowLimit : int.MaxValue);
     }
 

@@ -9,11 +9,11 @@ namespace GptSharp.Serving;
 /// <summary>A run's model loaded for serving under a name: weights (safetensors), tokenizer and chat template.</summary>
 public sealed class ServedModel : IEmbeddingModel, IDisposable
 {
-    ServedModel(string name, string runDirectory, Gpt model, GptTokenizer tokenizer, string engine)
+    ServedModel(string name, string runDirectory, Gpt model, GptTokenizer tokenizer, string engine, Inference.Cpu.KvFormat? kv)
     {
         (Name, RunDirectory, Model, Tokenizer) = (name, runDirectory, model, tokenizer);
         Template = new ChatTemplate(tokenizer);
-        Decoder = TokenDecoder.Create(model, engine);
+        Decoder = TokenDecoder.Create(model, engine, kv);
         Created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         _vocabulary = new(() => new Inference.Structured.VocabularyTrie(tokenizer.OrdinaryTokens, model.Config.VocabSize));
         model.eval();
@@ -35,11 +35,20 @@ public sealed class ServedModel : IEmbeddingModel, IDisposable
     /// <summary>Loads <c>name=folder</c>, or a folder named by its last path component (a PPO run's <c>policy</c> folder by its run's).</summary>
     /// <param name="allowNonFinite">Serve weights holding NaN or infinity instead of refusing them on load.</param>
     /// <param name="engine">What <see cref="Decoder"/> and a batcher over this model run on (<see cref="Inference.Cpu.DecodeEngine"/>).</param>
-    public static ServedModel Load(string spec, bool allowNonFinite = false, string engine = Inference.Cpu.DecodeEngine.Auto)
+    /// <param name="kv">The CPU engine's cache format (null: its default).</param>
+    public static ServedModel Load(string spec, bool allowNonFinite = false, string engine = Inference.Cpu.DecodeEngine.Auto, Inference.Cpu.KvFormat? kv = null)
     {
         var (name, path) = NameAndPath(spec);
         var (model, state) = Checkpoint.LoadModel(path, allowNonFinite);
-        return new ServedModel(name, path, model, GptTokenizer.Load(state.Tokenizer), engine);
+        try
+        {
+            return new ServedModel(name, path, model, GptTokenizer.Load(state.Tokenizer), engine, kv);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
     }
 
     readonly System.Collections.Concurrent.ConcurrentDictionary<string, Inference.Cpu.CpuAdapter> _adapters = new();

@@ -23,6 +23,7 @@ internal sealed class AttentionWork(GptConfig config, int threads) : IPartWork
     public void Execute(int part, int parts)
     {
         if (_cache!.Format == KvFormat.F16) Execute<ushort, HalfValues>(part, parts);
+        else if (_cache.Format == KvFormat.Q8_0) ExecuteQ8(part);
         else Execute<float, F32Values>(part, parts);
     }
 
@@ -50,6 +51,97 @@ internal sealed class AttentionWork(GptConfig config, int threads) : IPartWork
                 WeightedSum<TStored, TValues>(scores.AsSpan(0, length), values, output);
             }
             else Scalar<TStored, TValues>(query, keys, values, scale, scores.AsSpan(0, length), output);
+        }
+    }
+
+    /// <summary>The same over a Q8_0 cache: each block of 32 keys or values widened from bytes and scaled by its F16 scale.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    void ExecuteQ8(int part)
+    {
+        int h = config.Heads, kvh = config.KvHeads, hd = config.HeadDim, group = h / kvh, qkvWidth = (h + 2 * kvh) * hd, blocks = hd / 32;
+        var cache = _cache!;
+        float scale = 1 / MathF.Sqrt(hd);
+        var scores = _scores[part] is { } s && s.Length >= cache.Capacity ? s : _scores[part] = new float[cache.Capacity];
+        int items = _n * h;
+        for (int item = Interlocked.Increment(ref _taken) - 1; item < items; item = Interlocked.Increment(ref _taken) - 1)
+        {
+            int i = item / h, head = item % h, length = _positions[i] + 1;
+            int start = (head / group) * cache.Capacity * hd;
+            var keys = cache.Keys<sbyte>(_slots[i], _layer).AsSpan(start, length * hd);
+            var values = cache.Values<sbyte>(_slots[i], _layer).AsSpan(start, length * hd);
+            var keyScales = cache.KeyScales(_slots[i], _layer).AsSpan(start / 32, length * blocks);
+            var valueScales = cache.ValueScales(_slots[i], _layer).AsSpan(start / 32, length * blocks);
+            var query = cache.Qkv.AsSpan(i * qkvWidth + head * hd, hd);
+            var output = cache.Attention.AsSpan((i * h + head) * hd, hd);
+            var p = scores.AsSpan(0, length);
+            if (Avx512F.IsSupported)
+            {
+                ScoresQ8(query, keys, keyScales, scale, p);
+                Softmax(p);
+                WeightedSumQ8(p, values, valueScales, output);
+                continue;
+            }
+            for (int t = 0; t < length; t++)
+            {
+                float score = 0;
+                for (int c = 0; c < hd; c++) score += query[c] * keys[t * hd + c] * (float)BitConverter.UInt16BitsToHalf(keyScales[(t * hd + c) / 32]);
+                p[t] = score * scale;
+            }
+            float max = float.NegativeInfinity;
+            foreach (float score in p) max = MathF.Max(max, score);
+            float sum = 0;
+            for (int t = 0; t < length; t++) sum += p[t] = MathF.Exp(p[t] - max);
+            output.Clear();
+            for (int t = 0; t < length; t++)
+                for (int c = 0; c < hd; c++) output[c] += p[t] / sum * values[t * hd + c] * (float)BitConverter.UInt16BitsToHalf(valueScales[(t * hd + c) / 32]);
+        }
+    }
+
+    /// <summary>16 Q8_0 values from <paramref name="at"/> as floats (not yet scaled).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector512<float> Widen16(ref sbyte values, nuint at) =>
+        Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.LoadUnsafe(ref values, at)));
+
+    /// <summary>scores[t] = q · k[t] × scale over Q8_0 keys: per block, the widened bytes times the query, times the block's scale.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void ScoresQ8(ReadOnlySpan<float> query, Span<sbyte> keys, Span<ushort> keyScales, float scale, Span<float> scores)
+    {
+        int hd = query.Length, blocks = hd / 32;
+        ref float q = ref MemoryMarshal.GetReference(query);
+        ref sbyte k = ref MemoryMarshal.GetReference(keys);
+        for (int t = 0; t < scores.Length; t++)
+        {
+            var sum = Vector512<float>.Zero;
+            for (int b = 0; b < blocks; b++)
+            {
+                nuint at = (nuint)(t * hd + b * 32);
+                var block = Vector512.FusedMultiplyAdd(Widen16(ref k, at + 16), Vector512.LoadUnsafe(ref q, (nuint)(b * 32 + 16)),
+                    Widen16(ref k, at) * Vector512.LoadUnsafe(ref q, (nuint)(b * 32)));
+                sum = Vector512.FusedMultiplyAdd(block, Vector512.Create((float)BitConverter.UInt16BitsToHalf(keyScales[t * blocks + b])), sum);
+            }
+            scores[t] = Vector512.Sum(sum) * scale;
+        }
+    }
+
+    /// <summary>output = Σ_t p[t] · v[t] over Q8_0 values: each block's weight is p[t] times its scale.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void WeightedSumQ8(ReadOnlySpan<float> p, Span<sbyte> values, Span<ushort> valueScales, Span<float> output)
+    {
+        int hd = output.Length, blocks = hd / 32;
+        ref sbyte v = ref MemoryMarshal.GetReference(values);
+        ref float o = ref MemoryMarshal.GetReference(output);
+        for (int b = 0; b < blocks; b++)
+        {
+            Vector512<float> a0 = default, a1 = default;
+            for (int t = 0; t < p.Length; t++)
+            {
+                nuint at = (nuint)(t * hd + b * 32);
+                var weight = Vector512.Create(p[t] * (float)BitConverter.UInt16BitsToHalf(valueScales[t * blocks + b]));
+                a0 = Vector512.FusedMultiplyAdd(Widen16(ref v, at), weight, a0);
+                a1 = Vector512.FusedMultiplyAdd(Widen16(ref v, at + 16), weight, a1);
+            }
+            a0.StoreUnsafe(ref o, (nuint)(b * 32));
+            a1.StoreUnsafe(ref o, (nuint)(b * 32 + 16));
         }
     }
 

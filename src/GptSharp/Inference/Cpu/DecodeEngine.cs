@@ -26,6 +26,26 @@ public static class DecodeEngine
     public static string? Problem(string engine, string option = "--engine") =>
         Names.Contains(engine) ? null : $"{option} must be one of {string.Join(", ", Names)}, not '{engine}'.";
 
+    /// <summary>Every name <c>--kv</c> takes: how the CPU engine's cache stores keys and values.</summary>
+    public static IReadOnlyList<string> KvNames { get; } = ["f32", "f16", "q8_0"];
+
+    /// <summary>Why <paramref name="kv"/> is not a cache format for <paramref name="engine"/> (naming the formats), or null.</summary>
+    public static string? KvProblem(string? kv, string engine) =>
+        kv is null ? null
+        : !KvNames.Contains(kv) ? $"--kv must be one of {string.Join(", ", KvNames)}, not '{kv}'."
+        : engine == Torch ? "--kv sets the CPU engine's cache; --engine torch keeps libtorch's own (F32). Use --engine auto or cpu-*."
+        : null;
+
+    /// <summary>The cache format <c>--kv</c> names, or null for the engine's default (F32 beside F32 weights, F16 beside smaller ones).</summary>
+    public static KvFormat? Kv(string? kv) => kv switch
+    {
+        null => null,
+        "f32" => KvFormat.F32,
+        "f16" => KvFormat.F16,
+        "q8_0" => KvFormat.Q8_0,
+        _ => throw new ArgumentException($"Unknown cache format '{kv}': expected one of {string.Join(", ", KvNames)}."),
+    };
+
     /// <summary>The CPU engine's weight format an engine name asks for, or null for libtorch; throws naming the choices.</summary>
     public static WeightFormat? Format(string engine, GptConfig config, string device = "cpu")
     {
