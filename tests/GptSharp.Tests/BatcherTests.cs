@@ -58,6 +58,24 @@ public class BatcherTests
     }
 
     [Fact]
+    public async Task AShortPromptArrivingDuringALongPrefillGetsItsFirstTokenFirst()
+    {
+        using var model = NewModel(llama: true, context: 256);
+        using var decoder = TokenDecoder.Create(model, "cpu");
+        await using var batcher = ContinuousBatcher.For(model, decoder, new BatcherOptions(Slots: 2, PrefillChunk: 16));
+        var firsts = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        BatchRow Row(string name, int length) => new(Prompt(length, length), new SamplingOptions(Temperature: 0, MaxNewTokens: 2),
+            OnToken: _ => { if (!firsts.Contains(name)) firsts.Enqueue(name); });
+        var longOne = batcher.Enqueue(Row("long", 240));   // 15 chunks
+        await Task.Delay(5);
+        var shortOne = batcher.Enqueue(Row("short", 6));
+        await Task.WhenAll(longOne, shortOne);
+        Assert.Equal(["short", "long"], firsts.ToArray());
+        Assert.Null((await longOne).Error);
+        Assert.Equal(decoder.Generate([Row("alone", 240)])[0].Generation.Tokens, (await longOne).Generation.Tokens);
+    }
+
+    [Fact]
     public async Task WithPromptLookupEachRequestGetsTheTokensItGetsAloneInFewerSteps()
     {
         using var model = NewModel(llama: true, context: 96);

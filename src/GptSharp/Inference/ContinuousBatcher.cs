@@ -199,11 +199,16 @@ public sealed class ContinuousBatcher : IGenerationScheduler
         return i;
     }
 
-    /// <summary>Runs up to one chunk of prompt tokens, oldest request first; a request whose prompt is done samples its first token.</summary>
+    /// <summary>
+    /// Runs up to one chunk of prompt tokens, the request with the fewest prompt tokens left first (the oldest among
+    /// equals): a short prompt that arrives while a long one is being read gets its first token after one chunk, not
+    /// after the whole long prompt; the long one still gets what the short ones leave of every chunk. A request whose
+    /// prompt is done samples its first token.
+    /// </summary>
     void Prefill()
     {
         int budget = _options.PrefillChunk;
-        foreach (var request in _prefilling.ToList())
+        foreach (var request in _prefilling.OrderBy(r => r.Prompt.Length - r.Fed).ToList())
         {
             if (budget == 0) break;
             int count = Math.Min(budget, request.Prompt.Length - request.Fed);
