@@ -237,7 +237,7 @@ static class DecodeBench
     }
 
     /// <summary>GPT-2's tokenizer, or its first ranks as a smaller vocabulary (every merge of a rank uses lower ranks).</summary>
-    static (string Directory, int Vocab) Tokenizer(string root, int? vocab)
+    internal static (string Directory, int Vocab) Tokenizer(string root, int? vocab)
     {
         var gpt2 = GptTokenizer.Load("gpt2");
         string directory = Path.Combine(root, "tokenizer");
