@@ -66,9 +66,8 @@ public class BatcherTests
         var firsts = new System.Collections.Concurrent.ConcurrentQueue<string>();
         BatchRow Row(string name, int length) => new(Prompt(length, length), new SamplingOptions(Temperature: 0, MaxNewTokens: 2),
             OnToken: _ => { if (!firsts.Contains(name)) firsts.Enqueue(name); });
-        var longOne = batcher.Enqueue(Row("long", 240));   // 15 chunks
-        await Task.Delay(5);
-        var shortOne = batcher.Enqueue(Row("short", 6));
+        var queued = batcher.TryEnqueueAll([Row("long", 240), Row("short", 6)])!;   // the long one (15 chunks) first
+        var (longOne, shortOne) = (queued[0], queued[1]);
         await Task.WhenAll(longOne, shortOne);
         Assert.Equal(["short", "long"], firsts.ToArray());
         Assert.Null((await longOne).Error);

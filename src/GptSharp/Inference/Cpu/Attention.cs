@@ -20,15 +20,8 @@ internal sealed class AttentionWork(GptConfig config, int threads) : IPartWork
 
     public void Set(CpuKvCache cache, int layer, int n, int[] slots, int[] positions) => (_cache, _layer, _n, _slots, _positions, _taken) = (cache, layer, n, slots, positions, 0);
 
-    public void Execute(int part, int parts)
-    {
-        if (_cache!.Format == KvFormat.F16) Execute<ushort, HalfValues>(part, parts);
-        else if (_cache.Format == KvFormat.Q8_0) ExecuteQ8(part);
-        else Execute<float, F32Values>(part, parts);
-    }
-
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    void Execute<TStored, TValues>(int part, int parts) where TStored : unmanaged where TValues : struct, IWidening<TStored>
+    public void Execute(int part, int parts)
     {
         int h = config.Heads, kvh = config.KvHeads, hd = config.HeadDim, group = h / kvh, qkvWidth = (h + 2 * kvh) * hd;
         var cache = _cache!;
@@ -39,62 +32,70 @@ internal sealed class AttentionWork(GptConfig config, int threads) : IPartWork
         for (int item = Interlocked.Increment(ref _taken) - 1; item < items; item = Interlocked.Increment(ref _taken) - 1)
         {
             int i = item / h, head = item % h, length = _positions[i] + 1;
-            int start = (head / group) * cache.Capacity * hd;
-            var keys = cache.Keys<TStored>(_slots[i], _layer).AsSpan(start, length * hd);
-            var values = cache.Values<TStored>(_slots[i], _layer).AsSpan(start, length * hd);
-            var query = cache.Qkv.AsSpan(i * qkvWidth + head * hd, hd);
-            var output = cache.Attention.AsSpan((i * h + head) * hd, hd);
-            if (Vector512.IsHardwareAccelerated && Avx512F.IsSupported && hd % 16 == 0)
+            var work = new HeadItem(_slots[i], (head / group) * cache.Capacity * hd, length,
+                cache.Qkv.AsSpan(i * qkvWidth + head * hd, hd), cache.Attention.AsSpan((i * h + head) * hd, hd), scores.AsSpan(0, length));
+            switch (cache.Format)
             {
-                Scores<TStored, TValues>(query, keys, scale, scores.AsSpan(0, length));
-                Softmax(scores.AsSpan(0, length));
-                WeightedSum<TStored, TValues>(scores.AsSpan(0, length), values, output);
+                case KvFormat.F16: Attend<ushort, HalfValues>(work, scale); break;
+                case KvFormat.Q8_0: AttendQ8(work, scale); break;
+                default: Attend<float, F32Values>(work, scale); break;
             }
-            else Scalar<TStored, TValues>(query, keys, values, scale, scores.AsSpan(0, length), output);
         }
+    }
+
+    /// <summary>One (token, head): its slot, where its key head's positions start in the slot's cache, how many it attends
+    /// to, its query, where its output goes, and its thread's scores.</summary>
+    readonly ref struct HeadItem(int slot, int start, int length, Span<float> query, Span<float> output, Span<float> scores)
+    {
+        public readonly int Slot = slot, Start = start, Length = length;
+        public readonly Span<float> Query = query, Output = output, Scores = scores;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    void Attend<TStored, TValues>(HeadItem item, float scale) where TStored : unmanaged where TValues : struct, IWidening<TStored>
+    {
+        int hd = config.HeadDim;
+        var keys = _cache!.Keys<TStored>(item.Slot, _layer).AsSpan(item.Start, item.Length * hd);
+        var values = _cache.Values<TStored>(item.Slot, _layer).AsSpan(item.Start, item.Length * hd);
+        if (Vector512.IsHardwareAccelerated && Avx512F.IsSupported && hd % 16 == 0)
+        {
+            Scores<TStored, TValues>(item.Query, keys, scale, item.Scores);
+            Softmax(item.Scores);
+            WeightedSum<TStored, TValues>(item.Scores, values, item.Output);
+        }
+        else Scalar<TStored, TValues>(item.Query, keys, values, scale, item.Scores, item.Output);
     }
 
     /// <summary>The same over a Q8_0 cache: each block of 32 keys or values widened from bytes and scaled by its F16 scale.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    void ExecuteQ8(int part)
+    void AttendQ8(HeadItem item, float scale)
     {
-        int h = config.Heads, kvh = config.KvHeads, hd = config.HeadDim, group = h / kvh, qkvWidth = (h + 2 * kvh) * hd, blocks = hd / 32;
-        var cache = _cache!;
-        float scale = 1 / MathF.Sqrt(hd);
-        var scores = _scores[part] is { } s && s.Length >= cache.Capacity ? s : _scores[part] = new float[cache.Capacity];
-        int items = _n * h;
-        for (int item = Interlocked.Increment(ref _taken) - 1; item < items; item = Interlocked.Increment(ref _taken) - 1)
+        int hd = config.HeadDim, blocks = hd / 32, length = item.Length;
+        var keys = _cache!.Keys<sbyte>(item.Slot, _layer).AsSpan(item.Start, length * hd);
+        var values = _cache.Values<sbyte>(item.Slot, _layer).AsSpan(item.Start, length * hd);
+        var keyScales = _cache.KeyScales(item.Slot, _layer).AsSpan(item.Start / 32, length * blocks);
+        var valueScales = _cache.ValueScales(item.Slot, _layer).AsSpan(item.Start / 32, length * blocks);
+        Span<float> query = item.Query, output = item.Output, p = item.Scores;
+        if (Avx512F.IsSupported)
         {
-            int i = item / h, head = item % h, length = _positions[i] + 1;
-            int start = (head / group) * cache.Capacity * hd;
-            var keys = cache.Keys<sbyte>(_slots[i], _layer).AsSpan(start, length * hd);
-            var values = cache.Values<sbyte>(_slots[i], _layer).AsSpan(start, length * hd);
-            var keyScales = cache.KeyScales(_slots[i], _layer).AsSpan(start / 32, length * blocks);
-            var valueScales = cache.ValueScales(_slots[i], _layer).AsSpan(start / 32, length * blocks);
-            var query = cache.Qkv.AsSpan(i * qkvWidth + head * hd, hd);
-            var output = cache.Attention.AsSpan((i * h + head) * hd, hd);
-            var p = scores.AsSpan(0, length);
-            if (Avx512F.IsSupported)
-            {
-                ScoresQ8(query, keys, keyScales, scale, p);
-                Softmax(p);
-                WeightedSumQ8(p, values, valueScales, output);
-                continue;
-            }
-            for (int t = 0; t < length; t++)
-            {
-                float score = 0;
-                for (int c = 0; c < hd; c++) score += query[c] * keys[t * hd + c] * (float)BitConverter.UInt16BitsToHalf(keyScales[(t * hd + c) / 32]);
-                p[t] = score * scale;
-            }
-            float max = float.NegativeInfinity;
-            foreach (float score in p) max = MathF.Max(max, score);
-            float sum = 0;
-            for (int t = 0; t < length; t++) sum += p[t] = MathF.Exp(p[t] - max);
-            output.Clear();
-            for (int t = 0; t < length; t++)
-                for (int c = 0; c < hd; c++) output[c] += p[t] / sum * values[t * hd + c] * (float)BitConverter.UInt16BitsToHalf(valueScales[(t * hd + c) / 32]);
+            ScoresQ8(query, keys, keyScales, scale, p);
+            Softmax(p);
+            WeightedSumQ8(p, values, valueScales, output);
+            return;
         }
+        for (int t = 0; t < length; t++)
+        {
+            float score = 0;
+            for (int c = 0; c < hd; c++) score += query[c] * keys[t * hd + c] * (float)BitConverter.UInt16BitsToHalf(keyScales[(t * hd + c) / 32]);
+            p[t] = score * scale;
+        }
+        float max = float.NegativeInfinity;
+        foreach (float score in p) max = MathF.Max(max, score);
+        float sum = 0;
+        for (int t = 0; t < length; t++) sum += p[t] = MathF.Exp(p[t] - max);
+        output.Clear();
+        for (int t = 0; t < length; t++)
+            for (int c = 0; c < hd; c++) output[c] += p[t] / sum * values[t * hd + c] * (float)BitConverter.UInt16BitsToHalf(valueScales[(t * hd + c) / 32]);
     }
 
     /// <summary>16 Q8_0 values from <paramref name="at"/> as floats (not yet scaled).</summary>
