@@ -124,11 +124,12 @@ public class BatcherTests
 
     [Theory]
     [MemberData(nameof(Engines))]
+    [InlineData("cpu+ngram")]   // cancelled while its drafts are checked
     public async Task ACancelledRequestFreesItsSlotAtOnce(string engine)
     {
         using var model = NewModel(llama: true, context: 512);
-        using var decoder = TokenDecoder.Create(model, engine);
-        await using var batcher = ContinuousBatcher.For(model, decoder, new BatcherOptions(Slots: 1));
+        using var decoder = TokenDecoder.Create(model, engine.Replace("+ngram", ""));
+        await using var batcher = ContinuousBatcher.For(model, decoder, new BatcherOptions(Slots: 1, PromptLookupTokens: engine.EndsWith("+ngram") ? 4 : 0));
         using var cancel = new CancellationTokenSource();
         var started = new TaskCompletionSource();
         var first = batcher.Enqueue(new BatchRow(Prompt(4, 3), new SamplingOptions(Temperature: 0, MaxNewTokens: 500), _ => started.TrySetResult(), cancel.Token));
