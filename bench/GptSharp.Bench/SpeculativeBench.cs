@@ -62,6 +62,8 @@ static class SpeculativeBench
             var speculative = new List<double>();
             SpeculationStats? stats = null;
             int tokens = 0;
+            decoder.Generate(prompt, options with { MaxNewTokens = 8 });   // warm-up: the first call compiles
+            decoder.Generate(prompt, options with { MaxNewTokens = 8 }, new NgramDrafter(), 4);
             for (int round = 0; round < rounds; round++)
                 foreach (bool draft in round % 2 == 0 ? new[] { false, true } : [true, false])
                 {

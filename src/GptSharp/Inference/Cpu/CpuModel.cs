@@ -38,14 +38,17 @@ public sealed class CpuModel : IDisposable
         Config = config;
         Format = format;
         int c = config.Width, hd = config.HeadDim, qkvWidth = (config.Heads + 2 * config.KvHeads) * hd, hidden = config.MlpHidden;
-        float[] Take(string name) => weights.Remove(name, out var w) ? w : throw new KeyNotFoundException($"The model has no tensor '{name}'.");
-        float[]? Maybe(string name) => weights.Remove(name, out var w) ? w : null;
+        // Layers are packed in parallel (packing is most of what a command waits for before its first token).
+        var pending = new System.Collections.Concurrent.ConcurrentDictionary<string, float[]>(weights);
+        weights.Clear();
+        float[] Take(string name) => pending.TryRemove(name, out var w) ? w : throw new KeyNotFoundException($"The model has no tensor '{name}'.");
+        float[]? Maybe(string name) => pending.TryRemove(name, out var w) ? w : null;
         WeightMatrix Matrix(string name, int rows, int cols) => WeightMatrix.Pack(Take(name), rows, cols, format, name);
 
         _tokenEmbedding = Matrix("wte.weight", config.VocabSize, c);
         _positionEmbedding = Maybe("wpe.weight");
         _layers = new Layer[config.Layers];
-        for (int l = 0; l < config.Layers; l++)
+        Parallel.For(0, config.Layers, new ParallelOptions { MaxDegreeOfParallelism = threads }, l =>
         {
             string p = $"h.{l}.";
             bool swiGlu = config.Activation == ActivationKind.SwiGlu;
@@ -66,7 +69,7 @@ public sealed class CpuModel : IDisposable
                 Matrix(p + "attn.c_proj.weight", c, config.Heads * hd), Maybe(p + "attn.c_proj.bias"),
                 Maybe(p + "ln_2.weight"), Maybe(p + "ln_2.bias"),
                 up, upBias, Matrix($"{p}{down}.weight", c, hidden), Maybe($"{p}{down}.bias"));
-        }
+        });
         _normF = Take("ln_f.weight");
         _normFBias = Maybe("ln_f.bias");
         _head = config.TiedEmbeddings ? null : Matrix("lm_head.weight", config.VocabSize, c);
@@ -105,7 +108,8 @@ public sealed class CpuModel : IDisposable
         {
             var state = model.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value);
             foreach (var (name, tensor) in Lora.Merge(state))
-                if (tensor.is_floating_point()) weights[name] = tensor.detach().cpu().to(ScalarType.Float32).contiguous().data<float>().ToArray();
+                if (tensor.is_floating_point())   // copied out as one block (an element accessor costs seconds on a 124M model)
+                    weights[name] = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(tensor.detach().cpu().to(ScalarType.Float32).contiguous().bytes).ToArray();
         }
         return new CpuModel(model.Config, format, kvFormat ?? (format == WeightFormat.F32 ? KvFormat.F32 : KvFormat.F16), weights, threads ?? Environment.ProcessorCount);
     }

@@ -74,9 +74,11 @@ internal sealed class DenseMatrix<TStored, TValues> : WeightMatrix where TStored
             return;
         }
         _w = new TStored[stored.Length];
+        var source = stored.AsSpan();
+        var target = _w.AsSpan();
         for (int r = 0; r < rows; r++)
             for (int k = 0; k < cols; k += 16)
-                Array.Copy(stored, (long)r * cols + k, _w, Index(r, k), 16);
+                source.Slice(r * cols + k, 16).CopyTo(target.Slice((int)Index(r, k), 16));
     }
 
     public override WeightFormat Format { get; }
