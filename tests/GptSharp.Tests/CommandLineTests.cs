@@ -12,7 +12,7 @@ public class CommandLineTests(TrainedTokenizerFixture fixture) : IClassFixture<T
     [
         ["speedrun"], ["doctor"], ["tokenizer", "train"], ["tokenizer", "encode"], ["tokenizer", "decode"], ["data", "prepare"], ["pretrain"],
         ["generate"], ["sft"], ["reward"], ["feedback", "collect"], ["feedback", "sample"], ["feedback", "label"], ["feedback", "agreement"],
-        ["ppo"], ["grpo"], ["dpo"], ["serve"], ["chat"], ["eval"], ["report"], ["bert", "pretrain"], ["bert", "fill-mask"], ["bert", "finetune"],
+        ["ppo"], ["grpo"], ["dpo"], ["serve"], ["chat"], ["eval"], ["report"], ["bert", "pretrain"], ["bert", "fill-mask"], ["bert", "finetune"], ["bert", "contrastive"],
         ["bert", "classify"], ["form-score"], ["arithmetic-score"], ["verse", "check", "白日依山盡"], ["verse", "rates"], ["export", "hf"], ["export", "gguf"], ["import", "hf"], ["plot"],
         ["cli-reference"],
     ];

@@ -142,9 +142,9 @@ sealed class BertContrastiveSettings : BertTrainingSettings
 {
     [CommandOption("--from")] [Description("The `bert pretrain` run (or an earlier contrastive one) whose encoder starts.")]
     public string From { get; init; } = "runs/bert";
-    [CommandOption("--pairs")] [Description("JSON lines pairing `text` with the `positive` text it should sit nearest (optional `group`: pairs of one group are not each other's negatives); 10% held out. Give exactly one of --pairs, --first-lines, --same-label. Default: none.")]
+    [CommandOption("--pairs")] [Description("JSON lines pairing `text` with the `positive` text it should sit nearest (optional `group`: pairs of one group are not each other's negatives); 10% held out. Give at most one of --pairs, --first-lines, --same-label. Default: none.")]
     public string? Pairs { get; init; }
-    [CommandOption("--first-lines")] [Description("A corpus (embedded name or file) whose documents pair their first line with the rest, as a poem's opening with the poem; its held-out 1% as pretraining holds it out. Default: none.")]
+    [CommandOption("--first-lines")] [Description("A corpus (embedded name or file) whose documents pair their first line with the rest, as a poem's opening with the poem; its held-out 1% as pretraining holds it out. Default: tang, when neither --pairs nor --same-label is given.")]
     public string? FirstLines { get; init; }
     [CommandOption("--same-label")] [Description("Labelled JSON lines (`text`, `label`; e.g. spam): each text paired with another of its label, scored by 5-NN accuracy on the data's held-out 20%. Default: none.")]
     public string? SameLabel { get; init; }
@@ -156,7 +156,7 @@ sealed class BertContrastiveSettings : BertTrainingSettings
     public override IEnumerable<object> Defaults => [.. base.Defaults, new ContrastiveConfig()];
 
     public override ValidationResult Validate() =>
-        new[] { Pairs, FirstLines, SameLabel }.Count(source => source is not null) != 1 ? ValidationResult.Error("Give exactly one of --pairs, --first-lines, --same-label.")
+        new[] { Pairs, FirstLines, SameLabel }.Count(source => source is not null) > 1 ? ValidationResult.Error("Give at most one of --pairs, --first-lines, --same-label: they are three sources of pairs.")
         : Pooling is not ("mean" or "cls") ? ValidationResult.Error($"--pooling '{Pooling}': expected mean or cls.")
         : base.Validate();
 }
@@ -170,8 +170,8 @@ sealed class BertContrastiveCommand : Command<BertContrastiveSettings>
         var training = s.Training().Validate();
         var contrastive = OptionDefaults.Apply(s, new ContrastiveConfig() with { Pooling = Enum.Parse<Pooling>(s.Pooling, ignoreCase: true) }).Validate();
         var data = s.Pairs is not null ? ContrastiveData.Load(s.Pairs, training.Seed)
-            : s.FirstLines is not null ? ContrastiveData.FirstLines(s.FirstLines, training.Seed)
-            : ContrastiveData.SameLabel(LabeledData.Load(s.SameLabel!, null, training.Seed), training.Seed);
+            : s.SameLabel is not null ? ContrastiveData.SameLabel(LabeledData.Load(s.SameLabel, null, training.Seed), training.Seed)
+            : ContrastiveData.FirstLines(s.FirstLines ?? "tang", training.Seed);
         var (pretrained, tokenizer) = BertPretrainRun.Load(s.From);
         var before = Scored(pretrained, () => EmbeddingScore.Of(pretrained.Encoder, tokenizer, data, contrastive.Pooling));
         ContrastiveReport report = null!;
