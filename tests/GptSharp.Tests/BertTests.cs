@@ -12,6 +12,14 @@ public class BertTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedT
     static BertConfig Tiny(int vocab, double dropout = 0) =>
         new() { VocabSize = vocab, ContextLength = 32, Layers = 2, Heads = 2, Width = 32, Dropout = dropout };
 
+    /// <summary>A small pretrained encoder in <c>dir/bert</c>: a few masked-LM steps on a repeated line of a poem.</summary>
+    void PretrainSmall(TempDirectory dir)
+    {
+        string poems = dir.File("poems.jsonl");
+        File.WriteAllLines(poems, Enumerable.Range(0, 200).Select(i => System.Text.Json.JsonSerializer.Serialize(new { text = $"床前明月光，疑是地上霜。{i}" })));
+        BertPretrainRun.Execute(Tiny(8), new TrainingConfig { Steps = 5, BatchSize = 8, WarmupSteps = 1, EvalEvery = 1000, EvalBatches = 2, CheckpointEvery = 1000 }, new MaskingConfig(), [poems], fixture.Directory, new RunOptions(dir.File("bert")) { Resume = false }, heldOutFraction: 0.1);
+    }
+
     [Fact]
     public void MaskingChoosesFifteenPercentThenEightyTenTen()
     {
@@ -189,10 +197,7 @@ public class BertTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedT
     {
         using var dir = new TempDirectory();
         var tokenizer = fixture.Tokenizer;
-        // A small pretrained encoder: a few masked-LM steps on the poems corpus.
-        string poems = dir.File("poems.jsonl");
-        File.WriteAllLines(poems, Enumerable.Range(0, 200).Select(i => System.Text.Json.JsonSerializer.Serialize(new { text = $"床前明月光，疑是地上霜。{i}" })));
-        BertPretrainRun.Execute(Tiny(8), new TrainingConfig { Steps = 5, BatchSize = 8, WarmupSteps = 1, EvalEvery = 1000, EvalBatches = 2, CheckpointEvery = 1000 }, new MaskingConfig(), [poems], fixture.Directory, new RunOptions(dir.File("bert")) { Resume = false }, heldOutFraction: 0.1);
+        PretrainSmall(dir);
 
         string data = dir.File("labels.jsonl");
         var random = new Random(3);
@@ -229,9 +234,7 @@ public class BertTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedT
     public void WindowsReadTheLabelAtTheEndOfALongTextThatTheFirstWindowNeverSees()
     {
         using var dir = new TempDirectory();
-        string poems = dir.File("poems.jsonl");
-        File.WriteAllLines(poems, Enumerable.Range(0, 200).Select(i => System.Text.Json.JsonSerializer.Serialize(new { text = $"床前明月光，疑是地上霜。{i}" })));
-        BertPretrainRun.Execute(Tiny(8), new TrainingConfig { Steps = 5, BatchSize = 8, WarmupSteps = 1, EvalEvery = 1000, EvalBatches = 2, CheckpointEvery = 1000 }, new MaskingConfig(), [poems], fixture.Directory, new RunOptions(dir.File("bert")) { Resume = false }, heldOutFraction: 0.1);
+        PretrainSmall(dir);
         // Every text opens with the same 40+ tokens; only its last words tell the label, past the first window of 30.
         string opening = string.Concat(Enumerable.Repeat("the minutes of the meeting ", 8));
         Assert.True(fixture.Tokenizer.Encode(opening).Length > 30);
@@ -278,9 +281,7 @@ public class BertTests(TrainedTokenizerFixture fixture) : IClassFixture<TrainedT
     public void ContrastiveTrainingTeachesPairsThatShareNoTokenAndWritesAServableEncoder()
     {
         using var dir = new TempDirectory();
-        string poems = dir.File("poems.jsonl");
-        File.WriteAllLines(poems, Enumerable.Range(0, 200).Select(i => System.Text.Json.JsonSerializer.Serialize(new { text = $"床前明月光，疑是地上霜。{i}" })));
-        BertPretrainRun.Execute(Tiny(8), new TrainingConfig { Steps = 5, BatchSize = 8, WarmupSteps = 1, EvalEvery = 1000, EvalBatches = 2, CheckpointEvery = 1000 }, new MaskingConfig(), [poems], fixture.Directory, new RunOptions(dir.File("bert")) { Resume = false }, heldOutFraction: 0.1);
+        PretrainSmall(dir);
         // Ten topics: a query names one by a word, its positive by another word that shares no token with it.
         string[] asked = ["山", "水", "月", "风", "花", "雪", "云", "雨", "鸟", "松"], answered = ["江", "海", "星", "日", "草", "冰", "天", "雷", "鱼", "竹"];
         var random = new Random(11);
