@@ -13,7 +13,7 @@ public abstract class DraftingSettings : CommonSettings
     public string Draft { get; init; } = "none";
     [CommandOption("--draft-model")] [Description("A smaller run of the same tokenizer that drafts for speculative decoding (instead of --draft ngram). Default: none.")]
     public string? DraftModel { get; init; }
-    [CommandOption("--draft-tokens")] [Description("Tokens drafted per pass, 1 to 16.")]
+    [CommandOption("--draft-tokens")] [Description("Tokens drafted per pass at first, 1 to 16; doubled (to 16) after a pass whose drafts were all taken, back after a rejection. Default 4.")]
     public int DraftTokens { get; init; } = 4;
 
     /// <summary>Whether a drafter was asked for.</summary>

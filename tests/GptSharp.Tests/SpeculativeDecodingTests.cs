@@ -25,7 +25,8 @@ public class SpeculativeDecodingTests(TrainedTokenizerFixture fixture) : IClassF
         Assert.Equal([9, 4], drafter.Propose([5, 6, 7, 8, 5, 6, 9, 4, 1, 5, 6], 2));   // "5 6" last seen before 9 4 (not 7 8)
         Assert.Equal([3, 5, 1], drafter.Propose([7, 1, 2, 3, 5, 1, 2, 8, 7, 1, 2], 3));   // "7 1 2" beats the shorter, later "1 2"
         Assert.Empty(drafter.Propose([1, 2, 3, 4], 3));        // nothing repeats
-        Assert.Equal([1, 2], drafter.Propose([1, 2, 1, 2], 3));   // what followed runs up to the context's end
+        Assert.Equal([1, 2, 1], drafter.Propose([1, 2, 1, 2], 3));   // a copy runs on into its own drafts: a repeat drafts as far as asked
+        Assert.Equal([7, 7, 7, 7, 7], drafter.Propose([4, 7, 7, 7], 5));
         Assert.Empty(new NgramDrafter(2, 4).Propose([3], 4));
     }
 
@@ -57,6 +58,31 @@ public class SpeculativeDecodingTests(TrainedTokenizerFixture fixture) : IClassF
         Assert.True(stats.Drafted > 0, "nothing was drafted");
         if (drafterKind == "same-model") Assert.Equal(stats.Drafted, stats.Accepted);   // a drafter that is the target is always right
         if (drafterKind is "ngram" or "same-model") Assert.True(stats.Passes < result.Generation.Tokens.Length, $"{stats.Passes} passes for {result.Generation.Tokens.Length} tokens");
+    }
+
+    [Fact]
+    public void TheDraftBudgetDoublesWhileDraftsAreTakenAndFallsBackAfterARejection()
+    {
+        var budget = new DraftBudget(3);
+        budget.Record(drafted: 3, taken: 3);
+        Assert.Equal(6, budget.Next);
+        budget.Record(0, 0);   // nothing drafted: no evidence either way
+        Assert.Equal(6, budget.Next);
+        budget.Record(6, 6);
+        budget.Record(12, 12);
+        Assert.Equal(SpeculativeDecoding.MaxDraftTokens, budget.Next);
+        budget.Record(16, 5);
+        Assert.Equal(3, budget.Next);
+
+        // A drafter that is always right (the target itself) then checks long stretches in few passes.
+        var config = GptConfig.Llama(64, 128, layers: 2, heads: 4, kvHeads: 2, width: 64);
+        using var model = CpuEngineTests.RandomModel(config, seed: 3);
+        using var engine = CpuModel.From(model);
+        int[] prompt = [.. Enumerable.Range(0, 20).Select(i => i % 7 + 10)];
+        var options = new SamplingOptions { Temperature = 0, MaxNewTokens = 90 };
+        var (result, stats) = SpeculativeDecoding.Generate(engine, new BatchRow(prompt, options), prompt, new ModelDrafter(engine), 2);
+        Assert.Equal(new TokenDecoder(engine).Generate(prompt, options).Tokens, result.Generation.Tokens);
+        Assert.True(stats.Passes <= 12, $"{stats.Passes} passes for 90 tokens; 2 drafts a pass without growth take 30");
     }
 
     [Fact]

@@ -45,7 +45,7 @@ sealed class ServeSettings : CommonSettings
     public string? Kv { get; init; }
     [CommandOption("--draft")] [Description("Speculative decoding of every request without a grammar or tools: none, or ngram (prompt lookup; the same tokens greedy, the same distribution sampled; the CPU engine only). Default: none.")]
     public string Draft { get; init; } = "none";
-    [CommandOption("--draft-tokens")] [Description("Tokens drafted per request and step with --draft ngram, 1 to 16.")]
+    [CommandOption("--draft-tokens")] [Description("Tokens drafted per request and step with --draft ngram at first, 1 to 16; doubled (to 16) while its drafts are all taken. Default 4.")]
     public int DraftTokens { get; init; } = 4;
 
     public ServerOptions Options() => new(Host, Port, ApiKey, MaxConcurrent: MaxConcurrent, MaxQueue: MaxQueue,

@@ -13,8 +13,8 @@ namespace GptSharp.Inference;
 /// requests by one chunk at a time rather than by its whole length.</param>
 /// <param name="PrefixCache">Reuse the keys and values a free slot still holds when a new prompt starts with its tokens
 /// (the previous turn of a chat, a shared system prompt).</param>
-/// <param name="PromptLookupTokens">Speculative decoding by prompt lookup (<see cref="NgramDrafter"/>): up to this many
-/// drafted tokens per request and step, checked in the same pass (the CPU engine only; 0: off). Requests with an output
+/// <param name="PromptLookupTokens">Speculative decoding by prompt lookup (<see cref="NgramDrafter"/>): this many
+/// drafted tokens per request and step, more while its drafts are all taken (<see cref="DraftBudget"/>), checked in the same pass (the CPU engine only; 0: off). Requests with an output
 /// constraint or tools decode one token a step.</param>
 public sealed record BatcherOptions(int Slots = 4, int MaxQueue = int.MaxValue, int PrefillChunk = 256, bool PrefixCache = true, int PromptLookupTokens = 0)
 {
@@ -48,6 +48,7 @@ public sealed class ContinuousBatcher : IGenerationScheduler
         public int[] Prompt = [];
         public int Slot = -1, Fed, Cached;
         public float[]? HeldLogits;   // logits waiting for the request's grammar mask (V)
+        public DraftBudget? Drafts;   // how many tokens prompt lookup drafts for it next step
         public double QueueMs = -1, PrefillMs, FirstTokenMs;
     }
 
@@ -280,8 +281,15 @@ public sealed class ContinuousBatcher : IGenerationScheduler
             var request = _running[k];
             var decoding = request.Decoding!;
             var context = _slotTokens[request.Slot];
-            int room = Math.Min(_options.PromptLookupTokens, Math.Min(_rules.ContextLength - context.Count - 1, request.Row.Options.MaxNewTokens - decoding.Produced - 1));
-            int[] drafts = room > 0 && request.Row.Constraint is null && request.Row.Interject is null ? _drafter.Propose([.. context, decoding.Next], room) : [];
+            request.Drafts ??= new DraftBudget(_options.PromptLookupTokens);
+            int room = Math.Min(request.Drafts.Next, Math.Min(_rules.ContextLength - context.Count - 1, request.Row.Options.MaxNewTokens - decoding.Produced - 1));
+            int[] drafts = [];
+            if (room > 0 && request.Row.Constraint is null && request.Row.Interject is null)
+            {
+                context.Add(decoding.Next);   // the drafter reads the context with the token this step feeds; the walk below adds it for good
+                drafts = _drafter.Propose(context, room);
+                context.RemoveAt(context.Count - 1);
+            }
             fed[k] = [decoding.Next, .. drafts];
             DraftedTokens += drafts.Length;
         }
@@ -302,6 +310,7 @@ public sealed class ContinuousBatcher : IGenerationScheduler
         {
             var decoding = request.Decoding!;
             var tokens = fed[k];
+            int taken = 0;
             for (int j = 0; j < tokens.Length; j++)
             {
                 _slotTokens[request.Slot].Add(tokens[j]);   // its keys are valid: the token was chosen, or a draft just taken
@@ -320,7 +329,9 @@ public sealed class ContinuousBatcher : IGenerationScheduler
                 }
                 if (!took) break;
                 AcceptedDrafts++;
+                taken++;
             }
+            request.Drafts!.Record(tokens.Length - 1, taken);
             row += tokens.Length;
         }
     }

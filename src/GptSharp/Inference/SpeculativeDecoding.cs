@@ -15,7 +15,8 @@ public interface IDrafter
 /// <summary>
 /// Prompt lookup: the longest suffix of the context (<paramref name="longest"/> tokens down to <paramref name="shortest"/>)
 /// that occurred earlier in it proposes the tokens that followed its latest earlier occurrence. No second model; it pays
-/// where answers copy their prompt or themselves (edits, code, JSON, quotations).
+/// where answers copy their prompt or themselves (edits, code, JSON, quotations). A copy may run into the tokens it
+/// drafts itself (as LZ77's copies do), so a repeating stretch drafts as far as asked, not one period at most.
 /// </summary>
 public sealed class NgramDrafter(int shortest = 2, int longest = 4) : IDrafter
 {
@@ -28,8 +29,10 @@ public sealed class NgramDrafter(int shortest = 2, int longest = 4) : IDrafter
                 int k = 0;
                 while (k < n && context[start + k] == context[length - n + k]) k++;
                 if (k < n) continue;
-                int from = start + n, take = Math.Min(count, length - from);
-                return take > 0 ? [.. Enumerable.Range(from, take).Select(i => context[i])] : [];
+                var drafts = new int[count];
+                for (int i = 0, from = start + n; i < count; i++, from++)
+                    drafts[i] = from < length ? context[from] : drafts[from - length];
+                return drafts;
             }
         return [];
     }
@@ -116,6 +119,22 @@ public sealed record Speculation(IDrafter Drafter, int Tokens) : IDisposable
     public void Dispose() => (Drafter as IDisposable)?.Dispose();
 }
 
+/// <summary>
+/// How many tokens a row drafts next pass: the configured count, doubled (up to <see cref="SpeculativeDecoding.MaxDraftTokens"/>)
+/// after every pass whose drafts were all taken, and back to the configured count after a rejection — long copies are
+/// checked in few passes, while text that drafts badly pays for few wasted positions.
+/// </summary>
+public sealed class DraftBudget(int tokens)
+{
+    /// <summary>The count the budget starts at and returns to.</summary>
+    public int Tokens { get; } = tokens;
+    public int Next { get; private set; } = tokens;
+
+    /// <summary>The drafts the pass proposed and how many of them were taken.</summary>
+    public void Record(int drafted, int taken) =>
+        Next = drafted > 0 && taken == drafted ? Math.Min(2 * Math.Max(Next, drafted), SpeculativeDecoding.MaxDraftTokens) : drafted > taken ? Tokens : Next;
+}
+
 /// <summary>How many tokens were drafted and how many of them the target model took, over how many passes.</summary>
 public sealed record SpeculationStats(int Passes, int Drafted, int Accepted)
 {
@@ -156,6 +175,7 @@ public static class SpeculativeDecoding
         }
         length = prompt.Length - 1;
         int pending = prompt[^1], passes = 0, drafted = 0, accepted = 0;
+        var budget = new DraftBudget(draftTokens);
         using var noGrad = torch.no_grad();
         while (decoding.Active)
         {
@@ -164,10 +184,12 @@ public static class SpeculativeDecoding
                 decoding.End(FinishReason.ContextFull);
                 break;
             }
-            int room = Math.Min(draftTokens, Math.Min(contextLength - length - 1, row.Options.MaxNewTokens - decoding.Produced - 1));
+            int room = Math.Min(budget.Next, Math.Min(contextLength - length - 1, row.Options.MaxNewTokens - decoding.Produced - 1));
             int[] drafts = room > 0 ? drafter.Propose(context, room) : [];
             if (drafts.Length > room) drafts = drafts[..room];
             int fed = 1 + drafts.Length;
+            if (passes % 32 == 31) Runtime.TorchRuntime.ReleaseStepGarbage();   // as one token a pass does: the sampler's tensors are freed in step
+            using var pass = torch.NewDisposeScope();
             engine.Forward(cache, fed, [pending, .. drafts], new int[fed], [.. Enumerable.Range(length, fed)], [.. Enumerable.Range(0, fed)], logits);
             passes++;
             drafted += drafts.Length;
@@ -187,6 +209,7 @@ public static class SpeculativeDecoding
                 taken++;
             }
             accepted += taken;
+            budget.Record(drafts.Length, taken);
             length += 1 + taken;   // the pending token and the drafts taken are in the cache now
             pending = decoding.Next;
         }
