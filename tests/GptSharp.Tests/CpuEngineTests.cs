@@ -381,6 +381,10 @@ public class CpuEngineCliTests
         Assert.Equal(torchText, Generate("cpu"));
         Assert.Equal(torchText, Generate("auto"));
         Assert.StartsWith("The night is", Generate("cpu-q8_0"));
+        // Without --quiet the report names the tokens, the wait for the first and the rate after it, as llama.cpp's does.
+        var (reported, report) = CliProcess.Cli("generate", "--run-dir", dir.File("run"), "--prompt", "The night is", "--temperature", "0", "--max-tokens", "24", "--engine", "cpu");
+        Assert.True(reported == 0, report);
+        Assert.Matches(@"\[24 tokens, finished: Length; first token after \d+ ms, then [\d.]+ tok/s\]", report);
         var (bad, message) = CliProcess.Cli("generate", "--run-dir", dir.File("run"), "--engine", "gpu-turbo");
         Assert.NotEqual(0, bad);
         Assert.Contains("cpu-q8_0", message);

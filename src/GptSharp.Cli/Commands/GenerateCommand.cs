@@ -91,8 +91,11 @@ sealed class GenerateCommand : Command<GenerateSettings>
                 continue;
             }
             var pending = new List<int>(); // bytes of a character split across tokens wait for the rest
+            long started = System.Diagnostics.Stopwatch.GetTimestamp(), firstToken = 0, lastToken = 0;
             void Show(int token)
             {
+                lastToken = System.Diagnostics.Stopwatch.GetTimestamp();
+                if (firstToken == 0) firstToken = lastToken;
                 if (tokenizer.IsSpecial(token)) return;
                 pending.Add(token);
                 string text = tokenizer.Decode(pending);
@@ -107,10 +110,20 @@ sealed class GenerateCommand : Command<GenerateSettings>
             else (result, stats) = generator.Generate(prompt, sampleOptions, speculation.Drafter, speculation.Tokens, Show, cancellation: cancellation);
             if (pending.Count > 0) Console.Write(tokenizer.Decode(pending));
             Console.WriteLine();
-            if (!s.Quiet) Console.Error.WriteLine($"[{result.Tokens.Length} tokens, finished: {result.Finish}" +
+            if (!s.Quiet) Console.Error.WriteLine($"[{result.Tokens.Length} tokens, finished: {result.Finish}; {Timing(started, firstToken, lastToken, result.Tokens.Length)}" +
                 (stats is null ? "]" : $"; {stats.Passes} passes, {stats.Accepted} of {stats.Drafted} drafted tokens taken]"));
         }
         return 0;
+    }
+
+    /// <summary>What a user compares engines by: the wait for the first token (packing the weights for the CPU engine and
+    /// reading the prompt included) and the decode rate after it.</summary>
+    static string Timing(long started, long firstToken, long lastToken, int tokens)
+    {
+        if (firstToken == 0) return "no token";
+        string first = $"first token after {System.Diagnostics.Stopwatch.GetElapsedTime(started, firstToken).TotalMilliseconds:F0} ms";
+        double after = System.Diagnostics.Stopwatch.GetElapsedTime(firstToken, lastToken).TotalSeconds;
+        return tokens > 1 && after > 0 ? $"{first}, then {(tokens - 1) / after:F1} tok/s" : first;
     }
 
     /// <summary>The simplest use of a reward model: sample N answers in one batch, print the one it scores highest.</summary>
