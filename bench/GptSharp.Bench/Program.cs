@@ -1,7 +1,7 @@
 using GptSharp.Runtime;
 using GptSharp.Bench;
 
-// Benchmarks print figures; they assert nothing. Usage: dotnet run -c Release --project bench/GptSharp.Bench -- [tokenizer|matmul|model|memory|breakdown|serve|dp|zero1|fuzz [cases] [seed]|rl-seeds RUN [seeds] [--pretrain]|open-model|decode [rounds] [presets]|decode-quality RUN SHARD [windows]|rollout SFT_RUN [rounds]|recipe DATA_DIR [seeds] [budget-s] [out.png]|grammar [rounds]|overopt RUN [steps] [targets]|bert ROOT [pretrain-steps] [finetune-steps] [seeds] [context]|bert-poems ROOT TOKENIZER [steps]|bert-contrastive POEMS_RUN SPAM_RUN [steps] [seeds]|speculative [rounds] [RUN]|prefill [rounds]|generate [rounds] [tokens]|pack [rounds]|multi-lora|all]
+// Benchmarks print figures; they assert nothing. Usage: dotnet run -c Release --project bench/GptSharp.Bench -- [tokenizer|matmul|model|memory|breakdown|serve [prefill chunks]|dp|zero1|fuzz [cases] [seed]|rl-seeds RUN [seeds] [--pretrain]|open-model|decode [rounds] [presets]|decode-quality RUN SHARD [windows]|rollout SFT_RUN [rounds]|recipe DATA_DIR [seeds] [budget-s] [out.png]|grammar [rounds]|overopt RUN [steps] [targets]|bert ROOT [pretrain-steps] [finetune-steps] [seeds] [context]|bert-poems ROOT TOKENIZER [steps]|bert-contrastive POEMS_RUN SPAM_RUN [steps] [seeds]|speculative [rounds] [RUN]|prefill [rounds]|generate [rounds] [tokens]|pack [rounds]|multi-lora|all]
 string which = args.Length > 0 ? args[0] : "all";
 var runtime = TorchRuntime.Initialize();
 Console.WriteLine($"# GptSharp bench — {SystemReport.CpuModel()}, {Environment.ProcessorCount} cores, torch threads {runtime.Threads}, " +
@@ -13,7 +13,7 @@ var benches = new Dictionary<string, Action>
     ["memory"] = MemoryBench.Run,
     ["matmul"] = MatmulBench.Run,
     ["breakdown"] = StepBreakdownBench.Run,
-    ["serve"] = ServeBench.Run,
+    ["serve"] = () => ServeBench.Run(args),
     ["dp"] = DataParallelBench.Run,
     ["zero1"] = DataParallelBench.RunZero1,
     ["fuzz"] = FuzzBench.Run,

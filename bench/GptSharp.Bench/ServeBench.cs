@@ -22,10 +22,13 @@ static class ServeBench
     const double ArrivalsPerSecond = 8;
 
     sealed record Job(double ArriveAt, string Prompt, int MaxTokens);
-    sealed record Outcome(double FirstTokenMs, double LatencyMs, int Tokens);
+    /// <param name="QueueMs">The server's timings: from arrival to its prompt's first chunk.</param>
+    /// <param name="PromptMs">Reading its own prompt (its chunks' passes, not the others' work between them).</param>
+    sealed record Outcome(double FirstTokenMs, double LatencyMs, int Tokens, double QueueMs, double PromptMs);
 
-    public static void Run()
+    public static void Run(string[] args)
     {
+        int[] chunks = args.Length > 1 ? [.. args[1].Split(',').Select(int.Parse)] : [];
         string dir = Path.Combine(Path.GetTempPath(), "gptsharp-serve-bench-" + Guid.NewGuid().ToString("N"));
         try
         {
@@ -39,8 +42,8 @@ static class ServeBench
             ReportStepCost(served);
 
             Console.WriteLine($"\n## Serving under a mixed load ({Requests} requests, Poisson arrivals at {ArrivalsPerSecond}/s, {Slots} slots, streamed)");
-            Console.WriteLine("| in flight | engine | failed | tok/s | first token p50 / p95 ms | latency p50 / p95 ms |");
-            Console.WriteLine("|---|---|---|---|---|---|---|");
+            Console.WriteLine("| in flight | engine | failed | tok/s | first token p50 / p95 ms | latency p50 / p95 ms | first token p95: queued / own prompt ms |");
+            Console.WriteLine("|---|---|---|---|---|---|---|---|");
             var runs = new[] { served, servedTorch };
             foreach (int concurrency in new[] { 2, 4, 8 })
             {
@@ -48,6 +51,15 @@ static class ServeBench
                 // Rotate which goes first, so none always runs on a warmer machine.
                 foreach (var model in runs.Skip(concurrency % runs.Length).Concat(runs.Take(concurrency % runs.Length)))
                     Report(concurrency, model.Decoder.Engine is null ? "libtorch" : "CPU F32", Measure(model, prefixCache: true, concurrency, jobs).GetAwaiter().GetResult());
+            }
+            if (chunks.Length > 0)
+            {
+                Console.WriteLine($"\n## The CPU engine by prefill chunk (prompt tokens read between two decode steps), the same schedules, sizes interleaved");
+                Console.WriteLine("| in flight | chunk | failed | tok/s | first token p50 / p95 ms | latency p50 / p95 ms | first token p95: queued / own prompt ms |");
+                Console.WriteLine("|---|---|---|---|---|---|---|");
+                foreach (int concurrency in new[] { 4, 8 })
+                    foreach (int chunk in concurrency == 4 ? chunks : [.. chunks.Reverse()])
+                        Report(concurrency, chunk.ToString(), Measure(served, prefixCache: true, concurrency, Schedule(seed: concurrency), chunk).GetAwaiter().GetResult());
             }
 
             Console.WriteLine("\n## A chat's second turn (a 400-word system prompt, a 32-token first answer), 5 pairs interleaved");
@@ -117,9 +129,9 @@ static class ServeBench
         Console.WriteLine($"CPU engine F32: one prefill of a 300-token prompt {cpuPrefill:F0} ms; one decode step of {Slots} rows at 200 cached tokens {cpuStep:F1} ms.");
     }
 
-    static async Task<List<Outcome?>> Measure(ServedModel served, bool prefixCache, int concurrency, List<Job> jobs)
+    static async Task<List<Outcome?>> Measure(ServedModel served, bool prefixCache, int concurrency, List<Job> jobs, int prefillChunk = 256)
     {
-        await using var server = new GptServer([served], new ServerOptions(Port: 0, MaxConcurrent: Slots, PrefixCache: prefixCache));
+        await using var server = new GptServer([served], new ServerOptions(Port: 0, MaxConcurrent: Slots, PrefixCache: prefixCache, PrefillChunk: prefillChunk));
         await server.StartAsync();
         using var http = new HttpClient { BaseAddress = new Uri(server.Address), Timeout = TimeSpan.FromMinutes(5) };
         using var inFlight = new SemaphoreSlim(concurrency);
@@ -145,6 +157,7 @@ static class ServeBench
         var start = Stopwatch.StartNew();
         double? first = null;
         int tokens = 0;
+        double queueMs = 0, promptMs = 0;
         var body = JsonSerializer.Serialize(new { model = "bench", messages, stream = true, max_tokens = maxTokens, temperature = 1.0, stream_options = new { include_usage = true } });
         using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = new StringContent(body, Encoding.UTF8, "application/json") };
         using var reply = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
@@ -155,11 +168,15 @@ static class ServeBench
             if (!line.StartsWith("data: {", StringComparison.Ordinal)) continue;
             using var chunk = JsonDocument.Parse(line[6..]);
             if (chunk.RootElement.TryGetProperty("usage", out var usage) && usage.ValueKind == JsonValueKind.Object)
+            {
                 tokens = usage.GetProperty("completion_tokens").GetInt32();
+                if (chunk.RootElement.TryGetProperty("timings", out var timings) && timings.ValueKind == JsonValueKind.Object)
+                    (queueMs, promptMs) = (timings.GetProperty("queue_ms").GetDouble(), timings.GetProperty("prompt_ms").GetDouble());
+            }
             else if (first is null && chunk.RootElement.GetProperty("choices")[0].GetProperty("delta").TryGetProperty("content", out var c) && c.GetString()!.Length > 0)
                 first = start.Elapsed.TotalMilliseconds;
         }
-        return new Outcome(first ?? start.Elapsed.TotalMilliseconds, start.Elapsed.TotalMilliseconds, tokens);
+        return new Outcome(first ?? start.Elapsed.TotalMilliseconds, start.Elapsed.TotalMilliseconds, tokens, queueMs, promptMs);
     }
 
     static async Task<(double Ms, int Cached)> SecondTurn(ServedModel served, bool prefixCache, int seed)
@@ -184,7 +201,8 @@ static class ServeBench
         var done = outcomes.OfType<Outcome>().ToList();
         Console.WriteLine($"| {concurrency} | {engine} | {outcomes.Count - done.Count} | {done.Sum(o => o.Tokens) / Elapsed:N0} | " +
                           $"{Percentile([.. done.Select(o => o.FirstTokenMs)], 0.5):F0} / {Percentile([.. done.Select(o => o.FirstTokenMs)], 0.95):F0} | " +
-                          $"{Percentile([.. done.Select(o => o.LatencyMs)], 0.5):F0} / {Percentile([.. done.Select(o => o.LatencyMs)], 0.95):F0} |");
+                          $"{Percentile([.. done.Select(o => o.LatencyMs)], 0.5):F0} / {Percentile([.. done.Select(o => o.LatencyMs)], 0.95):F0} | " +
+                          $"{Percentile([.. done.Select(o => o.QueueMs)], 0.95):F0} / {Percentile([.. done.Select(o => o.PromptMs)], 0.95):F0} |");
     }
 
     static double Percentile(double[] values, double q) =>

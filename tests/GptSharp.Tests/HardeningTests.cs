@@ -268,6 +268,7 @@ public class ServerHardeningTests(ServerFixture fixture) : IClassFixture<ServerF
         Assert.Throws<ArgumentException>(() => new ServerOptions(Port: 70000).Validate());
         Assert.Throws<ArgumentException>(() => new ServerOptions(MaxConcurrent: 0).Validate());
         Assert.Throws<ArgumentException>(() => new ServerOptions(MaxQueue: 0).Validate());
+        Assert.Contains("--prefill-chunk 0", Assert.Throws<ArgumentException>(() => new ServerOptions(PrefillChunk: 0).Validate()).Message);
     }
 
     [Fact]

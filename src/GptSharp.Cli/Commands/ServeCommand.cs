@@ -47,11 +47,13 @@ sealed class ServeSettings : CommonSettings
     public string Draft { get; init; } = "none";
     [CommandOption("--draft-tokens")] [Description("Tokens drafted per request and step with --draft ngram at first, 1 to 16; doubled (to 16) while its drafts are all taken. Default 4.")]
     public int DraftTokens { get; init; } = 4;
+    [CommandOption("--prefill-chunk")] [Description("Prompt tokens read between two decode steps (as llama.cpp's batch size): smaller lets a new prompt's first token and the running answers in sooner, larger reads long prompts faster. Default 256.")]
+    public int PrefillChunk { get; init; } = 256;
 
     public ServerOptions Options() => new(Host, Port, ApiKey, MaxConcurrent: MaxConcurrent, MaxQueue: MaxQueue,
         AllowedHosts: AllowedHosts?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
         PrefixCache: !NoPrefixCache, RequestTimeoutSeconds: RequestTimeout, ShutdownGraceSeconds: ShutdownGrace, StoredResponses: StoredResponses, AdminKey: AdminKey,
-        PromptLookupTokens: Draft == "ngram" ? DraftTokens : 0);
+        PromptLookupTokens: Draft == "ngram" ? DraftTokens : 0, PrefillChunk: PrefillChunk);
 
     public override ValidationResult Validate()
     {

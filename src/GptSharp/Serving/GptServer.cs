@@ -49,7 +49,7 @@ public sealed partial class GptServer : IAsyncDisposable
             StringComparer.OrdinalIgnoreCase);
         _models = models.ToDictionary(m => m.Name);
         _encoders = encoders.ToDictionary(e => e.Name);
-        _schedulers = models.ToDictionary(m => m.Name, m => (IGenerationScheduler)ContinuousBatcher.For(m.Model, m.Decoder, new BatcherOptions(options.MaxConcurrent, options.MaxQueue, PrefixCache: options.PrefixCache, PromptLookupTokens: options.PromptLookupTokens)));
+        _schedulers = models.ToDictionary(m => m.Name, m => (IGenerationScheduler)ContinuousBatcher.For(m.Model, m.Decoder, new BatcherOptions(options.MaxConcurrent, options.MaxQueue, PrefixCache: options.PrefixCache, PromptLookupTokens: options.PromptLookupTokens, PrefillChunk: options.PrefillChunk)));
         _metrics = new ServerMetrics(_schedulers);
         _responses = new ResponseStore(options.StoredResponses);
         var builder = WebApplication.CreateSlimBuilder();

@@ -19,10 +19,12 @@ namespace GptSharp.Serving;
 /// <param name="AdminKey">When set, <c>POST</c> and <c>DELETE /v1/adapters</c> load and unload LoRA adapters at run time with it (and only with it); unset, they are refused.</param>
 /// <param name="StoredResponses">Responses API answers kept for <c>previous_response_id</c> and GET (the oldest evicted first; 0 stores none).</param>
 /// <param name="PromptLookupTokens">Speculative decoding by prompt lookup: tokens drafted per request and step (0: off; the CPU engine only).</param>
+/// <param name="PrefillChunk">Prompt tokens read between two decode steps: smaller chunks let a newly arrived prompt
+/// and the running answers in sooner, larger ones read long prompts in fewer passes.</param>
 public sealed record ServerOptions(string Host = "127.0.0.1", int Port = 8000, string? ApiKey = null, long MaxBodyBytes = 1 << 20,
     int MaxConcurrent = 4, int MaxQueue = 64, IReadOnlyList<string>? AllowedHosts = null,
     bool PrefixCache = true, double RequestTimeoutSeconds = 600, double ShutdownGraceSeconds = 10, int StoredResponses = 1000, string? AdminKey = null,
-    int PromptLookupTokens = 0)
+    int PromptLookupTokens = 0, int PrefillChunk = 256)
 {
     /// <summary>Checks every field; errors name the option and say what is expected.</summary>
     public ServerOptions Validate()
@@ -40,6 +42,7 @@ public sealed record ServerOptions(string Host = "127.0.0.1", int Port = 8000, s
         if (ApiKey is { Length: 0 }) throw new ArgumentException("--api-key is empty: give a key, or leave the option out.");
         if (PromptLookupTokens is < 0 or > Inference.SpeculativeDecoding.MaxDraftTokens)
             throw new ArgumentException($"--draft-tokens {PromptLookupTokens}: expected 1 to {Inference.SpeculativeDecoding.MaxDraftTokens} (0: no drafting).");
+        if (PrefillChunk < 1) throw new ArgumentException($"--prefill-chunk {PrefillChunk}: expected at least 1 prompt token a step.");
         return this;
     }
 
