@@ -82,6 +82,9 @@ public class CommandLineTests(TrainedTokenizerFixture fixture) : IClassFixture<T
     [InlineData("--temperature -1: expected 0 (greedy) or more", "generate", "--temperature", "-1")]
     [InlineData("--max-queue 'many': expected a whole number", "serve", "--max-queue", "many")]
     [InlineData("--prompt needs a value", "generate", "--prompt")]
+    [InlineData("--advantage ppo: expected grpo, rloo or reinforce++", "grpo", "--advantage", "ppo")]
+    [InlineData("--loss gpo: expected grpo, dr_grpo, dapo, gspo or cispo", "grpo", "--loss", "gpo")]
+    [InlineData("--scale-rewards all: expected group, batch or none", "grpo", "--scale-rewards", "all")]
     public void AnOptionsValueIsCheckedBeforeAnythingRuns(string message, params string[] args)
     {
         var (code, output) = CliProcess.Cli(args);

@@ -56,6 +56,92 @@ public class RlMathTests
     }
 
     [Fact]
+    public void EachAdvantageEstimatorAndScalingMatchesItsHandComputedValues()
+    {
+        double[] rewards = [1, 0, 0, 0, 2, 2, 2, 2];
+        // Group 1: mean 0.25, centred 0.75, −0.25 ×3, sample std sqrt(0.75 / 3) = 0.5; group 2 all alike.
+        var grpo = GrpoMath.Advantages(rewards, 4, AdvantageEstimator.Grpo, RewardScaling.Group);
+        Assert.Equal(0.75 / 0.5001, grpo[0], 9);
+        Assert.Equal(-0.25 / 0.5001, grpo[1], 9);
+        Assert.All(grpo[4..], a => Assert.Equal(0, a));
+        // RLOO: the reward minus the mean of the other three: 1 − 0, 0 − 1/3.
+        var rloo = GrpoMath.Advantages(rewards, 4, AdvantageEstimator.Rloo, RewardScaling.None);
+        Assert.Equal(1, rloo[0], 12);
+        Assert.Equal(-1 / 3.0, rloo[1], 12);
+        Assert.All(rloo[4..], a => Assert.Equal(0, a));
+        // REINFORCE++: centred as GRPO, over the batch's sample std of the centred values: sqrt(0.75 / 7).
+        var reinforce = GrpoMath.Advantages(rewards, 4, AdvantageEstimator.ReinforcePlusPlus, RewardScaling.Batch);
+        double batchStd = Math.Sqrt(0.75 / 7) + 1e-4;
+        Assert.Equal(0.75 / batchStd, reinforce[0], 9);
+        Assert.Equal(-0.25 / batchStd, reinforce[3], 9);
+        // RLOO scaled by its group's std, and GRPO unscaled.
+        Assert.Equal(1 / 0.5001, GrpoMath.Advantages(rewards, 4, AdvantageEstimator.Rloo, RewardScaling.Group)[0], 9);
+        Assert.Equal(0.75, GrpoMath.Advantages(rewards, 4, AdvantageEstimator.Grpo, RewardScaling.None)[0], 12);
+
+        // Each estimator's default scaling, and what the Dr. GRPO loss changes.
+        Assert.Equal(RewardScaling.Group, new GrpoConfig().Scaling);
+        Assert.Equal(RewardScaling.None, new GrpoConfig { Loss = GrpoLoss.DrGrpo }.Scaling);
+        Assert.Equal(RewardScaling.None, new GrpoConfig { Advantage = AdvantageEstimator.Rloo }.Scaling);
+        Assert.Equal(RewardScaling.Batch, new GrpoConfig { Advantage = AdvantageEstimator.ReinforcePlusPlus }.Scaling);
+        Assert.Equal(RewardScaling.Group, new GrpoConfig { Advantage = AdvantageEstimator.Rloo, ScaleRewards = RewardScaling.Group }.Scaling);
+    }
+
+    [Fact]
+    public void TheOverlongPenaltyFallsLinearlyOverItsBuffer()
+    {
+        Assert.Equal(0, GrpoMath.OverlongPenalty(48, maxTokens: 64, buffer: 16, factor: 1));
+        Assert.Equal(-0.5, GrpoMath.OverlongPenalty(56, 64, 16, 1), 12);
+        Assert.Equal(-1, GrpoMath.OverlongPenalty(64, 64, 16, 1), 12);
+        Assert.Equal(-1, GrpoMath.OverlongPenalty(70, 64, 16, 1), 12);
+        Assert.Equal(-0.5, GrpoMath.OverlongPenalty(52, 64, 16, 2), 12);   // a quarter of the buffer at factor 2
+        Assert.Equal(0, GrpoMath.OverlongPenalty(64, 64, 0, 1));   // off
+        Assert.Throws<ArgumentOutOfRangeException>(() => new GrpoConfig { OverlongBuffer = 64 }.Validate());   // the whole answer
+        Assert.Throws<ArgumentOutOfRangeException>(() => new GrpoConfig { SamplingRounds = 0 }.Validate());
+    }
+
+    [Fact]
+    public void GspoClipsOneRatioPerAnswerAndCispoWeightsEveryTokensGradient()
+    {
+        // Two answers: the first 2 tokens long (third masked), the second 3. log π − log π_old:
+        // row 0: 0.1, −0.3 (A = +1); row 1: 0.2, 0.2, 0.2 (A = −1).
+        using var scope = NewDisposeScope();
+        var logp = tensor(new[] { -1f, -2f, -3f, -0.5f, -0.5f, -0.5f }, [2, 3]).requires_grad_();
+        var delta = tensor(new[] { 0.1f, -0.3f, 5f, 0.2f, 0.2f, 0.2f }, [2, 3]);
+        var old = (logp - delta).detach();
+        var mask = tensor(new[] { 1f, 1f, 0f, 1f, 1f, 1f }, [2, 3]);
+        var advantages = tensor(new[] { 1f, -1f });
+
+        // GSPO: sequence ratios e^(mean) = e^−0.1 = 0.904837 and e^0.2 = 1.221403; clip 0.2 leaves row 0 as it is and
+        // row 1's pessimistic term is the unclipped −1.221403: losses −0.904837 and +1.221403, averaged over answers.
+        double s0 = Math.Exp(-0.1), s1 = Math.Exp(0.2);
+        var gspo = GrpoMath.Loss(GrpoLoss.Gspo, logp, old, advantages, mask, 0.2, 0.2, 8);
+        Assert.Equal((-s0 + s1) / 2, gspo.item<float>(), 5);
+        gspo.backward();
+        // d/d log π of row 0's tokens: −A · s0 · (1 / 2 tokens) / (2 answers); its masked token none.
+        var grad = logp.grad!.data<float>().ToArray();
+        Assert.Equal(-s0 / 4, grad[0], 5);
+        Assert.Equal(-s0 / 4, grad[1], 5);
+        Assert.Equal(0, grad[2], 6);
+        Assert.Equal(s1 / 3 / 2, grad[3], 5);   // row 1 is unclipped: −A · s1 / 3 tokens / 2 answers
+
+        // CISPO: weights clip(ρ, 0, 1.2) detached — e^0.1 = 1.105171, e^−0.3 = 0.740818, 1.2 ×3 — times −A·log π, over 5 tokens.
+        logp.grad!.zero_();
+        double w0 = Math.Exp(0.1), w1 = Math.Exp(-0.3);
+        var cispo = GrpoMath.Loss(GrpoLoss.Cispo, logp, old, advantages, mask, 1, 0.2, 8);
+        Assert.Equal(-(w0 * -1 + w1 * -2 + 1.2 * -1 * -0.5 * 3) / 5, cispo.item<float>(), 5);
+        cispo.backward();
+        grad = logp.grad!.data<float>().ToArray();
+        // Every token keeps a gradient, −w·A / 5 — even row 1's, whose ratio is above the clip (PPO's surrogate drops it).
+        double[] expected = [-w0 / 5, -w1 / 5, 0, 1.2 / 5, 1.2 / 5, 1.2 / 5];
+        for (int i = 0; i < expected.Length; i++) Assert.Equal(expected[i], grad[i], 5);
+
+        // The clips each loss uses by default.
+        Assert.Equal((3e-4, 4e-4), (new GrpoConfig { Loss = GrpoLoss.Gspo }.LowerClip, new GrpoConfig { Loss = GrpoLoss.Gspo }.UpperClip));
+        Assert.Equal((1.0, 0.28), (new GrpoConfig { Loss = GrpoLoss.Cispo }.LowerClip, new GrpoConfig { Loss = GrpoLoss.Cispo }.UpperClip));
+        Assert.Equal((0.2, 0.2), (new GrpoConfig().LowerClip, new GrpoConfig().UpperClip));
+    }
+
+    [Fact]
     public void AdaptiveKlMovesTheCoefficientTowardTheTarget()
     {
         var kl = new AdaptiveKl(initial: 0.1, target: 6, horizon: 10000);
@@ -202,6 +288,35 @@ public class RlRunTests(TrainedTokenizerFixture fixture) : IClassFixture<Trained
         Assert.True(gold.TakeLast(5).Average() > gold.Take(5).Average() + 0.2, $"gold did not rise: {string.Join(", ", gold.Select(r => r.ToString("F2")))}");
         Assert.Equal(30, File.ReadLines(Path.Combine(dir.File("grpo"), GrpoRun.RolloutFile)).Count());
         Assert.True(File.Exists(Checkpoint.WeightsPath(Path.Combine(dir.File("grpo"), RlRun.PolicyFolder))));
+    }
+
+    [Fact]
+    public void DynamicSamplingReplacesGroupsThatAllScoredTheSame()
+    {
+        using var dir = new TempDirectory();
+        fixture.SaveInitialRun(dir.File("sft"), context: 32);
+        var (policy, _) = Checkpoint.LoadModel(dir.File("sft"));
+        using var _p = policy;
+        // One prompt always scores 1 (its groups teach nothing); the other scores its first token's parity.
+        RewardFunction reward = Rewards.FromProgram(c => c.Prompt == "春曉" ? 1 : c.AnswerTokens.Length > 0 ? c.AnswerTokens[0] % 2 : 0);
+        string[] prompts = ["春曉", "靜夜思"];
+        GrpoRolloutStats Rollout(GrpoConfig config)
+        {
+            using var experience = new GrpoExperience(policy, null, reward, fixture.Tokenizer, prompts, config, seed: 3);
+            var batch = experience.Next();
+            Assert.Equal(config.MiniBatch, batch.Advantages.shape[0]);   // the same shapes either way: steps per rollout unchanged
+            return experience.Rollouts.Single();
+        }
+        var plain = Rollout(TinyGrpo);
+        Assert.Equal(4, plain.SampledGroups);
+        Assert.True(plain.TeachingShare < 1, "the seed's first rollout should hold a group of the uniform prompt");
+        var dynamic = Rollout(TinyGrpo with { DynamicSampling = true, SamplingRounds = 8 });
+        Assert.Equal(1, dynamic.TeachingShare);
+        Assert.True(dynamic.SampledGroups > 4, $"{dynamic.SampledGroups} groups sampled");
+        Assert.Equal(plain.MeanReward, dynamic.MeanReward);   // the first round is what the policy does, and is the same
+        // Out of rounds: what does not teach tops the rollout up.
+        var capped = Rollout(TinyGrpo with { DynamicSampling = true, SamplingRounds = 1 });
+        Assert.Equal(plain.TeachingShare, capped.TeachingShare);
     }
 
     [Fact]

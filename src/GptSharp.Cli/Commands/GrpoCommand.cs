@@ -37,12 +37,28 @@ sealed class GrpoSettings : AdaptableSettings
     public double? Temperature { get; init; }
     [CommandOption("--rollout-engine")] [Description("What samples the rollouts: auto (the CPU engine on a CPU), torch, cpu, cpu-f16, cpu-bf16, cpu-q8_0 or cpu-q4_0 (see generate --engine).")]
     public string? Engine { get; init; }
-    [CommandOption("--loss")] [Description("grpo, dr_grpo (no std or length normalisation) or dapo (token-level mean, clip-higher).")]
+    [CommandOption("--loss")] [Description("grpo, dr_grpo (no std or length normalisation), dapo (token-level mean, clip-higher), gspo (one clipped ratio per answer) or cispo (every token's gradient kept, weighted by its clipped, detached ratio).")]
     public string Loss { get; init; } = "grpo";
+    [CommandOption("--advantage")] [Description("How rewards become advantages: grpo (minus the group's mean), rloo (minus the mean of the other answers) or reinforce++ (minus the group's mean, over the batch's std).")]
+    public string Advantage { get; init; } = "grpo";
+    [CommandOption("--scale-rewards")] [Description("What advantages are divided by: group (its group's std), batch (the batch's std) or none. Default: group for --advantage grpo (none with --loss dr_grpo), none for rloo, batch for reinforce++.")]
+    public string? ScaleRewards { get; init; }
     [CommandOption("--clip")] [Description("Ratio clip ε.")]
     public double? Clip { get; init; }
-    [CommandOption("--clip-high")] [Description("DAPO's upper clip ε_high.")]
+    [CommandOption("--clip-high")] [Description("The upper clip ε_high of DAPO's ratio and CISPO's weight.")]
     public double? ClipHigh { get; init; }
+    [CommandOption("--sequence-clip")] [Description("GSPO's clip of the sequence ratio below 1.")]
+    public double? SequenceClip { get; init; }
+    [CommandOption("--sequence-clip-high")] [Description("GSPO's clip of the sequence ratio above 1.")]
+    public double? SequenceClipHigh { get; init; }
+    [CommandOption("--dynamic-sampling")] [Description("DAPO's dynamic sampling: groups whose answers all score the same are replaced by new prompts' groups (up to --sampling-rounds rounds a rollout). Default: off.")]
+    public bool DynamicSampling { get; init; }
+    [CommandOption("--sampling-rounds")] [Description("Most sampling rounds a rollout takes under --dynamic-sampling.")]
+    public int? SamplingRounds { get; init; }
+    [CommandOption("--overlong-buffer")] [Description("DAPO's soft overlong punishment: the last this many tokens before --max-tokens cost up to --overlong-penalty of reward, linearly (0: off).")]
+    public int? OverlongBuffer { get; init; }
+    [CommandOption("--overlong-penalty")] [Description("The reward an answer at the length limit loses under --overlong-buffer.")]
+    public double? OverlongPenalty { get; init; }
     [CommandOption("--beta")] [Description("KL penalty to the starting model (0: none, no reference kept).")]
     public double? Beta { get; init; }
     [CommandOption("--tools")] [Description("Built-in tools offered with every prompt and run while sampling (calculator); default: the task's (arithmetic: calculator).")]
@@ -54,16 +70,36 @@ sealed class GrpoSettings : AdaptableSettings
     public override ValidationResult Validate() =>
         BatchSize is not null ? ValidationResult.Error("--batch-size: GRPO's optimisation batch is --minibatch.")
         : Engine is not null && GptSharp.Inference.Cpu.DecodeEngine.Problem(Engine, "--rollout-engine") is { } problem ? ValidationResult.Error(problem)
+        : NameProblem() is { } names ? ValidationResult.Error(names)
         : base.Validate();
+
+    /// <summary>An unknown loss, estimator or scaling, named with the choices, before anything loads.</summary>
+    string? NameProblem()
+    {
+        try { Grpo(); }
+        catch (ArgumentException e) { return e.Message; }
+        return null;
+    }
     public override IEnumerable<object> Defaults => [.. base.Defaults, new GrpoConfig()];
 
     public GrpoConfig Grpo() => OptionDefaults.Apply(this, new GrpoConfig()) with
     {
         Loss = Loss switch
         {
-            "grpo" => GrpoLoss.Grpo, "dr_grpo" => GrpoLoss.DrGrpo, "dapo" => GrpoLoss.Dapo,
-            _ => throw new ArgumentException($"--loss {Loss}: expected grpo, dr_grpo or dapo."),
+            "grpo" => GrpoLoss.Grpo, "dr_grpo" => GrpoLoss.DrGrpo, "dapo" => GrpoLoss.Dapo, "gspo" => GrpoLoss.Gspo, "cispo" => GrpoLoss.Cispo,
+            _ => throw new ArgumentException($"--loss {Loss}: expected grpo, dr_grpo, dapo, gspo or cispo."),
         },
+        Advantage = Advantage switch
+        {
+            "grpo" => AdvantageEstimator.Grpo, "rloo" => AdvantageEstimator.Rloo, "reinforce++" => AdvantageEstimator.ReinforcePlusPlus,
+            _ => throw new ArgumentException($"--advantage {Advantage}: expected grpo, rloo or reinforce++."),
+        },
+        ScaleRewards = ScaleRewards switch
+        {
+            null => null, "group" => RewardScaling.Group, "batch" => RewardScaling.Batch, "none" => RewardScaling.None,
+            _ => throw new ArgumentException($"--scale-rewards {ScaleRewards}: expected group, batch or none."),
+        },
+        DynamicSampling = DynamicSampling,
         MaskTruncated = !KeepTruncated,
     };
 }

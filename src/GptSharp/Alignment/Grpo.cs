@@ -20,10 +20,27 @@ public sealed record GrpoConfig
     /// <summary>How answers are sampled (temperature 1 by default: the group needs answers that differ).</summary>
     public RolloutSettings Rollout { get; init; } = new();
     public GrpoLoss Loss { get; init; } = GrpoLoss.Grpo;
+    /// <summary>How rewards become advantages.</summary>
+    public AdvantageEstimator Advantage { get; init; } = AdvantageEstimator.Grpo;
+    /// <summary>What advantages are divided by; null: the estimator's own choice (<see cref="Scaling"/>).</summary>
+    public RewardScaling? ScaleRewards { get; init; }
     /// <summary>ε: the ratio is clipped to [1 − ε, 1 + ε] (the upper bound is <see cref="ClipHigh"/> for DAPO).</summary>
     public double Clip { get; init; } = 0.2;
-    /// <summary>DAPO's clip-higher ε_high; other losses clip symmetrically at <see cref="Clip"/>.</summary>
+    /// <summary>The upper clip ε_high of DAPO's ratio and of CISPO's weight; GRPO and Dr. GRPO clip symmetrically at <see cref="Clip"/>.</summary>
     public double ClipHigh { get; init; } = 0.28;
+    /// <summary>GSPO's clip of the sequence ratio, below and above 1 (the GSPO paper's 3e-4 and 4e-4: a sequence ratio
+    /// moves far less than a token's).</summary>
+    public double SequenceClip { get; init; } = 3e-4;
+    public double SequenceClipHigh { get; init; } = 4e-4;
+    /// <summary>DAPO's dynamic sampling: groups whose answers all scored the same teach nothing; sample more prompts (up
+    /// to <see cref="SamplingRounds"/> rounds a rollout) until the rollout holds <see cref="PromptsPerRollout"/> groups that
+    /// differ, topping up with uniform ones only when the rounds run out.</summary>
+    public bool DynamicSampling { get; init; }
+    public int SamplingRounds { get; init; } = 3;
+    /// <summary>DAPO's soft overlong punishment: the last this many tokens before the length limit cost up to
+    /// <see cref="OverlongPenalty"/> of reward, linearly (0: off).</summary>
+    public int OverlongBuffer { get; init; }
+    public double OverlongPenalty { get; init; } = 1;
     /// <summary>Weight of the k3 KL penalty to the reference (the starting model); 0 needs no reference at all.</summary>
     public double Beta { get; init; }
     /// <summary>Answers cut by the length limit are scored (they count in their group's mean) but not learned from.</summary>
@@ -35,7 +52,17 @@ public sealed record GrpoConfig
     public int AnswersPerRollout => PromptsPerRollout * GroupSize;
     /// <summary>Optimiser steps one rollout gives: epochs × minibatches.</summary>
     public int StepsPerRollout => Epochs * ((AnswersPerRollout + MiniBatch - 1) / MiniBatch);
-    public double UpperClip => Loss == GrpoLoss.Dapo ? ClipHigh : Clip;
+    /// <summary>ε_low as the loss uses it: GSPO's sequence clip; CISPO has no lower bound on its weight (ε_low = 1).</summary>
+    public double LowerClip => Loss switch { GrpoLoss.Gspo => SequenceClip, GrpoLoss.Cispo => 1, _ => Clip };
+    public double UpperClip => Loss switch { GrpoLoss.Dapo or GrpoLoss.Cispo => ClipHigh, GrpoLoss.Gspo => SequenceClipHigh, _ => Clip };
+    /// <summary>The scaling used: <see cref="ScaleRewards"/>, or by default the group's std for GRPO (none under the
+    /// Dr. GRPO loss), none for RLOO, the batch's for REINFORCE++.</summary>
+    public RewardScaling Scaling => ScaleRewards ?? Advantage switch
+    {
+        AdvantageEstimator.Rloo => RewardScaling.None,
+        AdvantageEstimator.ReinforcePlusPlus => RewardScaling.Batch,
+        _ => Loss == GrpoLoss.DrGrpo ? RewardScaling.None : RewardScaling.Group,
+    };
 
     public GrpoConfig Validate()
     {
@@ -47,6 +74,12 @@ public sealed record GrpoConfig
         if (Clip is <= 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(Clip), Clip, "The clip ε must be in (0, 1).");
         if (ClipHigh <= 0) throw new ArgumentOutOfRangeException(nameof(ClipHigh), ClipHigh, "ε_high must be > 0.");
         if (Beta < 0) throw new ArgumentOutOfRangeException(nameof(Beta), Beta, "β must be >= 0.");
+        if (SequenceClip is <= 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(SequenceClip), SequenceClip, "GSPO's sequence clip must be in (0, 1).");
+        if (SequenceClipHigh <= 0) throw new ArgumentOutOfRangeException(nameof(SequenceClipHigh), SequenceClipHigh, "GSPO's upper sequence clip must be > 0.");
+        if (SamplingRounds < 1) throw new ArgumentOutOfRangeException(nameof(SamplingRounds), SamplingRounds, "Dynamic sampling needs at least one round.");
+        if (OverlongBuffer < 0 || OverlongBuffer >= Rollout.MaxNewTokens)
+            throw new ArgumentOutOfRangeException(nameof(OverlongBuffer), OverlongBuffer, $"The overlong buffer must be 0 (off) to {Rollout.MaxNewTokens - 1} tokens (below the length limit).");
+        if (OverlongPenalty < 0 || double.IsNaN(OverlongPenalty)) throw new ArgumentOutOfRangeException(nameof(OverlongPenalty), OverlongPenalty, "The overlong penalty must be >= 0.");
         return this;
     }
 }
@@ -58,9 +91,14 @@ public sealed record GrpoBatch(Tensor Sequences, Tensor Positions, Tensor Tokens
 
 /// <summary>What one GRPO rollout looked like.</summary>
 /// <param name="MeanGold">The gold program's mean score of the answers, when one is given.</param>
-/// <param name="SolvedGroups">Share of prompts whose answers did not all score the same (the ones that teach).</param>
+/// <param name="MeanReward">The mean reward of the rollout's first round of answers (what the policy does; the
+/// overlong penalty included).</param>
+/// <param name="SolvedGroups">Share of the first round's prompts whose answers did not all score the same (the ones that teach).</param>
 /// <param name="Truncated">Share of answers cut by the length limit.</param>
-public sealed record GrpoRolloutStats(int Iteration, double MeanReward, double? MeanGold, double MeanResponseLength, double SolvedGroups, double Truncated);
+/// <param name="SampledGroups">Groups sampled for the rollout (more than the prompts per rollout under dynamic sampling).</param>
+/// <param name="TeachingShare">Share of the groups learnt from whose answers scored differently.</param>
+public sealed record GrpoRolloutStats(int Iteration, double MeanReward, double? MeanGold, double MeanResponseLength, double SolvedGroups, double Truncated,
+    int SampledGroups = 0, double TeachingShare = 0);
 
 /// <summary>
 /// Produces GRPO experience: when its buffer is empty it samples G answers to each of a rollout's prompts with the
@@ -109,26 +147,52 @@ public sealed class GrpoExperience : IBatchSource<GrpoBatch>, IDisposable
         foreach (var old in _owned) old.Dispose();
         _owned.Clear();
         var random = new Random((int)((_seed * 31 + _iteration) & 0x7fffffff));
-        var chosen = Enumerable.Range(0, _config.PromptsPerRollout).Select(_ => _prompts[random.Next(_prompts.Count)]).ToList();
-        var prompts = chosen.SelectMany(p => Enumerable.Repeat(p, _config.GroupSize)).ToList();
+        int groupSize = _config.GroupSize, wanted = _config.PromptsPerRollout;
 
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         _policy.eval();
-        using var rollout = Rollout.Sample(_policy, _tokenizer, prompts, _config.Rollout.Temperature, _config.Rollout.MaxNewTokens,
-            _seed * 1000 + (long)_iteration * prompts.Count, keepTruncated: !_config.MaskTruncated, tools: _tools, engine: _config.Rollout.Engine);
-        var rewards = _reward(rollout.Completions);
-        double[]? gold = _gold?.Invoke(rollout.Completions);
-        var advantages = GrpoMath.GroupAdvantages(rewards, _config.GroupSize, scaleByStd: _config.Loss != GrpoLoss.DrGrpo);
+        // Groups as sampled: those whose answers scored differently teach; the others are kept to top up with.
+        var teaching = new List<(List<Completion> Answers, double[] Rewards, double[]? Gold)>();
+        var uniform = new List<(List<Completion> Answers, double[] Rewards, double[]? Gold)>();
+        double firstMeanReward = 0, firstSolved = 0;
+        double? firstMeanGold = null;
+        int sampledGroups = 0;
+        for (int round = 0; round < (_config.DynamicSampling ? _config.SamplingRounds : 1) && teaching.Count < wanted; round++)
+        {
+            int count = round == 0 ? wanted : wanted - teaching.Count;
+            var chosen = Enumerable.Range(0, count).Select(_ => _prompts[random.Next(_prompts.Count)]).ToList();
+            var prompts = chosen.SelectMany(p => Enumerable.Repeat(p, groupSize)).ToList();
+            using var sampled = Rollout.Sample(_policy, _tokenizer, prompts, _config.Rollout.Temperature, _config.Rollout.MaxNewTokens,
+                _seed * 1000 + (long)_iteration * prompts.Count + round * 1_000_003L, keepTruncated: !_config.MaskTruncated, tools: _tools, engine: _config.Rollout.Engine);
+            var rewards = _reward(sampled.Completions);
+            for (int i = 0; i < rewards.Length; i++)
+                rewards[i] += GrpoMath.OverlongPenalty(sampled.Completions[i].AnswerTokens.Length, _config.Rollout.MaxNewTokens, _config.OverlongBuffer, _config.OverlongPenalty);
+            double[]? gold = _gold?.Invoke(sampled.Completions);
+            int solved = 0;
+            for (int g = 0; g < count; g++)
+            {
+                var group = (sampled.Completions.Skip(g * groupSize).Take(groupSize).ToList(), rewards[(g * groupSize)..((g + 1) * groupSize)],
+                    gold?[(g * groupSize)..((g + 1) * groupSize)]);
+                bool teaches = group.Item2.Distinct().Count() > 1;
+                solved += teaches ? 1 : 0;
+                (teaches || !_config.DynamicSampling ? teaching : uniform).Add(group);
+            }
+            sampledGroups += count;
+            if (round == 0) (firstMeanReward, firstMeanGold, firstSolved) = (rewards.Average(), gold?.Average(), solved / (double)count);
+        }
+        var groups = teaching.Concat(uniform).Take(wanted).ToList();
+        var completions = groups.SelectMany(g => g.Answers).ToList();
+        using var rollout = Rollout.Layout(completions, _tokenizer.PadId, _policy.parameters().First().device, keepTruncated: !_config.MaskTruncated);
+        var advantages = GrpoMath.Advantages([.. groups.SelectMany(g => g.Rewards)], groupSize, _config.Advantage, _config.Scaling);
         var oldLogp = PpoExperience.ResponseLogProbabilities(_policy, rollout.Sequences, rollout.Positions, rollout.Tokens, _config.Rollout.Temperature);
         var refLogp = _config.Beta > 0 ? PpoExperience.ResponseLogProbabilities(_reference!, rollout.Sequences, rollout.Positions, rollout.Tokens, _config.Rollout.Temperature) : null;
         _policy.train();
 
-        int groups = _config.PromptsPerRollout, solved = 0;
-        for (int g = 0; g < groups; g++)
-            if (rewards.Skip(g * _config.GroupSize).Take(_config.GroupSize).Distinct().Count() > 1) solved++;
-        Rollouts.Add(new GrpoRolloutStats(_iteration, rewards.Average(), gold?.Average(), rollout.MeanLength, solved / (double)groups,
-            rollout.Completions.Count(c => c.Truncated) / (double)rollout.Rows));
+        // The first round is what the policy does; later rounds only pick what it learns from.
+        Rollouts.Add(new GrpoRolloutStats(_iteration, firstMeanReward, firstMeanGold, rollout.MeanLength, firstSolved,
+            rollout.Completions.Count(c => c.Truncated) / (double)rollout.Rows, sampledGroups,
+            groups.Count(g => g.Rewards.Distinct().Count() > 1) / (double)wanted));
         _iteration++;
 
         var advantageTensor = tensor(advantages.Select(a => (float)a).ToArray(), device: rollout.Sequences.device);
@@ -157,7 +221,7 @@ public sealed class GrpoExperience : IBatchSource<GrpoBatch>, IDisposable
     public static Func<GrpoBatch, ObjectiveOutput> Objective(Gpt policy, GrpoConfig config) => batch =>
     {
         var logp = PpoExperience.ResponseLogProbabilities(policy, batch.Sequences, batch.Positions, batch.Tokens, config.Rollout.Temperature);
-        var loss = GrpoMath.Loss(config.Loss, logp, batch.OldLogProbabilities, batch.Advantages, batch.Mask, config.Clip, config.UpperClip,
+        var loss = GrpoMath.Loss(config.Loss, logp, batch.OldLogProbabilities, batch.Advantages, batch.Mask, config.LowerClip, config.UpperClip,
             config.Rollout.MaxNewTokens, batch.ReferenceLogProbabilities, config.Beta);
         return new ObjectiveOutput(loss, Math.Max(1, (long)batch.Mask.sum().item<float>()));
     };

@@ -16,6 +16,36 @@ public enum GrpoLoss
     /// <summary>DAPO (Yu et al. 2025): std-scaled advantages, every token of the batch weighs the same (token-level
     /// mean), and a higher upper clip (ε_high) so unlikely tokens can still grow.</summary>
     Dapo,
+    /// <summary>GSPO (Zheng et al. 2025, Qwen): one importance ratio per answer, the geometric mean of its tokens' ratios
+    /// exp(mean(log π − log π_old)), clipped at the sequence level (ε 3e-4 / 4e-4) in the surrogate; answers averaged.</summary>
+    Gspo,
+    /// <summary>CISPO (MiniMax-M1, 2025): every token keeps its gradient — the loss is −sg(clip(ρ, 0, 1 + ε_high))·A·log π,
+    /// the ratio clipped and detached as a weight instead of the surrogate being cut; token-level mean.</summary>
+    Cispo,
+}
+
+/// <summary>How each answer's reward becomes its advantage before any scaling.</summary>
+public enum AdvantageEstimator
+{
+    /// <summary>The reward minus its group's mean.</summary>
+    Grpo,
+    /// <summary>RLOO (Ahmadian et al. 2024): the reward minus the mean of the other answers to the same prompt, which is
+    /// G/(G − 1) times the reward minus the group's mean — an unbiased baseline.</summary>
+    Rloo,
+    /// <summary>REINFORCE++ with a baseline (Hu et al. 2025): the reward minus its group's mean, scaled by the standard
+    /// deviation of those values over the whole batch (not the group's, which overweights groups that barely differ).</summary>
+    ReinforcePlusPlus,
+}
+
+/// <summary>What an advantage is divided by (TRL's <c>scale_rewards</c>).</summary>
+public enum RewardScaling
+{
+    /// <summary>The standard deviation of its group's rewards (+1e-4).</summary>
+    Group,
+    /// <summary>The standard deviation of the centred advantages over the whole batch (+1e-4).</summary>
+    Batch,
+    /// <summary>Nothing (Dr. GRPO's choice: scaling favours groups with little spread).</summary>
+    None,
 }
 
 /// <summary>
@@ -29,11 +59,21 @@ public static class GrpoMath
     /// each answer's advantage is its reward minus its group's mean, divided by the group's standard deviation (sample,
     /// n − 1) + 1e-4 unless <paramref name="scaleByStd"/> is false. A group whose answers all scored the same gives 0.
     /// </summary>
-    public static double[] GroupAdvantages(IReadOnlyList<double> rewards, int groupSize, bool scaleByStd)
+    public static double[] GroupAdvantages(IReadOnlyList<double> rewards, int groupSize, bool scaleByStd) =>
+        Advantages(rewards, groupSize, AdvantageEstimator.Grpo, scaleByStd ? RewardScaling.Group : RewardScaling.None);
+
+    /// <summary>
+    /// Advantages of consecutive groups of <paramref name="groupSize"/> answers to one prompt: centred as
+    /// <paramref name="estimator"/> says, then divided as <paramref name="scaling"/> says. Standard deviations are
+    /// sample ones (n − 1). A group whose answers all scored the same gives 0 under every estimator.
+    /// </summary>
+    public static double[] Advantages(IReadOnlyList<double> rewards, int groupSize, AdvantageEstimator estimator, RewardScaling scaling)
     {
         if (groupSize < 2) throw new ArgumentOutOfRangeException(nameof(groupSize), groupSize, "A group needs at least 2 answers.");
         if (rewards.Count % groupSize != 0) throw new ArgumentException($"{rewards.Count} rewards do not split into groups of {groupSize}.", nameof(rewards));
         var advantages = new double[rewards.Count];
+        var groupStd = new double[rewards.Count];
+        double leaveOneOut = estimator == AdvantageEstimator.Rloo ? groupSize / (groupSize - 1.0) : 1;
         for (int start = 0; start < rewards.Count; start += groupSize)
         {
             double mean = 0;
@@ -43,14 +83,44 @@ public static class GrpoMath
             for (int i = 0; i < groupSize; i++) variance += Math.Pow(rewards[start + i] - mean, 2);
             double std = Math.Sqrt(variance / (groupSize - 1));
             for (int i = 0; i < groupSize; i++)
-                advantages[start + i] = scaleByStd ? (rewards[start + i] - mean) / (std + 1e-4) : rewards[start + i] - mean;
+            {
+                advantages[start + i] = leaveOneOut * (rewards[start + i] - mean);
+                groupStd[start + i] = std;
+            }
+        }
+        switch (scaling)
+        {
+            case RewardScaling.Group:
+                for (int i = 0; i < advantages.Length; i++) advantages[i] /= groupStd[i] + 1e-4;
+                break;
+            case RewardScaling.Batch:
+                double batchMean = advantages.Average();
+                double batchStd = advantages.Length < 2 ? 0 : Math.Sqrt(advantages.Sum(a => (a - batchMean) * (a - batchMean)) / (advantages.Length - 1));
+                for (int i = 0; i < advantages.Length; i++) advantages[i] /= batchStd + 1e-4;
+                break;
         }
         return advantages;
     }
 
     /// <summary>
+    /// DAPO's soft overlong punishment, added to the reward: 0 up to <paramref name="maxTokens"/> − <paramref name="buffer"/>
+    /// tokens, then falling linearly to −<paramref name="factor"/> at <paramref name="maxTokens"/> (and beyond: a cut answer).
+    /// </summary>
+    public static double OverlongPenalty(int answerTokens, int maxTokens, int buffer, double factor)
+    {
+        if (buffer <= 0) return 0;
+        int free = maxTokens - buffer;
+        if (answerTokens <= free) return 0;
+        return -factor * Math.Min(1, (answerTokens - free) / (double)buffer);
+    }
+
+    /// <summary>PPO's clipped surrogate per token: −min(ρ·A, clip(ρ, 1 − ε_low, 1 + ε_high)·A).</summary>
+    static Tensor Surrogate(Tensor ratio, Tensor advantages, double clipLow, double clipHigh) =>
+        -minimum(ratio * advantages, ratio.clamp(1 - clipLow, 1 + clipHigh) * advantages);
+
+    /// <summary>
     /// The GRPO loss of a minibatch. Per token: −min(ρ·A, clip(ρ, 1 − ε_low, 1 + ε_high)·A) with ρ = exp(log π − log π_old),
-    /// plus β·k3 against the reference when <paramref name="referenceLogProbabilities"/> is given (k3 = e^(ref − log π) −
+    /// (GSPO: ρ is the answer's sequence ratio; CISPO: −sg(clip(ρ))·A·log π), plus β·k3 against the reference when <paramref name="referenceLogProbabilities"/> is given (k3 = e^(ref − log π) −
     /// (ref − log π) − 1). logProbabilities, old, reference and mask are (B, R); advantages (B). Reduced as
     /// <paramref name="loss"/> says; <paramref name="maxNewTokens"/> is Dr. GRPO's constant.
     /// </summary>
@@ -58,9 +128,16 @@ public static class GrpoMath
         double clipLow, double clipHigh, int maxNewTokens, Tensor? referenceLogProbabilities = null, double beta = 0)
     {
         using var scope = NewDisposeScope();
-        var ratio = (logProbabilities - oldLogProbabilities).exp();
-        var a = advantages.unsqueeze(1).to(ratio.dtype);
-        var perToken = -minimum(ratio * a, ratio.clamp(1 - clipLow, 1 + clipHigh) * a);
+        var logRatio = logProbabilities - oldLogProbabilities;
+        var a = advantages.unsqueeze(1).to(logRatio.dtype);
+        var tokens = mask.sum(1).clamp_min(1);   // (B)
+        Tensor perToken = loss switch
+        {
+            // One ratio per answer, the same at each of its tokens: the geometric mean of the tokens' ratios.
+            GrpoLoss.Gspo => Surrogate(((logRatio * mask).sum(1) / tokens).exp().unsqueeze(1).expand_as(logRatio), a, clipLow, clipHigh),
+            GrpoLoss.Cispo => -(logRatio.exp().clamp(1 - clipLow, 1 + clipHigh).detach() * a * logProbabilities),
+            _ => Surrogate(logRatio.exp(), a, clipLow, clipHigh),
+        };
         if (referenceLogProbabilities is not null && beta != 0)
         {
             var toReference = referenceLogProbabilities - logProbabilities;
@@ -69,9 +146,9 @@ public static class GrpoMath
         perToken = perToken * mask;
         var reduced = loss switch
         {
-            GrpoLoss.Grpo => (perToken.sum(1) / mask.sum(1).clamp_min(1)).mean(),
+            GrpoLoss.Grpo or GrpoLoss.Gspo => (perToken.sum(1) / tokens).mean(),
             GrpoLoss.DrGrpo => perToken.sum() / (mask.shape[0] * (double)maxNewTokens),
-            GrpoLoss.Dapo => perToken.sum() / mask.sum().clamp_min(1),
+            GrpoLoss.Dapo or GrpoLoss.Cispo => perToken.sum() / mask.sum().clamp_min(1),
             _ => throw new ArgumentOutOfRangeException(nameof(loss), loss, null),
         };
         return reduced.MoveToOuterDisposeScope();

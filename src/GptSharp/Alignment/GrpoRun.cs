@@ -57,7 +57,7 @@ public static class GrpoRun
             (m, r) => new
             {
                 step = m.Step, iteration = r.Iteration, meanReward = r.MeanReward, meanGold = r.MeanGold, meanResponseLength = r.MeanResponseLength,
-                solvedGroups = r.SolvedGroups, truncated = r.Truncated,
+                solvedGroups = r.SolvedGroups, truncated = r.Truncated, sampledGroups = r.SampledGroups, teachingShare = r.TeachingShare,
             }, onRollout);
         GrpoExperience? experience = null;
         try
