@@ -284,13 +284,18 @@ public class CpuEngineTests
             Assert.Equal(-14f, row[1]);   // q 1
             Assert.Equal(14f, row[31]);   // q 15, the clamp
         }
-        // A product equals the dot product with the read-back row, to the activations' 16-bit rounding.
+        // A product is the integer dot product of the weights' nibbles and the activations rounded to 8 bits of their
+        // block's largest (llama.cpp's), scaled: the same in the quads and the row alone, and that value exactly.
         float[] x = [.. Enumerable.Range(0, 32).Select(k => (float)Math.Sin(k))];
         var y = new float[5];
         packed.Multiply(x, 1, y, 0, 5);
         packed.ReadRow(0, row);
-        float expected = row.Zip(x, (a, b) => a * b).Sum();
-        Assert.All(y, v => Assert.True(Math.Abs(v - expected) < 1e-4 * Math.Abs(expected), $"{v} vs {expected}"));
+        float max = x.Max(Math.Abs);
+        int dot = Enumerable.Range(0, 32).Sum(k => (int)(row[k] / 2) * (int)MathF.Round(x[k] * (127 / max)));
+        float expected = dot * (2 * (max / 127));
+        Assert.All(y, v => Assert.Equal(expected, v, 4));
+        float exact = row.Zip(x, (a, b) => a * b).Sum();
+        Assert.True(Math.Abs(expected - exact) < row.Sum(Math.Abs) * max / 254, $"{expected} vs {exact}");
     }
 
     [Theory]
@@ -326,8 +331,15 @@ public class CpuEngineTests
                 if (i == 4) { Assert.True(float.IsNaN(got), $"{format} row {r}: NaN in, {got} out"); continue; }
                 double exact = 0, magnitude = 0;
                 for (int k = 0; k < cols; k++) (exact, magnitude) = (exact + (double)row[k] * x[k], magnitude + Math.Abs((double)row[k] * x[k]));
-                // F16 products are F32 arithmetic; the block formats round each activation to 16 bits of its vector's largest.
-                double bound = 1e-6 * magnitude + (format == WeightFormat.F16 ? 0 : row.Sum(Math.Abs) * x.Max(Math.Abs) / 65534);
+                // F16 products are F32 arithmetic; Q8_0 rounds each activation to 16 bits of its vector's largest, Q4_0
+                // to 8 bits of its block's (as llama.cpp does): half a step, max|x| / 254, per activation.
+                double rounding = format switch
+                {
+                    WeightFormat.F16 => 0,
+                    WeightFormat.Q8_0 => row.Sum(Math.Abs) * x.Max(Math.Abs) / 65534,
+                    _ => Enumerable.Range(0, cols / 32).Sum(b => row.Skip(b * 32).Take(32).Sum(Math.Abs) * x.Skip(b * 32).Take(32).Max(Math.Abs) / 254),
+                };
+                double bound = 1e-6 * magnitude + rounding;
                 Assert.True(Math.Abs(got - exact) <= bound, $"{format} row {r} vector {i}: {got} vs {exact} (bound {bound:G3})");
             }
         }

@@ -27,25 +27,8 @@ internal struct Q8Values : IBlockValues
     public static int Value(ref byte q, int k) => (sbyte)Unsafe.Add(ref q, k);
 }
 
-/// <summary>Q4_0: 16 bytes of two 4-bit values each, offset by 8: the low nibbles are values 0–15, the high ones 16–31.</summary>
-internal struct Q4Values : IBlockValues
-{
-    public static int BlockBytes => 16;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<short> Widen(ref byte q, nuint at)
-    {
-        var bytes = Vector128.LoadUnsafe(ref q, at);
-        var mask = Vector128.Create((byte)0x0F);
-        var nibbles = Vector256.Create(bytes & mask, Vector128.ShiftRightLogical(bytes, 4) & mask);
-        return Avx512BW.ConvertToVector512Int16(nibbles) - Vector512.Create((short)8);
-    }
-
-    public static int Value(ref byte q, int k) => k < 16 ? (Unsafe.Add(ref q, k) & 15) - 8 : (Unsafe.Add(ref q, k - 16) >> 4) - 8;
-}
-
 /// <summary>
-/// A matrix in one of GGUF's block formats (Q8_0: 34 bytes per 32 weights, Q4_0: 18), with the rows of each quad
+/// A matrix in GGUF's Q8_0 block format (34 bytes per 32 weights; Q4_0 has its own kernel, <see cref="Q4Matrix"/>), with the rows of each quad
 /// interleaved a block at a time so a product reads one sequential stream. A product multiplies each block's 16-bit
 /// integers by the activations' (<see cref="MatrixInput.ForIntegers"/>) in pairs summed to 32 bits — exact —, then
 /// scales the block's sums by its F16 scale into F32 accumulators: four instructions per 32 Q8_0 weights, where widening

@@ -7,9 +7,9 @@ namespace GptSharp.Inference.Cpu;
 /// <summary>
 /// n activation vectors readied once per product for one weight format's kernel, before the product is split across
 /// threads. F32 and BF16 read the activations as they are. F16 reads them times 2^112, so its widening can skip the
-/// multiplication that rebases F16's exponent. Q8_0 and Q4_0 read them rounded to 16-bit integers, one scale per
-/// vector, so a block's dot product is integer arithmetic (as llama.cpp rounds activations to 8 bits, at half our
-/// precision). A product's row i is multiplied by <see cref="OutputScale"/>[i] at the end. Buffers grow to the largest
+/// multiplication that rebases F16's exponent. Q8_0 reads them rounded to 16-bit integers, one scale per
+/// vector, so a block's dot product is integer arithmetic (llama.cpp rounds activations to 8 bits, at half that
+/// precision); Q4_0 reads them as llama.cpp does, 8 bits with a scale per block of 32 (<see cref="ForBytes"/>). A product's row i is multiplied by <see cref="OutputScale"/>[i] at the end. Buffers grow to the largest
 /// product and are reused: nothing is allocated per token.
 /// </summary>
 internal sealed class MatrixInput
@@ -24,6 +24,15 @@ internal sealed class MatrixInput
     /// <summary>The activations as 16-bit integers (Q8_0, Q4_0).</summary>
     public short[] Ints { get; private set; } = [];
     public float[] OutputScale { get; private set; } = [];
+    /// <summary>The activations as 8-bit integers per block of 32 (Q4_0), in <see cref="BytePosition"/>'s order.</summary>
+    public sbyte[] Bytes { get; private set; } = [];
+    /// <summary>Per vector and block: the scale of its 8-bit integers (max|x| / 127).</summary>
+    public float[] BlockScales { get; private set; } = [];
+    /// <summary>Per vector and block pair, 16 lanes: 8 × the sum of the four activations each lane of the Q4_0 kernel
+    /// multiplies (the weights' offset of 8, taken off in integers).</summary>
+    public int[] Corrections { get; private set; } = [1];
+    /// <summary>Per vector and block pair, 16 lanes: the activation scale of the block each lane belongs to.</summary>
+    public float[] ScalePatterns { get; private set; } = [1];
     float[] _scaled = [];
 
     /// <summary>The activations as they are.</summary>
@@ -74,6 +83,71 @@ internal sealed class MatrixInput
             OutputScale[i] = max / 32767;
             Quantize(source, 32767 / max, target);
         }
+    }
+
+    /// <summary>
+    /// Each block of 32 activations as round(x · 127 / max|x|) (ties to even), its scale max|x| / 127 — llama.cpp's 8-bit
+    /// activations for 4-bit weights. Blocks are laid out in pairs as the Q4_0 kernel reads them (<see cref="BytePosition"/>);
+    /// a block holding NaN or ∞ gets a NaN scale, so its products are NaN.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public void ForBytes(float[] x, int n, int cols)
+    {
+        Begin(n, cols);
+        OutputScale.AsSpan(0, n).Fill(1);
+        int blocks = cols / 32, pairs = blocks / 2;
+        if (Bytes.Length < n * cols) Bytes = new sbyte[n * cols];
+        if (BlockScales.Length < n * blocks) BlockScales = new float[n * blocks];
+        if (Corrections.Length < n * pairs * 16) Corrections = new int[n * pairs * 16];
+        if (ScalePatterns.Length < n * pairs * 16) ScalePatterns = new float[n * pairs * 16];
+        Span<sbyte> block = stackalloc sbyte[32];
+        for (int i = 0; i < n; i++)
+        {
+            for (int b = 0; b < blocks; b++)
+            {
+                var source = x.AsSpan(i * cols + b * 32, 32);
+                float max = MaxAbs(source);
+                bool usable = float.IsFinite(max) && max > 0;
+                BlockScales[i * blocks + b] = usable ? max / 127 : max == 0 ? 0 : float.NaN;
+                if (usable) QuantizeBytes(source, 127 / max, block);
+                else block.Clear();
+                for (int k = 0; k < 32; k++) Bytes[i * cols + BytePosition(b, k, blocks)] = block[k];
+            }
+            for (int p = 0; p < pairs; p++)
+            {
+                int lanes = (i * pairs + p) * 16;
+                for (int j = 0; j < 16; j++)
+                {
+                    int at = i * cols + p * 64 + 4 * j;
+                    Corrections[lanes + j] = 8 * (Bytes[at] + Bytes[at + 1] + Bytes[at + 2] + Bytes[at + 3]);
+                    ScalePatterns[lanes + j] = BlockScales[i * blocks + 2 * p + (j / 4) % 2];
+                }
+            }
+        }
+    }
+
+    /// <summary>Where value k of block b sits among a vector's bytes: blocks in pairs of 64 bytes — the first block's
+    /// values 0–15, the second's 0–15, the first's 16–31, the second's 16–31 (the order of a pair's low nibbles, then
+    /// its high ones); a last block without a partner as it is.</summary>
+    public static int BytePosition(int b, int k, int blocks)
+    {
+        int p = b / 2;
+        if (p * 2 + 1 >= blocks && blocks % 2 == 1) return p * 64 + k;
+        return p * 64 + (k < 16 ? (b % 2) * 16 + k : 32 + (b % 2) * 16 + k - 16);
+    }
+
+    static void QuantizeBytes(ReadOnlySpan<float> x, float factor, Span<sbyte> target)
+    {
+        if (Vector512.IsHardwareAccelerated)
+        {
+            ref float s = ref MemoryMarshal.GetReference(x);
+            var low = Vector512.ConvertToInt32(Vector512.Round(Vector512.LoadUnsafe(ref s) * factor));
+            var high = Vector512.ConvertToInt32(Vector512.Round(Vector512.LoadUnsafe(ref s, 16) * factor));
+            var shorts = Vector512.Narrow(low, high);
+            Vector256.Narrow(shorts.GetLower(), shorts.GetUpper()).StoreUnsafe(ref MemoryMarshal.GetReference(target));
+            return;
+        }
+        for (int k = 0; k < x.Length; k++) target[k] = (sbyte)MathF.Round(x[k] * factor);
     }
 
     /// <summary>Rows [rowStart, rowEnd) of each of the N results (row stride <paramref name="rows"/>) times their

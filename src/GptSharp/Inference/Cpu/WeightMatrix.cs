@@ -55,7 +55,7 @@ public abstract class WeightMatrix
             WeightFormat.Q8_0 or WeightFormat.Q4_0 when cols % BlockQuantization.Block != 0 => throw new NotSupportedException(
                 $"{name}: {format} needs rows whose length divides into blocks of {BlockQuantization.Block}; this one has {cols}. Use f16, bf16 or f32."),
             WeightFormat.Q8_0 => Blocks<Q8Values>(BlockQuantization.Q8_0(data), rows, cols, format),
-            WeightFormat.Q4_0 => Blocks<Q4Values>(BlockQuantization.Q4_0(data), rows, cols, format),
+            WeightFormat.Q4_0 => BlockQuantization.Q4_0(data) is var (quants, scales) ? new Q4Matrix(quants, scales, rows, cols) : null!,
             _ => throw new ArgumentOutOfRangeException(nameof(format), format, "Unknown weight format."),
         };
     }
