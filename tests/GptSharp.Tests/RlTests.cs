@@ -142,6 +142,40 @@ public class RlMathTests
     }
 
     [Fact]
+    public void ImportanceWeightsCorrectTheRolloutEnginesGapAsTisAndMisSay()
+    {
+        using var scope = NewDisposeScope();
+        // log π_trainer − log π_sampler: row 0: 0.5, −0.1 (third token masked); row 1: 0, 1.5, −0.4.
+        var trainer = tensor(new[] { -1f, -2f, 0f, -0.5f, -0.5f, -0.5f }, [2, 3]);
+        var sampler = tensor(new[] { -1.5f, -1.9f, -7f, -0.5f, -2f, -0.1f }, [2, 3]);
+        var mask = tensor(new[] { 1f, 1f, 0f, 1f, 1f, 1f }, [2, 3]);
+        float[] Weights(ImportanceCorrection correction, bool sequence) =>
+            GrpoMath.ImportanceWeights(trainer, sampler, mask, correction, sequence, cap: 2).data<float>().ToArray();
+        AssertAll([Math.Exp(0.5), Math.Exp(-0.1), 0, 1, 2, Math.Exp(-0.4)], Weights(ImportanceCorrection.Tis, false));   // e^1.5 truncated at 2
+        AssertAll([1, 1, 0, 1, 0, 1], Weights(ImportanceCorrection.Mis, false));                                          // |1.5| > ln 2
+        AssertAll([Math.Exp(0.4), Math.Exp(0.4), 0, 2, 2, 2], Weights(ImportanceCorrection.Tis, true));                   // sums 0.4 and 1.1
+        AssertAll([1, 1, 0, 0, 0, 0], Weights(ImportanceCorrection.Mis, true));
+        var (kl, maxRatio) = GrpoMath.Mismatch(trainer, sampler, mask);
+        double K3(double d) => Math.Exp(d) - d - 1;
+        Assert.Equal((K3(0.5) + K3(-0.1) + K3(0) + K3(1.5) + K3(-0.4)) / 5, kl, 5);
+        Assert.Equal(Math.Exp(1.5), maxRatio, 4);
+
+        // The weights multiply the policy term: all ones change nothing, all twos double it.
+        var logp = trainer.clone();
+        var advantages = tensor(new[] { 1f, -1f });
+        float plain = GrpoMath.Loss(GrpoLoss.Grpo, logp, sampler, advantages, mask, 0.2, 0.2, 8).item<float>();
+        Assert.Equal(plain, GrpoMath.Loss(GrpoLoss.Grpo, logp, sampler, advantages, mask, 0.2, 0.2, 8, importanceWeights: ones_like(mask)).item<float>(), 6);
+        Assert.Equal(2 * plain, GrpoMath.Loss(GrpoLoss.Grpo, logp, sampler, advantages, mask, 0.2, 0.2, 8, importanceWeights: 2 * ones_like(mask)).item<float>(), 5);
+        Assert.Throws<ArgumentOutOfRangeException>(() => new GrpoConfig { IsCap = 1 }.Validate());
+    }
+
+    static void AssertAll(double[] expected, float[] got)
+    {
+        Assert.Equal(expected.Length, got.Length);
+        for (int i = 0; i < expected.Length; i++) Assert.Equal(expected[i], got[i], 4);
+    }
+
+    [Fact]
     public void AdaptiveKlMovesTheCoefficientTowardTheTarget()
     {
         var kl = new AdaptiveKl(initial: 0.1, target: 6, horizon: 10000);
@@ -309,6 +343,9 @@ public class RlRunTests(TrainedTokenizerFixture fixture) : IClassFixture<Trained
         }
         var plain = Rollout(TinyGrpo);
         Assert.Equal(4, plain.SampledGroups);
+        // The rollout engine (the CPU engine in F32) and the trainer (libtorch) agree to rounding.
+        Assert.True(plain.MismatchKl is >= 0 and < 1e-6, $"KL {plain.MismatchKl}");
+        Assert.True(plain.MismatchMaxRatio is >= 1 and < 1.01, $"max ratio {plain.MismatchMaxRatio}");
         Assert.True(plain.TeachingShare < 1, "the seed's first rollout should hold a group of the uniform prompt");
         var dynamic = Rollout(TinyGrpo with { DynamicSampling = true, SamplingRounds = 8 });
         Assert.Equal(1, dynamic.TeachingShare);

@@ -86,6 +86,30 @@ public class SpeculativeDecodingTests(TrainedTokenizerFixture fixture) : IClassF
     }
 
     [Fact]
+    public void EachSampledTokenCarriesItsLogProbabilityUnderTheDistributionItWasDrawnFrom()
+    {
+        // What RL compares its trainer with: log softmax(logits / T) of the token drawn, on the CPU engine as on libtorch.
+        var config = GptConfig.Llama(64, 128, layers: 2, heads: 4, kvHeads: 2, width: 64);
+        using var model = CpuEngineTests.RandomModel(config, seed: 3);
+        using var engine = CpuModel.From(model);
+        int[] prompt = [.. Enumerable.Range(0, 10).Select(i => i % 7 + 10)];
+        var options = new SamplingOptions { Temperature = 0.7, TopK = 0, TopP = 1, MaxNewTokens = 20, Seed = 4, SampledLogprobs = true };
+        foreach (var decoder in new[] { new TokenDecoder(engine), new TokenDecoder(model) })
+        {
+            var generation = decoder.Generate(prompt, options);
+            Assert.Equal(generation.Tokens.Length, generation.SampledLogprobs!.Length);
+            using var scope = NewDisposeScope();
+            using var noGrad = no_grad();
+            var sequence = tensor(prompt.Concat(generation.Tokens).Select(t => (long)t).ToArray()).unsqueeze(0);
+            var logp = (model.forward(sequence)[0] / 0.7).log_softmax(-1);   // (T, V)
+            for (int k = 0; k < generation.Tokens.Length; k++)
+                Assert.Equal(logp[prompt.Length - 1 + k, generation.Tokens[k]].item<float>(), generation.SampledLogprobs[k], 3);
+        }
+        var greedy = new TokenDecoder(engine).Generate(prompt, options with { Temperature = 0 });
+        Assert.All(greedy.SampledLogprobs!, lp => Assert.Equal(0, lp));   // a one-hot distribution
+    }
+
+    [Fact]
     public void ContextFullAndStopTokensEndARowAsOneTokenAPassDoes()
     {
         var config = GptConfig.Llama(64, 48, layers: 2, heads: 4, kvHeads: 2, width: 64);

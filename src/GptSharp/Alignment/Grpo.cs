@@ -41,6 +41,13 @@ public sealed record GrpoConfig
     /// <see cref="OverlongPenalty"/> of reward, linearly (0: off).</summary>
     public int OverlongBuffer { get; init; }
     public double OverlongPenalty { get; init; } = 1;
+    /// <summary>How the gap between the rollout engine's log-probabilities and the trainer's is corrected (TIS, MIS, none);
+    /// the gap is logged every rollout either way.</summary>
+    public ImportanceCorrection IsCorrection { get; init; } = ImportanceCorrection.None;
+    /// <summary>The ratio per answer (the product over its tokens) instead of per token.</summary>
+    public bool IsSequenceLevel { get; init; }
+    /// <summary>TIS's truncation, and MIS's bounds [1/cap, cap].</summary>
+    public double IsCap { get; init; } = 2;
     /// <summary>Weight of the k3 KL penalty to the reference (the starting model); 0 needs no reference at all.</summary>
     public double Beta { get; init; }
     /// <summary>Answers cut by the length limit are scored (they count in their group's mean) but not learned from.</summary>
@@ -79,6 +86,7 @@ public sealed record GrpoConfig
         if (SamplingRounds < 1) throw new ArgumentOutOfRangeException(nameof(SamplingRounds), SamplingRounds, "Dynamic sampling needs at least one round.");
         if (OverlongBuffer < 0 || OverlongBuffer >= Rollout.MaxNewTokens)
             throw new ArgumentOutOfRangeException(nameof(OverlongBuffer), OverlongBuffer, $"The overlong buffer must be 0 (off) to {Rollout.MaxNewTokens - 1} tokens (below the length limit).");
+        if (IsCap <= 1 || double.IsNaN(IsCap)) throw new ArgumentOutOfRangeException(nameof(IsCap), IsCap, "The importance-sampling cap must be > 1.");
         if (OverlongPenalty < 0 || double.IsNaN(OverlongPenalty)) throw new ArgumentOutOfRangeException(nameof(OverlongPenalty), OverlongPenalty, "The overlong penalty must be >= 0.");
         return this;
     }
@@ -87,7 +95,7 @@ public sealed record GrpoConfig
 /// <summary>A GRPO minibatch: sequences (B, T), over each answer (B, R) the logit positions, tokens, mask and old (and
 /// reference) log-probabilities; one advantage per answer (B).</summary>
 public sealed record GrpoBatch(Tensor Sequences, Tensor Positions, Tensor Tokens, Tensor Mask, Tensor OldLogProbabilities,
-    Tensor? ReferenceLogProbabilities, Tensor Advantages);
+    Tensor? ReferenceLogProbabilities, Tensor Advantages, Tensor? ImportanceWeights = null);
 
 /// <summary>What one GRPO rollout looked like.</summary>
 /// <param name="MeanGold">The gold program's mean score of the answers, when one is given.</param>
@@ -97,8 +105,10 @@ public sealed record GrpoBatch(Tensor Sequences, Tensor Positions, Tensor Tokens
 /// <param name="Truncated">Share of answers cut by the length limit.</param>
 /// <param name="SampledGroups">Groups sampled for the rollout (more than the prompts per rollout under dynamic sampling).</param>
 /// <param name="TeachingShare">Share of the groups learnt from whose answers scored differently.</param>
+/// <param name="MismatchKl">KL(rollout engine ‖ trainer) per token (k3), from the log-probabilities each gave the sampled tokens.</param>
+/// <param name="MismatchMaxRatio">The largest ratio between the two probabilities of one token, either way.</param>
 public sealed record GrpoRolloutStats(int Iteration, double MeanReward, double? MeanGold, double MeanResponseLength, double SolvedGroups, double Truncated,
-    int SampledGroups = 0, double TeachingShare = 0);
+    int SampledGroups = 0, double TeachingShare = 0, double? MismatchKl = null, double? MismatchMaxRatio = null);
 
 /// <summary>
 /// Produces GRPO experience: when its buffer is empty it samples G answers to each of a rollout's prompts with the
@@ -188,11 +198,17 @@ public sealed class GrpoExperience : IBatchSource<GrpoBatch>, IDisposable
         var oldLogp = PpoExperience.ResponseLogProbabilities(_policy, rollout.Sequences, rollout.Positions, rollout.Tokens, _config.Rollout.Temperature);
         var refLogp = _config.Beta > 0 ? PpoExperience.ResponseLogProbabilities(_reference!, rollout.Sequences, rollout.Positions, rollout.Tokens, _config.Rollout.Temperature) : null;
         _policy.train();
+        // The rollout engine (the CPU engine, maybe in 16 or 4 bits) and the trainer (libtorch) give the same tokens
+        // slightly different probabilities: measured every rollout, corrected when asked.
+        (double Kl, double MaxRatio)? mismatch = rollout.SamplerLogProbabilities is { } sampler ? GrpoMath.Mismatch(oldLogp, sampler, rollout.Mask) : null;
+        Tensor? weights = _config.IsCorrection == ImportanceCorrection.None ? null
+            : GrpoMath.ImportanceWeights(oldLogp, rollout.SamplerLogProbabilities ?? throw new InvalidOperationException("Importance correction needs the rollout engine's log-probabilities."),
+                rollout.Mask, _config.IsCorrection, _config.IsSequenceLevel, _config.IsCap);
 
         // The first round is what the policy does; later rounds only pick what it learns from.
         Rollouts.Add(new GrpoRolloutStats(_iteration, firstMeanReward, firstMeanGold, rollout.MeanLength, firstSolved,
             rollout.Completions.Count(c => c.Truncated) / (double)rollout.Rows, sampledGroups,
-            groups.Count(g => g.Rewards.Distinct().Count() > 1) / (double)wanted));
+            groups.Count(g => g.Rewards.Distinct().Count() > 1) / (double)wanted, mismatch?.Kl, mismatch?.MaxRatio));
         _iteration++;
 
         var advantageTensor = tensor(advantages.Select(a => (float)a).ToArray(), device: rollout.Sequences.device);
@@ -205,7 +221,8 @@ public sealed class GrpoExperience : IBatchSource<GrpoBatch>, IDisposable
                 var index = tensor(chunk.Select(i => (long)i).ToArray(), device: rollout.Sequences.device);
                 var (seq, pos, tok, mask) = rollout.Select(index);
                 _queue.Enqueue(new GrpoBatch(Own(seq), Own(pos), Own(tok), Own(mask), Own(oldLogp.index_select(0, index)),
-                    refLogp is null ? null : Own(refLogp.index_select(0, index)), Own(advantageTensor.index_select(0, index))));
+                    refLogp is null ? null : Own(refLogp.index_select(0, index)), Own(advantageTensor.index_select(0, index)),
+                    weights is null ? null : Own(weights.index_select(0, index))));
             }
         }
     }
@@ -222,7 +239,7 @@ public sealed class GrpoExperience : IBatchSource<GrpoBatch>, IDisposable
     {
         var logp = PpoExperience.ResponseLogProbabilities(policy, batch.Sequences, batch.Positions, batch.Tokens, config.Rollout.Temperature);
         var loss = GrpoMath.Loss(config.Loss, logp, batch.OldLogProbabilities, batch.Advantages, batch.Mask, config.LowerClip, config.UpperClip,
-            config.Rollout.MaxNewTokens, batch.ReferenceLogProbabilities, config.Beta);
+            config.Rollout.MaxNewTokens, batch.ReferenceLogProbabilities, config.Beta, batch.ImportanceWeights);
         return new ObjectiveOutput(loss, Math.Max(1, (long)batch.Mask.sum().item<float>()));
     };
 

@@ -37,6 +37,16 @@ public enum AdvantageEstimator
     ReinforcePlusPlus,
 }
 
+/// <summary>How the gap between the rollout engine's log-probabilities and the trainer's is corrected.</summary>
+public enum ImportanceCorrection
+{
+    None,
+    /// <summary>Truncated importance sampling: each token's loss times min(π_trainer / π_sampler, cap).</summary>
+    Tis,
+    /// <summary>Masked importance sampling: tokens (or answers) whose ratio lies outside [1/cap, cap] are left out.</summary>
+    Mis,
+}
+
 /// <summary>What an advantage is divided by (TRL's <c>scale_rewards</c>).</summary>
 public enum RewardScaling
 {
@@ -114,6 +124,40 @@ public static class GrpoMath
         return -factor * Math.Min(1, (answerTokens - free) / (double)buffer);
     }
 
+    /// <summary>
+    /// Per-token weights (B, R) that correct for sampling with another engine: the ratio ρ = exp(log π_trainer − log π_sampler)
+    /// per token, or per answer as the product over its tokens (<paramref name="sequence"/>); truncated at
+    /// <paramref name="cap"/> (TIS) or turned into a 0/1 mask of ratios within [1/cap, cap] (MIS). Constant: no gradient.
+    /// </summary>
+    public static Tensor ImportanceWeights(Tensor trainerLogProbabilities, Tensor samplerLogProbabilities, Tensor mask,
+        ImportanceCorrection correction, bool sequence, double cap)
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var logRatio = (trainerLogProbabilities - samplerLogProbabilities) * mask;
+        if (sequence) logRatio = logRatio.sum(1, keepdim: true).expand_as(mask);
+        var weights = correction switch
+        {
+            ImportanceCorrection.None => ones_like(mask),
+            ImportanceCorrection.Tis => logRatio.exp().clamp_max(cap),
+            ImportanceCorrection.Mis => (logRatio.abs() <= Math.Log(cap)).to(mask.dtype),
+            _ => throw new ArgumentOutOfRangeException(nameof(correction), correction, null),
+        };
+        return (weights * mask).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>How far the rollout engine's log-probabilities are from the trainer's over the tokens of <paramref name="mask"/>:
+    /// KL(sampler ‖ trainer) by the k3 estimator (samples from the sampler), and the largest ratio π_trainer / π_sampler
+    /// either way (max of ρ and 1/ρ).</summary>
+    public static (double Kl, double MaxRatio) Mismatch(Tensor trainerLogProbabilities, Tensor samplerLogProbabilities, Tensor mask)
+    {
+        using var scope = NewDisposeScope();
+        var logRatio = (trainerLogProbabilities - samplerLogProbabilities) * mask;
+        double tokens = Math.Max(1, mask.sum().item<float>());
+        double kl = ((logRatio.exp() - logRatio - 1) * mask).sum().item<float>() / tokens;
+        return (kl, Math.Exp(logRatio.abs().max().item<float>()));
+    }
+
     /// <summary>PPO's clipped surrogate per token: −min(ρ·A, clip(ρ, 1 − ε_low, 1 + ε_high)·A).</summary>
     static Tensor Surrogate(Tensor ratio, Tensor advantages, double clipLow, double clipHigh) =>
         -minimum(ratio * advantages, ratio.clamp(1 - clipLow, 1 + clipHigh) * advantages);
@@ -121,11 +165,12 @@ public static class GrpoMath
     /// <summary>
     /// The GRPO loss of a minibatch. Per token: −min(ρ·A, clip(ρ, 1 − ε_low, 1 + ε_high)·A) with ρ = exp(log π − log π_old),
     /// (GSPO: ρ is the answer's sequence ratio; CISPO: −sg(clip(ρ))·A·log π), plus β·k3 against the reference when <paramref name="referenceLogProbabilities"/> is given (k3 = e^(ref − log π) −
-    /// (ref − log π) − 1). logProbabilities, old, reference and mask are (B, R); advantages (B). Reduced as
+    /// (ref − log π) − 1). The policy term is multiplied by <paramref name="importanceWeights"/> (B, R) when given (rollout
+    /// and trainer engines differ: <see cref="ImportanceWeights"/>). logProbabilities, old, reference and mask are (B, R); advantages (B). Reduced as
     /// <paramref name="loss"/> says; <paramref name="maxNewTokens"/> is Dr. GRPO's constant.
     /// </summary>
     public static Tensor Loss(GrpoLoss loss, Tensor logProbabilities, Tensor oldLogProbabilities, Tensor advantages, Tensor mask,
-        double clipLow, double clipHigh, int maxNewTokens, Tensor? referenceLogProbabilities = null, double beta = 0)
+        double clipLow, double clipHigh, int maxNewTokens, Tensor? referenceLogProbabilities = null, double beta = 0, Tensor? importanceWeights = null)
     {
         using var scope = NewDisposeScope();
         var logRatio = logProbabilities - oldLogProbabilities;
@@ -138,6 +183,7 @@ public static class GrpoMath
             GrpoLoss.Cispo => -(logRatio.exp().clamp(1 - clipLow, 1 + clipHigh).detach() * a * logProbabilities),
             _ => Surrogate(logRatio.exp(), a, clipLow, clipHigh),
         };
+        if (importanceWeights is not null) perToken = perToken * importanceWeights;
         if (referenceLogProbabilities is not null && beta != 0)
         {
             var toReference = referenceLogProbabilities - logProbabilities;

@@ -58,6 +58,7 @@ public static class GrpoRun
             {
                 step = m.Step, iteration = r.Iteration, meanReward = r.MeanReward, meanGold = r.MeanGold, meanResponseLength = r.MeanResponseLength,
                 solvedGroups = r.SolvedGroups, truncated = r.Truncated, sampledGroups = r.SampledGroups, teachingShare = r.TeachingShare,
+                mismatchKl = r.MismatchKl, mismatchMaxRatio = r.MismatchMaxRatio,
             }, onRollout);
         GrpoExperience? experience = null;
         try

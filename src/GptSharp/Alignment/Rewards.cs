@@ -9,7 +9,10 @@ namespace GptSharp.Alignment;
 /// turns) and tokens (the closing <c>&lt;|end|&gt;</c> included when the model stopped), and whether the length limit
 /// cut it.</summary>
 /// <param name="Inserted">Per answer token, whether a tool wrote it (no loss, no log-probability); null: none did.</param>
-public sealed record Completion(string Prompt, string Answer, int[] PromptTokens, int[] AnswerTokens, bool Truncated, bool[]? Inserted = null);
+/// <param name="SamplerLogprobs">Per answer token, its log-probability under the distribution the rollout engine drew it
+/// from (NaN for tokens a tool wrote); null when not recorded.</param>
+public sealed record Completion(string Prompt, string Answer, int[] PromptTokens, int[] AnswerTokens, bool Truncated, bool[]? Inserted = null,
+    double[]? SamplerLogprobs = null);
 
 /// <summary>Scores a batch of completions, one number each (higher is better).</summary>
 public delegate double[] RewardFunction(IReadOnlyList<Completion> completions);

@@ -14,14 +14,17 @@ namespace GptSharp.Alignment;
 /// </summary>
 public sealed class Rollout : IDisposable
 {
-    Rollout(List<Completion> completions, Tensor sequences, Tensor positions, Tensor tokens, Tensor mask)
-        => (Completions, Sequences, Positions, Tokens, Mask) = (completions, sequences, positions, tokens, mask);
+    Rollout(List<Completion> completions, Tensor sequences, Tensor positions, Tensor tokens, Tensor mask, Tensor? samplerLogProbabilities)
+        => (Completions, Sequences, Positions, Tokens, Mask, SamplerLogProbabilities) = (completions, sequences, positions, tokens, mask, samplerLogProbabilities);
 
     public IReadOnlyList<Completion> Completions { get; }
     public Tensor Sequences { get; }
     public Tensor Positions { get; }
     public Tensor Tokens { get; }
     public Tensor Mask { get; }
+    /// <summary>(B, R): each answer token's log-probability as the rollout engine sampled it (0 where the mask is 0);
+    /// null unless every completion recorded them.</summary>
+    public Tensor? SamplerLogProbabilities { get; }
     public int Rows => Completions.Count;
 
     /// <summary>Samples one answer per prompt (a user message each, rendered with the chat template) in one batch;
@@ -40,9 +43,10 @@ public sealed class Rollout : IDisposable
         if (room < 1) throw new ArgumentException($"A prompt fills the model's context of {policy.Config.ContextLength} tokens: no room for an answer.", nameof(prompts));
         using var decoder = TokenDecoder.Create(policy, engine);
         var answers = decoder.Generate(rendered, new SamplingOptions(Temperature: temperature, TopK: 0, TopP: 1.0,
-            MaxNewTokens: Math.Min(maxNewTokens, room), Seed: seed, StopTokens: [tokenizer.EndId, tokenizer.BosId]), interject: tools?.Interjection(tokenizer));
+            MaxNewTokens: Math.Min(maxNewTokens, room), Seed: seed, StopTokens: [tokenizer.EndId, tokenizer.BosId], SampledLogprobs: true), interject: tools?.Interjection(tokenizer));
         var truncated = answers.Select(a => a.Finish != FinishReason.Stop).ToList();
-        var completions = Rewards.Describe(tokenizer, prompts, rendered, [.. answers.Select(a => a.Tokens)], truncated, [.. answers.Select(a => a.Inserted)]);
+        var completions = Rewards.Describe(tokenizer, prompts, rendered, [.. answers.Select(a => a.Tokens)], truncated, [.. answers.Select(a => a.Inserted)])
+            .Select((c, i) => c with { SamplerLogprobs = answers[i].SampledLogprobs }).ToList();
         return Layout(completions, tokenizer.PadId, parameterDevice(policy), keepTruncated);
     }
 
@@ -67,6 +71,8 @@ public sealed class Rollout : IDisposable
         var positions = new long[b * r];
         var tokens = new long[b * r];
         var mask = new float[b * r];
+        bool sampled = completions.All(c => c.SamplerLogprobs is not null);
+        var samplerLogp = sampled ? new float[b * r] : null;
         Array.Fill(sequences, padId);
         for (int row = 0; row < b; row++)
         {
@@ -79,10 +85,11 @@ public sealed class Rollout : IDisposable
                 positions[row * r + k] = prompt.Length - 1 + k;
                 tokens[row * r + k] = answer[k];
                 mask[row * r + k] = learn && completions[row].Inserted?[k] != true ? 1 : 0;
+                if (samplerLogp is not null && mask[row * r + k] == 1) samplerLogp[row * r + k] = (float)completions[row].SamplerLogprobs![k];
             }
         }
         return new Rollout(completions, tensor(sequences, [b, t], device: device), tensor(positions, [b, r], device: device),
-            tensor(tokens, [b, r], device: device), tensor(mask, [b, r], device: device));
+            tensor(tokens, [b, r], device: device), tensor(mask, [b, r], device: device), samplerLogp is null ? null : tensor(samplerLogp, [b, r], device: device));
     }
 
     /// <summary>The rows in <paramref name="index"/> (a minibatch), as tensors outside any dispose scope.</summary>
@@ -100,5 +107,6 @@ public sealed class Rollout : IDisposable
         Positions.Dispose();
         Tokens.Dispose();
         Mask.Dispose();
+        SamplerLogProbabilities?.Dispose();
     }
 }

@@ -16,6 +16,7 @@ internal sealed class RowDecoding
     readonly List<bool> _inserted = [];   // per produced token: written by a tool, not sampled
     readonly Queue<int> _pending = new();
     readonly List<TokenLogprob?>? _logprobs;
+    readonly List<double>? _sampledLogprobs;
     Task<bool[]?>? _mask;   // the constraint's mask for the next sampled token, computed while the model runs
 
     public RowDecoding(BatchRow row, int[] prompt)
@@ -24,6 +25,7 @@ internal sealed class RowDecoding
         _random = new SamplingRandom(row.Options.Seed);
         _context = [.. prompt];
         if (row.Options.TopLogprobs is not null) _logprobs = [];
+        if (row.Options.SampledLogprobs) _sampledLogprobs = [];
         PrepareMask();
     }
 
@@ -75,6 +77,8 @@ internal sealed class RowDecoding
             bool[]? allowed = forced || Row.Constraint is null ? null
                 : _mask is { } mask ? mask.GetAwaiter().GetResult() : Row.Constraint.Allowed(Row.Options.MaxNewTokens - _produced.Count);
             int token = forced ? _pending.Dequeue() : Sampler.Sample(logits, _context, Row.Options, _random, _produced, allowed);
+            if (_sampledLogprobs is not null) _sampledLogprobs.Add(forced ? double.NaN : Math.Log(double.IsNaN(_random.LastProbability)
+                ? Sampler.Distribution(Floats(logits), _context, Row.Options, _produced, allowed)[token] : _random.LastProbability));
             Take(token, forced, logits);
         }
         catch (Exception e)
@@ -114,6 +118,7 @@ internal sealed class RowDecoding
                     token = Sampler.Draw(p, p.Sum(), _random.NextDouble(), best);
                 }
             }
+            _sampledLogprobs?.Add(Math.Log(Sampler.Distribution(values, _context, Row.Options, _produced)[token]));
             Take(token, false, logits);
             return taken;
         }
@@ -169,5 +174,7 @@ internal sealed class RowDecoding
     public void End(FinishReason reason) => (Finish, Active) = (reason, false);
 
     public BatchResult Result() => new(new Generation(Prompt, [.. _produced], Finish, _inserted.Contains(true) ? [.. _inserted] : null,
-        _logprobs is null ? null : [.. _logprobs]), Cancelled, Error);
+        _logprobs is null ? null : [.. _logprobs], _sampledLogprobs is null ? null : [.. _sampledLogprobs]), Cancelled, Error);
+
+    static float[] Floats(Tensor logits) => logits.to(ScalarType.Float32).cpu().data<float>().ToArray();
 }

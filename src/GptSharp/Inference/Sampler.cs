@@ -26,6 +26,8 @@ public sealed class SamplingRandom(long seed)
     internal torch.Generator GeneratorOn(Device device) => _generator ??= new torch.Generator((ulong)seed, device);
     internal double[] Scratch(int length) => _scratch.Length >= length ? _scratch : _scratch = new double[length];
     internal int[] Order(int length) => _order.Length >= length ? _order : _order = new int[length];
+    /// <summary>The probability the last C# draw gave its token (NaN when the last draw ran elsewhere).</summary>
+    internal double LastProbability { get; set; } = double.NaN;
 }
 
 /// <summary>How the next token is drawn from a row of logits.</summary>
@@ -41,10 +43,14 @@ public static class Sampler
     public static int Sample(Tensor logits, IReadOnlyCollection<int> context, SamplingOptions options, SamplingRandom? random,
         IReadOnlyList<int>? produced = null, bool[]? allowed = null)
     {
+        if (random is not null) random.LastProbability = double.NaN;
         if (logits.device_type == DeviceType.CPU && logits.dtype == ScalarType.Float32 && logits.dim() == 1)
         {
             if (options.Temperature == 0 && allowed is null && options.RepetitionPenalty == 1.0 && options.PresencePenalty == 0 && options.FrequencyPenalty == 0)
+            {
+                if (random is not null) random.LastProbability = 1;   // greedy: the distribution is one-hot
                 return Greedy(logits);
+            }
             using var contiguous = logits.is_contiguous() ? null : logits.contiguous();
             return SampleInPlace(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>((contiguous ?? logits).bytes), context, options,
                 random ?? new SamplingRandom(options.Seed), produced, allowed);
@@ -101,8 +107,9 @@ public static class Sampler
     {
         var x = random.Scratch(source.Length).AsSpan(0, source.Length);
         var (best, sum) = Weights(source, context, options, random, produced, allowed, x);
-        if (options.Temperature == 0) return best;
-        return Draw(x, sum, random.NextDouble(), best);
+        int token = options.Temperature == 0 ? best : Draw(x, sum, random.NextDouble(), best);
+        random.LastProbability = options.Temperature == 0 ? 1 : x[token] / sum;
+        return token;
     }
 
     /// <summary>

@@ -15,10 +15,12 @@ namespace GptSharp.Inference;
 /// <param name="FrequencyPenalty">Subtracted from a token's logit once per time the answer already holds it (OpenAI's frequency_penalty).</param>
 /// <param name="TopLogprobs">Record each sampled token's log-probability and this many most likely alternatives
 /// (null: none). Log-probabilities are the model's own, before temperature, penalties and constraints.</param>
+/// <param name="SampledLogprobs">Record each sampled token's log-probability under the distribution it was drawn from
+/// (temperature, penalties, top-k, top-p and constraints applied): what RL compares its trainer's log-probabilities with.</param>
 public sealed record SamplingOptions(
     double Temperature = 0.8, int TopK = 0, double TopP = 1.0, double RepetitionPenalty = 1.0, int MaxNewTokens = 64,
     long Seed = 1337, IReadOnlyList<int>? StopTokens = null, IReadOnlyList<string>? StopSequences = null, bool TruncatePrompt = false,
-    double PresencePenalty = 0, double FrequencyPenalty = 0, int? TopLogprobs = null)
+    double PresencePenalty = 0, double FrequencyPenalty = 0, int? TopLogprobs = null, bool SampledLogprobs = false)
 {
     public SamplingOptions Validate()
     {
@@ -42,7 +44,10 @@ public enum FinishReason { Length, Stop, ContextFull }
 /// <param name="Inserted">Per token of <paramref name="Tokens"/>, whether a tool wrote it rather than the model; null when no tool did.</param>
 /// <param name="Logprobs">Per token of <paramref name="Tokens"/>, its log-probability and the likeliest alternatives, when
 /// <see cref="SamplingOptions.TopLogprobs"/> asked for them (null for tokens a tool wrote).</param>
-public sealed record Generation(int[] PromptTokens, int[] Tokens, FinishReason Finish, bool[]? Inserted = null, TokenLogprob?[]? Logprobs = null);
+/// <param name="SampledLogprobs">Per token, its log-probability under the distribution it was drawn from, when
+/// <see cref="SamplingOptions.SampledLogprobs"/> asked for it (NaN for tokens a tool wrote).</param>
+public sealed record Generation(int[] PromptTokens, int[] Tokens, FinishReason Finish, bool[]? Inserted = null, TokenLogprob?[]? Logprobs = null,
+    double[]? SampledLogprobs = null);
 
 /// <summary>A generated token's log-probability under the model, and the most likely tokens at that step (best first).</summary>
 public sealed record TokenLogprob(int Token, double Logprob, IReadOnlyList<(int Token, double Logprob)> Top);
