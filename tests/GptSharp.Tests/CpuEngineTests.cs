@@ -259,6 +259,10 @@ public class CpuEngineTests
         Assert.Contains("wte.weight", e.Message);
         Assert.Contains("48", e.Message);
         Assert.Contains("Q4_0", Assert.Throws<NotSupportedException>(() => CpuModel.From(model, WeightFormat.Q4_0)).Message);
+        // A layer's matrix (packed on the thread pool) is refused the same way: MLP rows of 344, as tiny-llama's.
+        using var llama = RandomModel(GptConfig.Llama(Vocab, 32, layers: 2, heads: 2, kvHeads: 1, width: 64) with { MlpWidth = 344 });
+        Assert.Contains("mlp.down_proj.weight: Q8_0 needs rows whose length divides into blocks of 32; this one has 344",
+            Assert.Throws<NotSupportedException>(() => CpuModel.From(llama, WeightFormat.Q8_0)).Message);
     }
 
     [Fact]

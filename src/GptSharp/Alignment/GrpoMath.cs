@@ -152,10 +152,10 @@ public static class GrpoMath
     public static (double Kl, double MaxRatio) Mismatch(Tensor trainerLogProbabilities, Tensor samplerLogProbabilities, Tensor mask)
     {
         using var scope = NewDisposeScope();
-        var logRatio = (trainerLogProbabilities - samplerLogProbabilities) * mask;
+        var logRatio = ((trainerLogProbabilities - samplerLogProbabilities) * mask).to(ScalarType.Float64);   // k3 of tiny gaps needs float64
         double tokens = Math.Max(1, mask.sum().item<float>());
-        double kl = ((logRatio.exp() - logRatio - 1) * mask).sum().item<float>() / tokens;
-        return (kl, Math.Exp(logRatio.abs().max().item<float>()));
+        double kl = ((logRatio.exp() - logRatio - 1) * mask).sum().item<double>() / tokens;
+        return (kl, Math.Exp(logRatio.abs().max().item<double>()));
     }
 
     /// <summary>PPO's clipped surrogate per token: −min(ρ·A, clip(ρ, 1 − ε_low, 1 + ε_high)·A).</summary>

@@ -48,28 +48,36 @@ public sealed class CpuModel : IDisposable
         _tokenEmbedding = Matrix("wte.weight", config.VocabSize, c);
         _positionEmbedding = Maybe("wpe.weight");
         _layers = new Layer[config.Layers];
-        Parallel.For(0, config.Layers, new ParallelOptions { MaxDegreeOfParallelism = threads }, l =>
+        try
         {
-            string p = $"h.{l}.";
-            bool swiGlu = config.Activation == ActivationKind.SwiGlu;
-            WeightMatrix up;
-            float[]? upBias;
-            if (swiGlu)
+            Parallel.For(0, config.Layers, new ParallelOptions { MaxDegreeOfParallelism = threads }, l =>
             {
-                up = WeightMatrix.Pack([.. Take(p + "mlp.gate_proj.weight"), .. Take(p + "mlp.up_proj.weight")], 2 * hidden, c, format, p + "mlp.gate_proj/up_proj");
-                var (gateBias, upOnlyBias) = (Maybe(p + "mlp.gate_proj.bias"), Maybe(p + "mlp.up_proj.bias"));
-                upBias = gateBias is null ? null : [.. gateBias, .. upOnlyBias!];
-            }
-            else (up, upBias) = (Matrix(p + "mlp.c_fc.weight", hidden, c), Maybe(p + "mlp.c_fc.bias"));
-            string down = swiGlu ? "mlp.down_proj" : "mlp.c_proj";
-            _layers[l] = new Layer(
-                Take(p + "ln_1.weight"), Maybe(p + "ln_1.bias"),
-                Matrix(p + "attn.c_attn.weight", qkvWidth, c), Maybe(p + "attn.c_attn.bias"),
-                Maybe(p + "attn.q_norm.weight"), Maybe(p + "attn.k_norm.weight"),
-                Matrix(p + "attn.c_proj.weight", c, config.Heads * hd), Maybe(p + "attn.c_proj.bias"),
-                Maybe(p + "ln_2.weight"), Maybe(p + "ln_2.bias"),
-                up, upBias, Matrix($"{p}{down}.weight", c, hidden), Maybe($"{p}{down}.bias"));
-        });
+                string p = $"h.{l}.";
+                bool swiGlu = config.Activation == ActivationKind.SwiGlu;
+                WeightMatrix up;
+                float[]? upBias;
+                if (swiGlu)
+                {
+                    up = WeightMatrix.Pack([.. Take(p + "mlp.gate_proj.weight"), .. Take(p + "mlp.up_proj.weight")], 2 * hidden, c, format, p + "mlp.gate_proj/up_proj");
+                    var (gateBias, upOnlyBias) = (Maybe(p + "mlp.gate_proj.bias"), Maybe(p + "mlp.up_proj.bias"));
+                    upBias = gateBias is null ? null : [.. gateBias, .. upOnlyBias!];
+                }
+                else (up, upBias) = (Matrix(p + "mlp.c_fc.weight", hidden, c), Maybe(p + "mlp.c_fc.bias"));
+                string down = swiGlu ? "mlp.down_proj" : "mlp.c_proj";
+                _layers[l] = new Layer(
+                    Take(p + "ln_1.weight"), Maybe(p + "ln_1.bias"),
+                    Matrix(p + "attn.c_attn.weight", qkvWidth, c), Maybe(p + "attn.c_attn.bias"),
+                    Maybe(p + "attn.q_norm.weight"), Maybe(p + "attn.k_norm.weight"),
+                    Matrix(p + "attn.c_proj.weight", c, config.Heads * hd), Maybe(p + "attn.c_proj.bias"),
+                    Maybe(p + "ln_2.weight"), Maybe(p + "ln_2.bias"),
+                    up, upBias, Matrix($"{p}{down}.weight", c, hidden), Maybe($"{p}{down}.bias"));
+            });
+        }
+        catch (AggregateException e) when (e.InnerExceptions.Count >= 1)
+        {
+            // A shape a format cannot hold is the user's to fix: its own message, not the thread pool's wrapper.
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(e.InnerExceptions[0]);
+        }
         _normF = Take("ln_f.weight");
         _normFBias = Maybe("ln_f.bias");
         _head = config.TiedEmbeddings ? null : Matrix("lm_head.weight", config.VocabSize, c);
