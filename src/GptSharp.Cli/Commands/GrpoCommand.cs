@@ -57,11 +57,11 @@ sealed class GrpoSettings : AdaptableSettings
     public int? SamplingRounds { get; init; }
     [CommandOption("--overlong-buffer")] [Description("DAPO's soft overlong punishment: the last this many tokens before --max-tokens cost up to --overlong-penalty of reward, linearly (0: off).")]
     public int? OverlongBuffer { get; init; }
-    [CommandOption("--is-correction")] [Description("Correct for the rollout engine's log-probabilities differing from the trainer's: none, tis (each token's loss times the ratio, truncated at --is-cap) or mis (tokens whose ratio is outside [1/cap, cap] left out). The gap is logged every rollout either way. Default: none.")]
+    [CommandOption("--is-correction")] [Description("Correct for the rollout engine's log-probabilities differing from the trainer's: none, tis (each token's loss times the ratio, truncated at --is-cap) or mis (tokens whose ratio is outside [[1/cap, cap]] left out). The gap is logged every rollout either way. Default: none.")]
     public string IsCorrection { get; init; } = "none";
     [CommandOption("--is-level")] [Description("The ratio per token, or per answer (sequence: the product over its tokens). Default: token.")]
     public string IsLevel { get; init; } = "token";
-    [CommandOption("--is-cap")] [Description("TIS's truncation of the ratio, and MIS's bounds [1/cap, cap].")]
+    [CommandOption("--is-cap")] [Description("TIS's truncation of the ratio, and MIS's bounds [[1/cap, cap]].")]
     public double? IsCap { get; init; }
     [CommandOption("--overlong-penalty")] [Description("The reward an answer at the length limit loses under --overlong-buffer.")]
     public double? OverlongPenalty { get; init; }
