@@ -54,6 +54,8 @@ public static class CommandTree
         });
         config.AddCommand<PpoCommand>("ppo").WithDescription("RLHF with PPO: actor from an SFT run, critic from a reward model, KL penalty to the frozen SFT reference.")
             .WithExample("ppo", "--from", "runs/tiny-sft", "--reward-model", "runs/tiny-reward", "--run-dir", "runs/tiny-ppo");
+        config.AddCommand<DistillCommand>("distill").WithDescription("On-policy distillation: the student samples answers, a teacher of the same tokenizer grades every token (reverse KL), no reward needed.")
+            .WithExample("distill", "--from", "runs/sft", "--teacher", "runs/grpo/policy", "--task", "verse", "--run-dir", "runs/distill");
         config.AddCommand<GrpoCommand>("grpo").WithDescription("RL with verifiable rewards (GRPO, Dr. GRPO, DAPO): G answers per prompt, group-relative advantages, no critic.")
             .WithExample("grpo", "--from", "runs/tiny-sft", "--task", "form", "--run-dir", "runs/tiny-grpo");
         config.AddCommand<DpoCommand>("dpo").WithDescription("Direct Preference Optimization of an SFT run on preference pairs (frozen SFT reference).")

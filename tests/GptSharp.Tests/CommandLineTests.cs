@@ -12,7 +12,7 @@ public class CommandLineTests(TrainedTokenizerFixture fixture) : IClassFixture<T
     [
         ["speedrun"], ["doctor"], ["tokenizer", "train"], ["tokenizer", "encode"], ["tokenizer", "decode"], ["data", "prepare"], ["pretrain"],
         ["generate"], ["sft"], ["reward"], ["feedback", "collect"], ["feedback", "sample"], ["feedback", "label"], ["feedback", "agreement"],
-        ["ppo"], ["grpo"], ["dpo"], ["serve"], ["chat"], ["eval"], ["report"], ["bert", "pretrain"], ["bert", "fill-mask"], ["bert", "finetune"], ["bert", "contrastive"],
+        ["ppo"], ["grpo"], ["distill"], ["dpo"], ["serve"], ["chat"], ["eval"], ["report"], ["bert", "pretrain"], ["bert", "fill-mask"], ["bert", "finetune"], ["bert", "contrastive"],
         ["bert", "classify"], ["form-score"], ["arithmetic-score"], ["verse", "check", "白日依山盡"], ["verse", "rates"], ["export", "hf"], ["export", "gguf"], ["import", "hf"], ["plot"],
         ["cli-reference"],
     ];
@@ -85,6 +85,7 @@ public class CommandLineTests(TrainedTokenizerFixture fixture) : IClassFixture<T
     [InlineData("--advantage ppo: expected grpo, rloo or reinforce++", "grpo", "--advantage", "ppo")]
     [InlineData("--loss gpo: expected grpo, dr_grpo, dapo, gspo or cispo", "grpo", "--loss", "gpo")]
     [InlineData("--scale-rewards all: expected group, batch or none", "grpo", "--scale-rewards", "all")]
+    [InlineData("--divergence kl: expected reverse, forward or jsd", "distill", "--divergence", "kl")]
     public void AnOptionsValueIsCheckedBeforeAnythingRuns(string message, params string[] args)
     {
         var (code, output) = CliProcess.Cli(args);

@@ -357,6 +357,70 @@ public class RlRunTests(TrainedTokenizerFixture fixture) : IClassFixture<Trained
     }
 
     [Fact]
+    public void OnPolicyDistillationBringsTheStudentsAnswersTowardTheTeachers()
+    {
+        using var dir = new TempDirectory();
+        var config = fixture.SaveInitialRun(dir.File("student"), context: 32);
+        // A teacher of the same tokenizer with preferences of its own: the same shape, every matrix moved by noise.
+        manual_seed(7);
+        using (var teacher = new GptSharp.Models.Gpt(config))
+        {
+            using (no_grad())
+                foreach (var (name, p) in teacher.named_parameters())
+                {
+                    if (p.dim() > 1) p.add_(randn_like(p) * 0.1);   // the student's output layer starts at zero: every logit equal
+                }
+            Checkpoint.Save(dir.File("teacher"), teacher, null, new TrainingState(0, "0:0", "", fixture.Directory));
+        }
+        var distill = new DistillConfig { PromptsPerRollout = 8, MiniBatch = 8, Rollout = new() { MaxNewTokens = 8, Temperature = 1 } };
+        var training = DistillRun.Defaults with { Steps = 60, BatchSize = 8, LearningRate = 1e-2, CheckpointEvery = 1000 };
+        double Agreement(string studentRun)
+        {
+            var (student, _) = Checkpoint.LoadModel(studentRun);
+            var (teacher, _) = Checkpoint.LoadModel(dir.File("teacher"));
+            using (student)
+            using (teacher)
+            {
+                var greedy = new Inference.SamplingOptions { Temperature = 0, MaxNewTokens = 8, StopTokens = [] };
+                var prompts = Rollout.RenderPrompts(fixture.Tokenizer, Prompts);
+                var mine = new Inference.TokenDecoder(student).Generate([.. prompts], greedy);
+                var theirs = new Inference.TokenDecoder(teacher).Generate([.. prompts], greedy);
+                return mine.Zip(theirs, (a, b) => a.Tokens.Zip(b.Tokens).TakeWhile(p => p.First == p.Second).Count()).Average();
+            }
+        }
+        double before = Agreement(dir.File("student"));
+        var report = DistillRun.Execute(dir.File("student"), dir.File("teacher"), Prompts, distill, training, new RunOptions(dir.File("distill")));
+        var kl = report.Rollouts.Select(r => r.ReverseKl).ToList();
+        Assert.True(kl.TakeLast(5).Average() < 0.7 * kl.Take(5).Average(), $"KL(student ‖ teacher) did not fall: {string.Join(", ", kl.Select(k => k.ToString("F3")))}");
+        double after = Agreement(Path.Combine(dir.File("distill"), RlRun.PolicyFolder));
+        Assert.True(after > before + 1, $"greedy answers agree with the teacher's for {before:F2} tokens before, {after:F2} after");
+        Assert.Equal(60, File.ReadLines(Path.Combine(dir.File("distill"), DistillRun.RolloutFile)).Count());
+
+        // A teacher of another tokenizer is refused, naming both.
+        using (var other = new GptSharp.Models.Gpt(GptSharp.Models.GptConfig.Gpt2(Tokenization.GptTokenizer.Load("gpt2").VocabSize, 32, layers: 1, heads: 1, width: 16)))
+            Checkpoint.Save(dir.File("gpt2-teacher"), other, null, new TrainingState(0, "0:0", "", "gpt2"));
+        var error = Assert.Throws<ArgumentException>(() => DistillRun.Execute(dir.File("student"), dir.File("gpt2-teacher"), Prompts, distill, training, new RunOptions(dir.File("refused"))));
+        Assert.Contains("gpt2", error.Message);
+        Assert.Contains(fixture.Tokenizer.Spec.Name, error.Message);
+    }
+
+    [Fact]
+    public void TheThreeDivergencesMatchTheirDefinitions()
+    {
+        using var scope = NewDisposeScope();
+        // One position, three tokens: student (0.7, 0.2, 0.1), teacher (0.2, 0.5, 0.3).
+        double[] s = [0.7, 0.2, 0.1], t = [0.2, 0.5, 0.3];
+        var student = tensor(s.Select(p => (float)Math.Log(p)).ToArray(), [1, 1, 3]);
+        var teacher = tensor(t.Select(p => (float)Math.Log(p)).ToArray(), [1, 1, 3]);
+        double Kl(double[] p, double[] q) => p.Zip(q, (a, b) => a * Math.Log(a / b)).Sum();
+        double[] m = [.. s.Zip(t, (a, b) => (a + b) / 2)];
+        Assert.Equal(Kl(s, t), DistillMath.PerToken(Divergence.ReverseKl, student, teacher).item<float>(), 5);
+        Assert.Equal(Kl(t, s), DistillMath.PerToken(Divergence.ForwardKl, student, teacher).item<float>(), 5);
+        Assert.Equal(0.5 * Kl(t, m) + 0.5 * Kl(s, m), DistillMath.PerToken(Divergence.Jsd, student, teacher).item<float>(), 5);
+        Assert.Equal(0, DistillMath.PerToken(Divergence.ReverseKl, student, student).item<float>(), 6);
+    }
+
+    [Fact]
     public void GrpoResumesExactlyAndSurvivesARewardProgramThatThrows()
     {
         using var dir = new TempDirectory();

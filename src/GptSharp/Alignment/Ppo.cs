@@ -289,7 +289,7 @@ public sealed class PpoExperience : IBatchSource<PpoBatch>, IDisposable
     }
 
     /// <summary>The logits (B, R, V) that predict each response token, divided by the temperature.</summary>
-    static Tensor ResponseLogits(Gpt model, Tensor sequences, Tensor positions, double temperature)
+    public static Tensor ResponseLogits(Gpt model, Tensor sequences, Tensor positions, double temperature = 1.0)
     {
         // The vocabulary projection only where a response token is predicted: the prompt's positions would cost as much again.
         var hidden = model.Hidden(sequences);                                                              // (B, T, W)
