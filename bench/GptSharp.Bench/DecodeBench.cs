@@ -254,7 +254,7 @@ static class DecodeBench
     }
 
     /// <summary>llama.cpp through LLamaSharp: the same prompt, greedy over its logits, one token per decode call.</summary>
-    sealed class LlamaCpp : IDisposable
+    internal sealed class LlamaCpp : IDisposable
     {
         readonly LLamaWeights _weights;
         readonly ModelParams _parameters;
@@ -268,10 +268,18 @@ static class DecodeBench
         public double TokensPerSecond(int[] prompt)
         {
             using var context = _weights.CreateContext(_parameters);
+            long first = Greedy(context, prompt, NewTokens);
+            return (NewTokens - 1) / Stopwatch.GetElapsedTime(first).TotalSeconds;
+        }
+
+        /// <summary>Reads the prompt in one batch, then <paramref name="tokens"/> greedy tokens one decode call each;
+        /// returns when the first token was chosen (a <see cref="Stopwatch"/> timestamp).</summary>
+        public static long Greedy(LLamaContext context, int[] prompt, int tokens)
+        {
             var batch = new LLamaBatch();
             for (int i = 0; i < prompt.Length; i++) batch.Add((LLamaToken)prompt[i], i, LLamaSeqId.Zero, i == prompt.Length - 1);
             long first = 0;
-            for (int step = 0; step < NewTokens; step++)
+            for (int step = 0; step < tokens; step++)
             {
                 if (context.Decode(batch) != DecodeResult.Ok) throw new InvalidOperationException("llama.cpp failed to decode.");
                 var logits = context.NativeHandle.GetLogitsIth(batch.TokenCount - 1);
@@ -281,7 +289,7 @@ static class DecodeBench
                 batch.Clear();
                 batch.Add((LLamaToken)next, prompt.Length + step, LLamaSeqId.Zero, true);
             }
-            return (NewTokens - 1) / Stopwatch.GetElapsedTime(first).TotalSeconds;
+            return first;
         }
 
         public void Dispose() => _weights.Dispose();

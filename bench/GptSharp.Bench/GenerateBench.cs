@@ -113,19 +113,7 @@ static partial class GenerateBench
         using var weights = LLamaWeights.LoadFromFile(parameters);
         long started = Stopwatch.GetTimestamp();
         using var llama = weights.CreateContext(parameters);
-        var batch = new LLamaBatch();
-        for (int i = 0; i < prompt.Length; i++) batch.Add((LLamaToken)prompt[i], i, LLamaSeqId.Zero, i == prompt.Length - 1);
-        long first = 0;
-        for (int step = 0; step < tokens; step++)
-        {
-            if (llama.Decode(batch) != DecodeResult.Ok) throw new InvalidOperationException("llama.cpp failed to decode.");
-            var logits = llama.NativeHandle.GetLogitsIth(batch.TokenCount - 1);
-            int next = 0;
-            for (int j = 1; j < logits.Length; j++) if (logits[j] > logits[next]) next = j;
-            if (step == 0) first = Stopwatch.GetTimestamp();
-            batch.Clear();
-            batch.Add((LLamaToken)next, prompt.Length + step, LLamaSeqId.Zero, true);
-        }
+        long first = DecodeBench.LlamaCpp.Greedy(llama, prompt, tokens);
         return ((tokens - 1) / Stopwatch.GetElapsedTime(first).TotalSeconds, Stopwatch.GetElapsedTime(started, first).TotalMilliseconds);
     }
 }

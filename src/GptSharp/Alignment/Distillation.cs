@@ -80,15 +80,13 @@ public static class DistillMath
 /// to a rollout's prompts with its current weights; the teacher gives its distribution at every answer position; the
 /// student learns to match it there, token by token. No reward, and the student learns on what it actually writes.
 /// </summary>
-public sealed class DistillExperience : IBatchSource<DistillBatch>, IDisposable
+public sealed class DistillExperience : RolloutExperience<DistillBatch>
 {
     readonly Gpt _student, _teacher;
     readonly GptTokenizer _tokenizer;
     readonly IReadOnlyList<string> _prompts;
     readonly DistillConfig _config;
     readonly long _seed;
-    readonly Queue<DistillBatch> _queue = new();
-    readonly List<Tensor> _owned = [];
     int _iteration;
 
     public DistillExperience(Gpt student, Gpt teacher, GptTokenizer tokenizer, IReadOnlyList<string> prompts, DistillConfig config, long seed, int iteration = 0)
@@ -100,19 +98,11 @@ public sealed class DistillExperience : IBatchSource<DistillBatch>, IDisposable
     }
 
     public List<DistillRolloutStats> Rollouts { get; } = [];
-    public string Position => _iteration.ToString();
+    public override string Position => _iteration.ToString();
 
-    public DistillBatch Next()
+    protected override void RolloutOnce()
     {
-        if (_queue.Count == 0) RolloutOnce();
-        return _queue.Dequeue();
-    }
-
-    void RolloutOnce()
-    {
-        foreach (var old in _owned) old.Dispose();
-        _owned.Clear();
-        var random = new Random((int)((_seed * 31 + _iteration) & 0x7fffffff));
+        var random = RolloutRandom(_seed, _iteration);
         var prompts = Enumerable.Range(0, _config.PromptsPerRollout).Select(_ => _prompts[random.Next(_prompts.Count)]).ToList();
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
@@ -129,16 +119,10 @@ public sealed class DistillExperience : IBatchSource<DistillBatch>, IDisposable
         {
             var index = tensor(chunk.Select(i => (long)i).ToArray(), device: rollout.Sequences.device);
             var (seq, pos, tok, mask) = rollout.Select(index);
-            _queue.Enqueue(new DistillBatch(Own(seq), Own(pos), Own(tok), Own(mask), Own(teacher.index_select(0, index))));
+            Enqueue(new DistillBatch(Own(seq), Own(pos), Own(tok), Own(mask), Own(teacher.index_select(0, index))));
         }
     }
 
-    Tensor Own(Tensor t)
-    {
-        var kept = t.DetachFromDisposeScope();
-        _owned.Add(kept);
-        return kept;
-    }
 
     /// <summary>The divergence of the student's distributions from the teacher's over one minibatch's answer tokens.</summary>
     public static Func<DistillBatch, ObjectiveOutput> Objective(Gpt student, DistillConfig config) => batch =>
@@ -148,9 +132,4 @@ public sealed class DistillExperience : IBatchSource<DistillBatch>, IDisposable
         return new ObjectiveOutput(loss, Math.Max(1, (long)batch.Mask.sum().item<float>()));
     };
 
-    public void Dispose()
-    {
-        foreach (var t in _owned) t.Dispose();
-        _owned.Clear();
-    }
 }

@@ -114,7 +114,7 @@ public sealed record GrpoRolloutStats(int Iteration, double MeanReward, double? 
 /// Produces GRPO experience: when its buffer is empty it samples G answers to each of a rollout's prompts with the
 /// current policy, scores them, turns the rewards into group-relative advantages and serves minibatches for the epochs.
 /// </summary>
-public sealed class GrpoExperience : IBatchSource<GrpoBatch>, IDisposable
+public sealed class GrpoExperience : RolloutExperience<GrpoBatch>
 {
     readonly Gpt _policy;
     readonly Gpt? _reference;
@@ -125,8 +125,6 @@ public sealed class GrpoExperience : IBatchSource<GrpoBatch>, IDisposable
     readonly GrpoConfig _config;
     readonly Inference.ToolBox? _tools;
     readonly long _seed;
-    readonly Queue<GrpoBatch> _queue = new();
-    readonly List<Tensor> _owned = [];
     int _iteration;
 
     /// <param name="reference">The frozen starting model, needed when <see cref="GrpoConfig.Beta"/> &gt; 0.</param>
@@ -144,19 +142,11 @@ public sealed class GrpoExperience : IBatchSource<GrpoBatch>, IDisposable
 
     public List<GrpoRolloutStats> Rollouts { get; } = [];
     /// <summary>The next rollout's iteration: checkpoints fall on rollout boundaries, where a resume continues exactly.</summary>
-    public string Position => _iteration.ToString();
+    public override string Position => _iteration.ToString();
 
-    public GrpoBatch Next()
+    protected override void RolloutOnce()
     {
-        if (_queue.Count == 0) RolloutOnce();
-        return _queue.Dequeue();
-    }
-
-    void RolloutOnce()
-    {
-        foreach (var old in _owned) old.Dispose();
-        _owned.Clear();
-        var random = new Random((int)((_seed * 31 + _iteration) & 0x7fffffff));
+        var random = RolloutRandom(_seed, _iteration);
         int groupSize = _config.GroupSize, wanted = _config.PromptsPerRollout;
 
         using var scope = NewDisposeScope();
@@ -220,19 +210,13 @@ public sealed class GrpoExperience : IBatchSource<GrpoBatch>, IDisposable
             {
                 var index = tensor(chunk.Select(i => (long)i).ToArray(), device: rollout.Sequences.device);
                 var (seq, pos, tok, mask) = rollout.Select(index);
-                _queue.Enqueue(new GrpoBatch(Own(seq), Own(pos), Own(tok), Own(mask), Own(oldLogp.index_select(0, index)),
+                Enqueue(new GrpoBatch(Own(seq), Own(pos), Own(tok), Own(mask), Own(oldLogp.index_select(0, index)),
                     refLogp is null ? null : Own(refLogp.index_select(0, index)), Own(advantageTensor.index_select(0, index)),
                     weights is null ? null : Own(weights.index_select(0, index))));
             }
         }
     }
 
-    Tensor Own(Tensor t)
-    {
-        var kept = t.DetachFromDisposeScope();
-        _owned.Add(kept);
-        return kept;
-    }
 
     /// <summary>GRPO's loss for one minibatch (see <see cref="GrpoMath.Loss"/>).</summary>
     public static Func<GrpoBatch, ObjectiveOutput> Objective(Gpt policy, GrpoConfig config) => batch =>
@@ -243,9 +227,4 @@ public sealed class GrpoExperience : IBatchSource<GrpoBatch>, IDisposable
         return new ObjectiveOutput(loss, Math.Max(1, (long)batch.Mask.sum().item<float>()));
     };
 
-    public void Dispose()
-    {
-        foreach (var t in _owned) t.Dispose();
-        _owned.Clear();
-    }
 }

@@ -127,7 +127,7 @@ public sealed class RunningMoments
 /// frozen reference (folded into the rewards), values, GAE advantages (whitened) and returns; then serves the
 /// experience as minibatches for several epochs.
 /// </summary>
-public sealed class PpoExperience : IBatchSource<PpoBatch>, IDisposable
+public sealed class PpoExperience : RolloutExperience<PpoBatch>
 {
     readonly ActorCritic _model;
     readonly Gpt _reference;
@@ -138,8 +138,6 @@ public sealed class PpoExperience : IBatchSource<PpoBatch>, IDisposable
     readonly PpoConfig _config;
     readonly Device _device;
     readonly long _seed;
-    readonly Queue<PpoBatch> _queue = new();
-    readonly List<Tensor> _owned = [];
     readonly Data.TokenBatchLoader? _ptx;
     readonly AdaptiveKl? _kl;
     readonly RunningMoments _moments;
@@ -199,7 +197,7 @@ public sealed class PpoExperience : IBatchSource<PpoBatch>, IDisposable
     /// score moments). Checkpoints fall on rollout boundaries (see <see cref="PpoConfig.StepsPerRollout"/>), where this
     /// resumes exactly; a run stopped mid-rollout resumes at the next one.
     /// </summary>
-    public string Position
+    public override string Position
     {
         get
         {
@@ -211,17 +209,9 @@ public sealed class PpoExperience : IBatchSource<PpoBatch>, IDisposable
         }
     }
 
-    public PpoBatch Next()
+    protected override void RolloutOnce()
     {
-        if (_queue.Count == 0) RolloutOnce();
-        return _queue.Dequeue();
-    }
-
-    void RolloutOnce()
-    {
-        foreach (var old in _owned) old.Dispose();
-        _owned.Clear();
-        var random = new Random((int)((_seed * 31 + _iteration) & 0x7fffffff));
+        var random = RolloutRandom(_seed, _iteration);
         var prompts = Enumerable.Range(0, _config.RolloutPrompts).Select(_ => _prompts[random.Next(_prompts.Count)]).ToList();
 
         using var noGrad = no_grad();
@@ -267,17 +257,11 @@ public sealed class PpoExperience : IBatchSource<PpoBatch>, IDisposable
                 var batch = new PpoBatch(Own(seq.index_select(0, index)), Own(pos.index_select(0, index)), Own(tok.index_select(0, index)), Own(m.index_select(0, index)),
                     Own(oldLogp.index_select(0, index)), Own(values.index_select(0, index)), Own(advantages.index_select(0, index)), Own(returns.index_select(0, index)),
                     ptxInputs, ptxTargets);
-                _queue.Enqueue(batch);
+                Enqueue(batch);
             }
         }
     }
 
-    Tensor Own(Tensor t)
-    {
-        var kept = t.DetachFromDisposeScope();
-        _owned.Add(kept);
-        return kept;
-    }
 
     /// <summary>Log-probabilities of the response tokens at a sampling temperature: logits at <paramref name="positions"/>
     /// predict <paramref name="tokens"/>.</summary>
@@ -312,9 +296,4 @@ public sealed class PpoExperience : IBatchSource<PpoBatch>, IDisposable
         return new ObjectiveOutput(loss, (long)batch.Mask.sum().item<float>());
     };
 
-    public void Dispose()
-    {
-        foreach (var t in _owned) t.Dispose();
-        _owned.Clear();
-    }
 }
