@@ -182,28 +182,24 @@ internal sealed class Q4Matrix : WeightMatrix
     static Vector512<float> Step(Vector512<byte> w, Vector512<sbyte> x, Vector512<int> offset, Vector512<float> scale, Vector512<float> acc) =>
         Vector512.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(w, x), Vector512.Create((short)1)) - offset), scale, acc);
 
-    /// <summary>The last block of a row of an odd number of blocks (0 otherwise), in integers, then scaled.</summary>
-    float OddBlock(int r, MatrixInput input, int i)
-    {
-        if (_blocks % 2 == 0) return 0;
-        var (at, s) = Locate(r, _blocks - 1);
-        int dot = 0;
-        for (int k = 0; k < Block; k++) dot += Value(ref _q[at], k) * input.Bytes[i * Cols + MatrixInput.BytePosition(_blocks - 1, k, _blocks)];
-        return dot * (_scale[s] * input.BlockScales[i * _blocks + _blocks - 1]);
-    }
+    /// <summary>The last block of a row of an odd number of blocks (0 otherwise).</summary>
+    float OddBlock(int r, MatrixInput input, int i) => _blocks % 2 == 0 ? 0 : BlockDot(r, _blocks - 1, input, i);
 
-    /// <summary>One row in scalar code (rows outside quads, CPUs without AVX-512): each block's integer dot product, scaled.</summary>
+    /// <summary>One row in scalar code (rows outside quads, CPUs without AVX-512): each block's product, summed.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     float Dot1(int r, MatrixInput input, int i)
     {
         float sum = 0;
-        for (int b = 0; b < _blocks; b++)
-        {
-            var (at, s) = Locate(r, b);
-            int dot = 0;
-            for (int k = 0; k < Block; k++) dot += Value(ref _q[at], k) * input.Bytes[i * Cols + MatrixInput.BytePosition(b, k, _blocks)];
-            sum += dot * (_scale[s] * input.BlockScales[i * _blocks + b]);
-        }
+        for (int b = 0; b < _blocks; b++) sum += BlockDot(r, b, input, i);
         return sum;
+    }
+
+    /// <summary>Block b of row r against vector i in integers, then scaled by the weight's and the activations' scales.</summary>
+    float BlockDot(int r, int b, MatrixInput input, int i)
+    {
+        var (at, s) = Locate(r, b);
+        int dot = 0;
+        for (int k = 0; k < Block; k++) dot += Value(ref _q[at], k) * input.Bytes[i * Cols + MatrixInput.BytePosition(b, k, _blocks)];
+        return dot * (_scale[s] * input.BlockScales[i * _blocks + b]);
     }
 }
