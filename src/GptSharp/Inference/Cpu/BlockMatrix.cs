@@ -6,49 +6,30 @@ using System.Runtime.Intrinsics.X86;
 
 namespace GptSharp.Inference.Cpu;
 
-/// <summary>How a block format stores one row's 32 weights in bytes and widens them to integers (unscaled).</summary>
-internal interface IBlockValues
-{
-    static abstract int BlockBytes { get; }
-    /// <summary>The 32 values of the block at byte <paramref name="at"/> as 16-bit integers.</summary>
-    static abstract Vector512<short> Widen(ref byte q, nuint at);
-    /// <summary>Value <paramref name="k"/> of the block that starts at <paramref name="q"/>.</summary>
-    static abstract int Value(ref byte q, int k);
-}
-
-/// <summary>Q8_0: 32 signed bytes, sign-extended in one instruction.</summary>
-internal struct Q8Values : IBlockValues
-{
-    public static int BlockBytes => 32;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<short> Widen(ref byte q, nuint at) => Avx512BW.ConvertToVector512Int16(Vector256.LoadUnsafe(ref q, at).AsSByte());
-
-    public static int Value(ref byte q, int k) => (sbyte)Unsafe.Add(ref q, k);
-}
-
 /// <summary>
-/// A matrix in GGUF's Q8_0 block format (34 bytes per 32 weights; Q4_0 has its own kernel, <see cref="Q4Matrix"/>), with the rows of each quad
+/// A matrix in GGUF's Q8_0 block format (34 bytes per 32 weights: 32 signed bytes and an F16 scale; Q4_0 has its own
+/// kernel, <see cref="Q4Matrix"/>), with the rows of each quad
 /// interleaved a block at a time so a product reads one sequential stream. A product multiplies each block's 16-bit
 /// integers by the activations' (<see cref="MatrixInput.ForIntegers"/>) in pairs summed to 32 bits — exact —, then
 /// scales the block's sums by its F16 scale into F32 accumulators: four instructions per 32 Q8_0 weights, where widening
 /// to F32 took nine.
 /// </summary>
-internal sealed class BlockMatrix<TValues> : WeightMatrix where TValues : struct, IBlockValues
+internal sealed class BlockMatrix : WeightMatrix
 {
     public const int Block = BlockQuantization.Block;
+    const int BlockBytes = 32;
     readonly byte[] _q;       // quads of rows interleaved a block at a time, the rest row by row
     readonly float[] _scale;  // in the same order, one per block
     readonly int _quadRows;
 
-    /// <param name="quants">Row-major blocks as <see cref="BlockQuantization"/> writes them.</param>
-    public BlockMatrix(byte[] quants, float[] scales, int rows, int cols, WeightFormat format) : base(rows, cols)
+    /// <param name="quantized">Row-major blocks as <see cref="BlockQuantization"/> writes them.</param>
+    public BlockMatrix((byte[] Quants, float[] Scales) quantized, int rows, int cols) : base(rows, cols)
     {
-        Format = format;
+        var (quants, scales) = quantized;
         _quadRows = Avx512BW.IsSupported ? rows & ~3 : 0;
         _q = new byte[quants.Length];
         _scale = new float[scales.Length];
-        int blocks = cols / Block, size = TValues.BlockBytes;
+        int blocks = cols / Block, size = BlockBytes;
         for (int r = 0; r < rows; r++)
             for (int b = 0; b < blocks; b++)
             {
@@ -65,7 +46,14 @@ internal sealed class BlockMatrix<TValues> : WeightMatrix where TValues : struct
         return r < _quadRows ? (long)(r >> 2) * 4 * blocks + b * 4 + (r & 3) : (long)r * blocks + b;
     }
 
-    public override WeightFormat Format { get; }
+    public override WeightFormat Format => WeightFormat.Q8_0;
+
+    /// <summary>The 32 signed bytes of the block at <paramref name="at"/>, sign-extended to 16 bits in one instruction.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector512<short> Widen(ref byte q, nuint at) => Avx512BW.ConvertToVector512Int16(Vector256.LoadUnsafe(ref q, at).AsSByte());
+
+    /// <summary>Value <paramref name="k"/> of the block that starts at <paramref name="q"/>.</summary>
+    static int Value(ref byte q, int k) => (sbyte)Unsafe.Add(ref q, k);
     public override long Bytes => _q.Length + _scale.Length * 2L;
 
     public override void ReadRow(int r, Span<float> destination)
@@ -73,8 +61,8 @@ internal sealed class BlockMatrix<TValues> : WeightMatrix where TValues : struct
         for (int b = 0; b < Cols / Block; b++)
         {
             long at = BlockIndex(r, b);
-            ref byte q = ref _q[at * TValues.BlockBytes];
-            for (int k = 0; k < Block; k++) destination[b * Block + k] = TValues.Value(ref q, k) * _scale[at];
+            ref byte q = ref _q[at * BlockBytes];
+            for (int k = 0; k < Block; k++) destination[b * Block + k] = Value(ref q, k) * _scale[at];
         }
     }
 
@@ -112,19 +100,19 @@ internal sealed class BlockMatrix<TValues> : WeightMatrix where TValues : struct
     (float, float, float, float) Quad(int r, ref short x)
     {
         int blocks = Cols / Block;
-        nuint size = (nuint)TValues.BlockBytes;
+        nuint size = (nuint)BlockBytes;
         long first = BlockIndex(r, 0);
-        ref byte q = ref _q[first * TValues.BlockBytes];
+        ref byte q = ref _q[first * BlockBytes];
         ref float scale = ref _scale[first];
         Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
         for (int b = 0; b < blocks; b++)
         {
             nuint at = (nuint)b * 4 * size, s = (nuint)(b * 4);
             var v = Vector512.LoadUnsafe(ref x, (nuint)(b * Block));
-            a0 = Vector512.FusedMultiplyAdd(BlockDot(TValues.Widen(ref q, at), v), Vector512.Create(Unsafe.Add(ref scale, s)), a0);
-            a1 = Vector512.FusedMultiplyAdd(BlockDot(TValues.Widen(ref q, at + size), v), Vector512.Create(Unsafe.Add(ref scale, s + 1)), a1);
-            a2 = Vector512.FusedMultiplyAdd(BlockDot(TValues.Widen(ref q, at + 2 * size), v), Vector512.Create(Unsafe.Add(ref scale, s + 2)), a2);
-            a3 = Vector512.FusedMultiplyAdd(BlockDot(TValues.Widen(ref q, at + 3 * size), v), Vector512.Create(Unsafe.Add(ref scale, s + 3)), a3);
+            a0 = Vector512.FusedMultiplyAdd(BlockDot(Widen(ref q, at), v), Vector512.Create(Unsafe.Add(ref scale, s)), a0);
+            a1 = Vector512.FusedMultiplyAdd(BlockDot(Widen(ref q, at + size), v), Vector512.Create(Unsafe.Add(ref scale, s + 1)), a1);
+            a2 = Vector512.FusedMultiplyAdd(BlockDot(Widen(ref q, at + 2 * size), v), Vector512.Create(Unsafe.Add(ref scale, s + 2)), a2);
+            a3 = Vector512.FusedMultiplyAdd(BlockDot(Widen(ref q, at + 3 * size), v), Vector512.Create(Unsafe.Add(ref scale, s + 3)), a3);
         }
         return (Vector512.Sum(a0), Vector512.Sum(a1), Vector512.Sum(a2), Vector512.Sum(a3));
     }
@@ -134,9 +122,9 @@ internal sealed class BlockMatrix<TValues> : WeightMatrix where TValues : struct
     void QuadTimesTwo(int r, short[] x, int i, float[] y, int o)
     {
         int blocks = Cols / Block, cols = Cols;
-        nuint size = (nuint)TValues.BlockBytes;
+        nuint size = (nuint)BlockBytes;
         long first = BlockIndex(r, 0);
-        ref byte q = ref _q[first * TValues.BlockBytes];
+        ref byte q = ref _q[first * BlockBytes];
         ref float scale = ref _scale[first];
         ref short x0 = ref x[i * cols];
         ref short x1 = ref x[(i + 1) * cols];
@@ -146,19 +134,19 @@ internal sealed class BlockMatrix<TValues> : WeightMatrix where TValues : struct
             nuint u = (nuint)(b * Block), at = (nuint)b * 4 * size, s = (nuint)(b * 4);
             var v0 = Vector512.LoadUnsafe(ref x0, u);
             var v1 = Vector512.LoadUnsafe(ref x1, u);
-            var w = TValues.Widen(ref q, at);
+            var w = Widen(ref q, at);
             var sc = Vector512.Create(Unsafe.Add(ref scale, s));
             a00 = Vector512.FusedMultiplyAdd(BlockDot(w, v0), sc, a00);
             a10 = Vector512.FusedMultiplyAdd(BlockDot(w, v1), sc, a10);
-            w = TValues.Widen(ref q, at + size);
+            w = Widen(ref q, at + size);
             sc = Vector512.Create(Unsafe.Add(ref scale, s + 1));
             a01 = Vector512.FusedMultiplyAdd(BlockDot(w, v0), sc, a01);
             a11 = Vector512.FusedMultiplyAdd(BlockDot(w, v1), sc, a11);
-            w = TValues.Widen(ref q, at + 2 * size);
+            w = Widen(ref q, at + 2 * size);
             sc = Vector512.Create(Unsafe.Add(ref scale, s + 2));
             a02 = Vector512.FusedMultiplyAdd(BlockDot(w, v0), sc, a02);
             a12 = Vector512.FusedMultiplyAdd(BlockDot(w, v1), sc, a12);
-            w = TValues.Widen(ref q, at + 3 * size);
+            w = Widen(ref q, at + 3 * size);
             sc = Vector512.Create(Unsafe.Add(ref scale, s + 3));
             a03 = Vector512.FusedMultiplyAdd(BlockDot(w, v0), sc, a03);
             a13 = Vector512.FusedMultiplyAdd(BlockDot(w, v1), sc, a13);
@@ -175,9 +163,9 @@ internal sealed class BlockMatrix<TValues> : WeightMatrix where TValues : struct
         for (int b = 0; b < Cols / Block; b++)
         {
             long at = BlockIndex(r, b);
-            ref byte q = ref _q[at * TValues.BlockBytes];
+            ref byte q = ref _q[at * BlockBytes];
             int block = 0;
-            for (int k = 0; k < Block; k++) block += TValues.Value(ref q, k) * Unsafe.Add(ref x, b * Block + k);
+            for (int k = 0; k < Block; k++) block += Value(ref q, k) * Unsafe.Add(ref x, b * Block + k);
             s += block * _scale[at];
         }
         return s;

@@ -25,9 +25,10 @@ internal sealed class Q4Matrix : WeightMatrix
         [.. Enumerable.Range(0, 4).Select(r => Vector512.Create([.. Enumerable.Range(0, 16).Select(j => 2 * r + (j / 4) % 2)]))];
     static readonly Vector512<ushort> NibbleShift = Vector512.Create([.. Enumerable.Range(0, 32).Select(j => (ushort)(j < 16 ? 0 : 4))]);
 
-    /// <param name="quants">Row-major blocks as <see cref="BlockQuantization.Q4_0"/> writes them.</param>
-    public Q4Matrix(byte[] quants, float[] scales, int rows, int cols) : base(rows, cols)
+    /// <param name="quantized">Row-major blocks as <see cref="BlockQuantization.Q4_0"/> writes them.</param>
+    public Q4Matrix((byte[] Quants, float[] Scales) quantized, int rows, int cols) : base(rows, cols)
     {
+        var (quants, scales) = quantized;
         _quadRows = Avx512BW.IsSupported ? rows & ~3 : 0;
         _blocks = cols / Block;
         _pairs = _blocks / 2;

@@ -54,12 +54,9 @@ public abstract class WeightMatrix
             WeightFormat.F16 => new DenseMatrix<ushort, F16Values>(HalfWidth.F16(data, name), rows, cols, format),
             WeightFormat.Q8_0 or WeightFormat.Q4_0 when cols % BlockQuantization.Block != 0 => throw new NotSupportedException(
                 $"{name}: {format} needs rows whose length divides into blocks of {BlockQuantization.Block}; this one has {cols}. Use f16, bf16 or f32."),
-            WeightFormat.Q8_0 => Blocks<Q8Values>(BlockQuantization.Q8_0(data), rows, cols, format),
-            WeightFormat.Q4_0 => BlockQuantization.Q4_0(data) is var (quants, scales) ? new Q4Matrix(quants, scales, rows, cols) : null!,
+            WeightFormat.Q8_0 => new BlockMatrix(BlockQuantization.Q8_0(data), rows, cols),
+            WeightFormat.Q4_0 => new Q4Matrix(BlockQuantization.Q4_0(data), rows, cols),
             _ => throw new ArgumentOutOfRangeException(nameof(format), format, "Unknown weight format."),
         };
     }
-
-    static BlockMatrix<TValues> Blocks<TValues>((byte[] Quants, float[] Scales) blocks, int rows, int cols, WeightFormat format)
-        where TValues : struct, IBlockValues => new(blocks.Quants, blocks.Scales, rows, cols, format);
 }
