@@ -76,9 +76,10 @@ internal sealed class RowDecoding
             bool forced = _pending.Count > 0;
             bool[]? allowed = forced || Row.Constraint is null ? null
                 : _mask is { } mask ? mask.GetAwaiter().GetResult() : Row.Constraint.Allowed(Row.Options.MaxNewTokens - _produced.Count);
-            int token = forced ? _pending.Dequeue() : Sampler.Sample(logits, _context, Row.Options, _random, _produced, allowed);
-            if (_sampledLogprobs is not null) _sampledLogprobs.Add(forced ? double.NaN : Math.Log(double.IsNaN(_random.LastProbability)
-                ? Sampler.Distribution(Floats(logits), _context, Row.Options, _produced, allowed)[token] : _random.LastProbability));
+            double probability = double.NaN;
+            int token = forced ? _pending.Dequeue() : Sampler.SampleWithProbability(logits, _context, Row.Options, _random, _produced, allowed, out probability);
+            if (_sampledLogprobs is not null) _sampledLogprobs.Add(forced ? double.NaN : Math.Log(double.IsNaN(probability)
+                ? Sampler.Distribution(Floats(logits), _context, Row.Options, _produced, allowed)[token] : probability));
             Take(token, forced, logits);
         }
         catch (Exception e)

@@ -26,8 +26,6 @@ public sealed class SamplingRandom(long seed)
     internal torch.Generator GeneratorOn(Device device) => _generator ??= new torch.Generator((ulong)seed, device);
     internal double[] Scratch(int length) => _scratch.Length >= length ? _scratch : _scratch = new double[length];
     internal int[] Order(int length) => _order.Length >= length ? _order : _order = new int[length];
-    /// <summary>The probability the last C# draw gave its token (NaN when the last draw ran elsewhere).</summary>
-    internal double LastProbability { get; set; } = double.NaN;
 }
 
 /// <summary>How the next token is drawn from a row of logits.</summary>
@@ -41,19 +39,24 @@ public static class Sampler
     /// <param name="produced">The answer so far (for the presence and frequency penalties).</param>
     /// <param name="allowed">Per vocabulary token, whether it may be chosen (a constraint); null allows every token.</param>
     public static int Sample(Tensor logits, IReadOnlyCollection<int> context, SamplingOptions options, SamplingRandom? random,
-        IReadOnlyList<int>? produced = null, bool[]? allowed = null)
+        IReadOnlyList<int>? produced = null, bool[]? allowed = null) => SampleWithProbability(logits, context, options, random, produced, allowed, out _);
+
+    /// <summary>As <see cref="Sample"/>, also giving the probability the drawn token had under the distribution it was drawn from (1 when greedy; NaN
+    /// when the draw ran on libtorch, off the CPU).</summary>
+    internal static int SampleWithProbability(Tensor logits, IReadOnlyCollection<int> context, SamplingOptions options, SamplingRandom? random,
+        IReadOnlyList<int>? produced, bool[]? allowed, out double probability)
     {
-        if (random is not null) random.LastProbability = double.NaN;
+        probability = double.NaN;
         if (logits.device_type == DeviceType.CPU && logits.dtype == ScalarType.Float32 && logits.dim() == 1)
         {
             if (options.Temperature == 0 && allowed is null && options.RepetitionPenalty == 1.0 && options.PresencePenalty == 0 && options.FrequencyPenalty == 0)
             {
-                if (random is not null) random.LastProbability = 1;   // greedy: the distribution is one-hot
+                probability = 1;   // greedy: the distribution is one-hot
                 return Greedy(logits);
             }
             using var contiguous = logits.is_contiguous() ? null : logits.contiguous();
             return SampleInPlace(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>((contiguous ?? logits).bytes), context, options,
-                random ?? new SamplingRandom(options.Seed), produced, allowed);
+                random ?? new SamplingRandom(options.Seed), produced, allowed, out probability);
         }
         var generator = (random ?? new SamplingRandom(options.Seed)).GeneratorOn(logits.device);
         using var scope = NewDisposeScope();
@@ -103,12 +106,12 @@ public static class Sampler
     /// tensor operation, which matters when a rollout samples hundreds of rows per step.
     /// </summary>
     static int SampleInPlace(ReadOnlySpan<float> source, IReadOnlyCollection<int> context, SamplingOptions options, SamplingRandom random,
-        IReadOnlyList<int>? produced, bool[]? allowed)
+        IReadOnlyList<int>? produced, bool[]? allowed, out double probability)
     {
         var x = random.Scratch(source.Length).AsSpan(0, source.Length);
         var (best, sum) = Weights(source, context, options, random, produced, allowed, x);
         int token = options.Temperature == 0 ? best : Draw(x, sum, random.NextDouble(), best);
-        random.LastProbability = options.Temperature == 0 ? 1 : x[token] / sum;
+        probability = options.Temperature == 0 ? 1 : x[token] / sum;
         return token;
     }
 
