@@ -21,7 +21,7 @@ internal sealed class MatrixInput
     public int Cols { get; private set; }
     /// <summary>The activations as the kernel reads them (F32, F16 and BF16).</summary>
     public float[] Floats { get; private set; } = [];
-    /// <summary>The activations as 16-bit integers (Q8_0, Q4_0).</summary>
+    /// <summary>The activations as 16-bit integers (Q8_0).</summary>
     public short[] Ints { get; private set; } = [];
     public float[] OutputScale { get; private set; } = [];
     /// <summary>The activations as 8-bit integers per block of 32 (Q4_0), in <see cref="BytePosition"/>'s order.</summary>
@@ -29,10 +29,11 @@ internal sealed class MatrixInput
     /// <summary>Per vector and block: the scale of its 8-bit integers (max|x| / 127).</summary>
     public float[] BlockScales { get; private set; } = [];
     /// <summary>Per vector and block pair, 16 lanes: 8 × the sum of the four activations each lane of the Q4_0 kernel
-    /// multiplies (the weights' offset of 8, taken off in integers).</summary>
-    public int[] Corrections { get; private set; } = [1];
-    /// <summary>Per vector and block pair, 16 lanes: the activation scale of the block each lane belongs to.</summary>
-    public float[] ScalePatterns { get; private set; } = [1];
+    /// multiplies (the weights' offset of 8, taken off in integers). Never empty, so a kernel may take a reference to
+    /// its first element for rows of a single block.</summary>
+    public int[] Corrections { get; private set; } = [0];
+    /// <summary>Per vector and block pair, 16 lanes: the activation scale of the block each lane belongs to (never empty, as above).</summary>
+    public float[] ScalePatterns { get; private set; } = [0];
     float[] _scaled = [];
 
     /// <summary>The activations as they are.</summary>
@@ -111,7 +112,9 @@ internal sealed class MatrixInput
                 BlockScales[i * blocks + b] = usable ? max / 127 : max == 0 ? 0 : float.NaN;
                 if (usable) QuantizeBytes(source, 127 / max, block);
                 else block.Clear();
-                for (int k = 0; k < 32; k++) Bytes[i * cols + BytePosition(b, k, blocks)] = block[k];
+                // Each half of the block is 16 bytes in a row at BytePosition's place.
+                block[..16].CopyTo(Bytes.AsSpan(i * cols + BytePosition(b, 0, blocks), 16));
+                block[16..].CopyTo(Bytes.AsSpan(i * cols + BytePosition(b, 16, blocks), 16));
             }
             for (int p = 0; p < pairs; p++)
             {
