@@ -52,8 +52,7 @@ public sealed class TokenDecoder : IDisposable
         var on = model.parameters().First().device;
         string device = on.type == DeviceType.CPU ? "cpu" : on.ToString();
         if (Cpu.DecodeEngine.Format(engine, model.Config, device) is not { } format) return new TokenDecoder(model);
-        if (kv == Cpu.KvFormat.Q8_0 && model.Config.HeadDim % 32 != 0)
-            throw new ArgumentException($"--kv q8_0 stores blocks of 32 values; this model's head size is {model.Config.HeadDim}, not a multiple of 32. Use --kv f16.");
+        if (kv is { } cache && Cpu.CpuKvCache.Problem(model.Config, cache) is { } problem) throw new ArgumentException(problem);   // before the lazy packing
         return new TokenDecoder(model, new Lazy<Cpu.CpuModel>(() => Cpu.CpuModel.From(model, format, kvFormat: kv)),
             engine == Cpu.DecodeEngine.Auto ? Cpu.DecodeEngine.AutoRowLimit : int.MaxValue);
     }

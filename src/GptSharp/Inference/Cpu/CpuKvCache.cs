@@ -25,8 +25,7 @@ public sealed class CpuKvCache
     public CpuKvCache(GptConfig config, int slots, int? capacity = null, KvFormat format = KvFormat.F32)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(slots, 1);
-        if (format == KvFormat.Q8_0 && config.HeadDim % 32 != 0)
-            throw new ArgumentException($"A Q8_0 cache stores blocks of 32 values; this model's head size is {config.HeadDim}, not a multiple of 32. Use an F16 cache.", nameof(format));
+        if (Problem(config, format) is { } problem) throw new ArgumentException(problem, nameof(format));
         _config = config;
         Slots = slots;
         Capacity = capacity ?? config.ContextLength;
@@ -36,6 +35,12 @@ public sealed class CpuKvCache
         _keyScales = new ushort[slots * config.Layers][];
         _valueScales = new ushort[slots * config.Layers][];
     }
+
+    /// <summary>Why a model of <paramref name="config"/> cannot cache in <paramref name="format"/> (naming its head size), or null.</summary>
+    public static string? Problem(GptConfig config, KvFormat format) =>
+        format == KvFormat.Q8_0 && config.HeadDim % 32 != 0
+            ? $"A Q8_0 cache (--kv q8_0) stores blocks of 32 values; this model's head size is {config.HeadDim}, not a multiple of 32. Use an F16 cache (--kv f16)."
+            : null;
 
     /// <summary>Bytes one cached token takes over all layers, keys and values.</summary>
     public long BytesPerToken
