@@ -54,7 +54,7 @@ static class RlAlgorithmsBench
                 var training = plan.GrpoTraining with { Steps = steps, Seed = seed, CheckpointEvery = config.StepsPerRollout * plan.GrpoSelectEvery };
                 var watch = Stopwatch.StartNew();
                 GrpoRun.Execute(plan.Sft, task.Prompts, task.Program, config, training, new RunOptions(folder) { Device = "cpu" },
-                    selection: new PolicySelection(p => task.HeldOutGold!(p, tokenizer), plan.GrpoSelectEvery), rewardDescription: task.Name);
+                    selection: new PolicySelection(p => task.HeldOutGold!(p, tokenizer), plan.GrpoSelectEvery), rewardDescription: task.Name, environment: task.Environment);
                 double seconds = watch.Elapsed.TotalSeconds;
                 string policy = Path.Combine(folder, RlRun.PolicyFolder);
                 var score = AlignmentStages.Score(plan, verse, policy);

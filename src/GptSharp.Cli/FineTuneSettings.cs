@@ -25,7 +25,7 @@ public abstract class AdaptableSettings : TrainingSettings
 /// <summary>Options shared by the commands that fine-tune a run on conversations or preference pairs (sft, reward, dpo).</summary>
 public abstract class FineTuneSettings : AdaptableSettings
 {
-    [CommandOption("--data")] [Description("`builtin` (tasks from the embedded corpora), `arithmetic` (sft: multi-digit + − × with the calculator offered, and without) or a .jsonl file.")]
+    [CommandOption("--data")] [Description("`builtin` (tasks from the embedded corpora), `arithmetic` (sft: multi-digit + − × with the calculator offered, and without), `verse-rhyme` (sft: poem requests worked with the rhyme dictionary, and answered without it), `calculator-steps` (sft: (a × b) ± c worked in two calculator calls) or a .jsonl file.")]
     public string Data { get; init; } = "builtin";
     [CommandOption("--val")] [Description("Held-out .jsonl (default with a file: 5% of it, chosen by seed).")]
     public string? Val { get; init; }

@@ -118,7 +118,7 @@ public class ToolUseTests(TrainedTokenizerFixture fixture) : IClassFixture<Train
 
     /// <summary>A scripted "model": for each row, the logits make the next token of that row's intended answer, whatever
     /// was fed so far (tool turns included), so the decoder's handling of tool turns is what the test sees.</summary>
-    static TokenDecoder Scripted(int[][] answers, int promptLength, int vocab) => new(tokens =>
+    internal static TokenDecoder Scripted(int[][] answers, int promptLength, int vocab) => new(tokens =>
     {
         long b = tokens.shape[0], t = tokens.shape[1];
         var logits = zeros(b, t, vocab);

@@ -28,6 +28,8 @@ static class FineTuneData
             return (builtIn.TrainChats, builtIn.HeldOutChats);
         }
         if (data == "arithmetic") return BuiltInDatasets.ArithmeticChats();   // fixed split: the arithmetic score's problems never reach training
+        if (data == "verse-rhyme") return BuiltInDatasets.VerseRhymeChats(seed);
+        if (data == ArithmeticStepsEnvironment.Name) return BuiltInDatasets.ArithmeticStepsChats();
         return Split(ChatData.ReadConversations(data).ToList(), val is null ? null : ChatData.ReadConversations(val).ToList(), seed, "sft");
     }
 

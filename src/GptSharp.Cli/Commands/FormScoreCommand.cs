@@ -21,14 +21,14 @@ sealed class FormScoreSettings : CommonSettings
     public int BestOf { get; init; } = 1;
     [CommandOption("--reward-model")] [Description("Reward-model run that chooses among --best-of poems (default: none; needed with --best-of).")]
     public string? Reward { get; init; }
-    [CommandOption("--task")] [Description("`form` (the share of regular poems) or `verse` (every rule of regulated verse and strict, over the same answers; see gptsharp verse check).")]
+    [CommandOption("--task")] [Description("`form` (the share of regular poems), `verse` (every rule of regulated verse and strict, over the same answers; see gptsharp verse check) or `verse-rhyme` (the same with the rhyme dictionary at hand: the poem is the answer's last turn).")]
     public string Task { get; init; } = "form";
 
     public override Spectre.Console.ValidationResult Validate()
     {
         if (BestOf < 1) return Spectre.Console.ValidationResult.Error($"--best-of {BestOf}: N must be >= 1.");
         if (BestOf > 1 && Reward is null) return Spectre.Console.ValidationResult.Error("--best-of needs --reward-model RUN: the reward model that chooses.");
-        if (Task is not ("form" or "verse")) return Spectre.Console.ValidationResult.Error($"--task {Task}: expected form or verse.");
+        if (Task is not ("form" or "verse" or "verse-rhyme")) return Spectre.Console.ValidationResult.Error($"--task {Task}: expected form, verse or verse-rhyme.");
         return base.Validate();
     }
 }
@@ -40,17 +40,20 @@ sealed class FormScoreCommand : Command<FormScoreSettings>
     {
         TorchRuntime.Initialize(s.Threads);
         var prompts = FormScore.Prompts(s.Prompts);
-        if (s.Task == "verse")
+        if (s.Task is "verse" or "verse-rhyme")
         {
             var verse = GptSharp.Alignment.Verse.Embedded();
+            var environment = s.Task == "verse-rhyme" ? VerseEnvironment.Factory(verse) : null;
             var rules = Enum.GetValues<VerseRule>();
             var verseTable = new Table().AddColumn("run");
             foreach (var rule in rules) verseTable.AddColumn(rule.ToString());
             verseTable.AddColumn("strict");
+            if (environment is not null) verseTable.AddColumn("looked up");
             EachRun(s, (name, model, tokenizer, bestOf, chooser) =>
             {
-                var report = VerseScore.Measure(model, tokenizer, prompts, verse, s.Temperature, s.Seed, bestOf, chooser);
-                verseTable.AddRow([Markup.Escape(name), .. rules.Select(r => $"{report.RuleRates[r]:P1}"), $"{report.Strict:P1}"]);
+                var report = VerseScore.Measure(model, tokenizer, prompts, verse, s.Temperature, s.Seed, bestOf, chooser, environment);
+                verseTable.AddRow([Markup.Escape(name), .. rules.Select(r => $"{report.RuleRates[r]:P1}"), $"{report.Strict:P1}",
+                    .. environment is null ? Array.Empty<string>() : [$"{report.ToolUse:P1}"]]);
             });
             AnsiConsole.Write(verseTable);
             AnsiConsole.MarkupLine("Instruction rules (AskedLength, Acrostic, AskedRhyme) are shares of the prompts that asked them; the others of all prompts.");

@@ -13,7 +13,7 @@ sealed class GrpoSettings : AdaptableSettings
 {
     [CommandOption("--from")] [Description("The SFT run the policy starts from (and the reference when --beta > 0).")]
     public string From { get; init; } = "runs/sft";
-    [CommandOption("--task")] [Description("`form` (built-in: write a poem for a title; 1 for a regular form), `verse` (a poem for a title and its instruction, scored by the graded verse check; see gptsharp verse check), `builtin` (every built-in task with its check), `arithmetic` (multi-digit + − × with the calculator; 1 for the exact result), or a JSONL file of {\"prompt\", \"answer\"} lines: 1 when the answer gives the expected one.")]
+    [CommandOption("--task")] [Description("`form` (built-in: write a poem for a title; 1 for a regular form), `verse` (a poem for a title and its instruction, scored by the graded verse check; see gptsharp verse check), `builtin` (every built-in task with its check), `verse-rhyme` (the verse task with a rhyme dictionary to look characters up in, over several turns), `arithmetic` (multi-digit + − × with the calculator; 1 for the exact result), `calculator-steps` ((a × b) ± c with a calculator of one operation a call, over several turns), or a JSONL file of {\"prompt\", \"answer\"} lines: 1 when the answer gives the expected one.")]
     public string Task { get; init; } = "form";
     [CommandOption("--reward-model")] [Description("Train against this reward-model run instead of the task's program (the program is still logged as the gold score; default: the program).")]
     public string? RewardModel { get; init; }
@@ -69,6 +69,8 @@ sealed class GrpoSettings : AdaptableSettings
     public double? Beta { get; init; }
     [CommandOption("--tools")] [Description("Built-in tools offered with every prompt and run while sampling (calculator); default: the task's (arithmetic: calculator).")]
     public string? Tools { get; init; }
+    [CommandOption("--max-turns")] [Description("Model turns an episode may take in the task's environment (verse-rhyme, calculator-steps); the answer ends at the limit.")]
+    public int? MaxTurns { get; init; }
     [CommandOption("--keep-truncated")] [Description("Learn from answers cut by the length limit too (default: masked out).")]
     public bool KeepTruncated { get; init; }
 
@@ -127,6 +129,8 @@ sealed class GrpoCommand : Command<GrpoSettings>
     {
         var runtime = TorchRuntime.Initialize(s.Threads, s.Device);
         var task = RlTasks.Named(s.Task); // the built-in split is fixed: the form score's held-out titles never reach training, whatever --seed
+        if (task.Environment is { } environment && s.Tools is not null)
+            throw new ArgumentException($"--tools {s.Tools}: the task '{task.Name}' acts in the environment '{environment.Name}', which offers its own tools.");
         var grpo = (s.Grpo() with { Tools = s.Tools ?? task.Tools }).Validate();
         if (grpo.Tools is { } tools) GptSharp.Inference.ToolBox.Named(tools); // an unknown name fails here, before any loading
         var training = s.Training() with { BatchSize = grpo.MiniBatch };
@@ -147,7 +151,8 @@ sealed class GrpoCommand : Command<GrpoSettings>
                     last = r;
                     if (s.Quiet) Console.WriteLine($"rollout {r.Iteration}: reward {r.MeanReward:F3}{(r.MeanGold is double g ? $", gold {g:F3}" : "")}, length {r.MeanResponseLength:F1}, groups that teach {r.SolvedGroups:P0}");
                 },
-                rewardDescription: s.RewardModel is null ? task.Name : new { task = task.Name, rewardModel = GptSharp.Runs.RunFolder.Reference(s.RunDir, s.RewardModel) });
+                rewardDescription: s.RewardModel is null ? task.Name : new { task = task.Name, rewardModel = GptSharp.Runs.RunFolder.Reference(s.RunDir, s.RewardModel) },
+                environment: task.Environment);
             return report;
         });
         double first = report.Rollouts.Take(3).Average(r => r.MeanReward), final = report.Rollouts.TakeLast(3).Average(r => r.MeanReward);

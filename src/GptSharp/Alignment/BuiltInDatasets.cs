@@ -113,6 +113,35 @@ public static class BuiltInDatasets
         return (train, heldOut);
     }
 
+    /// <summary>
+    /// The verse task with the rhyme dictionary (<see cref="VerseEnvironment"/>): every poem request of the built-in data
+    /// twice — worked with the dictionary (the poem's rhyme looked up, then the poem; poems without a level-tone rhyme
+    /// skip this), and answered directly with no tool offered — so a model learns to look up only where the tool is offered.
+    /// </summary>
+    public static (List<IReadOnlyList<ChatMessage>> Train, List<IReadOnlyList<ChatMessage>> HeldOut) VerseRhymeChats(long seed = 1337)
+    {
+        var data = Build(seed);
+        var dictionary = RhymeDictionary.Embedded();
+        var verse = Verse.Uncalibrated();
+        List<IReadOnlyList<ChatMessage>> Both(IEnumerable<IReadOnlyList<ChatMessage>> chats)
+        {
+            var list = new List<IReadOnlyList<ChatMessage>>();
+            foreach (var chat in chats.Where(c => c[0].Content.StartsWith("寫一首詩", StringComparison.Ordinal)))
+            {
+                if (VerseEnvironment.WorkedAnswer(chat[0].Content, chat[1].Content, dictionary, verse) is { } worked) list.Add(worked);
+                list.Add(chat);
+            }
+            return list;
+        }
+        return (Both(data.TrainChats), Both(data.HeldOutChats));
+    }
+
+    /// <summary>Two-step arithmetic worked in <see cref="ArithmeticStepsEnvironment"/>: two calls, then the result.</summary>
+    public static (List<IReadOnlyList<ChatMessage>> Train, List<IReadOnlyList<ChatMessage>> HeldOut) ArithmeticStepsChats(long seed = 1337,
+        int problems = ArithmeticStepsEnvironment.TrainingProblems) =>
+        ([.. ArithmeticStepsEnvironment.Problems(heldOut: false, problems, seed).Select(ArithmeticStepsEnvironment.WorkedAnswer)],
+         [.. ArithmeticStepsEnvironment.Problems(heldOut: true, 100, seed).Select(ArithmeticStepsEnvironment.WorkedAnswer)]);
+
     /// <summary>The user's question of a conversation (its first user message).</summary>
     public static string Question(IReadOnlyList<ChatMessage> chat) => chat.First(m => m.Role == ChatRoles.User).Content;
 

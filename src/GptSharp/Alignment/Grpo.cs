@@ -55,6 +55,8 @@ public sealed record GrpoConfig
     /// <summary>Built-in tools offered with every prompt and run while sampling (e.g. <c>calculator</c>); null: none.
     /// What they write is part of the answer but has no log-probability.</summary>
     public string? Tools { get; init; }
+    /// <summary>Model turns an episode may take when the answers act in an environment.</summary>
+    public int MaxTurns { get; init; } = Episode.DefaultMaxTurns;
 
     public int AnswersPerRollout => PromptsPerRollout * GroupSize;
     /// <summary>Optimiser steps one rollout gives: epochs × minibatches.</summary>
@@ -87,6 +89,7 @@ public sealed record GrpoConfig
         if (OverlongBuffer < 0 || OverlongBuffer >= Rollout.MaxNewTokens)
             throw new ArgumentOutOfRangeException(nameof(OverlongBuffer), OverlongBuffer, $"The overlong buffer must be 0 (off) to {Rollout.MaxNewTokens - 1} tokens (below the length limit).");
         if (IsCap <= 1 || double.IsNaN(IsCap)) throw new ArgumentOutOfRangeException(nameof(IsCap), IsCap, "The importance-sampling cap must be > 1.");
+        if (MaxTurns < 1) throw new ArgumentOutOfRangeException(nameof(MaxTurns), MaxTurns, "An episode needs at least one turn.");
         if (OverlongPenalty < 0 || double.IsNaN(OverlongPenalty)) throw new ArgumentOutOfRangeException(nameof(OverlongPenalty), OverlongPenalty, "The overlong penalty must be >= 0.");
         return this;
     }
@@ -124,14 +127,20 @@ public sealed class GrpoExperience : RolloutExperience<GrpoBatch>
     readonly IReadOnlyList<string> _prompts;
     readonly GrpoConfig _config;
     readonly Inference.ToolBox? _tools;
+    readonly EnvironmentFactory? _environment;
     readonly long _seed;
     int _iteration;
 
     /// <param name="reference">The frozen starting model, needed when <see cref="GrpoConfig.Beta"/> &gt; 0.</param>
     /// <param name="gold">A program logged beside the reward (e.g. the form check while training on a learned reward).</param>
+    /// <param name="environment">An environment every answer acts in, up to <see cref="GrpoConfig.MaxTurns"/> turns (its
+    /// turns are masked from the loss; <see cref="Rewards.Episodes"/> rewards the episodes).</param>
     public GrpoExperience(Gpt policy, Gpt? reference, RewardFunction reward, GptTokenizer tokenizer, IReadOnlyList<string> prompts,
-        GrpoConfig config, long seed, int iteration = 0, RewardFunction? gold = null)
+        GrpoConfig config, long seed, int iteration = 0, RewardFunction? gold = null, EnvironmentFactory? environment = null)
     {
+        if (environment is not null && config.Tools is not null)
+            throw new ArgumentException($"GRPO offers tools ({config.Tools}) and the environment '{environment.Name}': an environment offers its own tools.", nameof(config));
+        _environment = environment;
         if (prompts.Count == 0) throw new ArgumentException("GRPO needs at least one prompt.", nameof(prompts));
         if (config.Validate().Beta > 0 && reference is null) throw new ArgumentException("β > 0 needs the reference model.", nameof(reference));
         (_policy, _reference, _reward, _gold, _tokenizer, _prompts, _config, _seed, _iteration) = (policy, reference, reward, gold, tokenizer, prompts, config, seed, iteration);
@@ -164,7 +173,8 @@ public sealed class GrpoExperience : RolloutExperience<GrpoBatch>
             var chosen = Enumerable.Range(0, count).Select(_ => _prompts[random.Next(_prompts.Count)]).ToList();
             var prompts = chosen.SelectMany(p => Enumerable.Repeat(p, groupSize)).ToList();
             using var sampled = Rollout.Sample(_policy, _tokenizer, prompts, _config.Rollout.Temperature, _config.Rollout.MaxNewTokens,
-                _seed * 1000 + (long)_iteration * prompts.Count + round * 1_000_003L, keepTruncated: !_config.MaskTruncated, tools: _tools, engine: _config.Rollout.Engine);
+                _seed * 1000 + (long)_iteration * prompts.Count + round * 1_000_003L, keepTruncated: !_config.MaskTruncated, tools: _tools, engine: _config.Rollout.Engine,
+                environment: _environment, maxTurns: _config.MaxTurns);
             var rewards = _reward(sampled.Completions);
             for (int i = 0; i < rewards.Length; i++)
                 rewards[i] += GrpoMath.OverlongPenalty(sampled.Completions[i].AnswerTokens.Length, _config.Rollout.MaxNewTokens, _config.OverlongBuffer, _config.OverlongPenalty);

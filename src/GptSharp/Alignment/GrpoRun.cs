@@ -27,10 +27,11 @@ public static class GrpoRun
     public const string RolloutFile = "grpo.jsonl";
 
     /// <param name="gold">A program logged beside the reward in every rollout (e.g. the form check when the reward is learned).</param>
+    /// <param name="environment">An environment every answer acts in over several turns (see <see cref="IEnvironment"/>).</param>
     /// <param name="options">The run folder, resume, device, LoRA; <see cref="RunOptions.UntilStep"/> stops there (with a checkpoint) on the full run's schedule.</param>
     public static GrpoReport Execute(string fromRun, IReadOnlyList<string> prompts, RewardFunction reward, GrpoConfig grpo, TrainingConfig training,
         RunOptions options, RewardFunction? gold = null, PolicySelection? selection = null,
-        Action<GrpoRolloutStats>? onRollout = null, object? rewardDescription = null)
+        Action<GrpoRolloutStats>? onRollout = null, object? rewardDescription = null, EnvironmentFactory? environment = null)
     {
         var (runDirectory, resume, device, onStep, cancellation) = options;
         var (lora, untilStep) = (options.Lora, options.UntilStep);
@@ -73,10 +74,10 @@ public static class GrpoRun
             {
                 int iteration = run.DataPosition is null ? 0 : int.TryParse(run.DataPosition, out int i) ? i
                     : throw new InvalidDataException($"GRPO position '{run.DataPosition}': expected the next rollout's number.");
-                experience = new GrpoExperience(policy, reference, reward, tokenizer, prompts, grpo, training.Seed, iteration, gold);
+                experience = new GrpoExperience(policy, reference, reward, tokenizer, prompts, grpo, training.Seed, iteration, gold, environment);
                 return new RunObjective<GrpoBatch>(policy, policy.Config, GrpoExperience.Objective(policy, grpo), experience, null, new
                 {
-                    objective = "grpo", from = RunFolder.Reference(runDirectory, fromRun), reward = rewardDescription ?? "program", grpo, training, lora,
+                    objective = "grpo", from = RunFolder.Reference(runDirectory, fromRun), reward = rewardDescription ?? "program", environment = environment?.Name, grpo, training, lora,
                     tokenizer = run.Tokenizer, prompts = prompts.Count,
                 });
             }, onStep: Log, cancellation: cancellation, untilStep: untilStep);

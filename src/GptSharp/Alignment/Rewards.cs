@@ -11,8 +11,9 @@ namespace GptSharp.Alignment;
 /// <param name="Inserted">Per answer token, whether a tool wrote it (no loss, no log-probability); null: none did.</param>
 /// <param name="SamplerLogprobs">Per answer token, its log-probability under the distribution the rollout engine drew it
 /// from (NaN for tokens a tool wrote); null when not recorded.</param>
+/// <param name="Episode">How the environment's episode ended, when an environment answered (see <see cref="IEnvironment"/>).</param>
 public sealed record Completion(string Prompt, string Answer, int[] PromptTokens, int[] AnswerTokens, bool Truncated, bool[]? Inserted = null,
-    double[]? SamplerLogprobs = null);
+    double[]? SamplerLogprobs = null, EpisodeOutcome? Episode = null);
 
 /// <summary>Scores a batch of completions, one number each (higher is better).</summary>
 public delegate double[] RewardFunction(IReadOnlyList<Completion> completions);
@@ -44,6 +45,9 @@ public static class Rewards
         }
         return scores;
     };
+
+    /// <summary>The environment's reward: what each completion's episode earned (see <see cref="EpisodeOutcome"/>).</summary>
+    public static RewardFunction Episodes { get; } = FromProgram(c => c.Episode?.Reward ?? throw new InvalidOperationException("no environment answered it"));
 
     /// <summary>1 for a regular quatrain or regulated verse (see <see cref="PoemForm.IsRegularQuatrainOrRegulated"/>), else 0.</summary>
     public static RewardFunction Form { get; } = FromProgram(c => PoemForm.IsRegularQuatrainOrRegulated(c.Answer.Split('\n')) ? 1 : 0);

@@ -35,19 +35,36 @@ public sealed class Rollout : IDisposable
     /// <param name="engine">What samples (<see cref="Inference.Cpu.DecodeEngine"/>): by default the CPU engine on a CPU
     /// for up to <see cref="Inference.Cpu.DecodeEngine.AutoRowLimit"/> prompts (the policy's current weights packed for
     /// this rollout), libtorch for more.</param>
+    /// <param name="environment">An environment the policy acts in over up to <paramref name="maxTurns"/> turns, one episode
+    /// per prompt (instead of <paramref name="tools"/>): what it says is part of the completion with mask 0, and each
+    /// completion carries its episode's outcome.</param>
     public static Rollout Sample(Gpt policy, GptTokenizer tokenizer, IReadOnlyList<string> prompts, double temperature, int maxNewTokens, long seed,
-        bool keepTruncated = true, ToolBox? tools = null, string engine = Inference.Cpu.DecodeEngine.Auto)
+        bool keepTruncated = true, ToolBox? tools = null, string engine = Inference.Cpu.DecodeEngine.Auto,
+        EnvironmentFactory? environment = null, int maxTurns = Episode.DefaultMaxTurns)
     {
-        var rendered = RenderPrompts(tokenizer, prompts, tools);
-        int room = policy.Config.ContextLength - rendered.Max(r => r.Length);
-        if (room < 1) throw new ArgumentException($"A prompt fills the model's context of {policy.Config.ContextLength} tokens: no room for an answer.", nameof(prompts));
+        if (tools is not null && environment is not null) throw new ArgumentException("Offer tools or an environment, not both: an environment offers its own tools.", nameof(environment));
         using var decoder = TokenDecoder.Create(policy, engine);
-        var answers = decoder.Generate(rendered, new SamplingOptions(Temperature: temperature, TopK: 0, TopP: 1.0,
-            MaxNewTokens: Math.Min(maxNewTokens, room), Seed: seed, StopTokens: [tokenizer.EndId, tokenizer.BosId], SampledLogprobs: true), interject: tools?.Interjection(tokenizer));
+        var options = new SamplingOptions(Temperature: temperature, TopK: 0, TopP: 1.0, MaxNewTokens: maxNewTokens, Seed: seed,
+            StopTokens: [tokenizer.EndId, tokenizer.BosId], SampledLogprobs: true);
+        var (answers, episodes, rendered) = environment is null
+            ? Answer(decoder, tokenizer, prompts, RenderPrompts(tokenizer, prompts, tools), options, tools, policy.Config.ContextLength)
+            : Episodes.Play(decoder, tokenizer, environment, prompts, options, maxTurns, policy.Config.ContextLength);
         var truncated = answers.Select(a => a.Finish != FinishReason.Stop).ToList();
         var completions = Rewards.Describe(tokenizer, prompts, rendered, [.. answers.Select(a => a.Tokens)], truncated, [.. answers.Select(a => a.Inserted)])
-            .Select((c, i) => c with { SamplerLogprobs = answers[i].SampledLogprobs }).ToList();
+            .Select((c, i) => c with { SamplerLogprobs = answers[i].SampledLogprobs, Episode = episodes?[i].Outcome }).ToList();
         return Layout(completions, tokenizer.PadId, parameterDevice(policy), keepTruncated);
+    }
+
+    static (IReadOnlyList<Generation>, IReadOnlyList<Episode>?, IReadOnlyList<int[]>) Answer(TokenDecoder decoder, GptTokenizer tokenizer,
+        IReadOnlyList<string> prompts, List<int[]> rendered, SamplingOptions options, ToolBox? tools, int context) =>
+        (decoder.Generate(rendered, options with { MaxNewTokens = Room(rendered, options.MaxNewTokens, context) }, interject: tools?.Interjection(tokenizer)), null, rendered);
+
+    /// <summary>The answers' token limit where the longest prompt leaves less room than asked in the model's context.</summary>
+    internal static int Room(IReadOnlyList<int[]> rendered, int maxNewTokens, int context)
+    {
+        int room = context - rendered.Max(r => r.Length);
+        if (room < 1) throw new ArgumentException($"A prompt fills the model's context of {context} tokens: no room for an answer.", "prompts");
+        return Math.Min(maxNewTokens, room);
     }
 
     /// <summary>Each prompt as a user turn (after a system turn offering <paramref name="tools"/>, if any), ready for the answer.</summary>

@@ -48,35 +48,48 @@ public static class FormScore
     public static FormScoreReport Measure(Gpt model, GptTokenizer tokenizer, IReadOnlyList<string> prompts, double temperature, long seed,
         int bestOf, RewardFunction? chooser)
     {
-        var poems = Sample(model, tokenizer, prompts, temperature, seed, bestOf, chooser);
+        var poems = Sample(model, tokenizer, prompts, temperature, seed, bestOf, chooser).Select(c => c.Answer).ToList();
         int regular = poems.Count(poem => PoemForm.IsRegularQuatrainOrRegulated(poem.Split('\n')));
         return new FormScoreReport(prompts.Count, regular, [.. prompts.Zip(poems).Take(3)], poems.Distinct(StringComparer.Ordinal).Count());
     }
 
+    /// <summary>Tokens an answer may spend besides its poem when an environment is at hand (a look-up and its answer).</summary>
+    public const int EnvironmentRoom = 40;
+
     /// <summary>
-    /// One answer per prompt, as every score of poems samples them: prompt i's answers with seeds seed + i·N …, at most
-    /// 80 tokens; with <paramref name="bestOf"/> N above 1 the one <paramref name="chooser"/> scores highest of N.
+    /// One answer per prompt (its poem is <see cref="Completion.Answer"/>), as every score of poems samples them: prompt i's answers with seeds seed + i·N …, at most
+    /// 80 tokens; with <paramref name="bestOf"/> N above 1 the one <paramref name="chooser"/> scores highest of N. With an
+    /// <paramref name="environment"/> each answer is an episode in it (up to <paramref name="maxTurns"/> turns, <see cref="EnvironmentRoom"/>
+    /// more tokens within the model's context) and its poem is the final turn.
     /// </summary>
-    public static List<string> Sample(Gpt model, GptTokenizer tokenizer, IReadOnlyList<string> prompts, double temperature, long seed,
-        int bestOf, RewardFunction? chooser)
+    public static List<Completion> Sample(Gpt model, GptTokenizer tokenizer, IReadOnlyList<string> prompts, double temperature, long seed,
+        int bestOf, RewardFunction? chooser, EnvironmentFactory? environment = null, int maxTurns = Episode.DefaultMaxTurns)
     {
         if (bestOf < 1) throw new ArgumentOutOfRangeException(nameof(bestOf), bestOf, "Best-of-N needs N >= 1.");
         if (bestOf > 1 && chooser is null) throw new ArgumentException("Best-of-N needs a reward to choose with.", nameof(chooser));
         var template = new ChatTemplate(tokenizer);
-        var rendered = prompts.SelectMany(p => Enumerable.Repeat(template.RenderPrompt([new ChatMessage(ChatRoles.User, p)]), bestOf)).ToList();
+        var asked = prompts.SelectMany(p => Enumerable.Repeat(p, bestOf)).ToList();
         var options = new SamplingOptions(Temperature: temperature, TopK: 50, MaxNewTokens: 80, Seed: seed, StopTokens: [tokenizer.EndId, tokenizer.BosId]);
         using var decoder = TokenDecoder.Create(model);
-        var answers = decoder.Generate(rendered, options);   // row r samples with seed + r
-        var completions = Rewards.Describe(tokenizer, [.. prompts.SelectMany(p => Enumerable.Repeat(p, bestOf))], rendered,
-            [.. answers.Select(a => a.Tokens)], [.. answers.Select(a => a.Finish != FinishReason.Stop)]);
+        IReadOnlyList<Generation> answers;   // row r samples with seed + r
+        IReadOnlyList<int[]> rendered;
+        if (environment is null)
+        {
+            rendered = [.. asked.Select(p => template.RenderPrompt([new ChatMessage(ChatRoles.User, p)]))];
+            answers = decoder.Generate(rendered, options);
+        }
+        else (answers, _, rendered) = Episodes.Play(decoder, tokenizer, environment, asked,
+            options with { MaxNewTokens = options.MaxNewTokens + EnvironmentRoom }, maxTurns, model.Config.ContextLength);
+        var completions = Rewards.Describe(tokenizer, asked, rendered, [.. answers.Select(a => a.Tokens)],
+            [.. answers.Select(a => a.Finish != FinishReason.Stop)], [.. answers.Select(a => a.Inserted)]);
         double[]? scores = bestOf > 1 ? chooser!(completions) : null;
-        var chosen = new List<string>(prompts.Count);
+        var chosen = new List<Completion>(prompts.Count);
         for (int i = 0; i < prompts.Count; i++)
         {
             int best = i * bestOf;
             for (int j = 1; j < bestOf; j++)
                 if (scores![i * bestOf + j] > scores[best]) best = i * bestOf + j;
-            chosen.Add(completions[best].Answer);
+            chosen.Add(completions[best]);
         }
         return chosen;
     }

@@ -16,8 +16,10 @@ namespace GptSharp.Evaluation;
 /// <see cref="Inference.ToolBox.Named"/>); null: none.</param>
 /// <param name="StrictGold">The pass/fail check a policy is finally judged by, when <paramref name="Program"/> is a graded
 /// reward (logged beside PPO's learned reward); null: the program itself.</param>
+/// <param name="Environment">An environment each rollout's answers act in over several turns (its reward is then the
+/// program's, <see cref="Rewards.Episodes"/>); null: one turn.</param>
 public sealed record RlTask(string Name, IReadOnlyList<string> Prompts, RewardFunction Program, Func<Gpt, GptTokenizer, double>? HeldOutGold,
-    RewardFunction? GradedLabeler = null, string? Tools = null, RewardFunction? StrictGold = null)
+    RewardFunction? GradedLabeler = null, string? Tools = null, RewardFunction? StrictGold = null, EnvironmentFactory? Environment = null)
 {
     /// <summary>What ranks answers when feedback is collected.</summary>
     public RewardFunction Labeler => GradedLabeler ?? Program;
@@ -91,13 +93,40 @@ public static class RlTasks
             (policy, tokenizer) => ArithmeticScore.Measure(policy, tokenizer, selection, withTool: true).Accuracy, Tools: Alignment.Arithmetic.ToolName);
     }
 
+    /// <summary>The verse task with the rhyme dictionary at hand (<see cref="VerseEnvironment"/>): the episode's reward is
+    /// the graded check of its final poem, the gold and the held-out selection the strict one, measured with the dictionary.</summary>
+    public static RlTask VerseRhyme(long seed = 1337)
+    {
+        var verse = Alignment.Verse.Embedded();
+        var selection = FormScore.SelectionPrompts(SelectionPrompts, seed);
+        var environment = VerseEnvironment.Factory(verse);
+        return new RlTask("verse-rhyme", PpoRun.PoemPrompts(seed), Rewards.Episodes,
+            (policy, tokenizer) => VerseScore.Measure(policy, tokenizer, selection, verse, environment: environment).Strict,
+            Rewards.VerseGraded(verse), StrictGold: Rewards.VerseStrict(verse), Environment: environment);
+    }
+
+    /// <summary>Two-step arithmetic, <c>(a × b) ± c</c>, in <see cref="ArithmeticStepsEnvironment"/> (a calculator of one
+    /// operation a call): 1 for the exact result in the final turn. Selection measures held-out problems greedily.</summary>
+    public static RlTask ArithmeticSteps(long seed = 1337)
+    {
+        var problems = ArithmeticStepsEnvironment.Problems(heldOut: false, ArithmeticStepsEnvironment.TrainingProblems, seed);
+        var selection = ArithmeticStepsEnvironment.Problems(heldOut: true, ScoreProblems + SelectionPrompts, seed).Skip(ScoreProblems).ToList();
+        var environment = ArithmeticStepsEnvironment.Factory([.. problems, .. selection]);
+        return new RlTask(ArithmeticStepsEnvironment.Name, [.. problems.Select(p => p.Question)], Rewards.Episodes,
+            (policy, tokenizer) => EnvironmentScore.Measure(policy, tokenizer, [.. selection.Select(p => p.Question)], environment).MeanReward,
+            Environment: environment);
+    }
+
     static bool IsPoemRequest(string prompt) => prompt.StartsWith("寫一首詩", StringComparison.Ordinal);
 
-    /// <summary>A task by name: <c>form</c>, <c>verse</c>, <c>builtin</c>, <c>arithmetic</c>, or a JSONL file (see <see cref="FromFile"/>).</summary>
+    /// <summary>A task by name: <c>form</c>, <c>verse</c>, <c>verse-rhyme</c>, <c>builtin</c>, <c>arithmetic</c>,
+    /// <c>calculator-steps</c>, or a JSONL file (see <see cref="FromFile"/>).</summary>
     public static RlTask Named(string name, long seed = 1337) => name switch
     {
         "form" => Form(seed),
         "verse" => Verse(seed),
+        "verse-rhyme" => VerseRhyme(seed),
+        ArithmeticStepsEnvironment.Name => ArithmeticSteps(seed),
         "arithmetic" => Arithmetic(seed),
         "builtin" => BuiltIn(seed),
         _ => FromFile(name),

@@ -82,7 +82,7 @@ public static class AlignmentStages
     {
         var tokenizer = GptTokenizer.Load(Checkpoint.ReadState(from).Tokenizer);
         return GrpoRun.Execute(from, task.Prompts, task.Program, settings, training, Run(folder, device, onStep),
-            selection: Selection(task, tokenizer, selectEvery), rewardDescription: task.Name);
+            selection: Selection(task, tokenizer, selectEvery), rewardDescription: task.Name, environment: task.Environment);
     }
 
     static PolicySelection Selection(RlTask task, GptTokenizer tokenizer, int? everyRollouts)
