@@ -86,6 +86,8 @@ public class CommandLineTests(TrainedTokenizerFixture fixture) : IClassFixture<T
     [InlineData("--loss gpo: expected grpo, dr_grpo, dapo, gspo or cispo", "grpo", "--loss", "gpo")]
     [InlineData("--scale-rewards all: expected group, batch or none", "grpo", "--scale-rewards", "all")]
     [InlineData("--divergence kl: expected reverse, forward or jsd", "distill", "--divergence", "kl")]
+    [InlineData("--task verse-rime: expected form, verse or verse-rhyme", "form-score", "--task", "verse-rime")]
+    [InlineData("--tools calculator: the task 'calculator-steps' acts in the environment 'calculator-steps', which offers its own tools", "grpo", "--task", "calculator-steps", "--tools", "calculator")]
     public void AnOptionsValueIsCheckedBeforeAnythingRuns(string message, params string[] args)
     {
         var (code, output) = CliProcess.Cli(args);

@@ -102,6 +102,12 @@ public class EnvironmentTests(TrainedTokenizerFixture fixture) : IClassFixture<T
         Assert.Equal(FinishReason.Stop, answers[0].Finish);
         Assert.Equal(script[..(3 * turn.Length + 2 * observation.Length)], answers[0].Tokens);
         Assert.Throws<ArgumentOutOfRangeException>(() => new Episode(endless, "q", maxTurns: 0));
+
+        // Held to the room its opening leaves in the context: prompt and answer fit one training forward.
+        var (held, _, _) = Episodes.Play(decoder, _tokenizer, endless, ["q"], new SamplingOptions(Temperature: 0, MaxNewTokens: 120, StopTokens: [_tokenizer.EndId]),
+            maxTurns: 3, contextLength: prompt.Length + 5);
+        Assert.Equal((5, FinishReason.Length), (held[0].Tokens.Length, held[0].Finish));
+        Assert.Throws<ArgumentException>(() => Episodes.Play(decoder, _tokenizer, endless, ["q"], new SamplingOptions(MaxNewTokens: 8), contextLength: prompt.Length));
     }
 
     [Fact]
@@ -204,9 +210,9 @@ public class EnvironmentTests(TrainedTokenizerFixture fixture) : IClassFixture<T
         var environment = VerseEnvironment.Factory(verse).Create();
         const string prompt = "寫一首詩，題為《登樓》，用「流」韻。";
         var opening = environment.Reset(prompt);
-        Assert.Equal("Tools: rhyme.", opening[0].Content);
+        Assert.Equal("Tools: 韻.", opening[0].Content);
         Assert.Equal(prompt, opening[1].Content);
-        var lookUp = environment.Step(new ChatMessage(ChatRoles.Assistant, "", new ToolCall("rhyme", "流")));
+        var lookUp = environment.Step(new ChatMessage(ChatRoles.Assistant, "", new ToolCall("韻", "流")));
         Assert.False(lookUp.Done);
         Assert.Equal(RhymeDictionary.Embedded().Lookup("流").Text, lookUp.Observation);
         Assert.StartsWith("error: no tool named", environment.Step(new ChatMessage(ChatRoles.Assistant, "", new ToolCall("calculator", "1+1"))).Observation);
@@ -216,7 +222,7 @@ public class EnvironmentTests(TrainedTokenizerFixture fixture) : IClassFixture<T
         Assert.Equal(Rewards.VerseGraded(verse)([new Completion(prompt, poem, [], [], false)])[0], end.Reward);
 
         var worked = VerseEnvironment.WorkedAnswer(prompt, poem, RhymeDictionary.Embedded(), Verse.Uncalibrated())!;
-        Assert.Equal(new ToolCall("rhyme", "流"), worked[2].ToolCall);
+        Assert.Equal(new ToolCall("韻", "流"), worked[2].ToolCall);
         Assert.Equal(poem, worked[^1].Content);
         Assert.Null(VerseEnvironment.WorkedAnswer(prompt, "白日依山盡，黃河入海去。\n欲窮千里目，更上一層樓。", RhymeDictionary.Embedded(), Verse.Uncalibrated()));
     }

@@ -126,7 +126,8 @@ public static class Episodes
     /// Plays one episode per prompt, all in one batch: prompt i samples with seed <c>options.Seed + i</c>, its opening
     /// rendered with the chat template. The first failure (an <see cref="EnvironmentException"/>) is thrown.
     /// </summary>
-    /// <param name="contextLength">The model's context: answers stop where the longest opening leaves no more room.</param>
+    /// <param name="contextLength">The model's context: each episode's answer is held to the room its own opening
+    /// leaves, so prompt and answer fit one training forward.</param>
     public static (IReadOnlyList<Inference.Generation> Answers, IReadOnlyList<Episode> Episodes, IReadOnlyList<int[]> Rendered) Play(
         Inference.TokenDecoder decoder, GptTokenizer tokenizer, EnvironmentFactory environment, IReadOnlyList<string> prompts,
         Inference.SamplingOptions options, int maxTurns = Episode.DefaultMaxTurns, int? contextLength = null)
@@ -136,8 +137,10 @@ public static class Episodes
             throw new ArgumentException($"The environment '{environment.Name}' speaks in tool and user turns, but tokenizer '{tokenizer.Spec.Name}' has no tool tokens: train a new tokenizer and model.", nameof(tokenizer));
         var episodes = prompts.Select(p => new Episode(environment, p, maxTurns)).ToList();
         var rendered = episodes.Select(e => template.RenderPrompt(e.Opening)).ToList();
-        if (contextLength is { } context) options = options with { MaxNewTokens = Rollout.Room(rendered, options.MaxNewTokens, context) };
-        var results = decoder.Generate([.. rendered.Select((r, i) => new Inference.BatchRow(r, options with { Seed = options.Seed + i }, Interject: episodes[i].Interjection(tokenizer)))]);
+        int Room(int[] opening) => contextLength is not { } context ? options.MaxNewTokens : context - opening.Length >= 1 ? Math.Min(options.MaxNewTokens, context - opening.Length)
+            : throw new ArgumentException($"A prompt's opening fills the model's context of {context} tokens: no room for an answer.", nameof(prompts));
+        var results = decoder.Generate([.. rendered.Select((r, i) => new Inference.BatchRow(r, options with { Seed = options.Seed + i, MaxNewTokens = Room(r) },
+            Interject: episodes[i].Interjection(tokenizer)))]);
         foreach (var result in results)
             if (result.Error is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(result.Error);
         return ([.. results.Select(r => r.Generation)], episodes, rendered);

@@ -11,7 +11,9 @@ namespace GptSharp.Alignment;
 /// </summary>
 public sealed class RhymeDictionary
 {
-    public const string ToolName = "rhyme";
+    /// <summary>The tool's name as the model writes it: 韻, one token of a Chinese vocabulary (a tiny model trained on
+    /// poems misspelt the English name's word pieces).</summary>
+    public const string ToolName = "韻";
     /// <summary>Rhyme characters listed per answer: a model's context is small.</summary>
     public const int Listed = 12;
 
@@ -68,7 +70,7 @@ public sealed class RhymeDictionary
 }
 
 /// <summary>
-/// The verse task with the rhyme dictionary at hand: the model may look characters up (<c>rhyme 東</c>) as often as the
+/// The verse task with the rhyme dictionary at hand: the model may look characters up (<c>韻 東</c>) as often as the
 /// turn limit allows; a turn without a call is its poem, which ends the episode with the verse task's reward for it.
 /// </summary>
 public sealed class VerseEnvironment(RhymeDictionary dictionary, RewardFunction poemReward) : IEnvironment

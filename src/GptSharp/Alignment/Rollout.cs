@@ -60,7 +60,7 @@ public sealed class Rollout : IDisposable
         (decoder.Generate(rendered, options with { MaxNewTokens = Room(rendered, options.MaxNewTokens, context) }, interject: tools?.Interjection(tokenizer)), null, rendered);
 
     /// <summary>The answers' token limit where the longest prompt leaves less room than asked in the model's context.</summary>
-    internal static int Room(IReadOnlyList<int[]> rendered, int maxNewTokens, int context)
+    static int Room(IReadOnlyList<int[]> rendered, int maxNewTokens, int context)
     {
         int room = context - rendered.Max(r => r.Length);
         if (room < 1) throw new ArgumentException($"A prompt fills the model's context of {context} tokens: no room for an answer.", "prompts");
