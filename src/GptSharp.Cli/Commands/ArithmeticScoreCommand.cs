@@ -15,6 +15,8 @@ sealed class ArithmeticScoreSettings : CommonSettings
     public string RunDir { get; init; } = "runs/sft";
     [CommandOption("--problems")] [Description("How many fixed held-out problems to ask (multi-digit + − ×).")]
     public int Problems { get; init; } = RlTasks.ScoreProblems;
+    [CommandOption("--steps")] [Description("Also ask as many two-step problems, (a × b) ± c, in the calculator-steps environment (one operation a call, ans the last result): exact answers, turns, episodes finished.")]
+    public bool Steps { get; init; }
 
     public override ValidationResult Validate() =>
         Problems < 1 ? ValidationResult.Error($"--problems {Problems}: ask at least one.") : base.Validate();
@@ -46,6 +48,26 @@ sealed class ArithmeticScoreCommand : Command<ArithmeticScoreSettings>
             }
         }
         AnsiConsole.Write(table);
+        if (s.Steps) StepsTable(s);
         return 0;
+    }
+
+    static void StepsTable(ArithmeticScoreSettings s)
+    {
+        var problems = ArithmeticStepsEnvironment.Problems(heldOut: true, s.Problems);
+        var environment = ArithmeticStepsEnvironment.Factory(problems);
+        var table = new Table().AddColumns("run", "two-step problems right", "turns per episode", "finished by the model", "example");
+        foreach (string run in s.RunDir.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            var (model, state) = Checkpoint.LoadModel(run);
+            using (model)
+            {
+                var tokenizer = GptTokenizer.Load(state.Tokenizer);
+                var report = EnvironmentScore.Measure(model, tokenizer, [.. problems.Select(p => p.Question)], environment);
+                table.AddRow(Markup.Escape(run), $"{100 * report.MeanReward:F1}%", $"{report.MeanTurns:F2}", $"{100 * report.Finished:F1}%",
+                    Markup.Escape($"{report.Samples[0].Prompt} → {report.Samples[0].Transcript}"));
+            }
+        }
+        AnsiConsole.Write(table);
     }
 }

@@ -25,10 +25,10 @@ public static class DistillRun
     public static DistillReport Execute(string studentRun, string teacherRun, IReadOnlyList<string> prompts, DistillConfig config, TrainingConfig training,
         RunOptions options, Action<DistillRolloutStats>? onRollout = null)
     {
-        var (runDirectory, resume, device, onStep, cancellation) = options;
+        var (runDirectory, resume, device, _, _) = options;
         config.Validate();
         int perRollout = config.StepsPerRollout;
-        training = (training with { CheckpointEvery = Math.Max(1, (int)Math.Round(training.CheckpointEvery / (double)perRollout)) * perRollout }).Validate();
+        training = RlRun.OnRolloutBoundaries(training, perRollout);
         var (student, start) = Checkpoint.LoadModel(studentRun);
         using var _s = student;
         var (teacher, teacherState) = Checkpoint.LoadModel(teacherRun);
@@ -46,31 +46,16 @@ public static class DistillRun
 
         var log = new RlRunLog<DistillRolloutStats>(runDirectory, RolloutFile, Path.Combine(runDirectory, RlRun.PolicyFolder), resume, start.Tokenizer, null, perRollout,
             (m, r) => new { step = m.Step, iteration = r.Iteration, reverseKl = r.ReverseKl, meanResponseLength = r.MeanResponseLength }, onRollout);
-        DistillExperience? experience = null;
-        try
+        var setup = new RunSetup(runDirectory, training, resume, start.Tokenizer, "on-policy distillation", device, DataParallel: false, Command: "distill");
+        var (outcome, experience) = RlRun.Train(setup, options, log, student, run =>
         {
-            var setup = new RunSetup(runDirectory, training, resume, start.Tokenizer, "on-policy distillation", device, DataParallel: false, Command: "distill");
-            var outcome = TrainingRun.Execute(setup, run =>
+            var experience = new DistillExperience(student, teacher, tokenizer, prompts, config, training.Seed, RlRun.NextRollout(run.DataPosition, "Distillation"));
+            return (experience, new RunObjective<DistillBatch>(student, student.Config, DistillExperience.Objective(student, config), experience, null, new
             {
-                int iteration = run.DataPosition is null ? 0 : int.TryParse(run.DataPosition, out int i) ? i
-                    : throw new InvalidDataException($"Distillation position '{run.DataPosition}': expected the next rollout's number.");
-                experience = new DistillExperience(student, teacher, tokenizer, prompts, config, training.Seed, iteration);
-                return new RunObjective<DistillBatch>(student, student.Config, DistillExperience.Objective(student, config), experience, null, new
-                {
-                    objective = "distill", from = RunFolder.Reference(runDirectory, studentRun), teacher = RunFolder.Reference(runDirectory, teacherRun),
-                    distill = config, training, tokenizer = run.Tokenizer, prompts = prompts.Count,
-                });
-            }, onStep: m =>
-            {
-                log.AfterStep(m, experience!.Rollouts, student);
-                onStep?.Invoke(m);
-            }, cancellation: cancellation);
-            log.Finish(runDirectory, student);
-            return new DistillReport(outcome.Training, experience!.Rollouts);
-        }
-        finally
-        {
-            experience?.Dispose();
-        }
+                objective = "distill", from = RunFolder.Reference(runDirectory, studentRun), teacher = RunFolder.Reference(runDirectory, teacherRun),
+                distill = config, training, tokenizer = run.Tokenizer, prompts = prompts.Count,
+            }));
+        }, e => e.Rollouts);
+        return new DistillReport(outcome.Training, experience.Rollouts);
     }
 }

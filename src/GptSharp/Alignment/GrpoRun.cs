@@ -33,12 +33,11 @@ public static class GrpoRun
         RunOptions options, RewardFunction? gold = null, PolicySelection? selection = null,
         Action<GrpoRolloutStats>? onRollout = null, object? rewardDescription = null, EnvironmentFactory? environment = null)
     {
-        var (runDirectory, resume, device, onStep, cancellation) = options;
-        var (lora, untilStep) = (options.Lora, options.UntilStep);
+        var (runDirectory, resume, device, _, _) = options;
+        var lora = options.Lora;
         grpo.Validate();
         int perRollout = grpo.StepsPerRollout;
-        training = training with { CheckpointEvery = Math.Max(1, (int)Math.Round(training.CheckpointEvery / (double)perRollout)) * perRollout };
-        training.Validate();
+        training = RlRun.OnRolloutBoundaries(training, perRollout);
         var (policy, start) = Checkpoint.LoadModel(fromRun);
         using var _p = policy;
         Gpt? reference = grpo.Beta > 0 ? Checkpoint.LoadModel(fromRun).Model : null;
@@ -61,32 +60,16 @@ public static class GrpoRun
                 solvedGroups = r.SolvedGroups, truncated = r.Truncated, sampledGroups = r.SampledGroups, teachingShare = r.TeachingShare,
                 mismatchKl = r.MismatchKl, mismatchMaxRatio = r.MismatchMaxRatio,
             }, onRollout);
-        GrpoExperience? experience = null;
-        try
+        var setup = new RunSetup(runDirectory, training, resume, start.Tokenizer, "GRPO", device, DataParallel: false, Command: "grpo");
+        var (outcome, experience) = RlRun.Train(setup, options, log, policy, run =>
         {
-            void Log(StepMetrics m)
+            var experience = new GrpoExperience(policy, reference, reward, tokenizer, prompts, grpo, training.Seed, RlRun.NextRollout(run.DataPosition, "GRPO"), gold, environment);
+            return (experience, new RunObjective<GrpoBatch>(policy, policy.Config, GrpoExperience.Objective(policy, grpo), experience, null, new
             {
-                log.AfterStep(m, experience!.Rollouts, policy);
-                onStep?.Invoke(m);
-            }
-            var setup = new RunSetup(runDirectory, training, resume, start.Tokenizer, "GRPO", device, DataParallel: false, Command: "grpo");
-            var outcome = TrainingRun.Execute(setup, run =>
-            {
-                int iteration = run.DataPosition is null ? 0 : int.TryParse(run.DataPosition, out int i) ? i
-                    : throw new InvalidDataException($"GRPO position '{run.DataPosition}': expected the next rollout's number.");
-                experience = new GrpoExperience(policy, reference, reward, tokenizer, prompts, grpo, training.Seed, iteration, gold, environment);
-                return new RunObjective<GrpoBatch>(policy, policy.Config, GrpoExperience.Objective(policy, grpo), experience, null, new
-                {
-                    objective = "grpo", from = RunFolder.Reference(runDirectory, fromRun), reward = rewardDescription ?? "program", environment = environment?.Name, grpo, training, lora,
-                    tokenizer = run.Tokenizer, prompts = prompts.Count,
-                });
-            }, onStep: Log, cancellation: cancellation, untilStep: untilStep);
-            log.Finish(runDirectory, policy);
-            return new GrpoReport(outcome.Training, experience!.Rollouts, log.Keeper?.History ?? [], log.Keeper?.Kept);
-        }
-        finally
-        {
-            experience?.Dispose();
-        }
+                objective = "grpo", from = RunFolder.Reference(runDirectory, fromRun), reward = rewardDescription ?? "program", environment = environment?.Name, grpo, training, lora,
+                tokenizer = run.Tokenizer, prompts = prompts.Count,
+            }));
+        }, e => e.Rollouts);
+        return new GrpoReport(outcome.Training, experience.Rollouts, log.Keeper?.History ?? [], log.Keeper?.Kept);
     }
 }

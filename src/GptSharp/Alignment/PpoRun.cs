@@ -41,12 +41,10 @@ public static class PpoRun
         RunOptions options, Action<RolloutStats>? onRollout = null, RewardFunction? program = null, string? ptxData = null,
         RewardFunction? gold = null, PolicySelection? selection = null)
     {
-        var (runDirectory, resume, device, onStep, cancellation) = options;
-        var (lora, untilStep) = (options.Lora, options.UntilStep);
-        // Checkpoints on rollout boundaries, where a resume continues exactly.
+        var (runDirectory, resume, device, _, _) = options;
+        var lora = options.Lora;
         int perRollout = ppo.StepsPerRollout;
-        training = training with { CheckpointEvery = Math.Max(1, (int)Math.Round(training.CheckpointEvery / (double)perRollout)) * perRollout };
-        training.Validate();
+        training = RlRun.OnRolloutBoundaries(training, perRollout);
         ppo.Rollout.Validate();
         if (ppo.PtxCoefficient > 0 && ptxData is null) throw new ArgumentException("--ptx needs --ptx-data: token shards from `data prepare`.", nameof(ptxData));
         var torchDevice = torch.device(device);
@@ -78,36 +76,28 @@ public static class PpoRun
                 meanResponseLength = r.MeanResponseLength,
             }, onRollout);
         Data.MappedTokenShard? ptxShard = null;
-        PpoExperience? experience = null;
         try
         {
-            void Log(StepMetrics m)
-            {
-                log.AfterStep(m, experience!.Rollouts, actor);
-                onStep?.Invoke(m);
-            }
             // Rollouts differ per process and the experience is not sharded: PPO trains in one process.
             var setup = new RunSetup(runDirectory, training, resume, sft.Tokenizer, "PPO", device, DataParallel: false, Command: "ppo");
-            var outcome = TrainingRun.Execute(setup, run =>
+            var (outcome, experience) = RlRun.Train(setup, options, log, actor, run =>
             {
                 var position = PpoExperience.ParsePosition(run.DataPosition ?? "0");
                 ptxShard = ptxData is null ? null : new Data.MappedTokenShard(Path.Combine(ptxData, Data.ShardSummary.TrainFile));
                 var ptxLoader = ptxShard is null ? null : new Data.TokenBatchLoader(ptxShard, ppo.MiniBatch, actor.Config.ContextLength, training.Seed, position.Ptx);
-                experience = new PpoExperience(model, reference, program ?? Rewards.FromModel(reward, tokenizer), tokenizer, prompts, ppo, run.Device, training.Seed,
+                var experience = new PpoExperience(model, reference, program ?? Rewards.FromModel(reward, tokenizer), tokenizer, prompts, ppo, run.Device, training.Seed,
                     run.DataPosition, ptxLoader, gold);
-                return new RunObjective<PpoBatch>(model, actor.Config, PpoExperience.Objective(model, ppo), experience, null, new
+                return (experience, new RunObjective<PpoBatch>(model, actor.Config, PpoExperience.Objective(model, ppo), experience, null, new
                 {
                     objective = "ppo", scorer = program is null ? "reward model" : "program", sft = RunFolder.Reference(runDirectory, sftRun),
                     reward = RunFolder.Reference(runDirectory, rewardRun), ppo, training, lora, tokenizer = run.Tokenizer, prompts = prompts.Count,
                     ptxData = ptxData is null ? null : RunFolder.Reference(runDirectory, ptxData),
-                });
-            }, onStep: Log, cancellation: cancellation, untilStep: untilStep);
-            log.Finish(runDirectory, actor);
-            return new PpoReport(outcome.Training, experience!.Rollouts, log.Keeper?.History ?? [], log.Keeper?.Kept);
+                }));
+            }, e => e.Rollouts);
+            return new PpoReport(outcome.Training, experience.Rollouts, log.Keeper?.History ?? [], log.Keeper?.Kept);
         }
         finally
         {
-            experience?.Dispose();
             ptxShard?.Dispose();
         }
     }
