@@ -16,13 +16,13 @@ namespace GptSharp.Bench;
 /// optimiser steps (each rollout 8 titles × 8 poems; dynamic sampling samples more when groups are uniform), each seed
 /// in turn so every variant meets the same machine state. Per run: the strict verse score and the regular-form share of
 /// the kept policy (the held-out prompts, one poem each at 0.7), KL(policy ‖ SFT) per token on 64 fresh poems, and wall
-/// time. Default: the speedrun's 1,000 steps, seeds 1,2,3, every variant.
+/// time. Default: the speedrun's 1,000 steps, seeds 1,2,3, every variant (or those whose names begin with one of a comma-separated list).
 /// </summary>
 static class RlAlgorithmsBench
 {
     static readonly (string Name, Func<GrpoConfig, GrpoConfig> Change)[] Variants =
     [
-        ("dapo, 2 epochs (speedrun)", c => c),
+        ("dapo with 2 epochs (speedrun)", c => c),
         ("grpo loss", c => c with { Loss = GrpoLoss.Grpo }),
         ("dr_grpo loss", c => c with { Loss = GrpoLoss.DrGrpo }),
         ("gspo loss", c => c with { Loss = GrpoLoss.Gspo }),

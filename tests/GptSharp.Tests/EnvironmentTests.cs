@@ -58,6 +58,27 @@ public class EnvironmentTests(TrainedTokenizerFixture fixture) : IClassFixture<T
     }
 
     [Fact]
+    public void TwoStepProblemsAreFixedDisjointAndWorkedRight()
+    {
+        var train = ArithmeticStepsEnvironment.Problems(heldOut: false, 500);
+        var heldOut = ArithmeticStepsEnvironment.Problems(heldOut: true, 200);
+        Assert.Equal(train.Select(p => p.Question), ArithmeticStepsEnvironment.Problems(heldOut: false, 500).Select(p => p.Question));
+        Assert.Empty(heldOut.Select(p => p.Question).Intersect(ArithmeticStepsEnvironment.Problems(heldOut: false, ArithmeticStepsEnvironment.TrainingProblems).Select(p => p.Question)));
+        Assert.Equal(['+', '−'], train.Select(p => p.Operator).Distinct().Order());
+        Assert.All(train, p => Assert.Equal(p.Answer, Calculator.Evaluate(p.Expression).Text));
+        // The worked answer is what the environment answers: play it through and it earns 1.
+        foreach (var problem in train.Take(20))
+        {
+            var worked = ArithmeticStepsEnvironment.WorkedAnswer(problem);
+            var environment = ArithmeticStepsEnvironment.Factory([problem]).Create();
+            Assert.Equal(worked.Take(2), environment.Reset(problem.Question));
+            for (int i = 2; i < worked.Count - 1; i += 2)
+                Assert.Equal(worked[i + 1].Content, environment.Step(worked[i]).Observation);
+            Assert.Equal(EnvironmentStep.Finish(1), environment.Step(worked[^1]));
+        }
+    }
+
+    [Fact]
     public void AnEpisodeFeedsEachObservationBackMasksItTokenByTokenAndEndsWhenDone()
     {
         var (prompt, answer) = Worked(Problem);

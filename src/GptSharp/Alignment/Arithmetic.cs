@@ -25,29 +25,18 @@ public static class Arithmetic
     public const string ToolName = "calculator";
 
     /// <summary>Problems of one split, the same for a seed on any machine; train and held-out never share a question.</summary>
-    public static IReadOnlyList<ArithmeticProblem> Problems(bool heldOut, int count, long seed = 1337)
-    {
-        // Held-out questions come from their own stream; any that the training stream also makes is skipped.
-        var training = heldOut ? Stream(seed, "train").Take(TrainingProblems).Select(p => p.Question).ToHashSet() : null;
-        return [.. Stream(seed, heldOut ? "held-out" : "train").Where(p => training?.Contains(p.Question) != true).Take(count)];
-    }
+    public static IReadOnlyList<ArithmeticProblem> Problems(bool heldOut, int count, long seed = 1337) =>
+        ProblemSplits.Take(Draw, p => p.Question, seed, (17, 91), heldOut, count, TrainingProblems);
 
     /// <summary>How many training problems the arithmetic SFT data draws from (held-out problems avoid all of them).</summary>
     public const int TrainingProblems = 20000;
 
-    static IEnumerable<ArithmeticProblem> Stream(long seed, string split)
+    static ArithmeticProblem Draw(Random random)
     {
-        // A fixed mix of seed and split (HashCode.Combine is randomised per process, so it cannot be used here).
-        var random = new Random((int)((seed * 1_000_003 + (split == "train" ? 17 : 91)) & 0x7fffffff));
-        var seen = new HashSet<string>();
-        while (true)
-        {
-            char op = "+-×"[random.Next(3)];
-            int maxDigits = op == '×' ? 2 : 3;
-            long Operand() { int digits = random.Next(2, maxDigits + 1); return random.NextInt64((long)Math.Pow(10, digits - 1), (long)Math.Pow(10, digits)); }
-            var problem = new ArithmeticProblem(Operand(), op, Operand());
-            if (seen.Add(problem.Question)) yield return problem;
-        }
+        char op = "+-×"[random.Next(3)];
+        int maxDigits = op == '×' ? 2 : 3;
+        long Operand() { int digits = random.Next(2, maxDigits + 1); return random.NextInt64((long)Math.Pow(10, digits - 1), (long)Math.Pow(10, digits)); }
+        return new ArithmeticProblem(Operand(), op, Operand());
     }
 
     /// <summary>The calculator alone, as the task offers it.</summary>
@@ -72,5 +61,33 @@ public static class Arithmetic
         var expected = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var p in problems) expected[p.Question] = p.Answer;
         return Rewards.ExpectedAnswers(expected);
+    }
+}
+
+/// <summary>Generated problems in two splits that never share a question, the same for a seed on any machine.</summary>
+static class ProblemSplits
+{
+    /// <summary>
+    /// <paramref name="count"/> problems of one split: each split draws from its own stream (seeded by the seed and the
+    /// split's salt), repeats skipped; held-out problems also skip every question among the first
+    /// <paramref name="trainingCount"/> of the training stream.
+    /// </summary>
+    public static IReadOnlyList<T> Take<T>(Func<Random, T> draw, Func<T, string> question, long seed, (int Train, int HeldOut) salts, bool heldOut,
+        int count, int trainingCount)
+    {
+        var training = heldOut ? Stream(draw, question, seed, salts.Train).Take(trainingCount).Select(question).ToHashSet() : null;
+        return [.. Stream(draw, question, seed, heldOut ? salts.HeldOut : salts.Train).Where(p => training?.Contains(question(p)) != true).Take(count)];
+    }
+
+    static IEnumerable<T> Stream<T>(Func<Random, T> draw, Func<T, string> question, long seed, int salt)
+    {
+        // A fixed mix of seed and split (HashCode.Combine is randomised per process, so it cannot be used here).
+        var random = new Random((int)((seed * 1_000_003 + salt) & 0x7fffffff));
+        var seen = new HashSet<string>();
+        while (true)
+        {
+            var problem = draw(random);
+            if (seen.Add(question(problem))) yield return problem;
+        }
     }
 }

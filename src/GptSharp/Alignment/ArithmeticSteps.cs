@@ -68,24 +68,11 @@ public sealed class ArithmeticStepsEnvironment(IReadOnlyDictionary<string, strin
     }
 
     /// <summary>Problems of one split, the same for a seed on any machine; train and held-out never share a question.</summary>
-    public static IReadOnlyList<StepProblem> Problems(bool heldOut, int count, long seed = 1337)
-    {
-        var training = heldOut ? Stream(seed, "train").Take(TrainingProblems).Select(p => p.Question).ToHashSet() : null;
-        return [.. Stream(seed, heldOut ? "held-out" : "train").Where(p => training?.Contains(p.Question) != true).Take(count)];
-    }
+    public static IReadOnlyList<StepProblem> Problems(bool heldOut, int count, long seed = 1337) =>
+        ProblemSplits.Take(random => new StepProblem(random.Next(10, 100), random.Next(10, 100), random.Next(2) == 0 ? '+' : '−', random.Next(100, 1000)),
+            p => p.Question, seed, (29, 71), heldOut, count, TrainingProblems);
 
     public const int TrainingProblems = 20000;
-
-    static IEnumerable<StepProblem> Stream(long seed, string split)
-    {
-        var random = new Random((int)((seed * 1_000_033 + (split == "train" ? 29 : 71)) & 0x7fffffff));
-        var seen = new HashSet<string>();
-        while (true)
-        {
-            var problem = new StepProblem(random.Next(10, 100), random.Next(10, 100), random.Next(2) == 0 ? '+' : '−', random.Next(100, 1000));
-            if (seen.Add(problem.Question)) yield return problem;
-        }
-    }
 
     /// <summary>A worked answer: the product, then the sum or difference with <c>ans</c>, then the result.</summary>
     public static IReadOnlyList<ChatMessage> WorkedAnswer(StepProblem problem)
