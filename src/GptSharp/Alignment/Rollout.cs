@@ -46,25 +46,21 @@ public sealed class Rollout : IDisposable
         using var decoder = TokenDecoder.Create(policy, engine);
         var options = new SamplingOptions(Temperature: temperature, TopK: 0, TopP: 1.0, MaxNewTokens: maxNewTokens, Seed: seed,
             StopTokens: [tokenizer.EndId, tokenizer.BosId], SampledLogprobs: true);
-        var (answers, episodes, rendered) = environment is null
-            ? Answer(decoder, tokenizer, prompts, RenderPrompts(tokenizer, prompts, tools), options, tools, policy.Config.ContextLength)
-            : Episodes.Play(decoder, tokenizer, environment, prompts, options, maxTurns, policy.Config.ContextLength);
+        IReadOnlyList<Generation> answers;
+        IReadOnlyList<Episode>? episodes = null;
+        IReadOnlyList<int[]> rendered;
+        if (environment is null)
+        {
+            rendered = RenderPrompts(tokenizer, prompts, tools);
+            int room = policy.Config.ContextLength - rendered.Max(r => r.Length);
+            if (room < 1) throw new ArgumentException($"A prompt fills the model's context of {policy.Config.ContextLength} tokens: no room for an answer.", nameof(prompts));
+            answers = decoder.Generate(rendered, options with { MaxNewTokens = Math.Min(maxNewTokens, room) }, interject: tools?.Interjection(tokenizer));
+        }
+        else (answers, episodes, rendered) = Episodes.Play(decoder, tokenizer, environment, prompts, options, maxTurns, policy.Config.ContextLength);
         var truncated = answers.Select(a => a.Finish != FinishReason.Stop).ToList();
         var completions = Rewards.Describe(tokenizer, prompts, rendered, [.. answers.Select(a => a.Tokens)], truncated, [.. answers.Select(a => a.Inserted)])
             .Select((c, i) => c with { SamplerLogprobs = answers[i].SampledLogprobs, Episode = episodes?[i].Outcome }).ToList();
         return Layout(completions, tokenizer.PadId, parameterDevice(policy), keepTruncated);
-    }
-
-    static (IReadOnlyList<Generation>, IReadOnlyList<Episode>?, IReadOnlyList<int[]>) Answer(TokenDecoder decoder, GptTokenizer tokenizer,
-        IReadOnlyList<string> prompts, List<int[]> rendered, SamplingOptions options, ToolBox? tools, int context) =>
-        (decoder.Generate(rendered, options with { MaxNewTokens = Room(rendered, options.MaxNewTokens, context) }, interject: tools?.Interjection(tokenizer)), null, rendered);
-
-    /// <summary>The answers' token limit where the longest prompt leaves less room than asked in the model's context.</summary>
-    static int Room(IReadOnlyList<int[]> rendered, int maxNewTokens, int context)
-    {
-        int room = context - rendered.Max(r => r.Length);
-        if (room < 1) throw new ArgumentException($"A prompt fills the model's context of {context} tokens: no room for an answer.", "prompts");
-        return Math.Min(maxNewTokens, room);
     }
 
     /// <summary>Each prompt as a user turn (after a system turn offering <paramref name="tools"/>, if any), ready for the answer.</summary>
