@@ -109,8 +109,7 @@ public sealed class Episode
         return answer =>
         {
             if (answer.Count == 0 || answer[^1] != end) return null;
-            var turnTokens = answer.Skip(_turnStart).Take(answer.Count - _turnStart).ToList();
-            var turn = Inference.ToolBox.Messages(tokenizer, turnTokens)[0];
+            var turn = Inference.ToolBox.Messages(tokenizer, [.. answer.Skip(_turnStart)])[0];   // this turn's text and call
             if (Step(turn) is not { } step) return null;
             int[] observation = [step.Role == ChatRoles.User ? user : tool, .. tokenizer.Encode(step.Observation), end, assistant];
             _turnStart = answer.Count + observation.Length;
@@ -137,8 +136,12 @@ public static class Episodes
             throw new ArgumentException($"The environment '{environment.Name}' speaks in tool and user turns, but tokenizer '{tokenizer.Spec.Name}' has no tool tokens: train a new tokenizer and model.", nameof(tokenizer));
         var episodes = prompts.Select(p => new Episode(environment, p, maxTurns)).ToList();
         var rendered = episodes.Select(e => template.RenderPrompt(e.Opening)).ToList();
-        int Room(int[] opening) => contextLength is not { } context ? options.MaxNewTokens : context - opening.Length >= 1 ? Math.Min(options.MaxNewTokens, context - opening.Length)
-            : throw new ArgumentException($"A prompt's opening fills the model's context of {context} tokens: no room for an answer.", nameof(prompts));
+        int Room(int[] opening)
+        {
+            if (contextLength is not { } context) return options.MaxNewTokens;
+            if (context - opening.Length < 1) throw new ArgumentException($"A prompt's opening fills the model's context of {context} tokens: no room for an answer.", nameof(prompts));
+            return Math.Min(options.MaxNewTokens, context - opening.Length);
+        }
         var results = decoder.Generate([.. rendered.Select((r, i) => new Inference.BatchRow(r, options with { Seed = options.Seed + i, MaxNewTokens = Room(r) },
             Interject: episodes[i].Interjection(tokenizer)))]);
         foreach (var result in results)
