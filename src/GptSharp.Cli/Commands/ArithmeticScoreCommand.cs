@@ -15,8 +15,8 @@ sealed class ArithmeticScoreSettings : CommonSettings
     public string RunDir { get; init; } = "runs/sft";
     [CommandOption("--problems")] [Description("How many fixed held-out problems to ask (multi-digit + − ×).")]
     public int Problems { get; init; } = RlTasks.ScoreProblems;
-    [CommandOption("--steps")] [Description("Also ask as many two-step problems, (a × b) ± c, in the calculator-steps environment (one operation a call, ans the last result): exact answers, turns, episodes finished.")]
-    public bool Steps { get; init; }
+    [CommandOption("--two-step")] [Description("Also ask as many two-step problems, (a × b) ± c, in the calculator-steps environment (one operation a call, ans the last result): exact answers, turns, episodes finished.")]
+    public bool TwoStep { get; init; }
 
     public override ValidationResult Validate() =>
         Problems < 1 ? ValidationResult.Error($"--problems {Problems}: ask at least one.") : base.Validate();
@@ -48,11 +48,11 @@ sealed class ArithmeticScoreCommand : Command<ArithmeticScoreSettings>
             }
         }
         AnsiConsole.Write(table);
-        if (s.Steps) StepsTable(s);
+        if (s.TwoStep) TwoStepTable(s);
         return 0;
     }
 
-    static void StepsTable(ArithmeticScoreSettings s)
+    static void TwoStepTable(ArithmeticScoreSettings s)
     {
         var problems = ArithmeticStepsEnvironment.Problems(heldOut: true, s.Problems);
         var environment = ArithmeticStepsEnvironment.Factory(problems);
