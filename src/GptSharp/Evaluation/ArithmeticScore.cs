@@ -23,10 +23,8 @@ public static class ArithmeticScore
         var scores = Arithmetic.Reward(problems)(completions);
         int called = answers.Count(a => a.Inserted is not null);
         return new ArithmeticReport(withTool, problems.Count, (int)scores.Sum(), called,
-            [.. completions.Take(6).Select(c => (c.Prompt, string.Join(" | ", ToolBox.Messages(tokenizer, c.AnswerTokens).Select(Describe))))]);
+            [.. completions.Take(6).Select(c => (c.Prompt, ToolBox.Transcript(tokenizer, c.AnswerTokens)))]);
     }
-
-    static string Describe(ChatMessage m) => m.ToolCall is { } call ? $"{m.Content}[{call.Text}]" : m.Role == ChatRoles.Tool ? $"→ {m.Content}" : m.Content;
 }
 
 /// <summary>Exact answers out of the problems asked; <paramref name="ToolCalls"/> counts answers in which the calculator ran.</summary>

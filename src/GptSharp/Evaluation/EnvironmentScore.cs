@@ -18,9 +18,7 @@ public static class EnvironmentScore
         using var decoder = TokenDecoder.Create(model);
         var (answers, episodes, _) = Episodes.Play(decoder, tokenizer, environment, prompts, new SamplingOptions(Temperature: 0, MaxNewTokens: maxNewTokens,
             StopTokens: [tokenizer.EndId, tokenizer.BosId]), maxTurns, model.Config.ContextLength);
-        string Transcript(Generation answer) => string.Join(" | ", ToolBox.Messages(tokenizer, answer.Tokens)
-            .Select(m => m.ToolCall is { } call ? $"{m.Content}[{call.Text}]" : m.Role == ChatRoles.Tool ? $"→ {m.Content}" : m.Content));
         return new EnvironmentReport(prompts.Count, episodes.Average(e => e.Reward), episodes.Average(e => e.Turns), episodes.Count(e => e.Done) / (double)prompts.Count,
-            [.. prompts.Zip(answers).Take(6).Select(p => (p.First, Transcript(p.Second)))]);
+            [.. prompts.Zip(answers).Take(6).Select(p => (p.First, ToolBox.Transcript(tokenizer, p.Second.Tokens)))]);
     }
 }

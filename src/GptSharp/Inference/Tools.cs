@@ -127,6 +127,11 @@ public sealed class ToolBox
         return messages;
     }
 
+    /// <summary>An answer's turns on one line, for reports: each call in brackets after its text, each tool turn after an
+    /// arrow, turns separated by " | " (<c>[calculator 347 × 29] | → 10063 | 347 × 29 = 10063</c>).</summary>
+    public static string Transcript(GptTokenizer tokenizer, IReadOnlyList<int> answer) => string.Join(" | ", Messages(tokenizer, answer)
+        .Select(m => m.ToolCall is { } call ? $"{m.Content}[{call.Text}]" : m.Role == ChatRoles.Tool ? $"→ {m.Content}" : m.Content));
+
     /// <summary>The text of an answer's last assistant turn: what it finally says after any tool turns.</summary>
     public static string FinalText(GptTokenizer tokenizer, IReadOnlyList<int> answer)
     {
