@@ -189,6 +189,11 @@ public class ToolUseTests(TrainedTokenizerFixture fixture) : IClassFixture<Train
             new GrpoConfig { Tools = "calculator" }, seed: 1));
         Assert.Contains("no tool-call tokens", error.Message);
         Assert.Throws<ArgumentException>(() => new GrpoExperience(policy, null, Arithmetic.Reward([]), _tokenizer, ["q"], new GrpoConfig { Tools = "shell" }, seed: 1));
+        // An environment speaks in tool turns too: refused the same way, before any rollout.
+        var steps = ArithmeticStepsEnvironment.Factory([new StepProblem(2, 3, '+', 100)]);
+        error = Assert.Throws<ArgumentException>(() => new GrpoExperience(policy, null, Rewards.Episodes, old, ["What is (2 × 3) + 100?"], new GrpoConfig(), seed: 1, environment: steps));
+        Assert.Contains("the environment 'calculator-steps', but tokenizer", error.Message);
+        Assert.Contains("no tool-call tokens", error.Message);
     }
 
     [Fact]

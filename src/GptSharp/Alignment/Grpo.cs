@@ -138,15 +138,17 @@ public sealed class GrpoExperience : RolloutExperience<GrpoBatch>
     public GrpoExperience(Gpt policy, Gpt? reference, RewardFunction reward, GptTokenizer tokenizer, IReadOnlyList<string> prompts,
         GrpoConfig config, long seed, int iteration = 0, RewardFunction? gold = null, EnvironmentFactory? environment = null)
     {
-        if (environment is not null && config.Tools is not null)
-            throw new ArgumentException($"GRPO offers tools ({config.Tools}) and the environment '{environment.Name}': an environment offers its own tools.", nameof(config));
-        _environment = environment;
         if (prompts.Count == 0) throw new ArgumentException("GRPO needs at least one prompt.", nameof(prompts));
         if (config.Validate().Beta > 0 && reference is null) throw new ArgumentException("β > 0 needs the reference model.", nameof(reference));
-        (_policy, _reference, _reward, _gold, _tokenizer, _prompts, _config, _seed, _iteration) = (policy, reference, reward, gold, tokenizer, prompts, config, seed, iteration);
+        if (environment is not null && config.Tools is not null)
+            throw new ArgumentException($"GRPO offers tools ({config.Tools}) and the environment '{environment.Name}': an environment offers its own tools.", nameof(config));
+        (_policy, _reference, _reward, _gold, _tokenizer, _prompts, _config, _seed, _iteration, _environment) =
+            (policy, reference, reward, gold, tokenizer, prompts, config, seed, iteration, environment);
         _tools = config.Tools is { } names ? Inference.ToolBox.Named(names) : null;
-        if (_tools is not null && !new ChatTemplate(tokenizer).SupportsTools)
-            throw new ArgumentException($"GRPO offers tools ({config.Tools}), but tokenizer '{tokenizer.Spec.Name}' has no tool-call tokens: train a new tokenizer and model.", nameof(config));
+        // Refused here rather than at the first rollout, after the run folder is made.
+        if ((_tools is not null || environment is not null) && !new ChatTemplate(tokenizer).SupportsTools)
+            throw new ArgumentException($"GRPO offers {(environment is null ? $"tools ({config.Tools})" : $"the environment '{environment.Name}'")}, " +
+                                        $"but tokenizer '{tokenizer.Spec.Name}' has no tool-call tokens: train a new tokenizer and model.", nameof(config));
     }
 
     public List<GrpoRolloutStats> Rollouts { get; } = [];
@@ -227,7 +229,6 @@ public sealed class GrpoExperience : RolloutExperience<GrpoBatch>
         }
     }
 
-
     /// <summary>GRPO's loss for one minibatch (see <see cref="GrpoMath.Loss"/>).</summary>
     public static Func<GrpoBatch, ObjectiveOutput> Objective(Gpt policy, GrpoConfig config) => batch =>
     {
@@ -236,5 +237,4 @@ public sealed class GrpoExperience : RolloutExperience<GrpoBatch>
             config.Rollout.MaxNewTokens, batch.ReferenceLogProbabilities, config.Beta, batch.ImportanceWeights);
         return new ObjectiveOutput(loss, Math.Max(1, (long)batch.Mask.sum().item<float>()));
     };
-
 }
