@@ -123,7 +123,6 @@ public sealed class DistillExperience : RolloutExperience<DistillBatch>
         }
     }
 
-
     /// <summary>The divergence of the student's distributions from the teacher's over one minibatch's answer tokens.</summary>
     public static Func<DistillBatch, ObjectiveOutput> Objective(Gpt student, DistillConfig config) => batch =>
     {
@@ -131,5 +130,4 @@ public sealed class DistillExperience : RolloutExperience<DistillBatch>
         var loss = DistillMath.Loss(config.Divergence, logp, batch.TeacherLogProbabilities, batch.Mask);
         return new ObjectiveOutput(loss, Math.Max(1, (long)batch.Mask.sum().item<float>()));
     };
-
 }

@@ -262,7 +262,6 @@ public sealed class PpoExperience : RolloutExperience<PpoBatch>
         }
     }
 
-
     /// <summary>Log-probabilities of the response tokens at a sampling temperature: logits at <paramref name="positions"/>
     /// predict <paramref name="tokens"/>.</summary>
     public static Tensor ResponseLogProbabilities(Gpt model, Tensor sequences, Tensor positions, Tensor tokens, double temperature = 1.0)
@@ -295,5 +294,4 @@ public sealed class PpoExperience : RolloutExperience<PpoBatch>
             loss = loss + config.PtxCoefficient * Gpt.Loss(model.Actor.forward(batch.PtxInputs), batch.PtxTargets!);
         return new ObjectiveOutput(loss, (long)batch.Mask.sum().item<float>());
     };
-
 }
